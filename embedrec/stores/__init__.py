@@ -1,0 +1,89 @@
+"""Vector stores behind one interface, opened by URI.
+
+Backends are imported only when their scheme is used, so that `import embedrec` stays
+fast and an uninstalled extra (qdrant, pinecone) fails only for the scheme that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from embedrec.stores.base import METRICS, Capabilities, Hit, Record, VectorStore
+from embedrec.stores.errors import (
+    ConfigError,
+    CorruptStore,
+    DimensionError,
+    FilterError,
+    IdError,
+    MetadataError,
+    StoreError,
+    StoreLocked,
+    StoreNotFound,
+    StoreUnavailable,
+    VectorError,
+)
+from embedrec.stores.filters import matches, parse_filter
+from embedrec.stores.uri import StoreURI, parse_uri
+
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    # scheme: (module, class, the extra that installs its client)
+    "faiss": ("embedrec.stores.faiss", "FaissStore", "embedrec"),
+    "qdrant": ("embedrec.stores.qdrant", "QdrantStore", "embedrec[qdrant]"),
+    "qdrant+local": ("embedrec.stores.qdrant", "QdrantStore", "embedrec[qdrant]"),
+    "qdrant+memory": ("embedrec.stores.qdrant", "QdrantStore", "embedrec[qdrant]"),
+    "qdrant+edge": ("embedrec.stores.qdrant_edge", "QdrantEdgeStore", "embedrec[qdrant]"),
+    "pinecone": ("embedrec.stores.pinecone", "PineconeStore", "embedrec[pinecone]"),
+}
+
+
+def open_store(
+    uri: str, *, dim: int | None = None, metric: str | None = None, **options: object
+) -> VectorStore:
+    """Open the store at `uri`, or create it when it does not exist (then `dim` is needed;
+    `metric` defaults to cosine). A `dim` or `metric` that contradicts an existing store
+    raises `DimensionError` / `ConfigError`. Keyword options are merged with the URI's."""
+    parsed = parse_uri(uri)
+    if parsed.scheme not in REGISTRY:
+        raise ConfigError(
+            f"unknown store scheme {parsed.scheme!r} in {parsed.raw!r}; "
+            f"known: {', '.join(sorted(REGISTRY))}"
+        )
+    if metric is not None and metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise DimensionError(f"dim must be a positive integer, got {dim!r}")
+    parsed.options.update({k: str(v) for k, v in options.items()})
+    module_name, class_name, extra = REGISTRY[parsed.scheme]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{parsed.scheme} stores need {exc.name}: pip install '{extra}'"
+        ) from exc
+    return getattr(module, class_name).open(parsed, dim=dim, metric=metric)
+
+
+__all__ = [
+    "METRICS",
+    "REGISTRY",
+    "Capabilities",
+    "ConfigError",
+    "CorruptStore",
+    "DimensionError",
+    "FilterError",
+    "Hit",
+    "IdError",
+    "MetadataError",
+    "Record",
+    "StoreError",
+    "StoreLocked",
+    "StoreNotFound",
+    "StoreURI",
+    "StoreUnavailable",
+    "VectorError",
+    "VectorStore",
+    "matches",
+    "open_store",
+    "parse_filter",
+    "parse_uri",
+]

@@ -1,0 +1,283 @@
+"""The store interface every backend implements, its core types and its errors.
+
+`VectorStore` validates every call once, here, and hands the backend clean input through
+the `_upsert` / `_delete` / `_fetch` / `_search` / `_count` hooks, so that a bad vector,
+id, metadata value or filter gets the same error from every store.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from embedrec.stores.errors import (
+    ConfigError,
+    DimensionError,
+    IdError,
+    MetadataError,
+    StoreError,
+    VectorError,
+)
+from embedrec.stores.filters import Node, parse_filter
+from embedrec.stores.uri import StoreURI
+
+Metric = Literal["cosine", "dot", "l2"]
+METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
+MetadataValue = str | int | float | bool | list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: str
+    vector: np.ndarray
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A search result. `score` is higher-is-more-similar for every metric: the inner product
+    for cosine and dot, the negated squared distance for l2."""
+
+    id: str
+    score: float
+    metadata: dict[str, MetadataValue] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    exact: bool
+    """True when search returns the exact top-k (brute force), False for ANN indexes."""
+    search_params: tuple[str, ...] = ()
+    """Per-call search parameters the store understands, such as `ef` or `nprobe`."""
+    max_batch: int = 10_000
+    """Largest number of vectors the store takes well in one upsert call."""
+    persistent: bool = False
+    deletes: bool = True
+    """False where deletes are tombstones that need a `compact()` to free space."""
+    exact_vectors: bool = True
+    """False where `fetch` returns quantised vectors (SQ8) rather than those upserted."""
+
+
+def normalize_ids(ids: Iterable[str | int]) -> list[str]:
+    """Stringify ids (ints are accepted) and reject empty ones, other types and duplicates."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for pos, raw in enumerate(ids):
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, np.integer)):
+            raise IdError(f"id at position {pos} is {type(raw).__name__} {raw!r}: ids are str or int")
+        sid = str(int(raw)) if not isinstance(raw, str) else raw
+        if not sid:
+            raise IdError(f"id at position {pos} is empty")
+        if sid in seen:
+            raise IdError(f"id {sid!r} appears twice in one batch (again at position {pos})")
+        seen.add(sid)
+        out.append(sid)
+    return out
+
+
+def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.ndarray:
+    """A C-contiguous float32 (n, dim) copy-free view where possible, with every row finite.
+
+    `ids` name the records in error messages; without them rows are named by position.
+    """
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise DimensionError(f"vectors must be (n, {dim}) or ({dim},), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise DimensionError(f"vectors have dimension {arr.shape[1]}, the store has {dim}")
+    if ids is not None and len(ids) != arr.shape[0]:
+        raise IdError(f"{len(ids)} ids for {arr.shape[0]} vectors")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
+        raise VectorError(f"{name}: vector contains NaN or inf")
+    return np.ascontiguousarray(arr)
+
+
+def l2_normalize(vectors: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    zero = norms[:, 0] == 0
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
+        raise VectorError(f"{name}: zero vector has no direction under the cosine metric")
+    return vectors / norms
+
+
+def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:
+    """Validate one record's metadata and convert numpy scalars to Python values.
+
+    Allowed: str, int, float (finite), bool, list of str. These are Pinecone's limits,
+    applied everywhere so that every store holds the same data.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise MetadataError(
+            f"record {record_id!r}: metadata must be a dict, got {type(metadata).__name__}"
+        )
+    out: dict[str, MetadataValue] = {}
+    for key, value in metadata.items():
+        where = f"record {record_id!r}, key {key!r}"
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise MetadataError(f"{where}: keys are non-empty strings not starting with '$'")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None:
+            raise MetadataError(f"{where}: null values are not allowed; leave the key out")
+        if isinstance(value, (bool, int, str)):
+            out[key] = value
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise MetadataError(f"{where}: {value} is not a finite number")
+            out[key] = value
+        elif isinstance(value, Mapping):
+            raise MetadataError(f"{where}: nested objects are not allowed")
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            items = list(value)
+            bad = next((v for v in items if not isinstance(v, str)), None)
+            if bad is not None or any(v is None for v in items):
+                raise MetadataError(
+                    f"{where}: lists may hold only strings, found {type(bad).__name__} {bad!r}"
+                )
+            out[key] = items
+        else:
+            raise MetadataError(
+                f"{where}: {type(value).__name__} is not allowed "
+                "(str, int, float, bool or list of str)"
+            )
+    return out
+
+
+def check_params(params: Mapping[str, Any] | None, allowed: Sequence[str]) -> dict[str, Any]:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown search params {unknown}; this store takes {sorted(allowed) or 'none'}"
+        )
+    return params
+
+
+class VectorStore(abc.ABC):
+    """One interface over every vector store. Subclasses implement the `_` hooks."""
+
+    uri: str
+    dim: int
+    metric: Metric
+    capabilities: Capabilities
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, uri: StoreURI, *, dim: int | None, metric: str | None) -> VectorStore:
+        """Open the store `uri` names, creating it when absent (then `dim` is required and
+        `metric` defaults to cosine). Consume the options you understand, then `uri.done()`."""
+
+    # -- public API: validation, then the backend hook ------------------------------------
+
+    def upsert(
+        self,
+        ids: Sequence[str | int],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> int:
+        """Insert or overwrite records; returns how many were written. Validates the whole
+        batch first, so a bad record leaves the store untouched."""
+        sids = normalize_ids(ids)
+        if not sids:
+            return 0
+        mat = as_matrix(vectors, self.dim, sids)
+        if metadata is None:
+            metas = [{} for _ in sids]
+        else:
+            if len(metadata) != len(sids):
+                raise MetadataError(f"{len(metadata)} metadata entries for {len(sids)} ids")
+            metas = [check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)]
+        if self.metric == "cosine":
+            mat = l2_normalize(mat, sids)
+        return self._upsert(sids, mat, metas)
+
+    def delete(
+        self, ids: Sequence[str | int] | None = None, *, filter: Mapping | None = None
+    ) -> int:
+        """Delete by ids or by filter (`filter={}` deletes everything); returns how many went."""
+        if (ids is None) == (filter is None):
+            raise StoreError("delete takes either ids or filter, not both and not neither")
+        if ids is not None:
+            sids = normalize_ids(ids)
+            return self._delete_ids(sids) if sids else 0
+        return self._delete_filter(parse_filter(filter))
+
+    def fetch(self, ids: Sequence[str | int]) -> list[Record]:
+        """Records for the ids that exist, in the order asked; missing ids are left out."""
+        sids = normalize_ids(ids)
+        return self._fetch(sids) if sids else []
+
+    def search(
+        self,
+        vectors: Any,
+        k: int,
+        *,
+        filter: Mapping | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k hits for each query row, best first. With a filter, the k best records that
+        match it (fewer only when fewer match)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise StoreError(f"k must be a positive integer, got {k!r}")
+        queries = as_matrix(vectors, self.dim)
+        if self.metric == "cosine":
+            queries = l2_normalize(queries)
+        node = parse_filter(filter) if filter is not None else None
+        checked = check_params(params, self.capabilities.search_params)
+        if queries.shape[0] == 0:
+            return []
+        return self._search(queries, int(k), node, checked)
+
+    def count(self, filter: Mapping | None = None) -> int:
+        return self._count(parse_filter(filter) if filter is not None else None)
+
+    def flush(self) -> None:
+        """Make every write durable and searchable (build indexes, save, wait for consistency)."""
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r}, dim={self.dim}, metric={self.metric!r})"
+
+    # -- backend hooks: inputs are already validated ---------------------------------------
+
+    @abc.abstractmethod
+    def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int: ...
+
+    @abc.abstractmethod
+    def _delete_ids(self, ids: list[str]) -> int: ...
+
+    @abc.abstractmethod
+    def _delete_filter(self, node: Node) -> int: ...
+
+    @abc.abstractmethod
+    def _fetch(self, ids: list[str]) -> list[Record]: ...
+
+    @abc.abstractmethod
+    def _search(
+        self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
+    ) -> list[list[Hit]]: ...
+
+    @abc.abstractmethod
+    def _count(self, node: Node | None) -> int: ...

@@ -1,0 +1,315 @@
+"""The engine-neutral filter language.
+
+A filter is a dict, as in Pinecone and MongoDB::
+
+    {"genre": {"$in": ["Comedy"]}, "year": {"$gte": 1990}}
+
+`{"f": v}` means `{"f": {"$eq": v}}`; several keys in one dict are ANDed; `$and` / `$or`
+take non-empty lists of filters at any depth. Operators: `$eq $ne $gt $gte $lt $lte $in
+$nin $exists`.
+
+Semantics, the same on every store (`matches` is the reference):
+
+- values compare within their type: strings with strings, booleans with booleans, numbers
+  (int and float alike) with numbers; a value of another type never equals;
+- on a list field, `$eq` / `$in` hold when any element matches; `$ne` / `$nin` are their
+  exact negation: no element matches, or the field is absent;
+- ranges hold only on numeric fields; a range with a non-numeric bound is a `FilterError`;
+- `$exists: true` holds when the key is present.
+
+`parse_filter` validates a dict into a small tree (`Cond`, `And`, `Or`) that every backend
+translates; errors name the offending node by its path, e.g. `filter["year"]["$gte"]`.
+`Columns` evaluates the same tree vectorised over metadata columns (FAISS filters with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embedrec.stores.errors import FilterError
+
+Scalar = str | int | float | bool
+EQUALITY_OPS = ("$eq", "$ne")
+RANGE_OPS = ("$gt", "$gte", "$lt", "$lte")
+SET_OPS = ("$in", "$nin")
+OPERATORS = (*EQUALITY_OPS, *RANGE_OPS, *SET_OPS, "$exists")
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """One condition on one field. `value` is a scalar, a tuple of scalars ($in/$nin), a
+    number (ranges) or a bool ($exists)."""
+
+    field: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple[Node, ...]
+
+
+Node = Cond | And | Or
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _scalar(value: object, path: str) -> Scalar:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (str, bool, int, float)):
+        if isinstance(value, float) and not np.isfinite(value):
+            raise FilterError(f"{path}: {value} is not a finite number")
+        return value
+    raise FilterError(
+        f"{path}: expected a string, number or boolean, got {type(value).__name__} {value!r}"
+    )
+
+
+def _parse_op(field: str, op: str, value: object, path: str) -> Cond:
+    if op in EQUALITY_OPS:
+        return Cond(field, op, _scalar(value, path))
+    if op in RANGE_OPS:
+        value = value.item() if isinstance(value, np.generic) else value
+        if not _is_number(value):
+            raise FilterError(
+                f"{path}: range operator {op} needs a number, got {type(value).__name__} "
+                f"{value!r} (ranges on strings are not supported)"
+            )
+        return Cond(field, op, _scalar(value, path))
+    if op in SET_OPS:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(
+            value, (Sequence, np.ndarray, set, frozenset)
+        ):
+            raise FilterError(f"{path}: {op} needs a list of values, got {value!r}")
+        values = tuple(_scalar(v, f"{path}[{i}]") for i, v in enumerate(value))
+        if not values:
+            raise FilterError(f"{path}: {op} needs a non-empty list")
+        return Cond(field, op, values)
+    if op == "$exists":
+        if not isinstance(value, bool):
+            raise FilterError(f"{path}: $exists needs true or false, got {value!r}")
+        return Cond(field, op, value)
+    raise FilterError(f"{path}: unknown operator {op!r}; known: {' '.join(OPERATORS)}")
+
+
+def _parse(obj: object, path: str) -> Node:
+    if not isinstance(obj, Mapping):
+        raise FilterError(f"{path}: a filter is a dict, got {type(obj).__name__} {obj!r}")
+    items: list[Node] = []
+    for key, value in obj.items():
+        here = f"{path}[{key!r}]"
+        if not isinstance(key, str) or not key:
+            raise FilterError(f"{here}: keys are field names or $and/$or")
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise FilterError(f"{here}: {key} needs a non-empty list of filters")
+            subs = tuple(_parse(v, f"{here}[{i}]") for i, v in enumerate(value))
+            items.append(And(subs) if key == "$and" else Or(subs))
+        elif key.startswith("$"):
+            raise FilterError(
+                f"{here}: unknown operator {key!r} at field level; "
+                "use $and/$or here, or put the operator under a field"
+            )
+        elif isinstance(value, Mapping):
+            if not value:
+                raise FilterError(f"{here}: empty condition")
+            for op, operand in value.items():
+                items.append(_parse_op(key, op, operand, f"{here}[{op!r}]"))
+        elif isinstance(value, (list, tuple, set, np.ndarray)):
+            raise FilterError(f"{here}: a list is not a value to compare with; use $in")
+        else:
+            items.append(Cond(key, "$eq", _scalar(value, here)))
+    return items[0] if len(items) == 1 else And(tuple(items))  # And(()) matches all
+
+
+def parse_filter(filter: Mapping | Node) -> Node:
+    """Validate a filter dict into a tree. `{}` is the filter that matches everything."""
+    if isinstance(filter, (Cond, And, Or)):
+        return filter
+    return _parse(filter, "filter")
+
+
+# -- the reference evaluator -----------------------------------------------------------------
+
+
+def _same(a: object, b: Scalar) -> bool:
+    if isinstance(b, bool) or isinstance(a, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if _is_number(b):
+        return _is_number(a) and a == b
+    return isinstance(a, str) and a == b
+
+
+def _eq(value: object, target: Scalar) -> bool:
+    if isinstance(value, list):
+        return any(_same(v, target) for v in value)
+    return _same(value, target)
+
+
+def _cond(metadata: Mapping[str, Any], c: Cond) -> bool:
+    present = c.field in metadata
+    if c.op == "$exists":
+        return present == c.value
+    value = metadata.get(c.field)
+    if c.op == "$eq":
+        return present and _eq(value, c.value)
+    if c.op == "$ne":
+        return not (present and _eq(value, c.value))
+    if c.op == "$in":
+        return present and any(_eq(value, t) for t in c.value)
+    if c.op == "$nin":
+        return not (present and any(_eq(value, t) for t in c.value))
+    if not present or not _is_number(value):
+        return False
+    if c.op == "$gt":
+        return value > c.value
+    if c.op == "$gte":
+        return value >= c.value
+    if c.op == "$lt":
+        return value < c.value
+    return value <= c.value
+
+
+def _eval(metadata: Mapping[str, Any], node: Node) -> bool:
+    if isinstance(node, Cond):
+        return _cond(metadata, node)
+    if isinstance(node, And):
+        return all(_eval(metadata, n) for n in node.items)
+    return any(_eval(metadata, n) for n in node.items)
+
+
+def matches(metadata: Mapping[str, Any] | None, filter: Mapping | Node) -> bool:
+    """The reference evaluator: does one record's metadata satisfy the filter?"""
+    return _eval(metadata or {}, parse_filter(filter))
+
+
+def fields_of(node: Node) -> set[str]:
+    """Every field a filter reads (stores use it to index those fields)."""
+    if isinstance(node, Cond):
+        return {node.field}
+    return set().union(*(fields_of(n) for n in node.items))
+
+
+# -- the vectorised evaluator --------------------------------------------------------------
+
+
+class _Column:
+    """One field over n rows, split by value type so that each operator is one numpy op."""
+
+    def __init__(self, n: int) -> None:
+        self.present = np.zeros(n, dtype=bool)
+        self.num = np.full(n, np.nan)
+        self.boolean = np.full(n, -1, dtype=np.int8)
+        self.codes = np.full(n, -1, dtype=np.int32)
+        self.vocab: dict[str, int] = {}
+        list_rows: list[int] = []
+        list_codes: list[int] = []
+        self._pending = (list_rows, list_codes)
+        self.list_rows = np.empty(0, dtype=np.int64)
+        self.list_codes = np.empty(0, dtype=np.int32)
+
+    def code(self, s: str) -> int:
+        return self.vocab.setdefault(s, len(self.vocab))
+
+    def set(self, row: int, value: object) -> None:
+        self.present[row] = True
+        if isinstance(value, bool):
+            self.boolean[row] = value
+        elif isinstance(value, (int, float)):
+            self.num[row] = value
+        elif isinstance(value, str):
+            self.codes[row] = self.code(value)
+        elif isinstance(value, list):
+            rows, codes = self._pending
+            for v in value:
+                rows.append(row)
+                codes.append(self.code(v))
+
+    def seal(self) -> None:
+        rows, codes = self._pending
+        self.list_rows = np.asarray(rows, dtype=np.int64)
+        self.list_codes = np.asarray(codes, dtype=np.int32)
+        del self._pending
+
+    def eq_any(self, targets: Sequence[Scalar]) -> np.ndarray:
+        """Rows where the value (or any list element) equals one of the targets."""
+        out = np.zeros_like(self.present)
+        nums = [t for t in targets if _is_number(t)]
+        bools = [t for t in targets if isinstance(t, bool)]
+        codes = [self.vocab[t] for t in targets if isinstance(t, str) and t in self.vocab]
+        if nums:
+            out |= np.isin(self.num, np.asarray(nums, dtype=np.float64))
+        if bools:
+            out |= np.isin(self.boolean, np.asarray(bools, dtype=np.int8))
+        if codes:
+            wanted = np.asarray(codes, dtype=np.int32)
+            out |= np.isin(self.codes, wanted)
+            if self.list_rows.size:
+                out[self.list_rows[np.isin(self.list_codes, wanted)]] = True
+        return out
+
+
+class Columns:
+    """Metadata of n rows held column by column; `evaluate(node)` gives a bool mask.
+
+    Rows that are `None` (deleted slots) match nothing, not even `$ne`.
+    """
+
+    def __init__(self, rows: Sequence[Mapping[str, Any] | None]) -> None:
+        self.n = len(rows)
+        self.live = np.fromiter((r is not None for r in rows), dtype=bool, count=self.n)
+        self.columns: dict[str, _Column] = {}
+        for i, row in enumerate(rows):
+            if not row:
+                continue
+            for key, value in row.items():
+                col = self.columns.get(key)
+                if col is None:
+                    col = self.columns[key] = _Column(self.n)
+                col.set(i, value)
+        for col in self.columns.values():
+            col.seal()
+
+    def _cond(self, c: Cond) -> np.ndarray:
+        col = self.columns.get(c.field)
+        if col is None:
+            absent = c.op in ("$ne", "$nin") or (c.op == "$exists" and not c.value)
+            return np.full(self.n, absent, dtype=bool)
+        if c.op == "$exists":
+            return col.present if c.value else ~col.present
+        if c.op in ("$eq", "$ne", "$in", "$nin"):
+            targets = c.value if c.op in SET_OPS else (c.value,)
+            hit = col.eq_any(targets)
+            return hit if c.op in ("$eq", "$in") else ~hit
+        with np.errstate(invalid="ignore"):
+            if c.op == "$gt":
+                return col.num > c.value
+            if c.op == "$gte":
+                return col.num >= c.value
+            if c.op == "$lt":
+                return col.num < c.value
+            return col.num <= c.value
+
+    def _eval(self, node: Node) -> np.ndarray:
+        if isinstance(node, Cond):
+            return self._cond(node)
+        masks = [self._eval(n) for n in node.items]
+        if not masks:
+            return np.ones(self.n, dtype=bool)
+        return np.logical_and.reduce(masks) if isinstance(node, And) else np.logical_or.reduce(masks)
+
+    def evaluate(self, node: Node) -> np.ndarray:
+        return self._eval(node) & self.live
