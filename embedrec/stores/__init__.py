@@ -57,9 +57,7 @@ def open_store(
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(
-            f"{parsed.scheme} stores need {exc.name}: pip install '{extra}'"
-        ) from exc
+        raise ConfigError(f"{parsed.scheme} stores need {exc.name}: pip install '{extra}'") from exc
     return getattr(module, class_name).open(parsed, dim=dim, metric=metric)
 
 

@@ -69,7 +69,9 @@ def normalize_ids(ids: Iterable[str | int]) -> list[str]:
     seen: set[str] = set()
     for pos, raw in enumerate(ids):
         if isinstance(raw, bool) or not isinstance(raw, (str, int, np.integer)):
-            raise IdError(f"id at position {pos} is {type(raw).__name__} {raw!r}: ids are str or int")
+            raise IdError(
+                f"id at position {pos} is {type(raw).__name__} {raw!r}: ids are str or int"
+            )
         sid = str(int(raw)) if not isinstance(raw, str) else raw
         if not sid:
             raise IdError(f"id at position {pos} is empty")
@@ -245,7 +247,7 @@ class VectorStore(abc.ABC):
     def count(self, filter: Mapping | None = None) -> int:
         return self._count(parse_filter(filter) if filter is not None else None)
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 (a no-op for stores that need nothing)
         """Make every write durable and searchable (build indexes, save, wait for consistency)."""
 
     def close(self) -> None:

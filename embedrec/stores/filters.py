@@ -309,7 +309,9 @@ class Columns:
         masks = [self._eval(n) for n in node.items]
         if not masks:
             return np.ones(self.n, dtype=bool)
-        return np.logical_and.reduce(masks) if isinstance(node, And) else np.logical_or.reduce(masks)
+        return (
+            np.logical_and.reduce(masks) if isinstance(node, And) else np.logical_or.reduce(masks)
+        )
 
     def evaluate(self, node: Node) -> np.ndarray:
         return self._eval(node) & self.live

@@ -54,7 +54,9 @@ class StoreURI:
 
 def parse_uri(uri: str) -> StoreURI:
     if not isinstance(uri, str) or ":" not in uri:
-        raise ConfigError(f"{uri!r} is not a store URI (expected scheme:location, e.g. faiss:./data)")
+        raise ConfigError(
+            f"{uri!r} is not a store URI (expected scheme:location, e.g. faiss:./data)"
+        )
     scheme, rest = uri.split(":", 1)
     scheme = scheme.lower()
     location, _, query = rest.partition("?")

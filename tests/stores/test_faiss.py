@@ -1,0 +1,284 @@
+"""FAISS: the conformance suite on every index kind, plus what only FAISS has (training,
+tombstones and compaction, persistence files, corruption, locking)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrec import CorruptStore, StoreLocked, StoreNotFound, open_store
+from embedrec.stores import ConfigError
+from tests.stores.conformance import StoreConformance, brute_force
+
+
+class TestFaissFlat(StoreConformance):
+    def uri(self, location: Path) -> str:
+        return f"faiss:{location}?index=Flat"
+
+
+class TestFaissFlatInMemory(StoreConformance):
+    def uri(self, location: Path) -> str:
+        return "faiss:"
+
+
+class TestFaissHNSW(StoreConformance):
+    def uri(self, location: Path) -> str:
+        return f"faiss:{location}?index=HNSW16"
+
+
+class TestFaissIVF(StoreConformance):
+    def uri(self, location: Path) -> str:
+        return f"faiss:{location}?index=IVF,Flat"
+
+
+class TestFaissSQ8(StoreConformance):
+    def uri(self, location: Path) -> str:
+        return f"faiss:{location}?index=SQ8"
+
+
+def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((32, d)).astype(np.float32)
+    x = centers[rng.integers(0, 32, n)] + 0.3 * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recall(store, base, queries, k=10, **kw) -> float:
+    truth = np.argsort(-brute_force(base, queries, store.metric), axis=1)[:, :k]
+    got = store.search(queries, k, **kw)
+    return float(
+        np.mean(
+            [
+                len({int(h.id) for h in g} & set(t.tolist())) / k
+                for g, t in zip(got, truth, strict=True)
+            ]
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["IVF,Flat", "IVF,PQ8", "SQ8"])
+def test_trained_kinds_build_on_flush(tmp_path, kind):
+    base, queries = clustered(3000, 32), clustered(50, 32, seed=1)
+    store = open_store(f"faiss:{tmp_path}/s?index={kind}", dim=32, metric="cosine")
+    store.upsert([str(i) for i in range(3000)], base)
+    assert not store.built
+    assert recall(store, base, queries) == 1.0  # exact while staged
+    store.flush()
+    assert store.built
+    assert recall(store, base, queries) >= 0.9
+    (record,) = store.fetch(["17"])
+    atol = 2e-2 if kind == "SQ8" else 1e-6  # PQ keeps exact vectors in its refine stage
+    np.testing.assert_allclose(record.vector, base[17], atol=atol)
+    store.close()
+    reopened = open_store(f"faiss:{tmp_path}/s")
+    assert reopened.built and reopened.spec.name.startswith(kind.split(",")[0])
+    assert recall(reopened, base, queries) >= 0.9
+    reopened.close()
+
+
+def test_ivf_nlist_from_data_size_and_nprobe_param(tmp_path):
+    base = clustered(4000, 16)
+    store = open_store("faiss:?index=IVF,Flat", dim=16)
+    store.upsert([str(i) for i in range(4000)], base)
+    store.flush()
+    assert store._nlist() == 102  # min(4 * sqrt(4000), 4000 // 39)
+    queries = clustered(40, 16, seed=2)
+    assert recall(store, base, queries, params={"nprobe": 102}) == 1.0
+    assert recall(store, base, queries, params={"nprobe": 1}) < 1.0
+
+
+def test_hnsw_tombstones_and_compact(tmp_path):
+    base = clustered(1000, 16)
+    store = open_store(f"faiss:{tmp_path}/h?index=HNSW32", dim=16)
+    store.upsert([str(i) for i in range(1000)], base)
+    store.delete([str(i) for i in range(100)])
+    store.upsert(["500"], base[:1])  # overwrite: the old slot becomes a tombstone
+    assert store._index.ntotal == 1001 and store.count() == 900
+    hits = store.search(base[:5], 20)
+    assert all(int(h.id) >= 100 for row in hits for h in row)
+    assert hits[0][0].id == "500"
+    store.compact()
+    assert store._index.ntotal == 900 and store.count() == 900
+    assert store.search(base[0], 1)[0][0].id == "500"
+    assert store.capabilities.deletes is False
+
+
+def test_flush_compacts_when_a_quarter_is_dead(tmp_path):
+    store = open_store(f"faiss:{tmp_path}/h?index=HNSW16", dim=16)
+    store.upsert([str(i) for i in range(400)], clustered(400, 16))
+    store.delete([str(i) for i in range(50)])
+    store.flush()
+    assert store._index.ntotal == 400  # 12% dead: kept as tombstones
+    store.delete([str(i) for i in range(50, 120)])
+    store.flush()
+    assert store._index.ntotal == 280
+
+
+def test_filtered_search_one_percent_returns_k(tmp_path):
+    base = clustered(5000, 32)
+    meta = [{"bucket": i % 100} for i in range(5000)]
+    store = open_store("faiss:?index=HNSW16&ef=16", dim=32)
+    store.upsert([str(i) for i in range(5000)], base, meta)
+    queries = clustered(20, 32, seed=4)
+    rows = [i for i in range(5000) if i % 100 == 7]
+    truth = np.argsort(-brute_force(base[rows], queries, "cosine"), axis=1)[:, :10]
+    got = store.search(queries, 10, filter={"bucket": 7})
+    assert all(len(g) == 10 for g in got)
+    for g, t in zip(got, truth, strict=True):
+        assert {int(h.id) for h in g} == {rows[j] for j in t}
+
+
+def test_broad_filter_uses_ann_and_still_returns_k(tmp_path):
+    base = clustered(3000, 16)
+    meta = [{"half": i % 2 == 0} for i in range(3000)]
+    store = open_store("faiss:?index=HNSW8&ef=8", dim=16)
+    store.upsert([str(i) for i in range(3000)], base, meta)
+    got = store.search(clustered(50, 16, seed=5), 40, filter={"half": True})
+    assert all(len(g) == 40 and all(int(h.id) % 2 == 0 for h in g) for g in got)
+
+
+# -- persistence -------------------------------------------------------------------------------
+
+
+def saved_store(tmp_path: Path) -> Path:
+    path = tmp_path / "s"
+    store = open_store(f"faiss:{path}?index=HNSW16", dim=8, metric="l2")
+    store.upsert(["a", "b"], np.eye(8)[:2], [{"k": "v"}, {"n": 1}])
+    store.close()
+    return path
+
+
+def manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_persisted_layout(tmp_path):
+    path = saved_store(tmp_path)
+    m = manifest(path)
+    assert (m["format"], m["dim"], m["metric"], m["index"], m["count"]) == (1, 8, "l2", "HNSW16", 2)
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        ["LOCK", "manifest.json", *(f["file"] for f in m["files"].values())]
+    )
+    store = open_store(f"faiss:{path}")
+    store.upsert(["c"], np.eye(8)[2:3])
+    store.close()
+    assert manifest(path)["generation"] == 2
+    assert not list(path.glob("*.1.*"))  # the previous generation is gone
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p, m: (p / m["files"]["index"]["file"]).write_bytes(b"\0" * 10), "truncated"),
+        (
+            lambda p, m: (p / m["files"]["metadata"]["file"]).write_text('{"k":"w"}\n{"n":1}\n'),
+            "corrupted",
+        ),
+        (lambda p, m: (p / m["files"]["ids"]["file"]).unlink(), "missing"),
+        (lambda p, m: (p / "manifest.json").write_text("{not json"), "unreadable"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "format": 99})), "format"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "dim": 9})), "dim"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "slots": 3})), "disagree"),
+    ],
+)
+def test_damaged_files_raise_corrupt_store(tmp_path, damage, message):
+    path = saved_store(tmp_path)
+    damage(path, manifest(path))
+    with pytest.raises(CorruptStore, match=message):
+        open_store(f"faiss:{path}")
+
+
+def test_failed_save_keeps_previous_generation(tmp_path, monkeypatch):
+    path = saved_store(tmp_path)
+    store = open_store(f"faiss:{path}")
+    store.upsert(["c"], np.eye(8)[2:3])
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("embedrec.stores.faiss._fsync_rename", boom)
+    with pytest.raises(OSError):
+        store.flush()
+    monkeypatch.undo()
+    store._lock_file.close()
+    reopened = open_store(f"faiss:{path}")
+    assert reopened.count() == 2 and reopened.fetch(["c"]) == []
+
+
+def test_killed_writer_leaves_a_readable_store(tmp_path):
+    """A process killed in the middle of saving (here: right after the index file) leaves
+    the previous generation readable."""
+    path = saved_store(tmp_path)
+    script = f"""
+import os, numpy as np
+import embedrec.stores.faiss as f
+from embedrec import open_store
+real = f._fsync_rename
+def dying(tmp, final):
+    real(tmp, final)
+    if final.name.startswith("index."):
+        os._exit(9)
+f._fsync_rename = dying
+s = open_store("faiss:{path}")
+s.upsert(["c"], np.eye(8)[2:3])
+s.flush()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == 9, result.stderr.decode()
+    store = open_store(f"faiss:{path}")
+    assert store.count() == 2
+    store.upsert(["c"], np.eye(8)[2:3])
+    store.close()
+    assert open_store(f"faiss:{path}").count() == 3
+
+
+def test_second_writer_is_refused(tmp_path):
+    path = saved_store(tmp_path)
+    first = open_store(f"faiss:{path}")
+    first.upsert(["c"], np.eye(8)[2:3])
+    reader = open_store(f"faiss:{path}")
+    assert reader.count() == 2  # readers never lock
+    with pytest.raises(StoreLocked, match="another process"):
+        reader.upsert(["d"], np.eye(8)[3:4])
+    first.close()
+    reader.upsert(["d"], np.eye(8)[3:4])
+    reader.close()
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+
+def test_open_missing_store_without_dim(tmp_path):
+    with pytest.raises(StoreNotFound, match="pass dim"):
+        open_store(f"faiss:{tmp_path}/nothing")
+
+
+def test_open_refuses_a_foreign_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        open_store(f"faiss:{tmp_path}", dim=8)
+
+
+@pytest.mark.parametrize(
+    "uri, match",
+    [
+        ("faiss:?index=LSH", "unknown FAISS index kind"),
+        ("faiss:?metric=hamming", "unknown metric"),
+        ("faiss:?ef=lots", "not an integer"),
+        ("faiss:?colour=blue", "unknown option"),
+        ("faiss:?index=IVF,PQ7", "divisible"),
+        ("milvus://x", "unknown store scheme"),
+        ("pinecone://idx?api_key=s3cret", "secrets come from the environment"),
+        ("qdrant://user:pw@localhost:6333/c", "credentials"),
+        ("no-scheme", "not a store URI"),
+    ],
+)
+def test_bad_uris(uri, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        open_store(uri, dim=8)
+    assert "s3cret" not in str(info.value) and "pw@" not in str(info.value)
