@@ -31,14 +31,14 @@ METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
 MetadataValue = str | int | float | bool | list[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     id: str
     vector: np.ndarray
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
     """A search result. `score` is higher-is-more-similar for every metric: the inner product
     for cosine and dot, the negated squared distance for l2."""

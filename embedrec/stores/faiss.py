@@ -191,7 +191,7 @@ class FaissStore(VectorStore):
         metric: str,
         spec: IndexSpec,
         ef: int = 64,
-        ef_construction: int = 80,
+        ef_construction: int = 40,
         nprobe: int | None = None,
         k_factor: int = 4,
         uri: str = "",
@@ -232,7 +232,7 @@ class FaissStore(VectorStore):
         metric = metric or uri_metric
         tuning = {
             "ef": uri.pop_int("ef", 64),
-            "ef_construction": uri.pop_int("efConstruction", 80),
+            "ef_construction": uri.pop_int("efConstruction", 40),
             "nprobe": uri.pop_int("nprobe"),
             "k_factor": uri.pop_int("k_factor", 4),
         }
@@ -474,18 +474,12 @@ class FaissStore(VectorStore):
         return distances, labels
 
     def _hits(self, distances: np.ndarray, labels: np.ndarray) -> list[list[Hit]]:
-        sign = -1.0 if self.metric == "l2" else 1.0
+        scores = -distances if self.metric == "l2" else distances
         ids, meta = self._ids, self._meta
-        out = []
-        for drow, lrow in zip(distances.tolist(), labels.tolist(), strict=True):
-            out.append(
-                [
-                    Hit(ids[s], sign * d, dict(meta[s]))  # type: ignore[arg-type]
-                    for d, s in zip(drow, lrow, strict=True)
-                    if s >= 0
-                ]
-            )
-        return out
+        return [
+            [Hit(ids[s], d, dict(meta[s])) for d, s in zip(drow, lrow, strict=True) if s >= 0]  # type: ignore[arg-type]
+            for drow, lrow in zip(scores.tolist(), labels.tolist(), strict=True)
+        ]
 
     # -- building, compaction, persistence -------------------------------------------------
 

@@ -1,0 +1,203 @@
+"""FaissStore against raw FAISS on the same index, and filtered search quality and cost.
+
+    .venv/bin/python benchmarks/faiss_store.py [--dataset fashion|synthetic|both] [--quick]
+
+For each dataset (Fashion-MNIST-784: 60k base / 10k queries, the ann-benchmarks set; and
+100k x 128 clustered synthetic vectors) it builds one HNSW32 FaissStore and times, on that
+store's own FAISS index:
+
+- a batch of 1,000 queries: store.search / index.search (same ef);
+- a loop of single queries: the same ratio;
+- recall@10 of the store at its default ef against exact search;
+- filtered search at 1% and 50% selectivity: recall@10 against exact filtered ground truth,
+  whether every query got k hits, and latency relative to unfiltered (batch and single).
+
+Every ratio is measured in the same run; each timing is the best of `--repeat` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from embedrec import open_store
+from embedrec.ingestion.datasets import load_fashion_mnist
+
+K = 10
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Squared L2 distances of the exact k nearest neighbours, (nq, k)."""
+    distances, _ = faiss.knn(queries, base, k, faiss.METRIC_L2)
+    return distances
+
+
+def recall(hits: list[list], true_distances: np.ndarray) -> float:
+    """Distance-tie-aware recall@k, as ann-benchmarks computes it: a hit counts when it is no
+    farther than the k-th true neighbour."""
+    found = 0
+    for row, truth in zip(hits, true_distances, strict=True):
+        threshold = truth[-1] * (1 + 1e-4) + 1e-6
+        found += sum(1 for h in row if -h.score <= threshold)
+    return found / true_distances.size
+
+
+def synthetic(n: int, nq: int, d: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((256, d)).astype(np.float32)
+    data = centers[rng.integers(0, 256, n + nq)] + 0.5 * rng.standard_normal((n + nq, d))
+    return data[:n].astype(np.float32), data[n:].astype(np.float32)
+
+
+def fashion() -> tuple[np.ndarray, np.ndarray]:
+    fm = load_fashion_mnist()
+    base = fm.train_images.reshape(len(fm.train_images), -1).astype(np.float32)
+    queries = fm.test_images.reshape(len(fm.test_images), -1).astype(np.float32)
+    return base, queries
+
+
+def run(name: str, base: np.ndarray, queries: np.ndarray, repeat: int, console: Console) -> dict:
+    n, dim = base.shape
+    store = open_store("faiss:?index=HNSW32", dim=dim, metric="l2")
+    metadata = [{"bucket": i % 100} for i in range(n)]
+    start = time.perf_counter()
+    store.upsert([str(i) for i in range(n)], base, metadata)
+    build = time.perf_counter() - start
+    index = store._index
+    raw_params = faiss.SearchParametersHNSW(efSearch=store.ef)
+    batch = queries[:1000]
+    single = queries[:200]
+
+    def raw_batch():
+        index.search(batch, K, params=raw_params)
+
+    def store_batch():
+        store.search(batch, K)
+
+    def raw_loop():
+        for q in single:
+            index.search(q[None, :], K, params=raw_params)
+
+    def store_loop():
+        for q in single:
+            store.search(q, K)
+
+    result = {
+        "dataset": name,
+        "n": n,
+        "dim": dim,
+        "queries": len(queries),
+        "build_s": build,
+        "ef": store.ef,
+        "batch_raw_s": best_of(repeat, raw_batch),
+        "batch_store_s": best_of(repeat, store_batch),
+        "single_raw_s": best_of(repeat, raw_loop),
+        "single_store_s": best_of(repeat, store_loop),
+    }
+    result["batch_ratio"] = result["batch_store_s"] / result["batch_raw_s"]
+    result["single_ratio"] = result["single_store_s"] / result["single_raw_s"]
+    result["recall@10"] = recall(store.search(queries, K), exact_neighbours(base, queries, K))
+
+    fq = queries[:1000]
+    for label, flt, keep in (
+        ("1%", {"bucket": 7}, np.arange(n) % 100 == 7),
+        ("50%", {"bucket": {"$lt": 50}}, np.arange(n) % 100 < 50),
+    ):
+        hits = store.search(fq, K, filter=flt)
+        truth = exact_neighbours(base[keep], fq, K)
+        batch_filtered = best_of(repeat, lambda flt=flt: store.search(batch, K, filter=flt))
+
+        def loop(flt=flt):
+            for q in single:
+                store.search(q, K, filter=flt)
+
+        result[f"filter{label}"] = {
+            "recall@10": recall(hits, truth),
+            "all_k": all(len(h) == K for h in hits),
+            "batch_vs_unfiltered": batch_filtered / result["batch_store_s"],
+            "single_vs_unfiltered": best_of(repeat, loop) / result["single_store_s"],
+        }
+    console.print(f"[bold]{name}[/]: built HNSW32 over {n:,} x {dim} in {build:.1f} s")
+    return result
+
+
+def report(results: list[dict], console: Console) -> None:
+    table = Table(title="FaissStore (HNSW32) vs raw FAISS on the same index")
+    for col in (
+        "dataset",
+        "batch x raw",
+        "single x raw",
+        "recall@10",
+        "filter",
+        "f.recall@10",
+        "k hits",
+        "batch x unf.",
+        "single x unf.",
+    ):
+        table.add_column(col, justify="right")
+    for r in results:
+        first = True
+        for label in ("1%", "50%"):
+            f = r[f"filter{label}"]
+            table.add_row(
+                r["dataset"] if first else "",
+                f"{r['batch_ratio']:.3f}" if first else "",
+                f"{r['single_ratio']:.3f}" if first else "",
+                f"{r['recall@10']:.4f}" if first else "",
+                label,
+                f"{f['recall@10']:.4f}",
+                "yes" if f["all_k"] else "NO",
+                f"{f['batch_vs_unfiltered']:.2f}",
+                f"{f['single_vs_unfiltered']:.2f}",
+            )
+            first = False
+    console.print(table)
+    console.print(
+        "targets: batch x raw <= 1.10, single x raw <= 1.25, HNSW32 recall@10 >= 0.99 on "
+        "fashion; 1% filter: recall >= 0.95, k hits, <= 3x unfiltered"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=["fashion", "synthetic", "both"], default="both")
+    parser.add_argument("--synthetic-n", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="10k synthetic vectors only")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    console = Console(width=130)
+    jobs = []
+    if args.quick:
+        jobs.append(("synthetic-10k", lambda: synthetic(10_000, 1000)))
+    else:
+        if args.dataset in ("fashion", "both"):
+            jobs.append(("fashion-mnist-784", fashion))
+        if args.dataset in ("synthetic", "both"):
+            n = args.synthetic_n
+            jobs.append((f"synthetic-{n // 1000}k-128", lambda: synthetic(n, 10_000)))
+    results = [run(name, *load(), repeat=args.repeat, console=console) for name, load in jobs]
+    report(results, console)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
