@@ -1,6 +1,7 @@
 """embedrec: embedding-based recommendation and retrieval over interchangeable vector stores."""
 
 from embedrec.stores import (
+    AuthError,
     Capabilities,
     ConfigError,
     CorruptStore,
@@ -23,6 +24,7 @@ from embedrec.stores import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "Capabilities",
     "ConfigError",
     "CorruptStore",

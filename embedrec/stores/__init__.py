@@ -10,6 +10,7 @@ import importlib
 
 from embedrec.stores.base import METRICS, Capabilities, Hit, Record, VectorStore
 from embedrec.stores.errors import (
+    AuthError,
     ConfigError,
     CorruptStore,
     DimensionError,
@@ -64,6 +65,7 @@ def open_store(
 __all__ = [
     "METRICS",
     "REGISTRY",
+    "AuthError",
     "Capabilities",
     "ConfigError",
     "CorruptStore",

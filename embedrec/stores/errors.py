@@ -29,6 +29,10 @@ class ConfigError(StoreError, ValueError):
     """A bad store URI, an unknown option, or options that contradict an existing store."""
 
 
+class AuthError(StoreError):
+    """The store refused the credentials (a missing, wrong or under-privileged API key)."""
+
+
 class StoreUnavailable(StoreError):
     """The store could not be reached (down, timed out, or kept failing after retries)."""
 
