@@ -44,6 +44,8 @@ from embedrec.stores.qdrant_common import (
     Dialect,
     from_payload,
     index_schema,
+    indexed_keys,
+    json_path,
     l2_score,
     point_id,
     search_options,
@@ -231,7 +233,7 @@ class QdrantStore(VectorStore):
                     f"{self.uri}: collection uses metric {stored}, asked for {metric}"
                 )
             self.dim, self.metric = params.size, stored
-            self.indexed = set(info.payload_schema or {})
+            self.indexed = indexed_keys(info.payload_schema or {})
         else:
             if dim is None:
                 raise StoreNotFound(
@@ -240,7 +242,7 @@ class QdrantStore(VectorStore):
                 )
             self.dim, self.metric = dim, (metric or "cosine")  # type: ignore[assignment]
             self._create(config)
-        self.pending_indexes = [f for f in indexes if f not in self.indexed] if self.server else []
+        self.pending_indexes = indexes if self.server else []
 
     def _create(self, config: dict[str, Any]) -> None:
         hnsw = None
@@ -278,33 +280,36 @@ class QdrantStore(VectorStore):
             raise StoreError(f"{self.where} refused the request ({status}): {detail}") from exc
         except Exception as exc:
             if _grpc_unavailable(exc):
-                raise StoreUnavailable(f"{self.where} did not answer: {exc}") from exc
+                detail = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+                raise StoreUnavailable(
+                    f"{self.where} did not answer (timeout {self.timeout} s): {detail}"
+                ) from exc
             raise
 
     # -- payload indexes -------------------------------------------------------------------
 
-    def _create_index(self, path: str, schema: str) -> None:
+    def _create_index(self, key: str, schema: str) -> None:
         self.client.create_payload_index(
-            self.collection, field_name=path, field_schema=SCHEMAS[schema], wait=True
+            self.collection, field_name=json_path(key), field_schema=SCHEMAS[schema], wait=True
         )
-        self.indexed.add(path)
-        log.debug("%s: created %s payload index on %s", self.uri, schema, path)
+        self.indexed.add(key)
+        log.debug("%s: created %s payload index on %r", self.uri, schema, key)
 
     def _index_declared(self, metadata: list[dict]) -> None:
         for field in list(self.pending_indexes):
             value = next((m[field] for m in metadata if field in m), None)
             if value is None:
                 continue
-            path, schema = value_schema(field, value, DIALECT)
-            if path not in self.indexed:
-                self._create_index(path, schema)
+            key, schema = value_schema(field, value, DIALECT)
+            if key not in self.indexed:
+                self._create_index(key, schema)
             self.pending_indexes.remove(field)
 
     def _index_filtered(self, node: Node) -> None:
         if self.server:
-            for path, schema in index_schema(node, DIALECT).items():
-                if path not in self.indexed:
-                    self._create_index(path, schema)
+            for key, schema in index_schema(node, DIALECT).items():
+                if key not in self.indexed:
+                    self._create_index(key, schema)
 
     # -- hooks -----------------------------------------------------------------------------
 

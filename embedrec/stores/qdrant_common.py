@@ -56,6 +56,11 @@ def json_path(payload_key: str) -> str:
     return f'"{payload_key}"'
 
 
+def indexed_keys(payload_schema: Iterable[str]) -> set[str]:
+    """Payload keys from the index paths Qdrant reports (it quotes only where needed)."""
+    return {p[1:-1] if len(p) > 1 and p[0] == p[-1] == '"' else p for p in payload_schema}
+
+
 def to_payload(record_id: str, metadata: Mapping[str, Any], shadow_bools: bool) -> dict:
     payload: dict[str, Any] = {ID_KEY: record_id}
     empty: list[str] = []
@@ -82,12 +87,11 @@ def to_payload(record_id: str, metadata: Mapping[str, Any], shadow_bools: bool) 
 def from_payload(payload: Mapping[str, Any] | None) -> tuple[str, dict]:
     """The original id and the user metadata of a stored payload."""
     payload = payload or {}
-    metadata: dict[str, Any] = {}
-    for key, value in payload.items():
-        if key.startswith(ENCODED_PREFIX):
-            metadata[bytes.fromhex(key[len(ENCODED_PREFIX) :]).decode()] = value
-        elif not key.startswith("$"):
-            metadata[key] = value
+    metadata = {k: v for k, v in payload.items() if k[0] != "$"}
+    if len(metadata) + 1 < len(payload):  # reserved keys besides $id: decode spelled-out keys
+        for key, value in payload.items():
+            if key.startswith(ENCODED_PREFIX):
+                metadata[bytes.fromhex(key[len(ENCODED_PREFIX) :]).decode()] = value
     return str(payload.get(ID_KEY, "")), metadata
 
 
@@ -181,19 +185,19 @@ def translate(node: Node | None, dialect: Dialect) -> Any:
 
 
 def value_schema(field: str, value: Any, dialect: Dialect) -> tuple[str, str]:
-    """The payload index (json path, schema) that serves equality and ranges on a field
+    """The payload index (payload key, schema) that serves equality and ranges on a field
     holding `value`: `keyword` for strings and lists, `float` for numbers (Qdrant's float
     index holds ints too), `bool` for booleans (or `$bool` where the dialect shadows them)."""
     if isinstance(value, bool):
         if not dialect.matches_bools:
-            return json_path(BOOL_KEY), "keyword"
-        return json_path(payload_key(field)), "bool"
+            return BOOL_KEY, "keyword"
+        return payload_key(field), "bool"
     kind = "float" if _is_number(value) else "keyword"
-    return json_path(payload_key(field)), kind
+    return payload_key(field), kind
 
 
 def index_schema(node: Node, dialect: Dialect) -> dict[str, str]:
-    """The payload indexes a filter would use, as {json path: schema}. A field compared
+    """The payload indexes a filter would use, as {payload key: schema}. A field compared
     with several types gets the first; `$exists` alone wants none."""
     out: dict[str, str] = {}
 

@@ -42,6 +42,8 @@ from embedrec.stores.qdrant_common import (
     Dialect,
     from_payload,
     index_schema,
+    indexed_keys,
+    json_path,
     l2_score,
     point_id,
     search_options,
@@ -82,7 +84,7 @@ class QdrantEdgeStore(VectorStore):
         self.dim = dim
         self.metric = metric  # type: ignore[assignment]
         self.default_ef: int | None = None
-        self.indexed = set(shard.info().payload_schema)
+        self.indexed = indexed_keys(shard.info().payload_schema)
         self.pending_indexes: list[str] = []
         self.dirty = False
         self.capabilities = Capabilities(
@@ -174,10 +176,10 @@ class QdrantEdgeStore(VectorStore):
         except Exception as exc:
             raise StoreError(f"{self.uri}: Qdrant Edge failed: {exc}") from exc
 
-    def _create_index(self, shard: Any, path: str, schema: str) -> None:
-        shard.update(qe.UpdateOperation.create_field_index(path, SCHEMAS[schema]))
-        self.indexed.add(path)
-        log.debug("%s: created %s payload index on %s", self.uri, schema, path)
+    def _create_index(self, shard: Any, key: str, schema: str) -> None:
+        shard.update(qe.UpdateOperation.create_field_index(json_path(key), SCHEMAS[schema]))
+        self.indexed.add(key)
+        log.debug("%s: created %s payload index on %r", self.uri, schema, key)
 
     def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
         payloads = [to_payload(i, m, True) for i, m in zip(ids, metadata, strict=True)]
@@ -193,9 +195,9 @@ class QdrantEdgeStore(VectorStore):
             for field in list(self.pending_indexes):
                 value = next((m[field] for m in metadata if field in m), None)
                 if value is not None:
-                    path, schema = value_schema(field, value, DIALECT)
-                    if path not in self.indexed:
-                        self._create_index(shard, path, schema)
+                    key, schema = value_schema(field, value, DIALECT)
+                    if key not in self.indexed:
+                        self._create_index(shard, key, schema)
                     self.pending_indexes.remove(field)
         return len(ids)
 
@@ -226,9 +228,9 @@ class QdrantEdgeStore(VectorStore):
         return [by_id[i] for i in ids if i in by_id]
 
     def _index_filtered(self, shard: Any, node: Node) -> None:
-        for path, schema in index_schema(node, DIALECT).items():
-            if path not in self.indexed:
-                self._create_index(shard, path, schema)
+        for key, schema in index_schema(node, DIALECT).items():
+            if key not in self.indexed:
+                self._create_index(shard, key, schema)
 
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]

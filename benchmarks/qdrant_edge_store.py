@@ -1,0 +1,232 @@
+"""qdrant+edge against the raw qdrant-edge API, and against FAISS HNSW at equal recall@10.
+
+    .venv/bin/python benchmarks/qdrant_edge_store.py [--n 60000] [--queries 1000] [--repeat 3]
+
+On Fashion-MNIST-784 (the ann-benchmarks set: 60k base, 10k queries, L2), `--n` base
+vectors and `--queries` queries:
+
+1. Overhead: one QdrantEdgeStore, built (upsert, then `flush()` runs the HNSW optimizer);
+   a batch search through `store.search` against the same shard's `query_batch`, with the
+   same ef, the raw side building its requests and reading each hit's id, score and
+   payload (what the store hands back as a Hit). Best of `--repeat`, interleaved.
+2. Equal recall: the edge store and a FAISS HNSW store (`faiss:?index=HNSW{m}`, in memory)
+   built with the same M and ef_construction; an ef sweep for each, then, per recall@10
+   target, the smallest ef that reaches it and its batch throughput.
+3. Filtered: a 1%-selective equality filter on an indexed integer field (`bucket`),
+   recall@10 against exact filtered ground truth, whether every query got k hits, and
+   throughput, on both stores at their default ef.
+
+Recall is distance-tie-aware (a hit counts when no farther than the k-th true neighbour),
+as ann-benchmarks computes it. Both engines search with their own thread pools on every core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import numpy as np
+import qdrant_edge as qe
+from rich.console import Console
+from rich.table import Table
+
+from embedrec import open_store
+from embedrec.ingestion.datasets import load_fashion_mnist
+
+K = 10
+EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+TARGETS = (0.90, 0.95, 0.99, 0.995)
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Squared L2 distances of the exact k nearest neighbours, (nq, k)."""
+    distances, _ = faiss.knn(queries, base, k, faiss.METRIC_L2)
+    return distances
+
+
+def recall(hits: list[list], true_distances: np.ndarray) -> float:
+    found = 0
+    for row, truth in zip(hits, true_distances, strict=True):
+        threshold = truth[-1] * (1 + 1e-4) + 1e-6
+        found += sum(1 for h in row if -h.score <= threshold)
+    return found / true_distances.size
+
+
+def fashion(n: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
+    fm = load_fashion_mnist()
+    base = fm.train_images.reshape(len(fm.train_images), -1)[:n].astype(np.float32)
+    queries = fm.test_images.reshape(len(fm.test_images), -1)[:nq].astype(np.float32)
+    return base, queries
+
+
+def build(uri: str, base: np.ndarray, metadata: list[dict]):
+    start = time.perf_counter()
+    store = open_store(uri, dim=base.shape[1], metric="l2")
+    store.upsert([str(i) for i in range(len(base))], base, metadata)
+    store.flush()
+    return store, time.perf_counter() - start
+
+
+def overhead(store, queries: np.ndarray, ef: int, repeat: int) -> dict:
+    shard = store.shard
+    params = qe.SearchParams(hnsw_ef=ef)
+
+    def raw() -> list:
+        requests = [
+            qe.QueryRequest(limit=K, query=qe.Query.Nearest(q), params=params, with_payload=True)
+            for q in queries.tolist()
+        ]
+        results = shard.query_batch(qe.QueryBatchRequest(requests))
+        return [[(p.id, p.score, p.payload) for p in points] for points in results]
+
+    def ours() -> None:
+        store.search(queries, K, params={"ef": ef})
+
+    raw_s, store_s = [], []
+    for _ in range(repeat):  # interleaved, so that drifting load hits both alike
+        raw_s.append(best_of(1, raw))
+        store_s.append(best_of(1, ours))
+    return {
+        "ef": ef,
+        "raw_s": min(raw_s),
+        "store_s": min(store_s),
+        "ratio": min(store_s) / min(raw_s),
+    }
+
+
+def sweep(store, queries: np.ndarray, truth: np.ndarray, repeat: int) -> list[dict]:
+    rows = []
+    for ef in EFS:
+        hits = store.search(queries, K, params={"ef": ef})
+        seconds = best_of(repeat, lambda ef=ef: store.search(queries, K, params={"ef": ef}))
+        rows.append({"ef": ef, "recall": recall(hits, truth), "qps": len(queries) / seconds})
+    return rows
+
+
+def at_recall(rows: list[dict], target: float) -> dict | None:
+    return next((r for r in rows if r["recall"] >= target), None)
+
+
+def filtered(store, queries, truth, flt, repeat: int) -> dict:
+    hits = store.search(queries, K, filter=flt)
+    seconds = best_of(repeat, lambda: store.search(queries, K, filter=flt))
+    return {
+        "recall": recall(hits, truth),
+        "all_k": all(len(h) == K for h in hits),
+        "qps": len(queries) / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=60_000, help="base vectors (max 60,000)")
+    parser.add_argument("--queries", type=int, default=1000, help="queries (max 10,000)")
+    parser.add_argument("--m", type=int, default=32, help="HNSW M for both engines")
+    parser.add_argument("--ef-construct", type=int, default=100)
+    parser.add_argument("--overhead-ef", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    console = Console(width=120)
+
+    base, queries = fashion(args.n, args.queries)
+    n, dim = base.shape
+    bucket = np.arange(n) % 100
+    metadata = [{"bucket": int(b)} for b in bucket]
+    truth = exact_neighbours(base, queries, K)
+    flt, keep = {"bucket": 7}, bucket == 7
+    ftruth = exact_neighbours(base[keep], queries, K)
+    console.print(f"Fashion-MNIST-784: {n:,} base x {dim}, {len(queries):,} queries, k={K}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        m, efc = args.m, args.ef_construct
+        edge, edge_build = build(
+            f"qdrant+edge:{tmp}/edge?m={m}&ef_construct={efc}&indexes=bucket", base, metadata
+        )
+        console.print(f"qdrant+edge: built in {edge_build:.1f} s (upsert + optimize)")
+        fstore, faiss_build = build(f"faiss:?index=HNSW{m}&efConstruction={efc}", base, metadata)
+        console.print(f"faiss HNSW{m}: built in {faiss_build:.1f} s")
+
+        result = {
+            "n": n,
+            "dim": dim,
+            "queries": len(queries),
+            "m": m,
+            "ef_construct": efc,
+            "build_s": {"qdrant+edge": edge_build, "faiss": faiss_build},
+            "overhead": overhead(edge, queries, args.overhead_ef, args.repeat),
+            "sweep": {
+                "qdrant+edge": sweep(edge, queries, truth, args.repeat),
+                "faiss": sweep(fstore, queries, truth, args.repeat),
+            },
+            "filter1%": {
+                "qdrant+edge": filtered(edge, queries, ftruth, flt, args.repeat),
+                "faiss": filtered(fstore, queries, ftruth, flt, args.repeat),
+            },
+        }
+        edge.close()
+        fstore.close()
+    report(result, console)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+def report(r: dict, console: Console) -> None:
+    o = r["overhead"]
+    console.print(
+        f"[bold]overhead[/] (batch of {r['queries']:,}, ef {o['ef']}): store {o['store_s']:.3f} s"
+        f" / raw qdrant-edge {o['raw_s']:.3f} s = [bold]{o['ratio']:.3f}x[/] (target <= 1.10)"
+    )
+    table = Table(title=f"recall@10 vs batch QPS: qdrant+edge m={r['m']} vs FAISS HNSW{r['m']}")
+    for col in (
+        "target",
+        "edge ef",
+        "edge recall",
+        "edge QPS",
+        "faiss ef",
+        "faiss recall",
+        "faiss QPS",
+        "edge / faiss",
+    ):
+        table.add_column(col, justify="right")
+    for target in TARGETS:
+        e = at_recall(r["sweep"]["qdrant+edge"], target)
+        f = at_recall(r["sweep"]["faiss"], target)
+        cells = [f"{target:.3f}"]
+        for row in (e, f):
+            cells += (
+                [str(row["ef"]), f"{row['recall']:.4f}", f"{row['qps']:,.0f}"]
+                if row
+                else ["-", "not reached", "-"]
+            )
+        cells.append(f"{e['qps'] / f['qps']:.2f}x" if e and f else "-")
+        table.add_row(*cells)
+    console.print(table)
+    ft = Table(title="1%-selective filter on an indexed field, default ef")
+    for col in ("store", "recall@10", "exactly k hits", "QPS"):
+        ft.add_column(col, justify="right")
+    for name, f in r["filter1%"].items():
+        ft.add_row(name, f"{f['recall']:.4f}", "yes" if f["all_k"] else "NO", f"{f['qps']:,.0f}")
+    console.print(ft)
+    console.print(
+        f"build: qdrant+edge {r['build_s']['qdrant+edge']:.1f} s, faiss {r['build_s']['faiss']:.1f}"
+        " s; targets: overhead <= 1.10x, 1% filter recall@10 >= 0.95 with k hits"
+    )
+
+
+if __name__ == "__main__":
+    main()
