@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (StoreError, ValueError, FileNotFoundError) as exc:
+    except (StoreError, ValueError, OSError) as exc:
         print(f"embedrec {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,192 @@
+"""EmbeddingCache, content keys, embed_cached and the embedder factory (no real model)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import types
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrec.embedders import get_embedder
+from embedrec.embedders.base import InputError, l2_normalise
+from embedrec.embedders.cache import EmbeddingCache, content_key, default_cache_dir, embed_cached
+
+
+class CountingEmbedder:
+    """Deterministic vectors from a hash of the text; counts what it was asked to embed."""
+
+    modality = "text"
+
+    def __init__(self, name: str = "fake@1", dim: int = 8) -> None:
+        self.name, self.dim = name, dim
+        self.embedded: list[str] = []
+
+    def embed(self, batch: Sequence[str]) -> np.ndarray:
+        for i, text in enumerate(batch):
+            if text == "BAD":
+                raise InputError(i, "bad text")
+        self.embedded.extend(batch)
+        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little") for t in batch]
+        rows = [np.random.default_rng(s).standard_normal(self.dim) for s in seeds]
+        return l2_normalise(np.array(rows))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> EmbeddingCache:
+    with EmbeddingCache(tmp_path / "emb") as c:
+        yield c
+
+
+def test_hits_embed_nothing(cache: EmbeddingCache) -> None:
+    emb = CountingEmbedder()
+    items = [f"item {i}" for i in range(50)]
+    first, hits = embed_cached(emb, items, cache)
+    assert hits == 0 and len(emb.embedded) == 50
+    assert first.dtype == np.float32 and first.shape == (50, 8)
+    emb.embedded.clear()
+    again, hits = embed_cached(emb, items, cache)
+    assert hits == 50 and emb.embedded == []
+    np.testing.assert_array_equal(again, first)
+
+
+def test_only_changed_items_are_embedded(cache: EmbeddingCache) -> None:
+    emb = CountingEmbedder()
+    embed_cached(emb, ["a", "b", "c"], cache)
+    emb.embedded.clear()
+    vectors, hits = embed_cached(emb, ["a", "B changed", "c", "a"], cache)
+    assert hits == 3 and emb.embedded == ["B changed"]
+    np.testing.assert_array_equal(vectors[0], vectors[3])
+    np.testing.assert_allclose(vectors, CountingEmbedder().embed(["a", "B changed", "c", "a"]))
+
+
+def test_duplicates_in_one_call_are_embedded_once(cache: EmbeddingCache) -> None:
+    emb = CountingEmbedder()
+    vectors, hits = embed_cached(emb, ["x", "y", "x", "x"], cache, chunk_size=1)
+    assert hits == 0 and sorted(emb.embedded) == ["x", "y"]
+    assert vectors.shape == (4, 8)
+
+
+def test_cache_persists_and_is_keyed_by_embedder_name(tmp_path: Path) -> None:
+    with EmbeddingCache(tmp_path) as c:
+        embed_cached(CountingEmbedder("model@v1"), ["hello"], c)
+    with EmbeddingCache(tmp_path) as c:
+        same, other = CountingEmbedder("model@v1"), CountingEmbedder("model@v2")
+        assert embed_cached(same, ["hello"], c)[1] == 1 and same.embedded == []
+        assert embed_cached(other, ["hello"], c)[1] == 0 and other.embedded == ["hello"]
+        assert len(c) == 2
+
+
+def test_error_names_the_original_position(cache: EmbeddingCache) -> None:
+    emb = CountingEmbedder()
+    embed_cached(emb, ["a", "b"], cache)
+    with pytest.raises(InputError, match="item 3: bad text") as info:
+        embed_cached(emb, ["a", "b", "new", "BAD"], cache)
+    assert info.value.index == 3
+
+
+def test_empty_input(cache: EmbeddingCache) -> None:
+    vectors, hits = embed_cached(CountingEmbedder(), [], cache)
+    assert vectors.shape == (0, 8) and hits == 0
+
+
+def test_content_keys(tmp_path: Path) -> None:
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG fake")
+    assert content_key("m", "text") == content_key("m", "text")
+    assert content_key("m", "text") != content_key("m2", "text")
+    assert content_key("m", "a") != content_key("m", "b")
+    # an image given by path and by its bytes is the same content
+    assert content_key("m", str(png), "image") == content_key("m", png.read_bytes(), "image")
+    key = content_key("m", png, "image")
+    png.write_bytes(b"\x89PNG changed")
+    assert content_key("m", png, "image") != key
+    a = np.zeros((2, 3), np.uint8)
+    assert content_key("m", a, "image") != content_key("m", a.reshape(3, 2), "image")
+    assert content_key("m", {"b": 1, "a": [2]}, "item") == content_key("m", {"a": [2], "b": 1})
+    with pytest.raises(InputError, match=r"item 4: file '.*missing\.png' not found"):
+        content_key("m", str(tmp_path / "missing.png"), "image", index=4)
+
+
+def test_unreadable_cache_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "embeddings.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ValueError, match=r"embedding cache .* is unreadable"):
+        EmbeddingCache(tmp_path)
+
+
+def test_default_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EMBEDREC_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "embeddings"
+    monkeypatch.delenv("EMBEDREC_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "embedrec" / "embeddings"
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from embedrec.embedders.cache import EmbeddingCache
+    cache = EmbeddingCache(sys.argv[1])
+    rng = np.random.default_rng(0)
+    for batch in range(10_000):
+        cache.put_many({f"b{batch}-{i}": rng.standard_normal(64) for i in range(2000)})
+        print(batch, flush=True)
+    """
+)
+
+
+def test_kill_9_mid_write_leaves_whole_batches(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL while writing: every batch is present whole or not at
+    all, the file passes SQLite's integrity check, and a reader ran alongside throughout."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        reader_hits = 0
+        for line in proc.stdout:
+            batch = int(line)
+            with EmbeddingCache(tmp_path) as reader:  # concurrent reader while it writes
+                reader_hits += len(reader.get_many(f"b{batch}-{i}" for i in range(2000)))
+            if batch >= 3:
+                break
+        proc.kill()  # SIGKILL, most likely inside the next transaction
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -9
+    assert reader_hits == 4 * 2000
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    with EmbeddingCache(tmp_path) as cache:
+        total = len(cache)
+        assert total % 2000 == 0 and total >= 4 * 2000
+        for batch in range(total // 2000):
+            got = cache.get_many(f"b{batch}-{i}" for i in range(2000))
+            assert len(got) == 2000 and all(v.shape == (64,) for v in got.values())
+
+
+def test_factory_resolves_plugin_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = types.ModuleType("embedrec.embedders.fake_tower")
+    plugin.from_spec = lambda arg, **kw: CountingEmbedder(name=f"tower:{arg}", **kw)
+    monkeypatch.setitem(sys.modules, "embedrec.embedders.fake_tower", plugin)
+    emb = get_embedder("fake-tower:/models/t.pt", dim=4)
+    assert emb.name == "tower:/models/t.pt" and emb.dim == 4
+    emb = get_embedder("fake-tower:t.pt?dim=16")
+    assert emb.dim == 16  # options in the spec reach the constructor, digits as ints
+    with pytest.raises(ValueError, match=r"spec 'fake-tower:t\.pt\?dim=16' and keywords both"):
+        get_embedder("fake-tower:t.pt?dim=16", dim=4)
+    with pytest.raises(ValueError, match="unexpected keyword argument 'colour'"):
+        get_embedder("fake-tower:t.pt?colour=red")
+    with pytest.raises(ValueError, match="options must be KEY=VALUE"):
+        get_embedder("fake-tower:t.pt?dim")
+    with pytest.raises(ValueError, match="unknown embedder 'nope'"):
+        get_embedder("nope")
+    with pytest.raises(ValueError, match="bad embedder spec"):
+        get_embedder("../etc:x")
