@@ -1,0 +1,114 @@
+"""`configs/serve.toml` -> validated pydantic models for `embedrec serve`.
+
+Sections: `[server]`, one per vector space (`[text]`, `[image]`, `[two_tower]`, each
+optional), and `[users]` (who the users are and what they have seen; needed by
+`/recommend`). Unknown sections and keys are errors that name them. Paths are taken relative
+to the working directory, as on the command line. The API key never lives in the file: it
+comes from `EMBEDREC_API_KEY`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SpaceName = Literal["text", "image", "two-tower"]
+
+
+class ConfigFileError(ValueError):
+    """A serve config that cannot be read or does not validate; names the file and key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    similar_space: SpaceName | None = None
+    """Space `/similar` searches when a request names none; default: two-tower, else text,
+    else image (the first one configured)."""
+    access_log: bool = False
+
+
+class SpaceConfig(Section):
+    uri: str
+    """The primary store (see `open_store`); it must exist."""
+    replica: str | None = None
+    """A store holding the same records, used when the primary fails or times out."""
+    timeout_s: Annotated[float, Field(gt=0)] | None = 2.0
+    """Longest wait for one store call before falling back (none: wait as long as it takes)."""
+    cooldown_s: Annotated[float, Field(ge=0)] = 5.0
+    """After a failure, how long calls go straight to the replica before the primary is
+    tried again."""
+
+
+class TextSpaceConfig(SpaceConfig):
+    embedder: str = "text"
+
+
+class ImageSpaceConfig(SpaceConfig):
+    embedder: str = "image"
+
+
+class TwoTowerSpaceConfig(SpaceConfig):
+    model: Path
+    """A saved `TwoTowerModel` (the .pt file; its .json sits beside it)."""
+
+
+class UsersConfig(Section):
+    """Users (user_id plus the model's user features) and ratings (user_id, item_id)."""
+
+    dataset: Literal["movielens"] | None = None
+    users: Path | None = None
+    ratings: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UsersConfig:
+        paths = (self.users is not None, self.ratings is not None)
+        if self.dataset is not None and any(paths):
+            raise ValueError("give either dataset or users + ratings files, not both")
+        if self.dataset is None and not all(paths):
+            raise ValueError("give dataset, or both users and ratings (CSV or Parquet files)")
+        return self
+
+
+class ServeConfig(Section):
+    server: ServerConfig = ServerConfig()
+    text: TextSpaceConfig | None = None
+    image: ImageSpaceConfig | None = None
+    two_tower: TwoTowerSpaceConfig | None = None
+    users: UsersConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeConfig:
+        if self.text is None and self.image is None and self.two_tower is None:
+            raise ValueError("configure at least one space: [text], [image] or [two_tower]")
+        if self.users is not None and self.two_tower is None:
+            raise ValueError("[users] serves /recommend, which needs [two_tower]")
+        wanted = self.server.similar_space
+        if wanted is not None and getattr(self, wanted.replace("-", "_")) is None:
+            raise ValueError(f"server.similar_space is {wanted!r} but that space is not configured")
+        return self
+
+
+def load_serve_config(path: str | Path) -> ServeConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc}") from None
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigFileError(f"{path}: {problems}") from None
