@@ -13,6 +13,7 @@ from embedrec.stores.errors import StoreError
 COMMANDS = (
     "embedrec.ingestion.commands",
     "embedrec.eval.commands",
+    "embedrec.eval.bench_commands",
     "embedrec.retrieval.commands",
 )
 

@@ -273,7 +273,10 @@ class FaissStore(VectorStore):
         spec = IndexSpec(
             self.spec.family, nlist=nlist, pq_m=self.spec.pq_m, pq_bits=self.spec.pq_bits
         )
-        factory = spec.name + (",RFlat" if spec.family == "ivfpq" else "")
+        if spec.family == "ivf":
+            return faiss.index_factory(self.dim, spec.name, metric)
+        # "np": no polysemous training, which search never uses and which is slow (8x here)
+        factory = f"IVF{nlist},PQ{spec.pq_m}x{spec.pq_bits}np,RFlat"
         return faiss.index_factory(self.dim, factory, metric)
 
     @property

@@ -1,0 +1,226 @@
+"""The TOML config of `embedrec bench` (see configs/bench.toml): datasets, store
+configurations with their search-parameter sweeps, run settings and the `--quick` subset."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Metric = Literal["l2", "cosine", "dot"]
+PositiveInt = Annotated[int, Field(ge=1)]
+_ENV = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Dataset(_Model):
+    name: str
+    scale_group: str | None = None
+    """Datasets sharing a group (same generator, growing n) make the scale curves."""
+    stores: list[str] | None = None
+    """Run only these stores on this dataset (default: every store)."""
+    n: PositiveInt | None = None
+    """Base vectors (the first n); default: all."""
+    queries: PositiveInt | None = None
+    """Query vectors (the first ones); default: all."""
+
+
+class FashionDataset(_Dataset):
+    """Fashion-MNIST pixels, 784-d, l2: 60k base (train) / 10k queries (test), as
+    ann-benchmarks' fashion-mnist-784-euclidean."""
+
+    kind: Literal["fashion-mnist"]
+    metric: Metric = "l2"
+
+
+class MovieLensTextDataset(_Dataset):
+    """MovieLens-100k item texts through the text embedder (384-d, cosine). Queries are a
+    seeded sample of the items, held out of the base."""
+
+    kind: Literal["movielens-text"]
+    metric: Metric = "cosine"
+    template: str = "{title} ({year}): {genres}"
+    query_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+class TwoTowerDataset(_Dataset):
+    """Two-tower item vectors as the base, user vectors as the queries (inner product).
+    Skipped, with the reason, when the model file is absent."""
+
+    kind: Literal["two-tower"]
+    model: Path
+    metric: Metric = "dot"
+
+
+class SyntheticDataset(_Dataset):
+    """Gaussian clusters: the same centres and queries for every n, so a scale group
+    differs only in size."""
+
+    kind: Literal["synthetic"]
+    n: PositiveInt
+    queries: PositiveInt = 1000
+    dim: PositiveInt = 128
+    clusters: PositiveInt = 1024
+    spread: float = Field(1.0, gt=0)
+    """Noise scale around each centre (unit normal centres): 1.0 makes neighbouring
+    clusters overlap, so that no index finds the neighbours trivially."""
+    seed: int = 0
+    metric: Metric = "l2"
+
+
+class PCADataset(_Dataset):
+    """Another dataset's vectors reduced by PCA to `dim`; ground truth and recall stay in
+    the source's full dimension."""
+
+    kind: Literal["pca"]
+    source: str
+    dim: PositiveInt
+
+
+DatasetConfig = Annotated[
+    FashionDataset | MovieLensTextDataset | TwoTowerDataset | SyntheticDataset | PCADataset,
+    Field(discriminator="kind"),
+]
+
+
+class StoreConfig(_Model):
+    name: str
+    uri: str
+    """A store URI with placeholders: `{dir}` a fresh folder for this store and dataset,
+    `{name}` a collection/index name for them, `{env:VAR}` the variable's value (host:port
+    when it is a URL)."""
+    sweep: dict[str, list[int | float | bool]] = {}
+    """Search params to sweep; several keys sweep their cartesian product. Empty: one run."""
+    max_n: PositiveInt | None = None
+    """Skip datasets with more base vectors (brute-force stores)."""
+    requires: list[str] = []
+    """Environment variables the store needs; unset ones skip it with the reason."""
+    loopback: Literal["pinecone"] | None = None
+    """Serve the store from the Pinecone loopback of tests/ (a harness check, not Pinecone's
+    performance); needs a repository checkout."""
+
+    def params(self) -> list[dict[str, Any]]:
+        keys = sorted(self.sweep)
+        return [
+            dict(zip(keys, vals, strict=True))
+            for vals in itertools.product(*(self.sweep[k] for k in keys))
+        ]
+
+    def missing_env(self) -> list[str]:
+        needed = [*self.requires, *_ENV.findall(self.uri)]
+        return [v for v in dict.fromkeys(needed) if not os.environ.get(v)]
+
+    def expand(self, folder: Path, name: str) -> str:
+        def env(match: re.Match[str]) -> str:
+            value = os.environ[match.group(1)]
+            return urlsplit(value).netloc or value if "://" in value else value
+
+        return _ENV.sub(env, self.uri).replace("{dir}", str(folder)).replace("{name}", name)
+
+
+class RunSettings(_Model):
+    k: PositiveInt = 10
+    target_recall: float = Field(0.95, gt=0, le=1)
+    clients: list[PositiveInt] = [4, 16]
+    """Concurrent client threads for the QPS runs besides the single client."""
+    batch_size: PositiveInt = 1000
+    """Vectors per upsert call (at most the store's max_batch)."""
+    warmup: int = Field(20, ge=0)
+    threads: PositiveInt | None = None
+    """OpenMP threads in each worker (FAISS); default: the library's, all cores. With more
+    threads than free cores OpenMP's spin-waiting makes FAISS many times slower, so a shared
+    machine gives stable figures only with 1 (as ann-benchmarks runs each algorithm)."""
+    out: Path = Path("bench-out")
+
+
+class QuickSettings(_Model):
+    """What `--quick` runs: a few datasets (capped) and stores, finishing in minutes."""
+
+    datasets: list[str]
+    stores: list[str]
+    n: dict[str, PositiveInt] = {}
+    """Per dataset: at most this many base vectors."""
+    queries: PositiveInt = 200
+
+
+class BenchConfig(_Model):
+    run: RunSettings = RunSettings()
+    datasets: list[DatasetConfig]
+    stores: list[StoreConfig]
+    quick: QuickSettings | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> BenchConfig:
+        datasets = {d.name: d for d in self.datasets}
+        stores = {s.name for s in self.stores}
+        for kind, names in (
+            ("dataset", [d.name for d in self.datasets]),
+            ("store", [s.name for s in self.stores]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} names must be unique: {dupes} appear twice")
+        for d in self.datasets:
+            if isinstance(d, PCADataset):
+                src = datasets.get(d.source)
+                if src is None or isinstance(src, PCADataset):
+                    raise ValueError(
+                        f"dataset {d.name!r}: source {d.source!r} is not a non-PCA dataset"
+                    )
+            unknown = sorted(set(d.stores or ()) - stores)
+            if unknown:
+                raise ValueError(f"dataset {d.name!r}: unknown stores {unknown}")
+        if self.quick is not None:
+            for what, given, known in (
+                ("datasets", [*self.quick.datasets, *self.quick.n], datasets),
+                ("stores", self.quick.stores, stores),
+            ):
+                unknown = sorted(set(given) - set(known))
+                if unknown:
+                    raise ValueError(f"quick.{what}: unknown names {unknown}")
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig:
+        return next(d for d in self.datasets if d.name == name)
+
+    def for_quick(self) -> BenchConfig:
+        """The `--quick` subset: its datasets (capped in n and queries) and stores."""
+        if self.quick is None:
+            raise ValueError("this config has no [quick] section")
+        q = self.quick
+        datasets = []
+        for d in self.datasets:
+            if d.name not in q.datasets:  # kept as a definition (a PCA source), runs nothing
+                datasets.append(d.model_copy(update={"stores": []}))
+                continue
+            caps = [c for c in (q.n.get(d.name), d.n) if c is not None]
+            n = min(caps) if caps else None
+            nq = min(q.queries, d.queries or q.queries)
+            datasets.append(d.model_copy(update={"n": n, "queries": nq}))
+        stores = [s for s in self.stores if s.name in q.stores]
+        return self.model_copy(update={"datasets": datasets, "stores": stores})
+
+
+def load_bench_config(path: str | Path) -> BenchConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return BenchConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"{path}: {problems}") from None
