@@ -296,7 +296,9 @@ class _Run:
         """Embed, upsert and (when due) checkpoint one batch of changed rows."""
         from embedrec.embedders import embed_cached
 
-        if self.source.columns.image is not None:
+        if self.embedder.modality == "item":
+            inputs = [{"id": row.id, **row.metadata} for row, _ in batch]
+        elif self.source.columns.image is not None:
             batch, inputs = self._decode(batch)
         else:
             inputs = [row.payload for row, _ in batch]
@@ -420,6 +422,8 @@ def ingest(
     `embedder` (default: `get_embedder(embedder_spec)`, its model loaded only when a row
     needs embedding) and `cache` (default: the embedding cache under `$EMBEDREC_CACHE`) may
     be passed in. Raises `TooManyRejects` past `options.max_rejects`, after checkpointing.
+    An item embedder (modality "item", e.g. `two-tower:MODEL`) gets each record as a dict of
+    its id (`id`) and metadata, so the metadata columns must carry the model's item features.
     """
     from embedrec.embedders import EmbeddingCache, get_embedder
 
@@ -429,7 +433,7 @@ def ingest(
     started = time.perf_counter()
     embedder = embedder if embedder is not None else get_embedder(embedder_spec)
     modality = source.columns.modality
-    if embedder.modality != modality:
+    if embedder.modality not in (modality, "item"):
         flag = "--text" if embedder.modality == "text" else "--image-col"
         raise ValueError(
             f"embedder {embedder.name!r} takes {embedder.modality} input, but the catalog "

@@ -1,0 +1,315 @@
+"""The evaluation harness: every model on the same splits, ranked exactly and through
+stores, written to DIR/leaderboard.md and DIR/leaderboard.json.
+
+Protocol (Microsoft Recommenders' MovieLens benchmark): stratified 75/25 split by item
+(seed 42), every test rating relevant, the catalogue is the items with training ratings,
+items a user rated in training are removed from their ranking, k = 10; metrics averaged over
+the users with test ratings. Also a per-user leave-last-out split, and a cold-start report
+on items held out from training entirely.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedrec.eval.baselines import (
+    Catalog,
+    ContentKNN,
+    GenrePopularity,
+    Model,
+    MostPopular,
+    TwoTower,
+    store_factory,
+)
+from embedrec.eval.config import ExperimentConfig
+from embedrec.eval.metrics import hit_matrix, ranking_metrics, recall_at_k
+from embedrec.eval.splits import cold_item_split, leave_last_out, stratified_split
+
+log = logging.getLogger(__name__)
+
+MS_SOURCE = (
+    "Microsoft Recommenders, README 'Algorithm Comparison' (MovieLens 100k, 75/25 "
+    "stratified split, k=10, 15 epochs; produced by examples/06_benchmarks/movielens.ipynb), "
+    "https://github.com/recommenders-team/recommenders#algorithm-comparison "
+    "(README at commit 005dcd06bd32ab996c7e4c9892ebbfcab80adb1a)"
+)
+# model: (MAP, nDCG@10, Precision@10, Recall@10), copied from that table
+MS_ROWS = {
+    "BiVAE": (0.146126, 0.475077, 0.411771, 0.219145),
+    "BPR": (0.132478, 0.441997, 0.388229, 0.212522),
+    "LightGCN": (0.088526, 0.419846, 0.379626, 0.144336),
+    "NCF": (0.107720, 0.396118, 0.347296, 0.180775),
+    "SAR": (0.110591, 0.382461, 0.330753, 0.176385),
+}
+SPLIT_NAMES = {
+    "stratified": "stratified by item 75/25 (seed 42)",
+    "leave-last-out": "leave-last-out per user",
+}
+TextFn = Callable[[list[str]], np.ndarray]
+
+
+def top_k(scores: np.ndarray, seen: np.ndarray | None, k: int) -> np.ndarray:
+    """Indices of the k best-scoring unseen items per row, best first; -1 where fewer than k
+    items have a finite score. Ties go to the lower index (a stable order)."""
+    scores = scores.astype(np.float64, copy=True)
+    if seen is not None:
+        scores[seen] = -np.inf
+    k_eff = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    best = np.take_along_axis(part, order, axis=1)
+    best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
+    if k_eff < k:
+        best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)
+    return best
+
+
+def _truth(catalog: Catalog, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users evaluated, their relevant counts, relevant pairs as (row, item index)) where a
+    test rating of an item outside the catalogue still counts as relevant, as in
+    Recommenders."""
+    test = test[test["user_id"].isin(catalog.user_index.index)]
+    users = np.unique(catalog.user_index.loc[test["user_id"]].to_numpy())
+    row_of = pd.Series(np.arange(len(users)), index=catalog.users["user_id"].to_numpy()[users])
+    rows = row_of.loc[test["user_id"]].to_numpy()
+    n_rel = np.bincount(rows, minlength=len(users))
+    in_cat = test["item_id"].isin(catalog.item_index.index).to_numpy()
+    pairs = np.stack([rows[in_cat], catalog.item_index.loc[test["item_id"][in_cat]].to_numpy()])
+    return users, n_rel, pairs
+
+
+def score_model(
+    model: Model,
+    catalog: Catalog,
+    test: pd.DataFrame,
+    k: int,
+    store_uri: str | None = None,
+    remove_seen: bool = True,
+) -> dict[str, float]:
+    """Metrics of a fitted model on `test`, ranking exactly or through the store at
+    `store_uri`."""
+    users, n_rel, pairs = _truth(catalog, test)
+    seen = catalog.interactions(catalog.items)[users] > 0 if remove_seen else None
+    started = time.perf_counter()
+    if store_uri is None:
+        scores = model.scores(users)
+    else:
+        depth = k + (seen.sum(axis=1) if seen is not None else 0)
+        factory, tmp = store_factory(store_uri)
+        with tmp:
+            scores = model.store_scores(users, factory, np.broadcast_to(depth, len(users)))
+    best = top_k(scores, seen, k)
+    hits = hit_matrix(best, pairs[0], pairs[1], len(catalog.items))
+    metrics = ranking_metrics(best, hits, n_rel, k, len(catalog.items))
+    metrics["users"] = len(users)
+    metrics["rank_s"] = time.perf_counter() - started
+    return metrics
+
+
+def _available(uri: str) -> bool:
+    from embedrec.stores import REGISTRY
+
+    scheme = uri.partition(":")[0]
+    if scheme not in REGISTRY:
+        raise ValueError(f"unknown store scheme in {uri!r}; known: {', '.join(sorted(REGISTRY))}")
+    try:
+        importlib.import_module(REGISTRY[scheme][0])
+    except ImportError as exc:
+        log.warning("skipping %s: %s does not import (%s)", uri, REGISTRY[scheme][0], exc)
+        return False
+    return True
+
+
+def _models(config: ExperimentConfig, text_fn: TextFn, progress: bool) -> list[Model]:
+    wanted = config.eval.models
+    out: list[Model] = []
+    if "most-popular" in wanted:
+        out.append(MostPopular())
+    if "content-knn" in wanted:
+        out.append(ContentKNN(text_fn, config.eval.knn_neighbours))
+    if "bpr" in wanted:
+        out.append(TwoTower("BPR-MF (ids only)", config.bpr, progress=progress))
+    if "two-tower" in wanted:
+        out.append(TwoTower("two-tower hybrid", config.two_tower, text_fn, progress))
+    return out
+
+
+def _split(name: str, ratings: pd.DataFrame, config: ExperimentConfig):
+    if name == "stratified":
+        return stratified_split(ratings, config.eval.ratio, filter_by="item", seed=config.eval.seed)
+    return leave_last_out(ratings)
+
+
+def load_data(config: ExperimentConfig) -> Any:
+    """The config's dataset, cut to its first `max_users` users when set."""
+    from embedrec.ingestion.datasets import MovieLens, load_movielens
+
+    data = load_movielens(config.data.cache)
+    if config.data.max_users is None:
+        return data
+    users = data.users.head(config.data.max_users)
+    ratings = data.ratings[data.ratings["user_id"].isin(set(users["user_id"]))]
+    return MovieLens(items=data.items, users=users, ratings=ratings)
+
+
+def evaluate(
+    config: ExperimentConfig,
+    *,
+    data: Any = None,
+    text_fn: TextFn | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every model on every split; return the leaderboard as a JSON-able dict."""
+    if data is None:
+        data = load_data(config)
+    if text_fn is None:
+        from embedrec.embedders.two_tower import default_text_fn
+
+        text_fn = default_text_fn()
+    k = config.eval.k
+    stores = [uri for uri in config.eval.stores if _available(uri)]
+    rows: list[dict[str, Any]] = []
+    for split in config.eval.splits:
+        train, test = _split(split, data.ratings, config)
+        catalog = Catalog(
+            data.users,
+            data.items[data.items["item_id"].isin(set(train["item_id"]))],
+            train,
+            data.items,
+        )
+        for model in _models(config, text_fn, progress):
+            started = time.perf_counter()
+            model.fit(catalog)
+            fit_s = time.perf_counter() - started
+            log.info("%s on %s: fitted in %.1f s", model.name, split, fit_s)
+            scorings = [None] + (stores if model.store_based else [])
+            for uri in scorings:
+                metrics = score_model(model, catalog, test, k, uri)
+                rows.append(
+                    {
+                        "model": model.name,
+                        "scoring": uri or "exact",
+                        "split": SPLIT_NAMES[split],
+                        **{key: round(v, 6) for key, v in metrics.items()},
+                        "train_s": round(fit_s, 1),
+                        "source": "embedrec",
+                    }
+                )
+    if "stratified" in config.eval.splits:
+        for name, (map_, ndcg, prec, rec) in MS_ROWS.items():
+            rows.append(
+                {
+                    "model": f"{name} (Microsoft Recommenders)",
+                    "scoring": "exact",
+                    "split": SPLIT_NAMES["stratified"],
+                    f"ndcg@{k}": ndcg,
+                    "map": map_,
+                    f"precision@{k}": prec,
+                    f"recall@{k}": rec,
+                    "source": MS_SOURCE,
+                }
+            )
+    cold = cold_start(config, data, text_fn, progress) if config.eval.cold_fraction else []
+    return {
+        "dataset": config.data.dataset,
+        "k": k,
+        "protocol": __doc__.split("\n\n")[1].replace("\n", " "),
+        "rows": rows,
+        "cold_start": cold,
+        "config": json.loads(config.model_dump_json()),
+    }
+
+
+def cold_start(
+    config: ExperimentConfig, data: Any, text_fn: TextFn, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Hold out a share of items from training entirely; rank only those items for every
+    user who rated one, and report recall@k of the feature-only two-tower item vectors
+    against genre popularity and content item-kNN."""
+    k = config.eval.k
+    train, test = cold_item_split(data.ratings, config.eval.cold_fraction, seed=config.eval.seed)
+    cold_items = data.items[data.items["item_id"].isin(set(test["item_id"]))]
+    catalog = Catalog(data.users, cold_items, train, data.items)
+    models: list[Model] = [
+        GenrePopularity(),
+        ContentKNN(text_fn, config.eval.knn_neighbours),
+        TwoTower("two-tower hybrid (features only)", config.two_tower, text_fn, progress),
+    ]
+    users, n_rel, pairs = _truth(catalog, test)
+    out = []
+    for model in models:
+        model.fit(catalog)
+        best = top_k(model.scores(users), None, k)
+        hits = hit_matrix(best, pairs[0], pairs[1], len(catalog.items))
+        out.append(
+            {
+                "model": model.name,
+                f"recall@{k}": round(recall_at_k(hits, n_rel, k), 6),
+                "cold_items": len(cold_items),
+                "users": len(users),
+            }
+        )
+    return out
+
+
+METRIC_COLUMNS = ("ndcg@{k}", "map", "map@{k}", "precision@{k}", "recall@{k}", "hit_rate@{k}",
+                  "coverage", "train_s")  # fmt: skip
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) and value < 100 else str(value)
+
+
+def to_markdown(board: dict[str, Any]) -> str:
+    k = board["k"]
+    cols = [c.format(k=k) for c in METRIC_COLUMNS]
+    lines = [
+        f"# Leaderboard: {board['dataset']}, k={k}",
+        "",
+        board["protocol"],
+        "",
+    ]
+    for split in dict.fromkeys(r["split"] for r in board["rows"]):
+        lines += [f"## {split}", "", "| model | scoring | " + " | ".join(cols) + " |"]
+        lines.append("|" + " --- |" * (len(cols) + 2))
+        rows = [r for r in board["rows"] if r["split"] == split]
+        for r in sorted(rows, key=lambda r: -r.get(f"ndcg@{k}", 0)):
+            name = r["model"] + ("" if r["source"] == "embedrec" else " ¹")
+            cells = [_fmt(r.get(c)) if c != "train_s" else str(r.get(c, "–")) for c in cols]
+            lines.append(f"| {name} | {r['scoring']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if any(r["source"] != "embedrec" for r in board["rows"]):
+        lines += [f"¹ Their published numbers, not rerun here: {MS_SOURCE}.", ""]
+    if board["cold_start"]:
+        first = board["cold_start"][0]
+        lines += [
+            f"## Cold start: {first['cold_items']} items held out of training "
+            f"({first['users']} users rated them); ranking among those items only",
+            "",
+            f"| model | recall@{k} |",
+            "| --- | --- |",
+        ]
+        lines += [f"| {r['model']} | {r[f'recall@{k}']:.4f} |" for r in board["cold_start"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(board: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / "leaderboard.json", out / "leaderboard.md"
+    js.write_text(json.dumps(board, indent=1) + "\n")
+    md.write_text(to_markdown(board))
+    return js, md

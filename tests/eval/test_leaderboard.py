@@ -1,0 +1,139 @@
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_two_tower import text_fn
+
+from embedrec.embedders.two_tower import TwoTowerConfig
+from embedrec.eval.config import ExperimentConfig, load_config
+from embedrec.eval.leaderboard import MS_ROWS, MS_SOURCE, evaluate, top_k, write
+from embedrec.ingestion.datasets import MovieLens, load_movielens
+
+QUICK = {"dim": 16, "hidden": 16, "epochs": 2, "val_fraction": 0.0, "text_components": 4}
+TOML = """
+[data]
+max_users = 60
+[two_tower]
+dim = 16
+hidden = 16
+epochs = 2
+val_fraction = 0.0
+text_components = 4
+[bpr]
+features = false
+text = false
+loss = "bpr"
+normalize = false
+dim = 8
+epochs = 2
+val_fraction = 0.0
+[eval]
+stores = ["faiss:?index=Flat", "faiss:?index=HNSW32"]
+knn_neighbours = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def small() -> MovieLens:
+    data = load_movielens()
+    users = data.users.head(60)
+    ratings = data.ratings[data.ratings["user_id"].isin(set(users["user_id"]))]
+    return MovieLens(items=data.items, users=users, ratings=ratings)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> ExperimentConfig:
+    path = tmp_path_factory.mktemp("cfg") / "tt.toml"
+    path.write_text(TOML)
+    return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def board(small, config) -> dict:
+    return evaluate(config, data=small, text_fn=text_fn, progress=False)
+
+
+def test_top_k_masks_seen_breaks_ties_and_pads() -> None:
+    scores = np.array([[0.5, 0.9, 0.9, 0.1], [1.0, -np.inf, -np.inf, -np.inf]])
+    seen = np.array([[False, False, False, True], [False, False, False, False]])
+    assert top_k(scores, seen, 3).tolist() == [[1, 2, 0], [0, -1, -1]]
+    assert top_k(scores, None, 6).tolist()[1] == [0, -1, -1, -1, -1, -1]
+
+
+@pytest.mark.slow  # shares one ~15-30 s evaluate of every model
+def test_every_model_scored_exactly_and_through_each_store(board) -> None:
+    ours = [r for r in board["rows"] if r["source"] == "embedrec"]
+    for split in ("stratified by item 75/25 (seed 42)", "leave-last-out per user"):
+        rows = {(r["model"], r["scoring"]) for r in ours if r["split"] == split}
+        for model in ("content item-kNN (text)", "BPR-MF (ids only)", "two-tower hybrid"):
+            for scoring in ("exact", "faiss:?index=Flat", "faiss:?index=HNSW32"):
+                assert (model, scoring) in rows
+        assert ("most popular", "exact") in rows
+    for r in ours:
+        assert 0 <= r["ndcg@10"] <= 1 and r["users"] > 0
+
+
+@pytest.mark.slow  # shares one ~15-30 s evaluate of every model
+def test_flat_store_ranks_exactly_like_exact_scoring(board) -> None:
+    by_key = {(r["model"], r["split"], r["scoring"]): r for r in board["rows"]}
+    for (model, split, scoring), row in by_key.items():
+        if scoring == "faiss:?index=Flat":
+            exact = by_key[(model, split, "exact")]
+            assert row["ndcg@10"] == pytest.approx(exact["ndcg@10"], abs=1e-9), model
+
+
+@pytest.mark.slow  # shares one ~15-30 s evaluate of every model
+def test_microsoft_rows_are_cited(board) -> None:
+    ms = [r for r in board["rows"] if r["source"] != "embedrec"]
+    assert {r["model"] for r in ms} == {f"{m} (Microsoft Recommenders)" for m in MS_ROWS}
+    assert all(r["source"] == MS_SOURCE for r in ms)
+    bpr = next(r for r in ms if r["model"].startswith("BPR"))
+    assert bpr["ndcg@10"] == 0.441997
+
+
+@pytest.mark.slow  # shares one ~15-30 s evaluate of every model
+def test_cold_start_report(board) -> None:
+    names = [r["model"] for r in board["cold_start"]]
+    assert names == ["most popular (by genre)", "content item-kNN (text)",
+                     "two-tower hybrid (features only)"]  # fmt: skip
+    assert all(0 <= r["recall@10"] <= 1 and r["cold_items"] > 0 for r in board["cold_start"])
+
+
+@pytest.mark.slow  # shares one ~15-30 s evaluate of every model
+def test_write_both_files(board, tmp_path) -> None:
+    js, md = write(board, tmp_path / "out")
+    loaded = json.loads(js.read_text())
+    assert loaded["rows"] == board["rows"]
+    text = md.read_text()
+    assert "| two-tower hybrid | faiss:?index=HNSW32 |" in text
+    assert "github.com/recommenders-team/recommenders" in text
+    assert "## Cold start" in text
+
+
+def test_cli_evaluate_writes_the_leaderboard(config, small, tmp_path, monkeypatch) -> None:
+    import embedrec.eval.leaderboard as leaderboard
+    from embedrec.cli import main
+
+    monkeypatch.setattr(leaderboard, "load_data", lambda _config: small)
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(
+        TOML.replace(
+            'stores = ["faiss:?index=Flat", "faiss:?index=HNSW32"]', "stores = []"
+        ).replace("[eval]", '[eval]\nsplits = ["stratified"]\ncold_fraction = 0.0')
+    )
+    assert main(["evaluate", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "leaderboard.md").is_file()
+    rows = json.loads((tmp_path / "run" / "leaderboard.json").read_text())["rows"]
+    assert {r["scoring"] for r in rows} == {"exact"}
+
+
+def test_bad_config_names_the_field(tmp_path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[two_tower]\ndim = 0\n")
+    with pytest.raises(ValueError, match=r"two_tower.dim"):
+        load_config(cfg)
+    assert TwoTowerConfig(**QUICK).dim == 16

@@ -1,0 +1,82 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec.eval.splits import cold_item_split, leave_last_out, stratified_split
+
+
+def ratings(pairs: list[tuple[str, str]], timestamps: list[int] | None = None) -> pd.DataFrame:
+    users, items = zip(*pairs, strict=True)
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": items,
+            "rating": 4.0,
+            "timestamp": timestamps or list(range(len(pairs))),
+        }
+    )
+
+
+def test_stratified_by_item_matches_recommenders_draws() -> None:
+    # np.random.seed(42); rand(5) = .3745 .9507 .7320 .5987 .1560
+    # item a (rows 0-3) sorted by draw: rows 0, 3, 2, 1 -> ranks 1/4 .. 4/4; row 1 > 0.75
+    # item b (row 4): rank 1/1 > 0.75 -> test
+    data = ratings([("u1", "a"), ("u2", "a"), ("u3", "a"), ("u4", "a"), ("u5", "b")])
+    train, test = stratified_split(data, 0.75, filter_by="item", seed=42)
+    assert sorted(train.index) == [0, 2, 3]
+    assert sorted(test.index) == [1, 4]
+    assert list(train.columns) == list(data.columns)
+
+
+def test_stratified_by_user_uses_the_user_groups() -> None:
+    data = ratings([("u1", "a"), ("u1", "b"), ("u2", "c"), ("u2", "d")])
+    # draws .3745 .9507 | .7320 .5987: each user keeps its lower draw
+    train, test = stratified_split(data, 0.5, filter_by="user", seed=42)
+    assert sorted(train.index) == [0, 3]
+    assert sorted(test.index) == [1, 2]
+
+
+def test_stratified_min_rating_drops_small_groups() -> None:
+    data = ratings([("u1", "a"), ("u2", "a"), ("u3", "b")])
+    train, test = stratified_split(data, 0.5, filter_by="item", min_rating=2, seed=1)
+    assert set(pd.concat([train, test])["item_id"]) == {"a"}
+
+
+def test_stratified_rejects_bad_arguments() -> None:
+    data = ratings([("u1", "a")])
+    with pytest.raises(ValueError, match="filter_by"):
+        stratified_split(data, filter_by="both")
+    with pytest.raises(ValueError, match="ratio"):
+        stratified_split(data, ratio=1.0)
+    with pytest.raises(ValueError, match="lack column"):
+        stratified_split(data.drop(columns="item_id"))
+
+
+def test_stratified_partition_and_ratio_on_synthetic_data() -> None:
+    rng = np.random.default_rng(0)
+    data = ratings([(f"u{rng.integers(50)}", f"i{i // 8}") for i in range(800)])
+    train, test = stratified_split(data, 0.75, filter_by="item", seed=42)
+    assert len(train) + len(test) == len(data)
+    assert not set(train.index) & set(test.index)
+    assert (train.groupby("item_id").size() == 6).all()  # 8 per item: 6 / 8 <= 0.75
+
+
+def test_leave_last_out_takes_each_users_latest() -> None:
+    data = ratings(
+        [("u1", "a"), ("u1", "b"), ("u1", "c"), ("u2", "a"), ("u2", "b"), ("u3", "z")],
+        timestamps=[5, 9, 1, 3, 3, 7],
+    )
+    train, test = leave_last_out(data)
+    assert sorted(zip(test["user_id"], test["item_id"], strict=True)) == [("u1", "b"), ("u2", "b")]
+    assert "u3" in set(train["user_id"])  # a single rating stays in training
+    assert len(train) == 4
+
+
+def test_cold_item_split_holds_items_out_entirely() -> None:
+    data = ratings([(f"u{i % 7}", f"i{i % 40}") for i in range(400)])
+    train, test = cold_item_split(data, 0.1, seed=3)
+    assert test["item_id"].nunique() == 4
+    assert not set(train["item_id"]) & set(test["item_id"])
+    assert len(train) + len(test) == len(data)
+    again = cold_item_split(data, 0.1, seed=3)[1]
+    assert set(again["item_id"]) == set(test["item_id"])

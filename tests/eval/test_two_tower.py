@@ -1,0 +1,160 @@
+import functools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec import open_store
+from embedrec.embedders.two_tower import (
+    TwoTowerConfig,
+    TwoTowerItemEmbedder,
+    TwoTowerModel,
+    default_text_fn,
+    file_sha256,
+)
+from embedrec.eval.baselines import Catalog, MostPopular, TwoTower
+from embedrec.eval.leaderboard import score_model
+from embedrec.eval.splits import stratified_split
+from embedrec.ingestion.datasets import load_movielens
+from embedrec.ingestion.pipeline import ingest
+from embedrec.ingestion.sources import ColumnMap, Source, parse_metadata_spec
+
+
+@functools.cache
+def _text_fn():
+    return default_text_fn()
+
+
+def text_fn(titles: list[str]) -> np.ndarray:
+    """The real all-MiniLM-L6-v2 title embeddings, through the on-disk embedding cache."""
+    return _text_fn()(titles)
+
+
+@pytest.fixture(scope="module")
+def ml():
+    data = load_movielens()
+    users = data.users[data.users["user_id"].astype(int) <= 200]
+    ratings = data.ratings[data.ratings["user_id"].isin(set(users["user_id"]))]
+    return users, data.items, ratings
+
+
+TINY = TwoTowerConfig(dim=16, hidden=32, epochs=3, batch_size=512, val_fraction=0.0,
+                      text_components=8, temperature=0.1, lr=3e-3)  # fmt: skip
+
+
+def fit(ml, config=TINY) -> TwoTowerModel:
+    users, items, ratings = ml
+    return TwoTowerModel.fit(ratings, users, items, config, text_fn=text_fn, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model(ml) -> TwoTowerModel:
+    return fit(ml)
+
+
+def test_same_seed_same_vectors_other_seed_differs(ml) -> None:
+    users, items, _ = ml
+    # with early stopping and refit, so that every random draw is covered
+    config = TINY.model_copy(update={"epochs": 2, "val_fraction": 0.2, "patience": 1})
+    a, b = fit(ml, config), fit(ml, config)
+    np.testing.assert_array_equal(a.item_vectors(items), b.item_vectors(items))
+    np.testing.assert_array_equal(a.user_vectors(users), b.user_vectors(users))
+    assert a.history == b.history
+    c = fit(ml, config.model_copy(update={"seed": 7, "epochs": 1, "val_fraction": 0.0}))
+    assert not np.allclose(a.item_vectors(items), c.item_vectors(items))
+
+
+def test_vectors_are_unit_float32(ml, model) -> None:
+    _, items, _ = ml
+    vecs = model.item_vectors(items)
+    assert vecs.dtype == np.float32 and vecs.shape == (len(items), 16)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+
+
+def test_save_load_round_trip_and_item_embedder(ml, model, tmp_path) -> None:
+    users, items, _ = ml
+    path = model.save(tmp_path / "tt.pt")
+    assert path.with_suffix(".json").is_file()
+    again = TwoTowerModel.load(path, text_fn=text_fn)
+    assert again.config == model.config and again.vocab == model.vocab
+    np.testing.assert_array_equal(again.item_vectors(items), model.item_vectors(items))
+    np.testing.assert_array_equal(again.user_vectors(users), model.user_vectors(users))
+    embedder = TwoTowerItemEmbedder(path, text_fn=text_fn)
+    assert file_sha256(path) in embedder.name and embedder.modality == "item"
+    rows = items.head(5).to_dict("records")
+    np.testing.assert_array_equal(embedder.embed(rows), model.item_vectors(items.head(5)))
+
+
+def test_load_missing_file_names_it(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.json"):
+        TwoTowerModel.load(tmp_path / "nope.pt")
+
+
+def test_new_items_and_users_get_feature_only_vectors(ml, model) -> None:
+    users, items, _ = ml
+    known = items.head(3)
+    new = known.assign(item_id=["new-1", "new-2", "new-3"])
+    cold, warm = model.item_vectors(new), model.item_vectors(known)
+    assert np.isfinite(cold).all()
+    assert not np.allclose(cold, warm)  # the id embedding mattered for the known ones
+    assert not np.allclose(cold[0], cold[1])  # features alone still tell items apart
+    twin = new.iloc[[0]].assign(item_id="new-9")
+    np.testing.assert_allclose(model.item_vectors(twin)[0], cold[0], atol=1e-6)
+    stranger = users.head(1).assign(user_id="u-unknown")
+    assert np.isfinite(model.user_vectors(stranger)).all()
+
+
+def test_bad_rows_name_the_field(ml, model) -> None:
+    _, items, _ = ml
+    with pytest.raises(ValueError, match=r"item rows lack field\(s\) \['genres'\]"):
+        model.item_vectors(items.drop(columns="genres"))
+    with pytest.raises(ValueError, match="genres must be a list"):
+        model.item_vectors(items.head(1).assign(genres="Comedy"))
+
+
+def test_tiny_training_beats_popularity(ml) -> None:
+    users, items, ratings = ml
+    train, test = stratified_split(ratings, 0.75, filter_by="item", seed=42)
+    catalog = Catalog(users, items[items["item_id"].isin(set(train["item_id"]))], train, items)
+    pop = MostPopular()
+    pop.fit(catalog)
+    config = TINY.model_copy(update={"epochs": 8, "dim": 32})
+    tt = TwoTower("two-tower", config, text_fn, progress=False)
+    tt.fit(catalog)
+    pop_ndcg = score_model(pop, catalog, test, 10)["ndcg@10"]
+    tt_ndcg = score_model(tt, catalog, test, 10)["ndcg@10"]
+    assert tt_ndcg > pop_ndcg, (tt_ndcg, pop_ndcg)
+
+
+def test_ids_only_bpr_trains_without_features(ml) -> None:
+    users, items, ratings = ml
+    config = TwoTowerConfig(features=False, text=False, loss="bpr", normalize=False, dim=8,
+                            epochs=2, val_fraction=0.0, id_dropout=0.0)  # fmt: skip
+    model = TwoTowerModel.fit(ratings, users.drop(columns=["age"]), items, config, progress=False)
+    assert model.item_tower.mlp is None
+    assert np.isfinite(model.item_vectors(pd.DataFrame({"item_id": ["1", "2"]}))).all()
+
+
+def test_item_vectors_through_the_ingestion_pipeline(ml, model, tmp_path) -> None:
+    _, items, _ = ml
+    path = model.save(tmp_path / "tt.pt")
+    head = items.head(40)
+    catalog = tmp_path / "items.jsonl"
+    with catalog.open("w") as fh:
+        for row in head.to_dict("records"):
+            fields = {k: v for k, v in row.items() if not (k == "year" and pd.isna(v))}
+            fh.write(json.dumps({**fields, "genres": list(row["genres"])}, default=int) + "\n")
+    columns = ColumnMap(
+        id="item_id", text="{title}", metadata=parse_metadata_spec("title,year:int,genres:list")
+    )
+    uri = f"faiss:{tmp_path / 'tt-store'}"
+    summary = ingest(
+        Source(catalog, columns), uri, f"two-tower:{path}", manifest=tmp_path / "m.sqlite"
+    )
+    assert summary.upserted == 40
+    store = open_store(uri)
+    got = store.fetch(head["item_id"].tolist())
+    np.testing.assert_allclose(
+        np.stack([r.vector for r in got]), model.item_vectors(head), atol=1e-5
+    )
