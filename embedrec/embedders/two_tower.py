@@ -524,9 +524,11 @@ class TwoTowerItemEmbedder:
 
     modality = "item"
 
-    def __init__(self, path: str | Path, *, text_fn: TextFn | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, text_fn: TextFn | None = None, device: str | None = None
+    ) -> None:
         self.path = Path(path)
-        self.model = TwoTowerModel.load(self.path, text_fn=text_fn)
+        self.model = TwoTowerModel.load(self.path, text_fn=text_fn, device=device)
         self.name = f"two-tower:{self.path.name}@sha256:{file_sha256(self.path)}"
         self.dim = self.model.config.dim
 
