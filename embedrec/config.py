@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigFileError(ValueError):
@@ -103,12 +105,19 @@ def _problem(err: dict) -> str:
     return f"{where}: {err['msg']}"
 
 
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(_problem(err) for err in exc.errors())
+
+
 def parse_config(data: dict, origin: str = "<config>") -> Config:
+    return validate(data, Config, origin)
+
+
+def validate(data: dict, model: type[M], origin: str = "<config>") -> M:
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_problem(err) for err in exc.errors())
-        raise ConfigFileError(f"{origin}: {problems}") from None
+        raise ConfigFileError(f"{origin}: {_problems(exc)}") from None
 
 
 def read_toml(path: str | Path) -> dict:
@@ -117,9 +126,14 @@ def read_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigFileError(f"{path}: no such config file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigFileError(f"{path}: not valid TOML: {exc}") from None
 
 
+def load_model(path: str | Path, model: type[M]) -> M:
+    """Read a TOML file into `model` (every command's config goes through here)."""
+    return validate(read_toml(path), model, str(path))
+
+
 def load_config(path: str | Path) -> Config:
-    return parse_config(read_toml(path), str(path))
+    return load_model(path, Config)

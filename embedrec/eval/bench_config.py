@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from embedrec.config import load_model
 
 Metric = Literal["l2", "cosine", "dot"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -212,15 +213,4 @@ class BenchConfig(_Model):
 
 
 def load_bench_config(path: str | Path) -> BenchConfig:
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return BenchConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(f"{path}: {problems}") from None
+    return load_model(path, BenchConfig)

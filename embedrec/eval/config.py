@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from embedrec.config import load_model
 from embedrec.embedders.two_tower import TwoTowerConfig
 
 
@@ -56,17 +56,4 @@ class ExperimentConfig(BaseModel):
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a TOML config (relative paths in it are relative to the working
-    directory)."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(f"{path}: {problems}") from None
+    return load_model(path, ExperimentConfig)

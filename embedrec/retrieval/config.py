@@ -9,21 +9,14 @@ comes from `EMBEDREC_API_KEY`.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
+
+from embedrec.config import Section, load_model
 
 SpaceName = Literal["text", "image", "two-tower"]
-
-
-class ConfigFileError(ValueError):
-    """A serve config that cannot be read or does not validate; names the file and key."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerConfig(Section):
@@ -97,18 +90,4 @@ class ServeConfig(Section):
 
 
 def load_serve_config(path: str | Path) -> ServeConfig:
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigFileError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigFileError(f"{path}: cannot read: {exc}") from None
-    try:
-        return ServeConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigFileError(f"{path}: {problems}") from None
+    return load_model(path, ServeConfig)

@@ -134,6 +134,6 @@ def test_cli_evaluate_writes_the_leaderboard(config, small, tmp_path, monkeypatc
 def test_bad_config_names_the_field(tmp_path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[two_tower]\ndim = 0\n")
-    with pytest.raises(ValueError, match=r"two_tower.dim"):
+    with pytest.raises(ValueError, match=r"\[two_tower\] dim"):
         load_config(cfg)
     assert TwoTowerConfig(**QUICK).dim == 16

@@ -133,7 +133,7 @@ def test_the_example_configs_validate() -> None:
     assert movielens.store.uri.startswith("faiss:./data/")
     fashion = load_config(REPO / "configs" / "fashion.toml")
     assert fashion.source.dataset == "fashion-mnist" and fashion.source.image == "image"
-    assert fashion.embedder.spec == "image" and fashion.source.limit
+    assert fashion.embedder.spec == "image?image_size=112" and fashion.source.limit
 
 
 def test_max_rejects_exits_nonzero_and_keeps_what_landed(

@@ -309,11 +309,12 @@ ratings = "{tmp_path}/ratings.parquet"
 
 
 def test_config_errors_name_the_key(tmp_path):
-    from embedrec.retrieval.config import ConfigFileError, load_serve_config
+    from embedrec.config import ConfigFileError
+    from embedrec.retrieval.config import load_serve_config
 
     path = tmp_path / "bad.toml"
     path.write_text('[text]\nuri = "faiss:x"\ntimeout = 3\n[users]\ndataset = "movielens"\n')
-    with pytest.raises(ConfigFileError, match=r"text\.timeout: Extra inputs"):
+    with pytest.raises(ConfigFileError, match=r"unknown key 'timeout' in \[text\]"):
         load_serve_config(path)
     path.write_text('[users]\ndataset = "movielens"\n[text]\nuri = "faiss:x"\n')
     with pytest.raises(ConfigFileError, match=r"needs \[two_tower\]"):
