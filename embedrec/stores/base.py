@@ -96,9 +96,8 @@ def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.nd
         raise DimensionError(f"vectors have dimension {arr.shape[1]}, the store has {dim}")
     if ids is not None and len(ids) != arr.shape[0]:
         raise IdError(f"{len(ids)} ids for {arr.shape[0]} vectors")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite)[0])
+    if not np.isfinite(arr).all():
+        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
         raise VectorError(f"{name}: vector contains NaN or inf")
     return np.ascontiguousarray(arr)

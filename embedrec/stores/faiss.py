@@ -128,24 +128,27 @@ def _faiss_metric(metric: str) -> int:
 
 
 class _RWLock:
-    """Many concurrent searches, one writer at a time."""
+    """Many concurrent searches, one writer at a time: `with lock.read():` / `lock.write()`.
+    The read side is a plain context manager, not a generator: it is on every search."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writing = False
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> _RWLock:
+        return self
+
+    def __enter__(self) -> None:
         with self._cond:
             while self._writing:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -205,6 +208,8 @@ class FaissStore(VectorStore):
         self.nprobe = nprobe
         self.k_factor = k_factor
         self.uri = uri or f"faiss:{path or ''}"
+        self.capabilities = self._capabilities()
+        self._unfiltered: dict[tuple, faiss.SearchParameters | None] = {}
         self._index: faiss.Index = self._empty_index(staging=spec.trainable)
         self._built = not spec.trainable
         self._ids: list[str | None] = []
@@ -279,8 +284,7 @@ class FaissStore(VectorStore):
         factory = f"IVF{nlist},PQ{spec.pq_m}x{spec.pq_bits}np,RFlat"
         return faiss.index_factory(self.dim, factory, metric)
 
-    @property
-    def capabilities(self) -> Capabilities:  # type: ignore[override]
+    def _capabilities(self) -> Capabilities:
         family = self.spec.family
         return Capabilities(
             exact=family == "flat",
@@ -439,9 +443,10 @@ class FaissStore(VectorStore):
             elif self._dead:
                 mask = self._table().live
             if mask is None:
-                distances, labels = self._index.search(
-                    queries, k, params=self._params(None, ef, nprobe, k_factor)
-                )
+                key = (ef, nprobe, k_factor)
+                if key not in self._unfiltered:
+                    self._unfiltered[key] = self._params(None, ef, nprobe, k_factor)
+                distances, labels = self._index.search(queries, k, params=self._unfiltered[key])
             else:
                 distances, labels = self._filtered(queries, k, mask, ef, nprobe, k_factor)
             return self._hits(distances, labels)
@@ -510,6 +515,7 @@ class FaissStore(VectorStore):
             faiss.extract_index_ivf(index).make_direct_map(True)
         index.add(vectors)
         self._index = index
+        self._unfiltered.clear()  # their nprobe defaults depend on the index
         self._compact_tables(live)
 
     def _compact_tables(self, live: np.ndarray) -> None:
