@@ -59,6 +59,8 @@ MANIFEST = "manifest.json"
 DEFAULT_KIND = "Flat"
 COMPACT_DEAD_FRACTION = 0.25
 TRAIN_SAMPLE = 100_000
+MASK_CACHE = 128
+VECTORISED_HITS = 256
 
 _KIND_PATTERNS = {
     "flat": re.compile(r"Flat"),
@@ -216,6 +218,9 @@ class FaissStore(VectorStore):
         self._slot: dict[str, int] = {}
         self._meta: list[dict | None] = []
         self._columns: Columns | None = None
+        self._masks: dict[str, np.ndarray] = {}
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._mask_lock = threading.Lock()
         self._dead = 0
         self._generation = 0
         self._dirty = False
@@ -337,8 +342,7 @@ class FaissStore(VectorStore):
             self._ids.extend(ids)
             self._meta.extend(metadata)
             self._slot.update(zip(ids, range(start, start + len(ids)), strict=True))
-            self._columns = None
-            self._dirty = True
+            self._changed()
         return len(ids)
 
     def _delete_ids(self, ids: list[str]) -> int:
@@ -347,26 +351,45 @@ class FaissStore(VectorStore):
             if slots:
                 self._writable()
                 self._kill(slots)
-                self._columns = None
-                self._dirty = True
+                self._changed()
         return len(slots)
 
     def _delete_filter(self, node: Node) -> int:
         with self._lock.write():
-            slots = np.flatnonzero(self._table().evaluate(node)).tolist()
+            slots = np.flatnonzero(self._mask(node)).tolist()
             if slots:
                 self._writable()
                 self._kill(slots)
-                self._columns = None
-                self._dirty = True
+                self._changed()
         return len(slots)
 
     # -- reads ----------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """After a write: metadata columns and filter masks are stale, the files unsaved."""
+        self._columns = None
+        self._arrays = None
+        self._masks.clear()
+        self._dirty = True
 
     def _table(self) -> Columns:
         if self._columns is None:
             self._columns = Columns(self._meta)
         return self._columns
+
+    def _mask(self, node: Node) -> np.ndarray:
+        """The slots a filter selects, cached until the next write: serving traffic repeats
+        its filters, and evaluating one costs more than a small search. Keyed by repr, in
+        which True and 1 differ (they are equal, and hash alike, as Python values)."""
+        key = repr(node)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self._table().evaluate(node)
+            with self._mask_lock:  # concurrent searches share the cache
+                if len(self._masks) >= MASK_CACHE:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[key] = mask
+        return mask
 
     def _fetch(self, ids: list[str]) -> list[Record]:
         with self._lock.read():
@@ -383,7 +406,7 @@ class FaissStore(VectorStore):
         with self._lock.read():
             if node is None:
                 return len(self._slot)
-            return int(self._table().evaluate(node).sum())
+            return int(self._mask(node).sum())
 
     def _params(
         self, sel: Any, ef: int, nprobe: int | None, k_factor: int
@@ -439,7 +462,7 @@ class FaissStore(VectorStore):
             k_factor = int(params.get("k_factor", self.k_factor))
             mask = None
             if node is not None:
-                mask = self._table().evaluate(node)
+                mask = self._mask(node)
             elif self._dead:
                 mask = self._table().live
             if mask is None:
@@ -481,13 +504,42 @@ class FaissStore(VectorStore):
             distances[short], labels[short] = self._exact(queries[short], k, mask)
         return distances, labels
 
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and metadata as object arrays over slots, so that mapping a batch of labels is
+        one fancy index in C rather than a Python lookup per hit."""
+        if self._arrays is None:
+            ids = np.empty(len(self._ids), dtype=object)
+            ids[:] = self._ids
+            meta = np.empty(len(self._meta), dtype=object)
+            meta[:] = self._meta
+            self._arrays = (ids, meta)
+        return self._arrays
+
     def _hits(self, distances: np.ndarray, labels: np.ndarray) -> list[list[Hit]]:
         scores = -distances if self.metric == "l2" else distances
-        ids, meta = self._ids, self._meta
-        return [
-            [Hit(ids[s], d, dict(meta[s])) for d, s in zip(drow, lrow, strict=True) if s >= 0]  # type: ignore[arg-type]
-            for drow, lrow in zip(scores.tolist(), labels.tolist(), strict=True)
+        if labels.size <= VECTORISED_HITS:  # a few hits: numpy's per-call cost would dominate
+            ids, meta = self._ids, self._meta
+            return [
+                [Hit(ids[s], d, meta[s].copy()) for d, s in zip(drow, lrow, strict=True) if s >= 0]  # type: ignore[index, union-attr, arg-type]
+                for drow, lrow in zip(scores.tolist(), labels.tolist(), strict=True)
+            ]
+        found = labels >= 0
+        slots = labels[found]
+        id_array, meta_array = self._lookup()
+        flat = [
+            Hit(i, d, m.copy())
+            for i, d, m in zip(
+                id_array[slots].tolist(),
+                scores[found].tolist(),
+                meta_array[slots].tolist(),
+                strict=True,
+            )
         ]
+        out, start = [], 0
+        for count in found.sum(axis=1).tolist():
+            out.append(flat[start : start + count])
+            start += count
+        return out
 
     # -- building, compaction, persistence -------------------------------------------------
 
@@ -523,8 +575,7 @@ class FaissStore(VectorStore):
         self._meta = [self._meta[s] for s in live.tolist()]
         self._slot = {i: n for n, i in enumerate(self._ids)}  # type: ignore[misc]
         self._dead = 0
-        self._columns = None
-        self._dirty = True
+        self._changed()
 
     def compact(self) -> None:
         """Drop dead slots (deleted or overwritten records) from the index."""

@@ -282,3 +282,14 @@ def test_bad_uris(uri, match):
     with pytest.raises(ConfigError, match=match) as info:
         open_store(uri, dim=8)
     assert "s3cret" not in str(info.value) and "pw@" not in str(info.value)
+
+
+def test_filter_cache_tells_true_from_1_and_forgets_on_write():
+    store = open_store("faiss:?index=HNSW16", dim=8)
+    store.upsert(["a", "b"], np.eye(8)[:2], [{"f": True}, {"f": 1}])
+    assert store.count({"f": 1}) == 1
+    assert [h.id for h in store.search(np.ones(8), 5, filter={"f": True})[0]] == ["a"]
+    store.upsert(["c"], np.eye(8)[2:3], [{"f": 1}])
+    assert store.count({"f": 1}) == 2
+    store.delete(filter={"f": 1})
+    assert store.count({"f": 1}) == 0 and store.count() == 1
