@@ -324,7 +324,22 @@ class FaissStore(VectorStore):
         except BlockingIOError:
             handle.close()
             raise StoreLocked(f"{self.path} is being written by another process") from None
+        if self._disk_generation() != self._generation:
+            handle.close()  # saving this handle's state would undo the other writer's work
+            raise StoreLocked(
+                f"{self.path} was written by another process after this handle opened it; "
+                "reopen the store to write"
+            )
         self._lock_file = handle
+
+    def _disk_generation(self) -> int:
+        assert self.path is not None
+        try:
+            return int(json.loads((self.path / MANIFEST).read_text())["generation"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptStore(f"{self.path / MANIFEST} is unreadable: {exc}") from None
 
     def _kill(self, slots: list[int]) -> None:
         for slot in slots:

@@ -246,8 +246,12 @@ def test_second_writer_is_refused(tmp_path):
     with pytest.raises(StoreLocked, match="another process"):
         reader.upsert(["d"], np.eye(8)[3:4])
     first.close()
-    reader.upsert(["d"], np.eye(8)[3:4])
-    reader.close()
+    with pytest.raises(StoreLocked, match="after this handle opened it"):
+        reader.upsert(["d"], np.eye(8)[3:4])  # it would save a state without "c"
+    again = open_store(f"faiss:{path}")
+    again.upsert(["d"], np.eye(8)[3:4])
+    again.close()
+    assert open_store(f"faiss:{path}").count() == 4
 
 
 # -- opening ---------------------------------------------------------------------------------
