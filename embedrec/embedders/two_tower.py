@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -84,6 +85,8 @@ def deterministic(seed: int, threads: int) -> Iterator[None]:
     old_det = torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
+    # deterministic cuBLAS needs a fixed workspace, set before CUDA's first matmul
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     try:
         yield

@@ -64,10 +64,8 @@ def top_k(scores: np.ndarray, seen: np.ndarray | None, k: int) -> np.ndarray:
     if seen is not None:
         scores[seen] = -np.inf
     k_eff = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    best = np.take_along_axis(part, order, axis=1)
+    # a full stable sort: argpartition would cut ties at the k-th place arbitrarily
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k_eff]
     best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
     if k_eff < k:
         best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)

@@ -33,8 +33,9 @@ def stratified_split(
 
     As in Recommenders: groups with fewer than `min_rating` ratings are dropped; each row gets
     a uniform draw from `np.random.seed(seed); np.random.rand(n)` (in the table's row order);
-    rows are sorted by (group, draw); a row whose rank / group size is <= ratio is training.
-    So a group of one rating goes entirely to test.
+    rows are sorted by (group, draw); a row whose rank (1-based) is <= round(ratio * group
+    size) is training, rounding half to even as pandas' `Series.round` does. So a group of
+    one rating goes to train (round(0.75) = 1), and of two, both (round(1.5) = 2).
     """
     if filter_by not in ("user", "item"):
         raise ValueError(f"filter_by should be 'user' or 'item', got {filter_by!r}")
@@ -50,8 +51,8 @@ def stratified_split(
     draw = np.random.RandomState(seed).rand(len(data))
     data = data.assign(_draw=draw).sort_values([by, "_draw"], kind="stable")
     groups = data.groupby(by, sort=False)[by]
-    rank = (groups.cumcount() + 1) / groups.transform("count")
-    train_mask = (rank <= ratio).to_numpy()
+    rank = groups.cumcount() + 1
+    train_mask = (rank <= (ratio * groups.transform("count")).round()).to_numpy()
     data = data.drop(columns="_draw")
     return data[train_mask], data[~train_mask]
 

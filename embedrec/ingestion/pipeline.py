@@ -247,6 +247,8 @@ class _Run:
     summary: IngestSummary
     store: VectorStore | None = None
     seen: set[str] = field(default_factory=set)
+    unread_ids: int = 0
+    """Rejected rows whose id could not be read: --sync cannot tell whether they left."""
     uncommitted: list[tuple[str, str]] = field(default_factory=list)
     last_checkpoint: float = field(default_factory=time.monotonic)
     checkpoint_cost: float = 0.0
@@ -373,6 +375,8 @@ class _Run:
             for item in chunk:
                 if item.id is not None:
                     self.seen.add(item.id)
+                else:
+                    self.unread_ids += 1
                 if isinstance(item, Reject):
                     self.reject(item)
                 else:
@@ -394,6 +398,11 @@ class _Run:
             self.process(pending)
         self.checkpoint()
         if self.options.sync:
+            if self.unread_ids:
+                raise ValueError(
+                    f"--sync deleted nothing: {self.unread_ids} rejected row(s) have no readable "
+                    f"id, and their records may still be in the catalog (see {self.rejects.path})"
+                )
             self.sync()
 
     def sync(self) -> None:

@@ -47,7 +47,7 @@ SUFFIXES: dict[str, Format] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_NOT_UTF8 = re.compile("[\ud800-\udfff]")  # undecodable bytes and lone surrogates
 _TRUE = ("true", "1", "yes", "y", "t")
 _FALSE = ("false", "0", "no", "n", "f")
 
@@ -136,9 +136,14 @@ def template_fields(template: str) -> tuple[str, ...]:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ValueError(f"text template {template!r}: {exc}") from None
-    for _, name, _, _ in parsed:
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
+        if spec or conversion:
+            raise ValueError(
+                f"text template {template!r}: {{{name}}} has a format spec or conversion; "
+                "every cell is text, so name the column alone, e.g. {price}"
+            )
         if not name or name.isdigit() or not re.fullmatch(r"[^.\[\]]+", name):
             raise ValueError(
                 f"text template {template!r}: every placeholder must name a column, "
@@ -242,6 +247,8 @@ def _convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
     if kind == "auto":
         if isinstance(value, float) and not math.isfinite(value):
             raise _Invalid(name, f"{value} is not a finite number")
+        if not isinstance(value, (str, int, float, bool)):
+            raise _Invalid(name, f"unsupported type {type(value).__name__} {value!r}")
         return value
     if kind == "str":
         if text is None:
@@ -320,10 +327,8 @@ class _RowBuilder:
 
     def _text(self, record: Mapping[str, Any]) -> str:
         values: dict[str, str] = {}
-        for name in self.columns.text_fields:
-            if name not in record:
-                raise _Invalid(name, "missing, and the text template needs it")
-            values[name] = _as_text(name, record[name])
+        for name in self.columns.text_fields:  # absent is empty, as a null or an empty cell
+            values[name] = _as_text(name, record.get(name))
         if all(not v.strip() for v in values.values()):
             names = ", ".join(self.columns.text_fields)
             raise _Invalid(names, "empty text: every column of the text template is empty")

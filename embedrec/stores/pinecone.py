@@ -417,7 +417,7 @@ class PineconeStore(VectorStore):
                 item["metadata"] = meta
             items.append(item)
         written = 0
-        for batch in upsert_batches(items, self.namespace):
+        for batch in list(upsert_batches(items, self.namespace)):  # all sized before any is sent
             wire_ids = [item["id"] for item in batch]
             existing = self._existing(wire_ids)
             try:

@@ -103,6 +103,7 @@ class QdrantStore(VectorStore):
         timeout: int,
     ) -> None:
         self.uri = uri
+        self._closed = False
         self.client = client
         self.collection = collection
         self.where = where
@@ -223,7 +224,12 @@ class QdrantStore(VectorStore):
                     f"{self.uri}: collection {self.collection!r} has named vectors; "
                     "embedrec stores use one unnamed vector"
                 )
-            stored = next(k for k, v in DISTANCES.items() if v == params.distance)
+            stored = next((k for k, v in DISTANCES.items() if v == params.distance), None)
+            if stored is None:
+                raise ConfigError(
+                    f"{self.uri}: collection uses distance {params.distance}, which embedrec "
+                    "does not support"
+                )
             if dim is not None and dim != params.size:
                 raise DimensionError(
                     f"{self.uri}: collection has dimension {params.size}, asked for {dim}"
@@ -266,8 +272,12 @@ class QdrantStore(VectorStore):
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
         """Turn transport failures into StoreUnavailable and server refusals into StoreError."""
+        if self._closed:
+            raise StoreError(f"{self.uri} is closed")
         try:
             yield
+        except StoreError:
+            raise
         except (ResponseHandlingException, ConnectionError, TimeoutError) as exc:
             raise StoreUnavailable(
                 f"{self.where} did not answer (timeout {self.timeout} s): {exc.__cause__ or exc}"
@@ -284,7 +294,7 @@ class QdrantStore(VectorStore):
                 raise StoreUnavailable(
                     f"{self.where} did not answer (timeout {self.timeout} s): {detail}"
                 ) from exc
-            raise
+            raise StoreError(f"{self.where}: {type(exc).__name__}: {exc}") from exc
 
     # -- payload indexes -------------------------------------------------------------------
 
@@ -400,4 +410,6 @@ class QdrantStore(VectorStore):
         return result.count
 
     def close(self) -> None:
-        self.client.close()
+        if not self._closed:
+            self._closed = True
+            self.client.close()

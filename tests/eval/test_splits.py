@@ -19,12 +19,12 @@ def ratings(pairs: list[tuple[str, str]], timestamps: list[int] | None = None) -
 
 def test_stratified_by_item_matches_recommenders_draws() -> None:
     # np.random.seed(42); rand(5) = .3745 .9507 .7320 .5987 .1560
-    # item a (rows 0-3) sorted by draw: rows 0, 3, 2, 1 -> ranks 1/4 .. 4/4; row 1 > 0.75
-    # item b (row 4): rank 1/1 > 0.75 -> test
+    # item a (rows 0-3) sorted by draw: rows 0, 3, 2, 1 -> ranks 1..4; round(0.75 * 4) = 3,
+    # so row 1 (rank 4) is test; item b (row 4): rank 1 <= round(0.75 * 1) = 1 -> train
     data = ratings([("u1", "a"), ("u2", "a"), ("u3", "a"), ("u4", "a"), ("u5", "b")])
     train, test = stratified_split(data, 0.75, filter_by="item", seed=42)
-    assert sorted(train.index) == [0, 2, 3]
-    assert sorted(test.index) == [1, 4]
+    assert sorted(train.index) == [0, 2, 3, 4]
+    assert sorted(test.index) == [1]
     assert list(train.columns) == list(data.columns)
 
 
