@@ -244,6 +244,11 @@ def _query(args: argparse.Namespace) -> int:
         spec = recorded["embedder"]
     embedder = get_embedder(spec, device=args.device)
     query = args.text if args.image is None else Path(args.image)
+    if embedder.modality == "item":
+        raise ValueError(
+            f"{args.store} holds item vectors of {embedder.name!r}: query them for a user "
+            "(Recommender.recommend, or POST /recommend of embedrec serve), not by text or image"
+        )
     if embedder.modality not in ("text", "image") or (
         (embedder.modality == "text") != (args.image is None)
     ):

@@ -448,7 +448,8 @@ def ingest(
             f"embedder {embedder.name!r} takes {embedder.modality} input, but the catalog "
             f"mapping gives {modality} (use {flag})"
         )
-    cache = cache if cache is not None else EmbeddingCache()
+    own_cache = cache is None
+    cache = EmbeddingCache() if own_cache else cache
     manifest_file = Path(manifest) if manifest else manifest_path(source.path, store_uri)
     rejects_path = options.rejects or manifest_file.with_suffix(".rejects.jsonl")
     summary = IngestSummary(rejects_path=rejects_path, manifest=manifest_file)
@@ -471,6 +472,8 @@ def ingest(
         finally:
             run.writer.shutdown(wait=True)
             run.rejects.close()
+            if own_cache:
+                cache.close()
             if run.store is not None:
                 run.store.close()
             summary.seconds = time.perf_counter() - started

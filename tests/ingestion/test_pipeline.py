@@ -95,6 +95,19 @@ def test_first_run_then_an_unchanged_rerun_does_nothing(tmp_path: Path, text_emb
     assert (tmp_path / "store" / "manifest.json").read_text() == store_manifest
 
 
+def test_sync_refuses_when_a_rejected_row_hides_its_id(tmp_path: Path, text_embedder) -> None:
+    path = catalog(tmp_path / "items.csv", movies(3))
+    uri = f"faiss:{tmp_path / 'store'}"
+    run(path, uri, text_embedder)
+    lines = path.read_text().splitlines()
+    lines[2] += ",an extra field"  # m1's row: no longer readable, its id unknown
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"--sync deleted nothing: 1 rejected row"):
+        run(path, uri, text_embedder, sync=True)
+    with open_store(uri) as store:
+        assert store.count() == 3 and store.fetch(["m1"])[0].id == "m1"
+
+
 def test_changed_rows_are_reembedded_and_sync_deletes_what_left(
     tmp_path: Path, text_embedder
 ) -> None:
