@@ -179,7 +179,7 @@ def _manifest_count(path: Path) -> int:
 
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    n = 96
+    n = 480  # long enough that checkpoints land well before the end, even on a fast machine
     movies = {f"m{i}": (f"Catalog item {i}", 1900 + i % 100, "Drama") for i in range(n)}
     path = write_catalog(tmp_path / "items.csv", movies)
     uri = f"faiss:{tmp_path / 'store'}?index=HNSW32"
