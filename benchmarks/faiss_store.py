@@ -20,43 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import faiss
 import numpy as np
+from common import best_of, exact_neighbours, fashion, recall
 from rich.console import Console
 from rich.table import Table
 
 from embedrec import open_store
-from embedrec.ingestion.datasets import load_fashion_mnist
 
 K = 10
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Squared L2 distances of the exact k nearest neighbours, (nq, k)."""
-    distances, _ = faiss.knn(queries, base, k, faiss.METRIC_L2)
-    return distances
-
-
-def recall(hits: list[list], true_distances: np.ndarray) -> float:
-    """Distance-tie-aware recall@k, as ann-benchmarks computes it: a hit counts when it is no
-    farther than the k-th true neighbour."""
-    found = 0
-    for row, truth in zip(hits, true_distances, strict=True):
-        threshold = truth[-1] * (1 + 1e-4) + 1e-6
-        found += sum(1 for h in row if -h.score <= threshold)
-    return found / true_distances.size
 
 
 def synthetic(n: int, nq: int, d: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -64,13 +38,6 @@ def synthetic(n: int, nq: int, d: int = 128) -> tuple[np.ndarray, np.ndarray]:
     centers = rng.standard_normal((256, d)).astype(np.float32)
     data = centers[rng.integers(0, 256, n + nq)] + 0.5 * rng.standard_normal((n + nq, d))
     return data[:n].astype(np.float32), data[n:].astype(np.float32)
-
-
-def fashion() -> tuple[np.ndarray, np.ndarray]:
-    fm = load_fashion_mnist()
-    base = fm.train_images.reshape(len(fm.train_images), -1).astype(np.float32)
-    queries = fm.test_images.reshape(len(fm.test_images), -1).astype(np.float32)
-    return base, queries
 
 
 def run(name: str, base: np.ndarray, queries: np.ndarray, repeat: int, console: Console) -> dict:

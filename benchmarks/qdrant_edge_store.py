@@ -26,51 +26,19 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import faiss
 import numpy as np
 import qdrant_edge as qe
+from common import best_of, exact_neighbours, fashion, recall
 from rich.console import Console
 from rich.table import Table
 
 from embedrec import open_store
-from embedrec.ingestion.datasets import load_fashion_mnist
 
 K = 10
 EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 TARGETS = (0.90, 0.95, 0.99, 0.995)
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Squared L2 distances of the exact k nearest neighbours, (nq, k)."""
-    distances, _ = faiss.knn(queries, base, k, faiss.METRIC_L2)
-    return distances
-
-
-def recall(hits: list[list], true_distances: np.ndarray) -> float:
-    found = 0
-    for row, truth in zip(hits, true_distances, strict=True):
-        threshold = truth[-1] * (1 + 1e-4) + 1e-6
-        found += sum(1 for h in row if -h.score <= threshold)
-    return found / true_distances.size
-
-
-def fashion(n: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
-    fm = load_fashion_mnist()
-    base = fm.train_images.reshape(len(fm.train_images), -1)[:n].astype(np.float32)
-    queries = fm.test_images.reshape(len(fm.test_images), -1)[:nq].astype(np.float32)
-    return base, queries
 
 
 def build(uri: str, base: np.ndarray, metadata: list[dict]):

@@ -1,0 +1,46 @@
+"""Helpers the benchmark scripts share: timing, exact neighbours, tie-aware recall, data."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import faiss
+import numpy as np
+
+from embedrec.ingestion.datasets import load_fashion_mnist
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    """The shortest of `repeat` timed calls, in seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Squared L2 distances of the exact k nearest neighbours, (nq, k)."""
+    distances, _ = faiss.knn(queries, base, k, faiss.METRIC_L2)
+    return distances
+
+
+def recall(hits: list[list], true_distances: np.ndarray) -> float:
+    """Distance-tie-aware recall@k, as ann-benchmarks computes it: a hit (an l2 store's
+    score is the negated squared distance) counts when it is no farther than the k-th true
+    neighbour."""
+    found = 0
+    for row, truth in zip(hits, true_distances, strict=True):
+        threshold = truth[-1] * (1 + 1e-4) + 1e-6
+        found += sum(1 for h in row if -h.score <= threshold)
+    return found / true_distances.size
+
+
+def fashion(n: int | None = None, nq: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST-784 as float32 pixels: the first n train images, the first nq test ones."""
+    fm = load_fashion_mnist()
+    base = fm.train_images.reshape(len(fm.train_images), -1)[:n].astype(np.float32)
+    queries = fm.test_images.reshape(len(fm.test_images), -1)[:nq].astype(np.float32)
+    return base, queries
