@@ -54,6 +54,16 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _save(fig, path: Path) -> str:  # type: ignore[no-untyped-def]
+    """Write a finished figure as PNG, free it, and return the file's name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+    return path.name
+
+
 def _file_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
@@ -82,10 +92,7 @@ def _plots(
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         path = out / f"recall_qps_{_file_part(name)}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=PLOT_DPI)
-        plt.close(fig)
-        made["recall_qps"].append(path.name)
+        made["recall_qps"].append(_save(fig, path))
 
         p = points[points["dataset_id"] == first["dataset_id"]]
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -102,10 +109,7 @@ def _plots(
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", which="both", alpha=0.3)
         path = out / f"latency_{_file_part(name)}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=PLOT_DPI)
-        plt.close(fig)
-        made["latency"].append(path.name)
+        made["latency"].append(_save(fig, path))
 
     scaled = points[points["scale_group"].notna()]
     for group_name, g in scaled.groupby("scale_group"):
@@ -127,10 +131,7 @@ def _plots(
         axes[0].legend(fontsize=8)
         fig.suptitle(f"scale: {group_name}")
         path = out / f"scale_{_file_part(str(group_name))}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=PLOT_DPI)
-        plt.close(fig)
-        made["scale"].append(path.name)
+        made["scale"].append(_save(fig, path))
 
     pca = _pca_frame(frame)
     for source, g in pca.groupby("source"):
@@ -144,10 +145,7 @@ def _plots(
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         path = out / f"pca_{_file_part(str(source))}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=PLOT_DPI)
-        plt.close(fig)
-        made["pca"].append(path.name)
+        made["pca"].append(_save(fig, path))
     return made
 
 
