@@ -21,6 +21,24 @@ def best_of(repeat: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
+def paired_ratio(
+    repeat: int, baseline: Callable[[], object], candidate: Callable[[], object]
+) -> tuple[float, float, float]:
+    """candidate / baseline time on a shared machine: each round times both back to back,
+    in alternating order, so that a change in load hits both sides of one ratio. Returns the
+    median of the per-round ratios and the best time of each side, in seconds."""
+    ratios, base_s, cand_s = [], [], []
+    for r in range(repeat):
+        if r % 2:
+            c, b = best_of(1, candidate), best_of(1, baseline)
+        else:
+            b, c = best_of(1, baseline), best_of(1, candidate)
+        ratios.append(c / b)
+        base_s.append(b)
+        cand_s.append(c)
+    return float(np.median(ratios)), min(base_s), min(cand_s)
+
+
 def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Squared L2 distances of the exact k nearest neighbours, (nq, k)."""
     distances, _ = faiss.knn(queries, base, k, faiss.METRIC_L2)

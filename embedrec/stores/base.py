@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from embedrec.stores.uri import StoreURI
 Metric = Literal["cosine", "dot", "l2"]
 METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
 MetadataValue = str | int | float | bool | list[str]
+MIN_OVERFETCH = 16
+INT64 = (-(2**63), 2**63 - 1)
+"""Extra hits asked for beyond k when over-fetching past excluded ids (at least k extra)."""
 
 
 @dataclass(slots=True)
@@ -38,14 +41,32 @@ class Record:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Hit:
+class Hit(NamedTuple):
     """A search result. `score` is higher-is-more-similar for every metric: the inner product
-    for cosine and dot, the negated squared distance for l2."""
+    for cosine and dot, the negated squared distance for l2.
+
+    A named tuple rather than a dataclass: a store can build a batch of hits with
+    `tuple.__new__` in C, which is most of what separates a store's search from raw FAISS."""
 
     id: str
     score: float
     metadata: dict[str, MetadataValue] | None = None
+
+
+class FrozenMetadata(dict):
+    """A record's metadata as a store holds it: a dict that refuses changes, so that hits can
+    share it instead of copying it per hit. `dict(m)` or `m.copy()` gives a mutable copy."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a hit's metadata is read-only: change a copy, dict(hit.metadata)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type, tuple[dict]]:
+        return (dict, (dict(self),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +82,9 @@ class Capabilities:
     """False where deletes are tombstones that need a `compact()` to free space."""
     exact_vectors: bool = True
     """False where `fetch` returns quantised vectors (SQ8) rather than those upserted."""
+    remote: bool = False
+    """True where calls cross the network (a Qdrant server, Pinecone), so that one can hang
+    and callers should bound it with a timeout; in-process stores answer or raise."""
 
 
 def normalize_ids(ids: Iterable[str | int]) -> list[str]:
@@ -96,7 +120,10 @@ def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.nd
         raise DimensionError(f"vectors have dimension {arr.shape[1]}, the store has {dim}")
     if ids is not None and len(ids) != arr.shape[0]:
         raise IdError(f"{len(ids)} ids for {arr.shape[0]} vectors")
-    if not np.isfinite(arr).all():
+    flat = arr.ravel()
+    # One dot product is finite exactly when every value is, unless large finite values
+    # overflow it: only then, or for a bad row, the full elementwise check.
+    if not math.isfinite(float(flat @ flat)) and not np.isfinite(arr).all():
         row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
         raise VectorError(f"{name}: vector contains NaN or inf")
@@ -134,6 +161,12 @@ def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[s
             value = value.item()
         if value is None:
             raise MetadataError(f"{where}: null values are not allowed; leave the key out")
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not INT64[0] <= value <= INT64[1]
+        ):
+            raise MetadataError(f"{where}: {value} is outside the 64-bit integer range")
         if isinstance(value, (bool, int, str)):
             out[key] = value
         elif isinstance(value, float):
@@ -229,9 +262,12 @@ class VectorStore(abc.ABC):
         *,
         filter: Mapping | None = None,
         params: Mapping[str, Any] | None = None,
+        exclude: Sequence[Collection[str]] | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits for each query row, best first. With a filter, the k best records that
-        match it (fewer only when fewer match)."""
+        match it (fewer only when fewer match). `exclude` holds one collection of ids per
+        query row that its hits must leave out (a user's seen items, the query item itself);
+        k hits still come back whenever k records qualify."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise StoreError(f"k must be a positive integer, got {k!r}")
         queries = as_matrix(vectors, self.dim)
@@ -239,9 +275,14 @@ class VectorStore(abc.ABC):
             queries = l2_normalize(queries)
         node = parse_filter(filter) if filter is not None else None
         checked = check_params(params, self.capabilities.search_params)
+        if exclude is not None and len(exclude) != queries.shape[0]:
+            raise StoreError(f"exclude has {len(exclude)} rows for {queries.shape[0]} queries")
         if queries.shape[0] == 0:
             return []
-        return self._search(queries, int(k), node, checked)
+        if exclude is None or not any(exclude):
+            return self._search(queries, int(k), node, checked)
+        sets = [ex if isinstance(ex, (set, frozenset)) else {str(i) for i in ex} for ex in exclude]
+        return self._search_excluding(queries, int(k), node, checked, sets)
 
     def count(self, filter: Mapping | None = None) -> int:
         return self._count(parse_filter(filter) if filter is not None else None)
@@ -282,3 +323,33 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def _count(self, node: Node | None) -> int: ...
+
+    def _search_excluding(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        params: dict[str, Any],
+        exclude: Sequence[Collection[str]],
+    ) -> list[list[Hit]]:
+        """Exclusion by over-fetching, for stores that cannot leave ids out themselves: each
+        row asks for k plus some of its excluded count, and a row still short of k after
+        dropping excluded ids asks again with a larger k, up to k + |excluded|, which is sure
+        to suffice."""
+        need = [k + len(ex) for ex in exclude]
+        fetch = [k + min(len(ex), max(k, MIN_OVERFETCH)) for ex in exclude]
+        out: list[list[Hit]] = [[] for _ in exclude]
+        pending = list(range(len(exclude)))
+        while pending:
+            kk = max(fetch[i] for i in pending)
+            answers = self._search(queries[pending], kk, node, params)
+            still_short = []
+            for i, hits in zip(pending, answers, strict=True):
+                kept = [h for h in hits if h.id not in exclude[i]]
+                if len(kept) >= k or len(hits) < kk or kk >= need[i]:
+                    out[i] = kept[:k]
+                else:
+                    fetch[i] = min(need[i], 4 * kk)
+                    still_short.append(i)
+            pending = still_short
+        return out

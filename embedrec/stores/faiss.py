@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from embedrec.stores.base import METRICS, Capabilities, Hit, Record, VectorStore
+from embedrec.stores.base import (
+    METRICS,
+    Capabilities,
+    FrozenMetadata,
+    Hit,
+    Record,
+    VectorStore,
+)
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -60,7 +69,10 @@ DEFAULT_KIND = "Flat"
 COMPACT_DEAD_FRACTION = 0.25
 TRAIN_SAMPLE = 100_000
 MASK_CACHE = 128
+EXCLUDED_CACHE = 4096
 VECTORISED_HITS = 256
+_hit = functools.partial(tuple.__new__, Hit)
+"""Hit((id, score, metadata)) built in C, without Hit.__new__'s Python frame."""
 
 _KIND_PATTERNS = {
     "flat": re.compile(r"Flat"),
@@ -131,38 +143,43 @@ def _faiss_metric(metric: str) -> int:
 
 class _RWLock:
     """Many concurrent searches, one writer at a time: `with lock.read():` / `lock.write()`.
-    The read side is a plain context manager, not a generator: it is on every search."""
+    The read side is a plain context manager on a C lock, not a generator, and wakes writers
+    only when one waits: it is on every search."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
+        self._waiting = 0
 
     def read(self) -> _RWLock:
         return self
 
     def __enter__(self) -> None:
-        with self._cond:
+        with self._mutex:
             while self._writing:
                 self._cond.wait()
             self._readers += 1
 
     def __exit__(self, *exc: object) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
-            if not self._readers:
+            if self._waiting and not self._readers:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
-        with self._cond:
+        with self._mutex:
+            self._waiting += 1
             while self._writing or self._readers:
                 self._cond.wait()
+            self._waiting -= 1
             self._writing = True
         try:
             yield
         finally:
-            with self._cond:
+            with self._mutex:
                 self._writing = False
                 self._cond.notify_all()
 
@@ -171,6 +188,15 @@ def _bitmap(mask: np.ndarray) -> tuple[faiss.IDSelectorBitmap, np.ndarray]:
     """A FAISS selector over slots; the returned array must outlive the search."""
     bits = np.packbits(mask, bitorder="little")
     return faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)), bits
+
+
+def _frozen(meta: object) -> FrozenMetadata | None:
+    """A metadata line of a saved store: an object, or null for a dead slot."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise ValueError(f"a metadata line holds {type(meta).__name__}, not an object")
+    return FrozenMetadata(meta)
 
 
 def _sha256(path: Path) -> str:
@@ -216,9 +242,10 @@ class FaissStore(VectorStore):
         self._built = not spec.trainable
         self._ids: list[str | None] = []
         self._slot: dict[str, int] = {}
-        self._meta: list[dict | None] = []
+        self._meta: list[FrozenMetadata | None] = []
         self._columns: Columns | None = None
         self._masks: dict[str, np.ndarray] = {}
+        self._excluded: dict[frozenset[str], np.ndarray] = {}
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self._mask_lock = threading.Lock()
         self._dead = 0
@@ -355,7 +382,7 @@ class FaissStore(VectorStore):
             start = len(self._ids)
             self._index.add(vectors)
             self._ids.extend(ids)
-            self._meta.extend(metadata)
+            self._meta.extend(map(FrozenMetadata, metadata))
             self._slot.update(zip(ids, range(start, start + len(ids)), strict=True))
             self._changed()
         return len(ids)
@@ -385,6 +412,7 @@ class FaissStore(VectorStore):
         self._columns = None
         self._arrays = None
         self._masks.clear()
+        self._excluded.clear()
         self._dirty = True
 
     def _table(self) -> Columns:
@@ -405,6 +433,20 @@ class FaissStore(VectorStore):
                     self._masks.pop(next(iter(self._masks)))
                 self._masks[key] = mask
         return mask
+
+    def _slots_of(self, ids: Collection[str]) -> np.ndarray:
+        """The live slots of `ids`. A frozenset's are cached until the next write: a serving
+        process excludes the same seen-item sets again and again."""
+        slots = self._excluded.get(ids) if isinstance(ids, frozenset) else None
+        if slots is None:
+            found = np.fromiter(map(self._slot.get, ids, itertools.repeat(-1)), np.int64)
+            slots = found[found >= 0]
+            if isinstance(ids, frozenset):
+                with self._mask_lock:
+                    if len(self._excluded) >= EXCLUDED_CACHE:
+                        self._excluded.pop(next(iter(self._excluded)))
+                    self._excluded[ids] = slots
+        return slots
 
     def _fetch(self, ids: list[str]) -> list[Record]:
         with self._lock.read():
@@ -489,6 +531,32 @@ class FaissStore(VectorStore):
                 distances, labels = self._filtered(queries, k, mask, ef, nprobe, k_factor)
             return self._hits(distances, labels)
 
+    def _search_excluding(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        params: dict[str, Any],
+        exclude: Sequence[Collection[str]],
+    ) -> list[list[Hit]]:
+        """Excluded ids leave the search itself, through the same pre-filter mask as a
+        filter: one search per row that has exclusions, at k, instead of over-fetching."""
+        with self._lock.read():
+            ef = int(params.get("ef", self.ef))
+            nprobe = params.get("nprobe", self.nprobe)
+            k_factor = int(params.get("k_factor", self.k_factor))
+            base = self._mask(node) if node is not None else self._table().live
+            out: list[list[Hit]] = []
+            for row, ex in zip(queries, exclude, strict=True):
+                mask = base
+                slots = self._slots_of(ex)
+                if slots.size:
+                    mask = base.copy()
+                    mask[slots] = False
+                distances, labels = self._filtered(row[None, :], k, mask, ef, nprobe, k_factor)
+                out.extend(self._hits(distances, labels))
+            return out
+
     def _filtered(
         self,
         queries: np.ndarray,
@@ -535,21 +603,23 @@ class FaissStore(VectorStore):
         if labels.size <= VECTORISED_HITS:  # a few hits: numpy's per-call cost would dominate
             ids, meta = self._ids, self._meta
             return [
-                [Hit(ids[s], d, meta[s].copy()) for d, s in zip(drow, lrow, strict=True) if s >= 0]  # type: ignore[index, union-attr, arg-type]
+                [_hit((ids[s], d, meta[s])) for d, s in zip(drow, lrow, strict=True) if s >= 0]
                 for drow, lrow in zip(scores.tolist(), labels.tolist(), strict=True)
             ]
         found = labels >= 0
         slots = labels[found]
         id_array, meta_array = self._lookup()
-        flat = [
-            Hit(i, d, m.copy())
-            for i, d, m in zip(
-                id_array[slots].tolist(),
-                scores[found].tolist(),
-                meta_array[slots].tolist(),
-                strict=True,
+        flat = list(
+            map(
+                _hit,
+                zip(
+                    id_array[slots].tolist(),
+                    scores[found].tolist(),
+                    meta_array[slots].tolist(),
+                    strict=True,
+                ),
             )
-        ]
+        )
         out, start = [], 0
         for count in found.sum(axis=1).tolist():
             out.append(flat[start : start + count])
@@ -712,7 +782,7 @@ class FaissStore(VectorStore):
             index = faiss.read_index(str(path / files["index"]["file"]))
             ids = json.loads((path / files["ids"]["file"]).read_text(encoding="utf-8"))
             lines = (path / files["metadata"]["file"]).read_text(encoding="utf-8").splitlines()
-            meta = [json.loads(line) for line in lines]
+            meta = [_frozen(json.loads(line)) for line in lines]
         except (RuntimeError, ValueError) as exc:
             raise CorruptStore(f"{path}: cannot read the store files: {exc}") from None
         if index.d != dim or index.metric_type != _faiss_metric(metric):

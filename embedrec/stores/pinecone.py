@@ -282,7 +282,11 @@ class PineconeStore(VectorStore):
         self.dim = dim
         self.metric = metric  # type: ignore[assignment]
         self.capabilities = Capabilities(
-            exact=False, max_batch=MAX_UPSERT_VECTORS, persistent=True, exact_vectors=True
+            exact=False,
+            max_batch=MAX_UPSERT_VECTORS,
+            persistent=True,
+            exact_vectors=True,
+            remote=True,
         )
         self.name = name
         self.host = host

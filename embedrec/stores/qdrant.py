@@ -116,6 +116,7 @@ class QdrantStore(VectorStore):
             exact=not server,
             search_params=("ef", "exact") if server else (),
             persistent=persistent,
+            remote=server,
         )
 
     # -- opening ---------------------------------------------------------------------------

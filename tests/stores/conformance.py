@@ -262,6 +262,36 @@ class StoreConformance:
                 assert got == best.tolist()
         assert np.mean(recalls) >= 0.9
 
+    def test_exclude_leaves_ids_out_and_still_returns_k(self, make):
+        rng = np.random.default_rng(5)
+        base = rng.standard_normal((120, 16)).astype(np.float32)
+        queries = rng.standard_normal((3, 16)).astype(np.float32)
+        store = make(dim=16, metric="dot")
+        store.upsert(
+            [f"e{i}" for i in range(120)], base, [{"even": i % 2 == 0} for i in range(120)]
+        )
+        store.flush()
+        truth = brute_force(base, queries, "dot")
+        ranked = [np.argsort(-truth[q]).tolist() for q in range(3)]
+        exclude = [
+            frozenset(f"e{i}" for i in ranked[0][:30]) | {"never-was"},
+            set(),
+            [f"e{i}" for i in ranked[2][:7]],
+        ]
+        for flt, keep in ((None, lambda i: True), ({"even": True}, lambda i: i % 2 == 0)):
+            results = store.search(queries, 5, filter=flt, exclude=exclude)
+            for q, hits in enumerate(results):
+                left = [i for i in ranked[q] if keep(i) and f"e{i}" not in exclude[q]]
+                got = [h.id for h in hits]
+                assert len(got) == 5 and not set(got) & set(exclude[q])
+                assert all(keep(int(h.id[1:])) for h in hits)
+                if store.capabilities.exact:
+                    assert got == [f"e{i}" for i in left[:5]]
+        everything = [frozenset(f"e{i}" for i in range(120))]
+        assert store.search(queries[0], 5, exclude=everything) == [[]]
+        with pytest.raises(StoreError, match="exclude has 1 rows for 3 queries"):
+            store.search(queries, 5, exclude=[set()])
+
     def test_single_query_vector(self, loaded):
         store, _, vectors, _ = loaded
         hits = store.search(vectors[4], 1)
@@ -279,6 +309,24 @@ class StoreConformance:
         store, ids, vectors, metadata = loaded
         for hit in store.search(vectors[:3], 5)[1]:
             assert hit.metadata == metadata[ids.index(hit.id)]
+
+    def test_changing_results_leaves_the_store_alone(self, loaded):
+        """Hits may share the store's metadata (FAISS does, read-only) or copy it: either
+        way, what a caller does to a result never reaches the store."""
+        store, ids, vectors, metadata = loaded
+        hit = store.search(vectors[0], 1)[0][0]
+        expected = metadata[ids.index(hit.id)]
+        with contextlib.suppress(TypeError):
+            hit.metadata["genre"] = "changed"
+        with contextlib.suppress(TypeError):
+            hit.metadata.clear()
+        record = store.fetch([hit.id])[0]
+        record.metadata["genre"] = "changed"
+        assert store.search(vectors[0], 1)[0][0].metadata == expected
+        assert store.fetch([hit.id])[0].metadata == expected
+        mutable = dict(hit.metadata)
+        mutable["genre"] = "changed"
+        assert mutable["genre"] == "changed"
 
     def test_search_params_are_checked(self, loaded):
         store = loaded[0]
@@ -415,6 +463,7 @@ class StoreConformance:
             (["a", "b"], np.ones((2, 8)), [{"x": 1}, {"x": None}], MetadataError),
             (["a", "b"], np.ones((2, 8)), [{"x": {"y": 1}}, {}], MetadataError),
             (["a", "b"], np.ones((2, 8)), [{"x": [1, 2]}, {}], MetadataError),
+            (["a", "b"], np.ones((2, 8)), [{"x": 2**63}, {}], MetadataError),
             (["a", "b"], np.ones((2, 8)), [{}], MetadataError),
             (["a", "b"], np.ones((3, 8)), None, IdError),
         ],

@@ -297,3 +297,17 @@ def test_filter_cache_tells_true_from_1_and_forgets_on_write():
     assert store.count({"f": 1}) == 2
     store.delete(filter={"f": 1})
     assert store.count({"f": 1}) == 0 and store.count() == 1
+
+
+def test_excluded_slots_follow_writes():
+    """The per-frozenset slot cache must not outlive a write that moves an id."""
+    store = open_store("faiss:?index=Flat", dim=4, metric="dot")
+    store.upsert(["a", "b", "c"], np.eye(4)[:3])
+    seen = frozenset({"a"})
+    query = np.ones(4, dtype=np.float32)
+    assert "a" not in {h.id for h in store.search(query, 3, exclude=[seen])[0]}
+    store.delete(["b"])
+    store.upsert(["a"], np.eye(4)[3:4] * 5)  # "a" moves to a new slot
+    store.flush()
+    hits = store.search(query, 3, exclude=[seen])[0]
+    assert [h.id for h in hits] == ["c"]
