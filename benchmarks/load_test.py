@@ -1,14 +1,16 @@
 """Load test of `/recommend` on loopback: closed-loop clients against `embedrec serve`'s app.
 
-    python benchmarks/load_test.py [--clients 32] [--duration 30] [--model data/demo/two_tower.pt]
+    python benchmarks/load_test.py [--clients 32] [--duration 30] [--workers 2]
+                                   [--model data/demo/two_tower.pt]
 
 The MovieLens catalog (1,682 items) as two-tower item vectors in FAISS HNSW32 (a primary
 and a replica store), the 943 MovieLens users as the requests' users. Two phases, each
-against a fresh server process (uvicorn, one worker) on 127.0.0.1:
+against a fresh server (uvicorn, `--workers` processes, default 2: one per core) on 127.0.0.1:
 
 1. healthy: the primary answers everything;
 2. failing: the primary starts raising `StoreUnavailable` `--fail-at` seconds in; the
-   replica takes over. The fallback counter from /metrics is sampled as it rises.
+   replica takes over. The fallback counter from /metrics is sampled as it rises (with
+   several workers, /metrics answers for whichever worker serves it: each counts its own).
 
 Each client sends one request at a time over a keep-alive connection (a minimal HTTP/1.1
 client, so that the client side costs little of the shared CPU) and records latency and
@@ -67,6 +69,10 @@ def failing_after(store, fail_at_s: float):  # type: ignore[no-untyped-def]
             self._check()
             return store._search(queries, k, node, params)
 
+        def _search_excluding(self, queries, k, node, params, exclude):  # type: ignore[no-untyped-def]
+            self._check()
+            return store._search_excluding(queries, k, node, params, exclude)
+
         def _fetch(self, ids):  # type: ignore[no-untyped-def]
             self._check()
             return store._fetch(ids)
@@ -87,9 +93,10 @@ def failing_after(store, fail_at_s: float):  # type: ignore[no-untyped-def]
     return FailingStore()
 
 
-def serve(args: argparse.Namespace) -> None:
+def make_app():  # type: ignore[no-untyped-def]
+    """The app of one server process, from the options in $LOAD_TEST_SERVER (JSON): uvicorn
+    starts each worker from this import string."""
     import faiss
-    import uvicorn
 
     from embedrec import open_store
     from embedrec.embedders.two_tower import TwoTowerModel
@@ -97,20 +104,42 @@ def serve(args: argparse.Namespace) -> None:
     from embedrec.retrieval.api import create_app
     from embedrec.retrieval.client import Failover, Interactions, Recommender
 
-    faiss.omp_set_num_threads(args.omp_threads)
-    work = Path(args.workdir)
+    opts = json.loads(os.environ["LOAD_TEST_SERVER"])
+    faiss.omp_set_num_threads(opts["omp_threads"])
+    work = Path(opts["workdir"])
     primary = open_store(f"faiss:{work / 'primary'}")
-    replica = open_store(f"faiss:{work / 'replica'}") if args.fail_at is not None else None
-    if args.fail_at is not None:
-        primary = failing_after(primary, args.fail_at)
+    replica = open_store(f"faiss:{work / 'replica'}") if opts["fail_at"] is not None else None
+    if opts["fail_at"] is not None:
+        primary = failing_after(primary, opts["fail_at"])
     ml = load_movielens()
     rec = Recommender(
         two_tower=Failover("two-tower", primary, replica, timeout_s=2.0, cooldown_s=5.0),
-        model=TwoTowerModel.load(args.model, device="cpu"),
+        model=TwoTowerModel.load(opts["model"], device="cpu"),
         interactions=Interactions.from_frames(ml.users, ml.ratings),
     )
+    return create_app(rec)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    os.environ["LOAD_TEST_SERVER"] = json.dumps(
+        {
+            "workdir": args.workdir,
+            "model": str(args.model),
+            "omp_threads": args.omp_threads,
+            "fail_at": args.fail_at,
+        }
+    )
     uvicorn.run(
-        create_app(rec), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+        "load_test:make_app",
+        factory=True,
+        app_dir=str(Path(__file__).parent),
+        workers=args.workers,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
     )
 
 
@@ -188,6 +217,7 @@ def phase(args: argparse.Namespace, users: list[str], fail_at: float | None) -> 
     port = _free_port()
     cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--workdir", args.workdir]
     cmd += ["--model", str(args.model), "--omp-threads", str(args.omp_threads)]
+    cmd += ["--workers", str(args.workers)]
     if fail_at is not None:
         cmd += ["--fail-at", str(fail_at)]
     server = subprocess.Popen(cmd, cwd=ROOT)
@@ -265,6 +295,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "data/demo/two_tower.pt")
     parser.add_argument("--workdir", default=str(ROOT / "bench-out/load-test"))
     parser.add_argument("--omp-threads", type=int, default=1, help="FAISS OpenMP threads")
+    parser.add_argument("--workers", type=int, default=2, help="server processes (one per core)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -18,12 +18,18 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Security, UploadFile
+import orjson
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import Route
 
 from embedrec.retrieval.client import ItemNotFound, Recommender, Results
 from embedrec.stores.errors import StoreUnavailable
@@ -103,10 +109,21 @@ class Problem(BaseModel):
     detail: Any
 
 
-def _out(results: Results) -> ResultsOut:
-    return ResultsOut(
-        source=results.source,
-        results=[HitOut(id=h.id, score=h.score, metadata=h.metadata) for h in results.hits],
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _out(results: Results) -> _JSON:
+    """The `ResultsOut` body, serialised straight from the hits: building and re-validating
+    a pydantic model per hit cost more than the search itself."""
+    return _JSON(
+        {
+            "source": results.source,
+            "results": [
+                {"id": h.id, "score": h.score, "metadata": h.metadata} for h in results.hits
+            ],
+        }
     )
 
 
@@ -172,14 +189,26 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-class _Instrument:
-    """ASGI middleware: times and counts every request, and refuses bodies over their limit
-    (by Content-Length up front, else while the body streams in)."""
+def _has_key(headers: dict[bytes, bytes], api_key: bytes) -> bool:
+    """Whether the request carries the API key, as X-API-Key or Authorization: Bearer."""
+    given = headers.get(b"x-api-key")
+    if not given:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        given = token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+    return given is not None and hmac.compare_digest(given, api_key)
 
-    def __init__(self, app: Any, metrics: Metrics, paths: set[str]) -> None:
+
+class _Gate:
+    """ASGI middleware in front of every route: times and counts each request, checks the
+    API key on the data paths, and refuses bodies over their limit (by Content-Length up
+    front, else while the body streams in). The key is checked here rather than by a FastAPI
+    dependency, which cost more per request than a whole FAISS search."""
+
+    def __init__(self, app: Any, metrics: Metrics, paths: set[str], api_key: str | None) -> None:
         self.app = app
         self.metrics = metrics
         self.paths = paths
+        self.api_key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -208,8 +237,19 @@ class _Instrument:
             return message
 
         try:
-            declared = dict(scope["headers"]).get(b"content-length", b"")
-            if declared.isdigit() and int(declared) > limit:
+            headers = dict(scope["headers"])
+            declared = headers.get(b"content-length", b"")
+            if self.api_key and path in DATA_PATHS and not _has_key(headers, self.api_key):
+                response = JSONResponse(
+                    {
+                        "detail": "missing or wrong API key: send it as X-API-Key or "
+                        "Authorization: Bearer"
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send_status)
+            elif declared.isdigit() and int(declared) > limit:
                 response = JSONResponse(
                     {"detail": f"request body of {int(declared):,} bytes is over {limit:,}"},
                     status_code=413,
@@ -224,26 +264,36 @@ class _Instrument:
 # -- the app ---------------------------------------------------------------------------------
 
 
-API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
-BEARER = HTTPBearer(auto_error=False, description="the API key as a bearer token")
+BodyModel = TypeVar("BodyModel", bound=Body)
+SELF_PARSED = (SimilarRequest, RecommendRequest)
+"""The bodies that `/similar` and `/recommend` parse themselves (see `_parse`)."""
 
 
-def _auth(api_key: str | None) -> Any:
-    def check(
-        key: Annotated[str | None, Security(API_KEY_HEADER)],
-        token: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
-    ) -> None:
-        if api_key is None:
-            return
-        given = key or (token.credentials if token is not None else None)
-        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(
-                401,
-                "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+INVALID = {
+    "description": "Validation Error",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+    },
+}
+"""422 as FastAPI documents it for the routes whose bodies it parses."""
 
-    return check
+
+def _body(model: type[Body]) -> dict[str, Any]:
+    """OpenAPI for a JSON body the endpoint parses itself; `_openapi` adds its schema."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+async def _parse(request: Request, model: type[BodyModel]) -> BodyModel:
+    """The body validated by pydantic-core straight from its bytes, with FastAPI's 422 on
+    bad input: the hot endpoints skip FastAPI's body and dependency machinery, which cost
+    several times a FAISS search per request."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
 
 
 def _image_bytes(upload: UploadFile) -> bytes:
@@ -289,7 +339,6 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
         description="Similar items, recommendations and search over vector stores. "
         + ("Data endpoints need the API key." if api_key else "No API key is required."),
     )
-    auth = [Depends(_auth(api_key))]
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": Problem} for code in (400, 401, 404, 413, 503)
     }
@@ -308,36 +357,48 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
         # other input errors are all ValueErrors that describe what to fix
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.post("/similar", response_model=ResultsOut, responses=errors, dependencies=auth)
-    def similar(req: SimilarRequest) -> ResultsOut:
-        """Items nearest a catalog item (itself left out)."""
-        return _out(recommender.similar(req.item_id, req.k, req.filter, space=req.space))
+    async def answer(
+        space: str | None, fn: Callable[..., Results], /, *args: Any, **kw: Any
+    ) -> Any:
+        """`fn` on the event loop where the space's stores are in process (a search there is
+        shorter than a thread hop), in a worker thread where one waits on the network."""
+        if recommender.is_remote(space):
+            return _out(await run_in_threadpool(fn, *args, **kw))
+        return _out(fn(*args, **kw))
 
-    @app.post("/recommend", response_model=ResultsOut, responses=errors, dependencies=auth)
-    def recommend(req: RecommendRequest) -> ResultsOut:
-        """Items for a user: their two-tower vector; a new user's features; else popularity."""
-        features = req.features.model_dump() if req.features is not None else None
-        return _out(
-            recommender.recommend(
-                req.user_id,
-                req.k,
-                exclude_seen=req.exclude_seen,
-                filter=req.filter,
-                features=features,
-            )
+    async def similar(request: Request) -> Any:
+        """Items nearest a catalog item (itself left out)."""
+        req = await _parse(request, SimilarRequest)
+        space = req.space or recommender.similar_space
+        return await answer(
+            space, recommender.similar, req.item_id, req.k, req.filter, space=req.space
         )
 
-    @app.post("/search", response_model=ResultsOut, responses=errors, dependencies=auth)
-    def search(req: SearchRequest) -> ResultsOut:
+    async def recommend(request: Request) -> Any:
+        """Items for a user: their two-tower vector; a new user's features; else popularity."""
+        req = await _parse(request, RecommendRequest)
+        features = req.features.model_dump() if req.features is not None else None
+        return await answer(
+            "two-tower",
+            recommender.recommend,
+            req.user_id,
+            req.k,
+            exclude_seen=req.exclude_seen,
+            filter=req.filter,
+            features=features,
+        )
+
+    @app.post("/search", response_model=ResultsOut, responses=errors)
+    def search(req: SearchRequest) -> Any:
         """Items whose text is nearest the query text."""
         return _out(recommender.search_text(req.text, req.k, req.filter))
 
-    @app.post("/search/image", response_model=ResultsOut, responses=errors, dependencies=auth)
+    @app.post("/search/image", response_model=ResultsOut, responses=errors)
     def search_image(
         file: Annotated[UploadFile, File(description="the query image (PNG, JPEG, ...)")],
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         filter: Annotated[str | None, Form(description="a filter as a JSON object")] = None,
-    ) -> ResultsOut:
+    ) -> Any:
         """Items whose image is nearest the uploaded one; at most 10 MB."""
         data = _image_bytes(file)
         return _out(recommender.search_image(data, k, _json_filter(filter)))
@@ -353,6 +414,54 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
+    # The hot path: plain Starlette routes, which skip FastAPI's per-request dependency and
+    # response machinery (it cost more than the search). FastAPI still documents them, from
+    # APIRoutes that are not mounted; the app's exception handlers apply as to any route.
+    lean = [
+        APIRoute(
+            path,
+            endpoint,
+            methods=["POST"],
+            response_model=ResultsOut,
+            responses=errors | {422: INVALID},
+            openapi_extra=_body(model),
+        )
+        for path, endpoint, model in (
+            ("/similar", similar, SimilarRequest),
+            ("/recommend", recommend, RecommendRequest),
+        )
+    ]
+    app.router.routes.extend(Route(r.path, r.endpoint, methods=["POST"]) for r in lean)
     paths = {*DATA_PATHS, "/healthz", "/metrics", "/openapi.json", "/docs"}
-    app.add_middleware(_Instrument, metrics=metrics, paths=paths)
+    app.add_middleware(_Gate, metrics=metrics, paths=paths, api_key=api_key)
+    app.openapi = lambda: _openapi(app, lean, api_key is not None)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI, lean: list[APIRoute], keyed: bool) -> dict[str, Any]:
+    """FastAPI's schema plus what it cannot see: the lean routes, the bodies `_parse`
+    validates and, with a key, that the data endpoints take it (which `_Gate` checks) as
+    X-API-Key or bearer."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=[*app.routes, *lean],
+        )
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for model in SELF_PARSED:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(body.pop("$defs", {}))
+            schemas[model.__name__] = body
+        if keyed:
+            components["securitySchemes"] = {
+                "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "HTTPBearer": {"type": "http", "scheme": "bearer"},
+            }
+            for path in DATA_PATHS:
+                for operation in schema["paths"].get(path, {}).values():
+                    operation["security"] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema

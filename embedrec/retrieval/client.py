@@ -4,14 +4,15 @@ A `Recommender` holds one store per vector space (text, image, two-tower items),
 optionally with a replica holding the same records, plus the embedders and the two-tower
 model those spaces need.
 
-Exclusions (the item itself for `similar`, the user's seen items for `recommend`) are
-applied after the store answers, so each query over-fetches, and a query still short of k
-after exclusion is asked again with a larger k, up to k + |excluded|, which is sure to
-suffice. k results thus come back whenever k eligible records exist.
+Exclusions (the item itself for `similar`, the user's seen items for `recommend`) go to the
+store with the query (`VectorStore.search(..., exclude=)`): FAISS leaves them out of the
+search itself; other stores over-fetch, asking again with a larger k while a row is short,
+up to k + |excluded|, which is sure to suffice. k results thus come back whenever k eligible
+records exist.
 
 Failover: every store call goes through a `Failover`. A call that raises (anything but a
-`ValueError`, which is the caller's bad input) or outlasts `timeout_s` is retried on the
-replica, with a logged warning and a counter (`Recommender.fallback_counts`); for
+`ValueError`, which is the caller's bad input) or, on a network store, outlasts `timeout_s`
+is retried on the replica, with a logged warning and a counter (`Recommender.fallback_counts`); for
 `cooldown_s` after that, calls go straight to the replica. Without a replica the caller gets
 `StoreUnavailable` naming the store URI.
 """
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SPACES = ("text", "image", "two-tower")
-MIN_OVERFETCH = 16
-"""Extra hits asked for beyond k when there is anything to exclude (at least k extra)."""
 POPULAR_CHUNK = 256
 
 
@@ -93,7 +92,7 @@ class Failover:
         self._pools: dict[int, ThreadPoolExecutor] = {}
         if timeout_s is not None:
             for store in (primary, replica):
-                if store is not None:
+                if store is not None and store.capabilities.remote:
                     self._pools[id(store)] = ThreadPoolExecutor(
                         max_workers=32, thread_name_prefix=f"{space}-store"
                     )
@@ -101,6 +100,11 @@ class Failover:
     @property
     def dim(self) -> int:
         return self.primary.dim
+
+    @property
+    def remote(self) -> bool:
+        """Whether a call may wait on the network (a Qdrant server, Pinecone)."""
+        return any(s is not None and s.capabilities.remote for s in (self.primary, self.replica))
 
     def _run(self, store: VectorStore, fn: Callable[[VectorStore], T]) -> T:
         pool = self._pools.get(id(store))
@@ -308,6 +312,11 @@ class Recommender:
             for name, fo in self._spaces.items()
         }
 
+    def is_remote(self, space: str | None) -> bool:
+        """Whether calls in `space` may wait on the network; False for an unknown space."""
+        fo = self._spaces.get(space) if space is not None else None
+        return fo is not None and fo.remote
+
     def fallback_counts(self) -> dict[tuple[str, str], int]:
         """Calls served by a replica, by (space, operation)."""
         with self._count_lock:
@@ -355,27 +364,9 @@ class Recommender:
         exclude: Sequence[frozenset[str] | set[str]],
     ) -> list[list[Hit]]:
         """Top-k per query row with each row's excluded ids left out (see the module doc)."""
-        fo = self._space(space)
-        need = [k + len(ex) for ex in exclude]
-        fetch = [k + min(len(ex), max(k, MIN_OVERFETCH)) for ex in exclude]
-        out: list[list[Hit]] = [[] for _ in exclude]
-        pending = list(range(len(exclude)))
-        while pending:
-            kk = max(fetch[i] for i in pending)
-            rows = vectors[pending]
-            answers = fo.call(
-                "search", lambda s, rows=rows, kk=kk: s.search(rows, kk, filter=filter)
-            )
-            still_short = []
-            for i, hits in zip(pending, answers, strict=True):
-                kept = [h for h in hits if h.id not in exclude[i]]
-                if len(kept) >= k or len(hits) < kk or kk >= need[i]:
-                    out[i] = kept[:k]
-                else:
-                    fetch[i] = min(need[i], 4 * kk)
-                    still_short.append(i)
-            pending = still_short
-        return out
+        return self._space(space).call(
+            "search", lambda s: s.search(vectors, k, filter=filter, exclude=exclude)
+        )
 
     # -- similar items ---------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,35 +19,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("config", type=Path, help="a serve config (TOML)")
     serve.add_argument("--host", help="interface to bind (default: the config's, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: the config's, 8000)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes (default: the config's, 1); one per core"
+    )
     serve.set_defaults(func=_serve)
+
+
+CONFIG_ENV = "EMBEDREC_SERVE_CONFIG"
+
+
+def app_from_env() -> Any:
+    """The app over the config named by $EMBEDREC_SERVE_CONFIG: what each worker process of
+    a multi-worker `embedrec serve` builds (uvicorn starts workers from an import string)."""
+    import atexit
+    import os
+
+    from embedrec.retrieval.api import create_app
+    from embedrec.retrieval.client import Recommender
+
+    recommender = Recommender.from_config(os.environ[CONFIG_ENV])
+    recommender.warmup()
+    atexit.register(recommender.close)
+    return create_app(recommender)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import logging
+    import os
 
     import uvicorn
 
-    from embedrec.retrieval.api import create_app
-    from embedrec.retrieval.client import Recommender
     from embedrec.retrieval.config import load_serve_config
 
-    log = logging.getLogger("embedrec.serve")
-    config = load_serve_config(args.config)
-    log.info(
-        "opening %s",
+    config = load_serve_config(args.config)  # errors surface here, before any worker starts
+    workers = args.workers if args.workers is not None else config.server.workers
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    logging.getLogger("embedrec.serve").info(
+        "serving %s with %d worker(s)",
         ", ".join(s for s in ("text", "image", "two_tower") if getattr(config, s) is not None),
+        workers,
     )
-    recommender = Recommender.from_config(config)
-    log.info("loading models")
-    recommender.warmup()
-    try:
-        uvicorn.run(
-            create_app(recommender),
-            host=args.host or config.server.host,
-            port=args.port if args.port is not None else config.server.port,
-            access_log=config.server.access_log,
-            log_level="info",
-        )
-    finally:
-        recommender.close()
+    os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    uvicorn.run(
+        "embedrec.retrieval.commands:app_from_env",
+        factory=True,
+        workers=workers,
+        host=args.host or config.server.host,
+        port=args.port if args.port is not None else config.server.port,
+        access_log=config.server.access_log,
+        log_level="info",
+    )
     return 0

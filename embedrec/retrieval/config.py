@@ -26,6 +26,9 @@ class ServerConfig(Section):
     """Space `/similar` searches when a request names none; default: two-tower, else text,
     else image (the first one configured)."""
     access_log: bool = False
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Server processes, each with its own copy of the stores and models: one per core
+    serves the most requests (Python runs one request's code at a time per process)."""
 
 
 class SpaceConfig(Section):
@@ -34,7 +37,8 @@ class SpaceConfig(Section):
     replica: str | None = None
     """A store holding the same records, used when the primary fails or times out."""
     timeout_s: Annotated[float, Field(gt=0)] | None = 2.0
-    """Longest wait for one store call before falling back (none: wait as long as it takes)."""
+    """Longest wait for one call to a network store (Qdrant server, Pinecone) before falling
+    back; none: wait as long as it takes. In-process stores are called inline, untimed."""
     cooldown_s: Annotated[float, Field(ge=0)] = 5.0
     """After a failure, how long calls go straight to the replica before the primary is
     tried again."""

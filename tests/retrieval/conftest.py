@@ -7,6 +7,7 @@ images embedded by EfficientNet-Lite0 at 32 px. Fault injectors wrap real stores
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -149,14 +150,22 @@ def make_recommender(
 
 class FaultyStore(VectorStore):
     """A fault injector around a real store: the first `healthy_calls` calls pass through,
-    every later one raises `StoreUnavailable`; with `delay_s`, every call sleeps first."""
+    every later one raises `StoreUnavailable`; with `delay_s`, every call sleeps first. With
+    `remote`, it passes for a network store (one that `Failover` bounds with its timeout)."""
 
-    def __init__(self, inner: VectorStore, healthy_calls: int = 0, delay_s: float = 0.0):
+    def __init__(
+        self,
+        inner: VectorStore,
+        healthy_calls: int = 0,
+        delay_s: float = 0.0,
+        *,
+        remote: bool = False,
+    ):
         self.inner = inner
         self.uri = f"faulty+{inner.uri}"
         self.dim = inner.dim
         self.metric = inner.metric
-        self.capabilities = inner.capabilities
+        self.capabilities = dataclasses.replace(inner.capabilities, remote=remote)
         self.healthy_calls = healthy_calls
         self.delay_s = delay_s
         self.calls = 0
@@ -194,6 +203,10 @@ class FaultyStore(VectorStore):
     def _search(self, queries, k, node, params):  # type: ignore[no-untyped-def]
         self._tick()
         return self.inner._search(queries, k, node, params)
+
+    def _search_excluding(self, queries, k, node, params, exclude):  # type: ignore[no-untyped-def]
+        self._tick()
+        return self.inner._search_excluding(queries, k, node, params, exclude)
 
     def _count(self, node):  # type: ignore[no-untyped-def]
         self._tick()

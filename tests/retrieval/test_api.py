@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -164,6 +168,14 @@ def test_api_key_guards_data_endpoints(rec):
         assert c.post("/search/image", files=image).status_code == 401
         assert c.get("/healthz").status_code == 200
         assert c.get("/metrics").status_code == 200
+        schema = c.get("/openapi.json").json()
+        assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+        for path in ("/similar", "/recommend", "/search", "/search/image"):
+            assert schema["paths"][path]["post"]["security"] == [
+                {"APIKeyHeader": []},
+                {"HTTPBearer": []},
+            ]
+        assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
 def test_api_key_from_the_environment(rec, monkeypatch):
@@ -234,3 +246,50 @@ def test_schemathesis_finds_no_server_error(url):
         case.call_and_validate(checks=[not_a_server_error], timeout=60)
 
     no_server_error()
+
+
+def test_embedrec_serve_runs_workers_from_a_config(data, tmp_path):
+    """`embedrec serve` as a user starts it: a config, two worker processes, real HTTP."""
+    psutil = pytest.importorskip("psutil")
+    build_store(f"faiss:{tmp_path}/tt", data.item_ids, data.item_vectors, data.item_meta).close()
+    data.model.save(tmp_path / "tt.pt")
+    data.users.to_csv(tmp_path / "users.csv", index=False)
+    data.ratings.to_parquet(tmp_path / "ratings.parquet")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f"""
+[server]
+port = {port}
+workers = 2
+[two_tower]
+uri = "faiss:{tmp_path}/tt"
+model = "{tmp_path}/tt.pt"
+[users]
+users = "{tmp_path}/users.csv"
+ratings = "{tmp_path}/ratings.parquet"
+"""
+    )
+    cli = [sys.executable, "-c", "from embedrec.cli import main; main()", "serve", str(config)]
+    server = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "embedrec serve did not answer in 120 s"
+                time.sleep(0.5)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/recommend", json={"user_id": "1", "k": 5}, timeout=30
+        )
+        assert answer.status_code == 200 and len(answer.json()["results"]) == 5
+        workers = [p for p in psutil.Process(server.pid).children(recursive=True) if p.is_running()]
+        assert len([p for p in workers if "spawn_main" in " ".join(p.cmdline())]) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

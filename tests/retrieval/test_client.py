@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +240,7 @@ def test_replica_failing_too_names_both(data, tmp_path, tt_stores):
 
 
 def test_slow_primary_times_out_to_the_replica(data, tmp_path, tt_stores):
-    slow = FaultyStore(tt_stores[0], healthy_calls=10**9, delay_s=1.0)
+    slow = FaultyStore(tt_stores[0], healthy_calls=10**9, delay_s=1.0, remote=True)
     fo = Failover("two-tower", slow, tt_stores[1], timeout_s=0.1, cooldown_s=60)
     rec = make_recommender(data, tmp_path, two_tower=fo)
     res = rec.recommend(heaviest_user(data), 5, exclude_seen=False)
@@ -248,6 +249,21 @@ def test_slow_primary_times_out_to_the_replica(data, tmp_path, tt_stores):
     alone = Failover("two-tower", slow, timeout_s=0.1)
     with pytest.raises(StoreUnavailable, match=r"no answer within 0.1 s"):
         alone.call("search", lambda s: s.search(data.item_vectors[:1], 3))
+
+
+def test_in_process_stores_are_called_inline(data, tt_stores):
+    """No timeout thread for an in-process store: it cannot hang on the network, and a
+    thread hop would cost more than the search itself."""
+    slow = FaultyStore(tt_stores[0], healthy_calls=10**9, delay_s=0.3)
+    fo = Failover("two-tower", slow, tt_stores[1], timeout_s=0.1)
+    assert not fo.remote
+    caller = threading.get_ident()
+    threads = []
+    hits = fo.call(
+        "search",
+        lambda s: threads.append(threading.get_ident()) or s.search(data.item_vectors[:1], 3),
+    )
+    assert threads == [caller] and len(hits[0]) == 3
 
 
 def test_bad_input_does_not_fail_over(data, tmp_path, tt_stores):
