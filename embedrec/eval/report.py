@@ -180,7 +180,16 @@ def _summary_md(points: pd.DataFrame, target: float) -> list[str]:
         shape = f"{first['n']:,} x {first['dim']}, {first['metric']}, {first['nq']:,} queries"
         md.append(f"### {name} ({shape})")
         if reached.empty:
-            md.append(f"\nNo store reached recall {target}.\n")
+            ceiling = p["recall"].max()
+            md.append(
+                f"\nNo store reached recall {target}; the best is {ceiling:.3f}"
+                + (
+                    f": the {first['dim']}-d vectors are judged against {int(first['full_dim'])}-d "
+                    "exact neighbours, so even exact search is capped there.\n"
+                    if pd.notna(first.get("full_dim"))
+                    else ".\n"
+                )
+            )
         else:
             w = reached.iloc[0]
             md.append(
@@ -256,17 +265,22 @@ def _pca_md(frame: pd.DataFrame) -> list[str]:
 
 
 def _overhead_md(frame: pd.DataFrame) -> list[str]:
-    harness = frame["harness_us_per_query"].max()
+    """Each measurement against the harness cost measured in its own worker, so that a
+    slow moment in one job does not stand for every job."""
+    share = frame["harness_us_per_query"] / (frame["mean_ms"] * 1e3)
+    worst = frame.loc[share.idxmax()]
     fastest = frame.loc[frame["mean_ms"].idxmin()]
-    share = harness / (fastest["mean_ms"] * 1e3)
-    verdict = "within" if share < 0.05 else "OVER"
+    verdict = "within" if share.max() < 0.05 else "OVER"
     return [
-        f"The timing loop costs at most {_fmt(harness)} µs per query (a no-op timed the way "
-        f"each store is; median inside the timer {_fmt(frame['harness_timed_us'].max())} µs). "
-        f"The fastest measurement, {fastest['store']} `{fastest['param']}` on "
-        f"{fastest['dataset']}, "
-        f"averages {_fmt(fastest['mean_ms'] * 1e3)} µs per query: the harness is "
-        f"{share:.2%} of it, {verdict} the 5% target. The concurrent driver alone reaches "
+        f"The timing loop costs {_fmt(frame['harness_us_per_query'].median())} µs per query "
+        f"(median over jobs; at most {_fmt(frame['harness_us_per_query'].max())}): a no-op "
+        "timed the way each store is, in each store's own worker; inside the timer, "
+        f"{_fmt(frame['harness_timed_us'].median())} µs. Its largest share of a measurement "
+        f"is {share.max():.2%}, {verdict} the 5% target: {worst['store']} `{worst['param']}` "
+        f"on {worst['dataset']}, {_fmt(worst['mean_ms'] * 1e3)} µs per query against "
+        f"{_fmt(worst['harness_us_per_query'])} µs of harness. (The fastest measurement is "
+        f"{fastest['store']} `{fastest['param']}` on {fastest['dataset']}, "
+        f"{_fmt(fastest['mean_ms'] * 1e3)} µs.) The concurrent driver alone reaches "
         f"{_fmt(frame['harness_max_qps_16'].min())} QPS with 16 threads (a no-op), the "
         "ceiling of any concurrent figure here.",
         "",
