@@ -34,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
+from embedrec.embedders.base import resolve_device
+
 log = logging.getLogger(__name__)
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups
@@ -70,12 +72,6 @@ class TwoTowerConfig(BaseModel):
     threads: int = Field(1, ge=1)
     """Torch CPU threads while training; 1 avoids spin-waiting on a shared, busy machine."""
     device: str = "auto"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextlib.contextmanager
@@ -151,7 +147,7 @@ class TwoTowerModel:
         self.config = config
         self.vocab = vocab
         self._text_fn = text_fn
-        self.device = resolve_device(config.device)
+        self.device = torch.device(resolve_device(config.device))
         n_user_feats = len(AGE_EDGES) + 1 + len(vocab.genders) + 1 + len(vocab.occupations) + 1
         text_width = min(config.text_components or vocab.text_dim, vocab.text_dim)
         n_item_feats = len(vocab.genres) + len(vocab.decades) + 1 + text_width
