@@ -5,9 +5,9 @@ optionally with a replica holding the same records, plus the embedders and the t
 model those spaces need.
 
 Exclusions (the item itself for `similar`, the user's seen items for `recommend`) go to the
-store with the query (`VectorStore.search(..., exclude=)`): FAISS leaves them out of the
-search itself; other stores over-fetch, asking again with a larger k while a row is short,
-up to k + |excluded|, which is sure to suffice. k results thus come back whenever k eligible
+store with the query (`VectorStore.search(..., exclude=)`): FAISS and Qdrant leave them out
+of the search itself; Pinecone over-fetches, asking again with a larger k while a row is
+short, up to k + |excluded|, which is sure to suffice. k results thus come back whenever k eligible
 records exist.
 
 Failover: every store call goes through a `Failover`. A call that raises (anything but a

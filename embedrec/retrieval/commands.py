@@ -49,9 +49,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from embedrec.retrieval.api import create_app
+    from embedrec.retrieval.client import Recommender
     from embedrec.retrieval.config import load_serve_config
 
-    config = load_serve_config(args.config)  # errors surface here, before any worker starts
+    config = load_serve_config(args.config)
     workers = args.workers if args.workers is not None else config.server.workers
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
@@ -60,14 +62,25 @@ def _serve(args: argparse.Namespace) -> int:
         ", ".join(s for s in ("text", "image", "two_tower") if getattr(config, s) is not None),
         workers,
     )
+    # Opened here first, so that a missing store or model is a one-line error rather than a
+    # traceback from inside uvicorn's worker start.
+    recommender = Recommender.from_config(config)
+    options: dict[str, Any] = {
+        "host": args.host or config.server.host,
+        "port": args.port if args.port is not None else config.server.port,
+        "access_log": config.server.access_log,
+        "log_level": "info",
+    }
+    if workers == 1:
+        recommender.warmup()
+        try:
+            uvicorn.run(create_app(recommender), **options)
+        finally:
+            recommender.close()
+        return 0
+    recommender.close()
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     uvicorn.run(
-        "embedrec.retrieval.commands:app_from_env",
-        factory=True,
-        workers=workers,
-        host=args.host or config.server.host,
-        port=args.port if args.port is not None else config.server.port,
-        access_log=config.server.access_log,
-        log_level="info",
+        "embedrec.retrieval.commands:app_from_env", factory=True, workers=workers, **options
     )
     return 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +47,7 @@ from embedrec.stores.qdrant_common import (
     indexed_keys,
     json_path,
     l2_score,
+    leave_out,
     point_id,
     search_options,
     to_payload,
@@ -74,6 +75,7 @@ DIALECT = Dialect(
     MatchAny=models.MatchAny,
     Range=models.Range,
     is_empty=lambda key: models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
+    has_id=lambda ids: models.HasIdCondition(has_id=sorted(ids)),
 )
 UPSERT_CHUNK = 256
 SERVER_OPTIONS = ("m", "ef_construct", "on_disk", "shard_number", "replication_factor")
@@ -378,14 +380,29 @@ class QdrantStore(VectorStore):
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
     ) -> list[list[Hit]]:
+        return self._search_excluding(queries, k, node, params, [()] * len(queries))
+
+    def _search_excluding(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        params: dict[str, Any],
+        exclude: Sequence[Collection[str]],
+    ) -> list[list[Hit]]:
+        """Excluded ids become a `must_not has_id` in each row's filter: one search at k."""
         qfilter = translate(node, DIALECT)
         ef, exact = search_options(params, self.default_ef)
         search = models.SearchParams(hnsw_ef=ef, exact=exact) if self.server else None
         requests = [
             models.QueryRequest(
-                query=q.tolist(), limit=k, filter=qfilter, params=search, with_payload=True
+                query=q.tolist(),
+                limit=k,
+                filter=leave_out(qfilter, ex, DIALECT),
+                params=search,
+                with_payload=True,
             )
-            for q in queries
+            for q, ex in zip(queries, exclude, strict=True)
         ]
         with self.guard():
             if node is not None:

@@ -25,7 +25,7 @@ when ANY element is outside the list, so it is not used).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,8 @@ class Dialect:
     Range: Callable[..., Any]
     is_empty: Callable[[str], Any]
     """A condition that holds when a key is absent, null or `[]`."""
+    has_id: Callable[[set[str]], Any]
+    """A condition that holds for the points with these point ids."""
     matches_bools: bool = True
     """False where `MatchValue(True)` does not match booleans; `$bool` is used instead."""
 
@@ -182,6 +184,17 @@ def translate(node: Node | None, dialect: Dialect) -> Any:
         return None
     out = _node(dialect, node)
     return out if isinstance(out, dialect.Filter) else dialect.Filter(must=[out])
+
+
+def leave_out(qfilter: Any, ids: Collection[str], dialect: Dialect) -> Any:
+    """`qfilter` (None: every point) without the records `ids`, which Qdrant then leaves out
+    of the search itself."""
+    if not ids:
+        return qfilter
+    return dialect.Filter(
+        must=[qfilter] if qfilter is not None else None,
+        must_not=[dialect.has_id({point_id(i) for i in ids})],
+    )
 
 
 def value_schema(field: str, value: Any, dialect: Dialect) -> tuple[str, str]:

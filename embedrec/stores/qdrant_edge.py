@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from embedrec.stores.qdrant_common import (
     indexed_keys,
     json_path,
     l2_score,
+    leave_out,
     point_id,
     search_options,
     to_payload,
@@ -69,6 +70,7 @@ DIALECT = Dialect(
     MatchAny=qe.MatchAny,
     Range=qe.RangeFloat,
     is_empty=qe.IsEmptyCondition,
+    has_id=qe.HasIdCondition,
     matches_bools=False,
 )
 UPSERT_CHUNK = 1024
@@ -235,6 +237,17 @@ class QdrantEdgeStore(VectorStore):
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
     ) -> list[list[Hit]]:
+        return self._search_excluding(queries, k, node, params, [()] * len(queries))
+
+    def _search_excluding(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        params: dict[str, Any],
+        exclude: Sequence[Collection[str]],
+    ) -> list[list[Hit]]:
+        """Excluded ids become a `must_not has_id` in each row's filter: one search at k."""
         ef, exact = search_options(params, self.default_ef)
         qfilter = translate(node, DIALECT)
         search = qe.SearchParams(hnsw_ef=ef, exact=exact)
@@ -242,11 +255,11 @@ class QdrantEdgeStore(VectorStore):
             qe.QueryRequest(
                 limit=k,
                 query=qe.Query.Nearest(q),
-                filter=qfilter,
+                filter=leave_out(qfilter, ex, DIALECT),
                 params=search,
                 with_payload=True,
             )
-            for q in queries.tolist()
+            for q, ex in zip(queries.tolist(), exclude, strict=True)
         ]
         with self.guard() as shard:
             if node is not None:

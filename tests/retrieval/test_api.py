@@ -21,6 +21,9 @@ from embedrec.retrieval.api import MAX_IMAGE_BYTES, create_app
 from embedrec.retrieval.client import Failover
 from tests.retrieval.conftest import Data, FaultyStore, build_store, make_recommender, serving
 
+CLI = "import sys; from embedrec.cli import main; sys.exit(main())"
+"""`embedrec` as its console script runs it, from this interpreter."""
+
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
 
 
@@ -272,7 +275,7 @@ users = "{tmp_path}/users.csv"
 ratings = "{tmp_path}/ratings.parquet"
 """
     )
-    cli = [sys.executable, "-c", "from embedrec.cli import main; main()", "serve", str(config)]
+    cli = [sys.executable, "-c", CLI, "serve", str(config)]
     server = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -293,3 +296,13 @@ ratings = "{tmp_path}/ratings.parquet"
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_embedrec_serve_names_a_missing_store_before_starting(tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[two_tower]\nuri = "faiss:{tmp_path}/none"\nmodel = "{tmp_path}/m.pt"\n')
+    cli = [sys.executable, "-c", CLI, "serve", str(config)]
+    done = subprocess.run([*cli, "--workers", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"faiss:{tmp_path}/none: no FAISS store there" in done.stderr
+    assert "Traceback" not in done.stderr
