@@ -7,14 +7,14 @@ model those spaces need.
 Exclusions (the item itself for `similar`, the user's seen items for `recommend`) go to the
 store with the query (`VectorStore.search(..., exclude=)`): FAISS and Qdrant leave them out
 of the search itself; Pinecone over-fetches, asking again with a larger k while a row is
-short, up to k + |excluded|, which is sure to suffice. k results thus come back whenever k eligible
-records exist.
+short, up to k + |excluded|, which is sure to suffice. k results thus come back whenever k
+eligible records exist.
 
 Failover: every store call goes through a `Failover`. A call that raises (anything but a
 `ValueError`, which is the caller's bad input) or, on a network store, outlasts `timeout_s`
-is retried on the replica, with a logged warning and a counter (`Recommender.fallback_counts`); for
-`cooldown_s` after that, calls go straight to the replica. Without a replica the caller gets
-`StoreUnavailable` naming the store URI.
+is retried on the replica, with a logged warning and a counter
+(`Recommender.fallback_counts`); for `cooldown_s` after that, calls go straight to the
+replica. Without a replica the caller gets `StoreUnavailable` naming the store URI.
 """
 
 from __future__ import annotations

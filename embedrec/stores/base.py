@@ -30,8 +30,9 @@ Metric = Literal["cosine", "dot", "l2"]
 METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
 MetadataValue = str | int | float | bool | list[str]
 MIN_OVERFETCH = 16
-INT64 = (-(2**63), 2**63 - 1)
 """Extra hits asked for beyond k when over-fetching past excluded ids (at least k extra)."""
+INT64 = (-(2**63), 2**63 - 1)
+"""The integers metadata may hold: what Qdrant's payloads and JSON encoders take."""
 
 
 @dataclass(slots=True)
@@ -45,8 +46,9 @@ class Hit(NamedTuple):
     """A search result. `score` is higher-is-more-similar for every metric: the inner product
     for cosine and dot, the negated squared distance for l2.
 
-    A named tuple rather than a dataclass: a store can build a batch of hits with
-    `tuple.__new__` in C, which is most of what separates a store's search from raw FAISS."""
+    A named tuple: immutable, unpackable (`id, score, meta = hit`), and cheap to build in
+    bulk, since a store can call `tuple.__new__` from C rather than run a Python `__init__`
+    per hit."""
 
     id: str
     score: float

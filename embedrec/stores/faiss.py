@@ -510,13 +510,19 @@ class FaissStore(VectorStore):
             flat = self._index
         return flat.search(queries, k, params=faiss.SearchParameters(sel=sel))
 
+    def _knobs(self, params: dict[str, Any]) -> tuple[int, int | None, int]:
+        """ef, nprobe and k_factor for one call: its params, else the store's defaults."""
+        return (
+            int(params.get("ef", self.ef)),
+            params.get("nprobe", self.nprobe),
+            int(params.get("k_factor", self.k_factor)),
+        )
+
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
     ) -> list[list[Hit]]:
         with self._lock.read():
-            ef = int(params.get("ef", self.ef))
-            nprobe = params.get("nprobe", self.nprobe)
-            k_factor = int(params.get("k_factor", self.k_factor))
+            ef, nprobe, k_factor = self._knobs(params)
             mask = None
             if node is not None:
                 mask = self._mask(node)
@@ -540,11 +546,9 @@ class FaissStore(VectorStore):
         exclude: Sequence[Collection[str]],
     ) -> list[list[Hit]]:
         """Excluded ids leave the search itself, through the same pre-filter mask as a
-        filter: one search per row that has exclusions, at k, instead of over-fetching."""
+        filter: one search per row, at k, instead of over-fetching."""
         with self._lock.read():
-            ef = int(params.get("ef", self.ef))
-            nprobe = params.get("nprobe", self.nprobe)
-            k_factor = int(params.get("k_factor", self.k_factor))
+            ef, nprobe, k_factor = self._knobs(params)
             base = self._mask(node) if node is not None else self._table().live
             out: list[list[Hit]] = []
             for row, ex in zip(queries, exclude, strict=True):
