@@ -67,7 +67,8 @@ class SourceConfig(Section):
 class EmbedderConfig(Section):
     spec: str = "text"
     """`text`, `text:MODEL` (a name or a folder), `image`, `image:...` (see embedrec.embedders)."""
-    device: str = "auto"
+    device: str | None = None
+    """auto, cpu, cuda, cuda:N or mps; unset: the spec's `?device=`, else auto."""
     batch_size: Annotated[int, Field(ge=1)] | None = None
 
 

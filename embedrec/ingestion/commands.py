@@ -147,9 +147,11 @@ def _run_ingest(config: Any, *, progress: bool) -> int:
     )
     source = Source(_catalog_path(config), columns, format=src.format, delimiter=src.delimiter)
     emb = config.embedder
-    kwargs: dict[str, Any] = {"device": emb.device}
-    if emb.batch_size is not None:
-        kwargs["batch_size"] = emb.batch_size
+    kwargs = {
+        key: value
+        for key, value in (("device", emb.device), ("batch_size", emb.batch_size))
+        if value is not None  # unset: the spec's own option, else the embedder's default
+    }
     embedder = get_embedder(emb.spec, **kwargs)
     opts = config.ingest
     options = IngestOptions(
@@ -205,7 +207,7 @@ def _register_query(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--filter", metavar="JSON", help='e.g. \'{"genres": {"$in": ["Comedy"]}}\'')
     p.add_argument("--embedder", metavar="SPEC", help="default: the one that built the store")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--params", metavar="JSON", help="search params, e.g. '{\"ef\": 128}'")
     p.set_defaults(func=_query)
 
@@ -242,7 +244,7 @@ def _query(args: argparse.Namespace) -> int:
                 "ingest here): pass --embedder"
             )
         spec = recorded["embedder"]
-    embedder = get_embedder(spec, device=args.device)
+    embedder = get_embedder(spec, **({"device": args.device} if args.device else {}))
     query = args.text if args.image is None else Path(args.image)
     if embedder.modality == "item":
         raise ValueError(

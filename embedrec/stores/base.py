@@ -84,6 +84,8 @@ class Capabilities:
     """False where deletes are tombstones that need a `compact()` to free space."""
     exact_vectors: bool = True
     """False where `fetch` returns quantised vectors (SQ8) rather than those upserted."""
+    max_k: int | None = None
+    """The largest k one search answers (Pinecone's top_k limit); None for no limit."""
     remote: bool = False
     """True where calls cross the network (a Qdrant server, Pinecone), so that one can hang
     and callers should bound it with a timeout; in-process stores answer or raise."""
@@ -337,9 +339,10 @@ class VectorStore(abc.ABC):
         """Exclusion by over-fetching, for stores that cannot leave ids out themselves: each
         row asks for k plus some of its excluded count, and a row still short of k after
         dropping excluded ids asks again with a larger k, up to k + |excluded|, which is sure
-        to suffice."""
-        need = [k + len(ex) for ex in exclude]
-        fetch = [k + min(len(ex), max(k, MIN_OVERFETCH)) for ex in exclude]
+        to suffice, or up to the store's `max_k`, past which a row may come back short."""
+        cap = self.capabilities.max_k or math.inf
+        need = [min(k + len(ex), cap) for ex in exclude]
+        fetch = [min(k + min(len(ex), max(k, MIN_OVERFETCH)), cap) for ex in exclude]
         out: list[list[Hit]] = [[] for _ in exclude]
         pending = list(range(len(exclude)))
         while pending:

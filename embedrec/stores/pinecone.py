@@ -286,6 +286,7 @@ class PineconeStore(VectorStore):
             max_batch=MAX_UPSERT_VECTORS,
             persistent=True,
             exact_vectors=True,
+            max_k=MAX_TOP_K,
             remote=True,
         )
         self.name = name

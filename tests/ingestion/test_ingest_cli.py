@@ -60,9 +60,10 @@ def summary_of(out: str) -> dict[str, str]:
 def test_ingest_with_flags_then_query(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_catalog(tmp_path / "items.csv", MOVIES)
     store = tmp_path / "movies"
-    rc = main(
-        ["ingest", "--source", str(path), "--store", f"faiss:{store}?index=HNSW32", *TEXT_FLAGS]
-    )
+    uri = f"faiss:{store}?index=HNSW32"
+    # a device in the spec needs no --device (whose default must not clash with it)
+    on_cpu = ["--embedder", "text?device=cpu"]
+    rc = main(["ingest", "--source", str(path), "--store", uri, *TEXT_FLAGS, *on_cpu])
     out = capsys.readouterr().out
     assert rc == 0
     summary = summary_of(out)

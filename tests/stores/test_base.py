@@ -1,10 +1,14 @@
 import copy
+import dataclasses
 import json
 import pickle
 
+import numpy as np
 import pytest
 
-from embedrec.stores.base import FrozenMetadata, Hit
+from embedrec.stores.base import FrozenMetadata, Hit, VectorStore
+from embedrec.stores.faiss import FaissStore
+from embedrec.stores.uri import parse_uri
 
 
 def test_frozen_metadata_refuses_every_change():
@@ -39,3 +43,26 @@ def test_hit_fields_and_unpacking():
     assert (hit.id, hit.score, hit.metadata) == ("a", 0.5, {"x": 1})
     rid, score, meta = hit
     assert (rid, score, meta) == ("a", 0.5, {"x": 1}) and Hit("b", 1.0).metadata is None
+
+
+def test_over_fetching_escalates_and_stops_at_max_k():
+    """The base class's exclusion, as Pinecone uses it: FAISS answering, its own exclusion
+    swapped for over-fetching, and a top-k limit like Pinecone's."""
+
+    class OverFetching(FaissStore):
+        _search_excluding = VectorStore._search_excluding
+
+    store = OverFetching.open(parse_uri("faiss:?index=Flat"), dim=2, metric="dot")
+    ids = [f"i{n}" for n in range(60)]
+    store.upsert(ids, np.stack([np.linspace(1, 0, 60), np.zeros(60)], axis=1))
+    seen = frozenset(ids[:40])  # the 40 best
+    calls = []
+    inner = store._search
+    store._search = lambda q, k, node, params: calls.append(k) or inner(q, k, node, params)
+    hits = store.search(np.array([1.0, 0.0]), 5, exclude=[seen])[0]
+    assert [h.id for h in hits] == ids[40:45]
+    assert calls == [21, 45]  # k + min(|excluded|, max(k, 16)), then k + |excluded|
+    store.capabilities = dataclasses.replace(store.capabilities, max_k=30)
+    calls.clear()
+    assert store.search(np.array([1.0, 0.0]), 5, exclude=[seen]) == [[]]
+    assert calls == [21, 30]  # capped: the row comes back short rather than failing
