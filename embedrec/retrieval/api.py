@@ -265,8 +265,8 @@ class _Gate:
 
 
 BodyModel = TypeVar("BodyModel", bound=Body)
-SELF_PARSED = (SimilarRequest, RecommendRequest)
-"""The bodies that `/similar` and `/recommend` parse themselves (see `_parse`)."""
+SELF_PARSED: dict[str, type[Body]] = {"/similar": SimilarRequest, "/recommend": RecommendRequest}
+"""The lean routes and the bodies they parse themselves (see `_parse`)."""
 
 
 INVALID = {
@@ -417,19 +417,17 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
     # The hot path: plain Starlette routes, which skip FastAPI's per-request dependency and
     # response machinery (it cost more than the search). FastAPI still documents them, from
     # APIRoutes that are not mounted; the app's exception handlers apply as to any route.
+    endpoints = {"/similar": similar, "/recommend": recommend}
     lean = [
         APIRoute(
             path,
-            endpoint,
+            endpoints[path],
             methods=["POST"],
             response_model=ResultsOut,
             responses=errors | {422: INVALID},
             openapi_extra=_body(model),
         )
-        for path, endpoint, model in (
-            ("/similar", similar, SimilarRequest),
-            ("/recommend", recommend, RecommendRequest),
-        )
+        for path, model in SELF_PARSED.items()
     ]
     app.router.routes.extend(Route(r.path, r.endpoint, methods=["POST"]) for r in lean)
     paths = {*DATA_PATHS, "/healthz", "/metrics", "/openapi.json", "/docs"}
@@ -451,7 +449,7 @@ def _openapi(app: FastAPI, lean: list[APIRoute], keyed: bool) -> dict[str, Any]:
         )
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
-        for model in SELF_PARSED:
+        for model in SELF_PARSED.values():
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(body.pop("$defs", {}))
             schemas[model.__name__] = body

@@ -274,6 +274,10 @@ class VectorStore(abc.ABC):
         k hits still come back whenever k records qualify."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise StoreError(f"k must be a positive integer, got {k!r}")
+        if self.capabilities.max_k is not None and k > self.capabilities.max_k:
+            raise StoreError(
+                f"k={k}: {self.uri} answers at most top_k={self.capabilities.max_k:,} per query"
+            )
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = l2_normalize(queries)

@@ -493,8 +493,6 @@ class PineconeStore(VectorStore):
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
     ) -> list[list[Hit]]:
-        if k > MAX_TOP_K:
-            raise StoreError(f"k={k}: Pinecone answers at most top_k={MAX_TOP_K:,} per query")
         self._settle()
         flt = translate_filter(node) if node is not None else None
         rows = short_floats(queries)
