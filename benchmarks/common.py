@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 
 from embedrec.ingestion.datasets import load_fashion_mnist
+from embedrec.stores import Hits
 
 
 def best_of(repeat: int, fn: Callable[[], object]) -> float:
@@ -45,14 +46,14 @@ def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarra
     return distances
 
 
-def recall(hits: list[list], true_distances: np.ndarray) -> float:
+def recall(hits: list[Hits], true_distances: np.ndarray) -> float:
     """Distance-tie-aware recall@k, as ann-benchmarks computes it: a hit (an l2 store's
     score is the negated squared distance) counts when it is no farther than the k-th true
     neighbour."""
     found = 0
     for row, truth in zip(hits, true_distances, strict=True):
         threshold = truth[-1] * (1 + 1e-4) + 1e-6
-        found += sum(1 for h in row if -h.score <= threshold)
+        found += sum(1 for score in row.scores if -score <= threshold)
     return found / true_distances.size
 
 

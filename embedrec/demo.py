@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from embedrec import Hit
+from embedrec import Hits
 from embedrec.cli import main as cli
 
 console = Console(width=120)
@@ -40,7 +40,7 @@ def step(title: str, argv: list[str]) -> None:
     console.print(f"[dim]{title}: {time.perf_counter() - start:.1f} s")
 
 
-def show(title: str, hits: list[Hit], columns: tuple[str, ...]) -> None:
+def show(title: str, hits: Hits, columns: tuple[str, ...]) -> None:
     table = Table(title=escape(title), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("id")

@@ -89,8 +89,7 @@ def _search_into(
     for k in np.unique(bucket):
         rows = np.flatnonzero(bucket == k)
         for row, hits in zip(rows, store.search(queries[rows], int(k)), strict=True):
-            cols = index.loc[[h.id for h in hits]].to_numpy()
-            out[row, cols] = [h.score for h in hits]
+            out[row, index.loc[hits.ids].to_numpy()] = hits.scores
     return out
 
 

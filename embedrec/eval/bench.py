@@ -53,6 +53,7 @@ from embedrec.eval.bench_config import (
     SyntheticDataset,
     TwoTowerDataset,
 )
+from embedrec.stores import Hits
 
 RESULTS = "results.jsonl"
 MB = 1024 * 1024
@@ -290,10 +291,10 @@ def disk_bytes(folder: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
 
 
-def _row_rows(hits: list[list[Any]], k: int) -> np.ndarray:
+def _row_rows(hits: list[Hits], k: int) -> np.ndarray:
     rows = np.full((len(hits), k), -1, dtype=np.int64)
     for i, row in enumerate(hits):
-        ids = [int(h.id) for h in row[:k]]
+        ids = list(map(int, row.ids[:k]))
         rows[i, : len(ids)] = ids
     return rows
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from embedrec.stores.base import METRICS, Capabilities, Hit, Record, VectorStore
+from embedrec.stores.base import METRICS, Capabilities, Hit, Hits, Record, VectorStore
 from embedrec.stores.errors import (
     AuthError,
     ConfigError,
@@ -72,6 +72,7 @@ __all__ = [
     "DimensionError",
     "FilterError",
     "Hit",
+    "Hits",
     "IdError",
     "MetadataError",
     "Record",

@@ -8,10 +8,11 @@ id, metadata value or filter gets the same error from every store.
 from __future__ import annotations
 
 import abc
+import functools
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, NoReturn
+from typing import Any, Literal, NamedTuple, NoReturn, overload
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from embedrec.stores.uri import StoreURI
 Metric = Literal["cosine", "dot", "l2"]
 METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
 MetadataValue = str | int | float | bool | list[str]
+MetadataOrNone = dict[str, MetadataValue] | None
 MIN_OVERFETCH = 16
 """Extra hits asked for beyond k when over-fetching past excluded ids (at least k extra)."""
 INT64 = (-(2**63), 2**63 - 1)
@@ -46,13 +48,93 @@ class Hit(NamedTuple):
     """A search result. `score` is higher-is-more-similar for every metric: the inner product
     for cosine and dot, the negated squared distance for l2.
 
-    A named tuple: immutable, unpackable (`id, score, meta = hit`), and cheap to build in
-    bulk, since a store can call `tuple.__new__` from C rather than run a Python `__init__`
-    per hit."""
+    A named tuple: immutable and unpackable (`id, score, meta = hit`). Searches return
+    `Hits`, which build them on access."""
 
     id: str
     score: float
-    metadata: dict[str, MetadataValue] | None = None
+    metadata: MetadataOrNone = None
+
+
+_hit = functools.partial(tuple.__new__, Hit)
+"""Hit((id, score, metadata)) built in C, without Hit.__new__'s Python frame."""
+
+
+class Hits(Sequence[Hit]):
+    """One query's hits, best first, held as three parallel lists: `ids`, `scores` and
+    `metadata`. It reads as a sequence of `Hit` (index, slice, iterate, unpack, compare with a
+    list of hits), but a `Hit` is built only when one is asked for.
+
+    Why columns: FAISS answers a batch as arrays, and a Python object per hit costs about a
+    tenth of a 128-d HNSW search (`benchmarks/faiss_store.py`). Callers that need only ids and
+    scores (recall, a response body) read the columns and never build one. For the same
+    reason a store may hand over the metadata as a function that reads it on first access
+    from a snapshot taken at search time."""
+
+    __slots__ = ("_metadata", "ids", "scores")
+
+    def __init__(
+        self,
+        ids: list[str] | None = None,
+        scores: list[float] | None = None,
+        metadata: list[MetadataOrNone] | Callable[[], list[MetadataOrNone]] | None = None,
+    ) -> None:
+        self.ids = ids if ids is not None else []
+        self.scores = scores if scores is not None else [0.0] * len(self.ids)
+        self._metadata = metadata if metadata is not None else [None] * len(self.ids)
+        if len(self.ids) != len(self.scores):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.scores)} scores")
+
+    @property
+    def metadata(self) -> list[MetadataOrNone]:
+        if callable(self._metadata):
+            self._metadata = self._metadata()
+        return self._metadata
+
+    @classmethod
+    def of(cls, hits: Iterable[Hit]) -> Hits:
+        rows = list(hits)
+        return cls([h[0] for h in rows], [h[1] for h in rows], [h[2] for h in rows])
+
+    def take(self, positions: Iterable[int]) -> Hits:
+        """The hits at `positions`, in that order."""
+        ids, scores, metadata = self.ids, self.scores, self.metadata
+        at = list(positions)
+        return Hits([ids[n] for n in at], [scores[n] for n in at], [metadata[n] for n in at])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, i: int) -> Hit: ...
+    @overload
+    def __getitem__(self, i: slice) -> Hits: ...
+    def __getitem__(self, i: int | slice) -> Hit | Hits:
+        if isinstance(i, slice):
+            return Hits(self.ids[i], self.scores[i], self.metadata[i])
+        return _hit((self.ids[i], self.scores[i], self.metadata[i]))
+
+    def __iter__(self) -> Iterator[Hit]:
+        return map(_hit, zip(self.ids, self.scores, self.metadata, strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Hits):
+            return (self.ids, self.scores, self.metadata) == (
+                other.ids,
+                other.scores,
+                other.metadata,
+            )
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return (Hits, (self.ids, self.scores, self.metadata))  # the metadata, not its snapshot
+
+    def __repr__(self) -> str:
+        return f"Hits({list(self)!r})"
 
 
 class FrozenMetadata(dict):
@@ -124,24 +206,23 @@ def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.nd
         raise DimensionError(f"vectors have dimension {arr.shape[1]}, the store has {dim}")
     if ids is not None and len(ids) != arr.shape[0]:
         raise IdError(f"{len(ids)} ids for {arr.shape[0]} vectors")
-    flat = arr.ravel()
+    arr = np.ascontiguousarray(arr)
     # One dot product is finite exactly when every value is, unless large finite values
     # overflow it: only then, or for a bad row, the full elementwise check.
-    if not math.isfinite(float(flat @ flat)) and not np.isfinite(arr).all():
+    if not math.isfinite(np.vdot(arr, arr)) and not np.isfinite(arr).all():
         row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
         raise VectorError(f"{name}: vector contains NaN or inf")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def l2_normalize(vectors: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    zero = norms[:, 0] == 0
-    if zero.any():
-        row = int(np.flatnonzero(zero)[0])
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # half np.linalg.norm's cost
+    if not norms.all():
+        row = int(np.flatnonzero(norms == 0)[0])
         name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
         raise VectorError(f"{name}: zero vector has no direction under the cosine metric")
-    return vectors / norms
+    return vectors / norms[:, None]
 
 
 def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:
@@ -196,7 +277,9 @@ def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[s
 
 
 def check_params(params: Mapping[str, Any] | None, allowed: Sequence[str]) -> dict[str, Any]:
-    params = dict(params or {})
+    if not params:
+        return {}
+    params = dict(params)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(
@@ -267,8 +350,8 @@ class VectorStore(abc.ABC):
         filter: Mapping | None = None,
         params: Mapping[str, Any] | None = None,
         exclude: Sequence[Collection[str]] | None = None,
-    ) -> list[list[Hit]]:
-        """Top-k hits for each query row, best first. With a filter, the k best records that
+    ) -> list[Hits]:
+        """Top-k `Hits` for each query row, best first. With a filter, the k best records that
         match it (fewer only when fewer match). `exclude` holds one collection of ids per
         query row that its hits must leave out (a user's seen items, the query item itself);
         k hits still come back whenever k records qualify."""
@@ -327,7 +410,7 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[list[Hit]]: ...
+    ) -> list[Hits]: ...
 
     @abc.abstractmethod
     def _count(self, node: Node | None) -> int: ...
@@ -339,7 +422,7 @@ class VectorStore(abc.ABC):
         node: Node | None,
         params: dict[str, Any],
         exclude: Sequence[Collection[str]],
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Exclusion by over-fetching, for stores that cannot leave ids out themselves: each
         row asks for k plus some of its excluded count, and a row still short of k after
         dropping excluded ids asks again with a larger k, up to k + |excluded|, which is sure
@@ -347,16 +430,16 @@ class VectorStore(abc.ABC):
         cap = self.capabilities.max_k or math.inf
         need = [min(k + len(ex), cap) for ex in exclude]
         fetch = [min(k + min(len(ex), max(k, MIN_OVERFETCH)), cap) for ex in exclude]
-        out: list[list[Hit]] = [[] for _ in exclude]
+        out: list[Hits] = [Hits() for _ in exclude]
         pending = list(range(len(exclude)))
         while pending:
             kk = max(fetch[i] for i in pending)
             answers = self._search(queries[pending], kk, node, params)
             still_short = []
             for i, hits in zip(pending, answers, strict=True):
-                kept = [h for h in hits if h.id not in exclude[i]]
+                kept = [n for n, hid in enumerate(hits.ids) if hid not in exclude[i]][:k]
                 if len(kept) >= k or len(hits) < kk or kk >= need[i]:
-                    out[i] = kept[:k]
+                    out[i] = hits.take(kept)
                 else:
                     fetch[i] = min(need[i], 4 * kk)
                     still_short.append(i)

@@ -48,7 +48,7 @@ from embedrec.stores.base import (
     METRICS,
     Capabilities,
     FrozenMetadata,
-    Hit,
+    Hits,
     Record,
     VectorStore,
 )
@@ -70,9 +70,8 @@ COMPACT_DEAD_FRACTION = 0.25
 TRAIN_SAMPLE = 100_000
 MASK_CACHE = 128
 EXCLUDED_CACHE = 4096
-VECTORISED_HITS = 256
-_hit = functools.partial(tuple.__new__, Hit)
-"""Hit((id, score, metadata)) built in C, without Hit.__new__'s Python frame."""
+SMALL_RESULT = 64
+GATHER_BYTES = 64 << 20
 
 _KIND_PATTERNS = {
     "flat": re.compile(r"Flat"),
@@ -197,6 +196,12 @@ def _frozen(meta: object) -> FrozenMetadata | None:
     if not isinstance(meta, dict):
         raise ValueError(f"a metadata line holds {type(meta).__name__}, not an object")
     return FrozenMetadata(meta)
+
+
+def _metadata_of(
+    snapshot: np.ndarray, slots: np.ndarray | list[int]
+) -> list[FrozenMetadata | None]:
+    return snapshot[slots].tolist()
 
 
 def _sha256(path: Path) -> str:
@@ -494,24 +499,40 @@ class FaissStore(VectorStore):
         nlist = self._nlist()
         return (nprobe or self._default_nprobe()) * len(self._ids) / nlist
 
-    def _exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Exact top-k over the slots in `mask`, from the index's exact vectors."""
-        sel, _bits = _bitmap(mask)
+    def _exact(
+        self, queries: np.ndarray, k: int, mask: np.ndarray, matched: int
+    ) -> tuple[np.ndarray, ...]:
+        """Exact top-k over the `matched` slots in `mask`, from the index's exact vectors.
+
+        FAISS scans a flat index through a selector one query and one slot at a time, without
+        BLAS. Gathering the selected vectors and scoring them in one matrix product is faster
+        for any batch (1,000 queries over 100k x 128: 4 ms instead of 196 at 1% selected, 0.26
+        s instead of 2.7 at 90%) and for one query when at most a quarter of the slots are
+        selected; the gathered copy is bounded by GATHER_BYTES."""
         family = self.spec.family if self._built else "flat"
+        if family == "ivf":
+            sel, _bits = _bitmap(mask)
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self._nlist())
+            return self._index.search(queries, k, params=params)
         if family == "hnsw":
             flat = faiss.downcast_index(self._index.storage)
         elif family == "ivfpq":
             flat = faiss.downcast_index(self._index.refine_index)
-        elif family == "ivf":
-            return self._index.search(
-                queries, k, params=faiss.SearchParametersIVF(sel=sel, nprobe=self._nlist())
-            )
         else:
             flat = self._index
+        gather = family != "sq" and matched * self.dim * 4 <= GATHER_BYTES
+        if gather and (len(queries) > 1 or 4 * matched <= len(mask)):
+            slots = np.flatnonzero(mask)
+            vectors = flat.reconstruct_batch(slots)
+            distances, at = faiss.knn(queries, vectors, k, flat.metric_type)
+            return distances, np.where(at >= 0, slots[at], -1)
+        sel, _bits = _bitmap(mask)
         return flat.search(queries, k, params=faiss.SearchParameters(sel=sel))
 
     def _knobs(self, params: dict[str, Any]) -> tuple[int, int | None, int]:
         """ef, nprobe and k_factor for one call: its params, else the store's defaults."""
+        if not params:
+            return (self.ef, self.nprobe, self.k_factor)
         return (
             int(params.get("ef", self.ef)),
             params.get("nprobe", self.nprobe),
@@ -520,21 +541,20 @@ class FaissStore(VectorStore):
 
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         with self._lock.read():
-            ef, nprobe, k_factor = self._knobs(params)
+            knobs = self._knobs(params)
             mask = None
             if node is not None:
                 mask = self._mask(node)
             elif self._dead:
                 mask = self._table().live
             if mask is None:
-                key = (ef, nprobe, k_factor)
-                if key not in self._unfiltered:
-                    self._unfiltered[key] = self._params(None, ef, nprobe, k_factor)
-                distances, labels = self._index.search(queries, k, params=self._unfiltered[key])
+                if knobs not in self._unfiltered:
+                    self._unfiltered[knobs] = self._params(None, *knobs)
+                distances, labels = self._index.search(queries, k, params=self._unfiltered[knobs])
             else:
-                distances, labels = self._filtered(queries, k, mask, ef, nprobe, k_factor)
+                distances, labels = self._filtered(queries, k, mask, *knobs)
             return self._hits(distances, labels)
 
     def _search_excluding(
@@ -544,13 +564,13 @@ class FaissStore(VectorStore):
         node: Node | None,
         params: dict[str, Any],
         exclude: Sequence[Collection[str]],
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Excluded ids leave the search itself, through the same pre-filter mask as a
         filter: one search per row, at k, instead of over-fetching."""
         with self._lock.read():
             ef, nprobe, k_factor = self._knobs(params)
             base = self._mask(node) if node is not None else self._table().live
-            out: list[list[Hit]] = []
+            out: list[Hits] = []
             for row, ex in zip(queries, exclude, strict=True):
                 mask = base
                 slots = self._slots_of(ex)
@@ -576,7 +596,7 @@ class FaissStore(VectorStore):
             return (np.zeros((len(queries), 0), "f4"), np.full((len(queries), 0), -1, "i8"))
         family = self.spec.family if self._built else "flat"
         if family in ("flat", "sq") or matched**2 <= n * self._ann_work(ef, nprobe):
-            return self._exact(queries, k, mask)
+            return self._exact(queries, k, mask, matched)
         raise_by = n / matched
         ef_f = min(max(ef, math.ceil(ef * raise_by)), max(ef, 4096))
         nprobe_f = None
@@ -588,12 +608,14 @@ class FaissStore(VectorStore):
         )
         short = np.flatnonzero((labels >= 0).sum(axis=1) < min(k, matched))
         if short.size:
-            distances[short], labels[short] = self._exact(queries[short], k, mask)
+            distances[short], labels[short] = self._exact(queries[short], k, mask, matched)
         return distances, labels
 
     def _lookup(self) -> tuple[np.ndarray, np.ndarray]:
         """Ids and metadata as object arrays over slots, so that mapping a batch of labels is
-        one fancy index in C rather than a Python lookup per hit."""
+        one fancy index in C rather than a Python lookup per hit. A snapshot: never changed
+        once built (a write drops it, the next search builds another), so hits can read their
+        metadata from it later and still see the search's moment."""
         if self._arrays is None:
             ids = np.empty(len(self._ids), dtype=object)
             ids[:] = self._ids
@@ -602,32 +624,38 @@ class FaissStore(VectorStore):
             self._arrays = (ids, meta)
         return self._arrays
 
-    def _hits(self, distances: np.ndarray, labels: np.ndarray) -> list[list[Hit]]:
-        scores = -distances if self.metric == "l2" else distances
-        if labels.size <= VECTORISED_HITS:  # a few hits: numpy's per-call cost would dominate
+    def _hits(self, distances: np.ndarray, labels: np.ndarray) -> list[Hits]:
+        """Each row's hits as columns, without a Python object per hit. FAISS pads a short
+        row with label -1.
+
+        The metadata is left to be read on first access from the snapshot `_lookup` keeps:
+        touching each hit's metadata costs as much again as its id (cache misses, mostly),
+        and many callers never read it. A batch also maps its labels to ids with one fancy
+        index into that snapshot. A few hits are read from the lists directly, since numpy's
+        per-call cost (2-4 us a call, on caches the search has just evicted) would dominate,
+        and eagerly when no snapshot is built: building one costs O(n) after every write."""
+        l2 = self.metric == "l2"
+        if labels.size <= SMALL_RESULT:
             ids, meta = self._ids, self._meta
-            return [
-                [_hit((ids[s], d, meta[s])) for d, s in zip(drow, lrow, strict=True) if s >= 0]
-                for drow, lrow in zip(scores.tolist(), labels.tolist(), strict=True)
-            ]
-        found = labels >= 0
-        slots = labels[found]
+            snapshot = self._arrays[1] if self._arrays is not None else None
+            out = []
+            for row, sc in zip(labels.tolist(), distances.tolist(), strict=True):
+                if -1 in row:
+                    sc = [d for d, s in zip(sc, row, strict=True) if s >= 0]
+                    row = [s for s in row if s >= 0]
+                metadata = (
+                    [meta[s] for s in row]
+                    if snapshot is None
+                    else functools.partial(_metadata_of, snapshot, row)
+                )
+                out.append(Hits([ids[s] for s in row], [-d for d in sc] if l2 else sc, metadata))
+            return out
         id_array, meta_array = self._lookup()
-        flat = list(
-            map(
-                _hit,
-                zip(
-                    id_array[slots].tolist(),
-                    scores[found].tolist(),
-                    meta_array[slots].tolist(),
-                    strict=True,
-                ),
-            )
-        )
-        out, start = [], 0
-        for count in found.sum(axis=1).tolist():
-            out.append(flat[start : start + count])
-            start += count
+        lazy_metadata = functools.partial(functools.partial, _metadata_of, meta_array)
+        scores = (-distances if l2 else distances).tolist()
+        out = list(map(Hits, id_array[labels].tolist(), scores, map(lazy_metadata, labels)))
+        for n in np.flatnonzero((labels < 0).any(axis=1)).tolist():
+            out[n] = out[n].take(np.flatnonzero(labels[n] >= 0).tolist())
         return out
 
     # -- building, compaction, persistence -------------------------------------------------

@@ -66,7 +66,7 @@ from pinecone.errors.exceptions import (
     UnauthorizedError,
 )
 
-from embedrec.stores.base import Capabilities, Hit, Record, VectorStore
+from embedrec.stores.base import Capabilities, Hit, Hits, Record, VectorStore
 from embedrec.stores.errors import (
     AuthError,
     ConfigError,
@@ -492,7 +492,7 @@ class PineconeStore(VectorStore):
 
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         self._settle()
         flt = translate_filter(node) if node is not None else None
         rows = short_floats(queries)
@@ -505,7 +505,7 @@ class PineconeStore(VectorStore):
 
     def _query_one(
         self, query: np.ndarray, row: list[float], k: int, flt: dict[str, Any] | None
-    ) -> list[Hit]:
+    ) -> Hits:
         inline = k <= MAX_TOP_K_WITH_DATA
         resp = self._call(
             "query",
@@ -534,7 +534,7 @@ class PineconeStore(VectorStore):
             hits.append(Hit(user_id(m.id), score, dict(meta or {})))
         if self.metric == "l2":
             hits.sort(key=lambda h: -h.score)
-        return hits
+        return Hits.of(hits)
 
     def _count(self, node: Node | None) -> int:
         self._settle()

@@ -30,7 +30,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from embedrec.stores.base import Capabilities, Hit, Record, VectorStore
+from embedrec.stores.base import Capabilities, Hits, Record, VectorStore
 from embedrec.stores.errors import (
     ConfigError,
     DimensionError,
@@ -43,10 +43,10 @@ from embedrec.stores.filters import Node
 from embedrec.stores.qdrant_common import (
     Dialect,
     from_payload,
+    hits_from,
     index_schema,
     indexed_keys,
     json_path,
-    l2_score,
     leave_out,
     point_id,
     search_options,
@@ -379,7 +379,7 @@ class QdrantStore(VectorStore):
 
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         return self._search_excluding(queries, k, node, params, [()] * len(queries))
 
     def _search_excluding(
@@ -389,7 +389,7 @@ class QdrantStore(VectorStore):
         node: Node | None,
         params: dict[str, Any],
         exclude: Sequence[Collection[str]],
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Excluded ids become a `must_not has_id` in each row's filter: one search at k."""
         qfilter = translate(node, DIALECT)
         ef, exact = search_options(params, self.default_ef)
@@ -408,15 +408,7 @@ class QdrantStore(VectorStore):
             if node is not None:
                 self._index_filtered(node)
             responses = self.client.query_batch_points(self.collection, requests=requests)
-        out = []
-        for response in responses:
-            hits = []
-            for p in response.points:
-                rid, meta = from_payload(p.payload)
-                score = l2_score(p.score) if self.metric == "l2" else float(p.score)
-                hits.append(Hit(rid, score, meta))
-            out.append(hits)
-        return out
+        return [hits_from(r.points, self.metric == "l2") for r in responses]
 
     def _count(self, node: Node | None) -> int:
         with self.guard():

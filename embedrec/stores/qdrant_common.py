@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from embedrec.stores.base import Hits
 from embedrec.stores.errors import ConfigError, MetadataError
 from embedrec.stores.filters import And, Cond, Node, Or
 
@@ -98,6 +99,17 @@ def from_payload(payload: Mapping[str, Any] | None) -> tuple[str, dict]:
 def l2_score(distance: float) -> float:
     """Qdrant's Euclid score is the distance; ours is the negated squared distance."""
     return -(float(distance) ** 2)
+
+
+def hits_from(points: Iterable[Any], l2: bool) -> Hits:
+    """One query's scored points, from either library (`.payload`, `.score`), as hits."""
+    ids, scores, metadata = [], [], []
+    for p in points:
+        rid, meta = from_payload(p.payload)
+        ids.append(rid)
+        scores.append(l2_score(p.score) if l2 else float(p.score))
+        metadata.append(meta)
+    return Hits(ids, scores, metadata)
 
 
 @dataclass(frozen=True)

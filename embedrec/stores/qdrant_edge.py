@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from embedrec.stores.base import Capabilities, Hit, Record, VectorStore
+from embedrec.stores.base import Capabilities, Hits, Record, VectorStore
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -41,10 +41,10 @@ from embedrec.stores.filters import Node
 from embedrec.stores.qdrant_common import (
     Dialect,
     from_payload,
+    hits_from,
     index_schema,
     indexed_keys,
     json_path,
-    l2_score,
     leave_out,
     point_id,
     search_options,
@@ -236,7 +236,7 @@ class QdrantEdgeStore(VectorStore):
 
     def _search(
         self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         return self._search_excluding(queries, k, node, params, [()] * len(queries))
 
     def _search_excluding(
@@ -246,7 +246,7 @@ class QdrantEdgeStore(VectorStore):
         node: Node | None,
         params: dict[str, Any],
         exclude: Sequence[Collection[str]],
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Excluded ids become a `must_not has_id` in each row's filter: one search at k."""
         ef, exact = search_options(params, self.default_ef)
         qfilter = translate(node, DIALECT)
@@ -265,15 +265,7 @@ class QdrantEdgeStore(VectorStore):
             if node is not None:
                 self._index_filtered(shard, node)
             results = shard.query_batch(qe.QueryBatchRequest(requests))
-        l2 = self.metric == "l2"
-        out = []
-        for points in results:
-            hits = []
-            for p in points:
-                rid, meta = from_payload(p.payload)
-                hits.append(Hit(rid, l2_score(p.score) if l2 else float(p.score), meta))
-            out.append(hits)
-        return out
+        return [hits_from(points, self.metric == "l2") for points in results]
 
     def _count(self, node: Node | None) -> int:
         with self.guard() as shard:

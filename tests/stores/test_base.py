@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from embedrec.stores.base import FrozenMetadata, Hit, VectorStore
+from embedrec.stores.base import FrozenMetadata, Hit, Hits, VectorStore
 from embedrec.stores.faiss import FaissStore
 from embedrec.stores.uri import parse_uri
 
@@ -43,6 +43,37 @@ def test_hit_fields_and_unpacking():
     assert (hit.id, hit.score, hit.metadata) == ("a", 0.5, {"x": 1})
     rid, score, meta = hit
     assert (rid, score, meta) == ("a", 0.5, {"x": 1}) and Hit("b", 1.0).metadata is None
+
+
+def test_hits_read_as_a_sequence_of_hit():
+    hits = Hits(["a", "b", "c"], [0.9, 0.5, 0.1], [{"x": 1}, None, {"y": "z"}])
+    as_list = [Hit("a", 0.9, {"x": 1}), Hit("b", 0.5, None), Hit("c", 0.1, {"y": "z"})]
+    assert len(hits) == 3 and list(hits) == as_list and hits == as_list and as_list == hits
+    assert hits[0] == Hit("a", 0.9, {"x": 1}) and hits[-1].id == "c"
+    assert hits[1:] == as_list[1:] and isinstance(hits[1:], Hits)
+    assert hits.take([2, 0]) == [as_list[2], as_list[0]]
+    assert [h.id for h in hits] == hits.ids and hits.scores == [0.9, 0.5, 0.1]
+    (rid, score, meta), *_ = hits
+    assert (rid, score, meta) == ("a", 0.9, {"x": 1})
+    assert hits != as_list[:2] and hits != Hits(["a"], [0.9]) and hits != "abc"
+    assert Hits() == [] and Hits(["a"], [1.0]).metadata == [None]
+    assert repr(Hits(["a"], [1.0])) == "Hits([Hit(id='a', score=1.0, metadata=None)])"
+    with pytest.raises(ValueError, match="2 ids for 1 scores"):
+        Hits(["a", "b"], [1.0])
+
+
+def test_hits_read_lazy_metadata_once_and_pickle_it():
+    calls = []
+
+    def read():
+        calls.append(1)
+        return [{"x": 1}]
+
+    hits = Hits(["a"], [1.0], read)
+    assert calls == []
+    assert hits.metadata == [{"x": 1}] and hits[0].metadata == {"x": 1} and calls == [1]
+    lazy = Hits(["a"], [1.0], lambda: [{"x": 2}])  # a lambda does not pickle: its result does
+    assert pickle.loads(pickle.dumps(lazy)) == [Hit("a", 1.0, {"x": 2})]
 
 
 def test_over_fetching_escalates_and_stops_at_max_k():

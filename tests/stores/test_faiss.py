@@ -133,6 +133,44 @@ def test_filtered_search_one_percent_returns_k(tmp_path):
         assert {int(h.id) for h in g} == {rows[j] for j in t}
 
 
+@pytest.mark.parametrize("kind", ["Flat", "HNSW16", "IVF,PQ4"])
+@pytest.mark.parametrize("selected", [3, 40, 900])
+@pytest.mark.parametrize("n_queries", [1, 7])
+def test_exact_filtered_search_agrees_with_brute_force(kind, selected, n_queries):
+    """Both exact paths: the selected vectors gathered and scored in one product, and one
+    flat scan through a selector (a single query over most of the slots)."""
+    base = clustered(1000, 16)
+    chosen = np.sort(np.random.default_rng(selected).choice(1000, selected, replace=False))
+    on = np.zeros(1000, bool)
+    on[chosen] = True
+    store = open_store(f"faiss:?index={kind}", dim=16, metric="l2")
+    store.upsert([str(i) for i in range(1000)], base, [{"on": bool(b)} for b in on])
+    store.flush()
+    queries = clustered(n_queries, 16, seed=9)
+    params = {"ef": 1024} if "HNSW" in kind else None
+    got = store.search(queries, 10, filter={"on": True}, params=params)
+    scores = brute_force(base[chosen], queries, "l2")
+    for hits, row in zip(got, scores, strict=True):
+        best = np.argsort(-row, kind="stable")[:10]
+        assert hits.ids == [str(j) for j in chosen[best]]
+        np.testing.assert_allclose(hits.scores, row[best], rtol=1e-4, atol=1e-4)
+
+
+def test_hit_metadata_is_the_search_moment_s():
+    """Hits read their metadata lazily, from a snapshot: a later write does not reach them."""
+    store = open_store("faiss:?index=Flat", dim=4, metric="dot")
+    ids = [str(i) for i in range(200)]
+    store.upsert(ids, np.tile(np.eye(4), (50, 1)), [{"v": 0} for _ in ids])
+    batch = store.search(np.eye(4), 50)  # 200 hits: the batch path
+    single = store.search(np.eye(4)[0], 3)[0]  # a few hits, the snapshot already built
+    store.upsert(ids, np.tile(np.eye(4), (50, 1)), [{"v": 1} for _ in ids])
+    store.delete(ids[:100])
+    assert all(m == {"v": 0} for hits in batch for m in hits.metadata)
+    assert single.metadata == [{"v": 0}] * 3
+    fresh = store.search(np.eye(4)[0], 3)[0]
+    assert fresh.metadata == [{"v": 1}] * 3 and not set(fresh.ids) & set(ids[:100])
+
+
 def test_broad_filter_uses_ann_and_still_returns_k(tmp_path):
     base = clustered(3000, 16)
     meta = [{"half": i % 2 == 0} for i in range(3000)]
