@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from embedrec.stores import Hit, StoreError, StoreUnavailable, VectorStore, open_store
+from embedrec.stores import Hit, Hits, StoreError, StoreUnavailable, VectorStore, open_store
 from embedrec.stores.errors import ConfigError
 from embedrec.stores.filters import Node, matches, parse_filter
 
@@ -58,7 +58,7 @@ class SpaceNotConfigured(StoreError, ValueError):
 
 @dataclass(slots=True)
 class Results:
-    hits: list[Hit]
+    hits: Hits
     source: str
     """What answered: the space searched ("text", "image", "two-tower"), or for
     `recommend` also "features" (a new user's feature-only vector) or "popularity"."""
@@ -362,7 +362,7 @@ class Recommender:
         k: int,
         filter: Mapping | None,
         exclude: Sequence[frozenset[str] | set[str]],
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Top-k per query row with each row's excluded ids left out (see the module doc)."""
         return self._space(space).call(
             "search", lambda s: s.search(vectors, k, filter=filter, exclude=exclude)
@@ -492,7 +492,7 @@ class Recommender:
         out: list[Results | None] = [None] * len(ids)
         if vectors:
             order = sorted(vectors)
-            matrix = np.stack([vectors[n] for n in order]).astype(np.float32)
+            matrix = np.array([vectors[n] for n in order], dtype=np.float32)
             hits = self._search("two-tower", matrix, k, filter, [exclude[n] for n in order])
             for n, h in zip(order, hits, strict=True):
                 out[n] = Results(h, sources[n])
@@ -501,7 +501,7 @@ class Recommender:
                 out[n] = Results(self._popular(k, node, exclude[n]), "popularity")
         return out  # type: ignore[return-value]
 
-    def _popular(self, k: int, node: Node | None, exclude: Iterable[str]) -> list[Hit]:
+    def _popular(self, k: int, node: Node | None, exclude: Iterable[str]) -> Hits:
         """The most rated items that match the filter, scored by their rating counts."""
         if self.interactions is None:
             raise SpaceNotConfigured(
@@ -518,8 +518,8 @@ class Recommender:
                 if node is None or matches(rec.metadata, node):
                     out.append(Hit(rec.id, float(self._popularity[rec.id]), rec.metadata))
                     if len(out) == k:
-                        return out
-        return out
+                        return Hits.of(out)
+        return Hits.of(out)
 
 
 def _failover(space: str, cfg: SpaceConfig) -> Failover:

@@ -3,6 +3,7 @@ limits, the fallback path, and schemathesis finding no 5xx."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import socket
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from starlette.testclient import TestClient
 
 from embedrec.retrieval.api import MAX_IMAGE_BYTES, create_app
 from embedrec.retrieval.client import Failover
@@ -129,6 +131,15 @@ def test_limits_and_bad_input_are_4xx_with_a_reason(client, path, body, status, 
     assert needle in response.text
 
 
+@pytest.mark.parametrize("path", ["/similar", "/recommend"])
+def test_bodies_that_are_not_json_are_422_and_other_methods_405(client, path):
+    for body in (b"\xf0HD \xe0ni", b"{", b"[1]"):
+        response = client.post(path, content=body)
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"][0] == "body"
+    wrong = client.get(path)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
 def test_image_limits(client):
     big = {"file": ("big.png", b"\0" * (MAX_IMAGE_BYTES + 1), "image/png")}
     too_big = client.post("/search/image", files=big)
@@ -143,6 +154,18 @@ def test_image_limits(client):
     assert bad_filter.status_code == 400 and "not valid JSON" in bad_filter.json()["detail"]
     huge_json = client.post("/search", content=b'{"text": "' + b"a" * 2_000_000 + b'"}')
     assert huge_json.status_code == 413
+
+
+def test_the_service_freezes_what_it_loaded_out_of_the_gc_at_start(rec):
+    gc.unfreeze()
+    try:
+        app = create_app(rec)
+        assert gc.get_freeze_count() == 0
+        with TestClient(app) as c:  # runs the lifespan, as uvicorn does
+            assert gc.get_freeze_count() > 0
+            assert c.post("/recommend", json={"user_id": "1", "k": 2}).status_code == 200
+    finally:
+        gc.unfreeze()
 
 
 def test_metrics_expose_latency_counts_and_fallbacks(client):
