@@ -16,7 +16,7 @@ Each client sends one request at a time over a keep-alive connection and records
 and status. The load comes from wrk where it is installed (`apt-get install wrk`; C, two
 threads), else from this script's own minimal HTTP/1.1 client on uvloop (`--client python`):
 the clients share the server's two cores, and a Python client's own scheduling delays show
-up in its latencies (p99 2-3 ms above wrk's against the same server). wrk counts non-2xx
+up in its latencies (its p99 ran 1-3 ms above wrk's in back-to-back runs here). wrk counts non-2xx
 answers together, so its "5xx" is an upper bound. Without `--model` (or where it does not
 exist) a small two-tower model is trained first (a minute or two on 2 cores). Bounded: at
 most 256 clients and 120 s per phase.
