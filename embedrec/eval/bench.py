@@ -53,7 +53,7 @@ from embedrec.eval.bench_config import (
     SyntheticDataset,
     TwoTowerDataset,
 )
-from embedrec.stores import Hits
+from embedrec.stores import REGISTRY, Hits
 
 RESULTS = "results.jsonl"
 MB = 1024 * 1024
@@ -453,8 +453,6 @@ def _slug(text: str, limit: int = 45) -> str:
 
 
 def _store_module_error(store: StoreConfig) -> str | None:
-    from embedrec.stores import REGISTRY
-
     scheme = store.uri.split(":", 1)[0]
     if scheme not in REGISTRY:
         return f"unknown store scheme {scheme!r}"

@@ -42,6 +42,7 @@ from embedrec.stores.errors import (
 from embedrec.stores.filters import Node
 from embedrec.stores.qdrant_common import (
     Dialect,
+    LeavesOutInSearch,
     from_payload,
     hits_from,
     index_schema,
@@ -92,7 +93,7 @@ def _grpc_unavailable(exc: BaseException) -> bool:
     )
 
 
-class QdrantStore(VectorStore):
+class QdrantStore(LeavesOutInSearch, VectorStore):
     def __init__(
         self,
         uri: str,
@@ -376,11 +377,6 @@ class QdrantStore(VectorStore):
             rid, meta = from_payload(p.payload)
             by_id[rid] = Record(rid, np.asarray(p.vector, dtype=np.float32), meta)
         return [by_id[i] for i in ids if i in by_id]
-
-    def _search(
-        self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[Hits]:
-        return self._search_excluding(queries, k, node, params, [()] * len(queries))
 
     def _search_excluding(
         self,

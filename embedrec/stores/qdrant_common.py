@@ -29,6 +29,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from embedrec.stores.base import Hits
 from embedrec.stores.errors import ConfigError, MetadataError
 from embedrec.stores.filters import And, Cond, Node, Or
@@ -99,6 +101,16 @@ def from_payload(payload: Mapping[str, Any] | None) -> tuple[str, dict]:
 def l2_score(distance: float) -> float:
     """Qdrant's Euclid score is the distance; ours is the negated squared distance."""
     return -(float(distance) ** 2)
+
+
+class LeavesOutInSearch:
+    """For the Qdrant stores, whose `_search_excluding` leaves ids out within the query
+    itself: a plain search is one that leaves nothing out."""
+
+    def _search(
+        self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
+    ) -> list[Hits]:
+        return self._search_excluding(queries, k, node, params, [()] * len(queries))  # type: ignore[attr-defined]
 
 
 def hits_from(points: Iterable[Any], l2: bool) -> Hits:

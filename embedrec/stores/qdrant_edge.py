@@ -40,6 +40,7 @@ from embedrec.stores.errors import (
 from embedrec.stores.filters import Node
 from embedrec.stores.qdrant_common import (
     Dialect,
+    LeavesOutInSearch,
     from_payload,
     hits_from,
     index_schema,
@@ -78,7 +79,7 @@ FULL_SCAN_THRESHOLD_KB = 10_000
 """Qdrant's default: a filtered set with fewer vectors' worth of KB is searched exactly."""
 
 
-class QdrantEdgeStore(VectorStore):
+class QdrantEdgeStore(LeavesOutInSearch, VectorStore):
     def __init__(self, uri: str, path: Path, shard: Any, dim: int, metric: str) -> None:
         self.uri = uri
         self.path = path
@@ -233,11 +234,6 @@ class QdrantEdgeStore(VectorStore):
         for key, schema in index_schema(node, DIALECT).items():
             if key not in self.indexed:
                 self._create_index(shard, key, schema)
-
-    def _search(
-        self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[Hits]:
-        return self._search_excluding(queries, k, node, params, [()] * len(queries))
 
     def _search_excluding(
         self,
