@@ -1,10 +1,12 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first, and
+# the system packages through scripts/setup-system.sh (which .ci/run calls too): as root with
+# apt-get it installs what is missing, elsewhere it says what to run.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install system demo ui test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,10 +15,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: $(STAMP)
+system:
+	scripts/setup-system.sh
+
+demo: $(STAMP) system
 	$(BIN)/python -m embedrec.demo
 
-test: $(STAMP)
+# the web app over what `make demo` built: http://127.0.0.1:8501
+ui: $(STAMP)
+	$(BIN)/embedrec ui configs/serve.toml
+
+test: $(STAMP) system
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from embedrec.ingestion.datasets import load_fashion_mnist
+from embedrec.ingestion.fashion_mnist import load_fashion_mnist
 from embedrec.stores import Hits
 
 

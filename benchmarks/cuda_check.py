@@ -49,7 +49,7 @@ def timed(fn):  # type: ignore[no-untyped-def]
 
 def image_check(n: int, fashion_test: Path | None, devices: tuple[str, str]) -> dict:
     from embedrec.embedders.image import ImageEmbedder
-    from embedrec.ingestion.datasets import read_idx
+    from embedrec.ingestion.fashion_mnist import read_idx
 
     if fashion_test is not None:
         images = list(read_idx(fashion_test, "images", 10_000)[:n])
@@ -69,7 +69,7 @@ def image_check(n: int, fashion_test: Path | None, devices: tuple[str, str]) -> 
 
 def text_check(devices: tuple[str, str]) -> dict:
     from embedrec.embedders.text import TextEmbedder
-    from embedrec.ingestion.datasets import load_movielens
+    from embedrec.ingestion.movielens import load_movielens
 
     titles = load_movielens().items["title"].astype(str).tolist()
     vectors, out = {}, {"texts": len(titles)}
@@ -87,13 +87,15 @@ def text_check(devices: tuple[str, str]) -> dict:
 def two_tower_check(epochs: int, devices: tuple[str, str]) -> dict:
     from embedrec.embedders.two_tower import TwoTowerConfig
     from embedrec.eval.baselines import Catalog, TwoTower
+    from embedrec.eval.config import load_config
     from embedrec.eval.leaderboard import score_model
-    from embedrec.eval.splits import stratified_split
-    from embedrec.ingestion.datasets import load_movielens
+    from embedrec.ingestion.movielens import load_movielens
+    from embedrec.ranking.splits import stratified_split
 
     ml = load_movielens()
     train, test = stratified_split(ml.ratings, 0.75, filter_by="item", seed=42)
-    catalog = Catalog(users=ml.users, items=ml.items, train=train, all_items=ml.items)
+    towers = load_config(ROOT / "configs" / "two_tower.toml").data.towers()
+    catalog = Catalog(ml.users, ml.items, train, ml.items, towers)
     out: dict = {"epochs": epochs, "train_ratings": len(train), "test_ratings": len(test)}
     vectors = []
     for device in (devices[0], devices[1], devices[1]):

@@ -21,9 +21,13 @@ import time
 from pathlib import Path
 
 from embedrec.embedders import get_embedder
-from embedrec.ingestion.datasets import cache_root, export_catalog
-from embedrec.ingestion.pipeline import IngestOptions, IngestSummary, ingest
-from embedrec.ingestion.sources import ColumnMap, Row, Source, parse_metadata_spec
+from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
+from embedrec.ingestion.datasets import export_catalog
+from embedrec.ingestion.pipeline import ingest
+from embedrec.ingestion.rows import Row
+from embedrec.ingestion.sources import Source
+from embedrec.ingestion.summary import IngestOptions, IngestSummary
+from embedrec.settings import cache_root
 
 
 def _rows(source: Source) -> list[Row]:

@@ -13,19 +13,14 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from pinecone import Pinecone
 from pinecone.errors.exceptions import ApiError
 
 from embedrec.stores import open_store
-from tests.pinecone_loopback import LoopbackPinecone
+from embedrec.testing.pinecone_loopback import LoopbackPinecone
 
 CHUNK = 10_000
 """Rows handed to the store per `upsert` call, as the ingestion pipeline would."""

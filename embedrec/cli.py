@@ -14,7 +14,9 @@ COMMANDS = (
     "embedrec.ingestion.commands",
     "embedrec.eval.commands",
     "embedrec.eval.bench_commands",
+    "embedrec.eval.drift_commands",
     "embedrec.retrieval.commands",
+    "embedrec.ui.commands",
 )
 
 
@@ -32,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)  # --quiet: errors only, log warnings included
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else logging.ERROR if quiet else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -11,13 +11,17 @@
 5. A quick store comparison:          embedrec bench configs/bench.toml --quick
 
 Each step prints the command that does the same by hand. A rerun skips what is done: the
-pipeline re-embeds and re-upserts nothing for an unchanged catalog.
+pipeline re-embeds and re-upserts nothing for an unchanged catalog. A step whose data is not
+installed here (Fashion-MNIST without Debian's package, offline) is skipped with the command
+that installs it; the others still run and the demo exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -26,18 +30,93 @@ from rich.table import Table
 
 from embedrec import Hits
 from embedrec.cli import main as cli
+from embedrec.ingestion.fashion_mnist import load_fashion_mnist
+from embedrec.ingestion.fetching import DatasetUnavailable
+from embedrec.ingestion.movielens import load_movielens
+from embedrec.retrieval.client import Recommender
+from embedrec.retrieval.config import ServeConfig, load_serve_config
 
 console = Console(width=120)
+FASHION = "fashion-mnist"
+SERVE_CONFIG = Path("configs/serve.toml")
+SETUP_HINT = "(`sudo scripts/setup-system.sh` installs all the demo and the tests use.)"
+NEXT_STEPS = (
+    (
+        "search the movies in your own words, with a filter",
+        "embedrec query --store faiss:./data/demo/movies-text --text 'a heist that goes wrong' "
+        """--k 5 --filter '{"year": {"$gte": 1990}}'""",
+    ),
+    ("browse it all in the web app, at http://127.0.0.1:8501", "make ui"),
+    (
+        "serve it over HTTP: try each endpoint from http://127.0.0.1:8000/docs",
+        "embedrec serve configs/serve.toml",
+    ),
+)
+"""What the demo's last lines (and the README) suggest trying next."""
 
 
-def step(title: str, argv: list[str]) -> None:
-    console.rule(f"[bold]{title}")
-    console.print("[dim]$ embedrec " + " ".join(f"'{a}'" if " " in a else a for a in argv))
+@dataclass(frozen=True)
+class Step:
+    """One `embedrec` command of the demo; `needs` names a dataset it cannot run without."""
+
+    title: str
+    argv: list[str]
+    needs: str | None = None
+
+
+def missing_data() -> dict[str, str]:
+    """Datasets the demo needs that cannot be loaded here, each with why and how to fix it."""
+    try:
+        load_fashion_mnist()
+    except DatasetUnavailable as exc:
+        return {FASHION: f"{exc}\n{SETUP_HINT}"}
+    return {}
+
+
+def plan(work: Path, images: int) -> list[Step]:
+    """The commands that build the stores the retrieval tour (step 4) reads."""
+    model = work / "two_tower.pt"
+    text_store = f"faiss:{work}/movies-text?index=HNSW32"
+    image_store = f"faiss:{work}/fashion-image?index=HNSW32"
+    item_store = f"faiss:{work}/movies-two-tower?index=HNSW32&metric=dot"
+    steps = [
+        Step(
+            "1. MovieLens items -> text vectors -> FAISS",
+            ["ingest", "configs/movielens.toml", "--store", text_store],
+        ),
+        Step(
+            f"2. {images:,} Fashion-MNIST products -> image vectors -> FAISS",
+            ["ingest", "configs/fashion.toml", "--limit", str(images), "--store", image_store],
+            needs=FASHION,
+        ),
+    ]
+    if not model.exists():
+        train = ["train", "configs/two_tower.toml", "--out", str(model)]
+        steps.append(Step("3a. Two-tower training", train))
+    ingest = ["ingest", "configs/movielens.toml", "--embedder", f"two-tower:{model}"]
+    steps.append(Step("3b. Two-tower item vectors -> FAISS", [*ingest, "--store", item_store]))
+    return steps
+
+
+def bench_step(work: Path) -> Step:
+    """The quick comparison; it skips (and reports) a dataset that is not installed itself."""
+    argv = ["bench", "configs/bench.toml", "--quick", "--out", str(work / "bench")]
+    return Step("5. Store comparison (quick)", argv)
+
+
+def run_step(step: Step, missing: dict[str, str], runner: Callable[[list[str]], int]) -> bool:
+    """Run one step; a step whose data is missing is skipped with the reason. False if skipped."""
+    console.rule(f"[bold]{step.title}")
+    console.print("[dim]$ embedrec " + " ".join(f"'{a}'" if " " in a else a for a in step.argv))
+    if step.needs in missing:
+        console.print(f"[yellow]skipped: {escape(missing[step.needs])}")
+        return False
     start = time.perf_counter()
-    code = cli(argv)
+    code = runner(step.argv)
     if code:
-        raise SystemExit(f"demo: `embedrec {argv[0]}` failed with exit code {code}")
-    console.print(f"[dim]{title}: {time.perf_counter() - start:.1f} s")
+        raise SystemExit(f"demo: `embedrec {step.argv[0]}` failed with exit code {code}")
+    console.print(f"[dim]{step.title}: {time.perf_counter() - start:.1f} s")
+    return True
 
 
 def show(title: str, hits: Hits, columns: tuple[str, ...]) -> None:
@@ -56,51 +135,49 @@ def show(title: str, hits: Hits, columns: tuple[str, ...]) -> None:
     console.print(table)
 
 
-def retrieval(workdir: Path) -> None:
-    from embedrec.ingestion.datasets import load_fashion_mnist, load_movielens
-    from embedrec.retrieval.client import Recommender
+def serve_config(missing: dict[str, str]) -> ServeConfig:
+    """configs/serve.toml, less the image space when step 2 could not build its store."""
+    config = load_serve_config(SERVE_CONFIG)
+    return config.model_copy(update={"image": None}) if FASHION in missing else config
 
-    console.rule("[bold]4. Recommendations and search (configs/serve.toml)")
-    console.print("[dim]$ embedrec serve configs/serve.toml   # the same over HTTP")
+
+def movie_tour(rec: Recommender) -> None:
     ml = load_movielens()
     titles = dict(zip(ml.items["item_id"], ml.items["title"], strict=True))
-    rec = Recommender.from_config(Path("configs/serve.toml"))
+    seen = ml.ratings[ml.ratings["user_id"] == "1"]
+    liked = seen.sort_values("rating", ascending=False)["item_id"].head(5)
+    console.print("user 1 rated highly: " + "; ".join(titles[i] for i in liked))
+    movie = ("title", "year", "genres")
+    result = rec.recommend("1", 5)
+    show(f"recommend('1', 5) [answered by {result.source}]", result.hits, movie)
+    result = rec.recommend("1", 5, filter={"genres": "Sci-Fi", "year": {"$lt": 1990}})
+    show("recommend('1', 5, filter=Sci-Fi before 1990)", result.hits, movie)
+    for space in ("text", "two-tower"):
+        hits = rec.similar("50", 5, space=space).hits
+        show(f"similar('50' = Star Wars, space={space!r})", hits, movie)
+    hits = rec.search_text("a heist that goes wrong", 5).hits
+    show("search_text('a heist that goes wrong')", hits, movie)
+
+
+def image_tour(rec: Recommender) -> None:
+    fm = load_fashion_mnist()
+    query = fm.test_images[0]
+    label = fm.classes[int(fm.test_labels[0])]
+    show(f"search_image(test image 0, a {label!r})", rec.search_image(query, 5).hits, ("category",))
+    hits = rec.search_image(query, 5, filter={"category": {"$ne": label}}).hits
+    show(f"search_image(test image 0, filter category $ne {label!r})", hits, ("category",))
+
+
+def retrieval(missing: dict[str, str]) -> None:
+    console.rule(f"[bold]4. Recommendations and search ({SERVE_CONFIG})")
+    console.print(f"[dim]$ embedrec serve {SERVE_CONFIG}   # the same over HTTP")
+    rec = Recommender.from_config(serve_config(missing))
     try:
-        seen = ml.ratings[ml.ratings["user_id"] == "1"]
-        liked = seen.sort_values("rating", ascending=False)["item_id"].head(5)
-        console.print("user 1 rated highly: " + "; ".join(titles[i] for i in liked))
-        movie = ("title", "year", "genres")
-        result = rec.recommend("1", 5)
-        show(f"recommend('1', 5) [answered by {result.source}]", result.hits, movie)
-        result = rec.recommend("1", 5, filter={"genres": "Sci-Fi", "year": {"$lt": 1990}})
-        show("recommend('1', 5, filter=Sci-Fi before 1990)", result.hits, movie)
-        show(
-            "similar('50' = Star Wars, space='text')",
-            rec.similar("50", 5, space="text").hits,
-            movie,
-        )
-        show(
-            "similar('50' = Star Wars, space='two-tower')",
-            rec.similar("50", 5, space="two-tower").hits,
-            movie,
-        )
-        show(
-            "search_text('a heist that goes wrong')",
-            rec.search_text("a heist that goes wrong", 5).hits,
-            movie,
-        )
-        fm = load_fashion_mnist()
-        label = fm.classes[int(fm.test_labels[0])]
-        show(
-            f"search_image(test image 0, a {label!r})",
-            rec.search_image(fm.test_images[0], 5).hits,
-            ("category",),
-        )
-        show(
-            f"search_image(test image 0, filter category $ne {label!r})",
-            rec.search_image(fm.test_images[0], 5, filter={"category": {"$ne": label}}).hits,
-            ("category",),
-        )
+        movie_tour(rec)
+        if FASHION in missing:
+            console.print("[yellow]image search skipped: no Fashion-MNIST store (step 2)")
+        else:
+            image_tour(rec)
     finally:
         rec.close()
 
@@ -111,47 +188,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=2000, help="Fashion-MNIST products")
     parser.add_argument("--skip-bench", action="store_true")
     args = parser.parse_args(argv)
+    bench = "" if args.skip_bench else " and a quick store comparison"
+    console.print(
+        f"[bold]embedrec demo[/]: text, image and two-tower vectors into FAISS under "
+        f"{args.workdir}, recommendations and search over them{bench}. Each step prints the "
+        "command that does the same by hand; a rerun redoes nothing."
+    )
     if args.workdir != Path("data/demo"):
-        console.print("[yellow]configs/serve.toml reads data/demo; step 4 uses those stores")
-    work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
+        console.print(f"[yellow]{SERVE_CONFIG} reads data/demo; step 4 uses those stores")
+    args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    step(
-        "1. MovieLens items -> text vectors -> FAISS",
-        ["ingest", "configs/movielens.toml", "--store", f"faiss:{work}/movies-text?index=HNSW32"],
-    )
-    step(
-        f"2. {args.images:,} Fashion-MNIST products -> image vectors -> FAISS",
-        [
-            "ingest",
-            "configs/fashion.toml",
-            "--limit",
-            str(args.images),
-            "--store",
-            f"faiss:{work}/fashion-image?index=HNSW32",
-        ],
-    )
-    model = work / "two_tower.pt"
-    if not model.exists():
-        step("3a. Two-tower training", ["train", "configs/two_tower.toml", "--out", str(model)])
-    step(
-        "3b. Two-tower item vectors -> FAISS",
-        [
-            "ingest",
-            "configs/movielens.toml",
-            "--embedder",
-            f"two-tower:{model}",
-            "--store",
-            f"faiss:{work}/movies-two-tower?index=HNSW32&metric=dot",
-        ],
-    )
-    retrieval(work)
+    missing = missing_data()
+    for step in plan(args.workdir, args.images):
+        run_step(step, missing, cli)
+    retrieval(missing)
     if not args.skip_bench:
-        step(
-            "5. Store comparison (quick)",
-            ["bench", "configs/bench.toml", "--quick", "--out", str(work / "bench")],
-        )
-    console.rule(f"[bold]demo done in {time.perf_counter() - started:.0f} s")
+        run_step(bench_step(args.workdir), missing, cli)
+    skipped = ", ".join(sorted(missing))
+    console.rule(
+        f"[bold]demo done in {time.perf_counter() - started:.0f} s"
+        + (f" (skipped what needs {skipped})" if skipped else "")
+    )
+    console.print("Next (with .venv active: `source .venv/bin/activate`):")
+    for why, command in NEXT_STEPS:
+        console.print(f"  {why}:\n    [bold]{escape(command)}[/]", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 from embedrec.embedders.base import Embedder, InputError, Modality, resolve_device
 from embedrec.embedders.cache import EmbeddingCache, content_key, embed_cached
+from embedrec.embedders.text import TextEmbedder
 
 _KIND = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -52,10 +53,9 @@ def get_embedder(spec: str, **kw: Any) -> Embedder:
 
 def _build(kind: str, argument: str | None, spec: str, kw: dict[str, Any]) -> Embedder:
     if kind == "text":
-        from embedrec.embedders.text import TextEmbedder
-
         return TextEmbedder(argument, **kw)
     if kind == "image":
+        # Pillow comes with the optional extra 'image'
         from embedrec.embedders.image import ImageEmbedder
 
         return ImageEmbedder(argument, **kw) if argument else ImageEmbedder(**kw)

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from embedrec.files import file_sha256
+
 Modality = Literal["text", "image", "item"]
+
+
+class CatalogRow(Protocol):
+    """One catalog record as ingestion reads it, handed to `Embedder.prepare`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def payload(self) -> str | bytes:
+        """The catalog's input column(s): the text from the template, or the image's bytes."""
+
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
 
 
 @runtime_checkable
@@ -26,6 +41,11 @@ class Embedder(Protocol):
     name: str
     dim: int
     modality: Modality
+
+    def prepare(self, row: CatalogRow) -> Any:
+        """The input `embed` takes for one catalog row (text, a decoded image, a feature
+        dict), so that ingestion needs no change for a new embedder; raises `InputError`
+        for a row it cannot use."""
 
     def embed(self, batch: Sequence[Any]) -> np.ndarray: ...
 
@@ -48,7 +68,7 @@ def resolve_device(device: str = "auto") -> str:
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
     if device == "cpu":
         return device
-    import torch
+    import torch  # seconds to import: only when a device other than the CPU is asked for
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -59,20 +79,10 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, as float32 (an all-zero row stays zero)."""
-    out = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.maximum(norms, np.float32(1e-12))
-
-
 @lru_cache(maxsize=64)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    """`file_sha256` memoised on (path, size, mtime): a file that changes gets a new key."""
+    return file_sha256(path)
 
 
 def weights_fingerprint(path: Path) -> str:

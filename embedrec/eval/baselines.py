@@ -1,5 +1,5 @@
-"""Recommendation models scored in one harness: most popular, content item-kNN on title text
-embeddings, BPR matrix factorisation (the two-tower trainer, ids only) and the two-tower
+"""Recommendation models scored in one harness: most popular, content item-kNN on the item
+tower's text feature, BPR matrix factorisation (the two-tower trainer, ids only) and the two-tower
 hybrid.
 
 Each model scores (users x catalogue items) exactly with `scores`; models with a vector form
@@ -11,26 +11,30 @@ from __future__ import annotations
 
 import abc
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from embedrec.embedders.two_tower import TextFn, TwoTowerConfig, TwoTowerModel
+from embedrec.embedders.two_tower import TextFn, Towers, TwoTowerConfig, TwoTowerModel
+from embedrec.stores import open_store
 
 
 @dataclass
 class Catalog:
     """What a model may learn from and what it ranks: user rows, candidate item rows (the
     catalogue, in index order), the training ratings, and every item row (`all_items`, for
-    the features of items that were rated in training but are not candidates)."""
+    the features of items that were rated in training but are not candidates), and the
+    features each tower declares."""
 
     users: pd.DataFrame
     items: pd.DataFrame
     train: pd.DataFrame
     all_items: pd.DataFrame | None = None
+    towers: Towers = field(default_factory=Towers)
 
     def __post_init__(self) -> None:
         self.users = self.users.reset_index(drop=True)
@@ -134,22 +138,30 @@ class MostPopular(Model):
         return np.broadcast_to(self.popularity, (len(users), len(self.popularity))).copy()
 
 
-class GenrePopularity(Model):
-    """For items without interactions (cold start): an item scores the mean training
-    popularity of the items that share its genres; the only popularity a new item has."""
+def _groups(catalog: Catalog, items: pd.DataFrame) -> list[list[str]]:
+    groups = catalog.towers.item.groups(items)
+    if groups is None:
+        raise ValueError("group popularity needs a categorical or multi item feature")
+    return groups
 
-    name = "most popular (by genre)"
+
+class GroupPopularity(Model):
+    """For items without interactions (cold start): an item scores the mean training
+    popularity of the items that share its groups (the values of the item tower's first
+    categorical or multi feature); the only popularity a new item has."""
+
+    name = "most popular (by group)"
     store_based = False
 
     def fit(self, catalog: Catalog) -> None:
         counts = catalog.train["item_id"].value_counts()
         rated = catalog.rated_items()
-        per_item = rated.assign(n=rated["item_id"].map(counts)).explode("genres")
-        by_genre = per_item.groupby("genres")["n"].mean()
+        per_item = rated.assign(n=rated["item_id"].map(counts), _g=_groups(catalog, rated))
+        by_group = per_item.explode("_g").groupby("_g")["n"].mean()
         self.item_scores = np.array(
             [
-                by_genre.reindex(list(g)).fillna(0).mean() if len(g) else 0.0
-                for g in catalog.items["genres"]
+                by_group.reindex(g).fillna(0).mean() if len(g) else 0.0
+                for g in _groups(catalog, catalog.items)
             ],
             dtype=np.float32,
         )
@@ -158,8 +170,15 @@ class GenrePopularity(Model):
         return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
 
 
+def _texts(catalog: Catalog, items: pd.DataFrame) -> list[str]:
+    texts = catalog.towers.item.texts(items)
+    if texts is None:
+        raise ValueError("content item-kNN needs a text feature on the item tower")
+    return texts
+
+
 class ContentKNN(Model):
-    """Item-kNN on title text embeddings (Sarwar et al., WWW 2001, with content
+    """Item-kNN on text embeddings (Sarwar et al., WWW 2001, with content
     similarity): score(u, i) = sum of cos(i, j) over the `neighbours` items j nearest to i
     in text space that u interacted with. Through a store, the neighbour lists come from the
     store's search instead of brute force."""
@@ -177,8 +196,8 @@ class ContentKNN(Model):
         self.r = catalog.interactions(pool)
         self.pool_ids = pool["item_id"].astype(str).tolist()
         self.pool_index = pd.Series(np.arange(len(self.pool_ids)), index=self.pool_ids)
-        self.pool_vecs = np.asarray(self.text_fn(pool["title"].tolist()), np.float32)
-        self.cand_vecs = np.asarray(self.text_fn(catalog.items["title"].tolist()), np.float32)
+        self.pool_vecs = np.asarray(self.text_fn(_texts(catalog, pool)), np.float32)
+        self.cand_vecs = np.asarray(self.text_fn(_texts(catalog, catalog.items)), np.float32)
         self.cand_ids = catalog.items["item_id"].astype(str).tolist()
 
     def _neighbour_scores(self, sims: np.ndarray) -> np.ndarray:
@@ -228,14 +247,13 @@ class TwoTower(DotModel):
         self.train_seconds = 0.0
 
     def fit(self, catalog: Catalog) -> None:
-        import time
-
         started = time.perf_counter()
         self.model = TwoTowerModel.fit(
             catalog.train,
             catalog.users,
             catalog.all_items,
             self.config,
+            towers=catalog.towers,
             text_fn=self.text_fn,
             progress=self.progress,
         )
@@ -249,8 +267,6 @@ def store_factory(uri: str) -> tuple[StoreFactory, tempfile.TemporaryDirectory]:
     """A factory opening a fresh store for `uri` per call. An empty path means memory for
     FAISS; for other schemes it gets a new folder under a temporary directory (cleaned up
     with the returned handle)."""
-    from embedrec.stores import open_store
-
     tmp = tempfile.TemporaryDirectory(prefix="embedrec-eval-")
     count = [0]
     scheme, _, rest = uri.partition(":")

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from embedrec.output import Output, add_output_flags
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser(
@@ -21,26 +23,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="the config's [quick] subset (minutes, for CI)"
     )
     bench.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: run.out)")
+    add_output_flags(bench)
     bench.set_defaults(func=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
+    # the bench's modules load when it runs, not for --help
     from rich.console import Console
 
     from embedrec.eval.bench import run_bench
     from embedrec.eval.bench_config import load_bench_config
-    from embedrec.eval.report import write_report
+    from embedrec.eval.report import operating_points, write_report
 
+    output = Output.from_args(args, "bench")
     config = load_bench_config(args.config)
     if args.quick:
         config = config.for_quick()
     out = args.out or config.run.out
-    console = Console(stderr=True)
-    outcome = run_bench(config, out, quick=args.quick, console=console)
+    stores = ", ".join(s.name for s in config.stores)
+    quick = " --quick" if args.quick else ""
+    output.say(f"bench {args.config}{quick} -> {out}: {len(config.datasets)} datasets; {stores}")
+    console = Console(stderr=True, quiet=args.quiet)
+    outcome = run_bench(config, out, quick=args.quick, console=console, progress=output.progress)
     command = shlex.join(["embedrec", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else ""
     paths = write_report(outcome, out, command=command)
     for skip in outcome.skipped:
         console.print(f"skipped {skip['dataset']} / {skip['store']}: {skip['reason']}")
-    print(paths["report.md"].read_text())
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    figures = {
+        "out": out,
+        "files": {name: str(path) for name, path in paths.items()},
+        "measurements": len(outcome.rows),
+        "operating_points": operating_points(outcome.rows, config.run.target_recall),
+        "skipped": outcome.skipped,
+    }
+    text = paths["report.md"].read_text() + f"\nwrote {', '.join(map(str, paths.values()))}"
+    output.summary(figures, text)
     return 0

@@ -107,8 +107,8 @@ class StoreConfig(_Model):
     requires: list[str] = []
     """Environment variables the store needs; unset ones skip it with the reason."""
     loopback: Literal["pinecone"] | None = None
-    """Serve the store from the Pinecone loopback of tests/ (a harness check, not Pinecone's
-    performance); needs a repository checkout."""
+    """Serve the store from the Pinecone loopback (`embedrec.testing`): a check of the
+    harness and the store's client code, not of Pinecone's performance."""
 
     def params(self) -> list[dict[str, Any]]:
         keys = sorted(self.sweep)

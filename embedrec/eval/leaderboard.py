@@ -10,9 +10,9 @@ on items held out from training entirely.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,18 +21,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.embedders.two_tower import default_text_fn
 from embedrec.eval.baselines import (
     Catalog,
     ContentKNN,
-    GenrePopularity,
+    GroupPopularity,
     Model,
     MostPopular,
     TwoTower,
     store_factory,
 )
 from embedrec.eval.config import ExperimentConfig
-from embedrec.eval.metrics import hit_matrix, ranking_metrics, recall_at_k
-from embedrec.eval.splits import cold_item_split, leave_last_out, stratified_split
+from embedrec.eval.dataset import Dataset, load_dataset
+from embedrec.eval.field_models import EASE, CornacBiVAE, CornacBPR, ImplicitALS
+from embedrec.eval.model_params import RECOMMENDERS_PARAMS
+from embedrec.ranking.metrics import hit_matrix, ranking_metrics, recall_at_k
+from embedrec.ranking.splits import cold_item_split, describe_split, make_split
+from embedrec.stores import missing_backend
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,6 @@ MS_ROWS = {
     "LightGCN": (0.088526, 0.419846, 0.379626, 0.144336),
     "NCF": (0.107720, 0.396118, 0.347296, 0.180775),
     "SAR": (0.110591, 0.382461, 0.330753, 0.176385),
-}
-SPLIT_NAMES = {
-    "stratified": "stratified by item 75/25 (seed 42)",
-    "leave-last-out": "leave-last-out per user",
 }
 TextFn = Callable[[list[str]], np.ndarray]
 
@@ -115,20 +116,13 @@ def score_model(
 
 
 def _available(uri: str) -> bool:
-    from embedrec.stores import REGISTRY
-
-    scheme = uri.partition(":")[0]
-    if scheme not in REGISTRY:
-        raise ValueError(f"unknown store scheme in {uri!r}; known: {', '.join(sorted(REGISTRY))}")
-    try:
-        importlib.import_module(REGISTRY[scheme][0])
-    except ImportError as exc:
-        log.warning("skipping %s: %s does not import (%s)", uri, REGISTRY[scheme][0], exc)
-        return False
-    return True
+    if (reason := missing_backend(uri.partition(":")[0])) is not None:
+        log.warning("skipping %s: %s", uri, reason)
+    return reason is None
 
 
-def _models(config: ExperimentConfig, text_fn: TextFn, progress: bool) -> list[Model]:
+def build_models(config: ExperimentConfig, text_fn: TextFn, progress: bool) -> list[Model]:
+    """The models named in `[eval] models`, in a fixed order, built from their sections."""
     wanted = config.eval.models
     out: list[Model] = []
     if "most-popular" in wanted:
@@ -139,25 +133,47 @@ def _models(config: ExperimentConfig, text_fn: TextFn, progress: bool) -> list[M
         out.append(TwoTower("BPR-MF (ids only)", config.bpr, progress=progress))
     if "two-tower" in wanted:
         out.append(TwoTower("two-tower hybrid", config.two_tower, text_fn, progress))
+    if "ease" in wanted:
+        out.append(EASE(config.baselines.ease))
+    if "als" in wanted:
+        out.append(ImplicitALS(config.baselines.als))
+    if "cornac-bpr" in wanted:
+        out.append(CornacBPR(config.baselines.cornac_bpr))
+    if "cornac-bivae" in wanted:
+        out.append(CornacBiVAE(config.baselines.bivae))
     return out
 
 
-def _split(name: str, ratings: pd.DataFrame, config: ExperimentConfig):
-    if name == "stratified":
-        return stratified_split(ratings, config.eval.ratio, filter_by="item", seed=config.eval.seed)
-    return leave_last_out(ratings)
+def split_ratings(name: str, ratings: pd.DataFrame, config: ExperimentConfig):
+    """(train, test) of the split `name` with the config's ratio and seed."""
+    return make_split(name, ratings, ratio=config.eval.ratio, seed=config.eval.seed)
 
 
-def load_data(config: ExperimentConfig) -> Any:
-    """The config's dataset, cut to its first `max_users` users when set."""
-    from embedrec.ingestion.datasets import MovieLens, load_movielens
+def _split_name(name: str, config: ExperimentConfig) -> str:
+    return describe_split(name, ratio=config.eval.ratio, seed=config.eval.seed)
 
-    data = load_movielens(config.data.cache)
-    if config.data.max_users is None:
-        return data
-    users = data.users.head(config.data.max_users)
-    ratings = data.ratings[data.ratings["user_id"].isin(set(users["user_id"]))]
-    return MovieLens(items=data.items, users=users, ratings=ratings)
+
+def load_data(config: ExperimentConfig) -> Dataset:
+    """The dataset the config's `[data]` section describes, read and checked."""
+    return load_dataset(config.data)
+
+
+def _published_rows(config: ExperimentConfig) -> list[dict[str, Any]]:
+    """Microsoft Recommenders' own numbers for the stratified split, marked as published."""
+    k = config.eval.k
+    return [
+        {
+            "model": f"{name} (Microsoft Recommenders)",
+            "scoring": "published",
+            "split": _split_name("stratified", config),
+            f"ndcg@{k}": ndcg,
+            "map": map_,
+            f"precision@{k}": prec,
+            f"recall@{k}": rec,
+            "source": MS_SOURCE,
+        }
+        for name, (map_, ndcg, prec, rec) in MS_ROWS.items()
+    ]
 
 
 def evaluate(
@@ -171,25 +187,26 @@ def evaluate(
     if data is None:
         data = load_data(config)
     if text_fn is None:
-        from embedrec.embedders.two_tower import default_text_fn
-
         text_fn = default_text_fn()
     k = config.eval.k
     stores = [uri for uri in config.eval.stores if _available(uri)]
     rows: list[dict[str, Any]] = []
     for split in config.eval.splits:
-        train, test = _split(split, data.ratings, config)
+        train, test = split_ratings(split, data.ratings, config)
         catalog = Catalog(
             data.users,
             data.items[data.items["item_id"].isin(set(train["item_id"]))],
             train,
             data.items,
+            config.data.towers(),
         )
-        for model in _models(config, text_fn, progress):
+        for model in build_models(config, text_fn, progress):
             started = time.perf_counter()
             model.fit(catalog)
             fit_s = time.perf_counter() - started
             log.info("%s on %s: fitted in %.1f s", model.name, split, fit_s)
+            if progress:  # the field's models train silently; say where the run is
+                print(f"{split}: {model.name} fitted in {fit_s:.1f} s", file=sys.stderr)
             scorings = [None] + (stores if model.store_based else [])
             for uri in scorings:
                 metrics = score_model(model, catalog, test, k, uri)
@@ -197,33 +214,22 @@ def evaluate(
                     {
                         "model": model.name,
                         "scoring": uri or "exact",
-                        "split": SPLIT_NAMES[split],
+                        "split": _split_name(split, config),
                         **{key: round(v, 6) for key, v in metrics.items()},
                         "train_s": round(fit_s, 1),
                         "source": "embedrec",
                     }
                 )
     if "stratified" in config.eval.splits:
-        for name, (map_, ndcg, prec, rec) in MS_ROWS.items():
-            rows.append(
-                {
-                    "model": f"{name} (Microsoft Recommenders)",
-                    "scoring": "exact",
-                    "split": SPLIT_NAMES["stratified"],
-                    f"ndcg@{k}": ndcg,
-                    "map": map_,
-                    f"precision@{k}": prec,
-                    f"recall@{k}": rec,
-                    "source": MS_SOURCE,
-                }
-            )
+        rows += _published_rows(config)
     cold = cold_start(config, data, text_fn, progress) if config.eval.cold_fraction else []
     return {
-        "dataset": config.data.dataset,
+        "dataset": config.data.name,
         "k": k,
         "protocol": __doc__.split("\n\n")[1].replace("\n", " "),
         "rows": rows,
         "cold_start": cold,
+        "tuned": config.tuned.model_dump() if config.tuned else None,
         "config": json.loads(config.model_dump_json()),
     }
 
@@ -233,13 +239,13 @@ def cold_start(
 ) -> list[dict[str, Any]]:
     """Hold out a share of items from training entirely; rank only those items for every
     user who rated one, and report recall@k of the feature-only two-tower item vectors
-    against genre popularity and content item-kNN."""
+    against group popularity and content item-kNN."""
     k = config.eval.k
     train, test = cold_item_split(data.ratings, config.eval.cold_fraction, seed=config.eval.seed)
     cold_items = data.items[data.items["item_id"].isin(set(test["item_id"]))]
-    catalog = Catalog(data.users, cold_items, train, data.items)
+    catalog = Catalog(data.users, cold_items, train, data.items, config.data.towers())
     models: list[Model] = [
-        GenrePopularity(),
+        GroupPopularity(),
         ContentKNN(text_fn, config.eval.knn_neighbours),
         TwoTower("two-tower hybrid (features only)", config.two_tower, text_fn, progress),
     ]
@@ -270,6 +276,18 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) and value < 100 else str(value)
 
 
+def _tuning_note(tuned: dict[str, Any] | None) -> str:
+    if not tuned:
+        return "Hyperparameters: as written in the config, not tuned on validation."
+    best = ", ".join(f"{m} {v:.4f}" for m, v in tuned["best"].items())
+    return (
+        f"Hyperparameters: tuned by `embedrec tune {tuned['config']} --trials "
+        f"{tuned['trials']}` ({tuned['trials']} trials per model, {tuned['sampler']}) on "
+        f"{tuned['on']}; best validation {tuned['metric']}: {best}. The test split is "
+        "reported once, here."
+    )
+
+
 def to_markdown(board: dict[str, Any]) -> str:
     k = board["k"]
     cols = [c.format(k=k) for c in METRIC_COLUMNS]
@@ -277,6 +295,8 @@ def to_markdown(board: dict[str, Any]) -> str:
         f"# Leaderboard: {board['dataset']}, k={k}",
         "",
         board["protocol"],
+        "",
+        _tuning_note(board.get("tuned")),
         "",
     ]
     for split in dict.fromkeys(r["split"] for r in board["rows"]):
@@ -289,7 +309,12 @@ def to_markdown(board: dict[str, Any]) -> str:
             lines.append(f"| {name} | {r['scoring']} | " + " | ".join(cells) + " |")
         lines.append("")
     if any(r["source"] != "embedrec" for r in board["rows"]):
-        lines += [f"¹ Their published numbers, not rerun here: {MS_SOURCE}.", ""]
+        lines += [f"¹ Published: their numbers, not rerun here: {MS_SOURCE}.", ""]
+    if any("(Cornac, " in r["model"] for r in board["rows"]):
+        lines += [
+            f"Cornac rows: rerun here with Recommenders' settings: {RECOMMENDERS_PARAMS}.",
+            "",
+        ]
     if board["cold_start"]:
         first = board["cold_start"][0]
         lines += [

@@ -17,8 +17,7 @@ from typing import Any
 import pandas as pd
 
 from embedrec.eval.bench import Outcome
-
-PLOT_DPI = 110
+from embedrec.eval.report_plots import pca_frame, plots
 
 
 def operating_points(rows: Iterable[dict[str, Any]], target: float) -> list[dict[str, Any]]:
@@ -52,124 +51,6 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def _save(fig, path: Path) -> str:  # type: ignore[no-untyped-def]
-    """Write a finished figure as PNG, free it, and return the file's name."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
-    return path.name
-
-
-def _file_part(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
-
-
-def _plots(
-    frame: pd.DataFrame, points: pd.DataFrame, target: float, out: Path
-) -> dict[str, list[str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made: dict[str, list[str]] = {"recall_qps": [], "latency": [], "scale": [], "pca": []}
-    for (_, name), group in frame.groupby(["dataset_id", "dataset"], sort=False):
-        first = group.iloc[0]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for store, g in group.groupby("store", sort=False):
-            front = _pareto(g)
-            (line,) = ax.plot(front["recall"], front["qps_1"], marker="o", label=store)
-            ax.scatter(g["recall"], g["qps_1"], color=line.get_color(), alpha=0.35, s=14)
-        ax.axvline(target, color="grey", linestyle="--", linewidth=1)
-        ax.set_yscale("log")
-        ax.set_xlabel(f"recall@{first['k']} (tie-aware)")
-        ax.set_ylabel("queries per second (1 client; line: Pareto frontier)")
-        ax.set_title(f"{name}: {first['n']:,} x {first['dim']}, {first['metric']}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out / f"recall_qps_{_file_part(name)}.png"
-        made["recall_qps"].append(_save(fig, path))
-
-        p = points[points["dataset_id"] == first["dataset_id"]]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.27
-        xs = range(len(p))
-        for i, pct in enumerate(("p50_ms", "p95_ms", "p99_ms")):
-            ax.bar([x + (i - 1) * width for x in xs], p[pct], width, label=pct[:-3])
-        ax.set_xticks(
-            list(xs), [f"{s}\n{q}" for s, q in zip(p["store"], p["param"], strict=True)], fontsize=7
-        )
-        ax.set_yscale("log")
-        ax.set_ylabel("single-query latency (ms)")
-        ax.set_title(f"{name}: latency at each store's operating point")
-        ax.legend(fontsize=8)
-        ax.grid(True, axis="y", which="both", alpha=0.3)
-        path = out / f"latency_{_file_part(name)}.png"
-        made["latency"].append(_save(fig, path))
-
-    scaled = points[points["scale_group"].notna()]
-    for group_name, g in scaled.groupby("scale_group"):
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-        panels = (
-            ("build_total_s", "ingest + build (s)"),
-            ("rss_growth_mb", "RSS growth (MB)"),
-            ("p50_ms", "p50 latency (ms)"),
-        )
-        for ax, (col, label) in zip(axes, panels, strict=True):
-            for store, s in g.groupby("store", sort=False):
-                s = s.sort_values("n")
-                ax.plot(s["n"], s[col].clip(lower=1e-3), marker="o", label=store)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("N (base vectors)")
-            ax.set_title(label)
-            ax.grid(True, which="both", alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle(f"scale: {group_name}")
-        path = out / f"scale_{_file_part(str(group_name))}.png"
-        made["scale"].append(_save(fig, path))
-
-    pca = _pca_frame(frame)
-    for source, g in pca.groupby("source"):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for store, s in g.groupby("store", sort=False):
-            s = s.sort_values("dim")
-            ax.plot(s["dim"], s["recall"], marker="o", label=store)
-        ax.set_xlabel("dimensions after PCA")
-        ax.set_ylabel("best recall vs full-dimension exact neighbours")
-        ax.set_title(f"PCA study: {source}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out / f"pca_{_file_part(str(source))}.png"
-        made["pca"].append(_save(fig, path))
-    return made
-
-
-def _pareto(group: pd.DataFrame) -> pd.DataFrame:
-    """The measurements no other beats in both recall and QPS (ann-benchmarks' frontier)."""
-    ordered = group.sort_values(["recall", "qps_1"], ascending=False)
-    best = ordered["qps_1"].cummax()
-    return ordered[ordered["qps_1"] >= best].sort_values("recall")
-
-
-def _pca_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (PCA source, store, dim): the best-recall row, with the source's own rows (full
-    dimension) for comparison."""
-    reduced = frame[frame["source"].notna()]
-    if reduced.empty:
-        return reduced
-    full = frame[frame["dataset"].isin(reduced["source"].unique()) & frame["source"].isna()]
-    full = full.assign(source=full["dataset"])
-    both = pd.concat([reduced, full[full["store"].isin(reduced["store"].unique())]])
-    return (
-        both.sort_values(["recall", "qps_1"])
-        .groupby(["source", "store", "dim"], as_index=False)
-        .last()
-    )
 
 
 def _summary_md(points: pd.DataFrame, target: float) -> list[str]:
@@ -244,7 +125,7 @@ def _scale_md(points: pd.DataFrame) -> list[str]:
 
 
 def _pca_md(frame: pd.DataFrame) -> list[str]:
-    pca = _pca_frame(frame)
+    pca = pca_frame(frame)
     md = []
     for source, g in pca.groupby("source"):
         dims = sorted(g["dim"].unique())
@@ -287,51 +168,37 @@ def _overhead_md(frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def write_report(outcome: Outcome, out: Path, command: str = "") -> dict[str, Path]:
-    """Write results.json, results.csv, report.md and the plots into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    target = outcome.meta["target_recall"]
-    points_list = operating_points(outcome.rows, target)
-    paths = {name: out / name for name in ("results.json", "results.csv", "report.md")}
-    paths["results.json"].write_text(
-        json.dumps(
-            {
-                "meta": outcome.meta,
-                "datasets": [asdict(d) for d in outcome.datasets],
-                "rows": outcome.rows,
-                "operating_points": [
-                    {
-                        k: p[k]
-                        for k in (
-                            "dataset",
-                            "dataset_id",
-                            "store",
-                            "param",
-                            "params",
-                            "recall",
-                            "qps_1",
-                            "reached",
-                        )
-                    }
-                    for p in points_list
-                ],
-                "skipped": outcome.skipped,
-            },
-            indent=1,
-        )
-    )
-    frame = pd.DataFrame(outcome.rows)
-    if not frame.empty:
-        frame["build_total_s"] = frame["ingest_s"] + frame["build_s"]
-    csv = frame.assign(params=frame["params"].map(json.dumps)) if not frame.empty else frame
-    csv.to_csv(paths["results.csv"], index=False)
+def _operating_json(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("dataset", "dataset_id", "store", "param", "params", "recall", "qps_1", "reached")
+    return [{k: p[k] for k in keys} for p in points]
 
-    meta = outcome.meta
+
+def _write_data(outcome: Outcome, points: list[dict[str, Any]], out: Path) -> pd.DataFrame:
+    """results.json (everything) and results.csv (one row per measurement); returns the
+    measurements as a frame, with the total build time."""
+    data = {
+        "meta": outcome.meta,
+        "datasets": [asdict(d) for d in outcome.datasets],
+        "rows": outcome.rows,
+        "operating_points": _operating_json(points),
+        "skipped": outcome.skipped,
+    }
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    frame = pd.DataFrame(outcome.rows)
+    if frame.empty:
+        frame.to_csv(out / "results.csv", index=False)
+        return frame
+    frame["build_total_s"] = frame["ingest_s"] + frame["build_s"]
+    frame.assign(params=frame["params"].map(json.dumps)).to_csv(out / "results.csv", index=False)
+    return frame
+
+
+def _intro_md(meta: dict[str, Any], command: str) -> list[str]:
     md = [
         "# Vector store benchmark",
         "",
         f"{'Quick run (--quick)' if meta['quick'] else 'Full run'}, finished {meta['finished']}; "
-        f"k = {meta['k']}, target recall {target}; OpenMP threads per worker: "
+        f"k = {meta['k']}, target recall {meta['target_recall']}; OpenMP threads per worker: "
         f"{meta['threads'] or 'all'}; {meta['cpus']} CPUs, load average "
         f"{', '.join(f'{x:.1f}' for x in meta['load_avg'])} (a shared machine: compare stores "
         "within one run).",
@@ -348,40 +215,55 @@ def write_report(outcome: Outcome, out: Path, command: str = "") -> dict[str, Pa
         "the client's only.",
         "",
     ]
+    return md
+
+
+def _results_md(
+    frame: pd.DataFrame, points: pd.DataFrame, target: float, made: dict[str, list[str]]
+) -> list[str]:
+    md = [f"## At a glance: the fastest store to recall {target} per dataset", ""]
+    md += _summary_md(points, target)
+    if made["scale"]:
+        md += ["## Scale: how each cost grows with N (at each store's operating point)", ""]
+        md += _scale_md(points)
+    if made["pca"]:
+        md += [
+            "## Dimensionality: PCA-reduced vectors against full-dimension exact neighbours",
+            "",
+            "Best recall over each store's sweep (its parameter in brackets).",
+            "",
+        ]
+        md += _pca_md(frame)
+    md += ["## Harness overhead", "", *_overhead_md(frame)]
+    md += ["## Plots", ""]
+    return md + [f"![{name}]({name})" for names in made.values() for name in names] + [""]
+
+
+def _skipped_md(skipped: list[dict[str, str]]) -> list[str]:
+    if not skipped:
+        return []
+    rows = [[s["dataset"], s["store"], s["reason"]] for s in skipped]
+    return ["## Skipped", "", _table(["dataset", "store", "reason"], rows), ""]
+
+
+def write_report(outcome: Outcome, out: Path, command: str = "") -> dict[str, Path]:
+    """Write results.json, results.csv, report.md and the plots into `out`; returns each
+    file's path by name."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = outcome.meta["target_recall"]
+    points_list = operating_points(outcome.rows, target)
+    frame = _write_data(outcome, points_list, out)
+    md = _intro_md(outcome.meta, command)
+    made: dict[str, list[str]] = {}
     if frame.empty:
         md += ["No measurements: every store or dataset was skipped (see below).", ""]
-        made: dict[str, list[str]] = {}
     else:
         points = pd.DataFrame(points_list)
         points["build_total_s"] = points["ingest_s"] + points["build_s"]
-        made = _plots(frame, points, target, out)
-        md += [f"## At a glance: the fastest store to recall {target} per dataset", ""]
-        md += _summary_md(points, target)
-        if made["scale"]:
-            md += ["## Scale: how each cost grows with N (at each store's operating point)", ""]
-            md += _scale_md(points)
-        if made["pca"]:
-            md += [
-                "## Dimensionality: PCA-reduced vectors against full-dimension exact neighbours",
-                "",
-                "Best recall over each store's sweep (its parameter in brackets).",
-                "",
-            ]
-            md += _pca_md(frame)
-        md += ["## Harness overhead", "", *_overhead_md(frame)]
-        md += ["## Plots", ""]
-        md += [f"![{name}]({name})" for names in made.values() for name in names] + [""]
-    if outcome.skipped:
-        md += ["## Skipped", ""]
-        md += [
-            _table(
-                ["dataset", "store", "reason"],
-                [[s["dataset"], s["store"], s["reason"]] for s in outcome.skipped],
-            ),
-            "",
-        ]
-    paths["report.md"].write_text("\n".join(md))
-    for names in made.values():
-        for name in names:
-            paths[name] = out / name
-    return paths
+        made = plots(frame, points, target, out)
+        md += _results_md(frame, points, target, made)
+    md += _skipped_md(outcome.skipped)
+    (out / "report.md").write_text("\n".join(md))
+    names = ["results.json", "results.csv", "report.md"]
+    names += [name for kind in made.values() for name in kind]
+    return {name: out / name for name in names}

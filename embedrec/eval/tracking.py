@@ -12,6 +12,7 @@ EXPERIMENT = "embedrec-evaluate"
 
 def require_mlflow() -> Any:
     try:
+        # MLflow comes with the optional extra 'mlflow'
         import mlflow
     except ImportError:
         raise ValueError("--mlflow needs MLflow: pip install mlflow-skinny") from None

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
+
+from embedrec.output import Output, add_output_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +58,8 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--sync", action="store_true", default=None, help="delete ids that left the catalog"
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar or records")
+    add_output_flags(p)
     p.set_defaults(func=_ingest)
 
 
@@ -101,6 +107,7 @@ def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    # for this command only: --help stays fast
     from embedrec.config import ConfigFileError, parse_config, read_toml
 
     if args.config and args.config_flag:
@@ -112,32 +119,38 @@ def _ingest(args: argparse.Namespace) -> int:
         raise ConfigFileError("no catalog: give --source PATH or --dataset NAME (or a config)")
     if config.store is None:
         raise ConfigFileError("no store: give --store URI (e.g. faiss:./data/movies)")
-    return _run_ingest(config, progress=not args.no_progress)
+    return _run_ingest(config, Output.from_args(args, "ingest"), progress=not args.no_progress)
 
 
-def _catalog_path(config: Any) -> Any:
+def _catalog_path(config: Any, out: Output) -> Any:
     """The catalog file, exporting a packaged dataset into the cache on first use."""
-    from embedrec.ingestion.datasets import cache_root, export_catalog
+    # for this command only: --help stays fast
+    from embedrec.ingestion.datasets import export_catalog
+    from embedrec.settings import cache_root
 
     src = config.source
     if src.path is not None:
         return src.path
     name = src.dataset + (f"-{src.limit}" if src.limit else "")
-    out = cache_root() / "catalogs" / f"{name}.csv"
-    if not out.exists():
-        print(f"exporting {src.dataset} to {out} ...", file=sys.stderr)
-        export_catalog(src.dataset, out, limit=src.limit)
-    return out
+    path = cache_root() / "catalogs" / f"{name}.csv"
+    if not path.exists():
+        out.say(f"exporting {src.dataset} to {path} ...")
+        export_catalog(src.dataset, path, limit=src.limit)
+    return path
 
 
-def _run_ingest(config: Any, *, progress: bool) -> int:
-    from tqdm import tqdm
-
+def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
+    # for this command only: --help stays fast
     from embedrec.embedders import get_embedder
-    from embedrec.ingestion.pipeline import IngestOptions, TooManyRejects, ingest
-    from embedrec.ingestion.sources import ColumnMap, Source, parse_metadata_spec
+    from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
+    from embedrec.ingestion.pipeline import ingest
+    from embedrec.ingestion.sources import Source
+    from embedrec.ingestion.summary import IngestOptions, TooManyRejects
+    from embedrec.progress import Progress
 
-    src = config.source
+    src, emb, opts = config.source, config.embedder, config.ingest
+    catalog = src.path or f"the {src.dataset} dataset"
+    out.say(f"ingest {catalog} -> {config.store.uri} with {emb.spec}")
     columns = ColumnMap(
         id=src.id,
         text=src.text,
@@ -145,15 +158,13 @@ def _run_ingest(config: Any, *, progress: bool) -> int:
         metadata=parse_metadata_spec(src.metadata),
         list_sep=src.list_sep,
     )
-    source = Source(_catalog_path(config), columns, format=src.format, delimiter=src.delimiter)
-    emb = config.embedder
+    source = Source(_catalog_path(config, out), columns, format=src.format, delimiter=src.delimiter)
     kwargs = {
         key: value
         for key, value in (("device", emb.device), ("batch_size", emb.batch_size))
         if value is not None  # unset: the spec's own option, else the embedder's default
     }
     embedder = get_embedder(emb.spec, **kwargs)
-    opts = config.ingest
     options = IngestOptions(
         batch_size=opts.batch_size,
         checkpoint_seconds=opts.checkpoint_seconds,
@@ -161,33 +172,28 @@ def _run_ingest(config: Any, *, progress: bool) -> int:
         max_rejects=opts.max_rejects,
         sync=opts.sync,
     )
-    bar = tqdm(
-        total=source.estimate_rows(),
-        unit="rows",
-        desc="ingest",
-        disable=True if not progress else None,
-        file=sys.stderr,
-    )
-    print(f"ingest {source.path} -> {config.store.uri} with {embedder.name}", file=sys.stderr)
+    bar = Progress(source.estimate_rows(), "ingest", "rows", enabled=progress and out.progress)
+    run = {"source": source.path, "store": config.store.uri, "embedder": embedder.name}
     try:
-        summary = ingest(
-            source, config.store.uri, emb.spec, options, embedder=embedder, progress=bar.update
-        )
+        with bar:
+            summary = ingest(
+                source, config.store.uri, emb.spec, options, embedder=embedder, progress=bar.update
+            )
     except TooManyRejects as exc:
-        bar.close()
-        _print_summary(exc.summary)
-        print(f"embedrec ingest: error: {exc}", file=sys.stderr)
+        _report(out, exc.summary, run)
+        print(f"embedrec ingest: error: {exc}", file=sys.stderr, flush=True)
         return 1
-    bar.close()
-    _print_summary(summary)
+    _report(out, summary, run)
     return 0
 
 
-def _print_summary(summary: Any) -> None:
+def _report(out: Output, summary: Any, run: dict[str, Any]) -> None:
+    """The summary: an aligned table for people, every figure for --json."""
     items = summary.items()
     width = max(len(k) for k, _ in items)
-    for key, value in items:
-        print(f"{key:>{width}}  {value}")
+    text = "\n".join(f"{key:>{width}}  {value}" for key, value in items)
+    figures = {**run, **asdict(summary), "rows_per_s": round(summary.rows_per_s, 3)}
+    out.summary(figures, text)
 
 
 # -- query -------------------------------------------------------------------------------
@@ -197,8 +203,8 @@ def _register_query(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "query",
         help="search a store with a text or an image",
-        description="Embed the query with the embedder that built the store (recorded at "
-        "ingest time; --embedder overrides) and print the top k.",
+        description="Embed the query with the embedder that built the store (which the "
+        "store records at ingest time; --embedder must name the same model) and print the top k.",
     )
     p.add_argument("--store", required=True, metavar="URI")
     what = p.add_mutually_exclusive_group(required=True)
@@ -213,8 +219,6 @@ def _register_query(sub: argparse._SubParsersAction) -> None:
 
 
 def _json_arg(flag: str, text: str | None) -> Any:
-    import json
-
     if text is None:
         return None
     try:
@@ -224,41 +228,19 @@ def _json_arg(flag: str, text: str | None) -> Any:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # for this command only: --help stays fast
     from rich.console import Console
     from rich.table import Table
 
-    from embedrec.embedders import get_embedder
-    from embedrec.ingestion.pipeline import recorded_embedder
-    from embedrec.stores import open_store
+    from embedrec.ingestion.store_info import embedder_for
+    from embedrec.stores import open_existing
 
     filter_ = _json_arg("--filter", args.filter)
     params = _json_arg("--params", args.params)
-    spec = args.embedder
-    if spec is None:
-        recorded = recorded_embedder(args.store)
-        if recorded is None:
-            raise ValueError(
-                f"no embedder is recorded for {args.store} (it was not built by embedrec "
-                "ingest here): pass --embedder"
-            )
-        spec = recorded["embedder"]
-    embedder = get_embedder(spec, **({"device": args.device} if args.device else {}))
-    query = args.text if args.image is None else Path(args.image)
-    if embedder.modality == "item":
-        raise ValueError(
-            f"{args.store} holds item vectors of {embedder.name!r}: query them for a user "
-            "(Recommender.recommend, or POST /recommend of embedrec serve), not by text or image"
-        )
-    if embedder.modality not in ("text", "image") or (
-        (embedder.modality == "text") != (args.image is None)
-    ):
-        want = "--text" if embedder.modality == "text" else "--image"
-        raise ValueError(f"the store's embedder {embedder.name!r} needs {want}")
-    vector = embedder.embed([query])
-    with open_store(args.store) as store:
-        hits = store.search(vector, args.k, filter=filter_, params=params)[0]
+    with open_existing(args.store) as store:  # the store says which embedder built it
+        device = {"device": args.device} if args.device else {}
+        embedder = embedder_for(store, args.embedder, **device)
+        hits = _search(store, embedder, args, filter_, params)
     table = Table(title=f"top {args.k} in {args.store}")
     table.add_column("#", justify="right")
     table.add_column("id")
@@ -273,6 +255,23 @@ def _query(args: argparse.Namespace) -> int:
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", *cells)
     Console(width=max(100, Console().width)).print(table)
     return 0
+
+
+def _search(store: Any, embedder: Any, args: argparse.Namespace, filter_: Any, params: Any) -> Any:
+    """The top k for the query text or image, embedded as the store's embedder needs."""
+    query = args.text if args.image is None else Path(args.image)
+    if embedder.modality == "item":
+        raise ValueError(
+            f"{args.store} holds item vectors of {embedder.name!r}: query them for a user "
+            "(Recommender.recommend, or POST /recommend of embedrec serve), not by text or image"
+        )
+    if embedder.modality not in ("text", "image") or (
+        (embedder.modality == "text") != (args.image is None)
+    ):
+        want = "--text" if embedder.modality == "text" else "--image"
+        raise ValueError(f"the store's embedder {embedder.name!r} needs {want}")
+    vector = embedder.embed([query])
+    return store.search(vector, args.k, filter=filter_, params=params)[0]
 
 
 # -- datasets ----------------------------------------------------------------------------
@@ -295,6 +294,7 @@ def _register_datasets(sub: argparse._SubParsersAction) -> None:
 
 
 def _datasets_list(args: argparse.Namespace) -> int:
+    # for this command only: --help stays fast
     from embedrec.ingestion.datasets import DATASETS
 
     width = max(map(len, DATASETS))
@@ -304,7 +304,9 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
 
 def _datasets_fetch(args: argparse.Namespace) -> int:
-    from embedrec.ingestion.datasets import cache_root, load
+    # for this command only: --help stays fast
+    from embedrec.ingestion.datasets import load
+    from embedrec.settings import cache_root
 
     data = load(args.name)
     sizes = {k: len(v) for k, v in vars(data).items() if hasattr(v, "__len__") and k != "classes"}
@@ -314,6 +316,7 @@ def _datasets_fetch(args: argparse.Namespace) -> int:
 
 
 def _datasets_export(args: argparse.Namespace) -> int:
+    # for this command only: --help stays fast
     from embedrec.ingestion.datasets import export_catalog
 
     out = export_catalog(args.name, args.out, limit=args.limit)

@@ -1,251 +1,84 @@
 """Catalog -> store: validate, embed (through the cache), upsert in batches, checkpoint.
 
-A manifest per (catalog, store), an SQLite file under `$EMBEDREC_CACHE/manifests/`, holds
-each id's content hash: sha256 of the embedder's name, the embedded input and the metadata.
-A row whose hash is in the manifest is neither embedded nor upserted, so rerunning an
-unchanged catalog does no work, and a changed row is embedded (the embedding cache still
-answers when only its metadata changed) and upserted again.
+Each embedder prepares its own input from a catalog row (`Embedder.prepare`), so this module
+knows nothing of text, images or learned item features. Every per-row problem (a bad value,
+an input the embedder refuses, a record the store refuses) goes to the rejects file with its
+row, field and reason, and the other rows land.
 
 Checkpoints (every `checkpoint_seconds`, spaced further when a flush is slow) make a run
-resumable after a kill: an id enters the manifest only after
-`store.flush()` has made it durable, so a killed run leaves rows that are in the store but
-not the manifest (upserted again next time: an overwrite, never a duplicate) and never the
-reverse. When the store holds fewer records than the manifest lists (it was deleted, or it
-lives in memory), the manifest is reconciled with the store before anything is skipped.
-
-Which embedder built a store is recorded in `$EMBEDREC_CACHE/stores/`, keyed by the store's
-location, so that `embedrec query` embeds its query with the same model.
+resumable after a kill: an id enters the manifest (manifest.py) only after `store.flush()`
+has made it durable, so a killed run leaves rows that are in the store but not the manifest
+(upserted again next time: an overwrite, never a duplicate) and never the reverse. When the
+store holds fewer records than the manifest lists (it was deleted, or it lives in memory),
+the manifest is reconciled with the store before anything is skipped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
-from embedrec.ingestion.sources import Reject, Row, Source
-from embedrec.stores import StoreNotFound, VectorStore, open_store
-from embedrec.stores.uri import parse_uri
+import numpy as np
 
-LOCAL_SCHEMES = ("faiss", "qdrant+local", "qdrant+edge")
-IDENTITY_OPTIONS = ("namespace",)
-"""URI options that name a different store rather than tune the same one."""
-SQL_BATCH = 500
+from embedrec.embedders import Embedder, EmbeddingCache, InputError, embed_cached, get_embedder
+from embedrec.ingestion.manifest import (
+    SQL_BATCH,
+    Manifest,
+    content_hash,
+    manifest_path,
+)
+from embedrec.ingestion.rows import Reject, Row
+from embedrec.ingestion.sources import Source
+from embedrec.ingestion.store_info import describe, store_info
+from embedrec.ingestion.summary import IngestOptions, IngestSummary, RejectsFile, TooManyRejects
+from embedrec.stores import (
+    IdError,
+    MetadataError,
+    StoreInfo,
+    StoreNotFound,
+    VectorError,
+    VectorStore,
+    open_store,
+)
+from embedrec.stores.base import check_metadata
+
 CHECKPOINT_SHARE = 20
 """Checkpoints are spaced at least this many times their own cost apart (a store that
 rewrites its files on flush grows slower to flush), keeping them to ~5% of a run."""
+REFUSED = (IdError, MetadataError, VectorError)
+"""What a store raises for a record it will not hold; it validates a batch whole before
+writing any of it, so such a batch is retried record by record to reject only those."""
 
+Pending = list[tuple[Row, str]]
+"""Changed rows waiting to be embedded, each with its content hash."""
 
-def _cache_root() -> Path:
-    from embedrec.ingestion.datasets import cache_root
-
-    return cache_root()
-
-
-def store_key(uri: str) -> str:
-    """The store's identity: scheme and location (a local path made absolute) plus the
-    options that select data (`namespace`), without tuning options such as `index` or `ef`."""
-    parsed = parse_uri(uri)
-    location = parsed.location
-    if parsed.scheme in LOCAL_SCHEMES and location:
-        location = str(Path(location).expanduser().resolve())
-    key = f"{parsed.scheme}:{location}"
-    kept = sorted((k, v) for k, v in parsed.options.items() if k in IDENTITY_OPTIONS)
-    return key + "".join(f"?{k}={v}" for k, v in kept)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-
-
-def manifest_path(catalog: Path, store_uri: str) -> Path:
-    key = _digest(f"{Path(catalog).expanduser().resolve()}\n{store_key(store_uri)}")
-    return _cache_root() / "manifests" / f"{key}.sqlite"
-
-
-def _embedder_record_path(store_uri: str) -> Path:
-    return _cache_root() / "stores" / f"{_digest(store_key(store_uri))}.json"
-
-
-def record_embedder(store_uri: str, spec: str, name: str, dim: int, modality: str) -> None:
-    path = _embedder_record_path(store_uri)
-    info = {"store": store_key(store_uri), "embedder": spec, "name": name, "dim": dim}
-    info["modality"] = modality
-    if path.exists() and json.loads(path.read_text()) == info:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(path)
-
-
-def recorded_embedder(store_uri: str) -> dict[str, Any] | None:
-    """What `record_embedder` wrote for this store: embedder spec, name, dim, modality."""
-    path = _embedder_record_path(store_uri)
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def content_hash(embedder_name: str, row: Row) -> str:
-    h = hashlib.sha256(embedder_name.encode())
-    h.update(b"\0")
-    payload = row.payload
-    h.update(payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape"))
-    h.update(b"\0")
-    h.update(json.dumps(row.metadata, sort_keys=True, ensure_ascii=False).encode())
-    return h.hexdigest()
-
-
-class Manifest:
-    """id -> content hash of what the store durably holds from one catalog."""
-
-    def __init__(self, path: Path | str):
-        self.path = Path(path) if path != ":memory:" else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.lock = threading.Lock()
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, hash TEXT)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT)")
-
-    def close(self) -> None:
-        self.db.close()
-
-    def count(self) -> int:
-        with self.lock:
-            return self.db.execute("SELECT count(*) FROM items").fetchone()[0]
-
-    def ids(self) -> Iterator[str]:
-        with self.lock:
-            rows = self.db.execute("SELECT id FROM items ORDER BY id").fetchall()
-        for (rid,) in rows:
-            yield rid
-
-    def hashes(self, ids: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for start in range(0, len(ids), SQL_BATCH):
-            part = ids[start : start + SQL_BATCH]
-            marks = ",".join("?" * len(part))
-            query = f"SELECT id, hash FROM items WHERE id IN ({marks})"
-            with self.lock:
-                out.update(self.db.execute(query, part).fetchall())
-        return out
-
-    def commit(self, entries: Iterable[tuple[str, str]], info: dict[str, str] | None = None):
-        with self.lock, self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?)", entries)
-            self.db.executemany("INSERT OR REPLACE INTO info VALUES (?, ?)", (info or {}).items())
-
-    def remove(self, ids: Iterable[str]) -> None:
-        with self.lock, self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("DELETE FROM items WHERE id = ?", ((i,) for i in ids))
-
-    def clear(self) -> None:
-        with self.lock, self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM items")
-
-
-@dataclass
-class IngestOptions:
-    batch_size: int = 256
-    checkpoint_seconds: float = 5.0
-    rejects: Path | None = None
-    max_rejects: int | None = None
-    sync: bool = False
-
-
-@dataclass
-class IngestSummary:
-    rows_read: int = 0
-    unchanged: int = 0
-    embedded: int = 0
-    cache_hits: int = 0
-    upserted: int = 0
-    rejected: int = 0
-    deleted: int = 0
-    seconds: float = 0.0
-    rejects_path: Path | None = None
-    manifest: Path | None = None
-    aborted: str | None = None
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
-
-    def items(self) -> list[tuple[str, str]]:
-        rows = [
-            ("rows read", f"{self.rows_read:,}"),
-            ("unchanged", f"{self.unchanged:,}"),
-            ("embedded", f"{self.embedded:,}"),
-            ("cache hits", f"{self.cache_hits:,}"),
-            ("upserted", f"{self.upserted:,}"),
-            ("rejected", f"{self.rejected:,}"),
-            ("deleted", f"{self.deleted:,}"),
-            ("seconds", f"{self.seconds:.2f}"),
-            ("rows/s", f"{self.rows_per_s:,.0f}"),
-        ]
-        if self.rejected and self.rejects_path is not None:
-            rows.append(("rejects file", str(self.rejects_path)))
-        return rows
-
-
-class TooManyRejects(ValueError):
-    """More rows were rejected than `max_rejects` allows; what landed is checkpointed."""
-
-    def __init__(self, summary: IngestSummary, limit: int):
-        self.summary = summary
-        super().__init__(
-            f"aborted after {summary.rejected} rejected rows (limit {limit}); "
-            f"see {summary.rejects_path}. Rows already upserted are kept: fix the catalog "
-            "and rerun to resume"
-        )
-
-
-class _Rejects:
-    """The rejects file of this run, truncated when the run starts, written as rejects come."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.path.unlink(missing_ok=True)
-        self._fh: IO[str] | None = None
-
-    def write(self, reject: Reject) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
-        self._fh.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
+__all__ = ["ingest"]
 
 
 @dataclass
 class _Run:
+    """The state of one ingest: rows are read, prepared and embedded on the calling thread,
+    upserted and checkpointed on `writer`."""
+
     source: Source
     store_uri: str
     spec: str
-    embedder: Any
-    cache: Any
+    embedder: Embedder
+    cache: EmbeddingCache
     options: IngestOptions
     manifest: Manifest
-    rejects: _Rejects
+    rejects: RejectsFile
     progress: Callable[[int], None] | None
     summary: IngestSummary
     store: VectorStore | None = None
+    described: bool = False
+    """The store has been told the metadata schema and described (its embedder), this run."""
+    known: StoreInfo | None = None
+    """What the existing store said about itself when opened (None for a new store)."""
     seen: set[str] = field(default_factory=set)
     unread_ids: int = 0
     """Rejected rows whose id could not be read: --sync cannot tell whether they left."""
@@ -254,7 +87,7 @@ class _Run:
     checkpoint_cost: float = 0.0
     writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     """Upserts and checkpoints run here, one batch behind the embedding of the next."""
-    writing: Future | None = None
+    writing: Future[list[Reject]] | None = None
 
     def reject(self, reject: Reject) -> None:
         self.summary.rejected += 1
@@ -265,6 +98,11 @@ class _Run:
             self.checkpoint()
             raise TooManyRejects(self.summary, limit)
 
+    def _reject_row(self, row: Row, reason: str, field: str | None) -> None:
+        self.reject(Reject(str(self.source.path), row.row, row.id, field, reason))
+
+    # -- the store ----------------------------------------------------------------------------
+
     def open_existing(self) -> None:
         try:
             self.store = open_store(self.store_uri)
@@ -272,7 +110,11 @@ class _Run:
             self.store = None
         if self.store is None:
             self.manifest.clear()
-        elif self.store.count() < self.manifest.count():
+            return
+        self.known = store_info(self.store)
+        if self.known is not None:  # refused before any row is embedded
+            self.known.check_embedder(self.spec, self.embedder.name, self.store_uri)
+        if self.store.count() < self.manifest.count():
             self._reconcile()
 
     def _reconcile(self) -> None:
@@ -287,68 +129,141 @@ class _Run:
         self.manifest.remove(missing)
 
     def writable_store(self) -> VectorStore:
+        """The store, created if need be, told the declared metadata kinds before its first
+        upsert (so that Qdrant builds its payload indexes before its graph)."""
         if self.store is None:
             self.store = open_store(self.store_uri, dim=self.embedder.dim)
-        record_embedder(
-            self.store_uri, self.spec, self.embedder.name, self.store.dim, self.embedder.modality
-        )
+        if not self.described:
+            kinds = self.source.columns.declared_kinds()
+            if kinds:
+                self.store.declare_fields(kinds)
+            describe(self.store, self.spec, self.embedder, self.known)
+            self.described = True
         return self.store
 
-    def process(self, batch: list[tuple[Row, str]]) -> None:
-        """Embed, upsert and (when due) checkpoint one batch of changed rows."""
-        from embedrec.embedders import embed_cached
+    # -- reading, embedding, writing ----------------------------------------------------------
 
-        if self.embedder.modality == "item":
-            inputs = [{"id": row.id, **row.metadata} for row, _ in batch]
-        elif self.source.columns.image is not None:
-            batch, inputs = self._decode(batch)
-        else:
-            inputs = [row.payload for row, _ in batch]
+    def run(self) -> None:
+        pending: Pending = []
+        size = self.options.batch_size
+        for chunk in self.source.chunks(size):
+            pending += self._changed(self._read(chunk))
+            self.summary.rows_read += len(chunk)
+            while len(pending) >= size:
+                self.process(pending[:size])
+                pending = pending[size:]
+            if self.progress is not None:
+                self.progress(len(chunk))
+        if pending:
+            self.process(pending)
+        self.checkpoint()
+        if self.options.sync:
+            self.sync()
+
+    def _read(self, chunk: Sequence[Row | Reject]) -> list[Row]:
+        """The chunk's rows; its rejects go to the rejects file. Every id is remembered for
+        --sync."""
+        rows: list[Row] = []
+        for item in chunk:
+            if item.id is not None:
+                self.seen.add(item.id)
+            else:
+                self.unread_ids += 1
+            if isinstance(item, Reject):
+                self.reject(item)
+            else:
+                rows.append(item)
+        return rows
+
+    def _changed(self, rows: list[Row]) -> Pending:
+        """The rows whose content hash differs from the manifest's."""
+        known = self.manifest.hashes([row.id for row in rows])
+        out: Pending = []
+        for row in rows:
+            digest = content_hash(self.embedder.name, row)
+            if known.get(row.id) == digest:
+                self.summary.unchanged += 1
+            else:
+                out.append((row, digest))
+        return out
+
+    def process(self, batch: Pending) -> None:
+        """Prepare, embed, then hand one batch of changed rows to the writer."""
+        batch, inputs = self._prepare(batch)
+        while batch:
+            try:
+                vectors, hits = embed_cached(self.embedder, inputs, self.cache)
+                break
+            except InputError as exc:  # chunks embedded before it are cached: cheap to retry
+                row, _ = batch.pop(exc.index)
+                inputs.pop(exc.index)
+                self._reject_row(row, exc.reason, self.source.columns.input_field)
         if not batch:
             return
-        vectors, hits = embed_cached(self.embedder, inputs, self.cache)
         self.summary.embedded += len(batch) - hits
         self.summary.cache_hits += hits
         self.drain()
         self.writing = self.writer.submit(self._write, batch, vectors)
 
+    def _prepare(self, batch: Pending) -> tuple[Pending, list[object]]:
+        """Each row's input as the embedder takes it; a row it cannot use is rejected."""
+        kept: Pending = []
+        inputs: list[object] = []
+        for row, digest in batch:
+            try:
+                inputs.append(self.embedder.prepare(row))
+            except InputError as exc:
+                self._reject_row(row, exc.reason, self.source.columns.input_field)
+                continue
+            kept.append((row, digest))
+        return kept, inputs
+
     def drain(self) -> None:
-        """Wait for the batch being written, raising what it raised."""
+        """Wait for the batch being written, raising what it raised and rejecting the records
+        the store refused."""
         if self.writing is not None:
             writing, self.writing = self.writing, None
-            writing.result()
+            for reject in writing.result():
+                self.reject(reject)
 
-    def _write(self, batch: list[tuple[Row, str]], vectors: Any) -> None:
+    def _write(self, batch: Pending, vectors: np.ndarray) -> list[Reject]:
+        """Upsert a batch (on the writer thread); returns the records the store refused."""
         store = self.writable_store()
         step = max(1, store.capabilities.max_batch)
+        refused: list[Reject] = []
         for start in range(0, len(batch), step):
             part = batch[start : start + step]
-            store.upsert(
-                [row.id for row, _ in part],
-                vectors[start : start + len(part)],
-                [row.metadata for row, _ in part],
-            )
-            self.summary.upserted += len(part)
-        self.uncommitted.extend((row.id, digest) for row, digest in batch)
+            written, bad = self._upsert(store, part, vectors[start : start + len(part)])
+            self.summary.upserted += len(written)
+            self.uncommitted.extend((row.id, digest) for row, digest in written)
+            refused += bad
         interval = max(self.options.checkpoint_seconds, CHECKPOINT_SHARE * self.checkpoint_cost)
         if time.monotonic() - self.last_checkpoint >= interval:
             self._checkpoint()
+        return refused
 
-    def _decode(self, batch: list[tuple[Row, str]]) -> tuple[list[tuple[Row, str]], list[Any]]:
-        """Decode the images to embed, rejecting those that are not readable images."""
-        from embedrec.embedders.image import decode_image
-
-        kept, images = [], []
-        for row, digest in batch:
+    def _upsert(
+        self, store: VectorStore, part: Pending, vectors: np.ndarray
+    ) -> tuple[Pending, list[Reject]]:
+        try:
+            store.upsert([r.id for r, _ in part], vectors, [r.metadata for r, _ in part])
+            return part, []
+        except REFUSED:
+            pass
+        written: Pending = []
+        refused: list[Reject] = []
+        for i, (row, digest) in enumerate(part):
             try:
-                images.append(decode_image(row.payload))
-            except ValueError as exc:
-                field = self.source.columns.image
-                reason = getattr(exc, "reason", str(exc))
-                self.reject(Reject(str(self.source.path), row.row, row.id, field, reason))
+                store.upsert([row.id], vectors[i : i + 1], [row.metadata])
+            except REFUSED as exc:
+                reason = f"the store refused the record: {exc}"
+                field = _refused_field(row)
+                refused.append(Reject(str(self.source.path), row.row, row.id, field, reason))
                 continue
-            kept.append((row, digest))
-        return kept, images
+            written.append((row, digest))
+        return written, refused
+
+    # -- durability ---------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
         """Finish the batch being written, make the store durable, record what it holds."""
@@ -367,45 +282,13 @@ class _Run:
         self.last_checkpoint = time.monotonic()
         self.checkpoint_cost = self.last_checkpoint - started
 
-    def run(self) -> None:
-        pending: list[tuple[Row, str]] = []
-        size = self.options.batch_size
-        for chunk in self.source.chunks(size):
-            rows: list[Row] = []
-            for item in chunk:
-                if item.id is not None:
-                    self.seen.add(item.id)
-                else:
-                    self.unread_ids += 1
-                if isinstance(item, Reject):
-                    self.reject(item)
-                else:
-                    rows.append(item)
-            self.summary.rows_read += len(chunk)
-            known = self.manifest.hashes([row.id for row in rows])
-            for row in rows:
-                digest = content_hash(self.embedder.name, row)
-                if known.get(row.id) == digest:
-                    self.summary.unchanged += 1
-                else:
-                    pending.append((row, digest))
-            while len(pending) >= size:
-                self.process(pending[:size])
-                pending = pending[size:]
-            if self.progress is not None:
-                self.progress(len(chunk))
-        if pending:
-            self.process(pending)
-        self.checkpoint()
-        if self.options.sync:
-            if self.unread_ids:
-                raise ValueError(
-                    f"--sync deleted nothing: {self.unread_ids} rejected row(s) have no readable "
-                    f"id, and their records may still be in the catalog (see {self.rejects.path})"
-                )
-            self.sync()
-
     def sync(self) -> None:
+        """Delete from the store the ids of earlier runs that left the catalog."""
+        if self.unread_ids:
+            raise ValueError(
+                f"--sync deleted nothing: {self.unread_ids} rejected row(s) have no readable "
+                f"id, and their records may still be in the catalog (see {self.rejects.path})"
+            )
         gone = [rid for rid in self.manifest.ids() if rid not in self.seen]
         if not gone or self.store is None:
             return
@@ -415,14 +298,45 @@ class _Run:
         self.manifest.remove(gone)
 
 
+def _refused_field(row: Row) -> str | None:
+    """The metadata field of `row` that stores refuse, or None (then its id or vector)."""
+    for name, value in row.metadata.items():
+        try:
+            check_metadata(row.id, {name: value})
+        except MetadataError:
+            return name
+    return None
+
+
+@contextmanager
+def _own_cache(cache: EmbeddingCache | None) -> Iterator[EmbeddingCache]:
+    """The caller's cache, or one of the run's own, closed when the run ends."""
+    if cache is not None:
+        yield cache
+        return
+    with EmbeddingCache() as own:
+        yield own
+
+
+def _check_modality(embedder: Embedder, source: Source) -> None:
+    """An item embedder reads any catalog's metadata; the others need their own input kind."""
+    modality = source.columns.modality
+    if embedder.modality not in (modality, "item"):
+        flag = "--text" if embedder.modality == "text" else "--image-col"
+        raise ValueError(
+            f"embedder {embedder.name!r} takes {embedder.modality} input, but the catalog "
+            f"mapping gives {modality} (use {flag})"
+        )
+
+
 def ingest(
     source: Source,
     store_uri: str,
     embedder_spec: str = "text",
     options: IngestOptions | None = None,
     *,
-    embedder: Any = None,
-    cache: Any = None,
+    embedder: Embedder | None = None,
+    cache: EmbeddingCache | None = None,
     progress: Callable[[int], None] | None = None,
     manifest: Path | str | None = None,
 ) -> IngestSummary:
@@ -431,49 +345,30 @@ def ingest(
     `embedder` (default: `get_embedder(embedder_spec)`, its model loaded only when a row
     needs embedding) and `cache` (default: the embedding cache under `$EMBEDREC_CACHE`) may
     be passed in. Raises `TooManyRejects` past `options.max_rejects`, after checkpointing.
-    An item embedder (modality "item", e.g. `two-tower:MODEL`) gets each record as a dict of
-    its id (`id`) and metadata, so the metadata columns must carry the model's item features.
+    An item embedder (modality "item", e.g. `two-tower:MODEL`) prepares its input from each
+    record's id and metadata, so the metadata columns must carry the model's item features.
     """
-    from embedrec.embedders import EmbeddingCache, get_embedder
-
     options = options or IngestOptions()
     if options.batch_size < 1:
         raise ValueError(f"batch size must be positive, got {options.batch_size}")
     started = time.perf_counter()
     embedder = embedder if embedder is not None else get_embedder(embedder_spec)
-    modality = source.columns.modality
-    if embedder.modality not in (modality, "item"):
-        flag = "--text" if embedder.modality == "text" else "--image-col"
-        raise ValueError(
-            f"embedder {embedder.name!r} takes {embedder.modality} input, but the catalog "
-            f"mapping gives {modality} (use {flag})"
-        )
-    own_cache = cache is None
-    cache = EmbeddingCache() if own_cache else cache
+    _check_modality(embedder, source)
     manifest_file = Path(manifest) if manifest else manifest_path(source.path, store_uri)
     rejects_path = options.rejects or manifest_file.with_suffix(".rejects.jsonl")
     summary = IngestSummary(rejects_path=rejects_path, manifest=manifest_file)
-    with closing(Manifest(manifest_file)) as book:
+    with closing(Manifest(manifest_file)) as book, _own_cache(cache) as run_cache:
         run = _Run(
-            source=source,
-            store_uri=store_uri,
-            spec=embedder_spec,
-            embedder=embedder,
-            cache=cache,
-            options=options,
-            manifest=book,
-            rejects=_Rejects(rejects_path),
-            progress=progress,
-            summary=summary,
-        )
+            source=source, store_uri=store_uri, spec=embedder_spec, embedder=embedder,
+            cache=run_cache, options=options, manifest=book, rejects=RejectsFile(rejects_path),
+            progress=progress, summary=summary,
+        )  # fmt: skip
         try:
             run.open_existing()
             run.run()
         finally:
             run.writer.shutdown(wait=True)
             run.rejects.close()
-            if own_cache:
-                cache.close()
             if run.store is not None:
                 run.store.close()
             summary.seconds = time.perf_counter() - started

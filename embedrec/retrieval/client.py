@@ -10,39 +10,34 @@ of the search itself; Pinecone over-fetches, asking again with a larger k while 
 short, up to k + |excluded|, which is sure to suffice. k results thus come back whenever k
 eligible records exist.
 
-Failover: every store call goes through a `Failover`. A call that raises (anything but a
-`ValueError`, which is the caller's bad input) or, on a network store, outlasts `timeout_s`
-is retried on the replica, with a logged warning and a counter
-(`Recommender.fallback_counts`); for `cooldown_s` after that, calls go straight to the
-replica. Without a replica the caller gets `StoreUnavailable` naming the store URI.
+Failover: every store call goes through a `Failover` (see `embedrec.retrieval.failover`),
+which falls back to the replica when the primary fails, and counts it
+(`Recommender.fallback_counts`).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from embedrec.stores import Hit, Hits, StoreError, StoreUnavailable, VectorStore, open_store
+from embedrec.embedders import Embedder
+from embedrec.embedders.two_tower import TwoTowerModel
+from embedrec.eval.config import load_config
+from embedrec.eval.dataset import load_dataset
+from embedrec.ingestion.store_info import embedder_for
+from embedrec.retrieval.config import ServeConfig, SpaceConfig, UsersConfig, load_serve_config
+from embedrec.retrieval.failover import Failover
+from embedrec.stores import Hit, Hits, StoreError, open_existing
 from embedrec.stores.errors import ConfigError
 from embedrec.stores.filters import Node, matches, parse_filter
-
-if TYPE_CHECKING:
-    from embedrec.embedders import Embedder
-    from embedrec.embedders.two_tower import TwoTowerModel
-    from embedrec.retrieval.config import ServeConfig, SpaceConfig
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SPACES = ("text", "image", "two-tower")
 POPULAR_CHUNK = 256
@@ -62,102 +57,6 @@ class Results:
     source: str
     """What answered: the space searched ("text", "image", "two-tower"), or for
     `recommend` also "features" (a new user's feature-only vector) or "popularity"."""
-
-
-class Failover:
-    """One space's stores: calls go to the primary, and to the replica when it fails."""
-
-    def __init__(
-        self,
-        space: str,
-        primary: VectorStore,
-        replica: VectorStore | None = None,
-        *,
-        timeout_s: float | None = 2.0,
-        cooldown_s: float = 5.0,
-        on_fallback: Callable[[str, str], None] | None = None,
-    ) -> None:
-        if replica is not None and (replica.dim, replica.metric) != (primary.dim, primary.metric):
-            raise ConfigError(
-                f"{space} replica {replica.uri} ({replica.dim}-d, {replica.metric}) does not "
-                f"match its primary {primary.uri} ({primary.dim}-d, {primary.metric})"
-            )
-        self.space = space
-        self.primary = primary
-        self.replica = replica
-        self.timeout_s = timeout_s
-        self.cooldown_s = cooldown_s
-        self.on_fallback = on_fallback or (lambda space, op: None)
-        self._down_until = 0.0
-        self._pools: dict[int, ThreadPoolExecutor] = {}
-        if timeout_s is not None:
-            for store in (primary, replica):
-                if store is not None and store.capabilities.remote:
-                    self._pools[id(store)] = ThreadPoolExecutor(
-                        max_workers=32, thread_name_prefix=f"{space}-store"
-                    )
-
-    @property
-    def dim(self) -> int:
-        return self.primary.dim
-
-    @property
-    def remote(self) -> bool:
-        """Whether a call may wait on the network (a Qdrant server, Pinecone)."""
-        return any(s is not None and s.capabilities.remote for s in (self.primary, self.replica))
-
-    def _run(self, store: VectorStore, fn: Callable[[VectorStore], T]) -> T:
-        pool = self._pools.get(id(store))
-        if pool is None:
-            return fn(store)
-        future = pool.submit(fn, store)
-        try:
-            return future.result(timeout=self.timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"no answer within {self.timeout_s} s") from None
-
-    def call(self, op: str, fn: Callable[[VectorStore], T]) -> T:
-        """`fn(store)` on the primary, else on the replica. A `ValueError` (bad input) is
-        raised as it is: another store would refuse the same input."""
-        if self.replica is None or time.monotonic() >= self._down_until:
-            try:
-                return self._run(self.primary, fn)
-            except ValueError:
-                raise
-            except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                if self.replica is None:
-                    raise StoreUnavailable(
-                        f"{self.space} store {self.primary.uri} failed on {op}: {reason}"
-                    ) from exc
-                self._down_until = time.monotonic() + self.cooldown_s
-                log.warning(
-                    "%s store %s failed on %s (%s); using replica %s for the next %.0f s",
-                    self.space,
-                    self.primary.uri,
-                    op,
-                    reason,
-                    self.replica.uri,
-                    self.cooldown_s,
-                )
-        self.on_fallback(self.space, op)
-        try:
-            return self._run(self.replica, fn)
-        except ValueError:
-            raise
-        except Exception as exc:
-            raise StoreUnavailable(
-                f"{self.space} store {self.primary.uri} is down and its replica "
-                f"{self.replica.uri} failed on {op}: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    def close(self) -> None:
-        for pool in self._pools.values():
-            pool.shutdown(wait=False, cancel_futures=True)
-        for store in (self.primary, self.replica):
-            if store is not None:
-                store.close()
 
 
 @dataclass
@@ -184,6 +83,17 @@ class Interactions:
         counts = pairs["item_id"].value_counts()
         order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return cls(users.reset_index(drop=True), seen, [(i, int(c)) for i, c in order])
+
+
+def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The user table and the ratings `[users]` names: through a train config's [data]
+    section (canonical user_id / item_id columns), or from the two files. The service and the
+    web app both read them here, so the app shows the seen items recommendations leave out."""
+    if config.data is not None:
+        data = load_dataset(load_config(config.data).data)
+        return data.users, data.interactions
+    assert config.users is not None and config.ratings is not None  # UsersConfig checks
+    return _read_table(config.users), _read_table(config.ratings)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -224,24 +134,7 @@ class Recommender:
         self._count_lock = threading.Lock()
         for fo in self._spaces.values():
             fo.on_fallback = self._count_fallback
-        needs = (("text", text_embedder), ("image", image_embedder), ("two-tower", model))
-        for name, part in needs:
-            if name in self._spaces and part is None:
-                what = "a two-tower model" if name == "two-tower" else f"a {name} embedder"
-                raise ConfigError(f"the {name} space needs {what}")
-        for name, embedder in (("text", text_embedder), ("image", image_embedder)):
-            if embedder is not None and name in self._spaces:
-                store_dim = self._spaces[name].dim
-                if embedder.dim != store_dim:
-                    raise ConfigError(
-                        f"{embedder.name} gives {embedder.dim}-d vectors but the {name} store "
-                        f"{self._spaces[name].primary.uri} holds {store_dim}-d ones"
-                    )
-        if model is not None and two_tower is not None and model.config.dim != two_tower.dim:
-            raise ConfigError(
-                f"the two-tower model gives {model.config.dim}-d vectors but "
-                f"{two_tower.primary.uri} holds {two_tower.dim}-d ones"
-            )
+        _check_parts(self._spaces, text_embedder, image_embedder, model)
         if interactions is not None and model is None:
             raise ConfigError("user data serves recommend(), which needs the two-tower model")
         self.text_embedder = text_embedder
@@ -269,38 +162,15 @@ class Recommender:
 
     @classmethod
     def from_config(cls, config: ServeConfig | str | Path) -> Recommender:
-        """Open the stores, embedders, model and user data a serve config names."""
-        from embedrec.retrieval.config import ServeConfig, load_serve_config
-
+        """Open the stores, embedders, model and user data a serve config names. Should any
+        step fail, the stores opened before it are closed again (they may hold file locks or
+        connections that a retry in the same process would trip over)."""
         if not isinstance(config, ServeConfig):
             config = load_serve_config(config)
-        kw: dict[str, Any] = {"similar_space": config.server.similar_space}
-        if config.text is not None:
-            from embedrec.embedders import get_embedder
-
-            kw["text"] = _failover("text", config.text)
-            kw["text_embedder"] = get_embedder(config.text.embedder)
-        if config.image is not None:
-            from embedrec.embedders import get_embedder
-
-            kw["image"] = _failover("image", config.image)
-            kw["image_embedder"] = get_embedder(config.image.embedder)
-        if config.two_tower is not None:
-            from embedrec.embedders.two_tower import TwoTowerModel
-
-            kw["two_tower"] = _failover("two-tower", config.two_tower)
-            kw["model"] = TwoTowerModel.load(config.two_tower.model)
-        if config.users is not None:
-            if config.users.dataset == "movielens":
-                from embedrec.ingestion.datasets import load_movielens
-
-                ml = load_movielens()
-                users, ratings = ml.users, ml.ratings
-            else:
-                assert config.users.users is not None and config.users.ratings is not None
-                users, ratings = _read_table(config.users.users), _read_table(config.users.ratings)
-            kw["interactions"] = Interactions.from_frames(users, ratings)
-        return cls(**kw)
+        with ExitStack() as opened:
+            recommender = cls(**_parts(config, opened))
+            opened.pop_all()
+        return recommender
 
     @property
     def spaces(self) -> list[str]:
@@ -446,9 +316,10 @@ class Recommender:
     ) -> Results:
         """Top-k items for a user from the two-tower model.
 
-        A known user gets their learned vector; an unknown one with `features` (age, gender,
-        occupation) the feature-only tower's vector; an unknown one without features the most
-        rated items. `features` are used only for users this recommender does not know.
+        A known user gets their learned vector; an unknown one with `features` (the user
+        features the model declares; `FeatureError` names one it does not) the feature-only
+        tower's vector; an unknown one without features the most rated items. `features`
+        are checked for every user and used only for users this recommender does not know.
         """
         return self.recommend_batch(
             [user_id],
@@ -472,7 +343,9 @@ class Recommender:
         self._space("two-tower")
         assert self.model is not None
         ids = [str(u) for u in user_ids]
-        feats = list(features) if features is not None else [None] * len(ids)
+        feats: list[Mapping[str, Any] | None] = [None] * len(ids)
+        if features is not None:  # checked against the model's declaration, known user or not
+            feats = [None if f is None else self.model.validate_user(f) for f in features]
         if len(feats) != len(ids):
             raise ValueError(f"{len(feats)} feature rows for {len(ids)} users")
         seen = self.interactions.seen if self.interactions is not None else {}
@@ -522,11 +395,55 @@ class Recommender:
         return Hits.of(out)
 
 
-def _failover(space: str, cfg: SpaceConfig) -> Failover:
-    return Failover(
-        space,
-        open_store(cfg.uri),
-        open_store(cfg.replica) if cfg.replica else None,
-        timeout_s=cfg.timeout_s,
-        cooldown_s=cfg.cooldown_s,
-    )
+def _check_parts(
+    spaces: Mapping[str, Failover],
+    text_embedder: Embedder | None,
+    image_embedder: Embedder | None,
+    model: TwoTowerModel | None,
+) -> None:
+    """Each configured space has what makes its query vectors, of its store's dimension."""
+    needs = (("text", text_embedder), ("image", image_embedder), ("two-tower", model))
+    for name, part in needs:
+        if name in spaces and part is None:
+            what = "a two-tower model" if name == "two-tower" else f"a {name} embedder"
+            raise ConfigError(f"the {name} space needs {what}")
+    for name, embedder in (("text", text_embedder), ("image", image_embedder)):
+        if embedder is not None and name in spaces and embedder.dim != spaces[name].dim:
+            raise ConfigError(
+                f"{embedder.name} gives {embedder.dim}-d vectors but the {name} store "
+                f"{spaces[name].primary.uri} holds {spaces[name].dim}-d ones"
+            )
+    tt = spaces.get("two-tower")
+    if model is not None and tt is not None and model.config.dim != tt.dim:
+        raise ConfigError(
+            f"the two-tower model gives {model.config.dim}-d vectors but "
+            f"{tt.primary.uri} holds {tt.dim}-d ones"
+        )
+
+
+def _parts(config: ServeConfig, opened: ExitStack) -> dict[str, Any]:
+    """`Recommender`'s keyword arguments for `config`; each store opened is entered on
+    `opened`, which the caller closes if anything fails."""
+    kw: dict[str, Any] = {"similar_space": config.server.similar_space}
+    if config.text is not None:
+        kw["text"] = _failover("text", config.text, opened)
+        spec = config.text.embedder  # checked against the store's own record
+        kw["text_embedder"] = embedder_for(kw["text"].primary, spec, default="text")
+    if config.image is not None:
+        kw["image"] = _failover("image", config.image, opened)
+        spec = config.image.embedder  # checked against the store's own record
+        kw["image_embedder"] = embedder_for(kw["image"].primary, spec, default="image")
+    if config.two_tower is not None:
+        kw["two_tower"] = _failover("two-tower", config.two_tower, opened)
+        kw["model"] = TwoTowerModel.load(config.two_tower.model)
+    if config.users is not None:
+        kw["interactions"] = Interactions.from_frames(*read_users(config.users))
+    return kw
+
+
+def _failover(space: str, cfg: SpaceConfig, opened: ExitStack) -> Failover:
+    """The space's stores, which must exist; the Failover's pools start no thread before its
+    first call, so closing the stores is all a failed start has to undo."""
+    primary = opened.enter_context(open_existing(cfg.uri))
+    replica = opened.enter_context(open_existing(cfg.replica)) if cfg.replica else None
+    return Failover(space, primary, replica, timeout_s=cfg.timeout_s, cooldown_s=cfg.cooldown_s)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,7 @@ CONFIG_ENV = "EMBEDREC_SERVE_CONFIG"
 def app_from_env() -> Any:
     """The app over the config named by $EMBEDREC_SERVE_CONFIG: what each worker process of
     a multi-worker `embedrec serve` builds (uvicorn starts workers from an import string)."""
-    import atexit
-    import os
-
+    # here, not at the top: FastAPI (the serve extra) and torch would slow `embedrec --help`
     from embedrec.retrieval.api import create_app
     from embedrec.retrieval.client import Recommender
 
@@ -44,9 +45,8 @@ def app_from_env() -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-    import os
-
+    # here, not at the top: uvicorn and FastAPI (the serve extra), torch and pydantic would
+    # slow `embedrec --help`, and an install without the serve extra still lists `serve`
     import uvicorn
 
     from embedrec.retrieval.api import create_app

@@ -45,11 +45,15 @@ class SpaceConfig(Section):
 
 
 class TextSpaceConfig(SpaceConfig):
-    embedder: str = "text"
+    embedder: str | None = None
+    """The embedder spec; none: the one that built the store (which it records), else
+    `text`. One given must name the same model as the store's."""
 
 
 class ImageSpaceConfig(SpaceConfig):
-    embedder: str = "image"
+    embedder: str | None = None
+    """The embedder spec; none: the one that built the store (which it records), else
+    `image`. One given must name the same model as the store's."""
 
 
 class TwoTowerSpaceConfig(SpaceConfig):
@@ -58,19 +62,26 @@ class TwoTowerSpaceConfig(SpaceConfig):
 
 
 class UsersConfig(Section):
-    """Users (user_id plus the model's user features) and ratings (user_id, item_id)."""
+    """Users (user_id plus the model's user features) and ratings (user_id, item_id): either
+    `data`, or both `users` and `ratings`."""
 
-    dataset: Literal["movielens"] | None = None
+    data: Path | None = None
+    """A train/evaluate config (TOML) whose [data] section describes the user table and the
+    interactions, in its own column names: what `embedrec train` read."""
     users: Path | None = None
+    """A user table (CSV or Parquet) with a user_id column and the model's user features."""
     ratings: Path | None = None
+    """The interactions (CSV or Parquet) with user_id and item_id columns."""
 
     @model_validator(mode="after")
     def _one_source(self) -> UsersConfig:
-        paths = (self.users is not None, self.ratings is not None)
-        if self.dataset is not None and any(paths):
-            raise ValueError("give either dataset or users + ratings files, not both")
-        if self.dataset is None and not all(paths):
-            raise ValueError("give dataset, or both users and ratings (CSV or Parquet files)")
+        files = (self.users is not None, self.ratings is not None)
+        if self.data is not None and any(files):
+            raise ValueError("give data alone, without users + ratings files")
+        if self.data is None and not all(files):
+            raise ValueError(
+                "give data (a train config), or both users and ratings (CSV or Parquet files)"
+            )
         return self
 
 

@@ -24,15 +24,24 @@ from embedrec.stores.errors import (
     VectorError,
 )
 from embedrec.stores.filters import matches, parse_filter
+from embedrec.stores.info import EmbedderMismatch, StoreInfo
 from embedrec.stores.uri import StoreURI, parse_uri
 
 REGISTRY: dict[str, tuple[str, str, str]] = {
     # scheme: (module, class, the extra that installs its client)
     "faiss": ("embedrec.stores.faiss", "FaissStore", "embedrec"),
-    "qdrant": ("embedrec.stores.qdrant", "QdrantStore", "embedrec[qdrant]"),
-    "qdrant+local": ("embedrec.stores.qdrant", "QdrantStore", "embedrec[qdrant]"),
-    "qdrant+memory": ("embedrec.stores.qdrant", "QdrantStore", "embedrec[qdrant]"),
-    "qdrant+edge": ("embedrec.stores.qdrant_edge", "QdrantEdgeStore", "embedrec[qdrant]"),
+    "qdrant": ("embedrec.stores.qdrant.client_engine", "QdrantClientStore", "embedrec[qdrant]"),
+    "qdrant+local": (
+        "embedrec.stores.qdrant.client_engine",
+        "QdrantClientStore",
+        "embedrec[qdrant]",
+    ),
+    "qdrant+memory": (
+        "embedrec.stores.qdrant.client_engine",
+        "QdrantClientStore",
+        "embedrec[qdrant]",
+    ),
+    "qdrant+edge": ("embedrec.stores.qdrant.edge_engine", "QdrantEdgeStore", "embedrec[qdrant]"),
     "pinecone": ("embedrec.stores.pinecone", "PineconeStore", "embedrec[pinecone]"),
 }
 
@@ -62,6 +71,16 @@ def open_store(
     return getattr(module, class_name).open(parsed, dim=dim, metric=metric)
 
 
+def open_existing(uri: str, **options: object) -> VectorStore:
+    """Open a store that must already exist, to query or serve it. A missing one raises
+    `StoreNotFound` saying to build it: `open_store`'s own message advises passing `dim`,
+    which a command that only reads has no use for."""
+    try:
+        return open_store(uri, **options)
+    except StoreNotFound as exc:
+        raise StoreNotFound(f"no store at {uri}: build it with `embedrec ingest`") from exc
+
+
 __all__ = [
     "METRICS",
     "REGISTRY",
@@ -70,6 +89,7 @@ __all__ = [
     "ConfigError",
     "CorruptStore",
     "DimensionError",
+    "EmbedderMismatch",
     "FilterError",
     "Hit",
     "Hits",
@@ -77,6 +97,7 @@ __all__ = [
     "MetadataError",
     "Record",
     "StoreError",
+    "StoreInfo",
     "StoreLocked",
     "StoreNotFound",
     "StoreURI",
@@ -84,7 +105,23 @@ __all__ = [
     "VectorError",
     "VectorStore",
     "matches",
+    "open_existing",
     "open_store",
     "parse_filter",
     "parse_uri",
 ]
+
+
+def missing_backend(scheme: str) -> str | None:
+    """Why the backend of `scheme` cannot be used here (its module does not import: a
+    missing extra, named with its install command), or None when it can. Lets the bench and
+    the leaderboard skip such a store with the reason instead of failing the run. An unknown
+    scheme raises `ConfigError`."""
+    if scheme not in REGISTRY:
+        raise ConfigError(f"unknown store scheme {scheme!r}; known: {', '.join(sorted(REGISTRY))}")
+    module, _, extra = REGISTRY[scheme]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return f"{module} does not import ({exc}); pip install '{extra}'"
+    return None

@@ -8,16 +8,17 @@ id, metadata value or filter gets the same error from every store.
 from __future__ import annotations
 
 import abc
-import functools
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, NoReturn, overload
+import reprlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from embedrec.stores.errors import (
     ConfigError,
+    CorruptStore,
     DimensionError,
     IdError,
     MetadataError,
@@ -25,132 +26,25 @@ from embedrec.stores.errors import (
     VectorError,
 )
 from embedrec.stores.filters import Node, parse_filter
+from embedrec.stores.info import StoreInfo
+from embedrec.stores.results import FrozenMetadata as FrozenMetadata  # re-exported
+from embedrec.stores.results import Hit as Hit  # re-exported
+from embedrec.stores.results import Hits, MetadataValue, Record
+from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
 from embedrec.stores.uri import StoreURI
+from embedrec.vectors import l2_normalize
 
 Metric = Literal["cosine", "dot", "l2"]
 METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
-MetadataValue = str | int | float | bool | list[str]
-MetadataOrNone = dict[str, MetadataValue] | None
 MIN_OVERFETCH = 16
 """Extra hits asked for beyond k when over-fetching past excluded ids (at least k extra)."""
-INT64 = (-(2**63), 2**63 - 1)
-"""The integers metadata may hold: what Qdrant's payloads and JSON encoders take."""
-
-
-@dataclass(slots=True)
-class Record:
-    id: str
-    vector: np.ndarray
-    metadata: dict[str, MetadataValue] = field(default_factory=dict)
-
-
-class Hit(NamedTuple):
-    """A search result. `score` is higher-is-more-similar for every metric: the inner product
-    for cosine and dot, the negated squared distance for l2.
-
-    A named tuple: immutable and unpackable (`id, score, meta = hit`). Searches return
-    `Hits`, which build them on access."""
-
-    id: str
-    score: float
-    metadata: MetadataOrNone = None
-
-
-_hit = functools.partial(tuple.__new__, Hit)
-"""Hit((id, score, metadata)) built in C, without Hit.__new__'s Python frame."""
-
-
-class Hits(Sequence[Hit]):
-    """One query's hits, best first, held as three parallel lists: `ids`, `scores` and
-    `metadata`. It reads as a sequence of `Hit` (index, slice, iterate, unpack, compare with a
-    list of hits), but a `Hit` is built only when one is asked for.
-
-    Why columns: FAISS answers a batch as arrays, and a Python object per hit costs about a
-    tenth of a 128-d HNSW search (`benchmarks/faiss_store.py`). Callers that need only ids and
-    scores (recall, a response body) read the columns and never build one. For the same
-    reason a store may hand over the metadata as a function that reads it on first access
-    from a snapshot taken at search time."""
-
-    __slots__ = ("_metadata", "ids", "scores")
-
-    def __init__(
-        self,
-        ids: list[str] | None = None,
-        scores: list[float] | None = None,
-        metadata: list[MetadataOrNone] | Callable[[], list[MetadataOrNone]] | None = None,
-    ) -> None:
-        self.ids = ids if ids is not None else []
-        self.scores = scores if scores is not None else [0.0] * len(self.ids)
-        self._metadata = metadata if metadata is not None else [None] * len(self.ids)
-        if len(self.ids) != len(self.scores):
-            raise ValueError(f"{len(self.ids)} ids for {len(self.scores)} scores")
-
-    @property
-    def metadata(self) -> list[MetadataOrNone]:
-        if callable(self._metadata):
-            self._metadata = self._metadata()
-        return self._metadata
-
-    @classmethod
-    def of(cls, hits: Iterable[Hit]) -> Hits:
-        rows = list(hits)
-        return cls([h[0] for h in rows], [h[1] for h in rows], [h[2] for h in rows])
-
-    def take(self, positions: Iterable[int]) -> Hits:
-        """The hits at `positions`, in that order."""
-        ids, scores, metadata = self.ids, self.scores, self.metadata
-        at = list(positions)
-        return Hits([ids[n] for n in at], [scores[n] for n in at], [metadata[n] for n in at])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @overload
-    def __getitem__(self, i: int) -> Hit: ...
-    @overload
-    def __getitem__(self, i: slice) -> Hits: ...
-    def __getitem__(self, i: int | slice) -> Hit | Hits:
-        if isinstance(i, slice):
-            return Hits(self.ids[i], self.scores[i], self.metadata[i])
-        return _hit((self.ids[i], self.scores[i], self.metadata[i]))
-
-    def __iter__(self) -> Iterator[Hit]:
-        return map(_hit, zip(self.ids, self.scores, self.metadata, strict=True))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Hits):
-            return (self.ids, self.scores, self.metadata) == (
-                other.ids,
-                other.scores,
-                other.metadata,
-            )
-        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[type, tuple]:
-        return (Hits, (self.ids, self.scores, self.metadata))  # the metadata, not its snapshot
-
-    def __repr__(self) -> str:
-        return f"Hits({list(self)!r})"
-
-
-class FrozenMetadata(dict):
-    """A record's metadata as a store holds it: a dict that refuses changes, so that hits can
-    share it instead of copying it per hit. `dict(m)` or `m.copy()` gives a mutable copy."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("a hit's metadata is read-only: change a copy, dict(hit.metadata)")
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-    def __reduce__(self) -> tuple[type, tuple[dict]]:
-        return (dict, (dict(self),))
+FIELD_KINDS: tuple[str, ...] = ("str", "int", "float", "bool", "list")
+"""The metadata kinds `VectorStore.declare_fields` takes."""
+MAX_INT = 2**53
+"""Metadata integers lie within +-2**53: every store must keep them exact, and Pinecone holds
+numbers as float64, in which 2**53 + 1 reads back as 2**53."""
+MAX_K = 2**31 - 1
+"""A k beyond any store's size; stores also bound their work by the records they hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +65,19 @@ class Capabilities:
     remote: bool = False
     """True where calls cross the network (a Qdrant server, Pinecone), so that one can hang
     and callers should bound it with a timeout; in-process stores answer or raise."""
+    excludes_in_search: bool = False
+    """True where `_search` leaves excluded ids out within the search itself (it then gets one
+    collection of ids per query); others get exclusion by over-fetching in `search`."""
+
+
+def encodable(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: False for lone surrogates (text decoded with
+    errors="surrogateescape", or "\\udce9" built by hand), which no file or wire takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def normalize_ids(ids: Iterable[str | int]) -> list[str]:
@@ -185,6 +92,11 @@ def normalize_ids(ids: Iterable[str | int]) -> list[str]:
         sid = str(int(raw)) if not isinstance(raw, str) else raw
         if not sid:
             raise IdError(f"id at position {pos} is empty")
+        if not sid.isascii() and not encodable(sid):
+            raise IdError(
+                f"id {sid!a} at position {pos} is not valid Unicode text (a lone surrogate): "
+                "no store can write it"
+            )
         if sid in seen:
             raise IdError(f"id {sid!r} appears twice in one batch (again at position {pos})")
         seen.add(sid)
@@ -207,29 +119,78 @@ def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.nd
     if ids is not None and len(ids) != arr.shape[0]:
         raise IdError(f"{len(ids)} ids for {arr.shape[0]} vectors")
     arr = np.ascontiguousarray(arr)
-    # One dot product is finite exactly when every value is, unless large finite values
-    # overflow it: only then, or for a bad row, the full elementwise check.
-    if not math.isfinite(np.vdot(arr, arr)) and not np.isfinite(arr).all():
-        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
-        raise VectorError(f"{name}: vector contains NaN or inf")
+    # One dot product is finite exactly when every value is and no squared norm overflows,
+    # unless the sum over many rows overflows: only then the row by row checks.
+    if not math.isfinite(np.vdot(arr, arr)):
+        _refuse_unscorable(arr, ids)
     return arr
 
 
-def l2_normalize(vectors: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # half np.linalg.norm's cost
-    if not norms.all():
-        row = int(np.flatnonzero(norms == 0)[0])
-        name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
-        raise VectorError(f"{name}: zero vector has no direction under the cosine metric")
-    return vectors / norms[:, None]
+def _refuse_unscorable(arr: np.ndarray, ids: Sequence[str] | None) -> None:
+    """Raise for the first row with NaN or inf, or whose squared norm overflows float32
+    (every store scores in float32: such a row would score inf, or normalise to zeros)."""
+    finite = np.isfinite(arr).all(axis=1)
+    with np.errstate(over="ignore"):
+        overflows = ~np.isfinite(np.einsum("ij,ij->i", arr, arr))
+    bad = ~finite | overflows
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad)[0])
+    name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
+    if not finite[row]:
+        raise VectorError(f"{name}: vector contains NaN or inf")
+    raise VectorError(
+        f"{name}: vector's squared norm overflows float32 (values up to "
+        f"{float(np.abs(arr[row]).max()):.3g}); scale it down"
+    )
+
+
+def _check_value(where: str, value: Any) -> MetadataValue:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        raise MetadataError(f"{where}: null values are not allowed; leave the key out")
+    if isinstance(value, str):
+        if not value.isascii() and not encodable(value):
+            raise MetadataError(f"{where}: {value!a} is not valid Unicode text (a lone surrogate)")
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -MAX_INT <= value <= MAX_INT:
+            raise MetadataError(
+                f"{where}: {value} is outside +-2**53, the integers every store keeps exactly"
+            )
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MetadataError(f"{where}: {value} is not a finite number")
+        return value
+    if isinstance(value, Mapping):
+        raise MetadataError(f"{where}: nested objects are not allowed")
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+        bad = next((v for v in items if not isinstance(v, str)), None)
+        if bad is not None or any(v is None for v in items):
+            raise MetadataError(
+                f"{where}: lists may hold only strings, found {type(bad).__name__} "
+                f"{reprlib.repr(bad)}"
+            )
+        for item in items:
+            if not item.isascii() and not encodable(item):
+                raise MetadataError(f"{where}: {item!a} is not valid Unicode text")
+        return items
+    raise MetadataError(
+        f"{where}: {type(value).__name__} is not allowed (str, int, float, bool or list of str)"
+    )
 
 
 def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:
     """Validate one record's metadata and convert numpy scalars to Python values.
 
-    Allowed: str, int, float (finite), bool, list of str. These are Pinecone's limits,
-    applied everywhere so that every store holds the same data.
+    Allowed: str, int (within +-2**53), float (finite), bool, list of str, all of it text
+    that UTF-8 can write. These are Pinecone's limits, applied everywhere so that every
+    store holds the same data and can save what it took.
     """
     if metadata is None:
         return {}
@@ -239,40 +200,12 @@ def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[s
         )
     out: dict[str, MetadataValue] = {}
     for key, value in metadata.items():
-        where = f"record {record_id!r}, key {key!r}"
+        where = f"record {record_id!r}, key {key!a}"
         if not isinstance(key, str) or not key or key.startswith("$"):
             raise MetadataError(f"{where}: keys are non-empty strings not starting with '$'")
-        if isinstance(value, np.generic):
-            value = value.item()
-        if value is None:
-            raise MetadataError(f"{where}: null values are not allowed; leave the key out")
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and not INT64[0] <= value <= INT64[1]
-        ):
-            raise MetadataError(f"{where}: {value} is outside the 64-bit integer range")
-        if isinstance(value, (bool, int, str)):
-            out[key] = value
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise MetadataError(f"{where}: {value} is not a finite number")
-            out[key] = value
-        elif isinstance(value, Mapping):
-            raise MetadataError(f"{where}: nested objects are not allowed")
-        elif isinstance(value, (list, tuple, np.ndarray)):
-            items = list(value)
-            bad = next((v for v in items if not isinstance(v, str)), None)
-            if bad is not None or any(v is None for v in items):
-                raise MetadataError(
-                    f"{where}: lists may hold only strings, found {type(bad).__name__} {bad!r}"
-                )
-            out[key] = items
-        else:
-            raise MetadataError(
-                f"{where}: {type(value).__name__} is not allowed "
-                "(str, int, float, bool or list of str)"
-            )
+        if not key.isascii() and not encodable(key):
+            raise MetadataError(f"{where}: the key is not valid Unicode text (a lone surrogate)")
+        out[key] = _check_value(where, value)
     return out
 
 
@@ -323,7 +256,7 @@ class VectorStore(abc.ABC):
                 raise MetadataError(f"{len(metadata)} metadata entries for {len(sids)} ids")
             metas = [check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)]
         if self.metric == "cosine":
-            mat = l2_normalize(mat, sids)
+            mat = l2_normalize(mat, zero_rows="refuse", ids=sids)
         return self._upsert(sids, mat, metas)
 
     def delete(
@@ -356,14 +289,16 @@ class VectorStore(abc.ABC):
         query row that its hits must leave out (a user's seen items, the query item itself);
         k hits still come back whenever k records qualify."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise StoreError(f"k must be a positive integer, got {k!r}")
+            raise StoreError(f"k must be a positive integer, got {reprlib.repr(k)}")
+        if k > MAX_K:
+            raise StoreError(f"k={k} is beyond what any store holds (at most {MAX_K:,})")
         if self.capabilities.max_k is not None and k > self.capabilities.max_k:
             raise StoreError(
                 f"k={k}: {self.uri} answers at most top_k={self.capabilities.max_k:,} per query"
             )
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
-            queries = l2_normalize(queries)
+            queries = l2_normalize(queries, zero_rows="refuse")
         node = parse_filter(filter) if filter is not None else None
         checked = check_params(params, self.capabilities.search_params)
         if exclude is not None and len(exclude) != queries.shape[0]:
@@ -371,12 +306,85 @@ class VectorStore(abc.ABC):
         if queries.shape[0] == 0:
             return []
         if exclude is None or not any(exclude):
-            return self._search(queries, int(k), node, checked)
+            return self._search(queries, int(k), node, checked, None)
         sets = [ex if isinstance(ex, (set, frozenset)) else {str(i) for i in ex} for ex in exclude]
-        return self._search_excluding(queries, int(k), node, checked, sets)
+        if self.capabilities.excludes_in_search:
+            return self._search(queries, int(k), node, checked, sets)
+        return self._over_fetch(queries, int(k), node, checked, sets)
+
+    def _over_fetch(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        params: dict[str, Any],
+        exclude: Sequence[Collection[str]],
+    ) -> list[Hits]:
+        """Exclusion for stores that cannot leave ids out themselves: each row asks for k plus
+        some of its excluded count, and a row still short of k after dropping excluded ids
+        asks again with a larger k, up to k + |excluded|, which is sure to suffice, or up to
+        the store's `max_k`, past which a row may come back short."""
+        cap = self.capabilities.max_k or math.inf
+        need = [min(k + len(ex), cap) for ex in exclude]
+        fetch = [min(k + min(len(ex), max(k, MIN_OVERFETCH)), cap) for ex in exclude]
+        out: list[Hits] = [Hits() for _ in exclude]
+        pending = list(range(len(exclude)))
+        while pending:
+            kk = max(fetch[i] for i in pending)
+            answers = self._search(queries[pending], kk, node, params, None)
+            still_short = []
+            for i, hits in zip(pending, answers, strict=True):
+                kept = [n for n, hid in enumerate(hits.ids) if hid not in exclude[i]][:k]
+                if len(kept) >= k or len(hits) < kk or kk >= need[i]:
+                    out[i] = hits.take(kept)
+                else:
+                    fetch[i] = min(need[i], 4 * kk)
+                    still_short.append(i)
+            pending = still_short
+        return out
 
     def count(self, filter: Mapping | None = None) -> int:
         return self._count(parse_filter(filter) if filter is not None else None)
+
+    def declare_fields(self, fields: Mapping[str, str]) -> None:
+        """Declare the metadata schema known before writing: field name -> kind, one of
+        "str", "int", "float", "bool", "list". Ingestion calls it before its first upsert so
+        that stores with payload indexes (Qdrant) build them before the graph, whose
+        filter-aware links only exist for indexes present when it is built."""
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"fields must be a mapping of name to kind, got {fields!r}")
+        for name, kind in fields.items():
+            if not isinstance(name, str) or not name or name.startswith("$"):
+                raise ConfigError(f"field name {name!r}: non-empty strings not starting with '$'")
+            if kind not in FIELD_KINDS:
+                raise ConfigError(f"field {name!r}: kind {kind!r} is not one of {FIELD_KINDS}")
+        self._declare_fields(dict(fields))
+
+    @property
+    def info(self) -> StoreInfo | None:
+        """What the store says about itself (its embedder, search defaults), None for a store
+        no one has described; `CorruptStore` when what it holds is damaged."""
+        raw = self._read_info()
+        if raw is None:
+            return None
+        info = StoreInfo.from_json(raw, self.uri)
+        if (info.dim, info.metric) != (self.dim, self.metric):
+            raise CorruptStore(
+                f"{self.uri}: the store info describes {info.dim}-d {info.metric} vectors, "
+                f"the store holds {self.dim}-d {self.metric}"
+            )
+        return info
+
+    def set_info(self, info: StoreInfo) -> None:
+        """Describe the store, replacing any description; durable by the next `flush()`."""
+        if not isinstance(info, StoreInfo):
+            raise ConfigError(f"set_info takes a StoreInfo, got {type(info).__name__}")
+        if info.dim != self.dim:
+            raise DimensionError(f"store info for {info.dim}-d vectors; {self.uri} has {self.dim}")
+        if info.metric != self.metric:
+            raise ConfigError(f"store info for metric {info.metric}; {self.uri} uses {self.metric}")
+        if self._read_info() != info.to_json():
+            self._write_info(info.to_json())
 
     def flush(self) -> None:  # noqa: B027 (a no-op for stores that need nothing)
         """Make every write durable and searchable (build indexes, save, wait for consistency)."""
@@ -409,39 +417,26 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def _search(
-        self, queries: np.ndarray, k: int, node: Node | None, params: dict[str, Any]
-    ) -> list[Hits]: ...
-
-    @abc.abstractmethod
-    def _count(self, node: Node | None) -> int: ...
-
-    def _search_excluding(
         self,
         queries: np.ndarray,
         k: int,
         node: Node | None,
         params: dict[str, Any],
-        exclude: Sequence[Collection[str]],
+        exclude: Sequence[Collection[str]] | None,
     ) -> list[Hits]:
-        """Exclusion by over-fetching, for stores that cannot leave ids out themselves: each
-        row asks for k plus some of its excluded count, and a row still short of k after
-        dropping excluded ids asks again with a larger k, up to k + |excluded|, which is sure
-        to suffice, or up to the store's `max_k`, past which a row may come back short."""
-        cap = self.capabilities.max_k or math.inf
-        need = [min(k + len(ex), cap) for ex in exclude]
-        fetch = [min(k + min(len(ex), max(k, MIN_OVERFETCH)), cap) for ex in exclude]
-        out: list[Hits] = [Hits() for _ in exclude]
-        pending = list(range(len(exclude)))
-        while pending:
-            kk = max(fetch[i] for i in pending)
-            answers = self._search(queries[pending], kk, node, params)
-            still_short = []
-            for i, hits in zip(pending, answers, strict=True):
-                kept = [n for n, hid in enumerate(hits.ids) if hid not in exclude[i]][:k]
-                if len(kept) >= k or len(hits) < kk or kk >= need[i]:
-                    out[i] = hits.take(kept)
-                else:
-                    fetch[i] = min(need[i], 4 * kk)
-                    still_short.append(i)
-            pending = still_short
-        return out
+        """Top-k per query row. `exclude` is None unless `capabilities.excludes_in_search`
+        is set and the call excludes ids: then it holds one collection per row (maybe empty)."""
+
+    @abc.abstractmethod
+    def _count(self, node: Node | None) -> int: ...
+
+    def _declare_fields(self, fields: dict[str, str]) -> None:  # noqa: B027 (optional hook)
+        """Prepare for the declared metadata fields; a no-op for stores without indexes."""
+
+    def _read_info(self) -> dict[str, Any] | None:
+        """The store info as persisted (validated by `info`). By default it lives with this
+        object only: persistent stores override both hooks to keep it with their data."""
+        return getattr(self, "_held_info", None)
+
+    def _write_info(self, raw: dict[str, Any]) -> None:
+        self._held_info = raw

@@ -45,5 +45,10 @@ class CorruptStore(StoreError):
     """Persisted files that are truncated, corrupted or do not match their manifest."""
 
 
+class StoreWriteError(StoreError):
+    """The store's files could not be written (a full disk, a read-only directory); what was
+    committed before stays intact and readable."""
+
+
 class StoreLocked(StoreError):
     """The store's files are held open by another process or client."""

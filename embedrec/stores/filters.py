@@ -19,11 +19,18 @@ Semantics, the same on every store (`matches` is the reference):
 
 `parse_filter` validates a dict into a small tree (`Cond`, `And`, `Or`) that every backend
 translates; errors name the offending node by its path, e.g. `filter["year"]["$gte"]`.
+
+Limits, each a `FilterError` beyond it, so that no filter can exhaust the stack or a backend's
+request size: `$and`/`$or` nest at most `MAX_DEPTH` (16) levels; a filter holds at most
+`MAX_CONDITIONS` (1,000) conditions; an `$in`/`$nin` list holds at most `MAX_SET_VALUES`
+(10,000, Pinecone's limit) values; integers lie within +-2**53 (what every store compares
+exactly); strings are text that UTF-8 can write (no lone surrogates).
 `Columns` evaluates the same tree vectorised over metadata columns (FAISS filters with it).
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +44,10 @@ EQUALITY_OPS = ("$eq", "$ne")
 RANGE_OPS = ("$gt", "$gte", "$lt", "$lte")
 SET_OPS = ("$in", "$nin")
 OPERATORS = (*EQUALITY_OPS, *RANGE_OPS, *SET_OPS, "$exists")
+MAX_DEPTH = 16
+MAX_CONDITIONS = 1_000
+MAX_SET_VALUES = 10_000
+MAX_INT = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +73,51 @@ class Or:
 Node = Cond | And | Or
 
 
-def _is_number(v: object) -> bool:
+def is_number(v: object) -> bool:
+    """An int or float that is not a bool (bools are ints to Python, not to filters)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _text(value: str, path: str) -> str:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FilterError(f"{path}: {value!a} is not valid Unicode text") from None
+    return value
 
 
 def _scalar(value: object, path: str) -> Scalar:
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, (str, bool, int, float)):
-        if isinstance(value, float) and not np.isfinite(value):
+    if isinstance(value, str):
+        return _text(value, path)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -MAX_INT <= value <= MAX_INT:
+            raise FilterError(f"{path}: {value} is outside +-2**53, which stores compare exactly")
+        return value
+    if isinstance(value, float):
+        if not np.isfinite(value):
             raise FilterError(f"{path}: {value} is not a finite number")
         return value
     raise FilterError(
-        f"{path}: expected a string, number or boolean, got {type(value).__name__} {value!r}"
+        f"{path}: expected a string, number or boolean, got {type(value).__name__} "
+        f"{reprlib.repr(value)}"
     )
+
+
+@dataclass
+class _Budget:
+    """What a filter may still hold while it is parsed."""
+
+    conditions: int = MAX_CONDITIONS
+
+    def spend(self, path: str) -> None:
+        self.conditions -= 1
+        if self.conditions < 0:
+            raise FilterError(f"{path}: a filter holds at most {MAX_CONDITIONS} conditions")
 
 
 def _parse_op(field: str, op: str, value: object, path: str) -> Cond:
@@ -83,7 +125,7 @@ def _parse_op(field: str, op: str, value: object, path: str) -> Cond:
         return Cond(field, op, _scalar(value, path))
     if op in RANGE_OPS:
         value = value.item() if isinstance(value, np.generic) else value
-        if not _is_number(value):
+        if not is_number(value):
             raise FilterError(
                 f"{path}: range operator {op} needs a number, got {type(value).__name__} "
                 f"{value!r} (ranges on strings are not supported)"
@@ -93,30 +135,37 @@ def _parse_op(field: str, op: str, value: object, path: str) -> Cond:
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(
             value, (Sequence, np.ndarray, set, frozenset)
         ):
-            raise FilterError(f"{path}: {op} needs a list of values, got {value!r}")
+            raise FilterError(f"{path}: {op} needs a list of values, got {reprlib.repr(value)}")
+        if len(value) > MAX_SET_VALUES:
+            raise FilterError(f"{path}: {op} takes at most {MAX_SET_VALUES} values")
         values = tuple(_scalar(v, f"{path}[{i}]") for i, v in enumerate(value))
         if not values:
             raise FilterError(f"{path}: {op} needs a non-empty list")
         return Cond(field, op, values)
     if op == "$exists":
         if not isinstance(value, bool):
-            raise FilterError(f"{path}: $exists needs true or false, got {value!r}")
+            raise FilterError(f"{path}: $exists needs true or false, got {reprlib.repr(value)}")
         return Cond(field, op, value)
-    raise FilterError(f"{path}: unknown operator {op!r}; known: {' '.join(OPERATORS)}")
+    raise FilterError(f"{path}: unknown operator {op!a}; known: {' '.join(OPERATORS)}")
 
 
-def _parse(obj: object, path: str) -> Node:
+def _parse(obj: object, path: str, depth: int, budget: _Budget) -> Node:
     if not isinstance(obj, Mapping):
-        raise FilterError(f"{path}: a filter is a dict, got {type(obj).__name__} {obj!r}")
+        raise FilterError(
+            f"{path}: a filter is a dict, got {type(obj).__name__} {reprlib.repr(obj)}"
+        )
+    if depth > MAX_DEPTH:
+        raise FilterError(f"{path}: $and/$or nest at most {MAX_DEPTH} levels deep")
     items: list[Node] = []
     for key, value in obj.items():
-        here = f"{path}[{key!r}]"
+        here = f"{path}[{key!a}]" if isinstance(key, str) else f"{path}[{reprlib.repr(key)}]"
         if not isinstance(key, str) or not key:
             raise FilterError(f"{here}: keys are field names or $and/$or")
+        _text(key, here)
         if key in ("$and", "$or"):
             if not isinstance(value, (list, tuple)) or not value:
                 raise FilterError(f"{here}: {key} needs a non-empty list of filters")
-            subs = tuple(_parse(v, f"{here}[{i}]") for i, v in enumerate(value))
+            subs = tuple(_parse(v, f"{here}[{i}]", depth + 1, budget) for i, v in enumerate(value))
             items.append(And(subs) if key == "$and" else Or(subs))
         elif key.startswith("$"):
             raise FilterError(
@@ -127,10 +176,12 @@ def _parse(obj: object, path: str) -> Node:
             if not value:
                 raise FilterError(f"{here}: empty condition")
             for op, operand in value.items():
-                items.append(_parse_op(key, op, operand, f"{here}[{op!r}]"))
+                budget.spend(here)
+                items.append(_parse_op(key, op, operand, f"{here}[{op!a}]"))
         elif isinstance(value, (list, tuple, set, np.ndarray)):
             raise FilterError(f"{here}: a list is not a value to compare with; use $in")
         else:
+            budget.spend(here)
             items.append(Cond(key, "$eq", _scalar(value, here)))
     return items[0] if len(items) == 1 else And(tuple(items))  # And(()) matches all
 
@@ -139,7 +190,7 @@ def parse_filter(filter: Mapping | Node) -> Node:
     """Validate a filter dict into a tree. `{}` is the filter that matches everything."""
     if isinstance(filter, (Cond, And, Or)):
         return filter
-    return _parse(filter, "filter")
+    return _parse(filter, "filter", 0, _Budget())
 
 
 # -- the reference evaluator -----------------------------------------------------------------
@@ -148,8 +199,8 @@ def parse_filter(filter: Mapping | Node) -> Node:
 def _same(a: object, b: Scalar) -> bool:
     if isinstance(b, bool) or isinstance(a, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if _is_number(b):
-        return _is_number(a) and a == b
+    if is_number(b):
+        return is_number(a) and a == b
     return isinstance(a, str) and a == b
 
 
@@ -172,7 +223,7 @@ def _cond(metadata: Mapping[str, Any], c: Cond) -> bool:
         return present and any(_eq(value, t) for t in c.value)
     if c.op == "$nin":
         return not (present and any(_eq(value, t) for t in c.value))
-    if not present or not _is_number(value):
+    if not present or not is_number(value):
         return False
     if c.op == "$gt":
         return value > c.value
@@ -247,7 +298,7 @@ class _Column:
     def eq_any(self, targets: Sequence[Scalar]) -> np.ndarray:
         """Rows where the value (or any list element) equals one of the targets."""
         out = np.zeros_like(self.present)
-        nums = [t for t in targets if _is_number(t)]
+        nums = [t for t in targets if is_number(t)]
         bools = [t for t in targets if isinstance(t, bool)]
         codes = [self.vocab[t] for t in targets if isinstance(t, str) and t in self.vocab]
         if nums:

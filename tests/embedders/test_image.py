@@ -13,7 +13,8 @@ from PIL import Image
 from embedrec.embedders import Embedder, get_embedder
 from embedrec.embedders.base import InputError, resolve_device
 from embedrec.embedders.image import ImageEmbedder
-from embedrec.ingestion.datasets import DatasetUnavailable, load_fashion_mnist
+from embedrec.ingestion.fashion_mnist import load_fashion_mnist
+from embedrec.ingestion.fetching import DatasetUnavailable
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 from embedrec.embedders import Embedder, get_embedder
 from embedrec.embedders.base import InputError
 from embedrec.embedders.text import DEFAULT_MODEL, TextEmbedder, default_model
-from embedrec.ingestion.datasets import DatasetUnavailable, load_movielens
+from embedrec.ingestion.fetching import DatasetUnavailable
+from embedrec.ingestion.movielens import load_movielens
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ skips with reasons, and config validation."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from embedrec.eval import bench, bench_commands
 from embedrec.eval.bench_config import load_bench_config
 from embedrec.eval.report import operating_points
+from embedrec.stores import REGISTRY
 
 CONFIG = """
 [run]
@@ -179,3 +181,56 @@ def test_quick_needs_a_quick_section(tmp_path):
     path.write_text(CONFIG)
     with pytest.raises(ValueError, match=r"no \[quick\] section"):
         load_bench_config(path).for_quick()
+
+
+TINY = """
+[run]
+k = 3
+clients = [2]
+warmup = 1
+threads = 1
+
+[[datasets]]
+name = "tiny"
+kind = "synthetic"
+n = 120
+queries = 4
+dim = 8
+clusters = 4
+"""
+
+
+def _bench(tmp_path: Path, stores: str) -> bench.Outcome:
+    from rich.console import Console
+
+    path = tmp_path / "b.toml"
+    path.write_text(TINY + stores)
+    console = Console(file=io.StringIO())
+    return bench.run_bench(load_bench_config(path), tmp_path / "out", console=console)
+
+
+def test_stores_that_cannot_run_here_are_skipped_with_the_reason(tmp_path, monkeypatch):
+    backend = ("embedrec.stores.nowhere", "NowhereStore", "embedrec[nowhere]")
+    monkeypatch.setitem(REGISTRY, "nowhere", backend)
+    outcome = _bench(
+        tmp_path,
+        '[[stores]]\nname = "absent"\nuri = "nowhere:x"\n\n'
+        '[[stores]]\nname = "unknown"\nuri = "mystery:x"\n',
+    )
+    reasons = {s["store"]: s["reason"] for s in outcome.skipped}
+    assert "embedrec.stores.nowhere does not import" in reasons["absent"]
+    assert "pip install 'embedrec[nowhere]'" in reasons["absent"]
+    assert "unknown store scheme 'mystery'" in reasons["unknown"]
+    assert outcome.rows == []
+
+
+@pytest.mark.slow  # a worker process with the Pinecone SDK against the loopback
+def test_a_loopback_store_is_served_from_the_package(tmp_path):
+    outcome = _bench(
+        tmp_path,
+        '[[stores]]\nname = "pl"\nuri = "pinecone://{name}?create=1"\nloopback = "pinecone"\n',
+    )
+    assert outcome.skipped == []
+    (row,) = outcome.rows
+    assert row["store"] == "pl" and row["service"] == "pinecone loopback"
+    assert row["recall"] == 1.0  # an exact store

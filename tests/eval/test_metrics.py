@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from embedrec.eval.metrics import (
+from embedrec.ranking.metrics import (
     catalog_coverage,
     hit_matrix,
     hit_rate_at_k,

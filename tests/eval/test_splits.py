@@ -2,7 +2,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedrec.eval.splits import cold_item_split, leave_last_out, stratified_split
+from embedrec.ranking.splits import (
+    SPLITS,
+    cold_item_split,
+    describe_split,
+    leave_last_out,
+    make_split,
+    random_split,
+    stratified_split,
+    temporal_split,
+)
 
 
 def ratings(pairs: list[tuple[str, str]], timestamps: list[int] | None = None) -> pd.DataFrame:
@@ -80,3 +89,40 @@ def test_cold_item_split_holds_items_out_entirely() -> None:
     assert len(train) + len(test) == len(data)
     again = cold_item_split(data, 0.1, seed=3)[1]
     assert set(again["item_id"]) == set(test["item_id"])
+
+
+def test_random_split_partitions_at_the_ratio_and_repeats_per_seed() -> None:
+    data = ratings([(f"u{i % 9}", f"i{i}") for i in range(200)])
+    train, test = random_split(data, 0.75, seed=1)
+    assert (len(train), len(test)) == (150, 50)
+    assert sorted([*train.index, *test.index]) == list(range(200))
+    assert train.index.equals(random_split(data, 0.75, seed=1)[0].index)
+    assert not train.index.equals(random_split(data, 0.75, seed=2)[0].index)
+    with pytest.raises(ValueError, match="ratio"):
+        random_split(data, 0.0)
+
+
+def test_temporal_split_cuts_at_one_time_for_everyone() -> None:
+    times = [50, 10, 40, 20, 30, 60, 70, 80]
+    data = ratings([(f"u{i % 3}", f"i{i}") for i in range(8)], timestamps=times)
+    train, test = temporal_split(data, 0.75)
+    assert train["timestamp"].max() < test["timestamp"].min()
+    assert sorted(test["timestamp"]) == [70, 80]
+    tied = ratings([("u1", "a"), ("u2", "b"), ("u3", "c"), ("u4", "d")], timestamps=[1, 2, 2, 3])
+    train, test = temporal_split(tied, 0.5)  # the cut's timestamp goes wholly to train
+    assert sorted(train["timestamp"]) == [1, 2, 2] and list(test["timestamp"]) == [3]
+    with pytest.raises(ValueError, match="too coarse"):
+        temporal_split(ratings([("u1", "a"), ("u2", "b")], timestamps=[5, 5]), 0.5)
+    with pytest.raises(ValueError, match="lack column"):
+        temporal_split(data.drop(columns="timestamp"))
+
+
+def test_make_split_knows_every_named_split() -> None:
+    data = ratings([(f"u{i % 5}", f"i{i % 11}") for i in range(60)])
+    for name in SPLITS:
+        train, test = make_split(name, data, ratio=0.75, seed=3)
+        assert len(train) + len(test) == len(data) and len(test) > 0, name
+        assert describe_split(name, ratio=0.75, seed=3)
+    assert describe_split("stratified") == "stratified by item 75/25 (seed 42)"
+    with pytest.raises(ValueError, match="unknown split 'weekly'"):
+        make_split("weekly", data)

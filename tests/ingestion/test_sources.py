@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from embedrec.ingestion.sources import (
-    CatalogError,
-    ColumnMap,
-    MetaField,
-    Reject,
-    Row,
-    Source,
-    parse_metadata_spec,
-    template_fields,
-)
+from embedrec.ingestion.columns import ColumnMap, MetaField, parse_metadata_spec, template_fields
+from embedrec.ingestion.rows import CatalogError, Reject, Row
+from embedrec.ingestion.sources import Source
 
 MOVIES = ColumnMap(
     id="item_id",
@@ -168,15 +164,21 @@ def test_template_naming_an_absent_column(tmp_path: Path) -> None:
     assert "'title', 'year'" in str(err.value)  # lists the columns there are
 
 
-def test_absent_metadata_column_and_jsonl_template(tmp_path: Path) -> None:
+def test_absent_metadata_column(tmp_path: Path) -> None:
     path = movies_csv(tmp_path, "1,a,1990,Drama\n")
     cols = ColumnMap(id="item_id", text="{title}", metadata=parse_metadata_spec("rating:float"))
     with pytest.raises(CatalogError, match="no metadata column 'rating'"):
         read_all(Source(path, cols))
+
+
+def test_a_first_jsonl_record_without_a_template_column_is_a_reject(tmp_path: Path) -> None:
     jsonl = tmp_path / "x.jsonl"
-    jsonl.write_text('{"item_id": 1, "name": "a"}\n')
-    with pytest.raises(CatalogError, match="field 'title'"):
-        read_all(Source(jsonl, ColumnMap(id="item_id", text="{title}")))
+    jsonl.write_text('{"item_id": 1, "name": "a"}\n{"item_id": 2, "title": "b"}\n{"title": "c"}\n')
+    rows, rejects = rows_and_rejects(Source(jsonl, ColumnMap(id="item_id", text="{title}")))
+    assert [(r.row, r.id, r.payload) for r in rows] == [(2, "2", "b")]
+    assert [(r.row, r.id, r.field) for r in rejects] == [(1, "1", "title"), (3, None, "item_id")]
+    assert "absent from this record: title" in rejects[0].reason
+    assert "missing" in rejects[1].reason
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
@@ -332,3 +334,57 @@ def test_image_bytes_in_parquet(tmp_path: Path) -> None:
     pd.DataFrame({"id": ["a", "b"], "image": [_png(1), _png(2)]}).to_parquet(path)
     rows, rejects = rows_and_rejects(Source(path, ColumnMap(id="id", image="image")))
     assert rejects == [] and [r.payload for r in rows] == [_png(1), _png(2)]
+
+
+def test_values_outside_a_columns_range_reject_only_their_row(tmp_path: Path) -> None:
+    body = "1,a,1e30,D\n2,b,1e3,D\n3,c,-1e20,D\n4,d,9007199254740992,D\n5,e,9007199254740993,D\n"
+    rows, rejects = rows_and_rejects(Source(movies_csv(tmp_path, body), MOVIES))
+    assert [(r.id, r.metadata["year"]) for r in rows] == [("2", 1000), ("4", 2**53)]
+    assert [(r.row, r.id, r.field) for r in rejects] == [
+        (2, "1", "year"),
+        (4, "3", "year"),
+        (6, "5", "year"),
+    ]
+    assert "'1e30' is outside +-2**53" in rejects[0].reason
+    jsonl = tmp_path / "items.jsonl"
+    records = [
+        {"id": "1", "t": "a", "n": 10**30},
+        {"id": "2", "t": "b", "n": 5, "s": "caf\udce9"},
+        {"id": "3", "t": "c", "n": 7, "s": ["ok", "\ud800"]},
+        {"id": "4", "t": "d", "n": 10**400},
+        {"id": "5", "t": "e", "n": -(2**53), "s": "fine"},
+        {"id": "6", "t": "f", "n": 2**53 + 1},
+    ]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))  # escapes the surrogates
+    cols = ColumnMap(id="id", text="{t}", metadata=parse_metadata_spec("n,s"))
+    rows, rejects = rows_and_rejects(Source(jsonl, cols))
+    assert [(r.id, r.metadata) for r in rows] == [("5", {"n": -(2**53), "s": "fine"})]
+    assert [(r.row, r.field) for r in rejects] == [(1, "n"), (2, "s"), (3, "s"), (4, "n"), (6, "n")]
+    assert "UTF-8" in rejects[1].reason and "UTF-8" in rejects[2].reason
+    typed = ColumnMap(id="id", text="{t}", metadata=parse_metadata_spec("n:int,s"))
+    assert [r.row for r in rows_and_rejects(Source(jsonl, typed))[1]] == [1, 2, 3, 4, 6]
+
+
+def test_json_nested_too_deeply_is_a_reject(tmp_path: Path) -> None:
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text(
+        '{"id": "1", "t": ' + "[" * 100_000 + "]" * 100_000 + '}\n{"id": 2, "t": "b"}\n'
+    )
+    rows, rejects = rows_and_rejects(Source(jsonl, ColumnMap(id="id", text="{t}")))
+    assert [r.id for r in rows] == ["2"]
+    assert _only_reject(rejects).row == 1 and "JSON" in rejects[0].reason
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(10**30), 10**30) | st.integers(-(2**53), 2**53), min_size=1))
+def test_an_int_column_keeps_exact_ints_and_rejects_the_rest(values: list[int]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        body = "".join(f"{i},t{i},{v},Drama\n" for i, v in enumerate(values))
+        rows, rejects = rows_and_rejects(Source(movies_csv(Path(tmp), body), MOVIES))
+    fits = [abs(v) <= 2**53 for v in values]
+    assert [(r.id, r.metadata["year"]) for r in rows] == [
+        (str(i), v) for i, v in enumerate(values) if fits[i]
+    ]
+    assert [(r.row, r.field) for r in rejects] == [
+        (i + 2, "year") for i in range(len(values)) if not fits[i]
+    ]

@@ -24,8 +24,10 @@ import pytest
 from embedrec import StoreUnavailable, VectorStore, open_store
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached, get_embedder
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+from embedrec.eval.config import load_config
 from embedrec.ingestion.datasets import load_fashion_mnist, load_movielens
-from embedrec.retrieval.client import Failover, Interactions, Recommender
+from embedrec.retrieval.client import Interactions, Recommender
+from embedrec.retrieval.failover import Failover
 from embedrec.stores.errors import ConfigError
 
 N_ITEMS = 300
@@ -74,7 +76,8 @@ def data() -> Data:
     config = TwoTowerConfig(
         dim=16, hidden=32, text=False, epochs=2, batch_size=1024, val_fraction=0.0, device="cpu"
     )
-    model = TwoTowerModel.fit(ratings, users, ml.items, config, progress=False)
+    towers = load_config(Path(__file__).parents[2] / "configs" / "two_tower.toml").data.towers()
+    model = TwoTowerModel.fit(ratings, users, ml.items, config, towers=towers, progress=False)
     fm = load_fashion_mnist()
     images = fm.train_images[:N_IMAGES]
     image_embedder = get_embedder("image", device="cpu", image_size=IMAGE_SIZE)
@@ -112,7 +115,7 @@ def backend_param(backend: str) -> Any:
     """A pytest param for a store backend, skipped with the reason where it cannot run."""
     if backend == "qdrant+edge":
         try:
-            import embedrec.stores.qdrant_edge  # noqa: F401
+            import embedrec.stores.qdrant.edge_engine  # noqa: F401
         except ImportError as exc:
             return pytest.param(backend, marks=pytest.mark.skip(reason=f"qdrant+edge: {exc}"))
     return pytest.param(backend)
@@ -200,13 +203,9 @@ class FaultyStore(VectorStore):
         self._tick()
         return self.inner._fetch(ids)
 
-    def _search(self, queries, k, node, params):  # type: ignore[no-untyped-def]
+    def _search(self, queries, k, node, params, exclude):  # type: ignore[no-untyped-def]
         self._tick()
-        return self.inner._search(queries, k, node, params)
-
-    def _search_excluding(self, queries, k, node, params, exclude):  # type: ignore[no-untyped-def]
-        self._tick()
-        return self.inner._search_excluding(queries, k, node, params, exclude)
+        return self.inner._search(queries, k, node, params, exclude)
 
     def _count(self, node):  # type: ignore[no-untyped-def]
         self._tick()
@@ -236,3 +235,31 @@ def serving(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def rec(data: Data, tmp_path_factory) -> Iterator[Recommender]:
+    """A recommender over fresh FAISS stores, for the service tests of one module."""
+    recommender = make_recommender(data, tmp_path_factory.mktemp("api"))
+    yield recommender
+    recommender.close()
+
+
+@pytest.fixture(scope="module")
+def url(rec: Recommender) -> Iterator[str]:
+    """The service over `rec` without an API key, on a real uvicorn."""
+    from embedrec.retrieval.api import create_app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("EMBEDREC_API_KEY", raising=False)
+        app = create_app(rec)
+    with serving(app) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Iterator[Any]:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as c:
+        yield c

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from embedrec import FilterError, StoreUnavailable, matches
@@ -19,6 +20,8 @@ from embedrec.retrieval.client import (
     Results,
     SpaceNotConfigured,
 )
+from embedrec.stores import ConfigError, StoreLocked, StoreNotFound, open_store
+from embedrec.stores.errors import CorruptStore, DimensionError
 from tests.retrieval.conftest import (
     Data,
     FaultyStore,
@@ -274,6 +277,49 @@ def test_bad_input_does_not_fail_over(data, tmp_path, tt_stores):
     assert rec.fallback_counts() == {}
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        FilterError("$and: nested too deep"),
+        DimensionError("query has 3 dims"),
+        RecursionError("maximum recursion depth exceeded"),
+        TypeError("a bug in the caller"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_only_store_faults_fail_over(tt_stores, error):
+    """Bad input, or a bug, raised inside a store call is raised as it is: the replica is not
+    asked and the primary stays in service."""
+    primary, replica = tt_stores
+    fo = Failover("two-tower", primary, replica, timeout_s=None, cooldown_s=60)
+    asked = []
+
+    def failing(store):
+        asked.append(store)
+        raise error
+
+    with pytest.raises(type(error)):
+        fo.call("search", failing)
+    assert asked == [primary]
+    assert fo.call("count", lambda s: s) is primary
+
+
+@pytest.mark.parametrize(
+    "fault", [StoreUnavailable("down"), CorruptStore("torn"), ConnectionResetError("reset")]
+)
+def test_store_faults_fail_over(tt_stores, fault):
+    primary, replica = tt_stores
+
+    def failing_on_the_primary(store):
+        if store is primary:
+            raise fault
+        return store
+
+    fo = Failover("two-tower", primary, replica, timeout_s=None, cooldown_s=60)
+    assert fo.call("search", failing_on_the_primary) is replica
+    assert fo.call("count", lambda s: s) is replica  # in its cooldown
+
+
 def test_replica_must_match_the_primary(tt_stores, data, tmp_path):
     other = build_store(
         f"faiss:{tmp_path}/text?index=Flat", data.item_ids, data.text_vectors, data.item_meta
@@ -285,7 +331,25 @@ def test_replica_must_match_the_primary(tt_stores, data, tmp_path):
 # -- from_config -----------------------------------------------------------------------------
 
 
-def test_from_config_serves_stores_on_disk(data, tmp_path):
+USERS_FROM_FILES = 'users = "{root}/users.csv"\nratings = "{root}/ratings.parquet"\n'
+USERS_FROM_TRAIN_CONFIG = 'data = "{root}/train.toml"\n'
+TRAIN_DATA = """
+[data.interactions]
+path = "{root}/ratings.parquet"
+user = "user_id"
+item = "item_id"
+rating = "rating"
+[data.items]
+path = "{root}/items.parquet"
+id = "item_id"
+[data.users]
+path = "{root}/users.parquet"
+id = "user_id"
+"""
+
+
+@pytest.mark.parametrize("users", [USERS_FROM_FILES, USERS_FROM_TRAIN_CONFIG])
+def test_from_config_serves_stores_on_disk(data, tmp_path, users):
     build_store(
         f"faiss:{tmp_path}/text?index=HNSW32", data.item_ids, data.text_vectors, data.item_meta
     ).close()
@@ -294,7 +358,12 @@ def test_from_config_serves_stores_on_disk(data, tmp_path):
     ).close()
     data.model.save(tmp_path / "tt.pt")
     data.users.to_csv(tmp_path / "users.csv", index=False)
+    data.users.to_parquet(tmp_path / "users.parquet")
     data.ratings.to_parquet(tmp_path / "ratings.parquet")
+    pd.DataFrame({"item_id": data.ratings["item_id"].unique()}).to_parquet(
+        tmp_path / "items.parquet"
+    )
+    (tmp_path / "train.toml").write_text(TRAIN_DATA.format(root=tmp_path))
     config = tmp_path / "serve.toml"
     config.write_text(
         f"""
@@ -308,9 +377,7 @@ replica = "faiss:{tmp_path}/tt"
 model = "{tmp_path}/tt.pt"
 timeout_s = 5
 [users]
-users = "{tmp_path}/users.csv"
-ratings = "{tmp_path}/ratings.parquet"
-"""
+{users.format(root=tmp_path)}"""
     )
     rec = Recommender.from_config(config)
     assert rec.spaces == ["text", "two-tower"]
@@ -324,14 +391,83 @@ ratings = "{tmp_path}/ratings.parquet"
     rec.close()
 
 
+@pytest.fixture
+def edge_stores(data, tmp_path):
+    """qdrant+edge stores on disk (an edge shard has one opener at a time, so reopening one
+    shows whether the last opener closed it): text vectors, two-tower item vectors, and
+    text vectors where two-tower ones belong (`wrong`, of another dimension than the model's)."""
+    pytest.importorskip("embedrec.stores.qdrant.edge_engine", reason="needs embedrec[qdrant]")
+    uris = {name: f"qdrant+edge:{tmp_path}/{name}" for name in ("text", "tt", "wrong")}
+    build_store(uris["text"], data.item_ids, data.text_vectors, data.item_meta).close()
+    build_store(uris["tt"], data.item_ids, data.item_vectors, data.item_meta).close()
+    build_store(uris["wrong"], data.item_ids, data.text_vectors, data.item_meta).close()
+    return uris
+
+
+def assert_closed(failed: pytest.ExceptionInfo, *uris: str) -> None:
+    """`failed` keeps the traceback, and with it whatever the failed start still referred
+    to, alive: a store is free to open again only if that start closed it, not the GC."""
+    assert failed.traceback
+    for uri in uris:
+        with open_store(uri) as store:  # StoreLocked if a failed start left it open
+            assert store.count() > 0
+
+
+def test_from_config_closes_its_stores_when_a_replica_is_missing(edge_stores, tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[text]\nuri = "{edge_stores["text"]}"\nembedder = "text"\n'
+        f'replica = "faiss:{tmp_path}/none"\n'
+    )
+    missing = f"no store at faiss:{tmp_path}/none: build it with `embedrec ingest`"
+    with pytest.raises(StoreNotFound, match=re.escape(missing)) as failed:
+        Recommender.from_config(config)
+    assert_closed(failed, edge_stores["text"])
+
+
+def test_from_config_closes_its_stores_when_a_later_part_fails(data, edge_stores, tmp_path):
+    data.model.save(tmp_path / "tt.pt")
+    config = tmp_path / "serve.toml"
+    text = f'[text]\nuri = "{edge_stores["text"]}"\n'
+    # every store, embedder and the model open, then Recommender() finds the dims differ
+    config.write_text(
+        text + f'[two_tower]\nuri = "{edge_stores["wrong"]}"\nmodel = "{tmp_path}/tt.pt"\n'
+    )
+    with pytest.raises(ConfigError, match="two-tower model gives 16-d vectors") as failed:
+        Recommender.from_config(config)
+    assert_closed(failed, *edge_stores.values())
+    config.write_text(
+        text + f'[two_tower]\nuri = "{edge_stores["tt"]}"\nmodel = "{tmp_path}/no.pt"\n'
+    )
+    with pytest.raises(FileNotFoundError, match="two-tower model needs") as failed:
+        Recommender.from_config(config)
+    assert_closed(failed, *edge_stores.values())
+    config.write_text(
+        text + f'[two_tower]\nuri = "{edge_stores["text"]}"\nmodel = "{tmp_path}/tt.pt"\n'
+    )
+    with pytest.raises(StoreLocked) as failed:  # the text store opened twice
+        Recommender.from_config(config)
+    assert_closed(failed, *edge_stores.values())
+
+
 def test_config_errors_name_the_key(tmp_path):
     from embedrec.config import ConfigFileError
     from embedrec.retrieval.config import load_serve_config
 
     path = tmp_path / "bad.toml"
-    path.write_text('[text]\nuri = "faiss:x"\ntimeout = 3\n[users]\ndataset = "movielens"\n')
+    path.write_text('[text]\nuri = "faiss:x"\ntimeout = 3\n[users]\ndata = "train.toml"\n')
     with pytest.raises(ConfigFileError, match=r"unknown key 'timeout' in \[text\]"):
         load_serve_config(path)
-    path.write_text('[users]\ndataset = "movielens"\n[text]\nuri = "faiss:x"\n')
+    path.write_text('[users]\ndata = "train.toml"\n[text]\nuri = "faiss:x"\n')
     with pytest.raises(ConfigFileError, match=r"needs \[two_tower\]"):
+        load_serve_config(path)
+    tt = '[two_tower]\nuri = "faiss:x"\nmodel = "m.pt"\n'
+    path.write_text(tt + '[users]\ndataset = "movielens"\n')  # named by the train config now
+    with pytest.raises(ConfigFileError, match=r"unknown key 'dataset' in \[users\]"):
+        load_serve_config(path)
+    path.write_text(tt + '[users]\ndata = "train.toml"\nusers = "users.csv"\n')
+    with pytest.raises(ConfigFileError, match="give data alone"):
+        load_serve_config(path)
+    path.write_text(tt + '[users]\nratings = "ratings.csv"\n')
+    with pytest.raises(ConfigFileError, match="or both users and ratings"):
         load_serve_config(path)

@@ -37,6 +37,8 @@ from embedrec import (
     open_store,
 )
 from embedrec.stores import ConfigError
+from tests.stores.hardening import StoreHardening
+from tests.stores.info_conformance import StoreInfoConformance
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Sci-Fi"]
 TAGS = ["new", "sale", "eco", "gift"]
@@ -111,7 +113,7 @@ filters = st.recursive(
 )
 
 
-class StoreConformance:
+class StoreConformance(StoreInfoConformance, StoreHardening):
     options: ClassVar[dict[str, Any]] = {}
     filter_examples = 60
 
@@ -463,7 +465,7 @@ class StoreConformance:
             (["a", "b"], np.ones((2, 8)), [{"x": 1}, {"x": None}], MetadataError),
             (["a", "b"], np.ones((2, 8)), [{"x": {"y": 1}}, {}], MetadataError),
             (["a", "b"], np.ones((2, 8)), [{"x": [1, 2]}, {}], MetadataError),
-            (["a", "b"], np.ones((2, 8)), [{"x": 2**63}, {}], MetadataError),
+            (["a", "b"], np.ones((2, 8)), [{"x": 2**53 + 1}, {}], MetadataError),
             (["a", "b"], np.ones((2, 8)), [{}], MetadataError),
             (["a", "b"], np.ones((3, 8)), None, IdError),
         ],

@@ -6,7 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from embedrec.stores.base import FrozenMetadata, Hit, Hits, VectorStore
+from embedrec.stores.base import FrozenMetadata, Hit, Hits
+from embedrec.stores.errors import ConfigError
 from embedrec.stores.faiss import FaissStore
 from embedrec.stores.uri import parse_uri
 
@@ -80,16 +81,14 @@ def test_over_fetching_escalates_and_stops_at_max_k():
     """The base class's exclusion, as Pinecone uses it: FAISS answering, its own exclusion
     swapped for over-fetching, and a top-k limit like Pinecone's."""
 
-    class OverFetching(FaissStore):
-        _search_excluding = VectorStore._search_excluding
-
-    store = OverFetching.open(parse_uri("faiss:?index=Flat"), dim=2, metric="dot")
+    store = FaissStore.open(parse_uri("faiss:?index=Flat"), dim=2, metric="dot")
+    store.capabilities = dataclasses.replace(store.capabilities, excludes_in_search=False)
     ids = [f"i{n}" for n in range(60)]
     store.upsert(ids, np.stack([np.linspace(1, 0, 60), np.zeros(60)], axis=1))
     seen = frozenset(ids[:40])  # the 40 best
     calls = []
     inner = store._search
-    store._search = lambda q, k, node, params: calls.append(k) or inner(q, k, node, params)
+    store._search = lambda q, k, node, params, ex: calls.append(k) or inner(q, k, node, params, ex)
     hits = store.search(np.array([1.0, 0.0]), 5, exclude=[seen])[0]
     assert [h.id for h in hits] == ids[40:45]
     assert calls == [21, 45]  # k + min(|excluded|, max(k, 16)), then k + |excluded|
@@ -97,3 +96,33 @@ def test_over_fetching_escalates_and_stops_at_max_k():
     calls.clear()
     assert store.search(np.array([1.0, 0.0]), 5, exclude=[seen]) == [[]]
     assert calls == [21, 30]  # capped: the row comes back short rather than failing
+
+
+def test_declare_fields_checks_kinds_then_calls_the_hook():
+    store = FaissStore.open(parse_uri("faiss:?index=Flat"), dim=2, metric="dot")
+    seen = []
+    store._declare_fields = seen.append
+    store.declare_fields({"genre": "str", "year": "int", "tags": "list"})
+    assert seen == [{"genre": "str", "year": "int", "tags": "list"}]
+    for bad in ({"genre": "text"}, {"$x": "str"}, {"": "int"}, ["genre"]):
+        with pytest.raises(ConfigError):
+            store.declare_fields(bad)
+    assert len(seen) == 1
+    FaissStore.open(parse_uri("faiss:?index=Flat"), dim=2, metric="dot").declare_fields(
+        {"genre": "str"}
+    )  # a no-op for stores without payload indexes
+
+
+def test_exclusion_reaches_the_hook_only_with_the_capability():
+    store = FaissStore.open(parse_uri("faiss:?index=Flat"), dim=2, metric="dot")
+    store.upsert(["a", "b", "c"], np.array([[1.0, 0], [0.9, 0], [0.8, 0]]))
+    calls = []
+    inner = store._search
+    store._search = lambda q, k, node, params, ex: calls.append(ex) or inner(q, k, node, params, ex)
+    assert store.search(np.array([1.0, 0.0]), 1, exclude=[{"a"}])[0].ids == ["b"]
+    assert store.search(np.array([1.0, 0.0]), 1, exclude=[set()])[0].ids == ["a"]
+    assert calls == [[{"a"}], None]  # no ids to leave out: a plain search
+    store.capabilities = dataclasses.replace(store.capabilities, excludes_in_search=False)
+    calls.clear()
+    assert store.search(np.array([1.0, 0.0]), 1, exclude=[{"a"}])[0].ids == ["b"]
+    assert calls == [None]  # over-fetched: the hook never sees the exclusion

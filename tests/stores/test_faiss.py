@@ -3,6 +3,7 @@ tombstones and compaction, persistence files, corruption, locking)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -12,8 +13,12 @@ import numpy as np
 import pytest
 
 from embedrec import CorruptStore, StoreLocked, StoreNotFound, open_store
+from embedrec.files import file_sha256
 from embedrec.stores import ConfigError
+from embedrec.stores.errors import StoreWriteError
+from embedrec.stores.faiss import persistence
 from tests.stores.conformance import StoreConformance, brute_force
+from tests.stores.recall_conformance import RecallConformance
 
 
 class TestFaissFlat(StoreConformance):
@@ -26,12 +31,12 @@ class TestFaissFlatInMemory(StoreConformance):
         return "faiss:"
 
 
-class TestFaissHNSW(StoreConformance):
+class TestFaissHNSW(RecallConformance, StoreConformance):
     def uri(self, location: Path) -> str:
         return f"faiss:{location}?index=HNSW16"
 
 
-class TestFaissIVF(StoreConformance):
+class TestFaissIVF(RecallConformance, StoreConformance):
     def uri(self, location: Path) -> str:
         return f"faiss:{location}?index=IVF,Flat"
 
@@ -86,7 +91,7 @@ def test_ivf_nlist_from_data_size_and_nprobe_param(tmp_path):
     store = open_store("faiss:?index=IVF,Flat", dim=16)
     store.upsert([str(i) for i in range(4000)], base)
     store.flush()
-    assert store._nlist() == 102  # min(4 * sqrt(4000), 4000 // 39)
+    assert store._search_over.nlist == 102  # min(4 * sqrt(4000), 4000 // 39)
     queries = clustered(40, 16, seed=2)
     assert recall(store, base, queries, params={"nprobe": 102}) == 1.0
     assert recall(store, base, queries, params={"nprobe": 1}) < 1.0
@@ -171,6 +176,58 @@ def test_hit_metadata_is_the_search_moment_s():
     assert fresh.metadata == [{"v": 1}] * 3 and not set(fresh.ids) & set(ids[:100])
 
 
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_filters_against_the_query_keep_recall_and_k(share):
+    """A filter correlated against the queries (they come from clusters it leaves out)
+    finds few allowed vectors near them: the ANN search must not return its poor answer."""
+    rng = np.random.default_rng(3)
+    centers = rng.standard_normal((20, 32)).astype(np.float32)
+    labels = rng.integers(0, 20, 20_000)
+    base = centers[labels] + 0.3 * rng.standard_normal((20_000, 32)).astype(np.float32)
+    store = open_store("faiss:?index=HNSW16", dim=32, metric="l2")
+    store.upsert([str(i) for i in range(20_000)], base, [{"c": int(c)} for c in labels])
+    store.flush()
+    allowed = labels < int(20 * share)
+    queries = centers[int(20 * share) :][rng.integers(0, 20 - int(20 * share), 40)]
+    queries = queries + 0.3 * rng.standard_normal(queries.shape).astype(np.float32)
+    flt = {"c": {"$lt": int(20 * share)}}
+    rows = np.flatnonzero(allowed)
+    truth = rows[np.argsort(-brute_force(base[rows], queries, "l2"), axis=1)[:, :10]]
+    for got in (
+        store.search(queries, 10, filter=flt),
+        [store.search(q, 10, filter=flt)[0] for q in queries],
+    ):
+        assert all(len(g) == 10 for g in got)
+        found = np.mean(
+            [
+                len({int(i) for i in g.ids} & set(t.tolist())) / 10
+                for g, t in zip(got, truth, strict=True)
+            ]
+        )
+        assert found >= 0.95
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_single_filtered_queries_on_the_ann_path_keep_the_index_recall(share):
+    """A single query over a broad filter runs on the ANN index (not by scoring every
+    allowed vector): k hits, all allowed, and recall no worse than unfiltered search."""
+    base = clustered(20_000, 32)
+    keep = np.random.default_rng(4).random(20_000) < share
+    store = open_store("faiss:?index=HNSW16", dim=32)
+    store.upsert([str(i) for i in range(20_000)], base, [{"on": bool(b)} for b in keep])
+    queries = clustered(40, 32, seed=6)
+
+    def recall(flt, rows):
+        truth = rows[np.argsort(-brute_force(base[rows], queries, "cosine"), axis=1)[:, :10]]
+        got = [store.search(q, 10, filter=flt)[0] for q in queries]
+        assert all(len(g) == 10 and all(keep[int(i)] or not flt for i in g.ids) for g in got)
+        return np.mean(
+            [len(set(map(int, g.ids)) & set(t)) / 10 for g, t in zip(got, truth, strict=True)]
+        )
+
+    assert recall({"on": True}, np.flatnonzero(keep)) >= recall(None, np.arange(20_000)) - 0.02
+
+
 def test_broad_filter_uses_ann_and_still_returns_k(tmp_path):
     base = clustered(3000, 16)
     meta = [{"half": i % 2 == 0} for i in range(3000)]
@@ -222,6 +279,30 @@ def test_persisted_layout(tmp_path):
         (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "format": 99})), "format"),
         (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "dim": 9})), "dim"),
         (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "slots": 3})), "disagree"),
+        (lambda p, m: (p / "manifest.json").write_text("[1, 2]"), "not an object"),
+        (lambda p, m: (p / "manifest.json").write_text("null"), "not an object"),
+        (lambda p, m: (p / "manifest.json").write_bytes(b"\xff\xfe{"), "unreadable"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "dim": "8"})), "dim"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "dim": True})), "dim"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "index": "LSH"})), "kind"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "index": 5})), "kind"),
+        (
+            lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "metric": None})),
+            "metric",
+        ),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "built": "yes"})), "built"),
+        (
+            lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "generation": -1})),
+            "negative",
+        ),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "files": []})), "files"),
+        (
+            lambda p, m: (p / "manifest.json").write_text(
+                json.dumps({**m, "files": {**m["files"], "ids": {"file": "../../etc/passwd"}}})
+            ),
+            "not a file of this store",
+        ),
+        (lambda p, m: (p / m["files"]["ids"]["file"]).write_text('["a", 5]'), "corrupted"),
     ],
 )
 def test_damaged_files_raise_corrupt_store(tmp_path, damage, message):
@@ -231,21 +312,103 @@ def test_damaged_files_raise_corrupt_store(tmp_path, damage, message):
         open_store(f"faiss:{path}")
 
 
-def test_failed_save_keeps_previous_generation(tmp_path, monkeypatch):
+def test_rows_that_disagree_with_their_ids_are_corrupt(tmp_path):
+    """Checksums pass (the manifest is rewritten to match) but the rows make no sense."""
     path = saved_store(tmp_path)
+    m = manifest(path)
+    ids_file = path / m["files"]["ids"]["file"]
+    ids_file.write_text('["a", 5]')
+    m["files"]["ids"].update(bytes=ids_file.stat().st_size, sha256=file_sha256(ids_file))
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptStore, match="slot 1 holds id 5"):
+        open_store(f"faiss:{path}")
+
+
+def test_readers_follow_generations_that_writers_commit_meanwhile(tmp_path):
+    """Readers opening while another process commits generation after generation always
+    get a consistent one: never a raw FileNotFoundError, never a CorruptStore."""
+    path = saved_store(tmp_path)
+    script = f"""
+import numpy as np
+from embedrec import open_store
+s = open_store("faiss:{path}")
+for n in range(60):
+    s.upsert([f"w{{n}}"], np.eye(8)[n % 8][None, :] + 0.5)
+    s.flush()
+s.close()
+"""
+    writer = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    counts = []
+    while writer.poll() is None:
+        reader = open_store(f"faiss:{path}")
+        counts.append(reader.count())
+        assert len(reader.fetch(["a", "b"])) == 2
+    assert writer.returncode == 0, writer.stderr.read().decode()
+    assert counts == sorted(counts) and len(counts) > 3
+    assert open_store(f"faiss:{path}").count() == 62
+
+
+def _full_disk(*args: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _full_at_manifest(tmp: Path, final: Path) -> None:
+    if final.name == "manifest.json":
+        _full_disk()
+    persistence.os.replace(tmp, final)
+
+
+@pytest.mark.parametrize(
+    "target, fail",
+    [
+        ("embedrec.stores.faiss.persistence.faiss.write_index", _full_disk),
+        ("embedrec.stores.faiss.persistence.fsync_rename", _full_disk),
+        ("embedrec.stores.faiss.persistence.fsync_rename", _full_at_manifest),
+    ],
+)
+def test_full_disk_keeps_previous_generation_and_the_store_writable(
+    tmp_path, monkeypatch, target, fail
+):
+    path = saved_store(tmp_path)
+    before = sorted(p.name for p in path.iterdir())
     store = open_store(f"faiss:{path}")
     store.upsert(["c"], np.eye(8)[2:3])
-
-    def boom(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("embedrec.stores.faiss._fsync_rename", boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(target, fail)
+    with pytest.raises(StoreWriteError, match="No space left on device"):
         store.flush()
     monkeypatch.undo()
-    store._lock_file.close()
-    reopened = open_store(f"faiss:{path}")
-    assert reopened.count() == 2 and reopened.fetch(["c"]) == []
+    assert sorted(p.name for p in path.iterdir()) == before  # nothing half-written is left
+    reader = open_store(f"faiss:{path}")
+    assert reader.count() == 2 and reader.fetch(["c"]) == []
+    store.upsert(["d"], np.eye(8)[3:4])  # still writable: the next save takes it all
+    store.close()
+    assert open_store(f"faiss:{path}").count() == 4
+
+
+def test_first_save_failing_leaves_the_directory_re_creatable(tmp_path, monkeypatch):
+    path = tmp_path / "new"
+    store = open_store(f"faiss:{path}?index=Flat", dim=4)
+    store.upsert(["a"], np.ones((1, 4)))
+    monkeypatch.setattr("embedrec.stores.faiss.persistence.fsync_rename", _full_disk)
+    with pytest.raises(StoreWriteError):
+        store.close()
+    monkeypatch.undo()
+    with pytest.raises(StoreNotFound):
+        open_store(f"faiss:{path}")
+    store.close()  # the retry succeeds
+    assert open_store(f"faiss:{path}").count() == 1
+    other = tmp_path / "other"
+    s2 = open_store(f"faiss:{other}?index=Flat", dim=4)
+    s2.upsert(["a"], np.ones((1, 4)))
+    monkeypatch.setattr("embedrec.stores.faiss.persistence.fsync_rename", _full_disk)
+    with pytest.raises(StoreWriteError):
+        s2.flush()
+    monkeypatch.undo()
+    s2._lock_file.close()  # the process dies holding nothing committed
+    again = open_store(f"faiss:{other}?index=Flat", dim=4)  # the directory is not foreign
+    again.upsert(["b"], np.ones((1, 4)))
+    again.close()
+    assert open_store(f"faiss:{other}").fetch(["b"])[0].id == "b"
 
 
 def test_killed_writer_leaves_a_readable_store(tmp_path):
@@ -254,14 +417,14 @@ def test_killed_writer_leaves_a_readable_store(tmp_path):
     path = saved_store(tmp_path)
     script = f"""
 import os, numpy as np
-import embedrec.stores.faiss as f
+import embedrec.stores.faiss.persistence as f
 from embedrec import open_store
-real = f._fsync_rename
+real = f.fsync_rename
 def dying(tmp, final):
     real(tmp, final)
     if final.name.startswith("index."):
         os._exit(9)
-f._fsync_rename = dying
+f.fsync_rename = dying
 s = open_store("faiss:{path}")
 s.upsert(["c"], np.eye(8)[2:3])
 s.flush()

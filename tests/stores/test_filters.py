@@ -95,9 +95,67 @@ def test_vectorised_evaluator_agrees_with_reference(flt):
     assert COLUMNS.evaluate(parse_filter(flt)).tolist() == expected
 
 
-@given(value=st.one_of(st.text(max_size=5), st.integers(), st.booleans()))
+@given(value=st.one_of(st.text(max_size=5), st.integers(-(2**53), 2**53), st.booleans()))
 def test_eq_on_any_scalar(value):
     rows = [{"f": value}, {"f": [value] if isinstance(value, str) else value}, {}]
     assert Columns(rows).evaluate(parse_filter({"f": value})).tolist() == [
         matches(r, {"f": value}) for r in rows
     ]
+
+
+@given(value=st.one_of(st.integers(2**53 + 1), st.integers(max_value=-(2**53) - 1)))
+def test_integers_beyond_2_53_are_refused(value):
+    """float64 (Pinecone, the FAISS columns) cannot tell 2**53 from 2**53 + 1."""
+    for flt in ({"f": value}, {"f": {"$in": [1, value]}}, {"f": {"$gte": value}}):
+        with pytest.raises(FilterError, match=r"2\*\*53"):
+            parse_filter(flt)
+
+
+def nested(depth: int, op: str = "$and") -> dict:
+    flt: dict = {"f": 1}
+    for _ in range(depth):
+        flt = {op: [flt]}
+    return flt
+
+
+@pytest.mark.parametrize("depth", [17, 200, 3000])
+@pytest.mark.parametrize("op", ["$and", "$or"])
+def test_depth_limit(depth, op):
+    assert parse_filter(nested(16, op)) is not None
+    with pytest.raises(FilterError, match="at most 16 levels"):
+        parse_filter(nested(depth, op))
+
+
+def test_size_limits():
+    parse_filter({"$or": [{"f": i} for i in range(1000)]})
+    with pytest.raises(FilterError, match="at most 1000 conditions"):
+        parse_filter({"$or": [{"f": i} for i in range(1001)]})
+    with pytest.raises(FilterError, match="at most 1000 conditions"):
+        parse_filter({f"f{i}": {"$gt": 0, "$lt": 5} for i in range(501)})
+    parse_filter({"f": {"$in": list(range(10_000))}})
+    with pytest.raises(FilterError, match="at most 10000 values"):
+        parse_filter({"f": {"$nin": list(range(10_001))}})
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        {"f": "caf\udce9"},
+        {"caf\udce9": 1},
+        {"f": {"$in": ["ok", "\ud800"]}},
+        {"$and": [{"f": {"$ne": "\udfff"}}]},
+    ],
+)
+def test_unwritable_text_is_refused(flt):
+    with pytest.raises(FilterError, match="not valid Unicode") as info:
+        parse_filter(flt)
+    str(info.value).encode("utf-8")
+
+
+def test_errors_on_deep_values_do_not_recurse():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for flt in ({"f": {"$eq": deep}}, {"f": {"$in": deep}}, {"$and": deep}, deep):
+        with pytest.raises(FilterError):
+            parse_filter(flt)

@@ -29,7 +29,7 @@ from embedrec.stores.pinecone import (
     user_id,
     wire_id,
 )
-from tests.pinecone_loopback import LoopbackPinecone
+from embedrec.testing.pinecone_loopback import LoopbackPinecone
 from tests.stores.conformance import StoreConformance
 
 

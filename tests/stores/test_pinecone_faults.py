@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from embedrec import StoreUnavailable, open_store
-from tests.pinecone_loopback import Fault, LoopbackPinecone
+from embedrec.testing.pinecone_loopback import Fault, LoopbackPinecone
 
 FAST = "retries=3&backoff=0.01"
 

@@ -4,9 +4,11 @@ server that does not answer."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,8 +16,8 @@ import pytest
 from embedrec import StoreLocked, StoreNotFound, StoreUnavailable, open_store
 from embedrec.stores import ConfigError
 from embedrec.stores.filters import parse_filter
-from embedrec.stores.qdrant import DIALECT
-from embedrec.stores.qdrant_common import from_payload, index_schema, to_payload, translate
+from embedrec.stores.qdrant.client_engine import DIALECT, QdrantClientStore
+from embedrec.stores.qdrant.dialect import from_payload, index_schema, to_payload, translate
 from tests.stores.conformance import StoreConformance
 
 
@@ -97,9 +99,18 @@ def test_search_params_are_refused_where_search_is_exact(store):
         store.search(np.ones(4), 1, params={"ef": 32})
 
 
+def test_declared_fields_need_no_index_in_local_mode(store):
+    store.declare_fields({"genre": "str", "year": "int", "ok": "bool"})
+    assert store.indexed == set() and not store.stale_graph
+    store.upsert(["a", "b"], np.eye(4)[:2], [{"genre": "x", "year": 1}, {"ok": True}])
+    assert _ids(store, {"year": 1}) == ["a"] and _ids(store, {"ok": True}) == ["b"]
+
+
 def test_server_options_are_refused_in_local_mode(tmp_path):
     with pytest.raises(ConfigError, match="server only"):
         open_store(f"qdrant+local:{tmp_path}/items?m=32", dim=4)
+    with pytest.raises(ConfigError, match="indexes"):
+        open_store("qdrant+memory:items?indexes=genre", dim=4)
 
 
 def test_second_opener_of_a_local_path_is_locked(tmp_path):
@@ -138,3 +149,55 @@ def test_silent_server_times_out_within_the_limit():
         with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}.*timeout 1 s"):
             open_store(f"qdrant://127.0.0.1:{port}/items?timeout=1", dim=4)
         assert time.monotonic() - start < 4
+
+
+class FakeEngine:
+    """An ANN engine that answers every row with `found` points unless asked exactly, and
+    records each query's (rows, ef, exact): the store's search planning, without Qdrant."""
+
+    dialect, ann, persistent, remote = DIALECT, True, False, False
+    dim, metric, hnsw_m, default_ef, stale_graph = 4, "dot", 16, 100, False
+
+    def __init__(self, total: int, matched: int, found: list[int]) -> None:
+        self.total, self.matched, self.found = total, matched, found
+        self.calls: list[tuple[int, int | None, bool]] = []
+
+    @contextlib.contextmanager
+    def guard(self):
+        yield
+
+    def indexed(self) -> set[str]:
+        return {"g"}
+
+    def count(self, qfilter) -> int:
+        return self.total if qfilter is None else self.matched
+
+    def query(self, vectors, filters, k, ef, exact):
+        self.calls.append((len(vectors), ef, exact))
+        point = SimpleNamespace(payload={"$id": "x"}, score=1.0)
+        sizes = [k] * len(vectors) if exact else self.found[: len(vectors)]
+        return [[point] * n for n in sizes]
+
+
+def _planned(total: int, matched: int, found: list[int], **params):
+    engine = FakeEngine(total, matched, found)
+    store = QdrantClientStore("fake:", engine, None, [])  # type: ignore[arg-type]
+    hits = store.search(np.ones((len(found), 4)), 10, filter={"g": "a"}, params=params)
+    return engine.calls, [len(h) for h in hits]
+
+
+def test_few_matches_are_searched_exactly():
+    # 1,000 matches of 10,000: 1000^2 <= 10,000 * ef 100 * m 16
+    assert _planned(10_000, 1_000, [3, 10]) == ([(2, None, True)], [10, 10])
+
+
+def test_broad_filters_raise_ef_and_short_rows_are_answered_exactly():
+    calls, sizes = _planned(1_000_000, 100_000, [10, 4, 10, 7])
+    assert calls == [(4, 1000, False), (2, None, True)]  # ef 100 raised by 1/selectivity
+    assert sizes == [10] * 4
+    calls, _ = _planned(100_000_000, 1_000_000, [10], ef=64)
+    assert calls == [(1, 4096, False)]  # raised at most to 4096
+
+
+def test_no_match_is_no_search():
+    assert _planned(10_000, 0, [10]) == ([], [0])

@@ -3,19 +3,27 @@ HNSW built on flush, payload indexes, persistence and the single-opener lock."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
-from embedrec import StoreError, StoreLocked, StoreNotFound, open_store
-from embedrec.stores.qdrant_edge import QdrantEdgeStore
+from embedrec import MetadataError, StoreError, StoreLocked, StoreNotFound, open_store
+from embedrec.stores.qdrant.edge_engine import QdrantEdgeStore
+from embedrec.stores.qdrant.edge_floats import kept, storable
 from tests.stores.conformance import StoreConformance, brute_force
+from tests.stores.recall_conformance import RecallConformance, correlated
 
 
-class TestQdrantEdge(StoreConformance):
+class TestQdrantEdge(RecallConformance, StoreConformance):
+    # a graph over the case's 3,000 x 32 (384 KB), searched as a graph past 8 matches
+    recall_options: ClassVar[dict[str, Any]] = {"indexing_threshold": 100, "full_scan_threshold": 1}
+    recall_params: ClassVar[dict[str, Any]] = {"ef": 16}
+
     def uri(self, location: Path) -> str:
         return f"qdrant+edge:{location}"
 
@@ -121,3 +129,115 @@ def test_missing_store_needs_dim_and_foreign_shards_are_refused(tmp_path):
     qe.EdgeShard.create(str(tmp_path / "raw"), config).close()
     with pytest.raises(StoreError, match="did not create"):
         open_store(f"qdrant+edge:{tmp_path}/raw", dim=4)
+
+
+def test_declared_fields_are_indexed_before_any_write_and_persist(tmp_path):
+    store = open_store(f"qdrant+edge:{tmp_path}/e?indexes=genre", dim=4)
+    store.declare_fields({"genre": "str", "year": "int", "tags": "list", "ok": "bool"})
+    schema = {k: str(v.data_type) for k, v in store.shard.info().payload_schema.items()}
+    assert schema == {
+        "genre": "PayloadSchemaType.Keyword",
+        "year": "PayloadSchemaType.Float",
+        "tags": "PayloadSchemaType.Keyword",
+        '"$bool"': "PayloadSchemaType.Keyword",
+    }
+    assert store.pending_indexes == [] and not store.stale_graph
+    store.close()
+    with open_store(f"qdrant+edge:{tmp_path}/e") as again:
+        assert again.indexed == {"genre", "year", "tags", "$bool"}
+
+
+def _raw_recall(store, queries, truth, ef: int) -> float:
+    """Recall of the engine's own filtered graph search, without the store's planning."""
+    import qdrant_edge as qe
+
+    cond = qe.FieldCondition(key='"label"', range=qe.RangeFloat(gte=3.0, lte=3.0))
+    search = qe.SearchParams(hnsw_ef=ef)
+    requests = [
+        qe.QueryRequest(
+            limit=10, query=qe.Query.Nearest(q), filter=qe.Filter(must=[cond]), params=search
+        )
+        for q in queries.tolist()
+    ]
+    answers = store.shard.query_batch(qe.QueryBatchRequest(requests))
+    found = sum(
+        sum(1 for p in points if -(p.score**2) >= t[-1] - 1e-3 * abs(t[-1]))
+        for points, t in zip(answers, truth, strict=True)
+    )
+    return found / truth.size
+
+
+def test_an_index_added_after_the_graph_is_built_rebuilds_it_on_flush(tmp_path):
+    vectors, label, queries = correlated(3000, 32, seed=11)
+    keep = np.flatnonzero(label == 3)
+    truth = np.sort(brute_force(vectors[keep], queries, "l2"), axis=1)[:, ::-1][:, :10]
+    uri = f"qdrant+edge:{tmp_path}/e?indexing_threshold=100&full_scan_threshold=1"
+    store = open_store(uri, dim=32, metric="l2")
+    store.upsert([str(i) for i in range(3000)], vectors, [{"label": int(v)} for v in label])
+    store.flush()
+    assert store.count({"label": 3}) == len(keep)  # indexes `label` after the graph exists
+    assert store.stale_graph and "label" in store.indexed
+    manifest = tmp_path / "e" / "embedrec.json"
+    assert json.loads(manifest.read_text())["stale_graph"] is True  # kept across a crash
+    assert _raw_recall(store, queries, truth, ef=16) < 0.9  # the graph has no label links
+    segments = set((tmp_path / "e" / "segments").iterdir())
+    store.flush()
+    assert not store.stale_graph and json.loads(manifest.read_text())["stale_graph"] is False
+    assert segments.isdisjoint((tmp_path / "e" / "segments").iterdir())
+    assert store.shard.info().indexed_vectors_count == 3000
+    assert _raw_recall(store, queries, truth, ef=16) >= 0.9
+    assert store.count() == 3000 and store.fetch(["7"])[0].metadata == {"label": int(label[7])}
+    store.close()
+
+
+def test_a_batch_the_engine_refuses_writes_nothing(tmp_path):
+    store = open_store(f"qdrant+edge:{tmp_path}/e", dim=4)
+    ids = [f"r{i}" for i in range(1500)]
+    metadata: list[dict] = [{"n": i} for i in range(1500)]
+    metadata[-1] = {"name": "caf\udce9"}  # a lone surrogate: not UTF-8, so not storable
+    vectors = np.ones((1500, 4), dtype=np.float32)
+    with pytest.raises(MetadataError, match="r1499"):
+        store.upsert(ids, vectors, metadata)
+    assert store.count() == 0
+    with pytest.raises(MetadataError, match=r"r1499.*not valid UTF-8.*nothing of this batch"):
+        store._upsert(ids, vectors, metadata)  # past the base validation: the engine refuses
+    assert store.count() == 0
+    store.upsert(ids[:2], vectors[:2], metadata[:2])
+    assert store.count() == 2
+    store.close()
+
+
+def test_the_engine_keeps_the_floats_edge_floats_predicts(tmp_path):
+    import qdrant_edge as qe
+
+    rng = np.random.default_rng(3)
+    values = [*rng.random(1500), *rng.normal(0, 1e3, 1500), *(rng.random(500) * 1e-300)]
+    values += [float(np.float32(v)) for v in rng.random(500)] + [0.1 * 14 + 0.2, 5e-324, 1e23]
+    config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=2, distance=qe.Distance.Dot))
+    shard = qe.EdgeShard.create(str(tmp_path / "raw"), config)
+    points = [qe.Point(i, [1.0, 0.0], {"v": float(v)}) for i, v in enumerate(values)]
+    shard.update(qe.UpdateOperation.upsert_points(points))
+    got = {r.id: r.payload["v"] for r in shard.retrieve(list(range(len(values))), True, False)}
+    shard.close()
+    assert [got[i] for i in range(len(values))] == [kept(float(v)) for v in values]
+    assert sum(got[i] != v for i, v in enumerate(values)) > 100  # the engine does change some
+
+
+def test_floats_read_back_and_filter_exactly_or_are_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    values = [float(v) for v in [*rng.random(200), *rng.uniform(-1e300, 1e300, 200)]]
+    values += [0.1 * 14 + 0.2, 19.99, 900719.9308024589]
+    fixable = [v for v in values if kept(v) != v and storable(v) is not None]
+    refused = [v for v in values if storable(v) is None]
+    assert fixable and refused
+    exact = [v for v in values if storable(v) is not None]
+    with open_store(f"qdrant+edge:{tmp_path}/e", dim=2) as store:
+        ids = [f"f{i}" for i in range(len(exact))]
+        store.upsert(ids, np.ones((len(exact), 2)), [{"v": v} for v in exact])
+        assert [r.metadata["v"] for r in store.fetch(ids)] == exact
+        for rid, v in zip(ids, exact, strict=True):
+            if v in fixable[:20]:
+                assert [h.id for h in store.search(np.ones(2), 5, filter={"v": v})[0]] == [rid]
+        with pytest.raises(MetadataError, match=r"record 'bad', key 'v'.*cannot store"):
+            store.upsert(["ok", "bad"], np.ones((2, 2)), [{"v": 0.5}, {"v": refused[0]}])
+        assert store.count() == len(exact)

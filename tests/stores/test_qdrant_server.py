@@ -25,6 +25,7 @@ import pytest
 
 from embedrec import StoreUnavailable, matches, open_store
 from tests.stores.conformance import StoreConformance, brute_force, random_metadata
+from tests.stores.recall_conformance import RecallConformance
 
 pytestmark = pytest.mark.docker
 
@@ -108,7 +109,7 @@ def collection_for(location: Path) -> str:
     return PREFIX + hashlib.sha1(str(location).encode()).hexdigest()[:16]
 
 
-class TestQdrantServer(StoreConformance):
+class TestQdrantServer(RecallConformance, StoreConformance):
     @pytest.fixture(autouse=True)
     def _server(self, server: Server) -> None:
         self.server = server
@@ -134,14 +135,14 @@ def test_payload_indexes_declared_and_created_on_first_filter(server, tmp_path):
     uri = server.uri(collection_for(tmp_path), indexes="genre,tags")
     with open_store(uri, dim=8) as store:
         store.upsert([f"r{i}" for i in range(300)], rng.standard_normal((300, 8)), metadata)
-        schema = store.client.get_collection(store.collection).payload_schema
+        schema = store.engine.client.get_collection(store.engine.collection).payload_schema
         assert {k: v.data_type.value for k, v in schema.items()} == {
             "genre": "keyword",
             "tags": "keyword",
         }
         flt = {"year": {"$gte": 2000}, "in_stock": True}
         assert store.count(flt) == sum(matches(m, flt) for m in metadata)
-        schema = store.client.get_collection(store.collection).payload_schema
+        schema = store.engine.client.get_collection(store.engine.collection).payload_schema
         assert schema["year"].data_type.value == "float"
         assert schema["in_stock"].data_type.value == "bool"
         assert schema["year"].points == sum("year" in m for m in metadata)
@@ -156,7 +157,7 @@ def test_sharded_collection(server, tmp_path):
     metadata = random_metadata(rng, 500)
     uri = server.uri(collection_for(tmp_path), shard_number=2, m=8, ef_construct=64)
     with open_store(uri, dim=16, metric="l2") as store:
-        info = store.client.get_collection(store.collection)
+        info = store.engine.client.get_collection(store.engine.collection)
         assert info.config.params.shard_number == 2
         assert info.config.hnsw_config.m == 8
         store.upsert([str(i) for i in range(500)], base, metadata)
@@ -185,8 +186,10 @@ def test_ingest_resumes_after_the_server_stops_mid_way(server, tmp_path, monkeyp
     if server.container is None:
         pytest.skip("QDRANT_URL names a server this test may not stop; needs testcontainers")
     from embedrec.embedders import get_embedder
-    from embedrec.ingestion.pipeline import IngestOptions, ingest
-    from embedrec.ingestion.sources import ColumnMap, Source, parse_metadata_spec
+    from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
+    from embedrec.ingestion.pipeline import ingest
+    from embedrec.ingestion.sources import Source
+    from embedrec.ingestion.summary import IngestOptions
 
     monkeypatch.setenv("EMBEDREC_CACHE", str(tmp_path / "cache"))
     catalog = tmp_path / "items.csv"

@@ -1,0 +1,260 @@
+"""Learned two-tower user/item vectors (torch): the towers, the vectors, the model file.
+
+Each tower is an id embedding plus an MLP over the tower's declared features (see
+`features.py`); ids are dropped at random during training so that the feature path alone
+gives usable vectors to new users and items (id index 0 is "unknown"). With `features=False`
+and `loss="bpr"` the same model is plain BPR matrix factorisation (Rendle et al., UAI 2009).
+
+Files: `save(path)` writes the state dict to `path` and the config, the declared features,
+their fitted encodings and the id vocabularies to `path.with_suffix(".json")`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from embedrec.embedders.base import resolve_device
+from embedrec.embedders.two_tower.encoders import TowerEncoder
+from embedrec.embedders.two_tower.features import Fitted, TextFn, Towers, TowerSpec
+
+
+class TwoTowerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(64, ge=1)
+    hidden: int = Field(128, ge=1)
+    features: bool = True
+    """Use the towers' declared features; False: ids only."""
+    text: bool = True
+    """Use the declared text features (needs `features`)."""
+    text_components: int = Field(32, ge=0)
+    """Project text embeddings onto their top principal components (0: keep all)."""
+    loss: Literal["softmax", "bpr"] = "softmax"
+    normalize: bool = True
+    temperature: float = Field(0.2, gt=0)
+    logq: bool = True
+    id_dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(1024, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+    """BPR only: weight of the squared norms of the batch's embeddings."""
+    patience: int = Field(3, ge=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of each user's training interactions held out for early stopping; 0 disables it."""
+    refit: bool = True
+    """After early stopping, retrain on all training data for the best number of epochs."""
+    seed: int = 42
+    threads: int = Field(1, ge=1)
+    """Torch CPU threads while training; 1 avoids spin-waiting on a shared, busy machine."""
+    device: str = "auto"
+
+
+class Vocab(BaseModel):
+    """Ids with a learned embedding (1-based; 0 is unknown)."""
+
+    users: dict[str, int]
+    items: dict[str, int]
+
+
+def used_towers(towers: Towers | None, config: TwoTowerConfig) -> Towers:
+    """The declared features this config uses: none without `features`, no text without
+    `text`."""
+    towers = towers or Towers()
+
+    def keep(spec: TowerSpec) -> TowerSpec:
+        if not config.features:
+            return TowerSpec(id=spec.id)
+        kept = [f for f in spec.features if config.text or f.kind != "text"]
+        return TowerSpec(id=spec.id, features=kept)
+
+    return Towers(user=keep(towers.user), item=keep(towers.item))
+
+
+class _Tower(nn.Module):
+    def __init__(self, n_ids: int, n_features: int, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        self.ids = nn.Embedding(n_ids + 1, cfg.dim)
+        nn.init.normal_(self.ids.weight, std=0.1 if cfg.loss == "softmax" else 0.01)
+        self.mlp = (
+            nn.Sequential(
+                nn.Linear(n_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim)
+            )
+            if n_features
+            else None
+        )
+        self.normalize = cfg.normalize
+
+    def forward(self, ids: torch.Tensor, feats: torch.Tensor | None) -> torch.Tensor:
+        out = self.ids(ids)
+        if self.mlp is not None and feats is not None:
+            out = out + self.mlp(feats)
+        return nn.functional.normalize(out, dim=-1) if self.normalize else out
+
+
+def _frame(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    return rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+
+
+def _id_column(frame: pd.DataFrame, canonical: str, spec: TowerSpec, what: str) -> str:
+    """Rows name the id `user_id`/`item_id`, the table's own id column, or `id` (ingestion)."""
+    for name in (canonical, spec.id, "id"):
+        if name in frame.columns:
+            return name
+    raise ValueError(f"{what} rows lack an id field ({canonical!r} or {spec.id!r})")
+
+
+def index(values: Sequence[Any], vocab: dict[str, int]) -> np.ndarray:
+    return np.array([vocab.get(str(v), 0) for v in values], dtype=np.int64)
+
+
+class TwoTowerModel:
+    """Fit with `fit`, or `load` a saved one; then `user_vectors` / `item_vectors`."""
+
+    def __init__(
+        self,
+        config: TwoTowerConfig,
+        towers: Towers,
+        vocab: Vocab,
+        encoders: tuple[TowerEncoder, TowerEncoder],
+        text_fn: TextFn | None = None,
+    ) -> None:
+        self.config, self.towers, self.vocab = config, towers, vocab
+        self.user_encoder, self.item_encoder = encoders
+        self._text_fn = text_fn
+        self.device = torch.device(resolve_device(config.device))
+        self.user_tower = _Tower(len(vocab.users), self.user_encoder.width, config).to(self.device)
+        self.item_tower = _Tower(len(vocab.items), self.item_encoder.width, config).to(self.device)
+        self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def fit(
+        cls,
+        ratings: pd.DataFrame,
+        users: pd.DataFrame,
+        items: pd.DataFrame,
+        config: TwoTowerConfig | None = None,
+        *,
+        towers: Towers | None = None,
+        text_fn: TextFn | None = None,
+        progress: bool = True,
+    ) -> TwoTowerModel:
+        """Train on (user_id, item_id) interactions (see `training.fit`)."""
+        # a cycle: training imports this module for TwoTowerConfig, Vocab and index
+        from embedrec.embedders.two_tower.training import fit
+
+        return fit(
+            cls, ratings, users, items, config or TwoTowerConfig(), towers, text_fn, progress
+        )
+
+    # ---------------------------------------------------------------- features
+
+    def user_features(self, users: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        column = _id_column(users, "user_id", self.towers.user, "user")
+        ids = torch.from_numpy(index(users[column].tolist(), self.vocab.users))
+        feats = self.user_encoder.encode(users, self._text_fn)
+        return ids.to(self.device), None if feats is None else torch.from_numpy(feats).to(
+            self.device
+        )
+
+    def item_features(self, items: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        column = _id_column(items, "item_id", self.towers.item, "item")
+        ids = torch.from_numpy(index(items[column].tolist(), self.vocab.items))
+        feats = self.item_encoder.encode(items, self._text_fn)
+        return ids.to(self.device), None if feats is None else torch.from_numpy(feats).to(
+            self.device
+        )
+
+    def validate_user(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A new user's features checked against the ones this model declares."""
+        return self.towers.user.validate_row(row)
+
+    # ---------------------------------------------------------------- vectors
+
+    @torch.no_grad()
+    def user_vectors(self, users: pd.DataFrame | Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Vectors for user rows (id and the declared features); an unknown id gets its
+        vector from the features alone."""
+        ids, feats = self.user_features(_frame(users))
+        self.user_tower.eval()
+        return self.user_tower(ids, feats).cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def item_vectors(self, items: pd.DataFrame | Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Vectors for item rows (id and the declared features); an unknown id gets its
+        vector from the features alone."""
+        ids, feats = self.item_features(_frame(items))
+        self.item_tower.eval()
+        return self.item_tower(ids, feats).cpu().numpy().astype(np.float32)
+
+    # ---------------------------------------------------------------- state and files
+
+    def state(self) -> dict[str, Any]:
+        return copy.deepcopy(
+            {
+                "user": self.user_tower.state_dict(),
+                "item": self.item_tower.state_dict(),
+                "text": {"user": self.user_encoder.state(), "item": self.item_encoder.state()},
+            }
+        )
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.user_tower.load_state_dict(state["user"])
+        self.item_tower.load_state_dict(state["item"])
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state(), path)
+        meta = {
+            "config": self.config.model_dump(),
+            "towers": self.towers.model_dump(),
+            "fitted": {
+                "user": [f.model_dump() for f in self.user_encoder.fitted],
+                "item": [f.model_dump() for f in self.item_encoder.fitted],
+            },
+            "vocab": self.vocab.model_dump(),
+            "history": self.history,
+        }
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, text_fn: TextFn | None = None, device: str | None = None
+    ) -> TwoTowerModel:
+        path = Path(path)
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise FileNotFoundError(f"two-tower model needs {path} and {meta_path}")
+        meta = json.loads(meta_path.read_text())
+        if "towers" not in meta:
+            raise ValueError(f"{meta_path}: a model file without declared features; retrain it")
+        config = TwoTowerConfig.model_validate(meta["config"])
+        if device is not None:
+            config = config.model_copy(update={"device": device})
+        towers = Towers.model_validate(meta["towers"])
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        encoders = tuple(
+            TowerEncoder(
+                getattr(towers, side),
+                [Fitted.model_validate(f) for f in meta["fitted"][side]],
+                state["text"][side],
+            )
+            for side in ("user", "item")
+        )
+        model = cls(config, towers, Vocab.model_validate(meta["vocab"]), encoders, text_fn)  # type: ignore[arg-type]
+        model.load_state(state)
+        model.history = meta.get("history", [])
+        return model

@@ -1,0 +1,258 @@
+"""Training the two-tower model on (user_id, item_id) interactions.
+
+In-batch sampled softmax over temperature-scaled cosine scores, with the log-q correction
+(Yi et al., "Sampling-bias-corrected neural modeling", RecSys 2019): each in-batch logit is
+lowered by the log of the item's sampling probability, here its share of training
+interactions. An optional `weight` column scales each interaction's loss. With `loss="bpr"`
+one uniformly drawn negative per positive (Rendle et al., UAI 2009).
+
+Early stopping holds out a share of each user's interactions (Recommenders' stratified split)
+and watches NDCG@10 on it; `refit` then retrains on everything for the best epoch count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from embedrec.embedders.two_tower.encoders import TowerEncoder
+from embedrec.embedders.two_tower.features import TextFn, Towers
+from embedrec.embedders.two_tower.model import TwoTowerConfig, Vocab, index, used_towers
+from embedrec.progress import Progress
+from embedrec.ranking.metrics import hit_matrix, ndcg_at_k
+from embedrec.ranking.splits import stratified_split
+
+if TYPE_CHECKING:
+    from embedrec.embedders.two_tower.model import TwoTowerModel
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int, threads: int) -> Iterator[None]:
+    """Seed torch, force deterministic kernels and a fixed thread count; restore after."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    # deterministic cuBLAS needs a fixed workspace, set before CUDA's first matmul
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def _vocab(values: pd.Series) -> dict[str, int]:
+    return {v: i + 1 for i, v in enumerate(sorted({str(x) for x in values}))}
+
+
+def _rows(table: pd.DataFrame | None, column: str, ids: list[str], what: str) -> pd.DataFrame:
+    """The table's rows for `ids`, in that order; an id the table lacks is an error."""
+    if table is None:
+        return pd.DataFrame({column: ids})
+    if column not in table.columns:
+        raise ValueError(f"the {what} table lacks its id column {column!r}")
+    table = table.assign(**{column: table[column].astype(str)}).drop_duplicates(column)
+    missing = sorted(set(ids) - set(table[column]))
+    if missing:
+        raise ValueError(
+            f"interactions mention {what} {missing[0]!r} (and {len(missing) - 1} more), "
+            f"which the {what} table lacks"
+        )
+    return table.set_index(column).loc[ids].reset_index()
+
+
+class TrainData:
+    """Feature tensors for every known user and item, indexed by vocabulary index - 1."""
+
+    def __init__(self, model: TwoTowerModel, users: pd.DataFrame, items: pd.DataFrame) -> None:
+        self.all_user_ids, self.all_user_feats = model.user_features(users)
+        self.all_item_ids, self.all_item_feats = model.item_features(items)
+
+    def user_feats(self, idx: torch.Tensor) -> torch.Tensor | None:
+        f = self.all_user_feats
+        return None if f is None else f[idx.to(f.device) - 1]
+
+    def item_feats(self, idx: torch.Tensor) -> torch.Tensor | None:
+        f = self.all_item_feats
+        return None if f is None else f[idx.to(f.device) - 1]
+
+
+def fit(
+    cls: type[TwoTowerModel],
+    ratings: pd.DataFrame,
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    config: TwoTowerConfig,
+    towers: Towers | None,
+    text_fn: TextFn | None,
+    progress: bool,
+) -> TwoTowerModel:
+    """Every interaction counts as a positive. Only ids seen in `ratings` get an id
+    embedding; the encoders are fitted on those ids' rows of `users` and `items`."""
+    missing = [c for c in ("user_id", "item_id") if c not in ratings.columns]
+    if missing:
+        raise ValueError(f"interactions lack field(s) {missing}; they have {list(ratings.columns)}")
+    towers = used_towers(towers, config)
+    vocab = Vocab(users=_vocab(ratings["user_id"]), items=_vocab(ratings["item_id"]))
+    user_rows = _rows(users, "user_id", list(vocab.users), "user")
+    item_rows = _rows(items, "item_id", list(vocab.items), "item")
+    started = time.perf_counter()
+    encoders = (
+        TowerEncoder.fit(towers.user, user_rows, text_fn, config.text_components),
+        TowerEncoder.fit(towers.item, item_rows, text_fn, config.text_components),
+    )
+    with deterministic(config.seed, config.threads):
+        model = cls(config, towers, vocab, encoders, text_fn)
+        data = TrainData(model, user_rows, item_rows)
+        if config.val_fraction > 0:
+            fit_part, val_part = stratified_split(
+                ratings, 1 - config.val_fraction, filter_by="user", seed=config.seed
+            )
+            best = _train(model, data, fit_part, val_part, config.epochs, progress)
+            if config.refit:
+                torch.manual_seed(config.seed)
+                model = cls(config, towers, vocab, encoders, text_fn)
+                _train(model, data, ratings, None, best, progress)
+        else:
+            _train(model, data, ratings, None, config.epochs, progress)
+    log.info("two-tower trained in %.1f s", time.perf_counter() - started)
+    return model
+
+
+def _train(
+    model: TwoTowerModel,
+    data: TrainData,
+    ratings: pd.DataFrame,
+    val: pd.DataFrame | None,
+    epochs: int,
+    progress: bool,
+) -> int:
+    """Train for up to `epochs`; with `val`, stop early on validation NDCG@10, keep the best
+    weights and return the best epoch count."""
+    cfg = model.config
+    u = torch.from_numpy(index(ratings["user_id"].tolist(), model.vocab.users))
+    i = torch.from_numpy(index(ratings["item_id"].tolist(), model.vocab.items))
+    w = (
+        torch.from_numpy(ratings["weight"].to_numpy(np.float32)).to(model.device)
+        if "weight" in ratings.columns
+        else None
+    )
+    counts = torch.bincount(i, minlength=len(model.vocab.items) + 1).double()
+    log_q = torch.log(counts.clamp(min=1) / counts.sum()).float().to(model.device)
+    params = [*model.user_tower.parameters(), *model.item_tower.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_epoch, best_state, bad = -math.inf, epochs, None, 0
+    desc = ("two-tower" if cfg.loss == "softmax" else "bpr") + (
+        " (early stopping)" if val is not None else ""
+    )
+    with Progress(epochs, desc, "epochs", enabled=progress) as bar:
+        for epoch in range(epochs):
+            model.user_tower.train()
+            model.item_tower.train()
+            total = 0.0
+            order = torch.randperm(len(u), generator=gen)
+            for start in range(0, len(u), cfg.batch_size):
+                batch = order[start : start + cfg.batch_size]
+                loss = _loss(
+                    model, data, u[batch], i[batch], None if w is None else w[batch], log_q, gen
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(batch)
+            stats = {"epoch": epoch + 1, "loss": total / len(u)}
+            if val is not None:
+                stats["val_ndcg@10"] = _validate(model, data, ratings, val)
+                if stats["val_ndcg@10"] > best:
+                    best, best_epoch, bad = stats["val_ndcg@10"], epoch + 1, 0
+                    best_state = model.state()
+                else:
+                    bad += 1
+            model.history.append(stats)
+            bar.update(1, **{k: round(v, 4) for k, v in stats.items() if k != "epoch"})
+            if val is not None and bad >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state(best_state)
+    return best_epoch
+
+
+def _loss(
+    model: TwoTowerModel,
+    data: TrainData,
+    u: torch.Tensor,
+    i: torch.Tensor,
+    w: torch.Tensor | None,
+    log_q: torch.Tensor,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    cfg = model.config
+    u_ids, i_ids = u.clone(), i.clone()
+    if cfg.id_dropout > 0:
+        u_ids[torch.rand(len(u), generator=gen) < cfg.id_dropout] = 0
+        i_ids[torch.rand(len(i), generator=gen) < cfg.id_dropout] = 0
+    dev = model.device
+    uv = model.user_tower(u_ids.to(dev), data.user_feats(u))
+    iv = model.item_tower(i_ids.to(dev), data.item_feats(i))
+    if cfg.loss == "bpr":
+        j = torch.randint(1, len(model.vocab.items) + 1, (len(i),), generator=gen)
+        jv = model.item_tower(j.to(dev), data.item_feats(j))
+        diff = (uv * iv).sum(-1) - (uv * jv).sum(-1)
+        reg = (uv.pow(2).sum() + iv.pow(2).sum() + jv.pow(2).sum()) / len(u)
+        per_row = -nn.functional.logsigmoid(diff)
+        return _mean(per_row, w) + cfg.l2 * reg
+    i = i.to(dev)
+    logits = uv @ iv.T / cfg.temperature
+    if cfg.logq:
+        logits = logits - log_q[i][None, :]
+    # the same item elsewhere in the batch is a positive, not a negative
+    same = (i[None, :] == i[:, None]) & ~torch.eye(len(i), dtype=torch.bool, device=dev)
+    logits = logits.masked_fill(same, -torch.inf)
+    per_row = nn.functional.cross_entropy(
+        logits, torch.arange(len(i), device=dev), reduction="none"
+    )
+    return _mean(per_row, w)
+
+
+def _mean(per_row: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return per_row.mean() if w is None else (per_row * w).sum() / w.sum().clamp(min=1e-12)
+
+
+@torch.no_grad()
+def _validate(
+    model: TwoTowerModel, data: TrainData, seen: pd.DataFrame, val: pd.DataFrame
+) -> float:
+    model.user_tower.eval()
+    model.item_tower.eval()
+    uv = model.user_tower(data.all_user_ids, data.all_user_feats)
+    iv = model.item_tower(data.all_item_ids, data.all_item_feats)
+    scores = uv @ iv.T
+    vocab = model.vocab
+    su = index(seen["user_id"].tolist(), vocab.users)
+    si = index(seen["item_id"].tolist(), vocab.items)
+    scores[torch.from_numpy(su - 1), torch.from_numpy(si - 1)] = -torch.inf
+    top = torch.topk(scores, min(10, scores.shape[1]), dim=1).indices.cpu().numpy()
+    vu = index(val["user_id"].tolist(), vocab.users) - 1
+    vi = index(val["item_id"].tolist(), vocab.items) - 1
+    keep = vi >= 0
+    users = np.unique(vu[keep])
+    remap = np.full(len(vocab.users), -1)
+    remap[users] = np.arange(len(users))
+    hits = hit_matrix(top[users], remap[vu[keep]], vi[keep], len(vocab.items))
+    n_rel = np.bincount(remap[vu[keep]], minlength=len(users))
+    return ndcg_at_k(hits, n_rel, 10)

@@ -1,0 +1,85 @@
+"""Hyperparameters of the field's models (`[baselines.*]` tables of an experiment config)
+and the record `embedrec tune` leaves in the config it writes (`[tuned]`).
+
+Plain pydantic models with no heavy imports, so the config can hold them without loading
+the libraries they configure.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RECOMMENDERS_PARAMS = (
+    "Microsoft Recommenders, examples/06_benchmarks/movielens.ipynb (bpr_params, "
+    "bivae_params; the notebook that drives benchmark_utils.py and produced the README "
+    "table), https://github.com/recommenders-team/recommenders at commit "
+    "b02c95e2b98b961f9943ce561bbb03f8dff2f41f; SEED = 42 (recommenders/utils/constants.py)"
+)
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EaseParams(_Params):
+    l2: float = Field(500.0, gt=0)
+    """Ridge weight lambda on the item-item weights (Steck, WWW 2019)."""
+
+
+class ALSParams(_Params):
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(2.0, gt=0)
+    """Confidence of an observed interaction: 1 + alpha (Hu, Koren & Volinsky, ICDM 2008)."""
+    iterations: int = Field(15, ge=1)
+    seed: int = 42
+
+
+class CornacBPRParams(_Params):
+    """Defaults: Recommenders' `bpr_params` (see RECOMMENDERS_PARAMS)."""
+
+    k: int = Field(200, ge=1)
+    max_iter: int = Field(200, ge=1)
+    learning_rate: float = Field(0.01, gt=0)
+    lambda_reg: float = Field(1e-3, ge=0)
+    seed: int = 42
+
+
+class BiVAEParams(_Params):
+    """Defaults: Recommenders' `bivae_params` (see RECOMMENDERS_PARAMS), whose `use_gpu` is
+    True; here a GPU is used when torch sees one."""
+
+    k: int = Field(100, ge=1)
+    encoder_structure: list[int] = [200]
+    act_fn: Literal["tanh", "sigmoid", "relu", "relu6", "elu"] = "tanh"
+    likelihood: Literal["pois", "bern", "gaus"] = "pois"
+    n_epochs: int = Field(500, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    seed: int = 42
+
+
+class BaselineParams(_Params):
+    """`[baselines.ease]`, `[baselines.als]`, `[baselines.cornac_bpr]`, `[baselines.bivae]`."""
+
+    ease: EaseParams = EaseParams()
+    als: ALSParams = ALSParams()
+    cornac_bpr: CornacBPRParams = CornacBPRParams()
+    bivae: BiVAEParams = BiVAEParams()
+
+
+class TuningRecord(_Params):
+    """What `embedrec tune` did to produce the config that holds this `[tuned]` table."""
+
+    config: str
+    """The config that was tuned (as given on the command line)."""
+    on: str
+    """The data the objective saw: a validation split carved from the training part."""
+    metric: str
+    trials: int = Field(ge=1)
+    """Trials per model."""
+    sampler: str
+    best: dict[str, float]
+    """Model key -> its best validation score."""

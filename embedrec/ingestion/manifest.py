@@ -1,0 +1,129 @@
+"""What ingestion remembers under `$EMBEDREC_CACHE`, beside the store itself.
+
+A manifest per (catalog, store), an SQLite file under `manifests/`, holds each id's content
+hash: sha256 of the embedder's name, the embedded input and the metadata. A row whose hash
+is in the manifest is neither embedded nor upserted, so rerunning an unchanged catalog does
+no work. An id enters the manifest only after the store has made it durable.
+
+Which embedder built a store is kept in the store itself (see store_info.py). Stores written
+by older versions have it only under `stores/` here, keyed by the store's location: that
+record is still read, as a fallback, until the store's next write moves it into the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from embedrec.ingestion.rows import Row
+from embedrec.settings import cache_root
+from embedrec.stores.uri import parse_uri
+
+LOCAL_SCHEMES = ("faiss", "qdrant+local", "qdrant+edge")
+IDENTITY_OPTIONS = ("namespace",)
+"""URI options that name a different store rather than tune the same one."""
+SQL_BATCH = 500
+
+
+def store_key(uri: str) -> str:
+    """The store's identity: scheme and location (a local path made absolute) plus the
+    options that select data (`namespace`), without tuning options such as `index` or `ef`."""
+    parsed = parse_uri(uri)
+    location = parsed.location
+    if parsed.scheme in LOCAL_SCHEMES and location:
+        location = str(Path(location).expanduser().resolve())
+    key = f"{parsed.scheme}:{location}"
+    kept = sorted((k, v) for k, v in parsed.options.items() if k in IDENTITY_OPTIONS)
+    return key + "".join(f"?{k}={v}" for k, v in kept)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def manifest_path(catalog: Path, store_uri: str) -> Path:
+    key = _digest(f"{Path(catalog).expanduser().resolve()}\n{store_key(store_uri)}")
+    return cache_root() / "manifests" / f"{key}.sqlite"
+
+
+def embedder_record_path(store_uri: str) -> Path:
+    return cache_root() / "stores" / f"{_digest(store_key(store_uri))}.json"
+
+
+def recorded_embedder(store_uri: str) -> Any:
+    """What older versions recorded for this store in the cache (embedder spec, name, dim,
+    modality), None when nothing readable is there."""
+    path = embedder_record_path(store_uri)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def content_hash(embedder_name: str, row: Row) -> str:
+    h = hashlib.sha256(embedder_name.encode())
+    h.update(b"\0")
+    payload = row.payload
+    h.update(payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape"))
+    h.update(b"\0")
+    h.update(json.dumps(row.metadata, sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+class Manifest:
+    """id -> content hash of what the store durably holds from one catalog."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path) if path != ":memory:" else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.lock = threading.Lock()
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, hash TEXT)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT)")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def count(self) -> int:
+        with self.lock:
+            return self.db.execute("SELECT count(*) FROM items").fetchone()[0]
+
+    def ids(self) -> Iterator[str]:
+        with self.lock:
+            rows = self.db.execute("SELECT id FROM items ORDER BY id").fetchall()
+        for (rid,) in rows:
+            yield rid
+
+    def hashes(self, ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), SQL_BATCH):
+            part = ids[start : start + SQL_BATCH]
+            marks = ",".join("?" * len(part))
+            query = f"SELECT id, hash FROM items WHERE id IN ({marks})"
+            with self.lock:
+                out.update(self.db.execute(query, part).fetchall())
+        return out
+
+    def commit(self, entries: Iterable[tuple[str, str]], info: dict[str, str] | None = None):
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?)", entries)
+            self.db.executemany("INSERT OR REPLACE INTO info VALUES (?, ?)", (info or {}).items())
+
+    def remove(self, ids: Iterable[str]) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM items WHERE id = ?", ((i,) for i in ids))
+
+    def clear(self) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM items")

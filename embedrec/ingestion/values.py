@@ -1,0 +1,136 @@
+"""One cell of a catalog -> the text to embed or a metadata value of its column's type.
+
+Each problem raises `InvalidValue` naming the column, which the row builder turns into a
+reject of that row alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from embedrec.ingestion.columns import MetaField
+from embedrec.stores.base import MAX_INT, MetadataValue
+
+_NOT_UTF8 = re.compile("[\ud800-\udfff]")  # undecodable bytes and lone surrogates
+_TRUE = ("true", "1", "yes", "y", "t")
+_FALSE = ("false", "0", "no", "n", "f")
+
+
+class InvalidValue(Exception):
+    """A cell that cannot be used: `field` names its column, `reason` says why."""
+
+    def __init__(self, field: str | None, reason: str):
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
+def is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def check_utf8(name: str, value: Any) -> None:
+    if isinstance(value, str) and _NOT_UTF8.search(value):
+        raise InvalidValue(name, "holds bytes that are not valid UTF-8")
+    if isinstance(value, bytes):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidValue(name, "holds bytes that are not valid UTF-8") from None
+
+
+def as_text(name: str, value: Any) -> str:
+    """A cell as it reads in the text template (absent and null read as empty)."""
+    check_utf8(name, value)
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (dict, list, tuple)) for v in value):
+            raise InvalidValue(name, "a nested list or object cannot go into the text")
+        return ", ".join(str(v) for v in value if v is not None)
+    if isinstance(value, dict):
+        raise InvalidValue(name, "a nested object cannot go into the text")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
+    """One metadata value of `f.type`; strings are parsed, other values must already fit."""
+    name, kind = f.name, f.type
+    if isinstance(value, bytes):
+        check_utf8(name, value)
+        value = value.decode("utf-8")
+    check_utf8(name, value)
+    if isinstance(value, dict):
+        raise InvalidValue(name, "nested objects are not allowed in metadata")
+    if isinstance(value, (list, tuple)):
+        return _as_list(name, kind, value)
+    text = value.strip() if isinstance(value, str) else None
+    if kind == "auto":
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidValue(name, f"{value} is not a finite number")
+        if not isinstance(value, (str, int, float, bool)):
+            raise InvalidValue(name, f"unsupported type {type(value).__name__} {value!r}")
+        return _exact(name, value, value) if type(value) is int else value
+    if kind == "str":
+        if text is None:
+            raise InvalidValue(name, f"expected str, got {type(value).__name__} {value!r}")
+        return value
+    if kind == "list":
+        if text is None:
+            raise InvalidValue(
+                name, f"expected a list of str, got {type(value).__name__} {value!r}"
+            )
+        return [part.strip() for part in text.split(list_sep) if part.strip()]
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise InvalidValue(name, f"expected bool, got {value!r}")
+    return _as_number(name, kind, value, text)
+
+
+def _as_list(name: str, kind: str, value: list[Any] | tuple[Any, ...]) -> list[str]:
+    if kind not in ("auto", "list"):
+        raise InvalidValue(name, f"expected {kind}, got a list")
+    bad = next((v for v in value if not isinstance(v, str)), None)
+    if bad is not None or any(v is None for v in value):
+        raise InvalidValue(name, f"lists may hold only strings, found {type(bad).__name__} {bad!r}")
+    for v in value:
+        check_utf8(name, v)
+    return list(value)
+
+
+def _as_number(name: str, kind: str, value: Any, text: str | None) -> int | float:
+    """An int or float column's value; an integral float (`3.0`, `1e3`) fits an int column."""
+    if isinstance(value, bool):
+        raise InvalidValue(name, f"expected {kind}, got bool {value!r}")
+    try:
+        number = float(text) if text is not None else float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidValue(name, f"expected {kind}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidValue(name, f"{value!r} is not a finite number")
+    if kind == "float":
+        return number
+    if not number.is_integer():
+        raise InvalidValue(name, f"expected int, got {value!r}")
+    if text is not None:
+        try:
+            return _exact(name, value, int(text))
+        except ValueError:
+            return _exact(name, value, int(number))
+    return _exact(name, value, int(value))
+
+
+def _exact(name: str, value: Any, number: int) -> int:
+    """`number` (read from `value`) if every store keeps it exact, as `VectorStore.upsert`
+    requires: refused here, it rejects its row rather than the whole batch it would be in."""
+    if not -MAX_INT <= number <= MAX_INT:
+        raise InvalidValue(name, f"{value!r} is outside +-2**53, the integers stores keep exactly")
+    return number

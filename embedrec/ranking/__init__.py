@@ -1,0 +1,1 @@
+"""Ranking metrics and train/test splits: pure numpy/pandas, importing nothing above them."""

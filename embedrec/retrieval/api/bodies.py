@@ -1,0 +1,129 @@
+"""What the service's routes take and give: the request and response bodies, their limits,
+and the orjson response class."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from embedrec.retrieval.client import Results
+
+MAX_K = 1_000
+MAX_TEXT = 10_000
+MAX_ID = 512
+MAX_JSON_BODY = 1024 * 1024
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_FORM_BODY = MAX_IMAGE_BYTES + 64 * 1024
+"""An image upload plus its form fields and multipart framing."""
+
+
+Filter = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description='Metadata filter, e.g. {"genres": {"$in": ["Comedy"]}, '
+        '"year": {"$gte": 1990}}; operators $eq $ne $gt $gte $lt $lte $in $nin $exists, '
+        "$and / $or",
+    ),
+]
+K = Annotated[int, Field(ge=1, le=MAX_K, description=f"results wanted, 1..{MAX_K}")]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+
+
+class Body(BaseModel):
+    """A request body: unknown fields refused, and no coercion (`"k": "10"` is not 10)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SimilarRequest(Body):
+    item_id: Id
+    k: K = 10
+    filter: Filter = None
+    space: Annotated[str, Field(pattern="^(text|image|two-tower)$")] | None = None
+
+
+FeatureValue = (
+    Annotated[str, Field(max_length=MAX_TEXT)]
+    | int
+    | float
+    | bool
+    | Annotated[list[Annotated[str, Field(max_length=MAX_ID)]], Field(max_length=1_000)]
+)
+UserFeatures = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=MAX_ID)], FeatureValue],
+    Field(max_length=256),
+]
+"""A new user's features: the columns the two-tower model declares (its .json lists them
+under towers.user), checked against that declaration before any vector is computed."""
+
+
+class RecommendRequest(Body):
+    user_id: Id
+    k: K = 10
+    exclude_seen: bool = True
+    filter: Filter = None
+    features: UserFeatures | None = Field(
+        None,
+        description="for a user the service does not know: the feature-only tower, from the "
+        "user features the model declares",
+    )
+
+
+class SearchRequest(Body):
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    k: K = 10
+    filter: Filter = None
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    metadata: dict[str, Any] | None = None
+
+
+class ResultsOut(BaseModel):
+    source: str = Field(
+        description="what answered: the space searched, or for /recommend 'two-tower', "
+        "'features' (a new user's feature-only vector) or 'popularity'"
+    )
+    results: list[HitOut]
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+class JSONBytes(Response):
+    """JSON rendered by orjson, which writes NaN and infinities as null rather than failing
+    (FastAPI's own `ORJSONResponse` is deprecated)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """What orjson cannot write as it is (a validation error's bytes input or exception
+    context): bytes as text, anything else by its str()."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+def results_body(results: Results) -> JSONBytes:
+    """A `ResultsOut` body serialised straight from the hits' columns: a pydantic model per
+    hit would cost more than the search."""
+    hits = results.hits
+    payload = {
+        "source": results.source,
+        "results": [
+            {"id": i, "score": s, "metadata": m}
+            for i, s, m in zip(hits.ids, hits.scores, hits.metadata, strict=True)
+        ],
+    }
+    return JSONBytes(payload)

@@ -1,0 +1,73 @@
+"""The service's Prometheus metrics, in a registry of each app's own (not the process-global
+one, so that several apps in one process, as in the tests, count apart)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CLIENT_GONE = 499
+"""The status counted for a request whose client hung up before it was answered (nginx's
+code): the service did nothing wrong, so it is not a 5xx."""
+
+FallbackCounts = Callable[[], dict[tuple[str, str], int]]
+
+
+class _Fallbacks(Collector):
+    """Store calls served by a replica, read from the recommender at each scrape."""
+
+    def __init__(self, counts: FallbackCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "embedrec_store_fallbacks",
+            "Store calls served by a replica.",
+            labels=["space", "operation"],
+        )
+        for (space, op), n in sorted(self.counts().items()):
+            family.add_metric([space, op], n)
+        yield family
+
+
+class ServiceMetrics:
+    """Request latency and counts by endpoint and status, and the replica fallbacks."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, fallbacks: FallbackCounts) -> None:
+        self.registry = CollectorRegistry()
+        self._duration = Histogram(
+            "embedrec_request_duration_seconds",
+            "Time to answer a request, by endpoint.",
+            ["endpoint"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self._requests = Counter(
+            "embedrec_requests",
+            "Requests answered, by endpoint and status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.registry.register(_Fallbacks(fallbacks))
+        self._children: dict[tuple[str, int], tuple[Histogram, Counter]] = {}
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        children = self._children.get((endpoint, status))
+        if children is None:  # labels() takes a lock and checks its values: once per pair
+            children = (
+                self._duration.labels(endpoint),
+                self._requests.labels(endpoint, str(status)),
+            )
+            self._children[(endpoint, status)] = children
+        children[0].observe(seconds)
+        children[1].inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,181 @@
+"""The service's routes, each declared once as a FastAPI route on the app: the data routes
+(which need the API key where one is set; the JSON ones are `JSONRoute`s) and the
+operational ones (`/healthz`, `/metrics`)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, File, Form, HTTPException, Request, Security, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.security import APIKeyHeader, HTTPBearer
+
+from embedrec.embedders.two_tower.features import FeatureError
+from embedrec.retrieval.api.bodies import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    MAX_K,
+    JSONBytes,
+    RecommendRequest,
+    ResultsOut,
+    SearchRequest,
+    SimilarRequest,
+    results_body,
+)
+from embedrec.retrieval.api.errors import DOCUMENTED
+from embedrec.retrieval.api.json_route import JSONRoute
+from embedrec.retrieval.api.metrics import ServiceMetrics
+from embedrec.retrieval.client import Recommender, Results
+
+DATA = "data"
+"""The tag of the routes that need the API key."""
+
+KEY_SCHEMES = [
+    Security(APIKeyHeader(name="X-API-Key", scheme_name="APIKeyHeader", auto_error=False)),
+    Security(HTTPBearer(scheme_name="HTTPBearer", auto_error=False)),
+]
+"""How the data routes take the key, for the OpenAPI schema; the `ApiKey` middleware checks
+it, before the body is read."""
+
+Endpoint = Callable[..., Any]
+
+
+def add_data_routes(app: FastAPI, recommender: Recommender, keyed: bool) -> None:
+    common: dict[str, Any] = {
+        "methods": ["POST"],
+        "response_model": ResultsOut,
+        "response_class": JSONBytes,
+        "responses": DOCUMENTED,
+        "tags": [DATA],
+        "dependencies": KEY_SCHEMES if keyed else None,
+    }
+    answer = _answerer(recommender)
+    json_routes = {
+        "/similar": _similar(recommender, answer),
+        "/recommend": _recommend(recommender, answer),
+        "/search": _search(recommender),
+    }
+    for path, endpoint in json_routes.items():
+        app.router.add_api_route(path, endpoint, route_class_override=JSONRoute, **common)
+    app.router.add_api_route("/search/image", _search_image(recommender), **common)
+
+
+def _answerer(recommender: Recommender) -> Endpoint:
+    async def answer(
+        space: str | None, fn: Callable[..., Results], /, *args: Any, **kw: Any
+    ) -> JSONBytes:
+        """`fn` on the event loop where the space's stores are in process (a search there is
+        shorter than a thread hop), in a worker thread where one waits on the network."""
+        if recommender.is_remote(space):
+            return results_body(await run_in_threadpool(fn, *args, **kw))
+        return results_body(fn(*args, **kw))
+
+    return answer
+
+
+def _similar(recommender: Recommender, answer: Endpoint) -> Endpoint:
+    async def similar(req: SimilarRequest) -> Response:
+        """Items nearest a catalog item (itself left out)."""
+        space = req.space or recommender.similar_space
+        return await answer(
+            space, recommender.similar, req.item_id, req.k, req.filter, space=req.space
+        )
+
+    return similar
+
+
+def _recommend(recommender: Recommender, answer: Endpoint) -> Endpoint:
+    async def recommend(req: RecommendRequest) -> Response:
+        """Items for a user: their two-tower vector; a new user's features; else popularity."""
+        try:
+            return await answer(
+                "two-tower",
+                recommender.recommend,
+                req.user_id,
+                req.k,
+                exclude_seen=req.exclude_seen,
+                filter=req.filter,
+                features=req.features,
+            )
+        except FeatureError as exc:  # not what the model declares: a bad body, as pydantic's
+            where = ("body", "features", exc.column)
+            error = {"type": "value_error", "loc": where, "msg": exc.reason, "input": None}
+            raise RequestValidationError([error]) from None
+
+    return recommend
+
+
+def _search(recommender: Recommender) -> Endpoint:
+    def search(req: SearchRequest) -> Response:
+        """Items whose text is nearest the query text."""
+        return results_body(recommender.search_text(req.text, req.k, req.filter))
+
+    return search
+
+
+def _search_image(recommender: Recommender) -> Endpoint:
+    def search_image(
+        file: Annotated[UploadFile, File(description="the query image (PNG, JPEG, ...)")],
+        k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+        filter: Annotated[str | None, Form(description="a filter as a JSON object")] = None,
+    ) -> Response:
+        """Items whose image is nearest the uploaded one; at most 10 MB."""
+        data = _image_bytes(file)
+        return results_body(recommender.search_image(data, k, _json_filter(filter)))
+
+    return search_image
+
+
+def _image_bytes(upload: UploadFile) -> bytes:
+    data = upload.file.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise HTTPException(413, f"image over {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    if not data:
+        raise HTTPException(400, "empty image upload")
+    from PIL import Image, UnidentifiedImageError  # the image extra, loaded at first use
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise HTTPException(400, f"cannot decode the image: {exc}") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise HTTPException(
+            400, f"image is {width}x{height}; at most {MAX_IMAGE_PIXELS:,} pixels are accepted"
+        )
+    return data
+
+
+def _json_filter(raw: str | None) -> dict[str, Any] | None:
+    """The form's filter field, parsed as strictly as a JSON body (see `JSONRoute`)."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(400, f"filter is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise HTTPException(400, f"filter must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def add_ops_routes(
+    app: FastAPI, recommender: Recommender, metrics: ServiceMetrics, keyed: bool
+) -> None:
+    @app.get("/healthz", tags=["operations"])
+    def healthz(request: Request) -> dict[str, Any]:
+        """The status for anyone; with the API key (or where none is set), also each
+        space's primary and replica store, whose paths and hosts are not for everyone."""
+        if not keyed or getattr(request.state, "authorised", False):
+            return {"status": "ok", "spaces": recommender.store_uris()}
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def prometheus() -> Response:
+        """Request latency and counts by endpoint and status, and replica fallbacks."""
+        return Response(metrics.render(), media_type=metrics.content_type)

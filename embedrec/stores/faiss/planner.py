@@ -1,0 +1,162 @@
+"""How one search runs over a FAISS index: unfiltered, or through a mask of allowed slots
+(a filter, tombstones, excluded ids), choosing between exact scoring and the ANN index.
+
+Filters become a bitmap that FAISS applies during the search, never a post-filter of a short
+list. The choice, per call:
+
+- few slots allowed: score them all exactly. A batch gathers the allowed vectors and scores
+  them in one matrix product (BLAS), which FAISS's selector scan of a flat index (one query
+  and one slot at a time) cannot do; a single query scans through the selector.
+- more allowed: the ANN index with a selector, its effort raised so that its candidate list
+  still holds about k allowed slots, and asked for more than k hits (`probe_k`). A row that
+  gets fewer than that found few allowed slots near the query: the filter is correlated
+  against it, the ANN answer may miss better matches, and that row is answered exactly. So k
+  hits come back whenever k slots are allowed, and anti-correlated filters keep their recall.
+
+Exact costs about `allowed` vector scores per query; the ANN search about `ann_work` (its
+raised effort times the vectors each step scores).
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from embedrec.stores.faiss.kinds import IndexSpec, Knobs, search_params
+
+GATHER_BYTES = 64 << 20
+"""Largest copy of allowed vectors that exact search gathers for one matrix product."""
+BLAS_GAIN = 4
+"""How many times cheaper a vector score is in a gathered matrix product than one by one."""
+MAX_EF = 4096
+MAX_RAISE = 2
+"""A filtered ANN search at least doubles its effort once half the slots or fewer remain."""
+
+Answer = tuple[np.ndarray, np.ndarray]
+
+
+class Selection:
+    """The slots a search may return: a mask over slots and how many it allows, with the
+    FAISS selector and search parameters built over it. They are kept with the mask (which
+    the table caches per filter until the next write) because building them costs about as
+    much as a small search."""
+
+    __slots__ = ("_params", "_selector", "allowed", "mask")
+
+    def __init__(self, mask: np.ndarray, allowed: int | None = None) -> None:
+        self.mask = mask
+        self.allowed = int(np.count_nonzero(mask)) if allowed is None else allowed
+        self._selector: tuple[faiss.IDSelectorBitmap, np.ndarray] | None = None
+        self._params: dict[tuple[str, Knobs], faiss.SearchParameters] = {}
+
+    def selector(self) -> faiss.IDSelectorBitmap:
+        if self._selector is None:
+            bits = np.packbits(self.mask, bitorder="little")  # must outlive the selector
+            self._selector = (faiss.IDSelectorBitmap(len(self.mask), faiss.swig_ptr(bits)), bits)
+        return self._selector[0]
+
+    def params(self, family: str, knobs: Knobs, nprobe_default: int) -> faiss.SearchParameters:
+        key = (family, knobs._replace(nprobe=knobs.nprobe or nprobe_default))
+        found = self._params.get(key)
+        if found is None:
+            found = search_params(family, self.selector(), knobs, nprobe_default)
+            self._params[key] = found
+        return found
+
+
+def probe_k(k: int) -> int:
+    """Hits a filtered ANN search asks for: enough beyond k to tell a region that holds
+    allowed slots from one that holds barely k."""
+    return max(2 * k, k + 10)
+
+
+def empty(nq: int) -> Answer:
+    return np.zeros((nq, 0), "f4"), np.full((nq, 0), -1, "i8")
+
+
+class IndexSearch:
+    """Searches over one index as it stands; the store makes a new one when the index is
+    replaced (built, trained, compacted, loaded)."""
+
+    def __init__(self, index: faiss.Index, spec: IndexSpec, *, built: bool, nprobe: int | None):
+        self.index = index
+        self.family = spec.family if built else "flat"
+        self.hnsw_m = spec.hnsw_m
+        self.nlist = faiss.extract_index_ivf(index).nlist if self.family.startswith("ivf") else 1
+        self.nprobe_default = nprobe or min(self.nlist, max(8, self.nlist // 32))
+        self._unfiltered: dict[Knobs, faiss.SearchParameters | None] = {}
+
+    def unfiltered(self, queries: np.ndarray, k: int, knobs: Knobs) -> Answer:
+        params = self._unfiltered.get(knobs)
+        if params is None:
+            params = self._unfiltered[knobs] = search_params(
+                self.family, None, knobs, self.nprobe_default
+            )
+        return self.index.search(queries, k, params=params)
+
+    def ann_work(self, knobs: Knobs) -> float:
+        """Roughly how many vectors one ANN query scores at this effort."""
+        if self.family == "hnsw":
+            return float(knobs.ef * self.hnsw_m)
+        return (knobs.nprobe or self.nprobe_default) * self.index.ntotal / self.nlist
+
+    def raised(self, knobs: Knobs, k: int, share: float) -> Knobs:
+        """The effort for a search where `share` of the slots are allowed."""
+        if self.family == "hnsw":
+            ef = max(knobs.ef * min(1 / share, MAX_RAISE), k / share, probe_k(k))
+            return knobs._replace(ef=min(math.ceil(ef), max(knobs.ef, MAX_EF)))
+        nprobe = math.ceil((knobs.nprobe or self.nprobe_default) / share)
+        return knobs._replace(nprobe=min(self.nlist, nprobe))
+
+    def filtered(self, queries: np.ndarray, k: int, selection: Selection, knobs: Knobs) -> Answer:
+        """Top-k among the slots `selection` allows, k of them whenever k exist."""
+        allowed, slots = selection.allowed, len(selection.mask)
+        if allowed == 0:
+            return empty(len(queries))
+        k = min(k, allowed)
+        if self.family in ("flat", "sq"):
+            return self.exact(queries, k, selection)
+        raised = self.raised(knobs, k, allowed / slots)
+        blas = len(queries) > 1 and self._gathers(len(queries), allowed, slots)
+        if allowed / (BLAS_GAIN if blas else 1) <= self.ann_work(raised):
+            return self.exact(queries, k, selection)
+        kk = min(probe_k(k), allowed)
+        params = selection.params(self.family, raised, self.nprobe_default)
+        distances, labels = self.index.search(queries, kk, params=params)
+        short = np.flatnonzero(labels[:, kk - 1] < 0)  # FAISS fills rows from the front
+        distances, labels = distances[:, :k], labels[:, :k]
+        if short.size:
+            distances[short], labels[short] = self.exact(queries[short], k, selection)
+        return distances, labels
+
+    def _gathers(self, nq: int, allowed: int, slots: int) -> bool:
+        """Whether exact search gathers the allowed vectors: always for a batch, for a
+        single query when at most a quarter of the slots are allowed (else one scan through
+        the selector is cheaper than the copy), never past GATHER_BYTES nor for SQ8's codes."""
+        if self.family == "sq" or allowed * self.index.d * 4 > GATHER_BYTES:
+            return False
+        return nq > 1 or 4 * allowed <= slots
+
+    def _flat(self) -> faiss.Index:
+        """The index that holds the exact vectors by slot."""
+        if self.family == "hnsw":
+            return faiss.downcast_index(self.index.storage)
+        if self.family == "ivfpq":
+            return faiss.downcast_index(self.index.refine_index)
+        return self.index
+
+    def exact(self, queries: np.ndarray, k: int, selection: Selection) -> Answer:
+        """Exact top-k over the slots `selection` allows, from the index's exact vectors."""
+        if self.family == "ivf":
+            every_list = Knobs(0, self.nlist, 0)
+            return self.index.search(queries, k, params=selection.params("ivf", every_list, 1))
+        flat = self._flat()
+        if self._gathers(len(queries), selection.allowed, len(selection.mask)):
+            slots = np.flatnonzero(selection.mask)
+            vectors = flat.reconstruct_batch(slots)
+            distances, at = faiss.knn(queries, vectors, k, flat.metric_type)
+            return distances, np.where(at >= 0, slots[at], -1)
+        params = selection.params("flat", Knobs(0, None, 0), 1)
+        return flat.search(queries, k, params=params)

@@ -1,0 +1,357 @@
+"""`FaissStore`: the index, the slot table beside it, and the read/write lock that guards
+both. Searches share the lock; writes, compaction and saves hold it alone."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from embedrec.stores.base import Hits, Record, VectorStore
+from embedrec.stores.errors import (
+    ConfigError,
+    DimensionError,
+    StoreError,
+    StoreNotFound,
+    StoreWriteError,
+)
+from embedrec.stores.faiss import persistence
+from embedrec.stores.faiss.building import rebuild
+from embedrec.stores.faiss.hits import hits_of
+from embedrec.stores.faiss.kinds import IndexSpec, Knobs, UriOptions, new_index
+from embedrec.stores.faiss.planner import IndexSearch, Selection
+from embedrec.stores.faiss.table import SlotTable
+from embedrec.stores.filters import Node
+from embedrec.stores.uri import StoreURI
+
+DEFAULT_KIND = "Flat"
+COMPACT_DEAD_FRACTION = 0.25
+
+
+class RWLock:
+    """Many concurrent searches, one writer at a time: `with lock.read():` / `lock.write()`.
+    The read side is a plain context manager on a C lock, not a generator, and wakes writers
+    only when one waits: it is on every search."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._readers = 0
+        self._writing = False
+        self._waiting = 0
+
+    def read(self) -> RWLock:
+        return self
+
+    def __enter__(self) -> None:
+        with self._mutex:
+            while self._writing:
+                self._cond.wait()
+            self._readers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._mutex:
+            self._readers -= 1
+            if self._waiting and not self._readers:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._mutex:
+            self._waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class FaissStore(VectorStore):
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        dim: int,
+        metric: str,
+        spec: IndexSpec,
+        ef: int = 64,
+        ef_construction: int = 40,
+        nprobe: int | None = None,
+        k_factor: int = 4,
+        uri: str = "",
+    ) -> None:
+        self.path = path
+        self.dim = dim
+        self.metric = metric  # type: ignore[assignment]
+        self.spec = spec
+        self.ef = ef
+        self.ef_construction = ef_construction
+        self.nprobe = nprobe
+        self.k_factor = k_factor
+        self._knobs = Knobs(ef, nprobe, k_factor)
+        self.uri = uri or f"faiss:{path or ''}"
+        self.capabilities = spec.capabilities(persistent=path is not None)
+        self._table = SlotTable([], [])
+        self._built = not spec.trainable
+        self._use(new_index(spec, dim, metric, ef_construction=ef_construction))
+        self._generation = 0
+        self._info: dict[str, Any] | None = None
+        self._dirty = False
+        self._lock = RWLock()
+        self._lock_file: Any = None
+        self._closed = False
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, uri: StoreURI, *, dim: int | None, metric: str | None) -> FaissStore:
+        path = Path(uri.location).expanduser() if uri.location else None
+        asked = UriOptions.pop_from(uri, metric)
+        kind, metric, tuning = asked.kind, asked.metric, asked.tuning
+        if path is not None and (path / persistence.MANIFEST).exists():
+            store = cls._load(path, uri.raw, tuning)
+            if dim is not None and dim != store.dim:
+                raise DimensionError(f"{uri.raw} holds {store.dim}-d vectors, not {dim}-d")
+            if metric is not None and metric != store.metric:
+                raise ConfigError(f"{uri.raw} uses metric {store.metric!r}, not {metric!r}")
+            if kind is not None and IndexSpec.parse(kind).family != store.spec.family:
+                raise ConfigError(f"{uri.raw} is a {store.spec.name} index, not {kind}")
+            return store
+        if dim is None:
+            raise StoreNotFound(f"{uri.raw}: no FAISS store there; pass dim to create one")
+        if path is not None and not persistence.holds_no_store(path):
+            raise ConfigError(f"{path} is not empty and holds no FAISS store (no manifest.json)")
+        spec = IndexSpec.parse(kind or DEFAULT_KIND)
+        spec = spec.with_nlist(asked.nlist) if asked.nlist is not None else spec
+        spec.check_dim(dim)
+        return cls(path, dim=dim, metric=metric or "cosine", spec=spec, uri=uri.raw, **tuning)
+
+    @classmethod
+    def _load(cls, path: Path, uri: str, tuning: dict[str, Any]) -> FaissStore:
+        saved = persistence.load(path)
+        m = saved.manifest
+        store = cls(path, dim=m.dim, metric=m.metric, spec=m.spec, uri=uri, **tuning)
+        store._built = m.built
+        store._use(saved.index)
+        store._table = SlotTable(saved.ids, saved.meta)
+        store._generation = m.generation
+        store._info = m.info
+        return store
+
+    def _use(self, index: faiss.Index) -> None:
+        """Make `index` the one searches run on."""
+        self._index = index
+        self._search_over = IndexSearch(index, self.spec, built=self._built, nprobe=self.nprobe)
+
+    @property
+    def built(self) -> bool:
+        """False while a trainable kind still serves exact search from its flat staging index."""
+        return self._built
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        """Take the writer's lock on the directory on first write: readers never lock."""
+        if self._closed:
+            raise StoreError(f"{self.uri} is closed")
+        if self.path is None or self._lock_file is not None:
+            return
+        handle = persistence.lock_for_writing(self.path, self._generation)
+        self._lock_file = handle
+
+    def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
+        with self._lock.write():
+            self._writable()
+            self._index.add(vectors)
+            self._table.append(ids, metadata)
+            self._dirty = True
+        return len(ids)
+
+    def _delete_slots(self, slots: list[int]) -> int:
+        if slots:
+            self._writable()
+            self._table.kill(slots)
+            self._dirty = True
+        return len(slots)
+
+    def _delete_ids(self, ids: list[str]) -> int:
+        with self._lock.write():
+            return self._delete_slots([self._table.slot[i] for i in ids if i in self._table.slot])
+
+    def _delete_filter(self, node: Node) -> int:
+        with self._lock.write():
+            return self._delete_slots(np.flatnonzero(self._table.select(node).mask).tolist())
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _fetch(self, ids: list[str]) -> list[Record]:
+        with self._lock.read():
+            slot, meta = self._table.slot, self._table.meta
+            found = [(i, slot[i]) for i in ids if i in slot]
+            if not found:
+                return []
+            slots = np.fromiter((s for _, s in found), dtype=np.int64, count=len(found))
+            vectors = self._index.reconstruct_batch(slots)
+            return [Record(i, vectors[n], dict(meta[s] or {})) for n, (i, s) in enumerate(found)]
+
+    def _count(self, node: Node | None) -> int:
+        with self._lock.read():
+            return self._table.select(node).allowed
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        params: dict[str, Any],
+        exclude: Sequence[Collection[str]] | None,
+    ) -> list[Hits]:
+        with self._lock.read():
+            knobs = self._knobs.override(params) if params else self._knobs
+            k = min(k, self._table.live_count)  # work is bounded by the records there are
+            if k == 0:
+                return [Hits() for _ in range(len(queries))]
+            if exclude is not None:
+                return self._search_leaving_out(queries, k, node, knobs, exclude)
+            over = self._search_over
+            l2 = self.metric == "l2"
+            if node is not None or self._table.dead:
+                answer = over.filtered(queries, k, self._table.select(node), knobs)
+                return hits_of(self._table, *answer, l2=l2)
+            hits = hits_of(self._table, *over.unfiltered(queries, k, knobs), l2=l2)
+            short = [n for n, row in enumerate(hits) if len(row) < k]
+            if short:  # an ANN search may reach fewer than k of the records
+                answer = over.exact(queries[short], k, self._table.live())
+                for n, row in zip(short, hits_of(self._table, *answer, l2=l2), strict=True):
+                    hits[n] = row
+            return hits
+
+    def _search_leaving_out(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        knobs: Knobs,
+        exclude: Sequence[Collection[str]],
+    ) -> list[Hits]:
+        """Excluded ids leave the search itself, through the same pre-filter mask as a
+        filter: one search per row, at k, instead of over-fetching."""
+        base = self._table.select(node)
+        out: list[Hits] = []
+        for row, ex in zip(queries, exclude, strict=True):
+            selection = base
+            slots = self._table.slots_of(ex)
+            if slots.size:
+                mask = base.mask.copy()
+                mask[slots] = False
+                selection = Selection(mask, base.allowed - int(np.count_nonzero(base.mask[slots])))
+            answer = self._search_over.filtered(row[None, :], k, selection, knobs)
+            out.extend(hits_of(self._table, *answer, l2=self.metric == "l2"))
+        return out
+
+    # -- building, compaction, persistence -------------------------------------------------
+
+    def _rebuild(self, live: np.ndarray, *, train: bool) -> None:
+        """Re-create the index from the live slots, training it first when asked."""
+        index = rebuild(
+            self._index,
+            self.spec,
+            live,
+            train=train,
+            built=self._built,
+            ef_construction=self.ef_construction,
+        )
+        self._built = self._built or train
+        self._use(index)
+        self._table.keep(live)
+
+    def compact(self) -> None:
+        """Drop dead slots (deleted or overwritten records) from the index."""
+        with self._lock.write():
+            self._writable()
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self._table.dead:
+            return
+        live = self._table.live_slots()
+        if self._built and self.spec.family == "sq":
+            dead = np.setdiff1d(np.arange(len(self._table)), live)
+            self._index.remove_ids(faiss.IDSelectorBatch(dead))
+            self._table.keep(live)
+        else:
+            self._rebuild(live, train=False)
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Build a trainable index once there is enough data, reclaim dead slots, and save."""
+        with self._lock.write():
+            if self._closed:
+                return
+            table = self._table
+            if not self._built and table.live_count >= max(self.spec.min_train, 1):
+                self._writable()
+                self._rebuild(table.live_slots(), train=True)
+                self._dirty = True
+            dead_share = self._table.dead / max(len(self._table), 1)
+            if self._table.dead and (
+                self.capabilities.deletes or dead_share > COMPACT_DEAD_FRACTION
+            ):
+                self._writable()
+                self._compact()
+            if self.path is not None and self._dirty:
+                self._writable()
+                self._save()
+
+    def _read_info(self) -> dict[str, Any] | None:
+        return self._info
+
+    def _write_info(self, raw: dict[str, Any]) -> None:
+        """Kept in the manifest, so the description commits with the next generation."""
+        with self._lock.write():
+            self._writable()
+            self._info = raw
+            self._dirty = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        with self._lock.write():
+            self._closed = True
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+
+    def _save(self) -> None:
+        assert self.path is not None
+        gen = self._generation + 1
+        header = {
+            "dim": self.dim,
+            "metric": self.metric,
+            "index": self.spec.name,
+            "built": self._built,
+            "count": self._table.live_count,
+            "slots": len(self._table),
+        }
+        if self._info is not None:
+            header["info"] = self._info
+        persistence.save(self.path, gen, self._index, self._table.ids, self._table.meta, header)
+        self._generation = gen
+        self._dirty = False
+        try:
+            persistence.settle(self.path, gen)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"{self.path}: generation {gen} is committed but not yet durable: {exc}"
+            ) from exc

@@ -1,0 +1,143 @@
+"""The records beside a FAISS index: ids and metadata at positions ("slots") aligned with
+the index's vectors, tombstones, and the caches derived from them.
+
+Records live at slots 0..ntotal-1 in insertion order. A delete or an overwrite marks the old
+slot dead (id and metadata become None); every search leaves dead slots out through a
+selector until a compaction drops them. The caches (metadata columns, filter masks, the
+slots of excluded-id sets, the object arrays hits read from) are valid until the next write,
+which calls `changed()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Collection
+
+import numpy as np
+
+from embedrec.stores.base import FrozenMetadata
+from embedrec.stores.faiss.planner import Selection
+from embedrec.stores.filters import Columns, Node
+
+MASK_CACHE = 128
+EXCLUDED_CACHE = 4096
+
+
+class SlotTable:
+    """Ids and metadata by slot, with the id -> slot map and the caches derived from them.
+    Not locked itself: the store's read/write lock guards it with the index."""
+
+    def __init__(self, ids: list[str | None], meta: list[FrozenMetadata | None]) -> None:
+        self.ids = ids
+        self.meta = meta
+        self.slot = {i: n for n, i in enumerate(ids) if i is not None}
+        self.dead = len(ids) - len(self.slot)
+        self._columns: Columns | None = None
+        self._masks: dict[str, Selection] = {}
+        self._live: Selection | None = None
+        self._excluded: dict[frozenset[str], np.ndarray] = {}
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._cache_lock = threading.Lock()  # concurrent searches share the caches
+
+    def __len__(self) -> int:
+        """Slots, live and dead."""
+        return len(self.ids)
+
+    @property
+    def live_count(self) -> int:
+        return len(self.slot)
+
+    def changed(self) -> None:
+        """After a write: every cache is stale."""
+        self._columns = None
+        self._arrays = None
+        self._live = None
+        self._masks.clear()
+        self._excluded.clear()
+
+    def append(self, ids: list[str], metadata: list[dict]) -> None:
+        """New records at the next slots; an id already present is killed first."""
+        self.kill([self.slot[i] for i in ids if i in self.slot])
+        start = len(self.ids)
+        self.ids.extend(ids)
+        self.meta.extend(map(FrozenMetadata, metadata))
+        self.slot.update(zip(ids, range(start, start + len(ids)), strict=True))
+        self.changed()
+
+    def kill(self, slots: list[int]) -> None:
+        for s in slots:
+            del self.slot[self.ids[s]]  # type: ignore[arg-type]
+            self.ids[s] = None
+            self.meta[s] = None
+        self.dead += len(slots)
+        if slots:
+            self.changed()
+
+    def live_slots(self) -> np.ndarray:
+        return np.flatnonzero(np.fromiter((i is not None for i in self.ids), bool, len(self.ids)))
+
+    def keep(self, live: np.ndarray) -> None:
+        """Keep only the slots `live`, renumbered from 0 (after a compaction)."""
+        self.ids = [self.ids[s] for s in live.tolist()]
+        self.meta = [self.meta[s] for s in live.tolist()]
+        self.slot = {i: n for n, i in enumerate(self.ids)}  # type: ignore[misc]
+        self.dead = 0
+        self.changed()
+
+    def columns(self) -> Columns:
+        if self._columns is None:
+            self._columns = Columns(self.meta)
+        return self._columns
+
+    def live(self) -> Selection:
+        """Every live slot, cached until the next write."""
+        if self._live is None:
+            self._live = Selection(self.columns().live, len(self.slot))
+        return self._live
+
+    def select(self, node: Node | None) -> Selection:
+        """The slots a filter selects (every live one for None), cached until the next
+        write: serving traffic repeats its filters, and evaluating one costs more than a
+        small search. Keyed by repr, in which True and 1 differ (equal in Python)."""
+        if node is None:
+            return self.live()
+        key = repr(node)
+        found = self._masks.get(key)
+        if found is None:
+            found = Selection(self.columns().evaluate(node))
+            with self._cache_lock:
+                if len(self._masks) >= MASK_CACHE:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[key] = found
+        return found
+
+    def slots_of(self, ids: Collection[str]) -> np.ndarray:
+        """The live slots of `ids`. A frozenset's are cached until the next write: a serving
+        process excludes the same seen-item sets again and again."""
+        slots = self._excluded.get(ids) if isinstance(ids, frozenset) else None
+        if slots is None:
+            found = np.fromiter(map(self.slot.get, ids, itertools.repeat(-1)), np.int64)
+            slots = found[found >= 0]
+            if isinstance(ids, frozenset):
+                with self._cache_lock:
+                    if len(self._excluded) >= EXCLUDED_CACHE:
+                        self._excluded.pop(next(iter(self._excluded)))
+                    self._excluded[ids] = slots
+        return slots
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and metadata as object arrays over slots, so that mapping a batch of labels is
+        one fancy index in C rather than a Python lookup per hit. Never changed once built
+        (a write drops it and the next search builds another), so hits can read their
+        metadata from it later and still see the search's moment."""
+        if self._arrays is None:
+            ids = np.empty(len(self.ids), dtype=object)
+            ids[:] = self.ids
+            meta = np.empty(len(self.meta), dtype=object)
+            meta[:] = self.meta
+            self._arrays = (ids, meta)
+        return self._arrays
+
+    def built_snapshot(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._arrays

@@ -1,0 +1,280 @@
+"""The Qdrant store, written once over an engine (`engine.Engine`): qdrant-client for a
+server and its local mode, qdrant-edge-py for the engine in process.
+
+Payload indexes. Qdrant builds filter-aware graph links only for the payload indexes that
+exist when the graph is built, so a store indexes, in order of preference: the fields
+declared before the first write (`declare_fields`, from ingestion's metadata spec), the
+fields named by `indexes=` (typed by their first upserted value), and any other field a
+filter uses, at its first use. An index added once the graph exists marks the graph stale;
+`flush()` rebuilds it.
+
+Filtered search is planned as FAISS plans it: when few points match, scoring them all
+exactly costs less than the graph search (matches^2 <= points * ef * m), so the search is
+exact; otherwise ef is raised by 1/selectivity, and any query still short of k while more
+points match is answered again exactly. So k hits come back whenever k records match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from embedrec.stores.base import Capabilities, Hits, Record, VectorStore
+from embedrec.stores.errors import ConfigError, StoreError
+from embedrec.stores.filters import Node
+from embedrec.stores.qdrant.dialect import (
+    field_schema,
+    from_payload,
+    index_schema,
+    leave_out,
+    point_id,
+    to_payload,
+    translate,
+    value_kind,
+)
+from embedrec.stores.qdrant.engine import Engine
+from embedrec.stores.uri import StoreURI
+
+log = logging.getLogger(__name__)
+
+MAX_EF = 4096
+"""The most a filter's selectivity raises ef to; past it short rows are answered exactly."""
+
+
+def search_options(params: Mapping[str, Any], default_ef: int | None) -> tuple[int | None, bool]:
+    """Validated (ef, exact) from per-call search params."""
+    ef = params.get("ef", default_ef)
+    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
+        raise ConfigError(f"search param ef must be a positive integer, got {ef!r}")
+    exact = params.get("exact", False)
+    if not isinstance(exact, bool):
+        raise ConfigError(f"search param exact must be true or false, got {exact!r}")
+    return ef, exact
+
+
+def hits_from(points: Iterable[Any], l2: bool) -> Hits:
+    """One query's scored points as hits. Qdrant's Euclid score is the distance; ours is
+    the negated squared distance."""
+    ids, scores, metadata = [], [], []
+    for p in points:
+        rid, meta = from_payload(p.payload)
+        ids.append(rid)
+        scores.append(-(float(p.score) ** 2) if l2 else float(p.score))
+        metadata.append(meta)
+    return Hits(ids, scores, metadata)
+
+
+class QdrantStore(VectorStore):
+    """A Qdrant collection over the engine that `engine_type` names (set by each engine
+    module's subclass, which is what the store registry opens)."""
+
+    engine_type: ClassVar[type[Engine]]
+
+    def __init__(self, uri: str, engine: Engine, default_ef: int | None, indexes: list[str]):
+        self.uri = uri
+        self.engine = engine
+        self.dim = engine.dim
+        self.metric = engine.metric  # type: ignore[assignment]
+        self.default_ef = default_ef
+        self.indexed: set[str] = engine.indexed() if engine.ann else set()
+        self.pending_indexes = indexes if engine.ann else []
+        self._closed = False
+        self.capabilities = Capabilities(
+            exact=not engine.ann,
+            search_params=("ef", "exact") if engine.ann else (),
+            persistent=engine.persistent,
+            remote=engine.remote,
+            excludes_in_search=True,
+        )
+
+    @classmethod
+    def open(cls, uri: StoreURI, *, dim: int | None, metric: str | None) -> QdrantStore:
+        engine = cls.engine_type.connect(uri)
+        try:
+            default_ef = uri.pop_int("ef")
+            indexes = [f for f in (uri.pop("indexes") or "").split(",") if f]
+            uri.done()
+            with engine.guard():
+                engine.attach(uri.raw, dim, metric)
+                return cls(uri.raw, engine, default_ef, indexes)
+        except BaseException:
+            engine.close()
+            raise
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        if self._closed:
+            raise StoreError(f"{self.uri}: the store is closed")
+        with self.engine.guard():
+            yield
+
+    # -- payload indexes -------------------------------------------------------------------
+
+    @property
+    def stale_graph(self) -> bool:
+        """True when a payload index was added after the graph was built; `flush()`
+        rebuilds the graph."""
+        return self.engine.stale_graph
+
+    def _ensure_index(self, key: str, schema: str) -> None:
+        if key in self.indexed:
+            return
+        self.engine.create_index(key, schema)
+        self.indexed.add(key)
+        log.debug("%s: created %s payload index on %r", self.uri, schema, key)
+
+    def _declare_fields(self, fields: dict[str, str]) -> None:
+        if not self.engine.ann:
+            return  # brute force: nothing to index
+        with self.guard():
+            for field, kind in fields.items():
+                self._ensure_index(*field_schema(field, kind, self.engine.dialect))
+                if field in self.pending_indexes:
+                    self.pending_indexes.remove(field)
+
+    def _index_named(self, metadata: list[dict]) -> None:
+        """Index the `indexes=` fields, typed by their first value in this batch."""
+        for field in list(self.pending_indexes):
+            value = next((m[field] for m in metadata if field in m), None)
+            if value is not None:
+                self._ensure_index(*field_schema(field, value_kind(value), self.engine.dialect))
+                self.pending_indexes.remove(field)
+
+    def _index_filtered(self, node: Node) -> None:
+        if self.engine.ann:
+            for key, schema in index_schema(node, self.engine.dialect).items():
+                self._ensure_index(key, schema)
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
+        shadow = not self.engine.dialect.matches_bools
+        payloads = [to_payload(i, m, shadow) for i, m in zip(ids, metadata, strict=True)]
+        with self.guard():
+            self.engine.upsert([point_id(i) for i in ids], vectors.tolist(), payloads)
+            self._index_named(metadata)
+        return len(ids)
+
+    def _delete_ids(self, ids: list[str]) -> int:
+        with self.guard():
+            existing = [p.id for p in self.engine.retrieve([point_id(i) for i in ids], False)]
+            if existing:
+                self.engine.delete(existing)
+        return len(existing)
+
+    def _delete_filter(self, node: Node) -> int:
+        qfilter = translate(node, self.engine.dialect)
+        with self.guard():
+            n = self.engine.count(qfilter)
+            if n:
+                self.engine.delete_filter(qfilter)
+        return n
+
+    def _fetch(self, ids: list[str]) -> list[Record]:
+        with self.guard():
+            points = self.engine.retrieve([point_id(i) for i in ids], True)
+        by_id = {}
+        for p in points:
+            rid, meta = from_payload(p.payload)
+            by_id[rid] = Record(rid, np.asarray(p.vector, dtype=np.float32), meta)
+        return [by_id[i] for i in ids if i in by_id]
+
+    def _count(self, node: Node | None) -> int:
+        with self.guard():
+            if node is not None:
+                self._index_filtered(node)
+            return self.engine.count(translate(node, self.engine.dialect))
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        node: Node | None,
+        params: dict[str, Any],
+        exclude: Sequence[Collection[str]] | None,
+    ) -> list[Hits]:
+        """Excluded ids become a `must_not has_id` in each row's filter: one search at k."""
+        ef, exact = search_options(params, self.default_ef)
+        dialect = self.engine.dialect
+        qfilter = translate(node, dialect)
+        rows = queries.tolist()
+        filters = [leave_out(qfilter, ex, dialect) for ex in exclude or [()] * len(rows)]
+        with self.guard():
+            if node is not None:
+                self._index_filtered(node)
+            ef, exact, matched = self._plan(qfilter, ef, exact)
+            if matched == 0:
+                return [Hits() for _ in rows]
+            answers = self.engine.query(rows, filters, k, ef, exact)
+            if self.engine.ann and not exact:
+                self._answer_short_exactly(answers, rows, filters, k, qfilter, matched)
+        return [hits_from(points, self.metric == "l2") for points in answers]
+
+    def _plan(
+        self, qfilter: Any, ef: int | None, exact: bool
+    ) -> tuple[int | None, bool, int | None]:
+        """(ef, exact, points matching the filter or None when not counted) for a search."""
+        if qfilter is None or exact or not self.engine.ann:
+            return ef, exact, None
+        matched = self.engine.count(qfilter)
+        total = self.engine.count(None)
+        base_ef = ef or self.engine.default_ef
+        if matched**2 <= total * base_ef * self.engine.hnsw_m:
+            return ef, True, matched
+        raised = math.ceil(base_ef * total / matched)
+        return min(max(base_ef, raised), max(base_ef, MAX_EF)), False, matched
+
+    def _answer_short_exactly(
+        self,
+        answers: list[list[Any]],
+        rows: list[list[float]],
+        filters: list[Any],
+        k: int,
+        qfilter: Any,
+        matched: int | None,
+    ) -> None:
+        """Search again, exactly, the rows that came back short of k while more points
+        match their filter (a graph search can miss them)."""
+        short = [i for i, points in enumerate(answers) if len(points) < k]
+        if not short:
+            return
+        if matched is None:
+            matched = self.engine.count(qfilter)
+        short = [i for i in short if len(answers[i]) < matched]
+        if short:
+            again = self.engine.query(
+                [rows[i] for i in short], [filters[i] for i in short], k, None, True
+            )
+            for i, points in zip(short, again, strict=True):
+                answers[i] = points
+
+    def _read_info(self) -> dict[str, Any] | None:
+        return self.engine.read_info()
+
+    def _write_info(self, raw: dict[str, Any]) -> None:
+        with self.guard():
+            self.engine.write_info(raw)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Rebuild a stale graph, then make every write durable (the edge engine builds its
+        HNSW index here)."""
+        with self.guard():
+            if self.engine.stale_graph:
+                self.engine.rebuild()
+            self.engine.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self.engine.close()
