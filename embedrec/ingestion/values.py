@@ -7,13 +7,12 @@ reject of that row alone.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from embedrec.ingestion.columns import MetaField
 from embedrec.stores.base import MAX_INT, MetadataValue
+from embedrec.stores.text import encodable
 
-_NOT_UTF8 = re.compile("[\ud800-\udfff]")  # undecodable bytes and lone surrogates
 _TRUE = ("true", "1", "yes", "y", "t")
 _FALSE = ("false", "0", "no", "n", "f")
 
@@ -31,7 +30,7 @@ def is_blank(value: Any) -> bool:
 
 
 def check_utf8(name: str, value: Any) -> None:
-    if isinstance(value, str) and _NOT_UTF8.search(value):
+    if isinstance(value, str) and not encodable(value):
         raise InvalidValue(name, "holds bytes that are not valid UTF-8")
     if isinstance(value, bytes):
         try:

@@ -31,6 +31,7 @@ from embedrec.stores.results import FrozenMetadata as FrozenMetadata  # re-expor
 from embedrec.stores.results import Hit as Hit  # re-exported
 from embedrec.stores.results import Hits, MetadataValue, Record
 from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
+from embedrec.stores.text import encodable
 from embedrec.stores.uri import StoreURI
 from embedrec.vectors import l2_normalize
 
@@ -70,16 +71,6 @@ class Capabilities:
     collection of ids per query); others get exclusion by over-fetching in `search`."""
 
 
-def encodable(text: str) -> bool:
-    """Whether `text` can be written as UTF-8: False for lone surrogates (text decoded with
-    errors="surrogateescape", or "\\udce9" built by hand), which no file or wire takes."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def normalize_ids(ids: Iterable[str | int]) -> list[str]:
     """Stringify ids (ints are accepted) and reject empty ones, other types and duplicates."""
     out: list[str] = []
@@ -92,7 +83,7 @@ def normalize_ids(ids: Iterable[str | int]) -> list[str]:
         sid = str(int(raw)) if not isinstance(raw, str) else raw
         if not sid:
             raise IdError(f"id at position {pos} is empty")
-        if not sid.isascii() and not encodable(sid):
+        if not encodable(sid):
             raise IdError(
                 f"id {sid!a} at position {pos} is not valid Unicode text (a lone surrogate): "
                 "no store can write it"
@@ -151,7 +142,7 @@ def _check_value(where: str, value: Any) -> MetadataValue:
     if value is None:
         raise MetadataError(f"{where}: null values are not allowed; leave the key out")
     if isinstance(value, str):
-        if not value.isascii() and not encodable(value):
+        if not encodable(value):
             raise MetadataError(f"{where}: {value!a} is not valid Unicode text (a lone surrogate)")
         return value
     if isinstance(value, bool):
@@ -177,7 +168,7 @@ def _check_value(where: str, value: Any) -> MetadataValue:
                 f"{reprlib.repr(bad)}"
             )
         for item in items:
-            if not item.isascii() and not encodable(item):
+            if not encodable(item):
                 raise MetadataError(f"{where}: {item!a} is not valid Unicode text")
         return items
     raise MetadataError(
@@ -203,7 +194,7 @@ def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[s
         where = f"record {record_id!r}, key {key!a}"
         if not isinstance(key, str) or not key or key.startswith("$"):
             raise MetadataError(f"{where}: keys are non-empty strings not starting with '$'")
-        if not key.isascii() and not encodable(key):
+        if not encodable(key):
             raise MetadataError(f"{where}: the key is not valid Unicode text (a lone surrogate)")
         out[key] = _check_value(where, value)
     return out

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from embedrec.stores.errors import FilterError
+from embedrec.stores.text import encodable
 
 Scalar = str | int | float | bool
 EQUALITY_OPS = ("$eq", "$ne")
@@ -79,11 +80,8 @@ def is_number(v: object) -> bool:
 
 
 def _text(value: str, path: str) -> str:
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise FilterError(f"{path}: {value!a} is not valid Unicode text") from None
+    if not encodable(value):
+        raise FilterError(f"{path}: {value!a} is not valid Unicode text")
     return value
 
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from embedrec.stores.errors import ConfigError, CorruptStore
+from embedrec.stores.text import encodable
 
 INFO_FORMAT = 1
 MAX_TEXT = 1000
@@ -37,10 +38,8 @@ class EmbedderMismatch(ConfigError):
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
         raise ConfigError(f"store info {name}: {value!r} is not a text of 1-{MAX_TEXT} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(f"store info {name}: {value!a} is not valid Unicode text") from None
+    if not encodable(value):
+        raise ConfigError(f"store info {name}: {value!a} is not valid Unicode text")
     return value
 
 
