@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`embedrec evaluate` on it reports the test split once. Needs the extra 'recsys'.",
     )
     tune.add_argument("config", type=Path, metavar="CONFIG")
-    tune.add_argument("--trials", type=int, required=True, metavar="N", help="trials per model")
+    tune.add_argument("--trials", type=int, metavar="N", help="trials per model")
     tune.add_argument(
         "--out", type=Path, metavar="PATH", help="config to write, or a folder to write it in "
         "(default: CONFIG's folder); the file is named CONFIG.tuned.toml unless PATH ends in .toml",
@@ -55,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "models with a search space: two-tower, bpr, content-knn, ease, als)",
     )  # fmt: skip
     tune.add_argument("--timeout", type=float, metavar="S", help="stop a model's search after S s")
+    tune.add_argument(
+        "--merge", type=Path, action="append", default=[], metavar="TUNED",
+        help="also take the models another `embedrec tune` run of CONFIG tuned (e.g. one run "
+        "in parallel) from its output TUNED; with no --trials, only merge",
+    )  # fmt: skip
     tune.set_defaults(func=_tune)
 
 
@@ -109,11 +114,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
     from embedrec.eval.config import load_config
-    from embedrec.eval.tune import default_out, save, tune
+    from embedrec.eval.tune import combine, default_out, save, tune
 
     config = load_config(args.config)
+    if args.trials is None and not args.merge:
+        raise ValueError("give --trials N (trials per model), or --merge TUNED to only merge")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    tuned = tune(config, str(args.config), args.trials, models=models, timeout=args.timeout)
+    tuned = config
+    if args.trials is not None:
+        tuned = tune(config, str(args.config), args.trials, models=models, timeout=args.timeout)
+    for path in args.merge:
+        tuned = combine(tuned, load_config(path), str(path))
     out = default_out(args.config)
     if args.out is not None:
         out = args.out if args.out.suffix == ".toml" else args.out / out.name

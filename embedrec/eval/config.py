@@ -124,6 +124,32 @@ class EvalSection(BaseModel):
         return value
 
 
+class Published(BaseModel):
+    """Figures someone else published for this dataset (`[[published]]`), shown beside the
+    rows measured here and marked as published; they belong to the config, since only the
+    dataset's own config knows which published figures are comparable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str
+    """Who published them; each row is named "MODEL (BY)"."""
+    source: str
+    """Where they were published (a citation, with a link and a version)."""
+    split: str
+    """The split of `[eval] splits` they were measured on; shown only when it is run."""
+    k: int = Field(10, ge=1)
+    """The cut-off of their metrics; shown only when `[eval] k` is the same."""
+    models: dict[str, dict[str, float]]
+    """Model -> metric (as the leaderboard names it, e.g. "ndcg@10", "map") -> figure."""
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, value: str) -> str:
+        if value not in SPLITS:
+            raise ValueError(f"unknown split {value!r}; known: {', '.join(SPLITS)}")
+        return value
+
+
 class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -133,6 +159,7 @@ class ExperimentConfig(BaseModel):
     bpr: TwoTowerConfig = Field(default_factory=_bpr_default)
     baselines: BaselineParams = BaselineParams()
     eval: EvalSection = EvalSection()
+    published: list[Published] = []
     tuned: TuningRecord | None = None
     """Written by `embedrec tune`: what was tuned, on what, with how many trials."""
 

@@ -3,7 +3,8 @@
 Interactions come out as `user_id`, `item_id` (strings) and, where the config names them,
 `rating`, `timestamp` (integer seconds since the epoch, from numbers or ISO 8601 strings)
 and `weight`; the item catalog and the user table have their id column renamed to `item_id`
-/ `user_id` and keep their other columns. Every problem names the file, the row (as an
+/ `user_id` and keep their other columns, with each numeric feature's column parsed into
+floats (CSV and TSV cells are read as text). Every problem names the file, the row (as an
 editor shows it: CSV/TSV lines count the header as line 1, JSONL lines, Parquet 1-based
 rows) and the column, and is raised before any training starts.
 """
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from embedrec.embedders.two_tower import FeatureError, Towers
-from embedrec.embedders.two_tower.features import Feature, check_values
+from embedrec.embedders.two_tower.features import Feature, check_values, parse_numbers
 from embedrec.eval.config import DataSection, EntityTable, InteractionsTable, Table
 from embedrec.ingestion.datasets import load
 from embedrec.ingestion.rows import CatalogError
@@ -179,13 +180,20 @@ def _interactions(cfg: InteractionsTable, folder: Path | None, notes: list[str])
     return out
 
 
-def _check_features(frame: pd.DataFrame, features: list[Feature]) -> None:
+def _typed_features(frame: pd.DataFrame, features: list[Feature]) -> pd.DataFrame:
+    """Every feature value checked; numeric columns parsed into floats (NaN for a null), so
+    a CSV or TSV cell, read as text, is a number from here on as a Parquet one is."""
+    out = frame.copy()
     for feature in features:
         try:
-            check_values(feature, frame)
+            if feature.kind == "numeric":
+                out[feature.column] = parse_numbers(feature, frame[feature.column])
+            else:
+                check_values(feature, frame)
         except FeatureError as exc:
             field = exc.column
             raise CatalogError(frame.attrs["path"], exc.reason, row=exc.row, field=field) from None
+    return out
 
 
 def _entities(cfg: EntityTable, folder: Path | None, canonical: str) -> pd.DataFrame:
@@ -203,8 +211,8 @@ def _entities(cfg: EntityTable, folder: Path | None, canonical: str) -> pd.DataF
         raise _fail(
             frame, cfg.id, frame.index[twice.to_numpy()], f"duplicate id {ids[twice].iloc[0]!r}"
         )
-    _check_features(frame, cfg.features)
-    out = frame.assign(**{cfg.id: ids}).rename(columns={cfg.id: canonical})
+    out = _typed_features(frame, cfg.features).assign(**{cfg.id: ids})
+    out = out.rename(columns={cfg.id: canonical})
     out.attrs["path"] = frame.attrs["path"]
     return out
 

@@ -1,11 +1,11 @@
 """The evaluation harness: every model on the same splits, ranked exactly and through
 stores, written to DIR/leaderboard.md and DIR/leaderboard.json.
 
-Protocol (Microsoft Recommenders' MovieLens benchmark): stratified 75/25 split by item
-(seed 42), every test rating relevant, the catalogue is the items with training ratings,
-items a user rated in training are removed from their ranking, k = 10; metrics averaged over
-the users with test ratings. Also a per-user leave-last-out split, and a cold-start report
-on items held out from training entirely.
+Protocol (as in Microsoft Recommenders' benchmark): every test interaction is relevant, the
+catalogue is the items with training interactions, items a user interacted with in training
+are removed from their ranking; metrics at k averaged over the users with test interactions.
+The splits, k and the cold-start share (items held out from training entirely) come from
+the config's `[eval]` section; published figures from its `[[published]]` tables.
 """
 
 from __future__ import annotations
@@ -41,20 +41,6 @@ from embedrec.stores import missing_backend
 
 log = logging.getLogger(__name__)
 
-MS_SOURCE = (
-    "Microsoft Recommenders, README 'Algorithm Comparison' (MovieLens 100k, 75/25 "
-    "stratified split, k=10, 15 epochs; produced by examples/06_benchmarks/movielens.ipynb), "
-    "https://github.com/recommenders-team/recommenders#algorithm-comparison "
-    "(README at commit 005dcd06bd32ab996c7e4c9892ebbfcab80adb1a)"
-)
-# model: (MAP, nDCG@10, Precision@10, Recall@10), copied from that table
-MS_ROWS = {
-    "BiVAE": (0.146126, 0.475077, 0.411771, 0.219145),
-    "BPR": (0.132478, 0.441997, 0.388229, 0.212522),
-    "LightGCN": (0.088526, 0.419846, 0.379626, 0.144336),
-    "NCF": (0.107720, 0.396118, 0.347296, 0.180775),
-    "SAR": (0.110591, 0.382461, 0.330753, 0.176385),
-}
 TextFn = Callable[[list[str]], np.ndarray]
 
 
@@ -159,20 +145,19 @@ def load_data(config: ExperimentConfig) -> Dataset:
 
 
 def _published_rows(config: ExperimentConfig) -> list[dict[str, Any]]:
-    """Microsoft Recommenders' own numbers for the stratified split, marked as published."""
-    k = config.eval.k
+    """The config's `[[published]]` figures for the splits and k of this run, marked as
+    published (their numbers, not rerun here)."""
     return [
         {
-            "model": f"{name} (Microsoft Recommenders)",
+            "model": f"{model} ({group.by})",
             "scoring": "published",
-            "split": _split_name("stratified", config),
-            f"ndcg@{k}": ndcg,
-            "map": map_,
-            f"precision@{k}": prec,
-            f"recall@{k}": rec,
-            "source": MS_SOURCE,
+            "split": _split_name(group.split, config),
+            **figures,
+            "source": group.source,
         }
-        for name, (map_, ndcg, prec, rec) in MS_ROWS.items()
+        for group in config.published
+        if group.split in config.eval.splits and group.k == config.eval.k
+        for model, figures in group.models.items()
     ]
 
 
@@ -220,13 +205,12 @@ def evaluate(
                         "source": "embedrec",
                     }
                 )
-    if "stratified" in config.eval.splits:
-        rows += _published_rows(config)
+    rows += _published_rows(config)
     cold = cold_start(config, data, text_fn, progress) if config.eval.cold_fraction else []
     return {
         "dataset": config.data.name,
         "k": k,
-        "protocol": __doc__.split("\n\n")[1].replace("\n", " "),
+        "protocol": __doc__.split("\n\n")[1].replace("\n", " ").strip(),
         "rows": rows,
         "cold_start": cold,
         "tuned": config.tuned.model_dump() if config.tuned else None,
@@ -280,11 +264,16 @@ def _tuning_note(tuned: dict[str, Any] | None) -> str:
     if not tuned:
         return "Hyperparameters: as written in the config, not tuned on validation."
     best = ", ".join(f"{m} {v:.4f}" for m, v in tuned["best"].items())
+    counts = tuned.get("trials_by_model") or dict.fromkeys(tuned["best"], tuned["trials"])
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        how = f"`embedrec tune {tuned['config']} --trials {n}` ({n} trials per model"
+    else:
+        per = ", ".join(f"{m} {n}" for m, n in counts.items())
+        how = f"`embedrec tune` from {tuned['config']} (trials: {per}"
     return (
-        f"Hyperparameters: tuned by `embedrec tune {tuned['config']} --trials "
-        f"{tuned['trials']}` ({tuned['trials']} trials per model, {tuned['sampler']}) on "
-        f"{tuned['on']}; best validation {tuned['metric']}: {best}. The test split is "
-        "reported once, here."
+        f"Hyperparameters: tuned by {how}, {tuned['sampler']}) on {tuned['on']}; best "
+        f"validation {tuned['metric']}: {best}. The test split is reported once, here."
     )
 
 
@@ -308,8 +297,8 @@ def to_markdown(board: dict[str, Any]) -> str:
             cells = [_fmt(r.get(c)) if c != "train_s" else str(r.get(c, "–")) for c in cols]
             lines.append(f"| {name} | {r['scoring']} | " + " | ".join(cells) + " |")
         lines.append("")
-    if any(r["source"] != "embedrec" for r in board["rows"]):
-        lines += [f"¹ Published: their numbers, not rerun here: {MS_SOURCE}.", ""]
+    for source in dict.fromkeys(r["source"] for r in board["rows"] if r["source"] != "embedrec"):
+        lines += [f"¹ Published: their numbers, not rerun here: {source}.", ""]
     if any("(Cornac, " in r["model"] for r in board["rows"]):
         lines += [
             f"Cornac rows: rerun here with Recommenders' settings: {RECOMMENDERS_PARAMS}.",

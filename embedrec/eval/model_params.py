@@ -79,7 +79,10 @@ class TuningRecord(_Params):
     """The data the objective saw: a validation split carved from the training part."""
     metric: str
     trials: int = Field(ge=1)
-    """Trials per model."""
+    """Trials per model in the last `tune` run."""
+    trials_by_model: dict[str, int] = {}
+    """Model key -> its trials, over this run and earlier ones on the config it started
+    from (a tuned config tuned again, e.g. one model at a time)."""
     sampler: str
     best: dict[str, float]
     """Model key -> its best validation score."""

@@ -15,26 +15,35 @@ Patch = dict[str, Any]
 
 
 def two_tower(trial: Any) -> Patch:
+    # epochs are searched, so the trainer's early stopping and refit are off (val_fraction
+    # 0): one training run per trial, and one for the final model
     return {
         "two_tower": {
+            "negatives": trial.suggest_categorical("negatives", ["in-batch", "all"]),
             "dim": trial.suggest_categorical("dim", [32, 64, 128]),
             "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
             "lr": trial.suggest_float("lr", 5e-4, 1e-2, log=True),
             "temperature": trial.suggest_float("temperature", 0.05, 0.5, log=True),
             "id_dropout": trial.suggest_float("id_dropout", 0.0, 0.3),
+            "epochs": trial.suggest_int("epochs", 10, 40, step=5),
+            "val_fraction": 0.0,
         }
     }
 
 
 def bpr(trial: Any) -> Patch:
     # epochs are searched, so the trainer's own early stopping is off (val_fraction 0): it
-    # stops within a few epochs of a noisy validation peak, before strong L2 has converged
+    # stops within a few epochs of a noisy validation peak, before strong L2 has converged.
+    # sgd with an item bias and rejected negatives is BPR as Rendle et al. and Cornac run it
     return {
         "bpr": {
+            "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
+            "item_bias": trial.suggest_categorical("item_bias", [False, True]),
+            "reject_positives": trial.suggest_categorical("reject_positives", [False, True]),
             "dim": trial.suggest_categorical("dim", [32, 64, 128, 200]),
-            "lr": trial.suggest_float("lr", 5e-4, 1e-2, log=True),
+            "lr": trial.suggest_float("lr", 5e-4, 5e-2, log=True),
             "l2": trial.suggest_float("l2", 1e-5, 1e-1, log=True),
-            "epochs": trial.suggest_int("epochs", 20, 120, step=20),
+            "epochs": trial.suggest_int("epochs", 20, 200, step=20),
             "val_fraction": 0.0,
         }
     }

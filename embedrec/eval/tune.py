@@ -10,6 +10,7 @@ trials; `embedrec evaluate` on that copy then reports the test split once.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class Study:
     model: str
     best: Patch
     score: float
+    trials: int
+    """Trials run (fewer than asked for when a timeout stopped the search)."""
 
 
 def require_optuna() -> Any:
@@ -152,7 +155,7 @@ def search_model(
     with Progress(trials, f"tune {key}", "trials", stream=stream, every_s=0.0) as progress:
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[_report(progress)])
     best = space(optuna.trial.FixedTrial(study.best_params))
-    return Study(key, best, study.best_value)
+    return Study(key, best, study.best_value, len(study.trials))
 
 
 def tunable(config: ExperimentConfig, wanted: Sequence[str] | None) -> list[str]:
@@ -227,15 +230,89 @@ def tune(
     tuned = config
     for study in studies:
         tuned = apply(tuned, study.best)
+    return tuned.model_copy(update={"tuned": _record(config, source, trials, studies, on)})
+
+
+def _record(
+    config: ExperimentConfig, source: str, trials: int, studies: list[Study], on: str
+) -> TuningRecord:
+    """What this run did, added to what earlier runs did when `config` was tuned already."""
     record = TuningRecord(
         config=source,
         on=on,
         metric=f"ndcg@{config.eval.k}",
         trials=trials,
+        trials_by_model={s.model: s.trials for s in studies},
         sampler=f"Optuna TPE (seed {config.eval.seed}); the config's own values tried first",
         best={s.model: round(s.score, 6) for s in studies},
     )
-    return tuned.model_copy(update={"tuned": record})
+    return _after(config.tuned, record)
+
+
+def _after(earlier: TuningRecord | None, later: TuningRecord) -> TuningRecord:
+    """`later` on top of `earlier`: the models tuned later replace their earlier results,
+    the others are kept; the source is the config the first run started from."""
+    if earlier is None:
+        return later
+    if earlier.on != later.on or earlier.metric != later.metric:
+        raise ValueError(
+            f"cannot combine tuning runs on different validation data or metrics: "
+            f"{earlier.on!r} ({earlier.metric}) and {later.on!r} ({later.metric})"
+        )
+    before = earlier.trials_by_model or dict.fromkeys(earlier.best, earlier.trials)
+    counts = later.trials_by_model or dict.fromkeys(later.best, later.trials)
+    return later.model_copy(
+        update={
+            "config": earlier.config,
+            "best": {**earlier.best, **later.best},
+            "trials_by_model": {**before, **counts},
+        }
+    )
+
+
+def _space_paths(key: str) -> list[tuple[str, ...]]:
+    """The config paths `key`'s search space sets, searched or fixed."""
+    out: list[tuple[str, ...]] = []
+
+    def walk(patch: Patch, path: tuple[str, ...]) -> None:
+        for name, sub in patch.items():
+            if isinstance(sub, dict):
+                walk(sub, (*path, name))
+            else:
+                out.append((*path, name))
+
+    walk(SPACES[key](_Recorder()), ())
+    return out
+
+
+def combine(base: ExperimentConfig, other: ExperimentConfig, name: str) -> ExperimentConfig:
+    """`base` with the models that `other` (a config `embedrec tune` wrote, e.g. from a run
+    in parallel on the same config) tuned: their values and their tuning record. Each
+    model's search is independent of the other models' values, so this is the config
+    tuning them one after the other would have written. A model both tuned keeps the
+    values with the better validation score, and the trials of both count."""
+    if other.tuned is None:
+        raise ValueError(f"{name}: no [tuned] table; it was not written by embedrec tune")
+    theirs, ours = other.tuned, base.tuned
+    mine = ours.best if ours is not None else {}
+    won = [m for m, score in theirs.best.items() if score > mine.get(m, -math.inf)]
+    values = other.model_dump()
+    patch: Patch = {}
+    for key in won:
+        for path in _space_paths(key):
+            value, where = values, patch
+            for part in path[:-1]:
+                value, where = value[part], where.setdefault(part, {})
+            where[path[-1]] = value[path[-1]]
+    counts = theirs.trials_by_model or dict.fromkeys(theirs.best, theirs.trials)
+    if ours is not None:
+        before = ours.trials_by_model or dict.fromkeys(ours.best, ours.trials)
+        counts = {m: n + before.get(m, 0) for m, n in counts.items()}
+    later = theirs.model_copy(
+        update={"best": {**theirs.best, **{m: mine[m] for m in theirs.best if m not in won}},
+                "trials_by_model": counts}
+    )  # fmt: skip
+    return apply(base, patch).model_copy(update={"tuned": _after(ours, later)})
 
 
 def default_out(config_path: Path) -> Path:

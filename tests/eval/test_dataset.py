@@ -61,6 +61,11 @@ def test_shop_loads_into_canonical_columns(in_shop) -> None:
     assert data.interactions["weight"].iloc[0] == first["quantity"]
     assert data.items["item_id"].iloc[0] == "SKU-00001" and "categories" in data.items
     assert set(data.users.columns) == {"user_id", "birth_year", "segment"}
+    # numeric features of a CSV catalog and a TSV user table come out as numbers
+    products = pd.read_csv("data/shop/products.csv")
+    assert data.items["price"].dtype == np.float64
+    assert data.items["price"].tolist() == pytest.approx(products["price"].tolist())
+    assert data.users["birth_year"].dtype == np.float64
     kinds = [(f.kind, f.column) for f in data.towers.item.features]
     assert kinds == [("text", None), ("multi", "categories"), ("numeric", "price")]
 
@@ -120,6 +125,24 @@ def test_bad_feature_value_and_duplicate_id_in_the_catalog(in_shop) -> None:
     pd.concat([products, products.head(1)]).to_csv(folder / "p.csv", index=False)
     with pytest.raises(CatalogError, match=r"row \d+, field 'sku': duplicate id 'SKU-00001'"):
         load_dataset(load_config(path).data)
+
+
+def test_a_non_number_in_a_numeric_user_feature_names_file_row_and_column(in_shop) -> None:
+    customers = pd.read_csv("data/shop/customers.tsv", sep="\t", dtype=str)
+    folder = in_shop / "bad"
+    folder.mkdir(exist_ok=True)
+    years = customers["birth_year"].tolist()
+    years[3], years[4] = "", "19x0"  # a blank cell is a missing value, not an error
+    customers.assign(birth_year=years).to_csv(folder / "c.tsv", sep="\t", index=False)
+    path = _config_with(in_shop, "data/shop/customers.tsv", "bad/c.tsv")
+    with pytest.raises(
+        CatalogError, match=r"c\.tsv, row 6, field 'birth_year': a number, got '19x0'"
+    ):
+        load_dataset(load_config(path).data)
+    years[4] = " 1970 "
+    customers.assign(birth_year=years).to_csv(folder / "c.tsv", sep="\t", index=False)
+    users = load_dataset(load_config(path).data).users
+    assert np.isnan(users["birth_year"][3]) and users["birth_year"][4] == 1970.0
 
 
 def test_min_rating_leaves_out_low_ratings_and_says_so(in_shop) -> None:

@@ -119,11 +119,17 @@ def test_missing_extra_is_named_before_any_training(monkeypatch, build, module) 
         build()
 
 
+PUBLISHED = {
+    "by": "a paper", "source": "A paper, table 2", "split": "stratified",
+    "models": {"BPR": {"ndcg@10": 0.4, "map": 0.1}, "SAR": {"ndcg@10": 0.3}},
+}  # fmt: skip
+
+
 def test_leaderboard_runs_the_field_beside_the_published_rows(data, tmp_path) -> None:
     from types import SimpleNamespace
 
     from embedrec.eval.config import ExperimentConfig
-    from embedrec.eval.leaderboard import MS_ROWS, evaluate, write
+    from embedrec.eval.leaderboard import evaluate, write
 
     catalog, test = data
     ratings = pd.concat([catalog.train, test.assign(rating=1.0)], ignore_index=True)
@@ -144,6 +150,7 @@ def test_leaderboard_runs_the_field_beside_the_published_rows(data, tmp_path) ->
                 "splits": ["stratified"], "stores": [], "cold_fraction": 0.0,
                 "models": ["most-popular", "ease", "als", "cornac-bpr", "cornac-bivae"],
             },
+            "published": [PUBLISHED],
         }
     )  # fmt: skip
     board = evaluate(config, data=tables, text_fn=lambda texts: None, progress=False)
@@ -154,12 +161,54 @@ def test_leaderboard_runs_the_field_beside_the_published_rows(data, tmp_path) ->
     }  # fmt: skip
     assert ours["EASE"]["ndcg@10"] > ours["most popular"]["ndcg@10"]
     published = [r for r in board["rows"] if r["source"] != "embedrec"]
-    assert {r["model"] for r in published} == {f"{m} (Microsoft Recommenders)" for m in MS_ROWS}
+    assert {r["model"] for r in published} == {"BPR (a paper)", "SAR (a paper)"}
     assert {r["scoring"] for r in published} == {"published"}
     assert {r["split"] for r in board["rows"]} == {"stratified by item 75/25 (seed 42)"}
     _, md = write(board, tmp_path)
     text = md.read_text()
-    assert "| BPR (Microsoft Recommenders) ¹ | published |" in text
-    assert "¹ Published: their numbers, not rerun here" in text
+    assert "| BPR (a paper) ¹ | published | 0.4000 |" in text
+    assert "¹ Published: their numbers, not rerun here: A paper, table 2." in text
     assert "Cornac rows: rerun here with Recommenders' settings" in text
     assert "bpr_params" in text and "not tuned on validation" in text
+
+
+@pytest.mark.parametrize(
+    ("published", "splits", "k", "shown"),
+    [
+        ([], ["stratified"], 10, False),  # a dataset without published figures gets none
+        ([PUBLISHED], ["random"], 10, False),  # not the split they were measured on
+        ([PUBLISHED], ["stratified"], 5, False),  # not their cut-off
+        ([PUBLISHED], ["random", "stratified"], 10, True),
+    ],
+)
+def test_published_rows_only_where_declared_for_the_split_and_k(
+    data, published, splits, k, shown
+) -> None:
+    from types import SimpleNamespace
+
+    from embedrec.eval.config import ExperimentConfig
+    from embedrec.eval.leaderboard import evaluate
+
+    catalog, test = data
+    ratings = pd.concat([catalog.train, test.assign(rating=1.0)], ignore_index=True)
+    tables = SimpleNamespace(users=catalog.users, items=catalog.items, ratings=ratings)
+    config = ExperimentConfig.model_validate(
+        {
+            "data": {"interactions": {"path": "i.csv"},
+                     "items": {"path": "c.csv", "id": "item_id"}},
+            "eval": {"splits": splits, "k": k, "stores": [], "cold_fraction": 0.0,
+                     "models": ["most-popular"]},
+            "published": published,
+        }
+    )  # fmt: skip
+    board = evaluate(config, data=tables, text_fn=lambda texts: None, progress=False)
+    rows = [r for r in board["rows"] if r["scoring"] == "published"]
+    assert bool(rows) is shown
+    assert all(r["split"] == "stratified by item 75/25 (seed 42)" for r in rows)
+
+
+def test_published_figures_name_a_known_split() -> None:
+    from embedrec.eval.config import Published
+
+    with pytest.raises(ValueError, match="unknown split 'by-item'"):
+        Published.model_validate({**PUBLISHED, "split": "by-item"})

@@ -106,7 +106,10 @@ def test_chosen_values_lie_in_the_search_space_and_are_recorded(run) -> None:
 def test_first_trial_is_the_config_itself_and_tuning_does_not_lose_to_it(run, config) -> None:
     assert current_params("ease", config) == {"l2": 500.0}
     # the BPR space fixes val_fraction (it searches epochs); only searched values are tried
-    assert current_params("bpr", config) == {"dim": 64, "lr": 3e-3, "l2": 1e-4, "epochs": 60}
+    assert current_params("bpr", config) == {
+        "optimizer": "adam", "item_bias": False, "reject_positives": False,
+        "dim": 64, "lr": 3e-3, "l2": 1e-4, "epochs": 60,
+    }  # fmt: skip
     lines = run["log"].splitlines()
     first = next(line for line in lines if line.startswith("tune ease: 1/"))
     assert "l2=500" in first
@@ -173,11 +176,62 @@ def test_leaderboard_of_the_tuned_config_says_what_was_tuned(run, data, tmp_path
     assert "The test split is reported once, here." in text
 
 
+def test_tuning_a_tuned_config_again_keeps_what_it_did_not_search(run, data) -> None:
+    from embedrec.eval.leaderboard import _tuning_note
+
+    first = run["tuned"]
+    assert first.tuned.trials_by_model == {"ease": TRIALS, "als": TRIALS}
+    again = tune(first, "planted.tuned.toml", 1, data=data, models=["ease"], stream=io.StringIO())
+    record = again.tuned
+    assert record.config == "planted.toml" and record.trials == 1
+    assert record.trials_by_model == {"ease": 1, "als": TRIALS}
+    assert record.best["als"] == first.tuned.best["als"] and set(record.best) == {"ease", "als"}
+    assert again.baselines.als == first.baselines.als
+    note = _tuning_note(record.model_dump())
+    assert f"`embedrec tune` from planted.toml (trials: ease 1, als {TRIALS}," in note
+
+
+def test_runs_in_parallel_merge_into_what_one_after_the_other_writes(
+    run, data, config, tmp_path, capsys
+) -> None:
+    from embedrec.cli import main
+    from embedrec.eval.tune import combine
+
+    first = run["tuned"]  # ease and als, from `config`
+    other = tune(config, "planted.toml", 1, data=data, models=["bpr"], stream=io.StringIO())
+    merged = combine(first, other, "other.toml")
+    assert merged.bpr == other.bpr and merged.baselines == first.baselines
+    assert merged.two_tower == config.two_tower
+    assert merged.tuned.trials_by_model == {"ease": TRIALS, "als": TRIALS, "bpr": 1}
+    assert merged.tuned.best == {**first.tuned.best, **other.tuned.best}
+    # the same as tuning bpr on the tuned config
+    chained = tune(first, "planted.toml", 1, data=data, models=["bpr"], stream=io.StringIO())
+    assert chained.bpr == merged.bpr and chained.tuned.best == merged.tuned.best
+    # a model both runs tuned keeps the better validation score; the trials add up
+    ease_again = tune(config, "planted.toml", 1, data=data, models=["ease"], stream=io.StringIO())
+    both = combine(merged, ease_again, "ease.toml")
+    better = max(ease_again.tuned.best["ease"], first.tuned.best["ease"])
+    assert both.tuned.best["ease"] == better and both.tuned.trials_by_model["ease"] == TRIALS + 1
+    winner = ease_again if ease_again.tuned.best["ease"] > first.tuned.best["ease"] else first
+    assert both.baselines.ease == winner.baselines.ease
+    with pytest.raises(ValueError, match=r"plain\.toml: no \[tuned\] table"):
+        combine(first, config, "plain.toml")
+    # the command line: merge only, no search
+    src, a, b = tmp_path / "planted.toml", tmp_path / "a.toml", tmp_path / "b.toml"
+    src.write_text(dumps(config.model_dump(mode="json", exclude_none=True)))
+    save(first, a), save(other, b)
+    out = tmp_path / "merged.toml"
+    assert main(["tune", str(src), "--merge", str(a), "--merge", str(b), "--out", str(out)]) == 0
+    assert load_config(out).model_dump() == merged.model_dump()
+    assert main(["tune", str(src)]) != 0
+    assert "give --trials N" in capsys.readouterr().err
+
+
 def test_bpr_search_fixes_epochs_instead_of_early_stopping(data, config) -> None:
     tuned = tune(config, "c", 2, data=data, models=["bpr"], stream=io.StringIO())
     bpr = tuned.bpr
-    assert bpr.val_fraction == 0.0 and 20 <= bpr.epochs <= 120 and bpr.epochs % 20 == 0
-    assert bpr.dim in (32, 64, 128, 200) and 5e-4 <= bpr.lr <= 1e-2 and 1e-5 <= bpr.l2 <= 1e-1
+    assert bpr.val_fraction == 0.0 and 20 <= bpr.epochs <= 200 and bpr.epochs % 20 == 0
+    assert bpr.dim in (32, 64, 128, 200) and 5e-4 <= bpr.lr <= 5e-2 and 1e-5 <= bpr.l2 <= 1e-1
     assert tuned.baselines == config.baselines and tuned.two_tower == config.two_tower
 
 

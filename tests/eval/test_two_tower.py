@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from embedrec import open_store
 from embedrec.embedders.two_tower import (
@@ -165,6 +166,59 @@ def test_ids_only_bpr_trains_without_features(ml) -> None:
     )
     assert model.item_tower.mlp is None
     assert np.isfinite(model.item_vectors(pd.DataFrame({"item_id": ["1", "2"]}))).all()
+
+
+def test_full_softmax_trains_and_beats_popularity(ml) -> None:
+    users, items, ratings = ml
+    train, test = stratified_split(ratings, 0.75, filter_by="item", seed=42)
+    catalog = Catalog(
+        users, items[items["item_id"].isin(set(train["item_id"]))], train, items, TOWERS
+    )
+    pop = MostPopular()
+    pop.fit(catalog)
+    config = TINY.model_copy(update={"epochs": 6, "dim": 32, "negatives": "all"})
+    tt = TwoTower("two-tower", config, text_fn, progress=False)
+    tt.fit(catalog)
+    assert tt.model is not None and len(tt.model.history) == 6
+    tt_ndcg = score_model(tt, catalog, test, 10)["ndcg@10"]
+    assert tt_ndcg > score_model(pop, catalog, test, 10)["ndcg@10"]
+
+
+BPR = TwoTowerConfig(features=False, text=False, loss="bpr", normalize=False, dim=8, epochs=2,
+                     val_fraction=0.0, id_dropout=0.0)  # fmt: skip
+
+
+def test_item_bias_is_the_last_coordinate_and_the_user_side_is_one(ml) -> None:
+    users, items, ratings = ml
+    config = BPR.model_copy(update={"item_bias": True, "optimizer": "sgd", "lr": 0.05})
+    model = TwoTowerModel.fit(ratings, users, items, config, towers=TOWERS, progress=False)
+    u, v = model.user_vectors(users), model.item_vectors(items)
+    assert u.shape[1] == v.shape[1] == 8
+    np.testing.assert_array_equal(u[:, -1], 1.0)
+    assert np.ptp(v[:, -1]) > 0  # learned: popular items get a higher bias
+    with pytest.raises(ValueError, match="item_bias needs normalize = false"):
+        TwoTowerConfig(item_bias=True)
+
+
+def test_rejected_negatives_are_the_users_own_items() -> None:
+    from embedrec.embedders.two_tower.training import _Sampling
+
+    u, i = torch.tensor([1, 1, 2]), torch.tensor([3, 4, 3])
+    sampling = _Sampling.of(u, i, n_items=5, device=torch.device("cpu"))
+    j = torch.tensor([3, 5, 4])
+    assert sampling.interacted(torch.tensor([1, 1, 2]), j).tolist() == [True, False, False]
+    np.testing.assert_allclose(sampling.log_q[[3, 4]].exp().numpy(), [2 / 3, 1 / 3], rtol=1e-6)
+
+
+def test_rejection_changes_bpr_training(ml) -> None:
+    users, items, ratings = ml
+    # dense users (200 users, some with hundreds of items) draw their own items often
+    plain = TwoTowerModel.fit(ratings, users, items, BPR, towers=TOWERS, progress=False)
+    rejecting = TwoTowerModel.fit(
+        ratings, users, items, BPR.model_copy(update={"reject_positives": True}),
+        towers=TOWERS, progress=False,
+    )  # fmt: skip
+    assert plain.history[0]["loss"] != rejecting.history[0]["loss"]
 
 
 def test_item_vectors_through_the_ingestion_pipeline(ml, model, tmp_path) -> None:

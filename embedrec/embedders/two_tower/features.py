@@ -182,7 +182,7 @@ def _labels(feature: Feature, values: pd.Series) -> list[str | None]:
     return out
 
 
-def _numbers(feature: Feature, values: pd.Series) -> np.ndarray:
+def parse_numbers(feature: Feature, values: pd.Series) -> np.ndarray:
     """Floats, NaN for a null; anything else not a number is an error naming its row."""
     out = np.full(len(values), np.nan)
     for n, (row, value) in enumerate(values.items()):
@@ -241,7 +241,7 @@ def check_values(feature: Feature, frame: pd.DataFrame) -> None:
     if feature.kind == "text":
         render(feature, frame)
     elif feature.kind == "numeric":
-        _numbers(feature, frame[feature.column])
+        parse_numbers(feature, frame[feature.column])
     elif feature.kind == "multi":
         _lists(feature, frame[feature.column])
     else:
@@ -285,7 +285,7 @@ def fit_feature(feature: Feature, frame: pd.DataFrame, text: np.ndarray | None) 
     if feature.kind == "multi":
         vocab = _vocab([v for vs in _lists(feature, values) for v in vs])
         return Fitted(vocab=vocab, size=len(vocab) + 1)
-    x = _numbers(feature, values)
+    x = parse_numbers(feature, values)
     seen = x[~np.isnan(x)]
     if feature.width is not None:
         vocab = _vocab(_numeric_labels(feature, x))
@@ -327,7 +327,7 @@ def encode_feature(
         return _one_hot(
             np.array([fitted.vocab.get(v, 0) if v is not None else 0 for v in labels]), fitted.size
         )
-    x = _numbers(feature, values)
+    x = parse_numbers(feature, values)
     missing = np.isnan(x)
     if feature.width is not None:
         labels = _numeric_labels(feature, x)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from embedrec.embedders.base import resolve_device
@@ -40,16 +40,29 @@ class TwoTowerConfig(BaseModel):
     text_components: int = Field(32, ge=0)
     """Project text embeddings onto their top principal components (0: keep all)."""
     loss: Literal["softmax", "bpr"] = "softmax"
+    negatives: Literal["in-batch", "all"] = "in-batch"
+    """softmax: the batch's other items as negatives (with `logq`), or every item of the
+    catalogue (the full softmax: no sampling, so no correction; for catalogues of up to some
+    tens of thousands of items)."""
     normalize: bool = True
+    item_bias: bool = False
+    """The last of the `dim` coordinates is an item bias: the user tower's is fixed at 1,
+    so score = u . v + b_i stays one dot product (needs `normalize` off)."""
     temperature: float = Field(0.2, gt=0)
     logq: bool = True
     id_dropout: float = Field(0.1, ge=0, lt=1)
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(1024, ge=2)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """sgd: plain SGD with `lr` the step per example (the batch's summed loss), as BPR's
+    own per-triple updates take it."""
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
-    """BPR only: weight of the squared norms of the batch's embeddings."""
+    """BPR only: weight of the squared norms of each triple's embeddings (user, positive,
+    negative), as BPR regularises every update."""
+    reject_positives: bool = False
+    """BPR only: a sampled negative the user interacted with is skipped, not trained on."""
     patience: int = Field(3, ge=1)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of each user's training interactions held out for early stopping; 0 disables it."""
@@ -59,6 +72,12 @@ class TwoTowerConfig(BaseModel):
     threads: int = Field(1, ge=1)
     """Torch CPU threads while training; 1 avoids spin-waiting on a shared, busy machine."""
     device: str = "auto"
+
+    @model_validator(mode="after")
+    def _bias_unnormalised(self) -> TwoTowerConfig:
+        if self.item_bias and (self.normalize or self.dim < 2):
+            raise ValueError("item_bias needs normalize = false and dim >= 2")
+        return self
 
 
 class Vocab(BaseModel):
@@ -83,8 +102,10 @@ def used_towers(towers: Towers | None, config: TwoTowerConfig) -> Towers:
 
 
 class _Tower(nn.Module):
-    def __init__(self, n_ids: int, n_features: int, cfg: TwoTowerConfig) -> None:
+    def __init__(self, n_ids: int, n_features: int, cfg: TwoTowerConfig, user: bool) -> None:
         super().__init__()
+        # the user side of an item bias: its last coordinate is 1
+        self.unit_last = cfg.item_bias and user
         self.ids = nn.Embedding(n_ids + 1, cfg.dim)
         nn.init.normal_(self.ids.weight, std=0.1 if cfg.loss == "softmax" else 0.01)
         self.mlp = (
@@ -100,6 +121,8 @@ class _Tower(nn.Module):
         out = self.ids(ids)
         if self.mlp is not None and feats is not None:
             out = out + self.mlp(feats)
+        if self.unit_last:
+            out = torch.cat([out[:, :-1], torch.ones_like(out[:, -1:])], dim=1)
         return nn.functional.normalize(out, dim=-1) if self.normalize else out
 
 
@@ -134,8 +157,12 @@ class TwoTowerModel:
         self.user_encoder, self.item_encoder = encoders
         self._text_fn = text_fn
         self.device = torch.device(resolve_device(config.device))
-        self.user_tower = _Tower(len(vocab.users), self.user_encoder.width, config).to(self.device)
-        self.item_tower = _Tower(len(vocab.items), self.item_encoder.width, config).to(self.device)
+        self.user_tower = _Tower(len(vocab.users), self.user_encoder.width, config, user=True).to(
+            self.device
+        )
+        self.item_tower = _Tower(len(vocab.items), self.item_encoder.width, config, user=False).to(
+            self.device
+        )
         self.history: list[dict[str, float]] = []
 
     @classmethod

@@ -3,8 +3,12 @@
 In-batch sampled softmax over temperature-scaled cosine scores, with the log-q correction
 (Yi et al., "Sampling-bias-corrected neural modeling", RecSys 2019): each in-batch logit is
 lowered by the log of the item's sampling probability, here its share of training
-interactions. An optional `weight` column scales each interaction's loss. With `loss="bpr"`
-one uniformly drawn negative per positive (Rendle et al., UAI 2009).
+interactions. With `negatives="all"`, the full softmax over every item of the catalogue
+instead: nothing sampled, nothing to correct, and affordable while the catalogue is small.
+An optional `weight` column scales each interaction's loss. With `loss="bpr"` one uniformly
+drawn negative per positive (Rendle et al., UAI 2009); with `reject_positives`, `item_bias`
+and `optimizer="sgd"` it is the algorithm as Cornac implements it, which Adam-trained BPR
+without them falls short of on MovieLens (see docs/leaderboard.md).
 
 Early stopping holds out a share of each user's interactions (Recommenders' stratified split)
 and watches NDCG@10 on it; `refit` then retrains on everything for the best epoch count.
@@ -18,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -151,10 +156,8 @@ def _train(
         if "weight" in ratings.columns
         else None
     )
-    counts = torch.bincount(i, minlength=len(model.vocab.items) + 1).double()
-    log_q = torch.log(counts.clamp(min=1) / counts.sum()).float().to(model.device)
-    params = [*model.user_tower.parameters(), *model.item_tower.parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampling = _Sampling.of(u, i, len(model.vocab.items), model.device)
+    opt = _optimizer(model)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, best_state, bad = -math.inf, epochs, None, 0
     desc = ("two-tower" if cfg.loss == "softmax" else "bpr") + (
@@ -169,7 +172,7 @@ def _train(
             for start in range(0, len(u), cfg.batch_size):
                 batch = order[start : start + cfg.batch_size]
                 loss = _loss(
-                    model, data, u[batch], i[batch], None if w is None else w[batch], log_q, gen
+                    model, data, u[batch], i[batch], None if w is None else w[batch], sampling, gen
                 )
                 opt.zero_grad()
                 loss.backward()
@@ -192,13 +195,41 @@ def _train(
     return best_epoch
 
 
+@dataclass
+class _Sampling:
+    """What the losses need to know of the training interactions: each item's log share of
+    them (the log-q correction) and the (user, item) pairs as sorted keys (BPR's rejection
+    of negatives the user interacted with)."""
+
+    log_q: torch.Tensor
+    positives: torch.Tensor
+    n_items: int
+
+    @classmethod
+    def of(cls, u: torch.Tensor, i: torch.Tensor, n_items: int, device: torch.device) -> _Sampling:
+        counts = torch.bincount(i, minlength=n_items + 1).double()
+        log_q = torch.log(counts.clamp(min=1) / counts.sum()).float().to(device)
+        return cls(log_q, torch.unique(u * (n_items + 1) + i), n_items)
+
+    def interacted(self, u: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        return torch.isin(u * (self.n_items + 1) + j, self.positives)
+
+
+def _optimizer(model: TwoTowerModel) -> torch.optim.Optimizer:
+    cfg = model.config
+    params = [*model.user_tower.parameters(), *model.item_tower.parameters()]
+    if cfg.optimizer == "sgd":  # the loss is a batch mean; lr is the step per example
+        return torch.optim.SGD(params, lr=cfg.lr * cfg.batch_size, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _loss(
     model: TwoTowerModel,
     data: TrainData,
     u: torch.Tensor,
     i: torch.Tensor,
     w: torch.Tensor | None,
-    log_q: torch.Tensor,
+    sampling: _Sampling,
     gen: torch.Generator,
 ) -> torch.Tensor:
     cfg = model.config
@@ -208,18 +239,15 @@ def _loss(
         i_ids[torch.rand(len(i), generator=gen) < cfg.id_dropout] = 0
     dev = model.device
     uv = model.user_tower(u_ids.to(dev), data.user_feats(u))
+    if cfg.loss == "softmax" and cfg.negatives == "all":
+        return _mean(_full_softmax(model, data, uv, i, gen), w)
     iv = model.item_tower(i_ids.to(dev), data.item_feats(i))
     if cfg.loss == "bpr":
-        j = torch.randint(1, len(model.vocab.items) + 1, (len(i),), generator=gen)
-        jv = model.item_tower(j.to(dev), data.item_feats(j))
-        diff = (uv * iv).sum(-1) - (uv * jv).sum(-1)
-        reg = (uv.pow(2).sum() + iv.pow(2).sum() + jv.pow(2).sum()) / len(u)
-        per_row = -nn.functional.logsigmoid(diff)
-        return _mean(per_row, w) + cfg.l2 * reg
+        return _bpr(model, data, u, uv, iv, w, sampling, gen)
     i = i.to(dev)
     logits = uv @ iv.T / cfg.temperature
     if cfg.logq:
-        logits = logits - log_q[i][None, :]
+        logits = logits - sampling.log_q[i][None, :]
     # the same item elsewhere in the batch is a positive, not a negative
     same = (i[None, :] == i[:, None]) & ~torch.eye(len(i), dtype=torch.bool, device=dev)
     logits = logits.masked_fill(same, -torch.inf)
@@ -227,6 +255,44 @@ def _loss(
         logits, torch.arange(len(i), device=dev), reduction="none"
     )
     return _mean(per_row, w)
+
+
+def _bpr(
+    model: TwoTowerModel,
+    data: TrainData,
+    u: torch.Tensor,
+    uv: torch.Tensor,
+    iv: torch.Tensor,
+    w: torch.Tensor | None,
+    sampling: _Sampling,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """-log sigmoid(u.i - u.j) for one uniform negative j per positive, plus `l2` times
+    the triple's squared norms; a negative the user interacted with is skipped with
+    `reject_positives` (its row weighs 0)."""
+    cfg, dev = model.config, model.device
+    j = torch.randint(1, sampling.n_items + 1, (len(u),), generator=gen)
+    jv = model.item_tower(j.to(dev), data.item_feats(j))
+    diff = (uv * iv).sum(-1) - (uv * jv).sum(-1)
+    reg = uv.pow(2).sum(-1) + iv.pow(2).sum(-1) + jv.pow(2).sum(-1)
+    per_row = -nn.functional.logsigmoid(diff) + cfg.l2 * reg
+    if cfg.reject_positives:
+        per_row = per_row * (~sampling.interacted(u, j)).to(dev)
+    return _mean(per_row, w)
+
+
+def _full_softmax(
+    model: TwoTowerModel, data: TrainData, uv: torch.Tensor, i: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
+    """Cross-entropy of each positive against every item of the catalogue; item ids are
+    dropped at random across the catalogue, as positives are for in-batch negatives."""
+    cfg = model.config
+    ids = data.all_item_ids.clone()
+    if cfg.id_dropout > 0:
+        ids[torch.rand(len(ids), generator=gen).to(ids.device) < cfg.id_dropout] = 0
+    everything = model.item_tower(ids, data.all_item_feats)
+    logits = uv @ everything.T / cfg.temperature
+    return nn.functional.cross_entropy(logits, (i - 1).to(uv.device), reduction="none")
 
 
 def _mean(per_row: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
