@@ -168,9 +168,10 @@ def serve(args: argparse.Namespace) -> None:
 
 class _Client(asyncio.Protocol):
     """One client: a keep-alive connection that sends the next request as soon as the last
-    answer is in. Callbacks on the event loop, with the requests built up front, cost a
-    fraction of what a coroutine on asyncio's streams does per request, and that CPU is
-    taken from the server's two cores."""
+    answer is in; each answer is recorded as (latency s, status, time.perf_counter() at its
+    end), status 0 for a dropped connection. Callbacks on the event loop, with the requests
+    built up front, cost a fraction of what a coroutine on asyncio's streams does per
+    request, and that CPU is taken from the server's two cores."""
 
     def __init__(self, requests: list[bytes], rng: random.Random, until: float, out: list):
         self.requests, self.rng, self.until, self.out = requests, rng, until, out
@@ -199,13 +200,15 @@ class _Client(asyncio.Protocol):
         length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
         if len(self.buffer) < end + 4 + length:
             return
-        self.out.append((time.perf_counter() - self.start, int(head.split(b" ", 2)[1])))
+        now = time.perf_counter()
+        self.out.append((now - self.start, int(head.split(b" ", 2)[1]), now))
         self.buffer = self.buffer[end + 4 + length :]
         self._send()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if time.monotonic() < self.until:  # the server dropped it: an error, then reconnect
-            self.out.append((time.perf_counter() - self.start, 0))
+            now = time.perf_counter()
+            self.out.append((now - self.start, 0, now))
         if not self.done.done():
             self.done.set_result(None)
 
@@ -224,7 +227,7 @@ async def _client(port: int, users: list[str], until: float, out: list, seed: in
                 lambda: _Client(requests, rng, until, out), "127.0.0.1", port
             )
         except OSError:
-            out.append((0.0, 0))
+            out.append((0.0, 0, time.perf_counter()))
             await asyncio.sleep(0.01)
             continue
         await client.done
@@ -242,7 +245,7 @@ def _fallbacks(port: int) -> int:
 
 
 async def _load(port: int, users: list[str], clients: int, duration: float) -> tuple[list, list]:
-    out: list[tuple[float, int]] = []
+    out: list[tuple[float, int, float]] = []
     samples: list[tuple[float, int]] = []
     start = time.monotonic()
     until = start + duration
@@ -382,7 +385,7 @@ def phase(args: argparse.Namespace, users: list[str], fail_at: float | None) -> 
         }
     lat = np.array([r[0] for r in results]) * 1000
     statuses: dict[int, int] = {}
-    for _, status in results:
+    for _, status, _ in results:
         statuses[status] = statuses.get(status, 0) + 1
     return {
         "phase": name,

@@ -12,9 +12,11 @@ from embedrec.stores.errors import StoreError
 
 COMMANDS = (
     "embedrec.ingestion.commands",
+    "embedrec.ingestion.generation_commands",
     "embedrec.eval.commands",
     "embedrec.eval.bench_commands",
     "embedrec.eval.drift_commands",
+    "embedrec.eval.calibrate_commands",
     "embedrec.retrieval.commands",
     "embedrec.ui.commands",
 )

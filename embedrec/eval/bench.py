@@ -27,6 +27,7 @@ from rich.console import Console
 from embedrec.eval.bench_config import BenchConfig, DatasetConfig, StoreConfig
 from embedrec.eval.bench_data import Prepared, Skip, prepare
 from embedrec.eval.bench_worker import Job
+from embedrec.eval.calibrate import CalibrateSettings, load_calibrate_config
 from embedrec.progress import Progress
 from embedrec.stores import ConfigError, missing_backend
 
@@ -49,6 +50,8 @@ class Task:
     store: StoreConfig
     keys: list[str]
     params: list[dict[str, Any]]
+    calibrated_key: str | None = None
+    """The key of the measurement with the store's calibrated defaults, when still to do."""
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Plan:
     """Every measurement of the plan, those already done included."""
     datasets: list[Prepared] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    calibrate: CalibrateSettings | None = None
+    """[run] calibrate's settings: each store is calibrated and measured at its defaults."""
 
     def skip(self, dataset: str, store: str, reason: str) -> None:
         self.skipped.append({"dataset": dataset, "store": store, "reason": reason})
@@ -117,17 +122,25 @@ def _plan_dataset(
         if reason is not None:
             plan.skip(ds.name, s.name, reason)
             continue
-        params = s.params() or [{}]
+        params = s.params() or ([] if plan.calibrate else [{}])
         keys = [_key(ds, s, p) for p in params]
         plan.keys += keys
         todo = [(k, p) for k, p in zip(keys, params, strict=True) if k not in done]
-        if todo:
-            plan.tasks.append(Task(ds, s, [k for k, _ in todo], [p for _, p in todo]))
+        calibrated = None
+        if plan.calibrate is not None:
+            calibrated = _key(ds, s, {"calibrated": plan.calibrate.model_dump()})
+            plan.keys.append(calibrated)
+            calibrated = None if calibrated in done else calibrated
+        if todo or calibrated:
+            keys, params = [k for k, _ in todo], [p for _, p in todo]
+            plan.tasks.append(Task(ds, s, keys, params, calibrated))
 
 
 def plan_bench(cfg: BenchConfig, out: Path, done: set[str], console: Any) -> Plan:
     """Prepare every dataset that some store runs on, and list what is left to measure."""
     plan = Plan(backends={s.name: _backend_missing(s) for s in cfg.stores})
+    if cfg.run.calibrate is not None:
+        plan.calibrate = load_calibrate_config(cfg.run.calibrate)
     for d in cfg.datasets:
         if not any(d.stores is None or s.name in d.stores for s in cfg.stores):
             continue
@@ -205,8 +218,11 @@ def _run_worker(
     return f"worker exited {code}: {lines[-1] if lines else 'no output'} (log: {log})"
 
 
-def _job(task: Task, cfg: BenchConfig, out: Path, folder: Path | None, quick: bool) -> Job:
+def _job(
+    task: Task, plan: Plan, cfg: BenchConfig, out: Path, folder: Path | None, quick: bool
+) -> Job:
     ds, s = task.dataset, task.store
+    calibrate = plan.calibrate.model_dump() if plan.calibrate and task.calibrated_key else None
     return Job(
         dataset=asdict(ds), store=s.name, uri_template=s.uri,
         uri=s.expand(folder or Path(), _slug(f"eb-{ds.name}-{s.name}")),
@@ -214,10 +230,13 @@ def _job(task: Task, cfg: BenchConfig, out: Path, folder: Path | None, quick: bo
         clients=cfg.run.clients, batch_size=cfg.run.batch_size, warmup=cfg.run.warmup,
         threads=cfg.run.threads, results=str(out / RESULTS), quick=quick,
         extra={"service": "pinecone loopback"} if s.loopback else {},
+        calibrate=calibrate, calibrated_key=task.calibrated_key,
     )  # fmt: skip
 
 
-def _run_task(task: Task, cfg: BenchConfig, out: Path, quick: bool, **worker: Any) -> str | None:
+def _run_task(
+    task: Task, plan: Plan, cfg: BenchConfig, out: Path, quick: bool, **worker: Any
+) -> str | None:
     """One worker over a fresh store folder (when the URI has `{dir}`), removed after."""
     ds, s = task.dataset, task.store
     folder = out / "stores" / _slug(f"{ds.id}-{s.name}", 120) if "{dir}" in s.uri else None
@@ -225,7 +244,7 @@ def _run_task(task: Task, cfg: BenchConfig, out: Path, quick: bool, **worker: An
         shutil.rmtree(folder, ignore_errors=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return _run_worker(_job(task, cfg, out, folder, quick), out, **worker)
+        return _run_worker(_job(task, plan, cfg, out, folder, quick), out, **worker)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -235,7 +254,7 @@ def run_plan(
     plan: Plan, cfg: BenchConfig, out: Path, quick: bool, console: Any, progress: bool = True
 ) -> None:
     """Run each task of `plan` in its worker; a task that fails is added to its skips."""
-    total = sum(len(t.keys) for t in plan.tasks)
+    total = sum(len(t.keys) + (t.calibrated_key is not None) for t in plan.tasks)
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(
             Progress(total, "bench", "measurements", enabled=progress, stream=console.file)
@@ -245,7 +264,7 @@ def run_plan(
             ds, s = task.dataset, task.store
             bar.describe(f"bench {ds.name} / {s.name}")
             env = loopbacks.env(s)
-            error = _run_task(task, cfg, out, quick, env=env, advance=bar.update)
+            error = _run_task(task, plan, cfg, out, quick, env=env, advance=bar.update)
             if error is not None:
                 plan.skip(ds.name, s.name, error)
                 console.print(f"[red]{ds.name} / {s.name}: {error}[/]")

@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="the config's [quick] subset (minutes, for CI)"
     )
     bench.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: run.out)")
+    bench.add_argument(
+        "--calibrated", type=Path, metavar="CONFIG", help="calibrate each store after building "
+        "it with CONFIG's [calibrate] section (as `embedrec calibrate`) and measure it once "
+        "more with no params, i.e. with its calibrated defaults (default: [run] calibrate)",
+    )  # fmt: skip
     add_output_flags(bench)
     bench.set_defaults(func=_bench)
 
@@ -39,6 +44,9 @@ def _bench(args: argparse.Namespace) -> int:
     config = load_bench_config(args.config)
     if args.quick:
         config = config.for_quick()
+    if args.calibrated is not None:
+        run = config.run.model_copy(update={"calibrate": args.calibrated})
+        config = config.model_copy(update={"run": run})
     out = args.out or config.run.out
     stores = ", ".join(s.name for s in config.stores)
     quick = " --quick" if args.quick else ""
@@ -57,5 +65,19 @@ def _bench(args: argparse.Namespace) -> int:
         "skipped": outcome.skipped,
     }
     text = paths["report.md"].read_text() + f"\nwrote {', '.join(map(str, paths.values()))}"
+    if config.run.calibrate is not None:
+        figures["calibration"], table = _calibration_check(outcome.rows, config.run.calibrate)
+        text += f"\n\ncalibrated defaults against the bench's queries:\n{table}"
     output.summary(figures, text)
     return 0
+
+
+def _calibration_check(rows: list[dict], path: Path) -> tuple[list[dict], str]:
+    """Per calibrated store: its bench recall and its distance from the bench's cheapest."""
+    # with the bench: matplotlib loads for a run, not for --help
+    from embedrec.eval.calibrate import load_calibrate_config
+    from embedrec.eval.calibrate_report import bench_check, bench_check_table
+
+    settings = load_calibrate_config(path)
+    checks = bench_check(rows, settings)
+    return checks, bench_check_table(checks, settings.target_recall)

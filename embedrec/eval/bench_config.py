@@ -43,23 +43,28 @@ class FashionDataset(_Dataset):
     metric: Metric = "l2"
 
 
-class MovieLensTextDataset(_Dataset):
-    """MovieLens-100k item texts through the text embedder (384-d, cosine). Queries are a
-    seeded sample of the items, held out of the base."""
+class CatalogTextDataset(_Dataset):
+    """A catalog's items as texts through the text embedder (384-d, cosine): the items of
+    the [data] section of `data` (an `embedrec train` config), each written by `template`
+    from its columns (a list joined with "|", a missing value as nothing, a whole float as
+    an integer). Queries are a seeded sample of the items, held out of the base."""
 
-    kind: Literal["movielens-text"]
+    kind: Literal["catalog-text"]
+    data: Path
+    template: str
     metric: Metric = "cosine"
-    template: str = "{title} ({year}): {genres}"
     query_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
 
 
 class TwoTowerDataset(_Dataset):
-    """Two-tower item vectors as the base, user vectors as the queries (inner product).
-    Skipped, with the reason, when the model file is absent."""
+    """A two-tower model's item vectors as the base, its user vectors as the queries (inner
+    product), for the items and users of the [data] section of `data`. Skipped, with the
+    reason, when the model file is absent."""
 
     kind: Literal["two-tower"]
     model: Path
+    data: Path
     metric: Metric = "dot"
 
 
@@ -89,7 +94,7 @@ class PCADataset(_Dataset):
 
 
 DatasetConfig = Annotated[
-    FashionDataset | MovieLensTextDataset | TwoTowerDataset | SyntheticDataset | PCADataset,
+    FashionDataset | CatalogTextDataset | TwoTowerDataset | SyntheticDataset | PCADataset,
     Field(discriminator="kind"),
 ]
 
@@ -142,6 +147,10 @@ class RunSettings(_Model):
     threads than free cores OpenMP's spin-waiting makes FAISS many times slower, so a shared
     machine gives stable figures only with 1 (as ann-benchmarks runs each algorithm)."""
     out: Path = Path("bench-out")
+    calibrate: Path | None = None
+    """A config with a [calibrate] section (configs/calibrate.toml): each store is then
+    calibrated after it is built (`embedrec calibrate`), and measured once more with no
+    params, that is with the calibrated defaults its `search()` uses."""
 
 
 class QuickSettings(_Model):

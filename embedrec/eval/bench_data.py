@@ -20,16 +20,17 @@ from embedrec.embedders.cache import EmbeddingCache, embed_cached
 from embedrec.eval import ann
 from embedrec.eval.bench_config import (
     BenchConfig,
+    CatalogTextDataset,
     DatasetConfig,
     FashionDataset,
-    MovieLensTextDataset,
     PCADataset,
     SyntheticDataset,
     TwoTowerDataset,
 )
+from embedrec.eval.config import load_config
+from embedrec.eval.dataset import Dataset, load_dataset
 from embedrec.ingestion.fashion_mnist import load_fashion_mnist
 from embedrec.ingestion.fetching import DatasetUnavailable
-from embedrec.ingestion.movielens import load_movielens
 
 
 class Skip(Exception):
@@ -72,18 +73,36 @@ def _synthetic(d: SyntheticDataset, n: int, nq: int) -> tuple[np.ndarray, np.nda
     return draw(n, 1), draw(nq, 2)
 
 
-def _movielens_text(d: MovieLensTextDataset) -> tuple[np.ndarray, np.ndarray]:
+def _catalog(path: Path) -> Dataset:
+    return load_dataset(load_config(path).data)
+
+
+def _text_value(value: object) -> object:
+    """A column value as a template shows it: a list joined with "|", a missing value as
+    nothing, a whole float as an integer (a year read as float beside missing ones)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "|".join(map(str, value))
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _catalog_text(d: CatalogTextDataset) -> tuple[np.ndarray, np.ndarray]:
     from embedrec.embedders.text import TextEmbedder  # torch loads for embedding datasets only
 
-    items = load_movielens().items
-    texts = [
-        d.template.format(
-            title=row.title,
-            year="" if pd.isna(row.year) else int(row.year),
-            genres="|".join(row.genres),
-        )
-        for row in items.itertuples()
-    ]
+    items = _catalog(d.data).items
+    try:
+        texts = [
+            d.template.format(**{k: _text_value(v) for k, v in row.items()})
+            for row in items.to_dict("records")
+        ]
+    except (KeyError, IndexError) as exc:
+        raise ValueError(
+            f"dataset {d.name!r}: template {d.template!r} names {exc}, which is not a column "
+            f"of the items ({', '.join(map(str, items.columns))})"
+        ) from None
     with EmbeddingCache() as cache:
         vectors, _ = embed_cached(TextEmbedder(), texts, cache)
     order = np.random.default_rng(d.seed).permutation(len(vectors))
@@ -96,9 +115,9 @@ def _two_tower(d: TwoTowerDataset) -> tuple[np.ndarray, np.ndarray]:
         raise Skip(f"no two-tower model at {d.model} (train one with `embedrec train CONFIG`)")
     from embedrec.embedders.two_tower import TwoTowerModel  # torch: for this dataset only
 
-    ml = load_movielens()
+    data = _catalog(d.data)
     model = TwoTowerModel.load(d.model)
-    return model.item_vectors(ml.items), model.user_vectors(ml.users)
+    return model.item_vectors(data.items), model.user_vectors(data.users)
 
 
 def _raw_vectors(d: DatasetConfig, cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray, str]:
@@ -110,8 +129,8 @@ def _raw_vectors(d: DatasetConfig, cfg: BenchConfig) -> tuple[np.ndarray, np.nda
             raise Skip(str(exc)) from None
         base = fm.train_images.reshape(len(fm.train_images), -1).astype(np.float32)
         return base, fm.test_images.reshape(len(fm.test_images), -1).astype(np.float32), d.metric
-    if isinstance(d, MovieLensTextDataset):
-        return (*_movielens_text(d), d.metric)
+    if isinstance(d, CatalogTextDataset):
+        return (*_catalog_text(d), d.metric)
     if isinstance(d, TwoTowerDataset):
         return (*_two_tower(d), d.metric)
     if isinstance(d, SyntheticDataset):

@@ -9,6 +9,8 @@ the prepared vectors, then measures:
 - RSS growth over the loaded data and peak RSS growth during ingest + build (Linux's
   VmHWM, reset through /proc/self/clear_refs), and allocated bytes on disk;
 - the harness's own cost per query: the timing loop run on a no-op with the same call shape;
+- with `[run] calibrate`: the store calibrated to the target (eval/calibrate.py), its choice
+  kept as its search defaults, and one more measurement with no params, which uses them;
 - per value of the store's search-parameter sweep: recall@k against exact ground truth by
   id and tie-aware (eval/ann.py), latency percentiles of single queries (one client in a
   loop, which also gives QPS at 1 client), batch QPS (one call with every query), and QPS of
@@ -37,7 +39,8 @@ import psutil
 
 from embedrec.eval import ann
 from embedrec.eval.bench_data import Prepared
-from embedrec.stores import Hits, VectorStore, open_store
+from embedrec.eval.calibrate import CalibrateSettings, calibrate, save_defaults, setting_name
+from embedrec.stores import Hits, StoreInfo, VectorStore, open_store
 
 MB = 1024 * 1024
 HARNESS_REPEAT = 3
@@ -151,6 +154,9 @@ class Job:
     results: str
     quick: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    calibrate: dict[str, Any] | None = None
+    """CalibrateSettings to calibrate the store with before measuring `calibrated_key`."""
+    calibrated_key: str | None = None
 
 
 def _measure(
@@ -229,6 +235,31 @@ def _common(job: Job, ds: Prepared, store: VectorStore, memory: Memory) -> dict[
     }  # fmt: skip
 
 
+def _calibrated(store: VectorStore, job: Job, ds: Prepared) -> dict[str, Any]:
+    """Calibrate the store and keep its choice as search defaults; the row's columns. The
+    bench's store holds bare vectors, so it is first described as the dataset's."""
+    assert job.calibrate is not None
+    if store.info is None:
+        store.set_info(StoreInfo(f"bench:{ds.name}", ds.id, ds.dim, "vector", ds.metric))
+    start = time.perf_counter()
+    cal = calibrate(store, CalibrateSettings(**job.calibrate), progress=False)
+    if cal.chosen is not None:
+        save_defaults(store, cal)
+    shown = cal.chosen or max(cal.settings, key=lambda s: s.lower)
+    return {
+        "param": f"calibrated {setting_name(cal.chosen.params) if cal.chosen else '(none)'}",
+        "calibrated": cal.chosen.params if cal.chosen else {},
+        "calibration_recall": shown.recall, "calibration_lower": shown.lower,
+        "calibrate_s": time.perf_counter() - start,
+    }  # fmt: skip
+
+
+def _write_row(job: Job, row: dict[str, Any]) -> None:
+    with open(job.results, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    print("row", flush=True)
+
+
 def run_job(job: Job) -> None:
     import faiss  # the worker alone sets FAISS's threads, before any index exists
 
@@ -243,18 +274,15 @@ def run_job(job: Job) -> None:
         ingest, build = _build(store, data["base"], job.batch_size)
         common = _common(job, ds, store, memory) | {"ingest_s": ingest, "build_s": build}
         common |= harness_overhead(list(data["queries"]), ds.k)
+        calibrated = _calibrated(store, job, ds) if job.calibrated_key else None
         for key, params in zip(job.keys, job.params, strict=True):
-            row = {
-                "key": key,
-                "params": params,
-                "param": ",".join(f"{k}={v}" for k, v in params.items()) or "-",
-                **common,
-                **_measure(store, params, data, job, ds),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            with open(job.results, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print("row", flush=True)
+            param = ",".join(f"{k}={v}" for k, v in params.items()) or "-"
+            measured = _measure(store, params, data, job, ds)
+            _write_row(job, {"key": key, "params": params, "param": param, **common, **measured})
+        if calibrated is not None:  # no params: the store's calibrated defaults
+            measured = _measure(store, {}, data, job, ds)
+            row = {"key": job.calibrated_key, "params": {}, **common, **calibrated, **measured}
+            _write_row(job, row)
     finally:
         if remote:  # leave no benchmark data on a server
             store.delete(filter={})

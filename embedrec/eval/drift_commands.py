@@ -48,8 +48,9 @@ def _drift(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading pandas and the stores
     from embedrec.config import validate
     from embedrec.eval.drift_config import DriftSection, check, load_drift_config
+    from embedrec.eval.drift_figures import figures
     from embedrec.eval.drift_inputs import compare, is_store
-    from embedrec.eval.drift_report import figures, markdown, write
+    from embedrec.eval.drift_report import markdown, write
 
     output = Output.from_args(args, "drift")
     overrides = {"k": args.k, "users": args.users, "items": args.items, "data": args.data}

@@ -87,7 +87,9 @@ def _store_ids(path: Path | None, cfg: DriftSection) -> list[str]:
     return _dataset(cfg).items["item_id"].astype(str).tolist()
 
 
-def _read(store: VectorStore, ids: list[str], k: int, bar: Progress) -> tuple[np.ndarray, list]:
+def read_store(
+    store: VectorStore, ids: list[str], k: int, bar: Progress
+) -> tuple[np.ndarray, list]:
     """The stored vectors of `ids` and each one's k nearest other ids in the same store."""
     vectors, hits = [], []
     for start in range(0, len(ids), BATCH):
@@ -117,21 +119,29 @@ def compare_stores(
     with Progress(2 * len(sample), "drift: stores", "items", enabled=progress) as bar:
         for uri in (old, new):
             with open_store(uri) as store:
-                read.append((*_read(store, sample, cfg.k, bar), store.count()))
+                read.append((*read_store(store, sample, cfg.k, bar), store.count()))
     (old_vecs, old_hits, n_old), (new_vecs, new_hits, _) = read
+    return store_neighbours((old_vecs, old_hits), (new_vecs, new_hits), cfg.k), n_old
+
+
+def encode_ids(rows: list[list[str]], k: int, codes: dict[str, int]) -> np.ndarray:
+    """Rows of ids as rows of k codes (-1 padding), numbering new ids into `codes`."""
+    out = np.full((len(rows), k), -1, dtype=np.int64)
+    for r, row in enumerate(rows):
+        out[r, : len(row)] = [codes.setdefault(i, len(codes)) for i in row]
+    return out
+
+
+def store_neighbours(
+    old: tuple[np.ndarray, list], new: tuple[np.ndarray, list], k: int
+) -> Neighbours:
+    """Neighbour sets and norms from what `read_store` read of the same ids in two stores."""
     codes: dict[str, int] = {}
-
-    def encode(hits: list[list[str]]) -> np.ndarray:
-        out = np.full((len(hits), cfg.k), -1, dtype=np.int64)
-        for r, row in enumerate(hits):
-            out[r, : len(row)] = [codes.setdefault(i, len(codes)) for i in row]
-        return out
-
-    a, b = encode(old_hits), encode(new_hits)
+    a, b = encode_ids(old[1], k, codes), encode_ids(new[1], k, codes)
     return Neighbours(
         old=a,
         new=b,
         jaccard=jaccard(a, b),
-        old_norms=np.linalg.norm(old_vecs, axis=1),
-        new_norms=np.linalg.norm(new_vecs, axis=1),
-    ), n_old
+        old_norms=np.linalg.norm(old[0], axis=1),
+        new_norms=np.linalg.norm(new[0], axis=1),
+    )

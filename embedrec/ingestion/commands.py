@@ -59,8 +59,41 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
         "--sync", action="store_true", default=None, help="delete ids that left the catalog"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar or records")
+    _add_rebuild_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_ingest)
+
+
+def _add_rebuild_flags(p: argparse.ArgumentParser) -> None:
+    again = p.add_argument_group("rebuild behind an alias")
+    again.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build a new generation of the store from the catalog, validate it, then swap "
+        "the alias to it (the old one stays as previous: embedrec rollback)",
+    )
+    again.add_argument(
+        "--min-recall",
+        type=float,
+        default=0.9,
+        metavar="R",
+        help="with --rebuild: the recall@10 against exact search it must reach (default 0.9)",
+    )
+    again.add_argument(
+        "--validate-sample",
+        type=int,
+        default=100,
+        metavar="N",
+        help="with --rebuild: records fetched back and vectors searched (default 100)",
+    )
+    again.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="CONFIG",
+        help="with --rebuild: calibrate the new generation to the target recall of CONFIG's "
+        "[calibrate] section (see embedrec calibrate, configs/calibrate.toml) before "
+        "validating it, so that it serves with its own search defaults",
+    )
 
 
 def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -119,7 +152,22 @@ def _ingest(args: argparse.Namespace) -> int:
         raise ConfigFileError("no catalog: give --source PATH or --dataset NAME (or a config)")
     if config.store is None:
         raise ConfigFileError("no store: give --store URI (e.g. faiss:./data/movies)")
-    return _run_ingest(config, Output.from_args(args, "ingest"), progress=not args.no_progress)
+    out = Output.from_args(args, "ingest")
+    if args.rebuild:
+        # for this command only: --help stays fast
+        from embedrec.eval.calibrate import load_calibrate_config
+        from embedrec.ingestion.generation_commands import run_rebuild
+        from embedrec.ingestion.validation import Checks
+
+        settings = load_calibrate_config(args.calibrate) if args.calibrate else None
+        checks = Checks(args.min_recall, args.validate_sample, calibrate=settings)
+        parts = _prepare(config, out)
+        return run_rebuild(config, parts, checks, out, progress=not args.no_progress)
+    if args.min_recall != 0.9 or args.validate_sample != 100 or args.calibrate:
+        raise ValueError(
+            "--min-recall, --validate-sample and --calibrate apply only with --rebuild"
+        )
+    return _run_ingest(config, out, progress=not args.no_progress)
 
 
 def _catalog_path(config: Any, out: Output) -> Any:
@@ -139,18 +187,15 @@ def _catalog_path(config: Any, out: Output) -> Any:
     return path
 
 
-def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
+def _prepare(config: Any, out: Output) -> tuple[Any, Any, Any]:
+    """The catalog as a `Source`, the embedder and the ingest options the config names."""
     # for this command only: --help stays fast
     from embedrec.embedders import get_embedder
     from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
-    from embedrec.ingestion.pipeline import ingest
     from embedrec.ingestion.sources import Source
-    from embedrec.ingestion.summary import IngestOptions, TooManyRejects
-    from embedrec.progress import Progress
+    from embedrec.ingestion.summary import IngestOptions
 
     src, emb, opts = config.source, config.embedder, config.ingest
-    catalog = src.path or f"the {src.dataset} dataset"
-    out.say(f"ingest {catalog} -> {config.store.uri} with {emb.spec}")
     columns = ColumnMap(
         id=src.id,
         text=src.text,
@@ -172,13 +217,27 @@ def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
         max_rejects=opts.max_rejects,
         sync=opts.sync,
     )
+    return source, embedder, options
+
+
+def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
+    # for this command only: --help stays fast
+    from embedrec.ingestion.pipeline import ingest
+    from embedrec.ingestion.rebuild import live_target
+    from embedrec.ingestion.summary import TooManyRejects
+    from embedrec.progress import Progress
+
+    src, spec = config.source, config.embedder.spec
+    out.say(f"ingest {src.path or f'the {src.dataset} dataset'} -> {config.store.uri} with {spec}")
+    source, embedder, options = _prepare(config, out)
+    target = live_target(config.store.uri)  # an alias: its live generation
+    if target != config.store.uri:
+        out.say(f"{config.store.uri} is an alias: writing its live generation {target}")
     bar = Progress(source.estimate_rows(), "ingest", "rows", enabled=progress and out.progress)
     run = {"source": source.path, "store": config.store.uri, "embedder": embedder.name}
     try:
         with bar:
-            summary = ingest(
-                source, config.store.uri, emb.spec, options, embedder=embedder, progress=bar.update
-            )
+            summary = ingest(source, target, spec, options, embedder=embedder, progress=bar.update)
     except TooManyRejects as exc:
         _report(out, exc.summary, run)
         print(f"embedrec ingest: error: {exc}", file=sys.stderr, flush=True)

@@ -13,6 +13,10 @@ eligible records exist.
 Failover: every store call goes through a `Failover` (see `embedrec.retrieval.failover`),
 which falls back to the replica when the primary fails, and counts it
 (`Recommender.fallback_counts`).
+
+Reload: each space is one immutable `Space` bundle (`embedrec.retrieval.spaces`); a request
+reads its space once and works on that bundle to the end, and `swap` replaces a space with
+one assignment, so a reload (`embedrec.retrieval.reload`) needs no lock on the request path.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from embedrec.embedders import Embedder
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.eval.config import load_config
 from embedrec.eval.dataset import load_dataset
-from embedrec.ingestion.store_info import embedder_for
-from embedrec.retrieval.config import ServeConfig, SpaceConfig, UsersConfig, load_serve_config
+from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
 from embedrec.retrieval.failover import Failover
-from embedrec.stores import Hit, Hits, StoreError, open_existing
+from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
+from embedrec.stores import Hit, Hits, StoreError
 from embedrec.stores.errors import ConfigError
 from embedrec.stores.filters import Node, matches, parse_filter
 
@@ -122,24 +126,28 @@ class Recommender:
         model: TwoTowerModel | None = None,
         interactions: Interactions | None = None,
         similar_space: str | None = None,
+        spaces: Sequence[Space] = (),
     ) -> None:
-        self._spaces = {
-            name: fo
-            for name, fo in (("text", text), ("image", image), ("two-tower", two_tower))
-            if fo is not None
-        }
+        """Spaces from their stores and query side (`text` with `text_embedder`, ...), or
+        built already (`spaces`, as `from_config` and a reload open them)."""
+        users = interactions.users if interactions is not None else None
+        given = {s.name: s for s in spaces}
+        for name, fo, kw in (
+            ("text", text, {"embedder": text_embedder}),
+            ("image", image, {"embedder": image_embedder}),
+            ("two-tower", two_tower, {"model": model, "users": users}),
+        ):
+            if fo is not None:
+                given[name] = make_space(name, fo, **kw)
+        self._spaces = {name: given[name] for name in SPACES if name in given}
         if not self._spaces:
             raise ConfigError("a Recommender needs at least one space (text, image, two-tower)")
+        if interactions is not None and "two-tower" not in self._spaces:
+            raise ConfigError("user data serves recommend(), which needs the two-tower model")
         self._fallbacks: Counter[tuple[str, str]] = Counter()
         self._count_lock = threading.Lock()
-        for fo in self._spaces.values():
-            fo.on_fallback = self._count_fallback
-        _check_parts(self._spaces, text_embedder, image_embedder, model)
-        if interactions is not None and model is None:
-            raise ConfigError("user data serves recommend(), which needs the two-tower model")
-        self.text_embedder = text_embedder
-        self.image_embedder = image_embedder
-        self.model = model
+        for space in self._spaces.values():
+            space.failover.on_fallback = self._count_fallback
         self.interactions = interactions
         self.similar_space = similar_space or next(
             s for s in ("two-tower", "text", "image") if s in self._spaces
@@ -148,27 +156,35 @@ class Recommender:
             raise ConfigError(f"similar_space {self.similar_space!r} is not configured")
         # tokenizers and some torch modules are not safe to call from several threads at once
         self._embed_locks = {"text": threading.Lock(), "image": threading.Lock()}
-        self._user_vectors: dict[str, np.ndarray] = {}
-        self._popularity: dict[str, int] = {}
-        if interactions is not None and model is not None:
-            self._popularity = dict(interactions.popularity)
-            if len(interactions.users):
-                vectors = model.user_vectors(interactions.users)
-                self._user_vectors = dict(
-                    zip(interactions.users["user_id"].tolist(), vectors, strict=True)
-                )
+        self._popularity = dict(interactions.popularity) if interactions is not None else {}
 
     # -- building ------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: ServeConfig | str | Path) -> Recommender:
+    def from_config(
+        cls, config: ServeConfig | str | Path, *, token: TokenFn | None = None
+    ) -> Recommender:
         """Open the stores, embedders, model and user data a serve config names. Should any
         step fail, the stores opened before it are closed again (they may hold file locks or
-        connections that a retry in the same process would trip over)."""
+        connections that a retry in the same process would trip over). `token` reads a store
+        alias's live token (default: `LiveTokens`; see `embedrec.retrieval.reload`)."""
+        token = token or LiveTokens()
         if not isinstance(config, ServeConfig):
             config = load_serve_config(config)
+        interactions = None
+        if config.users is not None:
+            interactions = Interactions.from_frames(*read_users(config.users))
+        users = interactions.users if interactions is not None else None
         with ExitStack() as opened:
-            recommender = cls(**_parts(config, opened))
+            spaces = [
+                open_space(name, cfg, opened, users=users, token=token)
+                for name, cfg in config.spaces().items()
+            ]
+            recommender = cls(
+                spaces=spaces,
+                interactions=interactions,
+                similar_space=config.server.similar_space,
+            )
             opened.pop_all()
         return recommender
 
@@ -176,16 +192,42 @@ class Recommender:
     def spaces(self) -> list[str]:
         return list(self._spaces)
 
+    def space(self, name: str) -> Space:
+        """The space serving now (`SpaceNotConfigured` for one this recommender lacks)."""
+        return self._space(name)
+
+    def swap(self, space: Space) -> Space:
+        """Serve `space` in place of the one of its name from the next request on, and
+        return the one it replaces, which requests already under way keep using until they
+        finish: one assignment of a new dict, so a request sees the old spaces or the new
+        ones, never a mix. Callers serialise swaps (`Reloader` does)."""
+        old = self._space(space.name)
+        space.failover.on_fallback = self._count_fallback
+        self._spaces = {**self._spaces, space.name: space}
+        return old
+
+    @property
+    def text_embedder(self) -> Embedder | None:
+        space = self._spaces.get("text")
+        return space.embedder if space is not None else None
+
+    @property
+    def image_embedder(self) -> Embedder | None:
+        space = self._spaces.get("image")
+        return space.embedder if space is not None else None
+
+    @property
+    def model(self) -> TwoTowerModel | None:
+        space = self._spaces.get("two-tower")
+        return space.model if space is not None else None
+
     def store_uris(self) -> dict[str, dict[str, str | None]]:
-        return {
-            name: {"primary": fo.primary.uri, "replica": fo.replica.uri if fo.replica else None}
-            for name, fo in self._spaces.items()
-        }
+        return {name: space.describe() for name, space in self._spaces.items()}
 
     def is_remote(self, space: str | None) -> bool:
         """Whether calls in `space` may wait on the network; False for an unknown space."""
-        fo = self._spaces.get(space) if space is not None else None
-        return fo is not None and fo.remote
+        found = self._spaces.get(space) if space is not None else None
+        return found is not None and found.failover.remote
 
     def fallback_counts(self) -> dict[tuple[str, str], int]:
         """Calls served by a replica, by (space, operation)."""
@@ -198,43 +240,51 @@ class Recommender:
 
     def warmup(self) -> None:
         """Load the embedders' weights now rather than on the first query."""
-        if self.text_embedder is not None:
-            self._embed("text", ["warm up"])
-        if self.image_embedder is not None:
-            self._embed("image", [np.zeros((32, 32, 3), dtype=np.uint8)])
+        for space in self._spaces.values():
+            self.warm(space, probe=False)
+
+    def warm(self, space: Space, *, probe: bool = True) -> None:
+        """Load `space`'s embedder weights and, with `probe`, touch its store's index with one
+        search, so that the first request after a swap costs what any other does."""
+        if space.name == "text":
+            self._embed(space, ["warm up"])
+        elif space.name == "image":
+            self._embed(space, [np.zeros((32, 32, 3), dtype=np.uint8)])
+        if probe:
+            query = np.ones((1, space.dim), dtype=np.float32)
+            space.failover.call("search", lambda s: s.search(query, 1))
 
     def close(self) -> None:
-        for fo in self._spaces.values():
-            fo.close()
+        for space in self._spaces.values():
+            space.failover.close()
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _space(self, name: str) -> Failover:
+    def _space(self, name: str) -> Space:
+        found = self._spaces.get(name)
+        if found is not None:
+            return found
         if name not in SPACES:
             raise SpaceNotConfigured(f"unknown space {name!r}; spaces are {', '.join(SPACES)}")
-        if name not in self._spaces:
-            raise SpaceNotConfigured(
-                f"this service has no {name} space; it serves {', '.join(self._spaces)}"
-            )
-        return self._spaces[name]
+        raise SpaceNotConfigured(
+            f"this service has no {name} space; it serves {', '.join(self._spaces)}"
+        )
 
-    def _embed(self, space: str, batch: Sequence[Any]) -> np.ndarray:
-        embedder = self.text_embedder if space == "text" else self.image_embedder
-        if embedder is None:
-            raise SpaceNotConfigured(f"this service has no {space} embedder")
-        with self._embed_locks[space]:
-            return embedder.embed(batch)
+    def _embed(self, space: Space, batch: Sequence[Any]) -> np.ndarray:
+        assert space.embedder is not None  # make_space checks that text and image have one
+        with self._embed_locks[space.name]:
+            return space.embedder.embed(batch)
 
+    @staticmethod
     def _search(
-        self,
-        space: str,
+        space: Space,
         vectors: np.ndarray,
         k: int,
         filter: Mapping | None,
         exclude: Sequence[frozenset[str] | set[str]],
     ) -> list[Hits]:
         """Top-k per query row with each row's excluded ids left out (see the module doc)."""
-        return self._space(space).call(
+        return space.failover.call(
             "search", lambda s: s.search(vectors, k, filter=filter, exclude=exclude)
         )
 
@@ -258,7 +308,8 @@ class Recommender:
         if filter is not None:
             parse_filter(filter)
         name = space or self.similar_space
-        fo = self._space(name)
+        found = self._space(name)
+        fo = found.failover
         ids = [str(i) for i in item_ids]
         if not ids:
             return []
@@ -268,7 +319,7 @@ class Recommender:
         if missing:
             raise ItemNotFound(f"item {missing[0]!r} is not in the {name} store {fo.primary.uri}")
         vectors = np.stack([records[i].vector for i in ids]).astype(np.float32)
-        hits = self._search(name, vectors, k, filter, [frozenset((i,)) for i in ids])
+        hits = self._search(found, vectors, k, filter, [frozenset((i,)) for i in ids])
         return [Results(h, name) for h in hits]
 
     # -- search ----------------------------------------------------------------------------
@@ -296,11 +347,11 @@ class Recommender:
         k = _check_k(k)
         if filter is not None:
             parse_filter(filter)
-        self._space(space)
+        found = self._space(space)
         if not len(inputs):
             return []
-        vectors = self._embed(space, list(inputs))
-        hits = self._search(space, vectors, k, filter, [frozenset()] * len(inputs))
+        vectors = self._embed(found, list(inputs))
+        hits = self._search(found, vectors, k, filter, [frozenset()] * len(inputs))
         return [Results(h, space) for h in hits]
 
     # -- recommendations -------------------------------------------------------------------
@@ -340,12 +391,13 @@ class Recommender:
     ) -> list[Results]:
         k = _check_k(k)
         node = parse_filter(filter) if filter is not None else None
-        self._space("two-tower")
-        assert self.model is not None
+        space = self._space("two-tower")
+        model = space.model
+        assert model is not None  # make_space checks that the two-tower space has one
         ids = [str(u) for u in user_ids]
         feats: list[Mapping[str, Any] | None] = [None] * len(ids)
         if features is not None:  # checked against the model's declaration, known user or not
-            feats = [None if f is None else self.model.validate_user(f) for f in features]
+            feats = [None if f is None else model.validate_user(f) for f in features]
         if len(feats) != len(ids):
             raise ValueError(f"{len(feats)} feature rows for {len(ids)} users")
         seen = self.interactions.seen if self.interactions is not None else {}
@@ -354,34 +406,34 @@ class Recommender:
         sources: dict[int, str] = {}
         new_rows: list[tuple[int, dict[str, Any]]] = []
         for n, (uid, f) in enumerate(zip(ids, feats, strict=True)):
-            if uid in self._user_vectors:
-                vectors[n], sources[n] = self._user_vectors[uid], "two-tower"
+            if uid in space.user_vectors:
+                vectors[n], sources[n] = space.user_vectors[uid], "two-tower"
             elif f is not None:
                 new_rows.append((n, {**f, "user_id": uid}))
         if new_rows:
-            computed = self.model.user_vectors(pd.DataFrame([row for _, row in new_rows]))
+            computed = model.user_vectors(pd.DataFrame([row for _, row in new_rows]))
             for (n, _), vec in zip(new_rows, computed, strict=True):
                 vectors[n], sources[n] = vec, "features"
         out: list[Results | None] = [None] * len(ids)
         if vectors:
             order = sorted(vectors)
             matrix = np.array([vectors[n] for n in order], dtype=np.float32)
-            hits = self._search("two-tower", matrix, k, filter, [exclude[n] for n in order])
+            hits = self._search(space, matrix, k, filter, [exclude[n] for n in order])
             for n, h in zip(order, hits, strict=True):
                 out[n] = Results(h, sources[n])
         for n in range(len(ids)):
             if out[n] is None:
-                out[n] = Results(self._popular(k, node, exclude[n]), "popularity")
+                out[n] = Results(self._popular(space, k, node, exclude[n]), "popularity")
         return out  # type: ignore[return-value]
 
-    def _popular(self, k: int, node: Node | None, exclude: Iterable[str]) -> Hits:
+    def _popular(self, space: Space, k: int, node: Node | None, exclude: Iterable[str]) -> Hits:
         """The most rated items that match the filter, scored by their rating counts."""
         if self.interactions is None:
             raise SpaceNotConfigured(
                 "unknown user and no user data to rank popular items: configure [users], "
                 "or send the new user's features"
             )
-        fo = self._space("two-tower")
+        fo = space.failover
         excluded = set(exclude)
         ranked = [i for i, _ in self.interactions.popularity if i not in excluded]
         out: list[Hit] = []
@@ -393,57 +445,3 @@ class Recommender:
                     if len(out) == k:
                         return Hits.of(out)
         return Hits.of(out)
-
-
-def _check_parts(
-    spaces: Mapping[str, Failover],
-    text_embedder: Embedder | None,
-    image_embedder: Embedder | None,
-    model: TwoTowerModel | None,
-) -> None:
-    """Each configured space has what makes its query vectors, of its store's dimension."""
-    needs = (("text", text_embedder), ("image", image_embedder), ("two-tower", model))
-    for name, part in needs:
-        if name in spaces and part is None:
-            what = "a two-tower model" if name == "two-tower" else f"a {name} embedder"
-            raise ConfigError(f"the {name} space needs {what}")
-    for name, embedder in (("text", text_embedder), ("image", image_embedder)):
-        if embedder is not None and name in spaces and embedder.dim != spaces[name].dim:
-            raise ConfigError(
-                f"{embedder.name} gives {embedder.dim}-d vectors but the {name} store "
-                f"{spaces[name].primary.uri} holds {spaces[name].dim}-d ones"
-            )
-    tt = spaces.get("two-tower")
-    if model is not None and tt is not None and model.config.dim != tt.dim:
-        raise ConfigError(
-            f"the two-tower model gives {model.config.dim}-d vectors but "
-            f"{tt.primary.uri} holds {tt.dim}-d ones"
-        )
-
-
-def _parts(config: ServeConfig, opened: ExitStack) -> dict[str, Any]:
-    """`Recommender`'s keyword arguments for `config`; each store opened is entered on
-    `opened`, which the caller closes if anything fails."""
-    kw: dict[str, Any] = {"similar_space": config.server.similar_space}
-    if config.text is not None:
-        kw["text"] = _failover("text", config.text, opened)
-        spec = config.text.embedder  # checked against the store's own record
-        kw["text_embedder"] = embedder_for(kw["text"].primary, spec, default="text")
-    if config.image is not None:
-        kw["image"] = _failover("image", config.image, opened)
-        spec = config.image.embedder  # checked against the store's own record
-        kw["image_embedder"] = embedder_for(kw["image"].primary, spec, default="image")
-    if config.two_tower is not None:
-        kw["two_tower"] = _failover("two-tower", config.two_tower, opened)
-        kw["model"] = TwoTowerModel.load(config.two_tower.model)
-    if config.users is not None:
-        kw["interactions"] = Interactions.from_frames(*read_users(config.users))
-    return kw
-
-
-def _failover(space: str, cfg: SpaceConfig, opened: ExitStack) -> Failover:
-    """The space's stores, which must exist; the Failover's pools start no thread before its
-    first call, so closing the stores is all a failed start has to undo."""
-    primary = opened.enter_context(open_existing(cfg.uri))
-    replica = opened.enter_context(open_existing(cfg.replica)) if cfg.replica else None
-    return Failover(space, primary, replica, timeout_s=cfg.timeout_s, cooldown_s=cfg.cooldown_s)

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve similar items, recommendations and search over HTTP",
         description="Serve the stores a config names (see configs/serve.toml) with FastAPI. "
-        "Set EMBEDREC_API_KEY to require an API key on the data endpoints. "
-        "OpenAPI docs at /docs, Prometheus metrics at /metrics.",
+        "Set EMBEDREC_API_KEY to require an API key on the data endpoints (and to allow "
+        "POST /admin/reload). A store that is an alias is followed: a swapped generation is "
+        "loaded without a restart. OpenAPI docs at /docs, Prometheus metrics at /metrics.",
     )
     serve.add_argument("config", type=Path, help="a serve config (TOML)")
     serve.add_argument("--host", help="interface to bind (default: the config's, 127.0.0.1)")
@@ -37,11 +38,16 @@ def app_from_env() -> Any:
     # here, not at the top: FastAPI (the serve extra) and torch would slow `embedrec --help`
     from embedrec.retrieval.api import create_app
     from embedrec.retrieval.client import Recommender
+    from embedrec.retrieval.config import load_serve_config
+    from embedrec.retrieval.reload import Reloader
 
-    recommender = Recommender.from_config(os.environ[CONFIG_ENV])
+    config = load_serve_config(os.environ[CONFIG_ENV])
+    recommender = Recommender.from_config(config)
     recommender.warmup()
     atexit.register(recommender.close)
-    return create_app(recommender)
+    reloader = Reloader.for_service(recommender, config)
+    atexit.register(reloader.close)  # registered last, so it runs first
+    return create_app(recommender, reloader=reloader)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -52,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     from embedrec.retrieval.api import create_app
     from embedrec.retrieval.client import Recommender
     from embedrec.retrieval.config import load_serve_config
+    from embedrec.retrieval.reload import Reloader
 
     config = load_serve_config(args.config)
     workers = args.workers if args.workers is not None else config.server.workers
@@ -73,9 +80,11 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if workers == 1:
         recommender.warmup()
+        reloader = Reloader.for_service(recommender, config)
         try:
-            uvicorn.run(create_app(recommender), **options)
+            uvicorn.run(create_app(recommender, reloader=reloader), **options)
         finally:
+            reloader.close()
             recommender.close()
         return 0
     recommender.close()

@@ -29,6 +29,14 @@ class ServerConfig(Section):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Server processes, each with its own copy of the stores and models: one per core
     serves the most requests (Python runs one request's code at a time per process)."""
+    reload_interval_s: Annotated[float, Field(ge=0)] | None = 5.0
+    """How often each space whose store is an alias checks whether the alias was swapped,
+    and if so loads the new generation (and the model its store names) and swaps it in
+    without a restart; 0 or none: only `POST /admin/reload` reloads. Plain stores are never
+    reloaded."""
+    drift_sample: Annotated[int, Field(ge=0, le=100_000)] = 500
+    """Users and items sampled, after a reload, to compare the new generation with the one
+    it replaced (the `embedrec_drift_*` gauges on /metrics); 0: no comparison."""
 
 
 class SpaceConfig(Section):
@@ -57,8 +65,10 @@ class ImageSpaceConfig(SpaceConfig):
 
 
 class TwoTowerSpaceConfig(SpaceConfig):
-    model: Path
-    """A saved `TwoTowerModel` (the .pt file; its .json sits beside it)."""
+    model: Path | None = None
+    """A saved `TwoTowerModel` (the .pt file; its .json sits beside it); none: the model the
+    store says built it (its store info), which follows the store's alias through a reload.
+    One given must be that same model (its fingerprint)."""
 
 
 class UsersConfig(Section):
@@ -102,6 +112,11 @@ class ServeConfig(Section):
         if wanted is not None and getattr(self, wanted.replace("-", "_")) is None:
             raise ValueError(f"server.similar_space is {wanted!r} but that space is not configured")
         return self
+
+    def spaces(self) -> dict[str, SpaceConfig]:
+        """The configured spaces by name ("text", "image", "two-tower")."""
+        found = {"text": self.text, "image": self.image, "two-tower": self.two_tower}
+        return {name: cfg for name, cfg in found.items() if cfg is not None}
 
 
 def load_serve_config(path: str | Path) -> ServeConfig:

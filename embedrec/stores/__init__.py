@@ -25,6 +25,7 @@ from embedrec.stores.errors import (
 )
 from embedrec.stores.filters import matches, parse_filter
 from embedrec.stores.info import EmbedderMismatch, StoreInfo
+from embedrec.stores.pointer import resolve as resolve_path_alias
 from embedrec.stores.uri import StoreURI, parse_uri
 
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -51,8 +52,12 @@ def open_store(
 ) -> VectorStore:
     """Open the store at `uri`, or create it when it does not exist (then `dim` is needed;
     `metric` defaults to cosine). A `dim` or `metric` that contradicts an existing store
-    raises `DimensionError` / `ConfigError`. Keyword options are merged with the URI's."""
+    raises `DimensionError` / `ConfigError`. Keyword options are merged with the URI's.
+    An alias (aliases.py) opens its live generation."""
     parsed = parse_uri(uri)
+    live = resolve_path_alias(parsed)  # an alias directory: open its live generation
+    if live is not None:
+        return open_store(live, dim=dim, metric=metric, **options)
     if parsed.scheme not in REGISTRY:
         raise ConfigError(
             f"unknown store scheme {parsed.scheme!r} in {parsed.raw!r}; "

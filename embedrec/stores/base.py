@@ -26,6 +26,7 @@ from embedrec.stores.errors import (
     VectorError,
 )
 from embedrec.stores.filters import Node, parse_filter
+from embedrec.stores.info import METRICS as METRICS  # re-exported
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.results import FrozenMetadata as FrozenMetadata  # re-exported
 from embedrec.stores.results import Hit as Hit  # re-exported
@@ -36,7 +37,6 @@ from embedrec.stores.uri import StoreURI
 from embedrec.vectors import l2_normalize
 
 Metric = Literal["cosine", "dot", "l2"]
-METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
 MIN_OVERFETCH = 16
 """Extra hits asked for beyond k when over-fetching past excluded ids (at least k extra)."""
 FIELD_KINDS: tuple[str, ...] = ("str", "int", "float", "bool", "list")
@@ -278,19 +278,14 @@ class VectorStore(abc.ABC):
         """Top-k `Hits` for each query row, best first. With a filter, the k best records that
         match it (fewer only when fewer match). `exclude` holds one collection of ids per
         query row that its hits must leave out (a user's seen items, the query item itself);
-        k hits still come back whenever k records qualify."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise StoreError(f"k must be a positive integer, got {reprlib.repr(k)}")
-        if k > MAX_K:
-            raise StoreError(f"k={k} is beyond what any store holds (at most {MAX_K:,})")
-        if self.capabilities.max_k is not None and k > self.capabilities.max_k:
-            raise StoreError(
-                f"k={k}: {self.uri} answers at most top_k={self.capabilities.max_k:,} per query"
-            )
+        k hits still come back whenever k records qualify. `params` go over the store's
+        calibrated search defaults (`StoreInfo.search_defaults`, `embedrec calibrate`)."""
+        self._check_k(k)
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = l2_normalize(queries, zero_rows="refuse")
         node = parse_filter(filter) if filter is not None else None
+        params = {**self._search_defaults(), **(params or {})}  # a call's own params win
         checked = check_params(params, self.capabilities.search_params)
         if exclude is not None and len(exclude) != queries.shape[0]:
             raise StoreError(f"exclude has {len(exclude)} rows for {queries.shape[0]} queries")
@@ -302,6 +297,54 @@ class VectorStore(abc.ABC):
         if self.capabilities.excludes_in_search:
             return self._search(queries, int(k), node, checked, sets)
         return self._over_fetch(queries, int(k), node, checked, sets)
+
+    def _check_k(self, k: Any) -> None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise StoreError(f"k must be a positive integer, got {reprlib.repr(k)}")
+        if k > MAX_K:
+            raise StoreError(f"k={k} is beyond what any store holds (at most {MAX_K:,})")
+        if self.capabilities.max_k is not None and k > self.capabilities.max_k:
+            raise StoreError(
+                f"k={k}: {self.uri} answers at most top_k={self.capabilities.max_k:,} per query"
+            )
+
+    def search_held_out(
+        self, ids: Sequence[str | int], k: int, *, params: Mapping[str, Any] | None = None
+    ) -> list[Hits]:
+        """Search each stored record's own vector as if the record were not in the store: its
+        hits leave it out, and it does not lead the search to the others (from its own node a
+        graph search would follow the record's links, which a new query cannot). Calibration
+        measures recall with it; an id the store lacks is an `IdError`."""
+        sids = normalize_ids(ids)
+        self._check_k(k)
+        records = self.fetch(sids)
+        if len(records) != len(sids):
+            missing = sorted(set(sids) - {r.id for r in records})
+            raise IdError(f"{self.uri} holds no record {missing[0]!r} ({len(missing)} missing)")
+        if not sids:
+            return []
+        queries = as_matrix(np.stack([r.vector for r in records]), self.dim)
+        params = {**self._search_defaults(), **(params or {})}
+        checked = check_params(params, self.capabilities.search_params)
+        return self._search_held_out(sids, queries, int(k), checked)
+
+    def _search_defaults(self) -> dict[str, Any]:
+        """The search params calibrated for this store (`StoreInfo.search_defaults`, those
+        it takes), under which a call's own params are merged: read once, then kept until
+        `set_info` replaces them. A filter still raises the effort from them, as from any
+        params. Stores without search params never read their info here."""
+        cached: dict[str, Any] | None = getattr(self, "_defaults", None)
+        if cached is None:
+            known = self.capabilities.search_params
+            info = self.info if known else None
+            found = info.search_defaults if info is not None else {}
+            cached = self._defaults = {k: v for k, v in found.items() if k in known}
+        return cached
+
+    def ids(self) -> list[str]:
+        """Every id the store holds, for work that samples the whole store (calibration);
+        `StoreError` from a store that cannot list them."""
+        return list(self._ids())
 
     def _over_fetch(
         self,
@@ -376,6 +419,7 @@ class VectorStore(abc.ABC):
             raise ConfigError(f"store info for metric {info.metric}; {self.uri} uses {self.metric}")
         if self._read_info() != info.to_json():
             self._write_info(info.to_json())
+        self._defaults = None  # read again by the next search
 
     def flush(self) -> None:  # noqa: B027 (a no-op for stores that need nothing)
         """Make every write durable and searchable (build indexes, save, wait for consistency)."""
@@ -423,6 +467,17 @@ class VectorStore(abc.ABC):
 
     def _declare_fields(self, fields: dict[str, str]) -> None:  # noqa: B027 (optional hook)
         """Prepare for the declared metadata fields; a no-op for stores without indexes."""
+
+    def _search_held_out(
+        self, ids: list[str], queries: np.ndarray, k: int, params: dict[str, Any]
+    ) -> list[Hits]:
+        """Excludes each query's own id: enough for stores whose search does not walk
+        through excluded records (Qdrant's filtered graph search) and for exact ones."""
+        return self.search(queries, k, params=params, exclude=[[i] for i in ids])
+
+    def _ids(self) -> Iterable[str]:
+        """Every stored id; stores that can list their records override it."""
+        raise StoreError(f"{self.uri}: this store cannot list its ids")
 
     def _read_info(self) -> dict[str, Any] | None:
         """The store info as persisted (validated by `info`). By default it lives with this

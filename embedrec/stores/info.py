@@ -23,7 +23,8 @@ INFO_FORMAT = 1
 MAX_TEXT = 1000
 """The longest spec, name or default value kept: a description, not a payload."""
 MAX_DEFAULTS = 64
-METRIC_NAMES = ("cosine", "dot", "l2")
+METRICS: tuple[str, ...] = ("cosine", "dot", "l2")
+"""The similarity metrics every store supports (here, below `base`, which imports this)."""
 SECRET_WORDS = re.compile(r"api[_-]?key|token|secret|password|credential", re.IGNORECASE)
 USERINFO = re.compile(r"://[^/@\s]*@")
 """`scheme://user:password@host`: credentials inside a spec."""
@@ -82,8 +83,8 @@ class StoreInfo:
         _text("modality", self.modality)
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
             raise ConfigError(f"store info dim: {self.dim!r} is not a positive integer")
-        if self.metric not in METRIC_NAMES:
-            raise ConfigError(f"store info metric: {self.metric!r} is not one of {METRIC_NAMES}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"store info metric: {self.metric!r} is not one of {METRICS}")
         if not isinstance(self.search_defaults, Mapping):
             raise ConfigError(f"store info search_defaults: {self.search_defaults!r} is not a map")
         if len(self.search_defaults) > MAX_DEFAULTS:

@@ -17,6 +17,7 @@ from embedrec.files import file_sha256
 from embedrec.stores import ConfigError
 from embedrec.stores.errors import StoreWriteError
 from embedrec.stores.faiss import persistence
+from embedrec.stores.faiss.store import COMPACT_DEAD_FRACTION
 from tests.stores.conformance import StoreConformance, brute_force
 from tests.stores.recall_conformance import RecallConformance
 
@@ -113,15 +114,18 @@ def test_hnsw_tombstones_and_compact(tmp_path):
     assert store.capabilities.deletes is False
 
 
-def test_flush_compacts_when_a_quarter_is_dead(tmp_path):
+def test_flush_compacts_past_the_dead_fraction(tmp_path):
+    """Tombstones stay until more than COMPACT_DEAD_FRACTION (set by benchmarks/churn.py) of
+    the slots are dead, then flush() compacts."""
     store = open_store(f"faiss:{tmp_path}/h?index=HNSW16", dim=16)
     store.upsert([str(i) for i in range(400)], clustered(400, 16))
-    store.delete([str(i) for i in range(50)])
+    at = round(400 * COMPACT_DEAD_FRACTION)
+    store.delete([str(i) for i in range(at)])
     store.flush()
-    assert store._index.ntotal == 400  # 12% dead: kept as tombstones
-    store.delete([str(i) for i in range(50, 120)])
+    assert store._index.ntotal == 400  # exactly the fraction dead: kept as tombstones
+    store.delete([str(at)])
     store.flush()
-    assert store._index.ntotal == 280
+    assert store._index.ntotal == 400 - at - 1
 
 
 def test_filtered_search_one_percent_returns_k(tmp_path):

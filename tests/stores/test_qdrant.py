@@ -169,6 +169,9 @@ class FakeEngine:
     def indexed(self) -> set[str]:
         return {"g"}
 
+    def read_info(self) -> None:  # no store info: no calibrated search defaults
+        return None
+
     def count(self, qfilter) -> int:
         return self.total if qfilter is None else self.matched
 

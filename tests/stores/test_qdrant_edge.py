@@ -179,13 +179,16 @@ def test_an_index_added_after_the_graph_is_built_rebuilds_it_on_flush(tmp_path):
     assert store.stale_graph and "label" in store.indexed
     manifest = tmp_path / "e" / "embedrec.json"
     assert json.loads(manifest.read_text())["stale_graph"] is True  # kept across a crash
-    assert _raw_recall(store, queries, truth, ef=16) < 0.9  # the graph has no label links
+    # the graph has no label links: its filtered search finds less (0.82-0.91 over runs, the
+    # engine builds its graph in parallel; 0.96-0.97 once rebuilt)
+    before = _raw_recall(store, queries, truth, ef=16)
     segments = set((tmp_path / "e" / "segments").iterdir())
     store.flush()
     assert not store.stale_graph and json.loads(manifest.read_text())["stale_graph"] is False
     assert segments.isdisjoint((tmp_path / "e" / "segments").iterdir())
     assert store.shard.info().indexed_vectors_count == 3000
-    assert _raw_recall(store, queries, truth, ef=16) >= 0.9
+    after = _raw_recall(store, queries, truth, ef=16)
+    assert after >= 0.93 and after - before >= 0.03, (before, after)
     assert store.count() == 3000 and store.fetch(["7"])[0].metadata == {"label": int(label[7])}
     store.close()
 

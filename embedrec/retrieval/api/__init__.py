@@ -3,7 +3,8 @@
 Data endpoints (`/similar`, `/recommend`, `/search`, `/search/image`) need the API key when
 one is set (`api_key`, else `EMBEDREC_API_KEY`), as `X-API-Key: KEY` or `Authorization:
 Bearer KEY`; `/healthz` (status only, without the key), `/metrics` and the OpenAPI docs
-(`/docs`, `/openapi.json`) are open.
+(`/docs`, `/openapi.json`) are open. `POST /admin/reload` (with a `Reloader`) always needs the
+key: where none is set it is refused (403), so an open service cannot be reloaded by anyone.
 
 Client input never causes a 5xx, nor counts against a store's health: a body that is not
 strict JSON or fails validation is 422 (numbers must be finite, `"k": "10"` is not a

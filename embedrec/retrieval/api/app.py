@@ -18,8 +18,16 @@ from embedrec.retrieval.api.bodies import MAX_FORM_BODY, MAX_JSON_BODY
 from embedrec.retrieval.api.errors import add_error_handlers
 from embedrec.retrieval.api.metrics import ServiceMetrics
 from embedrec.retrieval.api.middleware import ApiKey, BodyLimits, BodyRule, Timing
-from embedrec.retrieval.api.routes import DATA, add_data_routes, add_ops_routes
+from embedrec.retrieval.api.routes import (
+    ADMIN,
+    DATA,
+    add_admin_routes,
+    add_data_routes,
+    add_ops_routes,
+)
 from embedrec.retrieval.client import Recommender
+from embedrec.retrieval.live_drift import GAUGES
+from embedrec.retrieval.reload import Reloader
 
 LIMITS = {"application/json": MAX_JSON_BODY, "multipart/form-data": MAX_FORM_BODY}
 """Body size limits by the media type a route takes."""
@@ -44,7 +52,7 @@ class RouteFacts:
     paths: frozenset[str]
     """Every route's path: the endpoint label of the metrics (others count as "other")."""
     guarded: frozenset[str]
-    """The data routes, which need the API key where one is set."""
+    """The data and admin routes, which need the API key where one is set."""
     bodies: dict[str, BodyRule]
     """The media type and size limit of each route that takes a body."""
 
@@ -65,7 +73,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def build(recommender: Recommender, plan: Plan, metrics: ServiceMetrics) -> FastAPI:
+def build(
+    recommender: Recommender, plan: Plan, metrics: ServiceMetrics, reloader: Reloader | None
+) -> FastAPI:
     app = FastAPI(
         lifespan=_lifespan,
         title="embedrec",
@@ -75,6 +85,8 @@ def build(recommender: Recommender, plan: Plan, metrics: ServiceMetrics) -> Fast
     )
     add_data_routes(app, recommender, keyed=plan.api_key is not None)
     add_ops_routes(app, recommender, metrics, keyed=plan.api_key is not None)
+    if reloader is not None:
+        add_admin_routes(app, reloader, keyed=plan.api_key is not None)
     add_error_handlers(app)
     # The router tries routes in order and FastAPI adds its docs' routes first: the data
     # routes, which carry the load, go ahead of them (a stable sort keeps the rest in order).
@@ -91,7 +103,7 @@ def collect(app: FastAPI) -> RouteFacts:
             bodies[route.path] = BodyRule(media_type, LIMITS[media_type])
     return RouteFacts(
         paths=frozenset(r.path for r in app.routes if isinstance(r, Route)),
-        guarded=frozenset(r.path for r in routes if DATA in r.tags),
+        guarded=frozenset(r.path for r in routes if {DATA, ADMIN} & set(r.tags)),
         bodies=bodies,
     )
 
@@ -105,10 +117,15 @@ def wire(app: FastAPI, facts: RouteFacts, plan: Plan, metrics: ServiceMetrics) -
     app.add_middleware(Timing, metrics=metrics, paths=facts.paths)
 
 
-def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
-    """The service over `recommender`; see `plan` for `api_key`."""
+def create_app(
+    recommender: Recommender, api_key: str | None = None, reloader: Reloader | None = None
+) -> FastAPI:
+    """The service over `recommender`; see `plan` for `api_key`. With `reloader` (over the
+    same recommender), `POST /admin/reload` and the reload and drift metrics."""
     options = plan(api_key)
     metrics = ServiceMetrics(recommender.fallback_counts)
-    app = build(recommender, options, metrics)
+    if reloader is not None:
+        metrics.watch_reloads(reloader.outcome_counts, reloader.drift, GAUGES)
+    app = build(recommender, options, metrics, reloader)
     wire(app, collect(app), options, metrics)
     return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -16,6 +16,10 @@ CLIENT_GONE = 499
 code): the service did nothing wrong, so it is not a 5xx."""
 
 FallbackCounts = Callable[[], dict[tuple[str, str], int]]
+ReloadCounts = Callable[[], dict[tuple[str, str], int]]
+"""Reloads by (space, outcome): "reloaded" or "failed"."""
+DriftFigures = Callable[[], dict[str, dict[str, float]]]
+"""By space, the figures of its live generation against the one it replaced."""
 
 
 class _Fallbacks(Collector):
@@ -35,8 +39,34 @@ class _Fallbacks(Collector):
         yield family
 
 
+class _Reloads(Collector):
+    """Reloads and the drift of each space's live generation against the one it replaced,
+    read from the reloader at each scrape (the comparison runs in its own thread, after a
+    swap, never while a request or a scrape waits)."""
+
+    def __init__(self, counts: ReloadCounts, drift: DriftFigures, gauges: dict[str, str]):
+        self.counts, self.figures, self.gauges = counts, drift, gauges
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "embedrec_reloads", "Generations swapped in, or that failed to load, by space.",
+            labels=["space", "outcome"],
+        )  # fmt: skip
+        for (space, outcome), n in sorted(self.counts().items()):
+            family.add_metric([space, outcome], n)
+        yield family
+        figures = self.figures()
+        for name, help_text in self.gauges.items():
+            gauge = GaugeMetricFamily(f"embedrec_drift_{name}", help_text, labels=["space"])
+            for space, values in sorted(figures.items()):
+                if name in values:
+                    gauge.add_metric([space], values[name])
+            yield gauge
+
+
 class ServiceMetrics:
-    """Request latency and counts by endpoint and status, and the replica fallbacks."""
+    """Request latency and counts by endpoint and status, the replica fallbacks, and (with
+    a reloader) reloads and drift gauges."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -57,6 +87,10 @@ class ServiceMetrics:
         )
         self.registry.register(_Fallbacks(fallbacks))
         self._children: dict[tuple[str, int], tuple[Histogram, Counter]] = {}
+
+    def watch_reloads(self, counts: ReloadCounts, drift: DriftFigures, gauges: dict[str, str]):
+        """Export reload counts and the drift `gauges` (name -> help) of each space."""
+        self.registry.register(_Reloads(counts, drift, gauges))
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         children = self._children.get((endpoint, status))

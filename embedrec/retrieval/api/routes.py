@@ -1,6 +1,7 @@
 """The service's routes, each declared once as a FastAPI route on the app: the data routes
-(which need the API key where one is set; the JSON ones are `JSONRoute`s) and the
-operational ones (`/healthz`, `/metrics`)."""
+(which need the API key where one is set; the JSON ones are `JSONRoute`s), the operational
+ones (`/healthz`, `/metrics`) and the admin one (`POST /admin/reload`, which always needs
+the key)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from embedrec.retrieval.api.bodies import (
     MAX_IMAGE_PIXELS,
     MAX_K,
     JSONBytes,
+    Problem,
     RecommendRequest,
     ResultsOut,
     SearchRequest,
@@ -31,9 +33,16 @@ from embedrec.retrieval.api.errors import DOCUMENTED
 from embedrec.retrieval.api.json_route import JSONRoute
 from embedrec.retrieval.api.metrics import ServiceMetrics
 from embedrec.retrieval.client import Recommender, Results
+from embedrec.retrieval.reload import Reloader
 
 DATA = "data"
-"""The tag of the routes that need the API key."""
+"""The tag of the routes that need the API key where one is set."""
+ADMIN = "admin"
+"""The tag of the routes that change what the service serves: they need the API key, and
+where none is set they refuse everyone (an open service must not be reloadable by anyone)."""
+NO_ADMIN = {
+    "detail": "no API key is set, so admin routes are off: set EMBEDREC_API_KEY to use them"
+}
 
 KEY_SCHEMES = [
     Security(APIKeyHeader(name="X-API-Key", scheme_name="APIKeyHeader", auto_error=False)),
@@ -179,3 +188,23 @@ def add_ops_routes(
     def prometheus() -> Response:
         """Request latency and counts by endpoint and status, and replica fallbacks."""
         return Response(metrics.render(), media_type=metrics.content_type)
+
+
+def add_admin_routes(app: FastAPI, reloader: Reloader, keyed: bool) -> None:
+    @app.post(
+        "/admin/reload",
+        tags=[ADMIN],
+        dependencies=KEY_SCHEMES if keyed else None,
+        responses={code: {"model": Problem} for code in (401, 403)},
+    )
+    async def reload() -> Response:
+        """Load the generation each store alias points to now, where it moved, and swap it
+        in; requests under way finish on the old one. Answers each space's outcome
+        ("reloaded", "unchanged" or "failed", with the error), 500 if any failed (that space
+        keeps serving what it served)."""
+        if not keyed:
+            return JSONBytes(NO_ADMIN, status_code=403)
+        outcomes = await run_in_threadpool(reloader.reload)
+        failed = any(o.status == "failed" for o in outcomes)
+        body = {"spaces": {o.space: o.to_json() for o in outcomes}}
+        return JSONBytes(body, status_code=500 if failed else 200)

@@ -12,7 +12,8 @@ The package, one concern a module:
 Kinds that need training (IVF, PQ, SQ8) hold upserts in an exact flat index until `flush()`
 has at least `min_train` vectors to train on; until then search is exact over that flat index.
 Dead slots are reclaimed by `compact()`, which `flush()` runs by itself for the flat-code kinds
-(Flat, SQ8, cheap) and for any kind once more than a quarter of the slots are dead.
+(Flat, SQ8, cheap) and for any kind once more than COMPACT_DEAD_FRACTION of the slots are
+dead (a measured figure: benchmarks/churn.py, docs/churn.md).
 """
 
 from embedrec.stores.faiss.kinds import IndexSpec

@@ -19,7 +19,9 @@ raised effort times the vectors each step scores).
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 
 import faiss
 import numpy as np
@@ -33,6 +35,9 @@ BLAS_GAIN = 4
 MAX_EF = 4096
 MAX_RAISE = 2
 """A filtered ANN search at least doubles its effort once half the slots or fewer remain."""
+
+CUT_SHARE = 200
+"""A held-out search cuts the links of at most one node in this many at a time."""
 
 Answer = tuple[np.ndarray, np.ndarray]
 
@@ -87,6 +92,7 @@ class IndexSearch:
         self.nlist = faiss.extract_index_ivf(index).nlist if self.family.startswith("ivf") else 1
         self.nprobe_default = nprobe or min(self.nlist, max(8, self.nlist // 32))
         self._unfiltered: dict[Knobs, faiss.SearchParameters | None] = {}
+        self._held_out: HeldOutGraph | None = None
 
     def unfiltered(self, queries: np.ndarray, k: int, knobs: Knobs) -> Answer:
         params = self._unfiltered.get(knobs)
@@ -95,6 +101,16 @@ class IndexSearch:
                 self.family, None, knobs, self.nprobe_default
             )
         return self.index.search(queries, k, params=params)
+
+    def held_out(self) -> HeldOutGraph | None:
+        """The copy of this HNSW graph that held-out searches run on (made at the first one,
+        kept with this search); None for kinds without a graph."""
+        if self.family != "hnsw":
+            return None
+        with HeldOutGraph.making:
+            if self._held_out is None:
+                self._held_out = HeldOutGraph(self)
+        return self._held_out
 
     def ann_work(self, knobs: Knobs) -> float:
         """Roughly how many vectors one ANN query scores at this effort."""
@@ -160,3 +176,46 @@ class IndexSearch:
             return distances, np.where(at >= 0, slots[at], -1)
         params = selection.params("flat", Knobs(0, None, 0), 1)
         return flat.search(queries, k, params=params)
+
+
+class HeldOutGraph:
+    """A copy of an HNSW index in which stored records can be searched as if they were not
+    in the graph: the level-0 links out of their nodes are cut for the search and restored
+    after, a few nodes at a time (at most one in CUT_SHARE), so that the cut nodes barely
+    change the graph the others walk. A query at such a node then reaches its neighbours as
+    a new point would, not along the node's own links. Nodes that also sit on upper levels
+    (one in M) keep their links: a search descends onto the query's node there, and cut, it
+    would stop at once; those few queries read high by at most their share of 1 - recall."""
+
+    making = threading.Lock()
+
+    def __init__(self, over: IndexSearch) -> None:
+        self.over = copy.copy(over)
+        self.over.index = faiss.clone_index(over.index)
+        self.over._unfiltered, self.over._held_out = {}, None
+        graph = self.over.index.hnsw
+        self.links = faiss.rev_swig_ptr(graph.neighbors.data(), graph.neighbors.size())
+        self.offsets = faiss.vector_to_array(graph.offsets)
+        self.levels = faiss.vector_to_array(graph.levels)
+        self.lock = threading.Lock()
+
+    def search(self, queries: np.ndarray, slots: np.ndarray, k: int, knobs: Knobs) -> Answer:
+        """The unfiltered search of each query with its own node (`slots`, one per query)
+        cut out of the graph; the node itself may still be among the hits."""
+        step = max(1, self.over.index.ntotal // CUT_SHARE)
+        distances, labels = [], []
+        with self.lock:
+            for start in range(0, len(slots), step):
+                cut = [s for s in slots[start : start + step].tolist() if self.levels[s] == 1]
+                ranges = [slice(self.offsets[s], self.offsets[s + 1]) for s in cut]
+                saved = [self.links[r].copy() for r in ranges]
+                try:
+                    for r in ranges:
+                        self.links[r] = -1
+                    d, i = self.over.unfiltered(queries[start : start + step], k, knobs)
+                finally:
+                    for r, links in zip(ranges, saved, strict=True):
+                        self.links[r] = links
+                distances.append(d)
+                labels.append(i)
+        return np.concatenate(distances), np.concatenate(labels)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,6 +27,11 @@ from embedrec.stores.errors import (
     StoreUnavailable,
 )
 from embedrec.stores.filters import Node
+from embedrec.stores.pinecone.alias_record import (
+    INFO_NAMESPACE,  # holds each namespace's store info; no store opens it for data
+    generation_namespace,
+    read_alias,
+)
 from embedrec.stores.pinecone.retry import Retry, own_retries, pop_float, with_retries
 from embedrec.stores.pinecone.wire import (
     MAX_UPSERT_VECTORS,
@@ -46,9 +52,6 @@ PAGE = 1_000
 DEFAULT_NAMESPACE_KEYS = ("__default__", "")
 METRIC_TO_PINECONE = {"cosine": "cosine", "dot": "dotproduct", "l2": "euclidean"}
 METRIC_FROM_PINECONE = {v: k for k, v in METRIC_TO_PINECONE.items()}
-INFO_NAMESPACE = "__embedrec_store_info__"
-"""The reserved namespace holding one record per data namespace, its store info. No store
-opens it as a data namespace, so no search, count, fetch or delete of one ever sees it."""
 INDEX_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,43}[a-z0-9])?$")
 
 T = TypeVar("T")
@@ -134,7 +137,11 @@ class PineconeStore(VectorStore):
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, uri: StoreURI, *, dim: int | None, metric: str | None) -> PineconeStore:
+    def open(
+        cls, uri: StoreURI, *, dim: int | None, metric: str | None, follow_alias: bool = True
+    ) -> PineconeStore:
+        """An alias namespace (aliases.py) opens its live generation's namespace, unless
+        `follow_alias` is False (the alias book's own handle)."""
         name, namespace, create, cloud, region, retry, flush_timeout, timeout = _options(uri)
         api_key = os.environ.get("PINECONE_API_KEY")
         if not api_key:
@@ -167,6 +174,11 @@ class PineconeStore(VectorStore):
             raise DimensionError(f"{where} has dimension {have_dim}, not {dim}")
         if metric is not None and metric != ours:
             raise ConfigError(f"{where} uses metric {ours} ({have_metric}), not {metric}")
+        pointer = None
+        if follow_alias and namespace:
+            pointer = read_alias(partial(with_retries, retry, where), index, namespace, uri.raw)
+        if pointer is not None:
+            namespace = generation_namespace(namespace, pointer["live"])
         return cls(
             uri=uri.raw,
             client=client,

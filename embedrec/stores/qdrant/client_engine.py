@@ -72,6 +72,14 @@ def _grpc_unavailable(exc: BaseException) -> bool:
     )
 
 
+def aliased(client: QdrantClient, name: str) -> str | None:
+    """The collection the alias `name` points at, None when `name` is no alias."""
+    for alias in client.get_aliases().aliases:
+        if alias.alias_name == name:
+            return alias.collection_name
+    return None
+
+
 class ClientEngine:
     """One collection through qdrant-client: a server (HNSW) or local mode (brute force)."""
 
@@ -162,6 +170,8 @@ class ClientEngine:
         return cls(client, collection, f"local Qdrant at {path}", server=False)
 
     def attach(self, uri: str, dim: int | None, metric: str | None) -> None:
+        """An alias (aliases.py) opens the collection it points at now, and stays on it."""
+        self.collection = aliased(self.client, self.collection) or self.collection
         if not self.client.collection_exists(self.collection):
             if dim is None:
                 raise StoreNotFound(
@@ -269,6 +279,11 @@ class ClientEngine:
     def retrieve(self, ids: list[str], with_data: bool) -> list[Any]:
         return self.client.retrieve(
             self.collection, ids=ids, with_payload=with_data, with_vectors=with_data
+        )
+
+    def scroll(self, offset: Any, limit: int) -> tuple[list[Any], Any]:
+        return self.client.scroll(
+            self.collection, limit=limit, offset=offset, with_payload=True, with_vectors=False
         )
 
     def delete(self, ids: list[Any]) -> None:

@@ -237,6 +237,10 @@ class EdgeEngine:
     def retrieve(self, ids: list[str], with_data: bool) -> list[Any]:
         return self.shard.retrieve(ids, with_data, with_data)
 
+    def scroll(self, offset: Any, limit: int) -> tuple[list[Any], Any]:
+        request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=True)
+        return self.shard.scroll(request)
+
     def delete(self, ids: list[Any]) -> None:
         self.shard.update(qe.UpdateOperation.delete_points(ids))
         self.dirty = True

@@ -184,6 +184,15 @@ class QdrantStore(VectorStore):
             by_id[rid] = Record(rid, np.asarray(p.vector, dtype=np.float32), meta)
         return [by_id[i] for i in ids if i in by_id]
 
+    def _ids(self) -> Iterator[str]:
+        offset = None
+        while True:
+            with self.guard():
+                points, offset = self.engine.scroll(offset, self.engine.upsert_chunk)
+            yield from (from_payload(p.payload)[0] for p in points)
+            if offset is None:
+                return
+
     def _count(self, node: Node | None) -> int:
         with self.guard():
             if node is not None:

@@ -1,0 +1,187 @@
+"""Rebuild behind an alias: a new generation from the catalog, validated, then swapped in.
+
+1. A plain store already at the alias's name is adopted as generation `g0000` (live, nothing
+   lost), so that the first rebuild of an existing store can be rolled back to it.
+2. Generations left by an interrupted or failed rebuild (unlisted: neither live nor previous)
+   are removed, and a new one is ingested from the catalog with the embedder given. The
+   embedding cache makes a rerun after a kill cheap: only rows never embedded are embedded.
+3. Where asked (`Checks.calibrate`), the generation is calibrated to a target recall
+   (`embedrec calibrate`'s measurement), so that it serves with its own search defaults
+   rather than none; then it is validated (validation.py: count, sampled fetches, recall
+   against exact search at those defaults). A failure raises `RebuildFailed` naming each
+   failed check; the alias is not touched and the generation is left for inspection until
+   the next rebuild or `drop`.
+4. The alias is swapped atomically; the old live generation becomes `previous`.
+
+Until step 4 the live generation is never written, so a rebuild killed at any point leaves
+it serving exactly as before; a swap is one atomic replace of the pointer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from embedrec.embedders import Embedder, EmbeddingCache
+from embedrec.eval.calibrate import CalibrateSettings, Calibration, calibrate, save_defaults
+from embedrec.ingestion.manifest import Manifest
+from embedrec.ingestion.pipeline import ingest
+from embedrec.ingestion.sources import Source
+from embedrec.ingestion.summary import IngestOptions, IngestSummary
+from embedrec.ingestion.validation import Checks, Validation, validate
+from embedrec.stores import ConfigError, StoreNotFound, open_existing
+from embedrec.stores import generations as points
+from embedrec.stores.aliases import AliasState, Generation, alias_book
+
+Say = Callable[[str], None]
+
+
+class RebuildFailed(ValueError):
+    """The new generation failed validation: no swap happened."""
+
+    def __init__(self, message: str, result: Rebuilt) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class Rebuilt:
+    """What one rebuild did."""
+
+    alias: str
+    generation: Generation
+    summary: IngestSummary
+    validation: Validation | None = None
+    calibration: Calibration | None = None
+    state: AliasState | None = None
+    """The alias after the swap (None when validation failed)."""
+    adopted: Generation | None = None
+    removed: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "alias": self.alias,
+            "generation": self.generation.name,
+            "generation_uri": self.generation.uri,
+            "swapped": state is not None,
+            "live": state.live.name if state and state.live else None,
+            "previous": [g.name for g in state.previous] if state else [],
+            "adopted": self.adopted.name if self.adopted else None,
+            "removed": self.removed,
+            **(self.validation.figures() if self.validation else {}),
+            **({"calibration": self.calibration.to_json()} if self.calibration else {}),
+        }
+
+    def failures(self, checks: Checks) -> list[str]:
+        out = self.validation.failures(checks) if self.validation else []
+        cal = self.calibration
+        if cal is not None and cal.knobs and cal.chosen is None:
+            out.insert(
+                0,
+                f"calibration: no setting of {', '.join(cal.knobs)} in the grid reaches "
+                f"recall@{cal.k} {cal.target:g} (confidence {cal.confidence:g})",
+            )
+        return out
+
+
+def live_target(uri: str) -> str:
+    """Where a plain (incremental) ingest into `uri` writes: the live generation of an
+    alias, so that its manifest is the generation's own; `uri` itself otherwise."""
+    if uri.startswith("qdrant+memory:"):
+        return uri
+    try:
+        live = alias_book(uri).state().live
+    except (StoreNotFound, ConfigError):  # nothing there yet, or no alias possible (faiss:)
+        return uri  # the ingest opens it as a plain store, and says what is wrong with it
+    return live.uri if live is not None else uri
+
+
+def rebuild(
+    source: Source,
+    alias: str,
+    spec: str,
+    options: IngestOptions,
+    *,
+    embedder: Embedder,
+    checks: Checks,
+    progress: Callable[[int], None] | None = None,
+    say: Say = lambda text: None,
+) -> Rebuilt:
+    """Build, validate and swap in a new generation of `alias` (see the module doc)."""
+    book = alias_book(alias)
+    adopted = book.adopt()
+    if adopted is not None:
+        say(f"adopted the store at {alias} as generation {adopted.name} (live)")
+    removed = []
+    for leftover in book.state().unlisted:
+        say(f"removing generation {leftover.name}, left by an interrupted or failed rebuild")
+        book.drop(leftover)
+        removed.append(leftover.name)
+    generation = book.new_generation()
+    say(f"building generation {generation.name}: {generation.uri}")
+    points.reached("rebuild:started")
+
+    def step(n: int) -> None:
+        if progress is not None:
+            progress(n)
+        points.reached("rebuild:ingesting")
+
+    with EmbeddingCache() as cache:
+        summary = ingest(
+            source, generation.uri, spec, options, embedder=embedder, cache=cache, progress=step
+        )
+        result = Rebuilt(alias, generation, summary, adopted=adopted, removed=removed)
+        if checks.calibrate is not None:
+            say(f"calibrating {generation.name} to recall@{checks.calibrate.k} "
+                f"{checks.calibrate.target_recall:g}")  # fmt: skip
+            result.calibration = _calibrate(generation, checks.calibrate)
+        points.reached("rebuild:validating")
+        say(f"validating {generation.name}: count, {checks.sample} fetches, recall@{checks.k}")
+        result.validation = _validate(generation, source, embedder, summary, checks, cache)
+    failures = result.failures(checks)
+    if failures:
+        raise RebuildFailed(_failure_text(alias, generation, book.live_token(), failures), result)
+    points.reached("rebuild:validated")
+    result.state = book.swap(generation)
+    points.reached("rebuild:swapped")
+    return result
+
+
+def _calibrate(generation: Generation, settings: CalibrateSettings) -> Calibration:
+    """Calibrate the new generation and keep the chosen setting as its search defaults."""
+    with open_existing(generation.uri) as store:
+        cal = calibrate(store, settings, progress=False)
+        if cal.chosen is not None:
+            save_defaults(store, cal)
+    return cal
+
+
+def _validate(
+    generation: Generation,
+    source: Source,
+    embedder: Embedder,
+    summary: IngestSummary,
+    checks: Checks,
+    cache: EmbeddingCache,
+) -> Validation:
+    assert summary.manifest is not None
+    with closing(Manifest(summary.manifest)) as manifest:
+        try:
+            store = open_existing(generation.uri)
+        except StoreNotFound:
+            return Validation(expected=manifest.count(), count=0)
+        with store:
+            return validate(store, source, embedder, manifest, checks, cache)
+
+
+def _failure_text(alias: str, generation: Generation, live: str | None, failures: list[str]) -> str:
+    kept = f"{live} stays live" if live else "nothing is live"
+    return (
+        f"generation {generation.name} of {alias} failed validation, not swapped ({kept}): "
+        + "; ".join(failures)
+        + f". It is left for inspection at {generation.uri}; the next rebuild removes it, "
+        f"as does `embedrec drop {alias} {generation.name}`"
+    )

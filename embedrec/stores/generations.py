@@ -1,0 +1,125 @@
+"""Generations behind an alias: the types every backend's alias book shares.
+
+An alias is a store name that points at one physical store, its live generation; a rebuild
+writes a new generation beside it and swaps the pointer in one atomic step, keeping the old
+one as `previous` for a rollback. Each backend keeps the pointer in its own way (a file for
+path-based stores, Qdrant's collection aliases, a reserved Pinecone record); see aliases.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from embedrec.stores.errors import ConfigError
+
+NAME = re.compile(r"g(\d{4,9})")
+"""A generation's name: `g` and a number, monotonic per alias (`g0000` is an adopted store)."""
+ADOPTED = "g0000"
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str
+    """e.g. "g0003"."""
+    uri: str
+    """The physical store's URI, openable with `open_store` / `open_existing`."""
+
+
+@dataclass(frozen=True)
+class AliasState:
+    alias: str
+    """The alias URI as given (redacted)."""
+    live: Generation | None
+    previous: tuple[Generation, ...] = ()
+    """Newest first: what `rollback` goes back to."""
+    unlisted: tuple[Generation, ...] = field(default=())
+    """Generations that exist but are neither live nor previous: what an interrupted or
+    failed rebuild left, or what a rollback stepped back from."""
+
+    @property
+    def is_alias(self) -> bool:
+        return self.live is not None
+
+
+class AliasBook(Protocol):
+    """The pointer of one alias, in its backend's terms."""
+
+    def state(self) -> AliasState: ...
+
+    def live_token(self) -> str | None:
+        """Cheap (one small read); changes exactly when the alias is swapped or rolled
+        back; None for a plain store or nothing at all."""
+        ...
+
+    def adopt(self) -> Generation | None:
+        """Make a plain store that already sits at the alias's name its generation `g0000`,
+        live, with nothing in it lost; None when there is none (or it is already an alias)."""
+        ...
+
+    def generation(self, name: str) -> Generation:
+        """The generation called `name` (it need not exist)."""
+        ...
+
+    def new_generation(self) -> Generation:
+        """A fresh physical name, not yet live."""
+        ...
+
+    def swap(self, generation: Generation) -> AliasState:
+        """Point the alias at `generation`, atomically; the old live becomes previous[0]."""
+        ...
+
+    def rollback(self) -> AliasState:
+        """Point back at previous[0]."""
+        ...
+
+    def drop(self, generation: Generation) -> None:
+        """Delete a generation that is not live."""
+        ...
+
+
+def reached(point: str) -> None:
+    """A named point of a rebuild or a swap (`rebuild:ingesting`, `swap:before-replace`, ...).
+    It does nothing: the failure tests replace it, in a child process, to kill that process
+    exactly there instead of racing a timer."""
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"{name!r} is not a generation name (g and 4-9 digits, e.g. g0003)")
+    return name
+
+
+def number(name: str) -> int:
+    return int(check_name(name)[1:])
+
+
+def next_name(taken: Iterable[str]) -> str:
+    """One past the highest generation in `taken` (g0001 when there is none)."""
+    highest = max((number(n) for n in taken), default=0)
+    return f"g{highest + 1:04d}"
+
+
+def ordered(names: Iterable[str]) -> list[str]:
+    """Newest first."""
+    return sorted(set(names), key=number, reverse=True)
+
+
+def alias_state(
+    alias: str,
+    make: Callable[[str], Generation],
+    live: str | None,
+    previous: Sequence[str],
+    existing: Iterable[str],
+) -> AliasState:
+    """An alias's state from generation names (`make` turns one into its `Generation`): the
+    `existing` ones that are neither live nor previous are unlisted."""
+    others = ordered(set(existing) - {live, *previous} - {None})
+    return AliasState(
+        alias=alias,
+        live=make(live) if live else None,
+        previous=tuple(map(make, previous)),
+        unlisted=tuple(map(make, others)),
+    )

@@ -1,0 +1,74 @@
+"""The pointer of a Pinecone alias: one record in embedrec's reserved namespace (where the
+store info records live), read when a store opens and replaced whole by a swap (one upsert
+of one record, so a reader sees the old pointer or the new one)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from embedrec.stores.errors import CorruptStore, StoreUnavailable
+from embedrec.stores.generations import NAME
+
+INFO_NAMESPACE = "__embedrec_store_info__"
+"""The reserved namespace (see store.py), holding store info and alias records."""
+SEPARATOR = "__"
+FORMAT = 1
+
+Call = Callable[..., Any]
+"""`call(what, fn, **kwargs)`: one request through the store's retry schedule."""
+
+
+def alias_id(namespace: str) -> str:
+    return "alias-" + hashlib.sha256(namespace.encode()).hexdigest()[:32]
+
+
+def generation_namespace(namespace: str, name: str) -> str:
+    return f"{namespace}{SEPARATOR}{name}"
+
+
+def read_alias(call: Call, index: Any, namespace: str, where: str) -> dict[str, Any] | None:
+    """{"live": name, "previous": [names]} of the alias `namespace`, None when it is none;
+    `CorruptStore` naming the record when it is damaged."""
+    rid = alias_id(namespace)
+    record = call("fetch", index.fetch, ids=[rid], namespace=INFO_NAMESPACE).vectors.get(rid)
+    if record is None:
+        return None
+    try:
+        raw = json.loads((record.metadata or {})["alias"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptStore(f"{where}: unreadable alias record {rid!r}: {exc}") from None
+    ok = (
+        isinstance(raw, dict)
+        and raw.get("format") == FORMAT
+        and isinstance(raw.get("live"), str)
+        and NAME.fullmatch(raw["live"])
+        and isinstance(raw.get("previous"), list)
+        and all(isinstance(p, str) and NAME.fullmatch(p) for p in raw["previous"])
+    )
+    if not ok:
+        raise CorruptStore(
+            f"{where}: alias record {rid!r} of namespace {namespace!r}: {raw!r:.200}"
+        )
+    return {"live": raw["live"], "previous": list(raw["previous"])}
+
+
+def write_alias(
+    call: Call, index: Any, namespace: str, pointer: dict[str, Any], dim: int, timeout: float
+) -> None:
+    """Replace the pointer, then wait (up to `timeout` s) until a fetch shows it."""
+    raw = {"format": FORMAT, "live": pointer["live"], "previous": list(pointer["previous"])}
+    meta = {"alias": json.dumps(raw, sort_keys=True), "namespace": namespace}
+    item = {"id": alias_id(namespace), "values": [1.0] + [0.0] * (dim - 1), "metadata": meta}
+    call("upsert", index.upsert, vectors=[item], namespace=INFO_NAMESPACE)
+    deadline = time.monotonic() + timeout
+    want = {"live": raw["live"], "previous": raw["previous"]}
+    while read_alias(call, index, namespace, namespace) != want:
+        if time.monotonic() >= deadline:
+            raise StoreUnavailable(
+                f"the alias record of {namespace!r} is not visible after {timeout:g} s"
+            )
+        time.sleep(0.05)
