@@ -39,10 +39,6 @@ class AliasState:
     """Generations that exist but are neither live nor previous: what an interrupted or
     failed rebuild left, or what a rollback stepped back from."""
 
-    @property
-    def is_alias(self) -> bool:
-        return self.live is not None
-
 
 class AliasBook(Protocol):
     """The pointer of one alias, in its backend's terms."""
