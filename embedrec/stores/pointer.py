@@ -32,6 +32,7 @@ from typing import Any
 from embedrec.stores import generations
 from embedrec.stores.errors import ConfigError, CorruptStore, StoreLocked, StoreNotFound
 from embedrec.stores.generations import ADOPTED, NAME, AliasState, Generation
+from embedrec.stores.json_file import ABSENT, read_json
 from embedrec.stores.uri import StoreURI, parse_uri
 
 POINTER = "alias.json"
@@ -56,12 +57,9 @@ def read_pointer(path: Path) -> Pointer | None:
     """The pointer in `path`, None when there is none; `CorruptStore` naming the file for
     anything unreadable or of the wrong shape."""
     where = path / POINTER
-    try:
-        raw = json.loads(where.read_bytes())
-    except FileNotFoundError:
+    raw = read_json(where)
+    if raw is ABSENT:
         return None
-    except (OSError, ValueError) as exc:
-        raise CorruptStore(f"{where} is unreadable: {exc}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CorruptStore(f"{where}: not an alias pointer of format {FORMAT}: {raw!r:.200}")
     live, previous = raw.get("live"), raw.get("previous")
@@ -260,12 +258,13 @@ class PathBook:
         """What makes up the plain store: for FAISS the files its manifest lists, for an
         edge shard everything but the alias's own entries; the marker last."""
         if self.scheme == "faiss":
-            try:
-                manifest = json.loads((self.path / self.marker).read_text())
-                listed = [entry["file"] for entry in manifest["files"].values()]
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise CorruptStore(f"{self.path / self.marker} is unreadable: {exc}") from None
-            return [*listed, self.marker]
+            # here: faiss loads only for FAISS aliases, not for edge ones
+            from embedrec.stores.faiss.persistence import read_manifest
+
+            manifest = read_manifest(self.path)
+            if manifest is None:
+                raise CorruptStore(f"{self.path / self.marker} is gone")
+            return [*(entry["file"] for entry in manifest.files.values()), self.marker]
         names = [
             p.name
             for p in self.path.iterdir()

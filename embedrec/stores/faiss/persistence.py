@@ -31,6 +31,7 @@ from embedrec.stores.errors import (
 )
 from embedrec.stores.faiss.kinds import IndexSpec, faiss_metric
 from embedrec.stores.info import StoreInfo
+from embedrec.stores.json_file import ABSENT, read_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -96,12 +97,9 @@ def read_manifest(path: Path) -> Manifest | None:
     """The committed generation's manifest, None when there is none; `CorruptStore` for
     anything unreadable or of the wrong shape."""
     where = path / MANIFEST
-    try:
-        raw = json.loads(where.read_bytes())
-    except FileNotFoundError:
+    raw = read_json(where)
+    if raw is ABSENT:
         return None
-    except (OSError, ValueError) as exc:
-        raise CorruptStore(f"{where} is unreadable: {exc}") from None
     if not isinstance(raw, dict):
         raise CorruptStore(f"{where} is unreadable: a {type(raw).__name__}, not an object")
     if raw.get("format") != FORMAT_VERSION:

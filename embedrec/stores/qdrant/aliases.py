@@ -31,6 +31,7 @@ from qdrant_client import QdrantClient, models
 from embedrec.stores import generations
 from embedrec.stores.errors import ConfigError, CorruptStore, StoreNotFound
 from embedrec.stores.generations import ADOPTED, NAME, AliasState, Generation
+from embedrec.stores.json_file import ABSENT, read_json
 from embedrec.stores.qdrant.client_engine import INFO_KEY, ClientEngine, aliased
 from embedrec.stores.uri import parse_uri
 
@@ -123,12 +124,9 @@ class QdrantBook:
                 target = aliased(client, self.name)
             return self._name_of(target) if target else None
         meta = Path(self.folder) / "meta.json"
-        try:
-            raw = json.loads(meta.read_bytes())
-        except FileNotFoundError:
+        raw = read_json(meta)
+        if raw is ABSENT:
             return None
-        except (OSError, ValueError) as exc:
-            raise CorruptStore(f"{meta} is unreadable: {exc}") from None
         aliases = raw.get("aliases") if isinstance(raw, dict) else None
         if not isinstance(aliases, dict):
             raise CorruptStore(f"{meta}: no aliases map")
