@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from embedrec.output import Output, add_output_flags
@@ -32,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--mlflow", type=Path, metavar="DIR", help="also log params, metrics and the "
         "leaderboard to an MLflow file store in DIR (needs mlflow installed)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+        help="run the models (each on each split) and the cold-start report in N processes "
+        "(default: the CPU count, at most 4: %(default)s); N=1 shows each model's own progress. "
+        "The figures do not depend on N, only train_s does, except for a two-tower with "
+        "threads = 0, which trains on its worker's share of the cores (float rounding)",
     )  # fmt: skip
     add_output_flags(evaluate)
     evaluate.set_defaults(func=_evaluate)
@@ -97,7 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from embedrec.eval.tracking import require_mlflow
 
         require_mlflow()
-    board = evaluate(config, progress=output.progress)
+    board = evaluate(config, progress=output.progress, workers=args.workers)
     js, md = write(board, args.out)
     text = f"{md.read_text()}\nwrote {md} and {js}"
     figures = {"files": {js.name: str(js), md.name: str(md)}, "leaderboard": board}

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from embedrec.embedders.two_tower import default_text_fn
 from embedrec.eval.baselines import (
@@ -35,6 +37,8 @@ from embedrec.eval.config import ExperimentConfig
 from embedrec.eval.dataset import Dataset, load_dataset
 from embedrec.eval.field_models import EASE, CornacBiVAE, CornacBPR, ImplicitALS
 from embedrec.eval.model_params import RECOMMENDERS_PARAMS
+from embedrec.eval.workers import run_all
+from embedrec.progress import Progress
 from embedrec.ranking.metrics import hit_matrix, ranking_metrics, recall_at_k
 from embedrec.ranking.splits import cold_item_split, describe_split, make_split
 from embedrec.stores import missing_backend
@@ -107,27 +111,27 @@ def _available(uri: str) -> bool:
     return reason is None
 
 
-def build_models(config: ExperimentConfig, text_fn: TextFn, progress: bool) -> list[Model]:
-    """The models named in `[eval] models`, in a fixed order, built from their sections."""
-    wanted = config.eval.models
-    out: list[Model] = []
-    if "most-popular" in wanted:
-        out.append(MostPopular())
-    if "content-knn" in wanted:
-        out.append(ContentKNN(text_fn, config.eval.knn_neighbours))
-    if "bpr" in wanted:
-        out.append(TwoTower("BPR-MF (ids only)", config.bpr, progress=progress))
-    if "two-tower" in wanted:
-        out.append(TwoTower("two-tower hybrid", config.two_tower, text_fn, progress))
-    if "ease" in wanted:
-        out.append(EASE(config.baselines.ease))
-    if "als" in wanted:
-        out.append(ImplicitALS(config.baselines.als))
-    if "cornac-bpr" in wanted:
-        out.append(CornacBPR(config.baselines.cornac_bpr))
-    if "cornac-bivae" in wanted:
-        out.append(CornacBiVAE(config.baselines.bivae))
-    return out
+ModelFactory = Callable[[ExperimentConfig, TextFn, bool], Model]
+
+MODELS: dict[str, ModelFactory] = {
+    "cornac-bivae": lambda config, text_fn, progress: CornacBiVAE(config.baselines.bivae),
+    "bpr": lambda config, text_fn, progress: TwoTower(
+        "BPR-MF (ids only)", config.bpr, progress=progress
+    ),
+    "two-tower": lambda config, text_fn, progress: TwoTower(
+        "two-tower hybrid", config.two_tower, text_fn, progress
+    ),
+    "als": lambda config, text_fn, progress: ImplicitALS(config.baselines.als),
+    "cornac-bpr": lambda config, text_fn, progress: CornacBPR(config.baselines.cornac_bpr),
+    "ease": lambda config, text_fn, progress: EASE(config.baselines.ease),
+    "content-knn": lambda config, text_fn, progress: ContentKNN(
+        text_fn, config.eval.knn_neighbours
+    ),
+    "most-popular": lambda config, text_fn, progress: MostPopular(),
+}
+"""The models `[eval] models` can name, in the order the leaderboard runs them: the slowest
+first (at the settings of configs/two_tower.toml), so that worker processes finish close
+together."""
 
 
 def split_ratings(name: str, ratings: pd.DataFrame, config: ExperimentConfig):
@@ -161,57 +165,133 @@ def _published_rows(config: ExperimentConfig) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class Task:
+    """One independent unit of an evaluation: a model fitted on a split and scored, or
+    (`split` None) the cold-start report."""
+
+    split: str | None
+    model: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.split}: {self.model}" if self.split else "cold start"
+
+
+def tasks(config: ExperimentConfig) -> list[Task]:
+    """The cold-start report (a two-tower fit and two cheap models), then each model on every
+    split, in the order of MODELS."""
+    keys = [key for key in MODELS if key in config.eval.models]
+    cold = [Task(None)] if config.eval.cold_fraction else []
+    return cold + [Task(split, key) for key in keys for split in config.eval.splits]
+
+
+@dataclass
+class Outcome:
+    task: Task
+    rows: list[dict[str, Any]]
+    """Leaderboard rows, or the cold-start rows for the cold-start task."""
+    fit_s: float
+
+
+class Runner:
+    """Runs tasks with what they share: the config, the data, the text model (loaded on
+    first use, once per process) and the stores to score through; each split is cut once.
+    `threads`: torch threads for each task (a worker's share of the cores); None leaves
+    them as they are."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data: Dataset,
+        text_fn: TextFn | None,
+        stores: list[str],
+        progress: bool,
+        threads: int | None = None,
+    ) -> None:
+        self.config, self.data, self.stores, self.progress = config, data, stores, progress
+        self.threads = threads
+        self._text_fn = text_fn
+        self._splits: dict[str, tuple[Catalog, pd.DataFrame]] = {}
+
+    def text_fn(self, texts: list[str]) -> np.ndarray:
+        if self._text_fn is None:
+            self._text_fn = default_text_fn()
+        return self._text_fn(texts)
+
+    def split(self, name: str) -> tuple[Catalog, pd.DataFrame]:
+        if name not in self._splits:
+            train, test = split_ratings(name, self.data.ratings, self.config)
+            items = self.data.items
+            catalog = Catalog(
+                self.data.users, items[items["item_id"].isin(set(train["item_id"]))], train,
+                items, self.config.data.towers(),
+            )  # fmt: skip
+            self._splits[name] = catalog, test
+        return self._splits[name]
+
+    def run(self, task: Task) -> Outcome:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        started = time.perf_counter()
+        if task.split is None:
+            cold = cold_start(self.config, self.data, self.text_fn, self.progress)
+            return Outcome(task, cold, time.perf_counter() - started)
+        catalog, test = self.split(task.split)
+        model = MODELS[task.model](self.config, self.text_fn, self.progress)
+        model.fit(catalog)
+        fit_s = time.perf_counter() - started
+        rows = [
+            {
+                "model": model.name,
+                "scoring": uri or "exact",
+                "split": _split_name(task.split, self.config),
+                **{
+                    key: round(v, 6)
+                    for key, v in score_model(model, catalog, test, self.config.eval.k, uri).items()
+                },
+                "train_s": round(fit_s, 1),
+                "source": "embedrec",
+            }
+            for uri in [None] + (self.stores if model.store_based else [])
+        ]
+        return Outcome(task, rows, fit_s)
+
+
 def evaluate(
     config: ExperimentConfig,
     *,
-    data: Any = None,
+    data: Dataset | None = None,
     text_fn: TextFn | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Run every model on every split; return the leaderboard as a JSON-able dict."""
+    """Run every model on every split and the cold-start report, in `workers` processes
+    (a `text_fn` must then pickle; None loads the default one in each); return the
+    leaderboard as a JSON-able dict. Only `train_s` depends on `workers`, and the figures of
+    models with `threads = 0`, which get each worker's share of the cores."""
     if data is None:
         data = load_data(config)
-    if text_fn is None:
-        text_fn = default_text_fn()
-    k = config.eval.k
     stores = [uri for uri in config.eval.stores if _available(uri)]
-    rows: list[dict[str, Any]] = []
-    for split in config.eval.splits:
-        train, test = split_ratings(split, data.ratings, config)
-        catalog = Catalog(
-            data.users,
-            data.items[data.items["item_id"].isin(set(train["item_id"]))],
-            train,
-            data.items,
-            config.data.towers(),
-        )
-        for model in build_models(config, text_fn, progress):
-            started = time.perf_counter()
-            model.fit(catalog)
-            fit_s = time.perf_counter() - started
-            log.info("%s on %s: fitted in %.1f s", model.name, split, fit_s)
-            if progress:  # the field's models train silently; say where the run is
-                print(f"{split}: {model.name} fitted in {fit_s:.1f} s", file=sys.stderr)
-            scorings = [None] + (stores if model.store_based else [])
-            for uri in scorings:
-                metrics = score_model(model, catalog, test, k, uri)
-                rows.append(
-                    {
-                        "model": model.name,
-                        "scoring": uri or "exact",
-                        "split": _split_name(split, config),
-                        **{key: round(v, 6) for key, v in metrics.items()},
-                        "train_s": round(fit_s, 1),
-                        "source": "embedrec",
-                    }
-                )
-    rows += _published_rows(config)
-    cold = cold_start(config, data, text_fn, progress) if config.eval.cold_fraction else []
+    todo = tasks(config)
+    # per-epoch bars only in this process: workers' bars would interleave; each worker gets
+    # its share of the cores (for models with `threads = 0`)
+    share = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    runner = Runner(config, data, text_fn, stores, progress and workers == 1, share)
+    with Progress(len(todo), "evaluate", "tasks", enabled=progress, every_s=0.0) as bar:
+
+        def done(outcome: Outcome) -> None:
+            log.info("%s: fitted in %.1f s", outcome.task.label, outcome.fit_s)
+            bar.update(1, done=f"{outcome.task.label} in {outcome.fit_s:.1f} s")
+
+        outcomes = run_all(runner, todo, workers, done)
+    rows = [row for o in outcomes if o.task.split is not None for row in o.rows]
+    cold = [row for o in outcomes if o.task.split is None for row in o.rows]
     return {
         "dataset": config.data.name,
-        "k": k,
+        "k": config.eval.k,
         "protocol": __doc__.split("\n\n")[1].replace("\n", " ").strip(),
-        "rows": rows,
+        "rows": rows + _published_rows(config),
         "cold_start": cold,
         "tuned": config.tuned.model_dump() if config.tuned else None,
         "config": json.loads(config.model_dump_json()),

@@ -43,6 +43,7 @@ def bpr(trial: Any) -> Patch:
             "dim": trial.suggest_categorical("dim", [32, 64, 128, 200]),
             "lr": trial.suggest_float("lr", 5e-4, 5e-2, log=True),
             "l2": trial.suggest_float("l2", 1e-5, 1e-1, log=True),
+            "init_std": trial.suggest_float("init_std", 1e-3, 1e-1, log=True),
             "epochs": trial.suggest_int("epochs", 20, 200, step=20),
             "val_fraction": 0.0,
         }

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from embedrec.embedders.two_tower import default_text_fn
-from embedrec.eval.baselines import Catalog, Model
+from embedrec.eval.baselines import Catalog
 from embedrec.eval.config import ExperimentConfig, load_config
-from embedrec.eval.leaderboard import build_models, load_data, score_model, split_ratings
+from embedrec.eval.leaderboard import MODELS, load_data, score_model, split_ratings
 from embedrec.eval.model_params import TuningRecord
 from embedrec.eval.search_space import SPACES, Patch, merge
 from embedrec.eval.toml_write import dumps
@@ -59,12 +59,6 @@ def require_optuna() -> Any:
 def apply(config: ExperimentConfig, patch: Patch) -> ExperimentConfig:
     """`config` with `patch` laid over it, validated (a value out of range raises)."""
     return ExperimentConfig.model_validate(merge(config.model_dump(), patch))
-
-
-def build_model(key: str, config: ExperimentConfig, text_fn: TextFn) -> Model:
-    """The model `key` of `[eval] models`, as the leaderboard builds it."""
-    only = apply(config, {"eval": {"models": [key]}})
-    return build_models(only, text_fn, False)[0]
 
 
 def _memo(text_fn: TextFn | None) -> TextFn:
@@ -115,7 +109,9 @@ def current_params(key: str, config: ExperimentConfig) -> dict[str, Any]:
         for name, sub in patch.items():
             if isinstance(sub, dict):
                 walk(sub, values[name])
-            elif isinstance(sub, _Slot):  # a searched value, not one the space fixes
+            # a searched value, not one the space fixes; None (a default chosen in code) is
+            # left for the sampler
+            elif isinstance(sub, _Slot) and values[name] is not None:
                 out[sub.name] = values[name]
 
     walk(SPACES[key](_Recorder()), config.model_dump())
@@ -141,7 +137,7 @@ def search_model(
     space = SPACES[key]
 
     def objective(trial: Any) -> float:
-        model = build_model(key, apply(config, space(trial)), text_fn)
+        model = MODELS[key](apply(config, space(trial)), text_fn, False)
         model.fit(catalog)
         return score_model(model, catalog, validation, k)[f"ndcg@{k}"]
 

@@ -64,6 +64,25 @@ def board(small, config) -> dict:
     return evaluate(config, data=small, text_fn=text_fn, progress=False)
 
 
+@pytest.mark.slow  # a second evaluate, in two spawned worker processes
+def test_worker_processes_give_the_same_leaderboard(small, config, board) -> None:
+    spread = evaluate(config, data=small, text_fn=text_fn, progress=False, workers=2)
+
+    def figures(rows: list[dict]) -> list[dict]:
+        # timings differ; an HNSW graph built on several threads may differ in its last digits
+        return [
+            {k: v for k, v in r.items() if k not in ("train_s", "rank_s")}
+            for r in rows
+            if "HNSW" not in r["scoring"]
+        ]
+
+    assert figures(spread["rows"]) == figures(board["rows"])
+    assert [r["scoring"] for r in spread["rows"]] == [r["scoring"] for r in board["rows"]]
+    assert spread["cold_start"] == board["cold_start"] and board["cold_start"]
+    with pytest.raises(ValueError, match="workers must be 1 or more, got 0"):
+        evaluate(config, data=small, text_fn=text_fn, progress=False, workers=0)
+
+
 def test_top_k_masks_seen_breaks_ties_and_pads() -> None:
     scores = np.array([[0.5, 0.9, 0.9, 0.1], [1.0, -np.inf, -np.inf, -np.inf]])
     seen = np.array([[False, False, False, True], [False, False, False, False]])

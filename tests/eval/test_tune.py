@@ -59,7 +59,8 @@ def run(data, config) -> dict:
         seen["scored"].append((pairs(catalog.train), pairs(test)))
         return real_score(model, catalog, test, k, *args, **kwargs)
 
-    for cls in {type(m) for m in leaderboard.build_models(config, lambda t: None, False)}:
+    models = [leaderboard.MODELS[key](config, lambda t: None, False) for key in config.eval.models]
+    for cls in {type(m) for m in models}:
         fit = cls.fit
 
         def record(self, catalog, _fit=fit):

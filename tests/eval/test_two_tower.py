@@ -205,9 +205,24 @@ def test_rejected_negatives_are_the_users_own_items() -> None:
 
     u, i = torch.tensor([1, 1, 2]), torch.tensor([3, 4, 3])
     sampling = _Sampling.of(u, i, n_items=5, device=torch.device("cpu"))
-    j = torch.tensor([3, 5, 4])
-    assert sampling.interacted(torch.tensor([1, 1, 2]), j).tolist() == [True, False, False]
+    # keys below, between and above the sorted interacted keys
+    j = torch.tensor([3, 5, 4, 1, 5])
+    got = sampling.interacted(torch.tensor([1, 1, 2, 0, 2]), j)
+    assert got.tolist() == [True, False, False, False, False]
     np.testing.assert_allclose(sampling.log_q[[3, 4]].exp().numpy(), [2 / 3, 1 / 3], rtol=1e-6)
+
+
+def test_id_embeddings_start_at_init_std_and_sgd_keeps_their_gradients_sparse() -> None:
+    from embedrec.embedders.two_tower.model import _Tower
+
+    small = BPR.model_copy(update={"dim": 64, "init_std": 0.0015, "optimizer": "sgd"})
+    tower = _Tower(5000, 0, small, user=False)
+    assert float(tower.ids.weight.detach().std()) == pytest.approx(0.0015, rel=0.05)
+    assert tower.ids.sparse
+    # BPR's own default start, and dense gradients for Adam (it has no sparse form here)
+    default = _Tower(5000, 0, BPR.model_copy(update={"dim": 64}), user=False)
+    assert float(default.ids.weight.detach().std()) == pytest.approx(0.01, rel=0.05)
+    assert not default.ids.sparse
 
 
 def test_rejection_changes_bpr_training(ml) -> None:

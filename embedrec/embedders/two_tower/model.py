@@ -51,6 +51,11 @@ class TwoTowerConfig(BaseModel):
     temperature: float = Field(0.2, gt=0)
     logq: bool = True
     id_dropout: float = Field(0.1, ge=0, lt=1)
+    init_std: float | None = Field(None, gt=0)
+    """Standard deviation of the id embeddings at the start; None: 0.1 with the softmax
+    loss, 0.01 with BPR. Small starts matter for BPR: its factor updates scale with the
+    other side's factors, so tiny ones let the item biases (popularity) settle first, as in
+    Cornac, whose U(-0.5, 0.5)/k start has a standard deviation of 0.29/k."""
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(1024, ge=2)
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -69,8 +74,9 @@ class TwoTowerConfig(BaseModel):
     refit: bool = True
     """After early stopping, retrain on all training data for the best number of epochs."""
     seed: int = 42
-    threads: int = Field(1, ge=1)
-    """Torch CPU threads while training; 1 avoids spin-waiting on a shared, busy machine."""
+    threads: int = Field(1, ge=0)
+    """Torch CPU threads while training; 1 avoids spin-waiting on a shared, busy machine; 0:
+    as many as torch has in this process (every core, or each `evaluate` worker's share)."""
     device: str = "auto"
 
     @model_validator(mode="after")
@@ -106,8 +112,11 @@ class _Tower(nn.Module):
         super().__init__()
         # the user side of an item bias: its last coordinate is 1
         self.unit_last = cfg.item_bias and user
-        self.ids = nn.Embedding(n_ids + 1, cfg.dim)
-        nn.init.normal_(self.ids.weight, std=0.1 if cfg.loss == "softmax" else 0.01)
+        # sparse gradients: plain SGD then touches only the rows of the batch's ids
+        sparse = cfg.optimizer == "sgd" and cfg.weight_decay == 0
+        self.ids = nn.Embedding(n_ids + 1, cfg.dim, sparse=sparse)
+        default_std = 0.1 if cfg.loss == "softmax" else 0.01
+        nn.init.normal_(self.ids.weight, std=cfg.init_std or default_std)
         self.mlp = (
             nn.Sequential(
                 nn.Linear(n_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim)

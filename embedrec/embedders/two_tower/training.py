@@ -45,11 +45,12 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def deterministic(seed: int, threads: int) -> Iterator[None]:
-    """Seed torch, force deterministic kernels and a fixed thread count; restore after."""
+    """Seed torch, force deterministic kernels and a fixed thread count (0: keep torch's);
+    restore after."""
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(seed)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or old_threads)
     # deterministic cuBLAS needs a fixed workspace, set before CUDA's first matmul
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
@@ -212,7 +213,10 @@ class _Sampling:
         return cls(log_q, torch.unique(u * (n_items + 1) + i), n_items)
 
     def interacted(self, u: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        return torch.isin(u * (self.n_items + 1) + j, self.positives)
+        # a binary search in the sorted keys: torch.isin sorts them again on every call
+        keys = u * (self.n_items + 1) + j
+        at = torch.searchsorted(self.positives, keys).clamp(max=len(self.positives) - 1)
+        return self.positives[at] == keys
 
 
 def _optimizer(model: TwoTowerModel) -> torch.optim.Optimizer:
@@ -220,7 +224,8 @@ def _optimizer(model: TwoTowerModel) -> torch.optim.Optimizer:
     params = [*model.user_tower.parameters(), *model.item_tower.parameters()]
     if cfg.optimizer == "sgd":  # the loss is a batch mean; lr is the step per example
         return torch.optim.SGD(params, lr=cfg.lr * cfg.batch_size, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one kernel per step for all parameters (the default only on CUDA)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def _loss(
@@ -245,12 +250,15 @@ def _loss(
     if cfg.loss == "bpr":
         return _bpr(model, data, u, uv, iv, w, sampling, gen)
     i = i.to(dev)
-    logits = uv @ iv.T / cfg.temperature
-    if cfg.logq:
-        logits = logits - sampling.log_q[i][None, :]
+    # one (batch x batch) pass: the temperature on the smaller side, the log-q correction as
+    # the matmul's bias, the mask in place
+    logits = nn.functional.linear(
+        uv / cfg.temperature, iv, -sampling.log_q[i] if cfg.logq else None
+    )
     # the same item elsewhere in the batch is a positive, not a negative
-    same = (i[None, :] == i[:, None]) & ~torch.eye(len(i), dtype=torch.bool, device=dev)
-    logits = logits.masked_fill(same, -torch.inf)
+    same = i[None, :] == i[:, None]
+    same.fill_diagonal_(False)
+    logits.masked_fill_(same, -torch.inf)
     per_row = nn.functional.cross_entropy(
         logits, torch.arange(len(i), device=dev), reduction="none"
     )
