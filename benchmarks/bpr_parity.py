@@ -52,8 +52,7 @@ def main() -> None:
     name = config.eval.splits[0]
     train, _ = split_ratings(name, data.ratings, config)
     fit, validation = split_ratings(name, train, config)
-    items = data.items[data.items["item_id"].isin(set(fit["item_id"]))]
-    catalog = Catalog(data.users, items, fit, data.items, config.data.towers())
+    catalog = Catalog.trained_on(data.users, data.items, fit, config.data.towers())
 
     rows: list[tuple[str, Model]] = [
         ("Cornac, its own start", CornacBPR(config.baselines.cornac_bpr))

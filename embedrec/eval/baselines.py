@@ -44,6 +44,15 @@ class Catalog:
         self.user_index = pd.Series(np.arange(len(self.users)), index=self.users["user_id"])
         self.item_index = pd.Series(np.arange(len(self.items)), index=self.items["item_id"])
 
+    @classmethod
+    def trained_on(
+        cls, users: pd.DataFrame, items: pd.DataFrame, train: pd.DataFrame, towers: Towers
+    ) -> Catalog:
+        """The harness's catalogue for a training part: the items it has interactions with
+        are the candidates (Recommenders' protocol); every item keeps its features."""
+        rated = items[items["item_id"].isin(set(train["item_id"]))]
+        return cls(users, rated, train, items, towers)
+
     def rated_items(self) -> pd.DataFrame:
         """Rows of the items that have training ratings."""
         rated = self.all_items["item_id"].isin(set(self.train["item_id"]))

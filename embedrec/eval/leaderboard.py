@@ -222,11 +222,8 @@ class Runner:
     def split(self, name: str) -> tuple[Catalog, pd.DataFrame]:
         if name not in self._splits:
             train, test = split_ratings(name, self.data.ratings, self.config)
-            items = self.data.items
-            catalog = Catalog(
-                self.data.users, items[items["item_id"].isin(set(train["item_id"]))], train,
-                items, self.config.data.towers(),
-            )  # fmt: skip
+            towers = self.config.data.towers()
+            catalog = Catalog.trained_on(self.data.users, self.data.items, train, towers)
             self._splits[name] = catalog, test
         return self._splits[name]
 

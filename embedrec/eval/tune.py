@@ -180,10 +180,7 @@ def search(
     keys = tunable(config, models)
     name = config.eval.splits[0]
     fit, validation = split_ratings(name, train, config)
-    catalog = Catalog(
-        users, items[items["item_id"].isin(set(fit["item_id"]))], fit, items,
-        config.data.towers(),
-    )  # fmt: skip
+    catalog = Catalog.trained_on(users, items, fit, config.data.towers())
     embed = _memo(text_fn)
     studies = [
         search_model(

@@ -141,19 +141,25 @@ def test_new_user_features_are_checked_against_the_declared_ones(model) -> None:
     assert np.isfinite(unseen).all()  # an unseen category takes the out-of-vocabulary bucket
 
 
-def test_tiny_training_beats_popularity(ml) -> None:
+def _fit_against_popularity(ml, update: dict) -> tuple[TwoTower, float, float]:
+    """TINY with `update` fitted on a stratified 75/25 split: (model, its NDCG@10, most
+    popular's NDCG@10)."""
     users, items, ratings = ml
     train, test = stratified_split(ratings, 0.75, filter_by="item", seed=42)
-    catalog = Catalog(
-        users, items[items["item_id"].isin(set(train["item_id"]))], train, items, TOWERS
-    )
+    catalog = Catalog.trained_on(users, items, train, TOWERS)
     pop = MostPopular()
     pop.fit(catalog)
-    config = TINY.model_copy(update={"epochs": 8, "dim": 32})
-    tt = TwoTower("two-tower", config, text_fn, progress=False)
+    tt = TwoTower("two-tower", TINY.model_copy(update=update), text_fn, progress=False)
     tt.fit(catalog)
-    pop_ndcg = score_model(pop, catalog, test, 10)["ndcg@10"]
-    tt_ndcg = score_model(tt, catalog, test, 10)["ndcg@10"]
+    return (
+        tt,
+        score_model(tt, catalog, test, 10)["ndcg@10"],
+        score_model(pop, catalog, test, 10)["ndcg@10"],
+    )
+
+
+def test_tiny_training_beats_popularity(ml) -> None:
+    _, tt_ndcg, pop_ndcg = _fit_against_popularity(ml, {"epochs": 8, "dim": 32})
     assert tt_ndcg > pop_ndcg, (tt_ndcg, pop_ndcg)
 
 
@@ -169,19 +175,10 @@ def test_ids_only_bpr_trains_without_features(ml) -> None:
 
 
 def test_full_softmax_trains_and_beats_popularity(ml) -> None:
-    users, items, ratings = ml
-    train, test = stratified_split(ratings, 0.75, filter_by="item", seed=42)
-    catalog = Catalog(
-        users, items[items["item_id"].isin(set(train["item_id"]))], train, items, TOWERS
-    )
-    pop = MostPopular()
-    pop.fit(catalog)
-    config = TINY.model_copy(update={"epochs": 6, "dim": 32, "negatives": "all"})
-    tt = TwoTower("two-tower", config, text_fn, progress=False)
-    tt.fit(catalog)
+    update = {"epochs": 6, "dim": 32, "negatives": "all"}
+    tt, tt_ndcg, pop_ndcg = _fit_against_popularity(ml, update)
     assert tt.model is not None and len(tt.model.history) == 6
-    tt_ndcg = score_model(tt, catalog, test, 10)["ndcg@10"]
-    assert tt_ndcg > score_model(pop, catalog, test, 10)["ndcg@10"]
+    assert tt_ndcg > pop_ndcg
 
 
 BPR = TwoTowerConfig(features=False, text=False, loss="bpr", normalize=False, dim=8, epochs=2,
