@@ -22,11 +22,11 @@ from types import SimpleNamespace
 import cornac
 import numpy as np
 
-from embedrec.eval.baselines import Catalog, Model
-from embedrec.eval.config import load_config
-from embedrec.eval.field_models import CornacBPR
-from embedrec.eval.leaderboard import MODELS, load_data, score_model, split_ratings
-from embedrec.eval.tune import apply
+from embedrec.eval.models.baselines import Catalog, Model
+from embedrec.eval.models.config import load_config
+from embedrec.eval.models.field_models import CornacBPR
+from embedrec.eval.models.leaderboard import MODELS, load_data, score_model, split_ratings
+from embedrec.eval.models.tune import apply
 
 
 def cornac_from(std: float) -> SimpleNamespace:

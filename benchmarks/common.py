@@ -8,7 +8,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from embedrec.ingestion.fashion_mnist import load_fashion_mnist
+from embedrec.data.fashion_mnist import load_fashion_mnist
 from embedrec.stores import Hits
 
 

@@ -48,8 +48,8 @@ def timed(fn):  # type: ignore[no-untyped-def]
 
 
 def image_check(n: int, fashion_test: Path | None, devices: tuple[str, str]) -> dict:
+    from embedrec.data.fashion_mnist import read_idx
     from embedrec.embedders.image import ImageEmbedder
-    from embedrec.ingestion.fashion_mnist import read_idx
 
     if fashion_test is not None:
         images = list(read_idx(fashion_test, "images", 10_000)[:n])
@@ -68,8 +68,8 @@ def image_check(n: int, fashion_test: Path | None, devices: tuple[str, str]) -> 
 
 
 def text_check(devices: tuple[str, str]) -> dict:
+    from embedrec.data.movielens import load_movielens
     from embedrec.embedders.text import TextEmbedder
-    from embedrec.ingestion.movielens import load_movielens
 
     titles = load_movielens().items["title"].astype(str).tolist()
     vectors, out = {}, {"texts": len(titles)}
@@ -85,11 +85,11 @@ def text_check(devices: tuple[str, str]) -> dict:
 
 
 def two_tower_check(epochs: int, devices: tuple[str, str]) -> dict:
+    from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerConfig
-    from embedrec.eval.baselines import Catalog, TwoTower
-    from embedrec.eval.config import load_config
-    from embedrec.eval.leaderboard import score_model
-    from embedrec.ingestion.movielens import load_movielens
+    from embedrec.eval.models.baselines import Catalog, TwoTower
+    from embedrec.eval.models.config import load_config
+    from embedrec.eval.models.leaderboard import score_model
     from embedrec.ranking.splits import stratified_split
 
     ml = load_movielens()

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from embedrec.data.datasets import export_catalog
 from embedrec.embedders import get_embedder
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
-from embedrec.ingestion.datasets import export_catalog
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.rows import Row
 from embedrec.ingestion.sources import Source

@@ -119,8 +119,8 @@ def make_app():  # type: ignore[no-untyped-def]
     import faiss
 
     from embedrec import open_store
+    from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerModel
-    from embedrec.ingestion.movielens import load_movielens
     from embedrec.retrieval.api import create_app
     from embedrec.retrieval.client import Failover, Interactions, Recommender
 
@@ -407,8 +407,8 @@ def phase(args: argparse.Namespace, users: list[str], fail_at: float | None) -> 
 def prepare(args: argparse.Namespace) -> list[str]:
     """The model (trained if absent) and the primary and replica stores; returns user ids."""
     from embedrec import open_store
+    from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
-    from embedrec.ingestion.movielens import load_movielens
 
     ml = load_movielens()
     work = Path(args.workdir)

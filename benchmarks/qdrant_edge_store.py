@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from embedrec import open_store
-from embedrec.ingestion.fashion_mnist import load_fashion_mnist
+from embedrec.data.fashion_mnist import load_fashion_mnist
 from embedrec.stores import Hits
 
 K = 10

@@ -61,8 +61,8 @@ LOG_CONFIG = {
 
 
 def _model(work: Path, name: str, seed: int) -> Path:
+    from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
-    from embedrec.ingestion.movielens import load_movielens
 
     path = work / f"{name}.pt"
     if not path.exists():
@@ -79,8 +79,8 @@ def _generation(alias: str, model: Path):  # type: ignore[no-untyped-def]
     """A new generation of `alias` holding the catalog under `model`, its store info naming
     the model (as `embedrec ingest --rebuild` writes it); not swapped in."""
     from embedrec import open_store
+    from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerItemEmbedder
-    from embedrec.ingestion.movielens import load_movielens
     from embedrec.ingestion.store_info import describe
     from embedrec.stores.aliases import alias_book
 
@@ -101,7 +101,7 @@ def _generation(alias: str, model: Path):  # type: ignore[no-untyped-def]
 
 def prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The serve config and the generation to swap in; returns (config, generation, users)."""
-    from embedrec.ingestion.movielens import load_movielens
+    from embedrec.data.movielens import load_movielens
     from embedrec.stores.aliases import alias_book
 
     work = Path(args.workdir)

@@ -13,10 +13,10 @@ from embedrec.stores.errors import StoreError
 COMMANDS = (
     "embedrec.ingestion.commands",
     "embedrec.ingestion.generation_commands",
-    "embedrec.eval.commands",
-    "embedrec.eval.bench_commands",
-    "embedrec.eval.drift_commands",
-    "embedrec.eval.calibrate_commands",
+    "embedrec.eval.models.commands",
+    "embedrec.eval.bench.commands",
+    "embedrec.eval.drift.commands",
+    "embedrec.stores.recall.commands",
     "embedrec.retrieval.commands",
     "embedrec.ui.commands",
 )

@@ -30,9 +30,9 @@ from rich.table import Table
 
 from embedrec import Hits
 from embedrec.cli import main as cli
-from embedrec.ingestion.fashion_mnist import load_fashion_mnist
-from embedrec.ingestion.fetching import DatasetUnavailable
-from embedrec.ingestion.movielens import load_movielens
+from embedrec.data.fashion_mnist import load_fashion_mnist
+from embedrec.data.fetching import DatasetUnavailable
+from embedrec.data.movielens import load_movielens
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import ServeConfig, load_serve_config
 

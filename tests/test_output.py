@@ -23,7 +23,7 @@ import pytest
 
 import embedrec.embedders
 from embedrec.cli import main
-from embedrec.eval.toml_write import dumps
+from embedrec.eval.models.toml_write import dumps
 from embedrec.output import format_duration, format_rate
 
 REPO = Path(__file__).resolve().parents[1]

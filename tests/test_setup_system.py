@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from embedrec import demo, settings
-from embedrec.ingestion import fashion_mnist
+from embedrec.data import fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "setup-system.sh"

@@ -155,9 +155,9 @@ def _ingest(args: argparse.Namespace) -> int:
     out = Output.from_args(args, "ingest")
     if args.rebuild:
         # for this command only: --help stays fast
-        from embedrec.eval.calibrate import load_calibrate_config
         from embedrec.ingestion.generation_commands import run_rebuild
         from embedrec.ingestion.validation import Checks
+        from embedrec.stores.recall.calibrate import load_calibrate_config
 
         settings = load_calibrate_config(args.calibrate) if args.calibrate else None
         checks = Checks(args.min_recall, args.validate_sample, calibrate=settings)
@@ -173,7 +173,7 @@ def _ingest(args: argparse.Namespace) -> int:
 def _catalog_path(config: Any, out: Output) -> Any:
     """The catalog file, exporting a packaged dataset into the cache on first use."""
     # for this command only: --help stays fast
-    from embedrec.ingestion.datasets import export_catalog
+    from embedrec.data.datasets import export_catalog
     from embedrec.settings import cache_root
 
     src = config.source
@@ -354,7 +354,7 @@ def _register_datasets(sub: argparse._SubParsersAction) -> None:
 
 def _datasets_list(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.ingestion.datasets import DATASETS
+    from embedrec.data.datasets import DATASETS
 
     width = max(map(len, DATASETS))
     for name, description in DATASETS.items():
@@ -364,7 +364,7 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
 def _datasets_fetch(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.ingestion.datasets import load
+    from embedrec.data.datasets import load
     from embedrec.settings import cache_root
 
     data = load(args.name)
@@ -376,7 +376,7 @@ def _datasets_fetch(args: argparse.Namespace) -> int:
 
 def _datasets_export(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.ingestion.datasets import export_catalog
+    from embedrec.data.datasets import export_catalog
 
     out = export_catalog(args.name, args.out, limit=args.limit)
     print(out)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedrec.embedders import Embedder, EmbeddingCache
-from embedrec.eval.calibrate import CalibrateSettings, Calibration, calibrate, save_defaults
 from embedrec.ingestion.manifest import Manifest
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
@@ -34,6 +33,12 @@ from embedrec.ingestion.validation import Checks, Validation, validate
 from embedrec.stores import ConfigError, StoreNotFound, open_existing
 from embedrec.stores import generations as points
 from embedrec.stores.aliases import AliasState, Generation, alias_book
+from embedrec.stores.recall.calibrate import (
+    CalibrateSettings,
+    Calibration,
+    calibrate,
+    save_defaults,
+)
 
 Say = Callable[[str], None]
 

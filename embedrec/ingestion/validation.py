@@ -5,7 +5,8 @@
   metadata and the embedder's vector for it (from the embedding cache, so no model runs);
 - recall: a sample of stored vectors, each searched with the store's default search as if
   its record were not stored, find at least `min_recall` of their exact top-k: the held-out
-  recall `embedrec calibrate` measures (`eval/calibrate.py`), tie-aware, against brute force
+  recall `embedrec calibrate` measures (`stores/recall/calibrate.py`), tie-aware, against brute
+  force
   over every stored vector. (Searching a stored vector plainly reads high on graph indexes,
   which start the search at the vector's own node.)
 """
@@ -20,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached
-from embedrec.eval.calibrate import CalibrateSettings, held_out_recall
 from embedrec.ingestion.manifest import Manifest
 from embedrec.ingestion.rows import Row
 from embedrec.ingestion.sources import Source
 from embedrec.stores import Record, VectorStore
 from embedrec.stores.base import check_metadata
+from embedrec.stores.recall.calibrate import CalibrateSettings, held_out_recall
 from embedrec.vectors import l2_normalize
 
 SEED = 0

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.data.dataset import load_dataset
 from embedrec.embedders import Embedder
 from embedrec.embedders.two_tower import TwoTowerModel
-from embedrec.eval.config import load_config
-from embedrec.eval.dataset import load_dataset
+from embedrec.eval.models.config import load_config
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space

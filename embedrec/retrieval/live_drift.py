@@ -1,5 +1,5 @@
 """How far a space's live generation moved from the one it replaced, measured on the open
-stores as they serve: the figures of `embedrec drift` (`embedrec.eval.drift_figures.figures`)
+stores as they serve: the figures of `embedrec drift` (`embedrec.eval.drift.figures.figures`)
 over a seeded sample, for the `embedrec_drift_*` gauges on /metrics.
 
 The comparison runs in the service's own processes, beside the requests, so it is paced:
@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.eval.drift import (
+from embedrec.eval.drift.figures import figures
+from embedrec.eval.drift.gauges import (
     Recommendations,
     kendall_tau_b,
     overlap_at_k,
     sample_indices,
 )
-from embedrec.eval.drift_figures import figures
-from embedrec.eval.drift_inputs import encode_ids, read_store, store_neighbours
+from embedrec.eval.drift.inputs import encode_ids, read_store, store_neighbours
 from embedrec.progress import Progress
 from embedrec.retrieval.client import Interactions
 from embedrec.retrieval.spaces import Space

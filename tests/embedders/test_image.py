@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from embedrec.data.fashion_mnist import load_fashion_mnist
+from embedrec.data.fetching import DatasetUnavailable
 from embedrec.embedders import Embedder, get_embedder
 from embedrec.embedders.base import InputError, resolve_device
 from embedrec.embedders.image import ImageEmbedder
-from embedrec.ingestion.fashion_mnist import load_fashion_mnist
-from embedrec.ingestion.fetching import DatasetUnavailable
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embedrec.data.fetching import DatasetUnavailable
+from embedrec.data.movielens import load_movielens
 from embedrec.embedders import Embedder, get_embedder
 from embedrec.embedders.base import InputError
 from embedrec.embedders.text import DEFAULT_MODEL, TextEmbedder, default_model
-from embedrec.ingestion.fetching import DatasetUnavailable
-from embedrec.ingestion.movielens import load_movielens
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 
 from embedrec.cli import main
 from embedrec.config import ConfigFileError, load_config
-from embedrec.ingestion.datasets import export_catalog
-from embedrec.ingestion.fetching import DatasetUnavailable
+from embedrec.data.datasets import export_catalog
+from embedrec.data.fetching import DatasetUnavailable
 from embedrec.ingestion.manifest import manifest_path
 from embedrec.settings import cache_root
 from embedrec.stores import open_store

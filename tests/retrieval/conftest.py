@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 
 from embedrec import StoreUnavailable, VectorStore, open_store
+from embedrec.data.datasets import load_fashion_mnist, load_movielens
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached, get_embedder
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
-from embedrec.eval.config import load_config
-from embedrec.ingestion.datasets import load_fashion_mnist, load_movielens
+from embedrec.eval.models.config import load_config
 from embedrec.retrieval.client import Interactions, Recommender
 from embedrec.retrieval.failover import Failover
 from embedrec.stores.errors import ConfigError

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from embedrec import open_store
+from embedrec.data.datasets import load_movielens
 from embedrec.embedders.two_tower import TwoTowerItemEmbedder, TwoTowerModel
-from embedrec.ingestion.datasets import load_movielens
 from embedrec.ingestion.store_info import describe
 from embedrec.retrieval.api import create_app
 from embedrec.retrieval.client import Recommender

@@ -1,0 +1,1 @@
+"""Packaged datasets (one registry), the one table reader, a config's [data] tables."""

@@ -1,0 +1,1 @@
+"""The store comparison: `embedrec bench` (recall, latency, memory and build time per store)."""

@@ -1,0 +1,1 @@
+"""Ranking evaluation: the models, the leaderboard (train / evaluate) and `embedrec tune`."""

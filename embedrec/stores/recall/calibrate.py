@@ -1,0 +1,324 @@
+"""Calibration of a store's search effort to a target recall (`embedrec calibrate`).
+
+Queries are a seeded sample of the store's own vectors, each searched as if its record were
+not stored (`VectorStore.search_held_out`): the record is left out of the hits, and it does
+not lead the search to the others. Merely dropping it from the hits reads high on graph
+indexes: the search lands on the query's own node and follows that node's links, which are
+its neighbours (FAISS HNSW32 on synthetic-100k at ef=16: 0.962 so, 0.938 on new queries).
+FAISS searches a copy of its graph with the queries' links cut; Qdrant excludes them with a
+filter, which its graph search does not walk through.
+
+Exact answers are brute force, in float64, over every vector the store returns from `fetch`
+(all its records, fetched in batches), with the query's own record left out. For a store
+whose `fetch` returns quantised vectors (FAISS SQ8) that is exact over the quantised vectors:
+the recall then measures the search, not the quantisation.
+
+Recall is tie-aware recall@k as the bench computes it (`stores/recall/exact.py`). A setting meets
+the
+target when a one-sided lower confidence bound on the mean recall over the queries, by the
+normal approximation (mean - z * sd / sqrt(n)), is at least the target. With one knob the
+grid is swept from cheap to expensive and the first setting that meets it is chosen (a few
+more are measured for the table); with several (IVF-PQ's nprobe and k_factor), the whole
+product is swept and the fastest setting that meets it is chosen.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from embedrec.config import load_model
+from embedrec.progress import Progress
+from embedrec.stores import ConfigError, VectorStore
+from embedrec.stores.recall import exact as ann
+
+FETCH_BATCH = 1000
+EXACT_NOTE = (
+    "exact = brute force over the vectors the store's fetch returns (quantised ones for "
+    "FAISS SQ8), each query's own record left out"
+)
+
+
+class CalibrateSettings(BaseModel):
+    """The `[calibrate]` section (see configs/calibrate.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_recall: float = Field(0.95, gt=0, le=1)
+    k: int = Field(10, ge=1)
+    queries: int = Field(500, ge=2)
+    """Stored vectors sampled as queries (all of them in a smaller store)."""
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    """Of the one-sided lower bound on mean recall that must reach the target."""
+    seed: int = 0
+    extra_steps: int = Field(1, ge=0)
+    """One knob: settings measured past the first that meets the target, for the table."""
+    grids: dict[str, list[int]] = {}
+    """Per search param (`ef`, `nprobe`, `k_factor`), its values from cheap to expensive."""
+
+
+class CalibrateFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calibrate: CalibrateSettings
+
+
+def load_calibrate_config(path: str | Path) -> CalibrateSettings:
+    return load_model(path, CalibrateFile).calibrate
+
+
+@dataclass
+class Setting:
+    """One measured setting: its params, mean recall@k, the lower bound, ms per query."""
+
+    params: dict[str, int]
+    recall: float
+    lower: float
+    ms_per_query: float
+    meets: bool
+
+
+@dataclass
+class Calibration:
+    uri: str
+    records: int
+    queries: int
+    k: int
+    target: float
+    confidence: float
+    knobs: list[str]
+    settings: list[Setting] = field(default_factory=list)
+    chosen: Setting | None = None
+    stored: bool = False
+    note: str = EXACT_NOTE
+
+    @property
+    def met(self) -> bool:
+        return any(s.meets for s in self.settings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri, "records": self.records, "queries": self.queries, "k": self.k,
+            "target_recall": self.target, "confidence": self.confidence, "knobs": self.knobs,
+            "settings": [vars(s) for s in self.settings],
+            "chosen": self.chosen.params if self.chosen else None, "stored": self.stored,
+            "met": self.met, "exact": self.note,
+        }  # fmt: skip
+
+
+def setting_name(params: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+
+
+def lower_bound(recalls: np.ndarray, confidence: float) -> float:
+    """One-sided lower confidence bound on the mean: mean - z * sd / sqrt(n)."""
+    mean = float(recalls.mean())
+    if len(recalls) < 2:
+        return mean
+    z = statistics.NormalDist().inv_cdf(confidence)
+    return mean - z * float(recalls.std(ddof=1)) / math.sqrt(len(recalls))
+
+
+def knobs_of(store: VectorStore, cfg: CalibrateSettings) -> list[str]:
+    """The store's search params that the config has a grid for."""
+    return [p for p in store.capabilities.search_params if p in cfg.grids]
+
+
+def grid(knobs: Sequence[str], cfg: CalibrateSettings) -> list[dict[str, int]]:
+    """Every setting to try, cheap to expensive in the first knob; `[{}]` without knobs."""
+    values = [cfg.grids[k] for k in knobs]
+    return [dict(zip(knobs, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+@dataclass
+class Sample:
+    """The store's vectors (by row), the sampled query rows and the exact answers."""
+
+    ids: list[str]
+    base: np.ndarray
+    rows: np.ndarray
+    truth: np.ndarray
+    """Exact distances (queries, k), ascending, each query's own record left out."""
+
+    def queries(self) -> np.ndarray:
+        return self.base[self.rows]
+
+    def query_ids(self) -> list[str]:
+        return [self.ids[r] for r in self.rows.tolist()]
+
+    @functools.cached_property
+    def row_of(self) -> dict[str, int]:
+        return {rid: n for n, rid in enumerate(self.ids)}
+
+
+def read_vectors(store: VectorStore, ids: list[str], bar: Progress) -> tuple[list[str], np.ndarray]:
+    """The vectors of `ids` as the store returns them (ids it lacks are left out)."""
+    kept: list[str] = []
+    parts = []
+    for start in range(0, len(ids), FETCH_BATCH):
+        records = store.fetch(ids[start : start + FETCH_BATCH])
+        kept += [r.id for r in records]
+        parts.append(np.stack([r.vector for r in records]) if records else None)
+        bar.update(len(ids[start : start + FETCH_BATCH]))
+    vectors = [p for p in parts if p is not None]
+    base = np.concatenate(vectors) if vectors else np.zeros((0, store.dim), np.float32)
+    return kept, np.ascontiguousarray(base, dtype=np.float32)
+
+
+def without_own(values: np.ndarray, rows: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Each row of `values` (k + 1 columns) less the column where `rows` holds the query's
+    own row, or less its last column where the own row is not among them."""
+    n, width = rows.shape
+    at = rows == own[:, None]
+    pos = np.where(at.any(axis=1), at.argmax(axis=1), width - 1)
+    keep = np.ones((n, width), bool)
+    keep[np.arange(n), pos] = False
+    return values[keep].reshape(n, width - 1)
+
+
+def sample(
+    store: VectorStore, cfg: CalibrateSettings, ids: list[str] | None, progress: bool
+) -> Sample:
+    """Fetch the store's vectors, draw the queries and compute their exact answers."""
+    ids = store.ids() if ids is None else ids
+    with Progress(len(ids), "calibrate: fetching", "vectors", enabled=progress) as bar:
+        kept, base = read_vectors(store, ids, bar)
+    if len(kept) < cfg.k + 2:
+        raise ValueError(
+            f"{store.uri}: {len(kept)} records, too few to calibrate recall@{cfg.k} "
+            f"(at least {cfg.k + 2})"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    rows = np.sort(rng.choice(len(kept), min(cfg.queries, len(kept)), replace=False))
+    dist, found = ann.exact_knn(base, base[rows], cfg.k + 1, store.metric)
+    return Sample(kept, base, rows, without_own(dist, found, rows))
+
+
+def measure(
+    store: VectorStore, s: Sample, params: dict[str, int], cfg: CalibrateSettings
+) -> tuple[np.ndarray, float]:
+    """Per-query recall@k at `params`, and the batch's milliseconds per query."""
+    ids, queries = s.query_ids(), s.queries()
+    start = time.perf_counter()
+    hits = store.search_held_out(ids, cfg.k, params=params)
+    ms = (time.perf_counter() - start) * 1e3 / len(ids)
+    found = np.full((len(ids), cfg.k), -1, np.int64)
+    for i, h in enumerate(hits):
+        got = [s.row_of.get(rid, -1) for rid in h.ids[: cfg.k]]
+        found[i, : len(got)] = got
+    got_dist = ann.distances(store.metric, queries, s.base, found)
+    return ann.recall_tie_aware(s.truth, got_dist), ms
+
+
+def sweep(
+    store: VectorStore,
+    s: Sample,
+    cal: Calibration,
+    cfg: CalibrateSettings,
+    progress: bool,
+) -> None:
+    """Measure the grid into `cal.settings`: with one knob, until `extra_steps` past the
+    first setting that meets the target; with several, all of it."""
+    settings = grid(cal.knobs, cfg)
+    store.search_held_out(s.query_ids(), cfg.k, params=settings[0])  # warm-up, untimed
+    remaining: int | None = None  # one knob: settings still to measure past the first good
+    with Progress(len(settings), "calibrate: sweeping", "settings", enabled=progress) as bar:
+        for params in settings:
+            recalls, ms = measure(store, s, params, cfg)
+            low = lower_bound(recalls, cfg.confidence)
+            setting = Setting(params, float(recalls.mean()), low, ms, low >= cfg.target_recall)
+            cal.settings.append(setting)
+            bar.update(1, recall=setting.recall, lower=low)
+            if len(cal.knobs) != 1:
+                continue
+            if remaining is None and setting.meets:
+                remaining = cfg.extra_steps
+            elif remaining is not None:
+                remaining -= 1
+            if remaining == 0:
+                break
+
+
+def choose(cal: Calibration) -> Setting | None:
+    """The cheapest setting that meets the target: the first in grid order with one knob,
+    the fastest measured with several; None when none meets it or there is no knob."""
+    good = [s for s in cal.settings if s.meets]
+    if not cal.knobs or not good:
+        return None
+    if len(cal.knobs) == 1:
+        return good[0]
+    return min(good, key=lambda s: s.ms_per_query)
+
+
+def held_out_recall(
+    store: VectorStore, ids: list[str], k: int, queries: int
+) -> tuple[int, float] | None:
+    """Mean held-out recall@k of `queries` stored vectors (a seeded sample of `ids`) at the
+    store's own search defaults, and how many were searched: the recall a rebuild's
+    validation demands. None for a store too small to measure (fewer than k + 2 records)."""
+    if len(ids) < k + 2:
+        return None
+    cfg = CalibrateSettings(k=k, queries=max(queries, 2))
+    s = sample(store, cfg, ids, progress=False)
+    recalls, _ = measure(store, s, {}, cfg)
+    return len(s.rows), float(recalls.mean())
+
+
+def calibrate(
+    store: VectorStore,
+    cfg: CalibrateSettings,
+    *,
+    ids: list[str] | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = lambda _: None,
+) -> Calibration:
+    """Measure recall@k over the store's grid and pick the cheapest setting that meets the
+    target (stored by `save_defaults`). `ids`: the records to use, default all of them."""
+    if not getattr(store, "built", True):  # FAISS IVF/PQ/SQ8 before flush() trains them
+        raise ValueError(
+            f"{store.uri}: the index is not built yet (it serves exact search until flush() "
+            "trains it), so a setting chosen now would not hold: calibrate after ingest"
+        )
+    knobs = knobs_of(store, cfg)
+    s = sample(store, cfg, ids, progress)
+    cal = Calibration(
+        store.uri, len(s.ids), len(s.rows), cfg.k, cfg.target_recall, cfg.confidence, knobs
+    )
+    say(
+        f"calibrate: {len(s.rows)} queries over {len(s.ids):,} records, "
+        f"knobs {', '.join(knobs) or 'none (measured recall only)'}"
+    )
+    sweep(store, s, cal, cfg, progress)
+    cal.chosen = choose(cal)
+    return cal
+
+
+def save_defaults(store: VectorStore, cal: Calibration) -> None:
+    """Keep the chosen setting as the store's search defaults (StoreInfo.search_defaults).
+
+    A store with no StoreInfo is refused rather than given a made-up one: the info names the
+    embedder that built the store, and an invented one would make `query`, `serve` and
+    `ingest` use or refuse the wrong model."""
+    if cal.chosen is None:
+        raise ValueError(f"{store.uri}: no setting to store")
+    info = store.info
+    if info is None:
+        raise ConfigError(
+            f"{store.uri} has no store info (it was not written by `embedrec ingest`), so "
+            "it has nowhere to keep search defaults: ingest it with embedrec, or pass "
+            "--dry-run to measure only"
+        )
+    kept = {k: v for k, v in info.search_defaults.items() if k not in cal.knobs}
+    store.set_info(replace(info, search_defaults={**kept, **cal.chosen.params}))
+    store.flush()
+    cal.stored = True
