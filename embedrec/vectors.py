@@ -7,9 +7,11 @@ from typing import Literal
 
 import numpy as np
 
-from embedrec.stores.errors import VectorError
-
 ZeroRows = Literal["keep", "refuse"]
+
+
+class ZeroVectorError(ValueError):
+    """A zero row where a direction is needed (stores raise it as their `VectorError`)."""
 
 
 def l2_normalize(
@@ -19,7 +21,7 @@ def l2_normalize(
 
     A zero row has no direction. An embedder may legitimately produce one (a blank image)
     and keeps it as zero (`zero_rows="keep"`); a cosine store must not hold one, so it asks
-    for `zero_rows="refuse"`, which raises `VectorError` naming the record (from `ids`) or
+    for `zero_rows="refuse"`, which raises `ZeroVectorError` naming the record (from `ids`) or
     the query row.
     """
     if zero_rows not in ("keep", "refuse"):
@@ -31,5 +33,5 @@ def l2_normalize(
     if zero_rows == "refuse":
         row = int(np.flatnonzero(norms == 0)[0])
         name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
-        raise VectorError(f"{name}: zero vector has no direction under the cosine metric")
+        raise ZeroVectorError(f"{name}: zero vector has no direction under the cosine metric")
     return out / np.where(norms == 0, np.float32(1), norms)[:, None]

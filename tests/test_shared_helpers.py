@@ -10,8 +10,7 @@ import pytest
 
 from embedrec import settings
 from embedrec.files import file_sha256
-from embedrec.stores.errors import VectorError
-from embedrec.vectors import l2_normalize
+from embedrec.vectors import ZeroVectorError, l2_normalize
 
 
 def test_file_sha256_reads_in_chunks_and_returns_full_hex(tmp_path: Path) -> None:
@@ -29,9 +28,9 @@ def test_l2_normalize_keeps_or_refuses_zero_rows() -> None:
     kept = l2_normalize(rows, zero_rows="keep")
     assert kept.dtype == np.float32
     np.testing.assert_allclose(kept, [[0.6, 0.8], [0.0, 0.0], [0.0, -1.0]], rtol=1e-6)
-    with pytest.raises(VectorError, match=r"record 'b': zero vector has no direction"):
+    with pytest.raises(ZeroVectorError, match=r"record 'b': zero vector has no direction"):
         l2_normalize(rows, zero_rows="refuse", ids=["a", "b", "c"])
-    with pytest.raises(VectorError, match=r"query 1: zero vector"):
+    with pytest.raises(ZeroVectorError, match=r"query 1: zero vector"):
         l2_normalize(rows, zero_rows="refuse")
     unit = l2_normalize(rows[[0, 2]], zero_rows="refuse")
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), [1.0, 1.0], rtol=1e-6)

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.data import tables
+from embedrec.data.config import DataSection, EntityTable, InteractionsTable, Table
 from embedrec.data.datasets import load
+from embedrec.data.tables import CatalogError, detect_format
 from embedrec.embedders.two_tower import FeatureError, Towers
 from embedrec.embedders.two_tower.features import Feature, check_values, parse_numbers
-from embedrec.eval.models.config import DataSection, EntityTable, InteractionsTable, Table
-from embedrec.ingestion.rows import CatalogError
-from embedrec.ingestion.sources import detect_format
 from embedrec.settings import cache_root
 
 log = logging.getLogger(__name__)
@@ -83,22 +83,9 @@ def _folder(config: DataSection) -> Path | None:
 def read_table(table: Table, folder: Path | None, columns: list[str]) -> pd.DataFrame:
     """The file's rows indexed by their row number; `columns` must exist."""
     path = table.path if folder is None or table.path.is_absolute() else folder / table.path
-    if not path.is_file():
-        raise CatalogError(str(path), "no such file")
     fmt = table.format or detect_format(path)
-    try:
-        if fmt in ("csv", "tsv"):
-            sep = table.delimiter or ("\t" if fmt == "tsv" else ",")
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-            first = 2  # the header is line 1
-        elif fmt == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-            first = 1
-        else:
-            frame = pd.read_parquet(path)
-            first = 1
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise CatalogError(str(path), f"cannot read it as {fmt}: {exc}") from None
+    frame = tables.read_table(path, fmt, delimiter=table.delimiter)
+    first = 2 if fmt in ("csv", "tsv") else 1  # CSV/TSV: the header is line 1
     if len(frame) == 0:
         raise CatalogError(str(path), "the file has no rows", row=first)
     frame.index = pd.RangeIndex(first, first + len(frame))

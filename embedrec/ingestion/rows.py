@@ -19,16 +19,6 @@ from embedrec.ingestion.values import InvalidValue, as_text, check_utf8, convert
 from embedrec.stores.base import MetadataValue
 
 
-class CatalogError(ValueError):
-    """A catalog that cannot be read at all; names the file, row and field where it can."""
-
-    def __init__(self, file: str, reason: str, *, row: int | None = None, field: str | None = None):
-        self.file, self.row, self.field, self.reason = file, row, field, reason
-        where = file + (f", row {row}" if row is not None else "")
-        where += f", field {field!r}" if field is not None else ""
-        super().__init__(f"{where}: {reason}")
-
-
 @dataclass(frozen=True, slots=True)
 class Row:
     row: int

@@ -28,38 +28,16 @@ import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal, NoReturn
+from typing import IO, Any, NoReturn
 
+from embedrec.data.tables import CatalogError, Format, detect_format
 from embedrec.ingestion.columns import ColumnMap
-from embedrec.ingestion.rows import CatalogError, Reject, Row, RowBuilder
+from embedrec.ingestion.rows import Reject, Row, RowBuilder
 
-Format = Literal["csv", "tsv", "jsonl", "parquet"]
-SUFFIXES: dict[str, Format] = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 RawRecord = tuple[int, Mapping[str, Any] | Reject]
 """What a reader yields: a row number and the raw record, or a Reject for an unreadable one."""
 
-__all__ = ["Format", "Source", "detect_format"]
-
-
-def detect_format(path: Path) -> Format:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes.pop()
-    if suffixes and suffixes[-1] in SUFFIXES:
-        return SUFFIXES[suffixes[-1]]
-    raise CatalogError(
-        str(path),
-        f"cannot tell the format from the name; use one of {', '.join(sorted(SUFFIXES))} "
-        "or give the format",
-    )
+__all__ = ["Source"]
 
 
 class Source:

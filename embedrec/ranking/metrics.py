@@ -129,3 +129,18 @@ def ranking_metrics(
         f"hit_rate@{k}": hit_rate_at_k(hits, k),
         "coverage": catalog_coverage(topk[:, :k], n_items),
     }
+
+
+def top_k(scores: np.ndarray, seen: np.ndarray | None, k: int) -> np.ndarray:
+    """Indices of the k best-scoring unseen items per row, best first; -1 where fewer than k
+    items have a finite score. Ties go to the lower index (a stable order)."""
+    scores = scores.astype(np.float64, copy=True)
+    if seen is not None:
+        scores[seen] = -np.inf
+    k_eff = min(k, scores.shape[1])
+    # a full stable sort: argpartition would cut ties at the k-th place arbitrarily
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k_eff]
+    best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
+    if k_eff < k:
+        best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)
+    return best

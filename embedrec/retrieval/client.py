@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.data.config import load_data_section
 from embedrec.data.dataset import load_dataset
 from embedrec.embedders import Embedder
 from embedrec.embedders.two_tower import TwoTowerModel
-from embedrec.eval.models.config import load_config
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
@@ -94,7 +94,7 @@ def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     section (canonical user_id / item_id columns), or from the two files. The service and the
     web app both read them here, so the app shows the seen items recommendations leave out."""
     if config.data is not None:
-        data = load_dataset(load_config(config.data).data)
+        data = load_dataset(load_data_section(config.data))
         return data.users, data.interactions
     assert config.users is not None and config.ratings is not None  # UsersConfig checks
     return _read_table(config.users), _read_table(config.ratings)

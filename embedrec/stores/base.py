@@ -34,7 +34,7 @@ from embedrec.stores.results import Hits, MetadataValue, Record
 from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
 from embedrec.stores.text import encodable
 from embedrec.stores.uri import StoreURI
-from embedrec.vectors import l2_normalize
+from embedrec.vectors import ZeroVectorError, l2_normalize
 
 Metric = Literal["cosine", "dot", "l2"]
 MIN_OVERFETCH = 16
@@ -212,6 +212,14 @@ def check_params(params: Mapping[str, Any] | None, allowed: Sequence[str]) -> di
     return params
 
 
+def _unit_rows(mat: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+    """Rows scaled to unit length for the cosine metric; a zero row is a `VectorError`."""
+    try:
+        return l2_normalize(mat, zero_rows="refuse", ids=ids)
+    except ZeroVectorError as exc:
+        raise VectorError(str(exc)) from None
+
+
 class VectorStore(abc.ABC):
     """One interface over every vector store. Subclasses implement the `_` hooks."""
 
@@ -247,7 +255,7 @@ class VectorStore(abc.ABC):
                 raise MetadataError(f"{len(metadata)} metadata entries for {len(sids)} ids")
             metas = [check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)]
         if self.metric == "cosine":
-            mat = l2_normalize(mat, zero_rows="refuse", ids=sids)
+            mat = _unit_rows(mat, sids)
         return self._upsert(sids, mat, metas)
 
     def delete(
@@ -283,7 +291,7 @@ class VectorStore(abc.ABC):
         self._check_k(k)
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
-            queries = l2_normalize(queries, zero_rows="refuse")
+            queries = _unit_rows(queries)
         node = parse_filter(filter) if filter is not None else None
         params = {**self._search_defaults(), **(params or {})}  # a call's own params win
         checked = check_params(params, self.capabilities.search_params)

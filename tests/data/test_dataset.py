@@ -11,12 +11,12 @@ import pytest
 
 from embedrec import open_store
 from embedrec.data.dataset import load_dataset
+from embedrec.data.tables import CatalogError
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.eval.models.config import load_config
 from embedrec.eval.models.leaderboard import evaluate
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
-from embedrec.ingestion.rows import CatalogError
 from embedrec.ingestion.sources import Source
 from embedrec.retrieval.client import Interactions, Recommender
 from embedrec.retrieval.failover import Failover

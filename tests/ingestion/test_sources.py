@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from embedrec.data.tables import CatalogError
 from embedrec.ingestion.columns import ColumnMap, MetaField, parse_metadata_spec, template_fields
-from embedrec.ingestion.rows import CatalogError, Reject, Row
+from embedrec.ingestion.rows import Reject, Row
 from embedrec.ingestion.sources import Source
 
 MOVIES = ColumnMap(

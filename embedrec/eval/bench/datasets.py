@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.data.config import load_data_section
 from embedrec.data.dataset import Dataset, load_dataset
 from embedrec.data.fashion_mnist import load_fashion_mnist
 from embedrec.data.fetching import DatasetUnavailable
@@ -29,7 +30,6 @@ from embedrec.eval.bench.config import (
     SyntheticDataset,
     TwoTowerDataset,
 )
-from embedrec.eval.models.config import load_config
 from embedrec.stores.recall import exact as ann
 
 
@@ -74,7 +74,7 @@ def _synthetic(d: SyntheticDataset, n: int, nq: int) -> tuple[np.ndarray, np.nda
 
 
 def _catalog(path: Path) -> Dataset:
-    return load_dataset(load_config(path).data)
+    return load_dataset(load_data_section(path))
 
 
 def _text_value(value: object) -> object:

@@ -2,7 +2,7 @@
 arrays, and the comparison of two sets of user and item vectors that applies them.
 
 Recommendation lists are rows of item indices (best first, -1 where a list is short), as
-`leaderboard.top_k` returns them. The comparison scores the same seeded sample of users and
+`ranking.metrics.top_k` returns them. The comparison scores the same seeded sample of users and
 items under both models, so that every difference comes from the models, not the sample.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedrec.eval.models.leaderboard import top_k
 from embedrec.progress import Progress
+from embedrec.ranking.metrics import top_k
 from embedrec.vectors import l2_normalize
 
 BATCH = 256

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.data.config import load_data_section
 from embedrec.data.dataset import load_dataset
 from embedrec.embedders.two_tower import TwoTowerModel, default_text_fn
 from embedrec.eval.drift.config import DriftSection
@@ -23,7 +24,6 @@ from embedrec.eval.drift.gauges import (
     recommend_both,
     sample_indices,
 )
-from embedrec.eval.models.config import load_config
 from embedrec.progress import Progress
 from embedrec.stores import REGISTRY, VectorStore, open_store
 
@@ -49,7 +49,7 @@ def _dataset(cfg: DriftSection):
             "drift needs the users and items the models score: give --data CONFIG (the "
             "`embedrec train` config) or `data` in the [drift] section"
         )
-    return load_dataset(load_config(cfg.data).data)
+    return load_dataset(load_data_section(cfg.data))
 
 
 def _seen(interactions: pd.DataFrame, user_ids: Sequence[str], items: pd.Series):

@@ -1,23 +1,18 @@
-"""The TOML config of `embedrec train` / `embedrec evaluate` (see configs/two_tower.toml).
-
-`[data]` describes a dataset without code: the interactions file and its columns, the item
-catalog (the file and id column `embedrec ingest` loads, so item vectors land under the same
-ids), an optional user table, and the features each tower reads from those tables.
-"""
+"""The TOML config of `embedrec train` / `evaluate` / `tune` (see configs/two_tower.toml):
+the `[data]` section (data/config.py), the models' parameters and the `[eval]` protocol."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from embedrec.config import load_model
-from embedrec.embedders.two_tower import Feature, Towers, TowerSpec, TwoTowerConfig
+from embedrec.data.config import DataSection
+from embedrec.embedders.two_tower import TwoTowerConfig
 from embedrec.eval.models.params import BaselineParams, TuningRecord
 from embedrec.ranking.splits import SPLITS
-
-TableFormat = Literal["csv", "tsv", "jsonl", "parquet"]
 
 
 def _bpr_default() -> TwoTowerConfig:
@@ -25,70 +20,6 @@ def _bpr_default() -> TwoTowerConfig:
         features=False, text=False, loss="bpr", normalize=False, id_dropout=0.0,
         dim=64, lr=3e-3, l2=1e-4, epochs=60, patience=3,
     )  # fmt: skip
-
-
-class Table(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path
-    format: TableFormat | None = None
-    """Default: from the file name (.csv .tsv .jsonl .parquet, optionally .gz)."""
-    delimiter: str | None = None
-
-
-class InteractionsTable(Table):
-    user: str = "user_id"
-    item: str = "item_id"
-    rating: str | None = None
-    """Explicit feedback: the rating column (implicit feedback: leave it out)."""
-    min_rating: float | None = None
-    """With `rating`: interactions rated below this are not positives and are dropped."""
-    timestamp: str | None = None
-    """Numbers (seconds since the epoch) or ISO 8601 strings; needed by the time splits."""
-    weight: str | None = None
-    """A per-interaction weight on the training loss (e.g. purchase quantity)."""
-
-    @model_validator(mode="after")
-    def _rating(self) -> InteractionsTable:
-        if self.min_rating is not None and self.rating is None:
-            raise ValueError("min_rating needs a rating column")
-        return self
-
-
-class EntityTable(Table):
-    """The item catalog or the user table: its id column and the tower's features."""
-
-    id: str
-    features: list[Feature] = []
-
-
-class DataSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str | None = None
-    """A packaged dataset (see `embedrec datasets list`): its tables are exported under the
-    cache on first use and the paths below are relative to that folder."""
-    cache: Path | None = None
-    """The cache root for a packaged dataset (default: $EMBEDREC_CACHE)."""
-    interactions: InteractionsTable
-    items: EntityTable
-    users: EntityTable | None = None
-    max_users: int | None = Field(None, ge=1)
-    """Keep only the first N users (by first interaction) and their interactions, for quick
-    runs."""
-
-    def towers(self) -> Towers:
-        """The features each tower declares (a dataset without a user table: ids only)."""
-        user = (
-            TowerSpec(id=self.users.id, features=self.users.features)
-            if self.users is not None
-            else TowerSpec(id=self.interactions.user)
-        )
-        return Towers(user=user, item=TowerSpec(id=self.items.id, features=self.items.features))
-
-    @property
-    def name(self) -> str:
-        return self.dataset or self.interactions.path.stem
 
 
 ModelKey = Literal[

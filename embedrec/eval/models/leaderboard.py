@@ -39,28 +39,13 @@ from embedrec.eval.models.field_models import EASE, CornacBiVAE, CornacBPR, Impl
 from embedrec.eval.models.params import RECOMMENDERS_PARAMS
 from embedrec.eval.models.workers import run_all
 from embedrec.progress import Progress
-from embedrec.ranking.metrics import hit_matrix, ranking_metrics, recall_at_k
+from embedrec.ranking.metrics import hit_matrix, ranking_metrics, recall_at_k, top_k
 from embedrec.ranking.splits import cold_item_split, describe_split, make_split
 from embedrec.stores import missing_backend
 
 log = logging.getLogger(__name__)
 
 TextFn = Callable[[list[str]], np.ndarray]
-
-
-def top_k(scores: np.ndarray, seen: np.ndarray | None, k: int) -> np.ndarray:
-    """Indices of the k best-scoring unseen items per row, best first; -1 where fewer than k
-    items have a finite score. Ties go to the lower index (a stable order)."""
-    scores = scores.astype(np.float64, copy=True)
-    if seen is not None:
-        scores[seen] = -np.inf
-    k_eff = min(k, scores.shape[1])
-    # a full stable sort: argpartition would cut ties at the k-th place arbitrarily
-    best = np.argsort(-scores, axis=1, kind="stable")[:, :k_eff]
-    best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
-    if k_eff < k:
-        best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)
-    return best
 
 
 def _truth(catalog: Catalog, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
