@@ -408,7 +408,7 @@ def prepare(args: argparse.Namespace) -> list[str]:
     """The model (trained if absent) and the primary and replica stores; returns user ids."""
     from embedrec import open_store
     from embedrec.data.movielens import load_movielens
-    from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+    from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
 
     ml = load_movielens()
     work = Path(args.workdir)
@@ -419,7 +419,7 @@ def prepare(args: argparse.Namespace) -> list[str]:
             config = TwoTowerConfig(
                 dim=32, hidden=64, text=False, epochs=3, batch_size=2048, val_fraction=0.0
             )
-            TwoTowerModel.fit(ml.ratings, ml.users, ml.items, config).save(args.model)
+            fit_two_tower(ml.ratings, ml.users, ml.items, config).save(args.model)
     model = TwoTowerModel.load(args.model, device="cpu")
     for name in ("primary", "replica"):
         if (work / name / "manifest.json").exists():

@@ -62,7 +62,7 @@ LOG_CONFIG = {
 
 def _model(work: Path, name: str, seed: int) -> Path:
     from embedrec.data.movielens import load_movielens
-    from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+    from embedrec.embedders.two_tower import TwoTowerConfig, fit_two_tower
 
     path = work / f"{name}.pt"
     if not path.exists():
@@ -71,7 +71,7 @@ def _model(work: Path, name: str, seed: int) -> Path:
         config = TwoTowerConfig(
             dim=32, hidden=64, text=False, epochs=3, batch_size=2048, val_fraction=0.0, seed=seed
         )
-        TwoTowerModel.fit(ml.ratings, ml.users, ml.items, config).save(path)
+        fit_two_tower(ml.ratings, ml.users, ml.items, config).save(path)
     return path
 
 

@@ -12,7 +12,7 @@ import pytest
 from embedrec import open_store
 from embedrec.data.dataset import load_dataset
 from embedrec.data.tables import CatalogError
-from embedrec.embedders.two_tower import TwoTowerModel
+from embedrec.embedders.two_tower import TwoTowerModel, fit_two_tower
 from embedrec.eval.models.config import load_config
 from embedrec.eval.models.leaderboard import evaluate
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
@@ -232,7 +232,7 @@ def test_jsonl_interactions_without_a_user_table_train_ids_only_users(in_shop) -
     assert data.towers.user.features == [] and data.towers.user.id == "customer"
     assert sorted(data.users["user_id"]) == sorted(orders["customer"].unique())
     config = load_config(path).two_tower.model_copy(update={"epochs": 1, "val_fraction": 0.0})
-    model = TwoTowerModel.fit(data.interactions, data.users, data.items, config,
+    model = fit_two_tower(data.interactions, data.users, data.items, config,
                               towers=data.towers, text_fn=text_fn, progress=False)  # fmt: skip
     assert model.user_encoder.width == 0 and model.item_encoder.width > 0
     assert np.isfinite(model.user_vectors(data.users.head(3))).all()

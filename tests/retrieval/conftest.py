@@ -24,7 +24,7 @@ import pytest
 from embedrec import StoreUnavailable, VectorStore, open_store
 from embedrec.data.datasets import load_fashion_mnist, load_movielens
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached, get_embedder
-from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
 from embedrec.eval.models.config import load_config
 from embedrec.retrieval.client import Interactions, Recommender
 from embedrec.retrieval.failover import Failover
@@ -77,7 +77,7 @@ def data() -> Data:
         dim=16, hidden=32, text=False, epochs=2, batch_size=1024, val_fraction=0.0, device="cpu"
     )
     towers = load_config(Path(__file__).parents[2] / "configs" / "two_tower.toml").data.towers()
-    model = TwoTowerModel.fit(ratings, users, ml.items, config, towers=towers, progress=False)
+    model = fit_two_tower(ratings, users, ml.items, config, towers=towers, progress=False)
     fm = load_fashion_mnist()
     images = fm.train_images[:N_IMAGES]
     image_embedder = get_embedder("image", device="cpu", image_size=IMAGE_SIZE)

@@ -18,7 +18,7 @@ import pytest
 
 from embedrec import open_store
 from embedrec.data.datasets import load_movielens
-from embedrec.embedders.two_tower import TwoTowerItemEmbedder, TwoTowerModel
+from embedrec.embedders.two_tower import TwoTowerItemEmbedder, TwoTowerModel, fit_two_tower
 from embedrec.ingestion.store_info import describe
 from embedrec.retrieval.api import create_app
 from embedrec.retrieval.client import Recommender
@@ -43,7 +43,7 @@ def models(data: Data, tmp_path_factory) -> Models:
     """The session's model and one trained the same way from another seed."""
     root = tmp_path_factory.mktemp("models")
     config = data.model.config.model_copy(update={"seed": 7})
-    second = TwoTowerModel.fit(
+    second = fit_two_tower(
         data.ratings, data.users, load_movielens().items, config, towers=data.model.towers,
         progress=False,
     )  # fmt: skip

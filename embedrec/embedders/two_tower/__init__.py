@@ -1,10 +1,10 @@
 """Learned two-tower user/item vectors: declared features (`features`), their encoders
-(`encoders`), the towers and model file (`model`), training (`training`) and the item tower
-as an ingestion embedder (`embedder`)."""
+(`encoders`), the towers and model file (`model`), training (`training`: `fit_two_tower`),
+the default text function (`text_fn`) and the item tower as an ingestion embedder
+(`embedder`)."""
 
 from embedrec.embedders.two_tower.embedder import (
     TwoTowerItemEmbedder,
-    default_text_fn,
     from_spec,
     load_item_embedder,
 )
@@ -16,6 +16,8 @@ from embedrec.embedders.two_tower.features import (
     TowerSpec,
 )
 from embedrec.embedders.two_tower.model import TwoTowerConfig, TwoTowerModel, Vocab
+from embedrec.embedders.two_tower.text_fn import default_text_fn
+from embedrec.embedders.two_tower.training import fit_two_tower
 
 __all__ = [
     "Feature",
@@ -28,6 +30,7 @@ __all__ = [
     "TwoTowerModel",
     "Vocab",
     "default_text_fn",
+    "fit_two_tower",
     "from_spec",
     "load_item_embedder",
 ]

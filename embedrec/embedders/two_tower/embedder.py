@@ -10,18 +10,9 @@ import numpy as np
 import pandas as pd
 
 from embedrec.embedders.base import CatalogRow
-from embedrec.embedders.cache import EmbeddingCache, embed_cached
-from embedrec.embedders.text import TextEmbedder
 from embedrec.embedders.two_tower.features import TextFn
 from embedrec.embedders.two_tower.model import TwoTowerModel
 from embedrec.files import file_sha256
-
-
-def default_text_fn() -> TextFn:
-    """all-MiniLM-L6-v2 embeddings through the on-disk embedding cache."""
-    embedder = TextEmbedder()
-    cache = EmbeddingCache()
-    return lambda texts: embed_cached(embedder, texts, cache)[0]
 
 
 class TwoTowerItemEmbedder:

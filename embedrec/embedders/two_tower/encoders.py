@@ -22,13 +22,11 @@ from embedrec.embedders.two_tower.features import (
     fit_feature,
     render,
 )
+from embedrec.embedders.two_tower.text_fn import default_text_fn
 
 
 def _embed(text_fn: TextFn | None, texts: list[str]) -> np.ndarray:
     if text_fn is None:
-        # a cycle: embedder imports model, which imports this module
-        from embedrec.embedders.two_tower.embedder import default_text_fn
-
         text_fn = default_text_fn()
     out = np.asarray(text_fn(texts), dtype=np.float32)
     if out.ndim != 2 or out.shape[0] != len(texts):

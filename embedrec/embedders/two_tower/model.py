@@ -152,7 +152,8 @@ def index(values: Sequence[Any], vocab: dict[str, int]) -> np.ndarray:
 
 
 class TwoTowerModel:
-    """Fit with `fit`, or `load` a saved one; then `user_vectors` / `item_vectors`."""
+    """Train with `training.fit_two_tower`, or `load` a saved one; then `user_vectors` /
+    `item_vectors`."""
 
     def __init__(
         self,
@@ -173,26 +174,6 @@ class TwoTowerModel:
             self.device
         )
         self.history: list[dict[str, float]] = []
-
-    @classmethod
-    def fit(
-        cls,
-        ratings: pd.DataFrame,
-        users: pd.DataFrame,
-        items: pd.DataFrame,
-        config: TwoTowerConfig | None = None,
-        *,
-        towers: Towers | None = None,
-        text_fn: TextFn | None = None,
-        progress: bool = True,
-    ) -> TwoTowerModel:
-        """Train on (user_id, item_id) interactions (see `training.fit`)."""
-        # a cycle: training imports this module for TwoTowerConfig, Vocab and index
-        from embedrec.embedders.two_tower.training import fit
-
-        return fit(
-            cls, ratings, users, items, config or TwoTowerConfig(), towers, text_fn, progress
-        )
 
     # ---------------------------------------------------------------- features
 

@@ -23,7 +23,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,13 +31,16 @@ from torch import nn
 
 from embedrec.embedders.two_tower.encoders import TowerEncoder
 from embedrec.embedders.two_tower.features import TextFn, Towers
-from embedrec.embedders.two_tower.model import TwoTowerConfig, Vocab, index, used_towers
+from embedrec.embedders.two_tower.model import (
+    TwoTowerConfig,
+    TwoTowerModel,
+    Vocab,
+    index,
+    used_towers,
+)
 from embedrec.progress import Progress
 from embedrec.ranking.metrics import hit_matrix, ndcg_at_k
 from embedrec.ranking.splits import stratified_split
-
-if TYPE_CHECKING:
-    from embedrec.embedders.two_tower.model import TwoTowerModel
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +99,23 @@ class TrainData:
         return None if f is None else f[idx.to(f.device) - 1]
 
 
-def fit(
-    cls: type[TwoTowerModel],
+def fit_two_tower(
     ratings: pd.DataFrame,
     users: pd.DataFrame | None,
     items: pd.DataFrame | None,
-    config: TwoTowerConfig,
-    towers: Towers | None,
-    text_fn: TextFn | None,
-    progress: bool,
+    config: TwoTowerConfig | None = None,
+    *,
+    towers: Towers | None = None,
+    text_fn: TextFn | None = None,
+    progress: bool = True,
 ) -> TwoTowerModel:
-    """Every interaction counts as a positive. Only ids seen in `ratings` get an id
-    embedding; the encoders are fitted on those ids' rows of `users` and `items`."""
+    """Train on (user_id, item_id) interactions. Every interaction counts as a positive.
+    Only ids seen in `ratings` get an id embedding; the encoders are fitted on those ids'
+    rows of `users` and `items`."""
     missing = [c for c in ("user_id", "item_id") if c not in ratings.columns]
     if missing:
         raise ValueError(f"interactions lack field(s) {missing}; they have {list(ratings.columns)}")
+    config = config or TwoTowerConfig()
     towers = used_towers(towers, config)
     vocab = Vocab(users=_vocab(ratings["user_id"]), items=_vocab(ratings["item_id"]))
     user_rows = _rows(users, "user_id", list(vocab.users), "user")
@@ -122,7 +126,7 @@ def fit(
         TowerEncoder.fit(towers.item, item_rows, text_fn, config.text_components),
     )
     with deterministic(config.seed, config.threads):
-        model = cls(config, towers, vocab, encoders, text_fn)
+        model = TwoTowerModel(config, towers, vocab, encoders, text_fn)
         data = TrainData(model, user_rows, item_rows)
         if config.val_fraction > 0:
             fit_part, val_part = stratified_split(
@@ -131,7 +135,7 @@ def fit(
             best = _train(model, data, fit_part, val_part, config.epochs, progress)
             if config.refit:
                 torch.manual_seed(config.seed)
-                model = cls(config, towers, vocab, encoders, text_fn)
+                model = TwoTowerModel(config, towers, vocab, encoders, text_fn)
                 _train(model, data, ratings, None, best, progress)
         else:
             _train(model, data, ratings, None, config.epochs, progress)

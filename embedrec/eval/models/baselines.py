@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedrec.embedders.two_tower import TextFn, Towers, TwoTowerConfig, TwoTowerModel
+from embedrec.embedders.two_tower import (
+    TextFn,
+    Towers,
+    TwoTowerConfig,
+    TwoTowerModel,
+    fit_two_tower,
+)
 from embedrec.stores import open_store
 
 
@@ -257,7 +263,7 @@ class TwoTower(DotModel):
 
     def fit(self, catalog: Catalog) -> None:
         started = time.perf_counter()
-        self.model = TwoTowerModel.fit(
+        self.model = fit_two_tower(
             catalog.train,
             catalog.users,
             catalog.all_items,

@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
-    from embedrec.embedders.two_tower import TwoTowerModel
+    from embedrec.embedders.two_tower import fit_two_tower
     from embedrec.eval.models.config import load_config
     from embedrec.eval.models.leaderboard import load_data
 
@@ -81,7 +81,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     output.say(f"train {args.config} -> {args.out or config.model_path}")
     data = load_data(config)
-    model = TwoTowerModel.fit(
+    model = fit_two_tower(
         data.interactions, data.users, data.items, config.two_tower, towers=data.towers,
         progress=output.progress,
     )  # fmt: skip

@@ -8,7 +8,7 @@ from embedrec import open_store
 from embedrec.cli import main
 from embedrec.config import ConfigFileError
 from embedrec.data.dataset import load_dataset
-from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+from embedrec.embedders.two_tower import TwoTowerConfig, fit_two_tower
 from embedrec.eval.drift.config import DriftSection, check, load_drift_config
 from embedrec.eval.drift.gauges import (
     Vectors,
@@ -163,7 +163,7 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("drift-models")
     paths = []
     for seed in (1, 2):
-        model = TwoTowerModel.fit(
+        model = fit_two_tower(
             ratings, users, data.items, TINY.model_copy(update={"seed": seed}),
             towers=data.towers, progress=False,
         )  # fmt: skip

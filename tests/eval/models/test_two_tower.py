@@ -15,6 +15,7 @@ from embedrec.embedders.two_tower import (
     TwoTowerItemEmbedder,
     TwoTowerModel,
     default_text_fn,
+    fit_two_tower,
 )
 from embedrec.eval.models.baselines import Catalog, MostPopular, TwoTower
 from embedrec.eval.models.config import load_config
@@ -55,7 +56,7 @@ TINY = TwoTowerConfig(dim=16, hidden=32, epochs=3, batch_size=512, val_fraction=
 
 def fit(ml, config=TINY) -> TwoTowerModel:
     users, items, ratings = ml
-    return TwoTowerModel.fit(
+    return fit_two_tower(
         ratings, users, items, config, towers=TOWERS, text_fn=text_fn, progress=False
     )
 
@@ -167,7 +168,7 @@ def test_ids_only_bpr_trains_without_features(ml) -> None:
     users, items, ratings = ml
     config = TwoTowerConfig(features=False, text=False, loss="bpr", normalize=False, dim=8,
                             epochs=2, val_fraction=0.0, id_dropout=0.0)  # fmt: skip
-    model = TwoTowerModel.fit(
+    model = fit_two_tower(
         ratings, users.drop(columns=["age"]), items, config, towers=TOWERS, progress=False
     )
     assert model.item_tower.mlp is None
@@ -188,7 +189,7 @@ BPR = TwoTowerConfig(features=False, text=False, loss="bpr", normalize=False, di
 def test_item_bias_is_the_last_coordinate_and_the_user_side_is_one(ml) -> None:
     users, items, ratings = ml
     config = BPR.model_copy(update={"item_bias": True, "optimizer": "sgd", "lr": 0.05})
-    model = TwoTowerModel.fit(ratings, users, items, config, towers=TOWERS, progress=False)
+    model = fit_two_tower(ratings, users, items, config, towers=TOWERS, progress=False)
     u, v = model.user_vectors(users), model.item_vectors(items)
     assert u.shape[1] == v.shape[1] == 8
     np.testing.assert_array_equal(u[:, -1], 1.0)
@@ -225,8 +226,8 @@ def test_id_embeddings_start_at_init_std_and_sgd_keeps_their_gradients_sparse() 
 def test_rejection_changes_bpr_training(ml) -> None:
     users, items, ratings = ml
     # dense users (200 users, some with hundreds of items) draw their own items often
-    plain = TwoTowerModel.fit(ratings, users, items, BPR, towers=TOWERS, progress=False)
-    rejecting = TwoTowerModel.fit(
+    plain = fit_two_tower(ratings, users, items, BPR, towers=TOWERS, progress=False)
+    rejecting = fit_two_tower(
         ratings, users, items, BPR.model_copy(update={"reject_positives": True}),
         towers=TOWERS, progress=False,
     )  # fmt: skip
