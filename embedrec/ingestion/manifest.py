@@ -12,6 +12,7 @@ record is still read, as a fallback, until the store's next write moves it into 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -62,6 +63,37 @@ def recorded_embedder(store_uri: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
+        return None
+
+
+def ingested_catalog(store_uri: str) -> tuple[Path, list[str]] | None:
+    """(catalog file, ids) from the newest manifest of an ingest into this store, if any;
+    read only (the web app asks here rather than reading the cache's files itself)."""
+    try:
+        want = store_key(store_uri)
+    except ValueError:
+        return None
+    folder = cache_root() / "manifests"
+    found: tuple[float, Path, list[str]] | None = None
+    for path in folder.glob("*.sqlite") if folder.is_dir() else ():
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            try:
+                info = dict(db.execute("SELECT key, value FROM info").fetchall())
+                if _key(info.get("store", "")) != want or "catalog" not in info:
+                    continue
+                ids = [row[0] for row in db.execute("SELECT id FROM items ORDER BY rowid")]
+            except sqlite3.Error:
+                continue
+        stamp = path.stat().st_mtime
+        if found is None or stamp > found[0]:
+            found = (stamp, Path(info["catalog"]), ids)
+    return None if found is None else (found[1], found[2])
+
+
+def _key(uri: str) -> str | None:
+    try:
+        return store_key(uri)
+    except ValueError:
         return None
 
 

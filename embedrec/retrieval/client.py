@@ -34,6 +34,7 @@ import pandas as pd
 
 from embedrec.data.config import load_data_section
 from embedrec.data.dataset import load_dataset
+from embedrec.data.tables import read_table
 from embedrec.embedders import Embedder
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
@@ -97,13 +98,8 @@ def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         data = load_dataset(load_data_section(config.data))
         return data.users, data.interactions
     assert config.users is not None and config.ratings is not None  # UsersConfig checks
-    return _read_table(config.users), _read_table(config.ratings)
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype={"user_id": str, "item_id": str})
+    ids = {"user_id": str, "item_id": str}  # ids as text; features keep their types
+    return read_table(config.users, dtype=ids), read_table(config.ratings, dtype=ids)
 
 
 def _check_k(k: int) -> int:

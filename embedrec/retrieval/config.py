@@ -79,9 +79,10 @@ class UsersConfig(Section):
     """A train/evaluate config (TOML) whose [data] section describes the user table and the
     interactions, in its own column names: what `embedrec train` read."""
     users: Path | None = None
-    """A user table (CSV or Parquet) with a user_id column and the model's user features."""
+    """A user table (CSV, TSV, JSONL or Parquet, told by the name) with a user_id column and
+    the model's user features."""
     ratings: Path | None = None
-    """The interactions (CSV or Parquet) with user_id and item_id columns."""
+    """The interactions (a table as `users`) with user_id and item_id columns."""
 
     @model_validator(mode="after")
     def _one_source(self) -> UsersConfig:
@@ -89,9 +90,7 @@ class UsersConfig(Section):
         if self.data is not None and any(files):
             raise ValueError("give data alone, without users + ratings files")
         if self.data is None and not all(files):
-            raise ValueError(
-                "give data (a train config), or both users and ratings (CSV or Parquet files)"
-            )
+            raise ValueError("give data (a train config), or both users and ratings (table files)")
         return self
 
 

@@ -9,8 +9,6 @@ describes falls back to the ids the caller knows (for instance the rated items).
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,8 +17,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from embedrec.ingestion.manifest import store_key
-from embedrec.settings import cache_root
+from embedrec.data.tables import CatalogError, read_table
+from embedrec.ingestion.manifest import ingested_catalog
 from embedrec.stores import VectorStore
 
 FETCH_CHUNK = 1_000
@@ -107,53 +105,14 @@ def _spec(name: str, seen: list[Any]) -> FieldSpec | None:
     return None
 
 
-def manifest_for(store_uri: str) -> tuple[Path, list[str]] | None:
-    """(catalog file, ids) from the newest ingestion manifest for this store, if any."""
-    try:
-        want = store_key(store_uri)
-    except ValueError:
-        return None
-    folder = cache_root() / "manifests"
-    found: tuple[float, Path, list[str]] | None = None
-    for path in folder.glob("*.sqlite") if folder.is_dir() else ():
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            try:
-                info = dict(db.execute("SELECT key, value FROM info").fetchall())
-                if _key(info.get("store", "")) != want or "catalog" not in info:
-                    continue
-                ids = [row[0] for row in db.execute("SELECT id FROM items ORDER BY rowid")]
-            except sqlite3.Error:
-                continue
-        stamp = path.stat().st_mtime
-        if found is None or stamp > found[0]:
-            found = (stamp, Path(info["catalog"]), ids)
-    return None if found is None else (found[1], found[2])
-
-
-def _key(uri: str) -> str | None:
-    try:
-        return store_key(uri)
-    except ValueError:
-        return None
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A catalog or user table in any format ingestion reads (by extension)."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix == ".jsonl":
-        return pd.read_json(path, lines=True, dtype=False)
-    return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
-
-
 def catalog_images(path: Path, ids: Sequence[str]) -> dict[str, bytes | Path]:
     """id -> image from the catalog file's image column (the first whose values are PNG
     bytes or image file paths); empty when the file has none. The id column is the first
     column whose values include the given ids."""
-    if not path.is_file():
+    try:
+        frame = read_table(path)  # a .tsv as TSV, every cell as text
+    except CatalogError:  # gone since the ingest, or named so its format cannot be told
         return {}
-    frame = read_table(path)
     wanted = set(ids)
     id_col = next((c for c in frame.columns if wanted & set(frame[c].astype(str))), None)
     image_col = next((c for c in frame.columns if _is_image_column(frame[c])), None)
@@ -186,7 +145,7 @@ def fetch_metadata(store: VectorStore, ids: Sequence[str]) -> dict[str, dict[str
 
 def load_catalog(space: str, store: VectorStore, known_ids: Sequence[str] = ()) -> Catalog:
     """The catalog of the store serving `space`; `known_ids` stand in for a manifest."""
-    found = manifest_for(store.uri)
+    found = ingested_catalog(store.uri)
     source, ids = found if found is not None else (None, list(known_ids))
     metadata = fetch_metadata(store, ids)
     ids = [i for i in ids if i in metadata]

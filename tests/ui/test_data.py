@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from embedrec import open_store
+from embedrec.ingestion.manifest import ingested_catalog
 from embedrec.retrieval.config import UsersConfig
 from embedrec.settings import CACHE_ENV
-from embedrec.ui.catalog import FieldSpec, field_specs, load_catalog, manifest_for
+from embedrec.ui.catalog import FieldSpec, field_specs, load_catalog
 from embedrec.ui.results import BenchRun, Leaderboard, ResultsError, find
 from embedrec.ui.users import FeatureInput, UserData, user_feature_inputs
 from tests.ui.conftest import UIFiles
@@ -75,7 +76,7 @@ def test_catalog_through_the_ingestion_manifest(
 ) -> None:
     monkeypatch.setenv(CACHE_ENV, str(ui_files.cache))
     uri = f"faiss:{ui_files.root / 'image'}"
-    found = manifest_for(uri + "?index=HNSW32&ef=64")
+    found = ingested_catalog(uri + "?index=HNSW32&ef=64")
     assert found is not None and found[0].name == "products.csv"
     with open_store(uri) as store:
         catalog = load_catalog("image", store)
@@ -85,7 +86,7 @@ def test_catalog_through_the_ingestion_manifest(
     category = catalog.metadata[ui_files.image_id]["category"]
     assert catalog.label(ui_files.image_id) == f"{ui_files.image_id} · {category}"
     assert catalog.fields[0].name == "category"
-    assert manifest_for(f"faiss:{ui_files.root / 'elsewhere'}") is None
+    assert ingested_catalog(f"faiss:{ui_files.root / 'elsewhere'}") is None
     monkeypatch.setenv(CACHE_ENV, str(ui_files.root / "empty-cache"))
     with open_store(uri) as store:
         bare = load_catalog("image", store, known_ids=[ui_files.image_id, "unknown"])
