@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from embedrec.config import load_model
+from embedrec.data.registry import known_dataset
 from embedrec.data.tables import Format
 from embedrec.embedders.two_tower import Feature, Towers, TowerSpec
 
@@ -66,6 +67,11 @@ class DataSection(BaseModel):
     max_users: int | None = Field(None, ge=1)
     """Keep only the first N users (by first interaction) and their interactions, for quick
     runs."""
+
+    @field_validator("dataset")
+    @classmethod
+    def _packaged(cls, value: str | None) -> str | None:
+        return None if value is None else known_dataset(value)
 
     def towers(self) -> Towers:
         """The features each tower declares (a dataset without a user table: ids only)."""

@@ -1,4 +1,5 @@
-"""The datasets embedrec knows by name, and their export as catalog files for `ingest`.
+"""The packaged datasets (named in registry.py) loaded, and exported as catalog files for
+`ingest`.
 
 Each loader tries the canonical source first, then offline fallbacks (see
 docs/architecture.md, "Data that works offline"), and caches what it fetched under
@@ -8,6 +9,7 @@ docs/architecture.md, "Data that works offline"), and caches what it fetched und
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -16,24 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedrec.data.fashion_mnist import FashionMNIST, load_fashion_mnist
-from embedrec.data.movielens import MovieLens, load_movielens
+from embedrec.data.fashion_mnist import FashionMNIST
+from embedrec.data.movielens import MovieLens
+from embedrec.data.registry import DATASETS, known_dataset
 
-__all__ = ["DATASETS", "export_catalog", "load"]
-
-DATASETS: dict[str, str] = {
-    "movielens": "MovieLens-100k: 1,682 movies (title, year, genres), 943 users, 100,000 ratings",
-    "fashion-mnist": "Fashion-MNIST: 70,000 28x28 grayscale product images in 10 categories "
-    "(60,000 train, 10,000 test)",
-}
+__all__ = ["export_catalog", "load"]
 
 
 def load(name: str, cache: Path | None = None) -> MovieLens | FashionMNIST:
-    """Load a dataset by its `DATASETS` name (fetching it into the cache if needed)."""
-    loaders = {"movielens": load_movielens, "fashion-mnist": load_fashion_mnist}
-    if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    return loaders[name](cache)
+    """Load a packaged dataset by name (fetching it into the cache if needed)."""
+    module, function = DATASETS[known_dataset(name)].loader.split(":")
+    return getattr(importlib.import_module(module), function)(cache)
 
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl"}

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from embedrec.data.registry import DATASETS
 from embedrec.output import Output, add_output_flags
 
 
@@ -33,7 +34,7 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", dest="config_flag", metavar="PATH", help="same as the positional")
     src = p.add_argument_group("source")
     src.add_argument("--source", metavar="PATH", help="catalog file: .csv .tsv .parquet .jsonl")
-    src.add_argument("--dataset", choices=("movielens", "fashion-mnist"), help="packaged dataset")
+    src.add_argument("--dataset", choices=DATASETS, help="packaged dataset")
     src.add_argument("--limit", type=int, help="with --dataset: only the first N records")
     src.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"))
     src.add_argument("--delimiter", help="CSV field delimiter (default: by format)")
@@ -141,13 +142,14 @@ def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 def _ingest(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.config import ConfigFileError, parse_config, read_toml
+    from embedrec.config import ConfigFileError, read_toml
+    from embedrec.ingestion.config import parse_ingest_config
 
     if args.config and args.config_flag:
         raise ValueError("give the config once: positional or --config, not both")
     path = args.config or args.config_flag
     data = read_toml(path) if path else {}
-    config = parse_config(_merge_flags(data, args), path or "command line")
+    config = parse_ingest_config(_merge_flags(data, args), path or "command line")
     if config.source is None:
         raise ConfigFileError("no catalog: give --source PATH or --dataset NAME (or a config)")
     if config.store is None:
@@ -343,22 +345,19 @@ def _register_datasets(sub: argparse._SubParsersAction) -> None:
         func=_datasets_list
     )
     fetch = dsub.add_parser("fetch", help="fetch a dataset into $EMBEDREC_CACHE")
-    fetch.add_argument("name", choices=("movielens", "fashion-mnist"))
+    fetch.add_argument("name", choices=DATASETS)
     fetch.set_defaults(func=_datasets_fetch)
     export = dsub.add_parser("export", help="write a dataset as a catalog file")
-    export.add_argument("name", choices=("movielens", "fashion-mnist"))
+    export.add_argument("name", choices=DATASETS)
     export.add_argument("out", help="catalog path; .csv .tsv .parquet .jsonl picks the format")
     export.add_argument("--limit", type=int, help="only the first N records")
     export.set_defaults(func=_datasets_export)
 
 
 def _datasets_list(args: argparse.Namespace) -> int:
-    # for this command only: --help stays fast
-    from embedrec.data.datasets import DATASETS
-
     width = max(map(len, DATASETS))
-    for name, description in DATASETS.items():
-        print(f"{name:<{width}}  {description}")
+    for name, entry in DATASETS.items():
+        print(f"{name:<{width}}  {entry.description}")
     return 0
 
 

@@ -14,11 +14,12 @@ import pytest
 from PIL import Image
 
 from embedrec import settings
-from embedrec.data import datasets, fashion_mnist, movielens
+from embedrec.data import fashion_mnist, movielens
 from embedrec.data.datasets import export_catalog
 from embedrec.data.fashion_mnist import load_fashion_mnist, read_idx
 from embedrec.data.fetching import DatasetCorrupt, DatasetUnavailable
 from embedrec.data.movielens import load_movielens
+from embedrec.data.registry import DATASETS
 
 UNREACHABLE = "http://127.0.0.1:9/ml-100k.zip"  # the discard port: refused at once
 
@@ -297,4 +298,4 @@ def test_export_rejects_bad_requests(tmp_path: Path) -> None:
         export_catalog("movielens", tmp_path / "movies.xlsx")
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; known: movielens"):
         export_catalog("imagenet", tmp_path / "x.csv")
-    assert set(datasets.DATASETS) == {"movielens", "fashion-mnist"}
+    assert set(DATASETS) == {"movielens", "fashion-mnist"}

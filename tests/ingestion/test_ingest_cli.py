@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from embedrec.cli import main
-from embedrec.config import ConfigFileError, load_config
+from embedrec.config import ConfigFileError
 from embedrec.data.datasets import export_catalog
 from embedrec.data.fetching import DatasetUnavailable
+from embedrec.ingestion.config import load_ingest_config
 from embedrec.ingestion.manifest import manifest_path
 from embedrec.settings import cache_root
 from embedrec.stores import open_store
@@ -119,22 +120,22 @@ def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "unknown key 'colour' in [source]" in capsys.readouterr().err
     config.write_text('[sauce]\npath = "x.csv"\n')
     with pytest.raises(ConfigFileError, match=r"unknown section \[sauce\]"):
-        load_config(config)
+        load_ingest_config(config)
     config.write_text('[ingest]\nbatch_size = "many"\n')
     with pytest.raises(ConfigFileError, match=r"\[ingest\] batch_size: Input should be"):
-        load_config(config)
+        load_ingest_config(config)
     config.write_text("[source\n")
     with pytest.raises(ConfigFileError, match="not valid TOML"):
-        load_config(config)
+        load_ingest_config(config)
     assert main(["ingest", "--store", "faiss:"]) == 2
     assert "no catalog" in capsys.readouterr().err
 
 
 def test_the_example_configs_validate() -> None:
-    movielens = load_config(REPO / "configs" / "movielens.toml")
+    movielens = load_ingest_config(REPO / "configs" / "movielens.toml")
     assert movielens.source.dataset == "movielens" and movielens.embedder.spec == "text"
     assert movielens.store.uri.startswith("faiss:./data/")
-    fashion = load_config(REPO / "configs" / "fashion.toml")
+    fashion = load_ingest_config(REPO / "configs" / "fashion.toml")
     assert fashion.source.dataset == "fashion-mnist" and fashion.source.image == "image"
     assert fashion.embedder.spec == "image?image_size=112" and fashion.source.limit
 

@@ -1,0 +1,99 @@
+"""The config file of `embedrec ingest`: its sections as validated models.
+
+[source]    the catalog file (or a packaged dataset) and its column mapping
+[embedder]  which embedder turns rows into vectors
+[store]     the vector store URI
+[ingest]    batching, checkpoints, rejects, sync
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from embedrec.config import Section, load_model, validate
+from embedrec.data.registry import known_dataset
+
+
+class SourceConfig(Section):
+    """A catalog file, or `dataset` (exported to a catalog under the cache on first use)."""
+
+    path: Path | None = None
+    dataset: str | None = None
+    """A packaged dataset (`embedrec datasets list`), exported to a catalog under the cache."""
+    limit: Annotated[int, Field(ge=1)] | None = None
+    """With `dataset`: export only the first `limit` records."""
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = None
+    delimiter: str | None = None
+    id: str
+    text: str | None = None
+    image: str | None = None
+    metadata: list[str] = Field(default_factory=list)
+    """Columns to store, each `name`, `name:type` or `name:type!` (required); types: auto,
+    str, int, float, bool, list."""
+    list_sep: str = "|"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SourceConfig:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of path or dataset")
+        if self.limit is not None and self.dataset is None:
+            raise ValueError("limit applies to a dataset only")
+        if (self.text is None) == (self.image is None):
+            raise ValueError("give exactly one of text (a template) or image (a column)")
+        return self
+
+    @field_validator("dataset")
+    @classmethod
+    def _packaged(cls, value: str | None) -> str | None:
+        return None if value is None else known_dataset(value)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class EmbedderConfig(Section):
+    spec: str = "text"
+    """`text`, `text:MODEL` (a name or a folder), `image`, `image:...` (see embedrec.embedders)."""
+    device: str | None = None
+    """auto, cpu, cuda, cuda:N or mps; unset: the spec's `?device=`, else auto."""
+    batch_size: Annotated[int, Field(ge=1)] | None = None
+
+
+class StoreConfig(Section):
+    uri: str
+
+
+class IngestConfig(Section):
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    """Rows embedded together; upserts go in batches of at most the store's max_batch."""
+    checkpoint_seconds: Annotated[float, Field(ge=0)] = 5.0
+    """Least time between checkpoints (store flushed, manifest committed); they are also
+    spaced 20x their own cost apart so that flushing stays ~5% of a run."""
+    rejects: Path | None = None
+    """JSONL file of rejected rows; default beside the manifest (the summary prints it)."""
+    max_rejects: Annotated[int, Field(ge=0)] | None = None
+    """Abort once more rows than this are rejected; default: no limit."""
+    sync: bool = False
+    """Delete from the store the ids that left the catalog."""
+
+
+class IngestFile(Section):
+    """A config file of `embedrec ingest`."""
+
+    source: SourceConfig | None = None
+    embedder: EmbedderConfig = EmbedderConfig()
+    store: StoreConfig | None = None
+    ingest: IngestConfig = IngestConfig()
+
+
+def parse_ingest_config(data: dict, origin: str = "<config>") -> IngestFile:
+    return validate(data, IngestFile, origin)
+
+
+def load_ingest_config(path: str | Path) -> IngestFile:
+    return load_model(path, IngestFile)
