@@ -1,42 +1,37 @@
 """The shape docs/architecture.md promises, checked on the source of every module in embedrec/.
 
-Imports run one way: a module may import from its own room or a lower one, never from a
-higher one. Every import counts, including those inside functions (a lazy import is still a
-dependency) and those under `if TYPE_CHECKING:`. Besides: no function over 60 lines, no file
-over 500 lines, and each import inside a function says in a comment why it is not at the top.
-Each test prints every offender, not only the first.
+Imports run one way and without cycles: import-linter checks the contracts in pyproject.toml
+(`lint-imports`; every import counts, inside functions and under `if TYPE_CHECKING:` too),
+and the test here runs it. What import-linter cannot see, an import by string (a registry
+table such as `REGISTRY` in stores/__init__.py or `COMMANDS` in cli.py, `import_module` of a
+literal), is resolved here and held to the same layers. Besides: no function over 60 lines,
+no file over 500 lines, no folder with more than 15 modules side by side, and each import
+inside a function says in a comment why it is not at the top. Each test prints every
+offender, not only the first.
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import os
+import re
+import subprocess
+import sys
 import tokenize
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "embedrec"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "embedrec"
 
-ROOMS: list[set[str]] = [
-    # bottom: settings and helpers, the stores and the embedders, ranking metrics and splits
-    {"__init__", "settings", "files", "vectors", "config", "progress", "output", "ranking"}
-    | {"stores"}
-    | {"embedders"},
-    # the packaged datasets and the [data] tables
-    {"data"},
-    # what builds on them: ingestion, evaluation, and the test doubles that bench starts
-    {"ingestion", "eval", "testing"},
-    # the retrieval client and the HTTP service
-    {"retrieval"},
-    # entry points: the command line, the demo, the web app
-    {"cli", "demo", "ui"},
-]
-ROOM_OF = {name: level for level, names in enumerate(ROOMS) for name in names}
 MAX_FUNCTION_LINES = 60
 MAX_FILE_LINES = 500
+MAX_MODULES_PER_FOLDER = 15
 
 
 @dataclass(frozen=True)
@@ -73,65 +68,6 @@ MODULES, BROKEN = _parse_package()
 
 def test_every_module_parses() -> None:
     assert not BROKEN, "modules that do not parse:\n" + "\n".join(BROKEN)
-
-
-def _room_name(module: str) -> str:
-    """`embedrec.stores.base` -> "stores"; the package itself -> "__init__"."""
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "__init__"
-
-
-def _is_submodule(dotted: str) -> bool:
-    path = PACKAGE.parent.joinpath(*dotted.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
-
-
-def _targets(module: Module, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
-    """The embedrec modules an import statement loads (relative imports resolved)."""
-    if isinstance(node, ast.Import):
-        yield from (a.name for a in node.names if a.name.split(".")[0] == "embedrec")
-        return
-    base = node.module or ""
-    if node.level:
-        package = module.name.split(".")
-        if module.path.name != "__init__.py":
-            package = package[:-1]
-        package = package[: len(package) - node.level + 1]
-        base = ".".join([*package, base] if base else package)
-    if base.split(".")[0] != "embedrec":
-        return
-    for alias in node.names:  # `from embedrec import settings` loads embedrec.settings
-        sub = f"{base}.{alias.name}"
-        yield sub if _is_submodule(sub) else base
-
-
-def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-
-
-def test_every_module_has_a_room() -> None:
-    homeless = sorted({_room_name(m.name) for m in MODULES} - ROOM_OF.keys())
-    assert not homeless, (
-        f"embedrec/{', embedrec/'.join(homeless)}: give each a room in ROOMS here and in "
-        "docs/architecture.md"
-    )
-
-
-def test_imports_run_downwards() -> None:
-    upward = []
-    for module in MODULES:
-        here = ROOM_OF.get(_room_name(module.name))
-        for node in _imports(module.tree):
-            for target in _targets(module, node):
-                there = ROOM_OF.get(_room_name(target))
-                if here is not None and there is not None and there > here:
-                    upward.append(
-                        f"{module.where}:{node.lineno}: {module.name} (room {here}) imports "
-                        f"{target} (room {there})"
-                    )
-    assert not upward, "imports from a lower room into a higher one:\n" + "\n".join(upward)
 
 
 def test_functions_are_short() -> None:
@@ -194,25 +130,149 @@ def test_function_level_imports_say_why() -> None:
     )
 
 
+def test_folders_hold_at_most_15_modules() -> None:
+    """Modules side by side: a folder's .py files besides __init__.py, and its packages."""
+    crowded = []
+    for folder in [PACKAGE, *(p.parent for p in PACKAGE.rglob("*/__init__.py"))]:
+        files = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        packages = [p for p in folder.iterdir() if (p / "__init__.py").is_file()]
+        if len(files) + len(packages) > MAX_MODULES_PER_FOLDER:
+            crowded.append(f"{folder.relative_to(ROOT)}: {len(files) + len(packages)} modules")
+    assert not crowded, f"folders over {MAX_MODULES_PER_FOLDER} modules:\n" + "\n".join(crowded)
+
+
+# ---------------------------------------------------------------------- import contracts
+
+
+def _lint_imports(pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`lint-imports` on pyproject.toml's contracts, over the package found on `pythonpath`
+    (default: this checkout)."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath or ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command;"
+         "sys.exit(lint_imports_command())", "--no-cache", "--config", str(ROOT / "pyproject.toml")],
+        cwd=pythonpath or ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_import_contracts_are_kept() -> None:
+    result = _lint_imports()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
-    ("module", "source", "expected"),
+    ("where", "line", "contract"),
     [
-        ("embedrec.stores.base", "from embedrec.retrieval import client", ["room 0", "room 3"]),
-        ("embedrec.embedders.cache", "from ..ingestion.datasets import load", ["room 2"]),
-        ("embedrec.eval.bench.compare", "def f():\n    import embedrec.cli\n", ["room 4"]),
+        # a store importing an embedder: stores and embedders are independent layers
+        ("stores/results.py", "from embedrec.embedders import text", "Rooms import only"),
+        # a lazy upward import from ingestion into evaluation
+        ("ingestion/summary.py", "def f():\n    import embedrec.eval.bench.compare", "Rooms"),
+        # one evaluation room reaching into another
+        ("eval/bench/plots.py", "from embedrec.eval.models import params", "do not import"),
+        # a cycle inside one room (faiss/store imports hits)
+        ("stores/faiss/hits.py", "from embedrec.stores.faiss import store", "No import cycles"),
     ],
 )
-def test_the_import_check_catches_upward_imports(
-    module: str, source: str, expected: list[str]
-) -> None:
-    """The checker itself: an upward import at module level, relative, or inside a function."""
-    path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
-    fake = Module(path, module, ast.parse(source), source)
-    here = ROOM_OF[_room_name(module)]
-    found = [
-        f"room {here} -> room {ROOM_OF[_room_name(t)]}"
-        for node in _imports(fake.tree)
-        for t in _targets(fake, node)
-        if ROOM_OF[_room_name(t)] > here
+def test_the_contracts_catch(tmp_path: Path, where: str, line: str, contract: str) -> None:
+    """The contracts themselves: each planted import breaks the contract named."""
+    copy = tmp_path / "embedrec"
+    subprocess.run(["cp", "-r", str(PACKAGE), str(copy)], check=True)
+    with (copy / where).open("a", encoding="utf-8") as f:
+        f.write("\n" + line + "\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0
+    broken = result.stdout.split("Broken contracts", 1)[-1]
+    assert contract in broken, result.stdout
+
+
+def _layers() -> list[list[str]]:
+    """The "rooms" layers contract of pyproject.toml, top first: each layer's modules."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    rooms = next(c for c in contracts if c["id"] == "rooms")
+    (container,) = rooms["containers"]
+    return [
+        [f"{container}.{name.strip()}" for name in re.split(r"[|:]", layer)]
+        for layer in rooms["layers"]
     ]
-    assert len(found) == 1 and all(e in found[0] for e in expected), found
+
+
+def _layer_of(module: str, layers: list[list[str]]) -> int | None:
+    for level, names in enumerate(layers):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return level
+    return None
+
+
+DOTTED = re.compile(r"^embedrec(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_]\w*)?$")
+
+
+def _string_imports(module: Module) -> Iterator[tuple[int, str]]:
+    """Every string literal that names an embedrec module ("embedrec.x.y" or
+    "embedrec.x.y:attr"): registry tables, `import_module` arguments, COMMANDS."""
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if DOTTED.match(node.value):
+                yield node.lineno, node.value.split(":")[0]
+
+
+def _is_module(dotted: str) -> bool:
+    path = ROOT.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _string_import_problems(module: Module, layers: list[list[str]]) -> Iterator[str]:
+    here = _layer_of(module.name, layers)
+    for line, target in _string_imports(module):
+        where = f"{module.where}:{line}: {module.name} names {target!r}"
+        if not _is_module(target):
+            yield f"{where}, which is no module"
+            continue
+        there = _layer_of(target, layers)
+        if here is not None and there is not None and there < here:
+            yield f"{where}, a higher layer ({layers[there]} over {layers[here]})"
+        rooms = [m.split(".")[:3] for m in (module.name, target)]
+        if all(r[:2] == ["embedrec", "eval"] and len(r) == 3 for r in rooms):
+            if rooms[0] != rooms[1]:
+                yield f"{where}, another evaluation room"
+
+
+def test_imports_by_string_follow_the_layers() -> None:
+    layers = _layers()
+    problems = [p for m in MODULES for p in _string_import_problems(m, layers)]
+    assert not problems, "imports by string against the layers:\n" + "\n".join(problems)
+
+
+def test_the_registries_name_modules_the_string_check_sees() -> None:
+    """The registry tables hold literal module names (which the check above resolves), and
+    each names a module that exists; an embedder kind is a module inside embedrec.embedders
+    by construction (`embedrec.embedders.<kind>`)."""
+    from embedrec.cli import COMMANDS
+    from embedrec.data.registry import DATASETS
+    from embedrec.stores import REGISTRY
+    from embedrec.stores.aliases import BOOKS
+
+    named = [
+        *COMMANDS,
+        *(d.loader.split(":")[0] for d in DATASETS.values()),
+        *(module for module, _, _ in REGISTRY.values()),
+        *(module for module, _ in BOOKS.values()),
+    ]
+    found = {target for m in MODULES for _, target in _string_imports(m)}
+    assert set(named) <= found
+    assert all(_is_module(n) for n in named), [n for n in named if not _is_module(n)]
+    assert _is_module("embedrec.embedders.two_tower")
+
+
+def test_the_string_check_catches(tmp_path: Path) -> None:
+    """An `import_module("embedrec.retrieval.client")` planted in stores/results.py, and a
+    registry entry in one evaluation room naming another."""
+    layers = _layers()
+    planted = {
+        "embedrec.stores.results": 'importlib.import_module("embedrec.retrieval.client")',
+        "embedrec.eval.bench.compare": 'KINDS = {"x": "embedrec.eval.drift.gauges:drift"}',
+    }
+    for name, source in planted.items():
+        path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        fake = Module(path, name, ast.parse(source), source)
+        assert list(_string_import_problems(fake, layers)), name
