@@ -61,7 +61,7 @@ from rich.table import Table
 
 import embedrec.stores.faiss.store as faiss_store
 from embedrec import open_store
-from embedrec.progress import Progress
+from embedrec.common.progress import Progress
 
 K = 10
 URIS = {

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from embedrec.common.settings import cache_root
 from embedrec.data.datasets import export_catalog
 from embedrec.embedders import get_embedder
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
@@ -27,7 +28,6 @@ from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.rows import Row
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary
-from embedrec.settings import cache_root
 
 
 def _rows(source: Source) -> list[Row]:

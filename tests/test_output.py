@@ -23,8 +23,8 @@ import pytest
 
 import embedrec.embedders
 from embedrec.cli import main
+from embedrec.common.output import format_duration, format_rate
 from embedrec.eval.models.toml_write import dumps
-from embedrec.output import format_duration, format_rate
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 40

@@ -1,7 +1,7 @@
 import io
 from types import SimpleNamespace
 
-from embedrec.progress import Progress
+from embedrec.common.progress import Progress
 
 
 class Tty(io.StringIO):
@@ -44,7 +44,7 @@ def test_a_terminal_gets_a_bar_and_disabled_prints_nothing() -> None:
 
 def test_rates_and_eta_read_well_at_any_speed(monkeypatch) -> None:
     now = [0.0]
-    monkeypatch.setattr("embedrec.progress.time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr("embedrec.common.progress.time", SimpleNamespace(monotonic=lambda: now[0]))
     fast, slow = io.StringIO(), io.StringIO()
     with Progress(1_000_000, "ingest", "rows", stream=fast, every_s=1.0) as bar:
         now[0] = 2.0

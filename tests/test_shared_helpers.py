@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedrec import settings
-from embedrec.files import file_sha256
-from embedrec.vectors import ZeroVectorError, l2_normalize
+from embedrec.common import settings
+from embedrec.common.files import file_sha256
+from embedrec.common.vectors import ZeroVectorError, l2_normalize
 
 
 def test_file_sha256_reads_in_chunks_and_returns_full_hex(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from embedrec.config import load_model
+from embedrec.common.config import load_model
 from embedrec.data.registry import known_dataset
 from embedrec.data.tables import Format
 from embedrec.embedders.two_tower import Feature, Towers, TowerSpec

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.common.settings import cache_root
 from embedrec.data import tables
 from embedrec.data.config import DataSection, EntityTable, InteractionsTable, Table
 from embedrec.data.datasets import load
 from embedrec.data.tables import CatalogError, detect_format
 from embedrec.embedders.two_tower import FeatureError, Towers
 from embedrec.embedders.two_tower.features import Feature, check_values, parse_numbers
-from embedrec.settings import cache_root
 
 log = logging.getLogger(__name__)
 

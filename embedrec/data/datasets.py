@@ -3,7 +3,7 @@
 
 Each loader tries the canonical source first, then offline fallbacks (see
 docs/architecture.md, "Data that works offline"), and caches what it fetched under
-`embedrec.settings.cache_root()`; each dataset's loader and type live in its own module
+`embedrec.common.settings.cache_root()`; each dataset's loader and type live in its own module
 (`movielens.py`, `fashion_mnist.py`).
 """
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embedrec.common.settings import FASHION_MNIST_INSTALL, cache_root, fashion_mnist_dir
 from embedrec.data.fetching import DatasetCorrupt, DatasetUnavailable, download
-from embedrec.settings import FASHION_MNIST_INSTALL, cache_root, fashion_mnist_dir
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",

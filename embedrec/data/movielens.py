@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.common.settings import cache_root
 from embedrec.data.fetching import DatasetCorrupt, DatasetUnavailable, cached_or_download
-from embedrec.settings import cache_root
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from embedrec.files import file_sha256
+from embedrec.common.files import file_sha256
 
 Modality = Literal["text", "image", "item"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from embedrec.common.settings import cache_root
 from embedrec.embedders.base import Embedder, InputError
-from embedrec.settings import cache_root
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
 _SQL_VARS = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from embedrec.common.vectors import l2_normalize
 from embedrec.embedders.base import CatalogRow, InputError, resolve_device, weights_fingerprint
-from embedrec.vectors import l2_normalize
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 DEFAULT_IMAGE_SIZE = 224

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from embedrec.common.vectors import l2_normalize
 from embedrec.embedders.base import CatalogRow, InputError, resolve_device, weights_fingerprint
-from embedrec.vectors import l2_normalize
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from embedrec.common.output import Output, add_output_flags
 from embedrec.data.registry import DATASETS
-from embedrec.output import Output, add_output_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -142,7 +142,7 @@ def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 def _ingest(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.config import ConfigFileError, read_toml
+    from embedrec.common.config import ConfigFileError, read_toml
     from embedrec.ingestion.config import parse_ingest_config
 
     if args.config and args.config_flag:
@@ -175,8 +175,8 @@ def _ingest(args: argparse.Namespace) -> int:
 def _catalog_path(config: Any, out: Output) -> Any:
     """The catalog file, exporting a packaged dataset into the cache on first use."""
     # for this command only: --help stays fast
+    from embedrec.common.settings import cache_root
     from embedrec.data.datasets import export_catalog
-    from embedrec.settings import cache_root
 
     src = config.source
     if src.path is not None:
@@ -224,10 +224,10 @@ def _prepare(config: Any, out: Output) -> tuple[Any, Any, Any]:
 
 def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
     # for this command only: --help stays fast
+    from embedrec.common.progress import Progress
     from embedrec.ingestion.pipeline import ingest
     from embedrec.ingestion.rebuild import live_target
     from embedrec.ingestion.summary import TooManyRejects
-    from embedrec.progress import Progress
 
     src, spec = config.source, config.embedder.spec
     out.say(f"ingest {src.path or f'the {src.dataset} dataset'} -> {config.store.uri} with {spec}")
@@ -363,8 +363,8 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
 def _datasets_fetch(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
+    from embedrec.common.settings import cache_root
     from embedrec.data.datasets import load
-    from embedrec.settings import cache_root
 
     data = load(args.name)
     sizes = {k: len(v) for k, v in vars(data).items() if hasattr(v, "__len__") and k != "classes"}

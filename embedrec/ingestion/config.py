@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from embedrec.config import Section, load_model, validate
+from embedrec.common.config import Section, load_model, validate
 from embedrec.data.registry import known_dataset
 
 

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from embedrec.output import Output, add_output_flags
+from embedrec.common.output import Output, add_output_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -119,8 +119,8 @@ def run_rebuild(
     """`embedrec ingest --rebuild`: header, progress, the summary; exit 1 on a failed
     validation (the alias untouched)."""
     # for this command only: --help stays fast
+    from embedrec.common.progress import Progress
     from embedrec.ingestion.rebuild import RebuildFailed, rebuild
-    from embedrec.progress import Progress
 
     source, embedder, options = parts
     alias, spec = config.store.uri, config.embedder.spec

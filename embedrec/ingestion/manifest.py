@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from embedrec.common.settings import cache_root
 from embedrec.ingestion.rows import Row
-from embedrec.settings import cache_root
 from embedrec.stores.uri import parse_uri
 
 LOCAL_SCHEMES = ("faiss", "qdrant+local", "qdrant+edge")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from embedrec.common.output import format_rate
 from embedrec.ingestion.rows import Reject
-from embedrec.output import format_rate
 
 
 @dataclass

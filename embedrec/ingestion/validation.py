@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from embedrec.common.vectors import l2_normalize
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached
 from embedrec.ingestion.manifest import Manifest
 from embedrec.ingestion.rows import Row
@@ -27,7 +28,6 @@ from embedrec.ingestion.sources import Source
 from embedrec.stores import Record, VectorStore
 from embedrec.stores.base import check_metadata
 from embedrec.stores.recall.calibrate import CalibrateSettings, held_out_recall
-from embedrec.vectors import l2_normalize
 
 SEED = 0
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from embedrec.config import Section, load_model
+from embedrec.common.config import Section, load_model
 
 SpaceName = Literal["text", "image", "two-tower"]
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from embedrec.common.progress import Progress
+from embedrec.common.vectors import l2_normalize
 from embedrec.eval.drift.figures import figures
 from embedrec.eval.drift.gauges import (
     Recommendations,
@@ -29,11 +31,9 @@ from embedrec.eval.drift.gauges import (
     sample_indices,
 )
 from embedrec.eval.drift.inputs import encode_ids, read_store, store_neighbours
-from embedrec.progress import Progress
 from embedrec.retrieval.client import Interactions
 from embedrec.retrieval.spaces import Space
 from embedrec.stores import VectorStore
-from embedrec.vectors import l2_normalize
 
 K = 10
 SEED = 42

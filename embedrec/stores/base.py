@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from embedrec.common.vectors import ZeroVectorError, l2_normalize
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -34,7 +35,6 @@ from embedrec.stores.results import Hits, MetadataValue, Record
 from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
 from embedrec.stores.text import encodable
 from embedrec.stores.uri import StoreURI
-from embedrec.vectors import ZeroVectorError, l2_normalize
 
 Metric = Literal["cosine", "dot", "l2"]
 MIN_OVERFETCH = 16

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from embedrec import settings
+from embedrec.common import settings
 from embedrec.data import fashion_mnist, movielens
 from embedrec.data.datasets import export_catalog
 from embedrec.data.fashion_mnist import load_fashion_mnist, read_idx

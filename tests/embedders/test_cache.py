@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedrec.common.vectors import l2_normalize
 from embedrec.embedders import get_embedder
 from embedrec.embedders.base import InputError
 from embedrec.embedders.cache import EmbeddingCache, content_key, default_cache_dir, embed_cached
-from embedrec.vectors import l2_normalize
 
 
 class CountingEmbedder:

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from embedrec.cli import main
-from embedrec.config import ConfigFileError
+from embedrec.common.config import ConfigFileError
+from embedrec.common.settings import cache_root
 from embedrec.data.datasets import export_catalog
 from embedrec.data.fetching import DatasetUnavailable
 from embedrec.ingestion.config import load_ingest_config
 from embedrec.ingestion.manifest import manifest_path
-from embedrec.settings import cache_root
 from embedrec.stores import open_store
 
 REPO = Path(__file__).resolve().parents[2]

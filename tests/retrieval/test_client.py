@@ -451,7 +451,7 @@ def test_from_config_closes_its_stores_when_a_later_part_fails(data, edge_stores
 
 
 def test_config_errors_name_the_key(tmp_path):
-    from embedrec.config import ConfigFileError
+    from embedrec.common.config import ConfigFileError
     from embedrec.retrieval.config import load_serve_config
 
     path = tmp_path / "bad.toml"

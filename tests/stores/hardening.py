@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embedrec import FilterError, IdError, MetadataError, StoreError, VectorError, matches
+from embedrec.common.vectors import l2_normalize
 from embedrec.stores.base import check_metadata
-from embedrec.vectors import l2_normalize
 
 LONE = "caf\udce9"
 """Text decoded with errors="surrogateescape": a str that UTF-8 cannot write."""

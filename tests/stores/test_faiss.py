@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from embedrec import CorruptStore, StoreLocked, StoreNotFound, open_store
-from embedrec.files import file_sha256
+from embedrec.common.files import file_sha256
 from embedrec.stores import ConfigError
 from embedrec.stores.errors import StoreWriteError
 from embedrec.stores.faiss import persistence

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from embedrec.common.settings import CACHE_ENV
 from embedrec.ingestion.manifest import Manifest, manifest_path
-from embedrec.settings import CACHE_ENV
 from embedrec.ui.settings import API_ENV, CONFIG_ENV, RESULTS_ENV
 from tests.retrieval.conftest import Data, build_store, data  # noqa: F401
 

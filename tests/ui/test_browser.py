@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from embedrec.settings import CACHE_ENV
+from embedrec.common.settings import CACHE_ENV
 from embedrec.ui.browser import BROWSERS, find_browser
 from embedrec.ui.screenshots import take_all
 from embedrec.ui.settings import UISettings

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from embedrec import open_store
+from embedrec.common.settings import CACHE_ENV
 from embedrec.ingestion.manifest import ingested_catalog
 from embedrec.retrieval.config import UsersConfig
-from embedrec.settings import CACHE_ENV
 from embedrec.ui.catalog import FieldSpec, field_specs, load_catalog
 from embedrec.ui.results import BenchRun, Leaderboard, ResultsError, find
 from embedrec.ui.users import FeatureInput, UserData, user_feature_inputs

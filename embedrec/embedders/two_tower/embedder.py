@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.common.files import file_sha256
 from embedrec.embedders.base import CatalogRow
 from embedrec.embedders.two_tower.features import TextFn
 from embedrec.embedders.two_tower.model import TwoTowerModel
-from embedrec.files import file_sha256
 
 
 class TwoTowerItemEmbedder:

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from embedrec.common.progress import Progress
 from embedrec.embedders.two_tower.encoders import TowerEncoder
 from embedrec.embedders.two_tower.features import TextFn, Towers
 from embedrec.embedders.two_tower.model import (
@@ -38,7 +39,6 @@ from embedrec.embedders.two_tower.model import (
     index,
     used_towers,
 )
-from embedrec.progress import Progress
 from embedrec.ranking.metrics import hit_matrix, ndcg_at_k
 from embedrec.ranking.splits import stratified_split
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from rich.console import Console
 
+from embedrec.common.progress import Progress
 from embedrec.eval.bench.config import BenchConfig, DatasetConfig, StoreConfig
 from embedrec.eval.bench.datasets import Prepared, Skip, prepare
 from embedrec.eval.bench.worker import Job
-from embedrec.progress import Progress
 from embedrec.stores import ConfigError, missing_backend
 from embedrec.stores.recall.calibrate import CalibrateSettings, load_calibrate_config
 

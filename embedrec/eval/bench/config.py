@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from embedrec.config import load_model
+from embedrec.common.config import load_model
 
 Metric = Literal["l2", "cosine", "dot"]
 PositiveInt = Annotated[int, Field(ge=1)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from embedrec.output import Output, add_output_flags
+from embedrec.common.output import Output, add_output_flags
 
 EPILOG = """\
 OLD and NEW are two model files written by `embedrec train`, or two store URIs holding the
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _drift(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading pandas and the stores
-    from embedrec.config import validate
+    from embedrec.common.config import validate
     from embedrec.eval.drift.config import DriftSection, check, load_drift_config
     from embedrec.eval.drift.figures import figures
     from embedrec.eval.drift.inputs import compare, is_store

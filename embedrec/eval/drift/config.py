@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from embedrec.config import load_model
+from embedrec.common.config import load_model
 
 
 class DriftSection(BaseModel):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedrec.progress import Progress
+from embedrec.common.progress import Progress
+from embedrec.common.vectors import l2_normalize
 from embedrec.ranking.metrics import top_k
-from embedrec.vectors import l2_normalize
 
 BATCH = 256
 """Users (or items) scored against the catalog at once: a (BATCH, n_items) score matrix."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.common.progress import Progress
 from embedrec.data.config import load_data_section
 from embedrec.data.dataset import load_dataset
 from embedrec.embedders.two_tower import TwoTowerModel, default_text_fn
@@ -24,7 +25,6 @@ from embedrec.eval.drift.gauges import (
     recommend_both,
     sample_indices,
 )
-from embedrec.progress import Progress
 from embedrec.stores import REGISTRY, VectorStore, open_store
 
 

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from embedrec.output import Output, add_output_flags
+from embedrec.common.output import Output, add_output_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from embedrec.config import load_model
+from embedrec.common.config import load_model
 from embedrec.data.config import DataSection
 from embedrec.embedders.two_tower import TwoTowerConfig
 from embedrec.eval.models.params import BaselineParams, TuningRecord

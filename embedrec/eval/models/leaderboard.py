@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from embedrec.common.progress import Progress
 from embedrec.data.dataset import Dataset, load_dataset
 from embedrec.embedders.two_tower import default_text_fn
 from embedrec.eval.models.baselines import (
@@ -38,7 +39,6 @@ from embedrec.eval.models.config import ExperimentConfig
 from embedrec.eval.models.field_models import EASE, CornacBiVAE, CornacBPR, ImplicitALS
 from embedrec.eval.models.params import RECOMMENDERS_PARAMS
 from embedrec.eval.models.workers import run_all
-from embedrec.progress import Progress
 from embedrec.ranking.metrics import hit_matrix, ranking_metrics, recall_at_k, top_k
 from embedrec.ranking.splits import cold_item_split, describe_split, make_split
 from embedrec.stores import missing_backend

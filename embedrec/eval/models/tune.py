@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
+from embedrec.common.progress import Progress
 from embedrec.embedders.two_tower import default_text_fn
 from embedrec.eval.models.baselines import Catalog
 from embedrec.eval.models.config import ExperimentConfig, load_config
@@ -27,7 +28,6 @@ from embedrec.eval.models.leaderboard import MODELS, load_data, score_model, spl
 from embedrec.eval.models.params import TuningRecord
 from embedrec.eval.models.search_space import SPACES, Patch, merge
 from embedrec.eval.models.toml_write import dumps
-from embedrec.progress import Progress
 from embedrec.ranking.splits import describe_split
 
 TextFn = Callable[[list[str]], np.ndarray]

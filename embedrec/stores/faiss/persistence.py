@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import faiss
 
-from embedrec.files import file_sha256
+from embedrec.common.files import file_sha256
 from embedrec.stores.base import METRICS, FrozenMetadata
 from embedrec.stores.errors import (
     ConfigError,

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from embedrec.config import load_model
-from embedrec.progress import Progress
+from embedrec.common.config import load_model
+from embedrec.common.progress import Progress
 from embedrec.stores import ConfigError, VectorStore
 from embedrec.stores.recall import exact as ann
 

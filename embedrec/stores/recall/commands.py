@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from embedrec.output import Output, add_output_flags
+from embedrec.common.output import Output, add_output_flags
 
 DEFAULT_CONFIG = Path("configs/calibrate.toml")
 EPILOG = """\
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _calibrate(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading numpy, matplotlib and the stores
-    from embedrec.config import validate
+    from embedrec.common.config import validate
     from embedrec.stores import open_store
     from embedrec.stores.recall.calibrate import (
         CalibrateSettings,

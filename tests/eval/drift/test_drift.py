@@ -6,7 +6,7 @@ import pytest
 
 from embedrec import open_store
 from embedrec.cli import main
-from embedrec.config import ConfigFileError
+from embedrec.common.config import ConfigFileError
 from embedrec.data.dataset import load_dataset
 from embedrec.embedders.two_tower import TwoTowerConfig, fit_two_tower
 from embedrec.eval.drift.config import DriftSection, check, load_drift_config

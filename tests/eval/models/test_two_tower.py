@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from embedrec import open_store
+from embedrec.common.files import file_sha256
 from embedrec.data.dataset import load_dataset
 from embedrec.embedders.two_tower import (
     FeatureError,
@@ -20,7 +21,6 @@ from embedrec.embedders.two_tower import (
 from embedrec.eval.models.baselines import Catalog, MostPopular, TwoTower
 from embedrec.eval.models.config import load_config
 from embedrec.eval.models.leaderboard import score_model
-from embedrec.files import file_sha256
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from embedrec.output import format_duration, format_rate
+from embedrec.common.output import format_duration, format_rate
 
 
 def _stats(stats: dict[str, Any]) -> str:
