@@ -22,14 +22,19 @@ class Table(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path
+    """The table file; a relative path is taken from the config file's folder (from the packaged
+    dataset's folder with `dataset`)."""
     format: Format | None = None
     """Default: from the file name (.csv .tsv .jsonl .parquet, optionally .gz)."""
     delimiter: str | None = None
+    """CSV/TSV field separator (default: by format, "," or a tab)."""
 
 
 class InteractionsTable(Table):
     user: str = "user_id"
+    """The column holding the user id."""
     item: str = "item_id"
+    """The column holding the item id (the catalog's ids)."""
     rating: str | None = None
     """Explicit feedback: the rating column (implicit feedback: leave it out)."""
     min_rating: float | None = None
@@ -50,7 +55,9 @@ class EntityTable(Table):
     """The item catalog or the user table: its id column and the tower's features."""
 
     id: str
+    """The column holding the user or item id."""
     features: list[Feature] = []
+    """The features this tower reads from the table (`[[data.items.features]]`)."""
 
 
 class DataSection(BaseModel):

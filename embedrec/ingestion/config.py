@@ -21,19 +21,26 @@ class SourceConfig(Section):
     """A catalog file, or `dataset` (exported to a catalog under the cache on first use)."""
 
     path: Path | None = None
+    """The catalog file; a relative path is taken from the config file's folder."""
     dataset: str | None = None
     """A packaged dataset (`embedrec datasets list`), exported to a catalog under the cache."""
     limit: Annotated[int, Field(ge=1)] | None = None
     """With `dataset`: export only the first `limit` records."""
     format: Literal["csv", "tsv", "jsonl", "parquet"] | None = None
+    """csv, tsv, jsonl or parquet (default: from the file name, optionally .gz)."""
     delimiter: str | None = None
+    """CSV/TSV field separator (default: by format)."""
     id: str
+    """The column holding each record's id."""
     text: str | None = None
+    """The text to embed: a template over columns, e.g. "{title} {genres}"."""
     image: str | None = None
+    """The column holding an image path (relative to the catalog's folder) or bytes."""
     metadata: list[str] = Field(default_factory=list)
     """Columns to store, each `name`, `name:type` or `name:type!` (required); types: auto,
     str, int, float, bool, list."""
     list_sep: str = "|"
+    """The separator of list cells in CSV/TSV."""
 
     @model_validator(mode="after")
     def _one_of(self) -> SourceConfig:
@@ -62,10 +69,12 @@ class EmbedderConfig(Section):
     device: str | None = None
     """auto, cpu, cuda, cuda:N or mps; unset: the spec's `?device=`, else auto."""
     batch_size: Annotated[int, Field(ge=1)] | None = None
+    """Rows the embedder takes at once (default: [ingest] batch_size)."""
 
 
 class StoreConfig(Section):
     uri: str
+    """The store, e.g. `faiss:./data/movies?index=HNSW32` (docs/stores.md)."""
 
 
 class IngestConfig(Section):

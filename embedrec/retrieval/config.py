@@ -21,11 +21,14 @@ SpaceName = Literal["text", "image", "two-tower"]
 
 class ServerConfig(Section):
     host: str = "127.0.0.1"
+    """The address to listen on."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    """The TCP port to listen on."""
     similar_space: SpaceName | None = None
     """Space `/similar` searches when a request names none; default: two-tower, else text,
     else image (the first one configured)."""
     access_log: bool = False
+    """Log one line per request."""
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Server processes, each with its own copy of the stores and models: one per core
     serves the most requests (Python runs one request's code at a time per process)."""

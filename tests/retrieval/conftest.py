@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 
 from embedrec import StoreUnavailable, VectorStore, open_store
-from embedrec.data.datasets import load_fashion_mnist, load_movielens
+from embedrec.data.fashion_mnist import load_fashion_mnist
+from embedrec.data.movielens import load_movielens
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached, get_embedder
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
 from embedrec.eval.models.config import load_config

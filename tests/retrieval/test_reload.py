@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from embedrec import open_store
-from embedrec.data.datasets import load_movielens
+from embedrec.data.movielens import load_movielens
 from embedrec.embedders.two_tower import TwoTowerItemEmbedder, TwoTowerModel, fit_two_tower
 from embedrec.ingestion.store_info import describe
 from embedrec.retrieval.api import create_app

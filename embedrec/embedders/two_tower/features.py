@@ -51,6 +51,8 @@ class Feature(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Kind
+    """categorical (one-hot over the values seen in training), numeric, multi (several
+    categories a cell) or text (a template, embedded)."""
     column: str | None = None
     """The input column (every kind but text)."""
     template: str | None = None
@@ -58,9 +60,15 @@ class Feature(BaseModel):
     separator: str | None = None
     """multi: split a string cell on it; a list cell is taken as it is."""
     buckets: int | None = Field(None, ge=2)
+    """numeric: one-hot over this many quantile buckets of the training values (the default:
+    10)."""
     edges: list[float] | None = None
+    """numeric: one-hot over the bins these strictly increasing edges cut."""
     width: float | None = Field(None, gt=0)
+    """numeric: one-hot over equal bins of this width (each bin seen in training a category,
+    e.g. 10 for ten-year bins)."""
     standardize: bool = False
+    """numeric: zero mean and unit variance, beside a missing flag, instead of bins."""
     components: int | None = Field(None, ge=0)
     """text: principal components kept (unset: the model's text_components; 0: all)."""
 

@@ -32,7 +32,9 @@ class TwoTowerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dim: int = Field(64, ge=1)
+    """Size of the user and item vectors."""
     hidden: int = Field(128, ge=1)
+    """Width of each tower's hidden layer over the features."""
     features: bool = True
     """Use the towers' declared features; False: ids only."""
     text: bool = True
@@ -40,44 +42,56 @@ class TwoTowerConfig(BaseModel):
     text_components: int = Field(32, ge=0)
     """Project text embeddings onto their top principal components (0: keep all)."""
     loss: Literal["softmax", "bpr"] = "softmax"
+    """softmax (over the `negatives`) or bpr (pairwise, one sampled negative)."""
     negatives: Literal["in-batch", "all"] = "in-batch"
     """softmax: the batch's other items as negatives (with `logq`), or every item of the
     catalogue (the full softmax: no sampling, so no correction; for catalogues of up to some
     tens of thousands of items)."""
     normalize: bool = True
+    """Unit-length vectors (cosine scores)."""
     item_bias: bool = False
     """The last of the `dim` coordinates is an item bias: the user tower's is fixed at 1,
     so score = u . v + b_i stays one dot product (needs `normalize` off)."""
     temperature: float = Field(0.2, gt=0)
+    """softmax: the logits are divided by it."""
     logq: bool = True
+    """softmax: correct in-batch negatives for item popularity (logQ correction)."""
     id_dropout: float = Field(0.1, ge=0, lt=1)
+    """Share of id embeddings dropped in training, so features carry cold items."""
     init_std: float | None = Field(None, gt=0)
     """Standard deviation of the id embeddings at the start; None: 0.1 with the softmax
     loss, 0.01 with BPR. Small starts matter for BPR: its factor updates scale with the
     other side's factors, so tiny ones let the item biases (popularity) settle first, as in
     Cornac, whose U(-0.5, 0.5)/k start has a standard deviation of 0.29/k."""
     epochs: int = Field(40, ge=1)
+    """Most passes over the interactions."""
     batch_size: int = Field(1024, ge=2)
+    """Interactions a training step."""
     optimizer: Literal["adam", "sgd"] = "adam"
     """sgd: plain SGD with `lr` the step per example (the batch's summed loss), as BPR's
     own per-triple updates take it."""
     lr: float = Field(2e-3, gt=0)
+    """Learning rate."""
     weight_decay: float = Field(0.0, ge=0)
+    """Adam's weight decay."""
     l2: float = Field(0.0, ge=0)
     """BPR only: weight of the squared norms of each triple's embeddings (user, positive,
     negative), as BPR regularises every update."""
     reject_positives: bool = False
     """BPR only: a sampled negative the user interacted with is skipped, not trained on."""
     patience: int = Field(3, ge=1)
+    """Epochs without a better validation NDCG@10 before stopping."""
     val_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of each user's training interactions held out for early stopping; 0 disables it."""
     refit: bool = True
     """After early stopping, retrain on all training data for the best number of epochs."""
     seed: int = 42
+    """Seed of initialisation, sampling and the validation split."""
     threads: int = Field(1, ge=0)
     """Torch CPU threads while training; 1 avoids spin-waiting on a shared, busy machine; 0:
     as many as torch has in this process (every core, or each `evaluate` worker's share)."""
     device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:

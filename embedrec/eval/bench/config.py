@@ -25,6 +25,7 @@ class _Model(BaseModel):
 
 class _Dataset(_Model):
     name: str
+    """The dataset's name in the report and in `[quick]`."""
     scale_group: str | None = None
     """Datasets sharing a group (same generator, growing n) make the scale curves."""
     stores: list[str] | None = None
@@ -101,6 +102,7 @@ DatasetConfig = Annotated[
 
 class StoreConfig(_Model):
     name: str
+    """The store's name in the report and in `[quick]`."""
     uri: str
     """A store URI with placeholders: `{dir}` a fresh folder for this store and dataset,
     `{name}` a collection/index name for them, `{env:VAR}` the variable's value (host:port
@@ -136,17 +138,21 @@ class StoreConfig(_Model):
 
 class RunSettings(_Model):
     k: PositiveInt = 10
+    """The k of recall@k and of every search."""
     target_recall: float = Field(0.95, gt=0, le=1)
+    """The recall the report's "QPS at recall" column reads the sweep at."""
     clients: list[PositiveInt] = [4, 16]
     """Concurrent client threads for the QPS runs besides the single client."""
     batch_size: PositiveInt = 1000
     """Vectors per upsert call (at most the store's max_batch)."""
     warmup: int = Field(20, ge=0)
+    """Searches run before timing starts."""
     threads: PositiveInt | None = None
     """OpenMP threads in each worker (FAISS); default: the library's, all cores. With more
     threads than free cores OpenMP's spin-waiting makes FAISS many times slower, so a shared
     machine gives stable figures only with 1 (as ann-benchmarks runs each algorithm)."""
     out: Path = Path("bench-out")
+    """The results folder (results.json, report.md, plots)."""
     calibrate: Path | None = None
     """A config with a [calibrate] section (configs/calibrate.toml): each store is then
     calibrated after it is built (`embedrec calibrate`), and measured once more with no
@@ -157,10 +163,13 @@ class QuickSettings(_Model):
     """What `--quick` runs: a few datasets (capped) and stores, finishing in minutes."""
 
     datasets: list[str]
+    """The dataset names `--quick` runs."""
     stores: list[str]
+    """The store names `--quick` runs."""
     n: dict[str, PositiveInt] = {}
     """Per dataset: at most this many base vectors."""
     queries: PositiveInt = 200
+    """At most this many queries a dataset."""
 
 
 class BenchConfig(_Model):

@@ -20,11 +20,13 @@ class DriftSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: int = Field(10, ge=1)
+    """The cut-off of the top-k lists compared."""
     users: int = Field(1000, ge=1)
     """Users sampled (seeded) for the recommendation lists."""
     items: int = Field(1000, ge=1)
     """Items sampled (seeded) for norms and nearest-neighbour sets."""
     seed: int = 42
+    """Seed of the sampled users and items."""
     data: Path | None = None
     """Two models: the `embedrec train` config whose [data] gives the users and items."""
     min_overlap: float | None = Field(None, ge=0, le=1)

@@ -32,8 +32,11 @@ class EvalSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(10, ge=1)
+    """The cut-off of every ranking metric (ndcg@k, recall@k, ...)."""
     seed: int = 42
+    """Seed of the splits and of the models' training."""
     ratio: float = Field(0.75, gt=0, lt=1)
+    """Share of each user's interactions in the training part (stratified, random)."""
     splits: list[str] = ["stratified", "leave-last-out"]
     """Any of ranking.splits.SPLITS: stratified, random, leave-last-out, temporal."""
     cold_fraction: float = Field(0.1, ge=0, lt=1)
@@ -42,9 +45,11 @@ class EvalSection(BaseModel):
     """Stores to score through besides exact ranking; an empty path means memory (FAISS) or
     a temporary folder. A store whose backend does not import is skipped with a note."""
     knn_neighbours: int = Field(50, ge=1)
+    """content-knn: neighbours per item."""
     models: list[ModelKey] = [
         "most-popular", "content-knn", "bpr", "two-tower",
     ]  # fmt: skip
+    """The models to evaluate, slowest first (see ModelKey)."""
 
     @field_validator("splits")
     @classmethod
@@ -86,6 +91,8 @@ class ExperimentConfig(BaseModel):
 
     data: DataSection
     model_path: Path = Path("models/two_tower.pt")
+    """Where `embedrec train` writes the two-tower model (relative: from the config file's
+    folder)."""
     two_tower: TwoTowerConfig = TwoTowerConfig()
     bpr: TwoTowerConfig = Field(default_factory=_bpr_default)
     baselines: BaselineParams = BaselineParams()

@@ -55,12 +55,15 @@ class CalibrateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target_recall: float = Field(0.95, gt=0, le=1)
+    """The held-out recall@k the chosen setting must reach (by its lower confidence bound)."""
     k: int = Field(10, ge=1)
+    """The k of recall@k."""
     queries: int = Field(500, ge=2)
     """Stored vectors sampled as queries (all of them in a smaller store)."""
     confidence: float = Field(0.95, ge=0.5, lt=1)
     """Of the one-sided lower bound on mean recall that must reach the target."""
     seed: int = 0
+    """Seed of the sampled queries."""
     extra_steps: int = Field(1, ge=0)
     """One knob: settings measured past the first that meets the target, for the table."""
     grids: dict[str, list[int]] = {}
