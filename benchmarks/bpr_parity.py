@@ -23,7 +23,7 @@ import cornac
 import numpy as np
 
 from embedrec.eval.models.baselines import Catalog, Model
-from embedrec.eval.models.config import load_config
+from embedrec.eval.models.config import load_experiment_config
 from embedrec.eval.models.field_models import CornacBPR
 from embedrec.eval.models.leaderboard import MODELS, load_data, score_model, split_ratings
 from embedrec.eval.models.tune import apply
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/two_tower.toml"))
     parser.add_argument("--init-std", type=float, nargs="+", default=[0.01, 0.0015])
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load_experiment_config(args.config)
     data = load_data(config)
     name = config.eval.splits[0]
     train, _ = split_ratings(name, data.ratings, config)

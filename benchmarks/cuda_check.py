@@ -88,13 +88,13 @@ def two_tower_check(epochs: int, devices: tuple[str, str]) -> dict:
     from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerConfig
     from embedrec.eval.models.baselines import Catalog, TwoTower
-    from embedrec.eval.models.config import load_config
+    from embedrec.eval.models.config import load_experiment_config
     from embedrec.eval.models.leaderboard import score_model
     from embedrec.ranking.splits import stratified_split
 
     ml = load_movielens()
     train, test = stratified_split(ml.ratings, 0.75, filter_by="item", seed=42)
-    towers = load_config(ROOT / "configs" / "two_tower.toml").data.towers()
+    towers = load_experiment_config(ROOT / "configs" / "two_tower.toml").data.towers()
     catalog = Catalog(ml.users, ml.items, train, ml.items, towers)
     out: dict = {"epochs": epochs, "train_ratings": len(train), "test_ratings": len(test)}
     vectors = []

@@ -107,7 +107,7 @@ def content_hash(embedder_name: str, row: Row) -> str:
     return h.hexdigest()
 
 
-class Manifest:
+class IngestManifest:
     """id -> content hash of what the store durably holds from one catalog."""
 
     def __init__(self, path: Path | str):

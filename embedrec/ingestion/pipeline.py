@@ -27,7 +27,7 @@ import numpy as np
 from embedrec.embedders import Embedder, EmbeddingCache, InputError, embed_cached, get_embedder
 from embedrec.ingestion.manifest import (
     SQL_BATCH,
-    Manifest,
+    IngestManifest,
     content_hash,
     manifest_path,
 )
@@ -70,7 +70,7 @@ class _Run:
     embedder: Embedder
     cache: EmbeddingCache
     options: IngestOptions
-    manifest: Manifest
+    manifest: IngestManifest
     rejects: RejectsFile
     progress: Callable[[int], None] | None
     summary: IngestSummary
@@ -357,7 +357,7 @@ def ingest(
     manifest_file = Path(manifest) if manifest else manifest_path(source.path, store_uri)
     rejects_path = options.rejects or manifest_file.with_suffix(".rejects.jsonl")
     summary = IngestSummary(rejects_path=rejects_path, manifest=manifest_file)
-    with closing(Manifest(manifest_file)) as book, _own_cache(cache) as run_cache:
+    with closing(IngestManifest(manifest_file)) as book, _own_cache(cache) as run_cache:
         run = _Run(
             source=source, store_uri=store_uri, spec=embedder_spec, embedder=embedder,
             cache=run_cache, options=options, manifest=book, rejects=RejectsFile(rejects_path),

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedrec.embedders import Embedder, EmbeddingCache
-from embedrec.ingestion.manifest import Manifest
+from embedrec.ingestion.manifest import IngestManifest
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary
@@ -173,7 +173,7 @@ def _validate(
     cache: EmbeddingCache,
 ) -> Validation:
     assert summary.manifest is not None
-    with closing(Manifest(summary.manifest)) as manifest:
+    with closing(IngestManifest(summary.manifest)) as manifest:
         try:
             store = open_existing(generation.uri)
         except StoreNotFound:

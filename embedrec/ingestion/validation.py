@@ -22,7 +22,7 @@ import numpy as np
 
 from embedrec.common.vectors import l2_normalize
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached
-from embedrec.ingestion.manifest import Manifest
+from embedrec.ingestion.manifest import IngestManifest
 from embedrec.ingestion.rows import Row
 from embedrec.ingestion.sources import Source
 from embedrec.stores import Record, VectorStore
@@ -98,7 +98,7 @@ def validate(
     store: VectorStore,
     source: Source,
     embedder: Embedder,
-    manifest: Manifest,
+    manifest: IngestManifest,
     checks: Checks,
     cache: EmbeddingCache,
 ) -> Validation:

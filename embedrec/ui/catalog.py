@@ -41,7 +41,7 @@ class FieldSpec:
 
 
 @dataclass
-class Catalog:
+class DisplayCatalog:
     space: str
     ids: list[str]
     metadata: dict[str, dict[str, Any]]
@@ -143,11 +143,11 @@ def fetch_metadata(store: VectorStore, ids: Sequence[str]) -> dict[str, dict[str
     return out
 
 
-def load_catalog(space: str, store: VectorStore, known_ids: Sequence[str] = ()) -> Catalog:
+def load_catalog(space: str, store: VectorStore, known_ids: Sequence[str] = ()) -> DisplayCatalog:
     """The catalog of the store serving `space`; `known_ids` stand in for a manifest."""
     found = ingested_catalog(store.uri)
     source, ids = found if found is not None else (None, list(known_ids))
     metadata = fetch_metadata(store, ids)
     ids = [i for i in ids if i in metadata]
     images = catalog_images(source, ids) if source is not None else {}
-    return Catalog(space, ids, metadata, images, source)
+    return DisplayCatalog(space, ids, metadata, images, source)

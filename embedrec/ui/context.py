@@ -17,7 +17,7 @@ from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import ServeConfig, SpaceConfig, load_serve_config
 from embedrec.stores import StoreError, open_existing
 from embedrec.ui.backend import Backend, InProcess, Service
-from embedrec.ui.catalog import Catalog, load_catalog
+from embedrec.ui.catalog import DisplayCatalog, load_catalog
 from embedrec.ui.settings import API_KEY_ENV, UISettings
 from embedrec.ui.users import FeatureInput, UserData, user_feature_inputs
 
@@ -29,7 +29,7 @@ class Context:
     settings: UISettings
     config: ServeConfig
     backend: Backend
-    catalogs: dict[str, Catalog]
+    catalogs: dict[str, DisplayCatalog]
     users: UserData | None = None
     feature_inputs: list[FeatureInput] = field(default_factory=list)
 
@@ -43,7 +43,7 @@ def space_configs(config: ServeConfig) -> dict[str, SpaceConfig]:
     return {name: cfg for name, cfg in found.items() if cfg is not None}
 
 
-def _catalog(space: str, cfg: SpaceConfig, known_ids: list[str]) -> Catalog:
+def _catalog(space: str, cfg: SpaceConfig, known_ids: list[str]) -> DisplayCatalog:
     """The space's catalog, read through its own handle on the primary (else the replica)
     store: readers share a store with the process serving it."""
     errors = []
@@ -62,7 +62,7 @@ def _catalog(space: str, cfg: SpaceConfig, known_ids: list[str]) -> Catalog:
         finally:
             store.close()
     log.warning("no catalog for the %s space: %s", space, "; ".join(errors))
-    return Catalog(space, [], {})
+    return DisplayCatalog(space, [], {})
 
 
 def _warm(recommender: Any) -> None:

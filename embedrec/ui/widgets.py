@@ -11,7 +11,7 @@ import streamlit as st
 
 from embedrec.stores import Hit
 from embedrec.ui.backend import Answer, QueryError
-from embedrec.ui.catalog import Catalog, FieldSpec
+from embedrec.ui.catalog import DisplayCatalog, FieldSpec
 
 THUMBNAIL_PX = 96
 GRID_COLUMNS = 5
@@ -49,7 +49,9 @@ def _field_clause(spec: FieldSpec, key: str) -> dict[str, Any] | None:
     return clause or None
 
 
-def filter_editor(catalog: Catalog | None, key: str) -> tuple[dict[str, Any] | None, str | None]:
+def filter_editor(
+    catalog: DisplayCatalog | None, key: str
+) -> tuple[dict[str, Any] | None, str | None]:
     """A filter built from the catalog's metadata fields (a choice per list or string
     field, a range per number), or typed as JSON. Returns (filter, error)."""
     with st.expander("Filter", expanded=False):
@@ -103,7 +105,7 @@ def cell(value: Any) -> Any:
     return ", ".join(map(str, value)) if isinstance(value, list) else value
 
 
-def hits_frame(hits: Sequence[Hit], catalog: Catalog | None) -> pd.DataFrame:
+def hits_frame(hits: Sequence[Hit], catalog: DisplayCatalog | None) -> pd.DataFrame:
     rows = []
     for rank, hit in enumerate(hits, 1):
         meta = hit.metadata
@@ -114,7 +116,9 @@ def hits_frame(hits: Sequence[Hit], catalog: Catalog | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def show_hits(hits: Sequence[Hit], catalog: Catalog | None, columns: int = GRID_COLUMNS) -> None:
+def show_hits(
+    hits: Sequence[Hit], catalog: DisplayCatalog | None, columns: int = GRID_COLUMNS
+) -> None:
     """Thumbnails where the catalog has images, else a table."""
     if not hits:
         st.info("No results: nothing matches (try a wider filter).")
@@ -131,14 +135,14 @@ def show_hits(hits: Sequence[Hit], catalog: Catalog | None, columns: int = GRID_
     st.dataframe(hits_frame(hits, catalog), hide_index=True, width="stretch")
 
 
-def show_answer(answer: Answer | None, catalog: Catalog | None, columns: int = GRID_COLUMNS):
+def show_answer(answer: Answer | None, catalog: DisplayCatalog | None, columns: int = GRID_COLUMNS):
     if answer is None:
         return
     caption(answer)
     show_hits(answer.hits, catalog, columns)
 
 
-def item_picker(catalog: Catalog, label: str, key: str) -> str | None:
+def item_picker(catalog: DisplayCatalog, label: str, key: str) -> str | None:
     if not catalog.ids:
         st.info(f"The {catalog.space} store's items are not known here (no ingestion manifest).")
         return None

@@ -13,7 +13,7 @@ from embedrec import open_store
 from embedrec.data.dataset import load_dataset
 from embedrec.data.tables import CatalogError
 from embedrec.embedders.two_tower import TwoTowerModel, fit_two_tower
-from embedrec.eval.models.config import load_config
+from embedrec.eval.models.config import load_experiment_config
 from embedrec.eval.models.leaderboard import evaluate
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
@@ -46,7 +46,7 @@ def in_shop(shop, monkeypatch) -> Path:
 
 
 def test_shop_loads_into_canonical_columns(in_shop) -> None:
-    config = load_config("shop.toml")
+    config = load_experiment_config("shop.toml")
     data = load_dataset(config.data)
     assert list(data.interactions.columns) == ["user_id", "item_id", "timestamp", "weight"]
     orders = pd.read_parquet("data/shop/orders.parquet")
@@ -108,7 +108,7 @@ def test_bad_interactions_name_file_row_and_column(in_shop, rows, change, messag
         text = path.read_text().replace(*change)
         path.write_text(text)
     with pytest.raises(CatalogError, match=message):
-        load_dataset(load_config(path).data)
+        load_dataset(load_experiment_config(path).data)
 
 
 def test_bad_feature_value_and_duplicate_id_in_the_catalog(in_shop) -> None:
@@ -118,10 +118,10 @@ def test_bad_feature_value_and_duplicate_id_in_the_catalog(in_shop) -> None:
     products.assign(price=["n/a", *products["price"][1:]]).to_csv(folder / "p.csv", index=False)
     path = _config_with(in_shop, "data/shop/products.csv", "bad/p.csv")
     with pytest.raises(CatalogError, match=r"p\.csv, row 2, field 'price': a number, got 'n/a'"):
-        load_dataset(load_config(path).data)
+        load_dataset(load_experiment_config(path).data)
     pd.concat([products, products.head(1)]).to_csv(folder / "p.csv", index=False)
     with pytest.raises(CatalogError, match=r"row \d+, field 'sku': duplicate id 'SKU-00001'"):
-        load_dataset(load_config(path).data)
+        load_dataset(load_experiment_config(path).data)
 
 
 def test_a_non_number_in_a_numeric_user_feature_names_file_row_and_column(in_shop) -> None:
@@ -135,10 +135,10 @@ def test_a_non_number_in_a_numeric_user_feature_names_file_row_and_column(in_sho
     with pytest.raises(
         CatalogError, match=r"c\.tsv, row 6, field 'birth_year': a number, got '19x0'"
     ):
-        load_dataset(load_config(path).data)
+        load_dataset(load_experiment_config(path).data)
     years[4] = " 1970 "
     customers.assign(birth_year=years).to_csv(folder / "c.tsv", sep="\t", index=False)
-    users = load_dataset(load_config(path).data).users
+    users = load_dataset(load_experiment_config(path).data).users
     assert np.isnan(users["birth_year"][3]) and users["birth_year"][4] == 1970.0
 
 
@@ -148,7 +148,7 @@ def test_min_rating_leaves_out_low_ratings_and_says_so(in_shop) -> None:
     path.write_text(
         path.read_text().replace('weight = "quantity"', 'rating = "stars"\nmin_rating = 3')
     )
-    data = load_dataset(load_config(path).data)
+    data = load_dataset(load_experiment_config(path).data)
     assert data.interactions["rating"].tolist() == [4.0, 5.0]
     assert "1 interactions rated below 3" in data.notes[0]
 
@@ -177,7 +177,7 @@ def test_shop_model_records_its_features_and_trains_on_weights(trained) -> None:
 
 @pytest.mark.slow  # every model on three splits and the cold-start report
 def test_shop_evaluates_on_time_splits(in_shop) -> None:
-    config = load_config("shop.toml")
+    config = load_experiment_config("shop.toml")
     config.eval.stores = []
     board = evaluate(config, text_fn=text_fn, progress=False)
     splits = {r["split"] for r in board["rows"]}
@@ -200,7 +200,7 @@ def test_shop_item_vectors_reach_a_store_and_serve(trained, in_shop, tmp_path) -
                      manifest=tmp_path / "m.sqlite")  # fmt: skip
     assert summary.upserted == 1682
     model = TwoTowerModel.load(trained, text_fn=text_fn)
-    data = load_dataset(load_config("shop.toml").data)
+    data = load_dataset(load_experiment_config("shop.toml").data)
     store = open_store(uri)
     stored = store.fetch(["SKU-00050"])[0]
     row = data.items[data.items["item_id"] == "SKU-00050"]
@@ -228,10 +228,12 @@ def test_jsonl_interactions_without_a_user_table_train_ids_only_users(in_shop) -
     path = _config_with(in_shop, "data/shop/orders.parquet", "bad/orders.jsonl")
     text = path.read_text()
     path.write_text(text[: text.index("[data.users]")] + text[text.index("[two_tower]") :])
-    data = load_dataset(load_config(path).data)
+    data = load_dataset(load_experiment_config(path).data)
     assert data.towers.user.features == [] and data.towers.user.id == "customer"
     assert sorted(data.users["user_id"]) == sorted(orders["customer"].unique())
-    config = load_config(path).two_tower.model_copy(update={"epochs": 1, "val_fraction": 0.0})
+    config = load_experiment_config(path).two_tower.model_copy(
+        update={"epochs": 1, "val_fraction": 0.0}
+    )
     model = fit_two_tower(data.interactions, data.users, data.items, config,
                               towers=data.towers, text_fn=text_fn, progress=False)  # fmt: skip
     assert model.user_encoder.width == 0 and model.item_encoder.width > 0

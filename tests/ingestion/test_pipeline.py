@@ -13,7 +13,7 @@ from PIL import Image
 from embedrec.embedders import get_embedder
 from embedrec.ingestion import manifest as manifest_module
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
-from embedrec.ingestion.manifest import Manifest, manifest_path, store_key
+from embedrec.ingestion.manifest import IngestManifest, manifest_path, store_key
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.store_info import embedder_for, store_info
@@ -179,7 +179,7 @@ def test_max_rejects_aborts_and_keeps_what_landed(tmp_path: Path, text_embedder)
     assert landed == 32 and err.value.summary.rejected == 3
     with open_store(uri) as store:
         assert store.count() == 32
-    assert Manifest(manifest_path(path, uri)).count() == 32
+    assert IngestManifest(manifest_path(path, uri)).count() == 32
     catalog(path, rows)  # fixed: the rerun does only the rest
     resumed = run(path, uri, text_embedder, max_rejects=2)
     assert (resumed.unchanged, resumed.embedded, resumed.upserted) == (32, 16, 16)
@@ -296,11 +296,11 @@ def run_again_is_noop(path: Path, cols: ColumnMap, uri: str) -> bool:
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
-    book = Manifest(tmp_path / "m.sqlite")
+    book = IngestManifest(tmp_path / "m.sqlite")
     book.commit([("a", "1"), ("b", "2")], {"store": "faiss:x"})
     book.commit([("b", "3")])
     assert book.hashes(["a", "b", "c"]) == {"a": "1", "b": "3"}
     book.remove(["a"])
     assert list(book.ids()) == ["b"] and book.count() == 1
     book.close()
-    assert Manifest(tmp_path / "m.sqlite").hashes(["b"]) == {"b": "3"}
+    assert IngestManifest(tmp_path / "m.sqlite").hashes(["b"]) == {"b": "3"}

@@ -26,7 +26,7 @@ from embedrec.data.fashion_mnist import load_fashion_mnist
 from embedrec.data.movielens import load_movielens
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached, get_embedder
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
-from embedrec.eval.models.config import load_config
+from embedrec.eval.models.config import load_experiment_config
 from embedrec.retrieval.client import Interactions, Recommender
 from embedrec.retrieval.failover import Failover
 from embedrec.stores.errors import ConfigError
@@ -77,7 +77,9 @@ def data() -> Data:
     config = TwoTowerConfig(
         dim=16, hidden=32, text=False, epochs=2, batch_size=1024, val_fraction=0.0, device="cpu"
     )
-    towers = load_config(Path(__file__).parents[2] / "configs" / "two_tower.toml").data.towers()
+    towers = load_experiment_config(
+        Path(__file__).parents[2] / "configs" / "two_tower.toml"
+    ).data.towers()
     model = fit_two_tower(ratings, users, ml.items, config, towers=towers, progress=False)
     fm = load_fashion_mnist()
     images = fm.train_images[:N_IMAGES]

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from embedrec.common.settings import CACHE_ENV
-from embedrec.ingestion.manifest import Manifest, manifest_path
+from embedrec.ingestion.manifest import IngestManifest, manifest_path
 from embedrec.ui.settings import API_ENV, CONFIG_ENV, RESULTS_ENV
 from tests.retrieval.conftest import Data, build_store, data  # noqa: F401
 
@@ -53,7 +53,7 @@ def _manifest(cache: Path, catalog: Path, uri: str, ids: list[str]) -> None:
     before = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(cache)
     try:
-        manifest = Manifest(manifest_path(catalog, uri))
+        manifest = IngestManifest(manifest_path(catalog, uri))
     finally:
         if before is None:
             del os.environ[CACHE_ENV]

@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from embedrec.common.progress import Progress
-from embedrec.eval.bench.config import BenchConfig, DatasetConfig, StoreConfig
+from embedrec.eval.bench.config import BenchConfig, BenchStore, DatasetConfig
 from embedrec.eval.bench.datasets import Prepared, Skip, prepare
 from embedrec.eval.bench.worker import Job
 from embedrec.stores import ConfigError, missing_backend
@@ -47,7 +47,7 @@ class Task:
     """One worker's share of the plan: the measurements of one store on one dataset."""
 
     dataset: Prepared
-    store: StoreConfig
+    store: BenchStore
     keys: list[str]
     params: list[dict[str, Any]]
     calibrated_key: str | None = None
@@ -81,7 +81,7 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _key(ds: Prepared, store: StoreConfig, params: dict[str, Any]) -> str:
+def _key(ds: Prepared, store: BenchStore, params: dict[str, Any]) -> str:
     return "|".join((ds.id, store.name, store.uri, json.dumps(params, sort_keys=True)))
 
 
@@ -93,14 +93,14 @@ def _slug(text: str, limit: int = 45) -> str:
 # -- plan ------------------------------------------------------------------------------------
 
 
-def _backend_missing(store: StoreConfig) -> str | None:
+def _backend_missing(store: BenchStore) -> str | None:
     try:
         return missing_backend(store.uri.split(":", 1)[0])
     except ConfigError as exc:
         return str(exc)
 
 
-def _skip_reason(store: StoreConfig, ds: Prepared, backend: str | None) -> str | None:
+def _skip_reason(store: BenchStore, ds: Prepared, backend: str | None) -> str | None:
     """Why `store` cannot run on `ds` here, or None."""
     if backend is not None:
         return backend
@@ -178,7 +178,7 @@ class _Loopbacks:
         self.stack = stack
         self.started: dict[str, dict[str, str]] = {}
 
-    def env(self, store: StoreConfig) -> dict[str, str]:
+    def env(self, store: BenchStore) -> dict[str, str]:
         if store.loopback is None:
             return {}
         if store.loopback not in self.started:

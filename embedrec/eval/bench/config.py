@@ -100,7 +100,7 @@ DatasetConfig = Annotated[
 ]
 
 
-class StoreConfig(_Model):
+class BenchStore(_Model):
     name: str
     """The store's name in the report and in `[quick]`."""
     uri: str
@@ -175,7 +175,7 @@ class QuickSettings(_Model):
 class BenchConfig(_Model):
     run: RunSettings = RunSettings()
     datasets: list[DatasetConfig]
-    stores: list[StoreConfig]
+    stores: list[BenchStore]
     quick: QuickSettings | None = None
 
     @model_validator(mode="after")

@@ -74,11 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
     from embedrec.embedders.two_tower import fit_two_tower
-    from embedrec.eval.models.config import load_config
+    from embedrec.eval.models.config import load_experiment_config
     from embedrec.eval.models.leaderboard import load_data
 
     output = Output.from_args(args, "train")
-    config = load_config(args.config)
+    config = load_experiment_config(args.config)
     output.say(f"train {args.config} -> {args.out or config.model_path}")
     data = load_data(config)
     model = fit_two_tower(
@@ -94,11 +94,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
-    from embedrec.eval.models.config import load_config
+    from embedrec.eval.models.config import load_experiment_config
     from embedrec.eval.models.leaderboard import evaluate, write
 
     output = Output.from_args(args, "evaluate")
-    config = load_config(args.config)
+    config = load_experiment_config(args.config)
     output.say(f"evaluate {args.config} -> {args.out}")
     if args.mlflow is not None:
         # MLflow comes with the optional extra 'mlflow'
@@ -121,10 +121,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
-    from embedrec.eval.models.config import load_config
+    from embedrec.eval.models.config import load_experiment_config
     from embedrec.eval.models.tune import combine, default_out, save, tune
 
-    config = load_config(args.config)
+    config = load_experiment_config(args.config)
     if args.trials is None and not args.merge:
         raise ValueError("give --trials N (trials per model), or --merge TUNED to only merge")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
@@ -132,7 +132,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.trials is not None:
         tuned = tune(config, str(args.config), args.trials, models=models, timeout=args.timeout)
     for path in args.merge:
-        tuned = combine(tuned, load_config(path), str(path))
+        tuned = combine(tuned, load_experiment_config(path), str(path))
     out = default_out(args.config)
     if args.out is not None:
         out = args.out if args.out.suffix == ".toml" else args.out / out.name

@@ -102,5 +102,5 @@ class ExperimentConfig(BaseModel):
     """Written by `embedrec tune`: what was tuned, on what, with how many trials."""
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def load_experiment_config(path: str | Path) -> ExperimentConfig:
     return load_model(path, ExperimentConfig)

@@ -23,7 +23,7 @@ import pandas as pd
 from embedrec.common.progress import Progress
 from embedrec.embedders.two_tower import default_text_fn
 from embedrec.eval.models.baselines import Catalog
-from embedrec.eval.models.config import ExperimentConfig, load_config
+from embedrec.eval.models.config import ExperimentConfig, load_experiment_config
 from embedrec.eval.models.leaderboard import MODELS, load_data, score_model, split_ratings
 from embedrec.eval.models.params import TuningRecord
 from embedrec.eval.models.search_space import SPACES, Patch, merge
@@ -317,6 +317,6 @@ def save(config: ExperimentConfig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Written by embedrec tune from {config.tuned.config if config.tuned else '?'}\n"
     path.write_text(header + dumps(config.model_dump(mode="json", exclude_none=True)))
-    if load_config(path) != config:
+    if load_experiment_config(path) != config:
         raise RuntimeError(f"{path}: the written config does not read back as the tuned one")
     return path

@@ -19,7 +19,7 @@ def _training_sample(vectors: np.ndarray) -> np.ndarray:
     return vectors[np.sort(pick)]
 
 
-def rebuild(
+def build_index(
     index: faiss.Index,
     spec: IndexSpec,
     live: np.ndarray,

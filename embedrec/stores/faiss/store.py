@@ -21,7 +21,7 @@ from embedrec.stores.errors import (
     StoreWriteError,
 )
 from embedrec.stores.faiss import persistence
-from embedrec.stores.faiss.building import rebuild
+from embedrec.stores.faiss.building import build_index
 from embedrec.stores.faiss.hits import hits_of
 from embedrec.stores.faiss.kinds import IndexSpec, Knobs, UriOptions, new_index
 from embedrec.stores.faiss.planner import IndexSearch, Selection
@@ -297,7 +297,7 @@ class FaissStore(VectorStore):
 
     def _rebuild(self, live: np.ndarray, *, train: bool) -> None:
         """Re-create the index from the live slots, training it first when asked."""
-        index = rebuild(
+        index = build_index(
             self._index,
             self.spec,
             live,

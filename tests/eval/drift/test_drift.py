@@ -22,7 +22,7 @@ from embedrec.eval.drift.gauges import (
     recommendation_counts,
     sample_indices,
 )
-from embedrec.eval.models.config import load_config
+from embedrec.eval.models.config import load_experiment_config
 
 CONFIG = Path(__file__).parents[3] / "configs" / "two_tower.toml"
 K = 10
@@ -157,7 +157,7 @@ TINY = TwoTowerConfig(dim=16, hidden=32, text=False, epochs=1, batch_size=1024,
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
     """Two tiny models (ids and non-text features) trained with different seeds."""
-    data = load_dataset(load_config(CONFIG).data)
+    data = load_dataset(load_experiment_config(CONFIG).data)
     users = data.users[data.users["user_id"].astype(int) <= 100]
     ratings = data.ratings[data.ratings["user_id"].isin(set(users["user_id"]))]
     folder = tmp_path_factory.mktemp("drift-models")

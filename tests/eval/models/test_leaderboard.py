@@ -6,7 +6,7 @@ import pytest
 
 from embedrec.data.movielens import MovieLens, load_movielens
 from embedrec.embedders.two_tower import TwoTowerConfig
-from embedrec.eval.models.config import ExperimentConfig, load_config
+from embedrec.eval.models.config import ExperimentConfig, load_experiment_config
 from embedrec.eval.models.leaderboard import evaluate, top_k, write
 from tests.eval.models.test_two_tower import text_fn
 
@@ -53,7 +53,7 @@ def small() -> MovieLens:
 def config(tmp_path_factory) -> ExperimentConfig:
     path = tmp_path_factory.mktemp("cfg") / "tt.toml"
     path.write_text(TOML)
-    return load_config(path)
+    return load_experiment_config(path)
 
 
 @pytest.fixture(scope="module")
@@ -163,5 +163,5 @@ def test_bad_config_names_the_field(tmp_path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[two_tower]\ndim = 0\n")
     with pytest.raises(ValueError, match=r"\[two_tower\] dim"):
-        load_config(cfg)
+        load_experiment_config(cfg)
     assert TwoTowerConfig(**QUICK).dim == 16

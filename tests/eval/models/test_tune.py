@@ -13,7 +13,7 @@ import pytest
 import embedrec.eval.models.leaderboard as leaderboard
 import embedrec.eval.models.tune as tuning
 from embedrec.eval.models.baselines import Model
-from embedrec.eval.models.config import ExperimentConfig, load_config
+from embedrec.eval.models.config import ExperimentConfig, load_experiment_config
 from embedrec.eval.models.toml_write import dumps
 from embedrec.eval.models.tune import current_params, default_out, save, tune
 from tests.eval.models.test_field_models import planted
@@ -124,7 +124,7 @@ def test_one_progress_line_per_trial_when_not_a_terminal(run) -> None:
 
 def test_saved_config_reads_back_with_the_tuned_values(run, tmp_path) -> None:
     path = save(run["tuned"], tmp_path / "planted.tuned.toml")
-    loaded = load_config(path)
+    loaded = load_experiment_config(path)
     assert loaded == run["tuned"]
     assert tomllib.loads(path.read_text())["tuned"]["trials"] == TRIALS
     assert default_out(Path("configs/x.toml")) == Path("configs/x.tuned.toml")
@@ -155,7 +155,7 @@ def test_cli_tune_writes_the_config(data, config, tmp_path, monkeypatch) -> None
     src.write_text(dumps(config.model_dump(mode="json", exclude_none=True)))
     out = tmp_path / "out"
     assert main(["tune", str(src), "--trials", "2", "--models", "ease", "--out", str(out)]) == 0
-    tuned = load_config(out / "planted.tuned.toml")
+    tuned = load_experiment_config(out / "planted.tuned.toml")
     assert tuned.tuned.trials == 2 and set(tuned.tuned.best) == {"ease"}
     assert tuned.baselines.als == config.baselines.als  # not searched, left as it was
 
@@ -220,7 +220,7 @@ def test_runs_in_parallel_merge_into_what_one_after_the_other_writes(
     save(first, a), save(other, b)
     out = tmp_path / "merged.toml"
     assert main(["tune", str(src), "--merge", str(a), "--merge", str(b), "--out", str(out)]) == 0
-    assert load_config(out).model_dump() == merged.model_dump()
+    assert load_experiment_config(out).model_dump() == merged.model_dump()
     assert main(["tune", str(src)]) != 0
     assert "give --trials N" in capsys.readouterr().err
 

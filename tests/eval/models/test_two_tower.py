@@ -19,7 +19,7 @@ from embedrec.embedders.two_tower import (
     fit_two_tower,
 )
 from embedrec.eval.models.baselines import Catalog, MostPopular, TwoTower
-from embedrec.eval.models.config import load_config
+from embedrec.eval.models.config import load_experiment_config
 from embedrec.eval.models.leaderboard import score_model
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
@@ -38,13 +38,13 @@ def text_fn(titles: list[str]) -> np.ndarray:
 
 
 CONFIG = Path(__file__).parents[3] / "configs" / "two_tower.toml"
-TOWERS = load_config(CONFIG).data.towers()
+TOWERS = load_experiment_config(CONFIG).data.towers()
 
 
 @pytest.fixture(scope="module")
 def ml():
     """MovieLens as configs/two_tower.toml declares it, cut to the first 200 users."""
-    data = load_dataset(load_config(CONFIG).data)
+    data = load_dataset(load_experiment_config(CONFIG).data)
     users = data.users[data.users["user_id"].astype(int) <= 200]
     ratings = data.ratings[data.ratings["user_id"].isin(set(users["user_id"]))]
     return users, data.items, ratings
