@@ -276,12 +276,13 @@ class Recommender:
         space: Space,
         vectors: np.ndarray,
         k: int,
-        filter: Mapping | None,
+        node: Node | None,
         exclude: Sequence[frozenset[str] | set[str]],
     ) -> list[Hits]:
-        """Top-k per query row with each row's excluded ids left out (see the module doc)."""
+        """Top-k per query row with each row's excluded ids left out (see the module doc);
+        the filter comes parsed, once, and the store takes it as it is."""
         return space.failover.call(
-            "search", lambda s: s.search(vectors, k, filter=filter, exclude=exclude)
+            "search", lambda s: s.search(vectors, k, filter=node, exclude=exclude)
         )
 
     # -- similar items ---------------------------------------------------------------------
@@ -301,8 +302,7 @@ class Recommender:
         space: str | None = None,
     ) -> list[Results]:
         k = _check_k(k)
-        if filter is not None:
-            parse_filter(filter)
+        node = parse_filter(filter) if filter is not None else None
         name = space or self.similar_space
         found = self._space(name)
         fo = found.failover
@@ -315,7 +315,7 @@ class Recommender:
         if missing:
             raise ItemNotFound(f"item {missing[0]!r} is not in the {name} store {fo.primary.uri}")
         vectors = np.stack([records[i].vector for i in ids]).astype(np.float32)
-        hits = self._search(found, vectors, k, filter, [frozenset((i,)) for i in ids])
+        hits = self._search(found, vectors, k, node, [frozenset((i,)) for i in ids])
         return [Results(h, name) for h in hits]
 
     # -- search ----------------------------------------------------------------------------
@@ -341,13 +341,12 @@ class Recommender:
         self, space: str, inputs: Sequence[Any], k: int, filter: Mapping | None
     ) -> list[Results]:
         k = _check_k(k)
-        if filter is not None:
-            parse_filter(filter)
+        node = parse_filter(filter) if filter is not None else None
         found = self._space(space)
         if not len(inputs):
             return []
         vectors = self._embed(found, list(inputs))
-        hits = self._search(found, vectors, k, filter, [frozenset()] * len(inputs))
+        hits = self._search(found, vectors, k, node, [frozenset()] * len(inputs))
         return [Results(h, space) for h in hits]
 
     # -- recommendations -------------------------------------------------------------------
@@ -414,7 +413,7 @@ class Recommender:
         if vectors:
             order = sorted(vectors)
             matrix = np.array([vectors[n] for n in order], dtype=np.float32)
-            hits = self._search(space, matrix, k, filter, [exclude[n] for n in order])
+            hits = self._search(space, matrix, k, node, [exclude[n] for n in order])
             for n, h in zip(order, hits, strict=True):
                 out[n] = Results(h, sources[n])
         for n in range(len(ids)):

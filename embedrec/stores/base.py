@@ -279,7 +279,7 @@ class VectorStore(abc.ABC):
         vectors: Any,
         k: int,
         *,
-        filter: Mapping | None = None,
+        filter: Mapping | Node | None = None,
         params: Mapping[str, Any] | None = None,
         exclude: Sequence[Collection[str]] | None = None,
     ) -> list[Hits]:
@@ -287,12 +287,13 @@ class VectorStore(abc.ABC):
         match it (fewer only when fewer match). `exclude` holds one collection of ids per
         query row that its hits must leave out (a user's seen items, the query item itself);
         k hits still come back whenever k records qualify. `params` go over the store's
-        calibrated search defaults (`StoreInfo.search_defaults`, `embedrec calibrate`)."""
+        calibrated search defaults (`StoreInfo.search_defaults`, `embedrec calibrate`). A
+        filter already parsed (`parse_filter`, as the client does) is taken as it is."""
         self._check_k(k)
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = _unit_rows(queries)
-        node = parse_filter(filter) if filter is not None else None
+        node = filter if filter is None or isinstance(filter, Node) else parse_filter(filter)
         params = {**self._search_defaults(), **(params or {})}  # a call's own params win
         checked = check_params(params, self.capabilities.search_params)
         if exclude is not None and len(exclude) != queries.shape[0]:

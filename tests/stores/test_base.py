@@ -126,3 +126,26 @@ def test_exclusion_reaches_the_hook_only_with_the_capability():
     calls.clear()
     assert store.search(np.array([1.0, 0.0]), 1, exclude=[{"a"}])[0].ids == ["b"]
     assert calls == [None]  # over-fetched: the hook never sees the exclusion
+
+
+def test_a_parsed_filter_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client parses a request's filter once and passes the tree down; the store takes it
+    as it is and answers as it does for the mapping."""
+    import embedrec.stores.base as base
+    from embedrec.stores import open_store
+    from embedrec.stores.filters import parse_filter
+
+    store = open_store("faiss:", dim=4)
+    rng = np.random.default_rng(0)
+    store.upsert([f"r{i}" for i in range(20)], rng.normal(size=(20, 4)).astype("float32"),
+                 [{"g": "ab"[i % 2]} for i in range(20)])  # fmt: skip
+    query = rng.normal(size=(1, 4)).astype("float32")
+    expected = store.search(query, 5, filter={"g": "a"})
+    node = parse_filter({"g": "a"})
+
+    def refuse(_: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(base, "parse_filter", refuse)
+    got = store.search(query, 5, filter=node)
+    assert [h.id for h in got[0]] == [h.id for h in expected[0]]
