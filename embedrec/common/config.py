@@ -1,8 +1,9 @@
 """TOML config files -> validated pydantic models.
 
 One file may hold the sections of several commands; each command reads the sections it
-needs and ignores none: an unknown section or key is an error that names it. Paths in a
-config are taken relative to the working directory, as they are on the command line.
+needs and ignores none: an unknown section or key is an error that names it. The `[data]`
+tables' paths are taken from the config file's folder (data/config.py); other paths in a
+config from the working directory, as they are on the command line (docs/config.md).
 
 Each room keeps its own sections' models beside its code (ingestion/config.py, data/config.py,
 eval/*/config.py, retrieval/config.py, stores/recall/calibrate.py); docs/config.md lists them.
@@ -40,9 +41,13 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(_problem(err) for err in exc.errors())
 
 
-def validate(data: dict, model: type[M], origin: str = "<config>") -> M:
+def validate(
+    data: dict, model: type[M], origin: str = "<config>", *, config_file: Path | None = None
+) -> M:
+    """`config_file` reaches the models' validators (as `info.context["config_file"]`), for
+    the sections whose paths are taken from the config file's folder."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"config_file": config_file})
     except ValidationError as exc:
         raise ConfigFileError(f"{origin}: {_problems(exc)}") from None
 
@@ -59,4 +64,4 @@ def read_toml(path: str | Path) -> dict:
 
 def load_model(path: str | Path, model: type[M]) -> M:
     """Read a TOML file into `model` (every command's config goes through here)."""
-    return validate(read_toml(path), model, str(path))
+    return validate(read_toml(path), model, str(path), config_file=Path(path))

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from embedrec.common.config import load_model
 from embedrec.data.registry import known_dataset
@@ -28,6 +36,8 @@ class Table(BaseModel):
     """Default: from the file name (.csv .tsv .jsonl .parquet, optionally .gz)."""
     delimiter: str | None = None
     """CSV/TSV field separator (default: by format, "," or a tab)."""
+    _origin: str | None = PrivateAttr(None)
+    """Where the path was written, e.g. "[data.items] path in configs/shop.toml"."""
 
 
 class InteractionsTable(Table):
@@ -79,6 +89,25 @@ class DataSection(BaseModel):
     @classmethod
     def _packaged(cls, value: str | None) -> str | None:
         return None if value is None else known_dataset(value)
+
+    @model_validator(mode="after")
+    def _from_config_folder(self, info: ValidationInfo) -> DataSection:
+        """A table's relative path is taken from the config file's folder (a packaged
+        dataset's, from the dataset's folder under the cache)."""
+        config = (info.context or {}).get("config_file")
+        if config is None:
+            return self
+        folder = Path(config).parent
+        for key in ("interactions", "items", "users"):
+            table = getattr(self, key)
+            if table is None:
+                continue
+            table._origin = f"[data.{key}] path in {config}"
+            if self.dataset is None and not table.path.is_absolute():
+                table.path = folder / table.path
+        if self.cache is not None and not self.cache.is_absolute():
+            self.cache = folder / self.cache
+        return self
 
     def towers(self) -> Towers:
         """The features each tower declares (a dataset without a user table: ids only)."""

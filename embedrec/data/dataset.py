@@ -83,6 +83,9 @@ def _folder(config: DataSection) -> Path | None:
 def read_table(table: Table, folder: Path | None, columns: list[str]) -> pd.DataFrame:
     """The file's rows indexed by their row number; `columns` must exist."""
     path = table.path if folder is None or table.path.is_absolute() else folder / table.path
+    if not path.is_file():
+        origin = f" (from {table._origin})" if table._origin else ""
+        raise CatalogError(str(path), f"no such file{origin}")
     fmt = table.format or detect_format(path)
     frame = tables.read_table(path, fmt, delimiter=table.delimiter)
     first = 2 if fmt in ("csv", "tsv") else 1  # CSV/TSV: the header is line 1

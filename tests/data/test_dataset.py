@@ -25,6 +25,7 @@ from tests.eval.models.test_two_tower import text_fn
 
 CONFIG = Path(__file__).parents[2] / "configs" / "shop.toml"
 QUICK = {"epochs = 40": "epochs = 3", "epochs = 60": "epochs = 3", "dim = 64": "dim = 16"}
+QUICK |= {'"../data/shop/': '"data/shop/'}  # shop.toml beside data/, not in configs/
 
 
 @pytest.fixture(scope="module")

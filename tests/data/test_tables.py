@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from embedrec.data.config import load_data_section
+from embedrec.data.dataset import load_dataset
 from embedrec.data.tables import CatalogError, detect_format, read_table
 from embedrec.retrieval.client import read_users
 from embedrec.retrieval.config import UsersConfig
@@ -54,3 +56,21 @@ def test_the_service_reads_a_tsv_user_table_as_tsv(tmp_path: Path) -> None:
     assert list(users.columns) == ["user_id", "age"]
     assert users["age"].tolist() == [30, 40]  # features keep their inferred types
     assert ratings[["user_id", "item_id"]].values.tolist() == [["1", "10"], ["2", "10"]]
+
+
+def test_data_paths_are_taken_from_the_config_folder(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "configs"
+    (folder / "t").mkdir(parents=True)
+    (folder / "t" / "orders.csv").write_text("user_id,item_id\nu1,i1\nu2,i1\n")
+    config = folder / "exp.toml"
+    config.write_text(
+        '[data.interactions]\npath = "t/orders.csv"\n'
+        '[data.items]\npath = "t/items.csv"\nid = "item_id"\n'
+    )
+    monkeypatch.chdir(tmp_path)  # the working directory is not the config's folder
+    section = load_data_section("configs/exp.toml")
+    assert section.interactions.path == Path("configs/t/orders.csv")
+    with pytest.raises(
+        CatalogError, match=r"items\.csv: no such file \(from \[data\.items\] path in configs/exp"
+    ):
+        load_dataset(section)
