@@ -33,6 +33,8 @@ test: $(STAMP) system
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml (the tests run it too)
+	$(BIN)/python scripts/config_reference.py --check
 
 format: $(STAMP)
 	$(BIN)/ruff format .
