@@ -99,7 +99,7 @@ GOOD = {"customer": "C0001", "sku": "SKU-00001", "ordered_at": "1997-10-01T10:00
          r"row 3, field 'ordered_at': a timestamp must be a number or ISO 8601, got 'last "),
         ([GOOD, {**GOOD, "sku": "SKU-99999"}, {**GOOD, "sku": "SKU-99998"}], None,
          r"orders\.csv, row 3, field 'sku': 2 interactions name items missing from "
-         r"data/shop/products\.csv, the first 'SKU-99999'"),
+         r"\S*data/shop/products\.csv, the first 'SKU-99999'"),
     ],
 )  # fmt: skip
 def test_bad_interactions_name_file_row_and_column(in_shop, rows, change, message) -> None:
