@@ -14,7 +14,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -24,6 +23,15 @@ from embedrec.common.config import load_model
 from embedrec.data.registry import known_dataset
 from embedrec.data.tables import Format
 from embedrec.embedders.two_tower import Feature, Towers, TowerSpec
+
+_ORIGINS: dict[Path, str] = {}
+"""A table path read from a config file -> the key it came from, for error messages (kept
+out of the models, whose equality is their values)."""
+
+
+def origin_of(path: Path) -> str | None:
+    """ "[data.items] path in CONFIG" for a table path a config named, else None."""
+    return _ORIGINS.get(path)
 
 
 class Table(BaseModel):
@@ -36,8 +44,6 @@ class Table(BaseModel):
     """Default: from the file name (.csv .tsv .jsonl .parquet, optionally .gz)."""
     delimiter: str | None = None
     """CSV/TSV field separator (default: by format, "," or a tab)."""
-    _origin: str | None = PrivateAttr(None)
-    """Where the path was written, e.g. "[data.items] path in configs/shop.toml"."""
 
 
 class InteractionsTable(Table):
@@ -97,14 +103,14 @@ class DataSection(BaseModel):
         config = (info.context or {}).get("config_file")
         if config is None:
             return self
-        folder = Path(config).parent
-        for key in ("interactions", "items", "users"):
+        folder = Path(config).resolve().parent  # absolute: a config written elsewhere
+        for key in ("interactions", "items", "users"):  # (`tune`) reads back the same
             table = getattr(self, key)
             if table is None:
                 continue
-            table._origin = f"[data.{key}] path in {config}"
             if self.dataset is None and not table.path.is_absolute():
                 table.path = folder / table.path
+            _ORIGINS[table.path] = f"[data.{key}] path in {config}"
         if self.cache is not None and not self.cache.is_absolute():
             self.cache = folder / self.cache
         return self

@@ -69,7 +69,7 @@ def test_data_paths_are_taken_from_the_config_folder(tmp_path: Path, monkeypatch
     )
     monkeypatch.chdir(tmp_path)  # the working directory is not the config's folder
     section = load_data_section("configs/exp.toml")
-    assert section.interactions.path == Path("configs/t/orders.csv")
+    assert section.interactions.path == folder.resolve() / "t" / "orders.csv"
     with pytest.raises(
         CatalogError, match=r"items\.csv: no such file \(from \[data\.items\] path in configs/exp"
     ):

@@ -20,9 +20,9 @@ from tests.eval.models.test_field_models import planted
 
 pytest.importorskip("optuna", reason="tune needs the optional extra 'recsys'")
 
-DATA = {
-    "interactions": {"path": "interactions.csv"},
-    "items": {"path": "items.csv", "id": "item_id"},
+DATA = {  # absolute: a relative table path would be taken from each written config's folder
+    "interactions": {"path": "/data/interactions.csv"},
+    "items": {"path": "/data/items.csv", "id": "item_id"},
 }
 TRIALS = 4
 
