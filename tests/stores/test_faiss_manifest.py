@@ -63,7 +63,7 @@ def test_an_untrained_store_is_a_flat_staging_index(tmp_path):
     path = saved(tmp_path, "IVF,Flat", 20)
     assert open_store(f"faiss:{path}").count() == 20
     say(path, built=True)
-    with pytest.raises(CorruptStore, match="IVF,Flat .* holds IndexFlatIP"):
+    with pytest.raises(CorruptStore, match=r"IVF,Flat .* holds IndexFlatIP"):
         open_store(f"faiss:{path}")
 
 
