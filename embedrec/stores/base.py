@@ -341,6 +341,13 @@ class VectorStore(abc.ABC):
             cached = self._defaults = {k: v for k, v in found.items() if k in known}
         return cached
 
+    def exhaustive_params(self) -> dict[str, int]:
+        """Per search param, the value at which a search considers every live record, past
+        which more effort changes nothing: a graph's `ef` at the live count (its candidate
+        list then holds every node it reaches); IVF's `nprobe` at nlist. Calibration extends
+        its grids to these, so any recall the index can reach is reached."""
+        return {"ef": max(self.count(), 1)} if "ef" in self.capabilities.search_params else {}
+
     def ids(self) -> list[str]:
         """Every id the store holds, for work that samples the whole store (calibration);
         `StoreError` from a store that cannot list them."""
