@@ -100,7 +100,9 @@ def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.nd
 
     `ids` name the records in error messages; without them rows are named by position.
     """
-    arr = np.asarray(vectors, dtype=np.float32)
+    arr = _numbers(vectors, ids)
+    if arr.ndim >= 1 and arr.shape[0] == 0:
+        arr = arr.reshape(0, dim)  # no vectors: for no ids, or for an IdError below
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -115,6 +117,47 @@ def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.nd
     if not math.isfinite(np.vdot(arr, arr)):
         _refuse_unscorable(arr, ids)
     return arr
+
+
+def _numbers(vectors: Any, ids: Sequence[str] | None) -> np.ndarray:
+    """`vectors` as a float32 array, provided they are numbers (int or float: not strings,
+    bools or None) in rows of one length; else `VectorError` or `DimensionError` naming the
+    first bad record (or row)."""
+    try:
+        arr = np.asarray(vectors)
+    except (ValueError, TypeError):  # ragged rows, or rows numpy cannot hold together
+        arr = None
+    if arr is not None and arr.dtype.kind in "iuf" and not _holds_bools(vectors, arr):
+        return arr.astype(np.float32, copy=False)
+    rows: Any = ()
+    if arr is None or (arr.ndim == 1 and isinstance(vectors[0], (Sequence, np.ndarray))):
+        rows = vectors  # rows of different lengths or types
+    elif arr.ndim == 1:
+        rows = [vectors]  # one vector, of strings, bools or None
+    elif arr.ndim == 2:
+        rows = vectors if isinstance(vectors, Sequence) else arr
+    width = None
+    for n, row in enumerate(rows):
+        name = f"record {ids[n]!r}" if ids is not None and n < len(ids) else f"query {n}"
+        try:
+            values = np.asarray(row)
+        except (ValueError, TypeError):
+            values = np.asarray(None)
+        if values.ndim != 1 or values.dtype.kind not in "iuf":
+            raise VectorError(f"{name}: a vector is a list of numbers, not {reprlib.repr(row)}")
+        if width is not None and len(values) != width:
+            raise DimensionError(f"{name}: vector has dimension {len(values)}, not {width}")
+        width = len(values)
+    raise VectorError(f"vectors must be numbers, (n, dim) or (dim,), not {reprlib.repr(vectors)}")
+
+
+def _holds_bools(vectors: Any, arr: np.ndarray) -> bool:
+    """True when lists of numbers hold a bool, which numpy reads as 1.0 or 0.0 beside
+    numbers (an array of bools alone has its own dtype)."""
+    if isinstance(vectors, np.ndarray):
+        return False
+    rows = vectors if arr.ndim == 2 else [vectors]
+    return any(type(x) is bool for row in rows for x in row)
 
 
 def _refuse_unscorable(arr: np.ndarray, ids: Sequence[str] | None) -> None:
@@ -237,9 +280,9 @@ class VectorStore(abc.ABC):
         """Insert or overwrite records; returns how many were written. Validates the whole
         batch first, so a bad record leaves the store untouched."""
         sids = normalize_ids(ids)
+        mat = as_matrix(vectors, self.dim, sids)  # IdError when the counts differ
         if not sids:
             return 0
-        mat = as_matrix(vectors, self.dim, sids)
         if metadata is None:
             metas = [{} for _ in sids]
         else:
