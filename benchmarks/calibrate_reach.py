@@ -14,7 +14,8 @@ configs/calibrate.toml (500 stored vectors as held-out queries, 95% lower bound)
 stores the chosen setting as the store's search defaults; then `search()` with no params
 (the calibrated defaults) answers the held-out queries, and its tie-aware recall@10 is
 printed beside the target, the chosen setting, the configured grid's top and where the
-index is exhaustive.
+index is exhaustive. Against the code before a change: `PYTHONPATH=<that tree>` (the
+command runs in a child process that inherits it) and `--config <that tree>/configs/...`.
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ def build(uri: str, base) -> float:
     return time.perf_counter() - start
 
 
-def calibrate(uri: str, target: float) -> tuple[dict, float]:
+def calibrate(uri: str, target: float, config: Path) -> tuple[dict, float]:
     start = time.perf_counter()
     run = subprocess.run(
         [str(EMBEDREC), "calibrate", uri, "--target-recall", str(target), "--json", "--quiet",
-         "--config", str(ROOT / "configs/calibrate.toml")],
+         "--config", str(config)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if run.returncode not in (0, 1):
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--clusters", type=int, default=64)
     parser.add_argument("--spread", type=float, default=2.0)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs/calibrate.toml")
+    parser.add_argument("--stores", nargs="+", choices=list(STORES), default=list(STORES))
     args = parser.parse_args()
     data = SyntheticDataset(
         kind="synthetic", name="synthetic-64", n=args.n, dim=64, clusters=args.clusters,
@@ -88,19 +91,22 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     grids = {"ef": 1024, "nprobe": 256}  # the tops of configs/calibrate.toml's grids
     with tempfile.TemporaryDirectory() as tmp:
-        for name, pattern in STORES.items():
-            uri = pattern.format(dir=tmp)
+        for name in args.stores:
+            uri = STORES[name].format(dir=tmp)
             build_s = build(uri, base)
-            out, cal_s = calibrate(uri, args.target)
+            out, cal_s = calibrate(uri, args.target, args.config)
             chosen = out["chosen"]
             picked = next((s for s in out["settings"] if s["params"] == chosen), None)
             with open_store(uri) as store:
                 held = recall(store.search(queries, K), truth)
             knob = out["knobs"][0]
-            calib = f"{picked['recall']:.4f} ({picked['lower']:.4f})" if picked else "none"
+            if picked is None:  # none met: the best of the sweep
+                picked = max(out["settings"], key=lambda s: s["lower"])
+                chosen = f"none (best {picked['params']})"
+            calib = f"{picked['recall']:.4f} ({picked['lower']:.4f})"
             print(
                 f"| {name} | {out['exit']} | {chosen} | {knob}={grids[knob]} | "
-                f"{knob}={out['exhaustive'].get(knob)} | {calib} | {held:.4f} | "
+                f"{knob}={out.get('exhaustive', {}).get(knob)} | {calib} | {held:.4f} | "
                 f"{'yes' if held >= args.target else 'NO'} | {build_s:.1f} | {cal_s:.1f} |"
             )
 
