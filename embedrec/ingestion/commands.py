@@ -55,7 +55,11 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--batch-size", type=int, help="rows embedded together (default 256)")
     run.add_argument("--checkpoint-seconds", type=float, help="flush+commit interval (default 5)")
     run.add_argument("--rejects", metavar="PATH", help="JSONL file for rejected rows")
-    run.add_argument("--max-rejects", type=int, metavar="N", help="abort past N rejected rows")
+    run.add_argument(
+        "--max-rejects", metavar="N|P%", type=_reject_limit,
+        help="abort past N rejected rows, or fail the run (exit 1, at its end) when more than "
+        "P%% of the rows read were rejected; rows that landed stay and a rerun resumes",
+    )  # fmt: skip
     run.add_argument(
         "--sync", action="store_true", default=None, help="delete ids that left the catalog"
     )
@@ -189,6 +193,11 @@ def _catalog_path(config: Any, out: Output) -> Any:
     return path
 
 
+def _reject_limit(text: str) -> int | str:
+    """--max-rejects as the config takes it: an int, or the "P%" string."""
+    return int(text) if text.strip().isdigit() else text
+
+
 def _prepare(config: Any, out: Output) -> tuple[Any, Any, Any]:
     """The catalog as a `Source`, the embedder and the ingest options the config names."""
     # for this command only: --help stays fast
@@ -245,6 +254,14 @@ def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
         print(f"embedrec ingest: error: {exc}", file=sys.stderr, flush=True)
         return 1
     _report(out, summary, run)
+    if summary.all_rejected:
+        print(
+            f"embedrec ingest: error: every one of the {summary.rows_read:,} rows read was "
+            f"rejected; see {summary.rejects_path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     return 0
 
 

@@ -77,6 +77,10 @@ class StoreConfig(Section):
     """The store, e.g. `faiss:./data/movies?index=HNSW32` (docs/stores.md)."""
 
 
+PERCENT = r"^\s*(100(\.0+)?|\d{1,2}(\.\d+)?)\s*%$"
+"""A share from 0% to 100%."""
+
+
 class IngestConfig(Section):
     batch_size: Annotated[int, Field(ge=1)] = 256
     """Rows embedded together; upserts go in batches of at most the store's max_batch."""
@@ -85,8 +89,9 @@ class IngestConfig(Section):
     spaced 20x their own cost apart so that flushing stays ~5% of a run."""
     rejects: Path | None = None
     """JSONL file of rejected rows; default beside the manifest (the summary prints it)."""
-    max_rejects: Annotated[int, Field(ge=0)] | None = None
-    """Abort once more rows than this are rejected; default: no limit."""
+    max_rejects: Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=PERCENT)] | None = None
+    """N: abort once more than N rows are rejected; "P%": fail the run (exit 1) when more
+    than P% of the rows read were rejected, judged at its end; default: no limit."""
     sync: bool = False
     """Delete from the store the ids that left the catalog."""
 

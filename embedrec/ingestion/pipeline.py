@@ -34,7 +34,13 @@ from embedrec.ingestion.manifest import (
 from embedrec.ingestion.rows import Reject, Row
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.store_info import describe, store_info
-from embedrec.ingestion.summary import IngestOptions, IngestSummary, RejectsFile, TooManyRejects
+from embedrec.ingestion.summary import (
+    IngestOptions,
+    IngestSummary,
+    RejectLimit,
+    RejectsFile,
+    TooManyRejects,
+)
 from embedrec.stores import (
     IdError,
     MetadataError,
@@ -92,11 +98,16 @@ class _Run:
     def reject(self, reject: Reject) -> None:
         self.summary.rejected += 1
         self.rejects.write(reject)
-        limit = self.options.max_rejects
-        if limit is not None and self.summary.rejected > limit:
-            self.summary.aborted = f"more than {limit} rejected rows"
+        self.check_rejects(done=False)
+
+    def check_rejects(self, *, done: bool) -> None:
+        """Raise `TooManyRejects`, after a checkpoint, once the rejects pass the limit."""
+        limit = RejectLimit.parse(self.options.max_rejects)
+        s = self.summary
+        if limit is not None and limit.passed_by(s.rejected, s.rows_read, done=done):
+            s.aborted = f"more than {limit} rejected"
             self.checkpoint()
-            raise TooManyRejects(self.summary, limit)
+            raise TooManyRejects(s, limit)
 
     def _reject_row(self, row: Row, reason: str, field: str | None) -> None:
         self.reject(Reject(str(self.source.path), row.row, row.id, field, reason))
@@ -157,6 +168,7 @@ class _Run:
         if pending:
             self.process(pending)
         self.checkpoint()
+        self.check_rejects(done=True)  # a share of the rows read: judged now
         if self.options.sync:
             self.sync()
 
@@ -344,13 +356,15 @@ def ingest(
 
     `embedder` (default: `get_embedder(embedder_spec)`, its model loaded only when a row
     needs embedding) and `cache` (default: the embedding cache under `$EMBEDREC_CACHE`) may
-    be passed in. Raises `TooManyRejects` past `options.max_rejects`, after checkpointing.
+    be passed in. Raises `TooManyRejects` past `options.max_rejects` (N rows: at once; P% of
+    the rows read: at the end, before --sync deletes anything), after checkpointing.
     An item embedder (modality "item", e.g. `two-tower:MODEL`) prepares its input from each
     record's id and metadata, so the metadata columns must carry the model's item features.
     """
     options = options or IngestOptions()
     if options.batch_size < 1:
         raise ValueError(f"batch size must be positive, got {options.batch_size}")
+    RejectLimit.parse(options.max_rejects)  # a bad limit fails before any work
     started = time.perf_counter()
     embedder = embedder if embedder is not None else get_embedder(embedder_spec)
     _check_modality(embedder, source)

@@ -11,12 +11,52 @@ from embedrec.common.output import format_rate
 from embedrec.ingestion.rows import Reject
 
 
+@dataclass(frozen=True)
+class RejectLimit:
+    """`--max-rejects`: a number of rejected rows (`N`), past which the run aborts at once,
+    or a share of the rows read (`P%`), judged when the run has read them all (an early
+    share says little: the first row rejected is 100%)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, value: int | str | None) -> RejectLimit | None:
+        if value is None:
+            return None
+        text = str(value).strip()
+        try:
+            if text.endswith("%"):
+                percent = float(text[:-1])
+                if 0 <= percent <= 100:
+                    return cls(percent=percent)
+            elif not isinstance(value, bool) and int(text) >= 0:
+                return cls(count=int(text))
+        except ValueError:
+            pass
+        raise ValueError(
+            f"max rejects {value!r}: give a number of rows (10) or a share of the rows read "
+            "(5%), from 0"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else f"{self.count} rows"
+
+    def passed_by(self, rejected: int, rows_read: int, *, done: bool) -> bool:
+        """Whether `rejected` of `rows_read` is over the limit: a count at any time, a share
+        once the run is `done`."""
+        if self.count is not None:
+            return rejected > self.count
+        return done and rows_read > 0 and 100 * rejected / rows_read > (self.percent or 0)
+
+
 @dataclass
 class IngestOptions:
     batch_size: int = 256
     checkpoint_seconds: float = 5.0
     rejects: Path | None = None
-    max_rejects: int | None = None
+    max_rejects: int | str | None = None
+    """`RejectLimit.parse` takes it: N rows, or "P%" of the rows read."""
     sync: bool = False
 
 
@@ -33,6 +73,11 @@ class IngestSummary:
     rejects_path: Path | None = None
     manifest: Path | None = None
     aborted: str | None = None
+
+    @property
+    def all_rejected(self) -> bool:
+        """Rows were read and every one of them was rejected."""
+        return self.rows_read > 0 and self.rejected >= self.rows_read
 
     @property
     def rows_per_s(self) -> float:
@@ -58,12 +103,19 @@ class IngestSummary:
 class TooManyRejects(ValueError):
     """More rows were rejected than `max_rejects` allows; what landed is checkpointed."""
 
-    def __init__(self, summary: IngestSummary, limit: int):
+    def __init__(self, summary: IngestSummary, limit: RejectLimit):
         self.summary = summary
+        if limit.count is not None:
+            what = f"aborted after {summary.rejected} rejected rows (limit {limit.count})"
+        else:
+            share = 100 * summary.rejected / max(summary.rows_read, 1)
+            what = (
+                f"{summary.rejected} of {summary.rows_read} rows read were rejected "
+                f"({share:.1f}%, limit {limit})"
+            )
         super().__init__(
-            f"aborted after {summary.rejected} rejected rows (limit {limit}); "
-            f"see {summary.rejects_path}. Rows already upserted are kept: fix the catalog "
-            "and rerun to resume"
+            f"{what}; see {summary.rejects_path}. Rows already upserted are kept: fix the "
+            "catalog and rerun to resume"
         )
 
 

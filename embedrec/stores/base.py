@@ -35,6 +35,7 @@ from embedrec.stores.results import Hits, MetadataValue, Record
 from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
 from embedrec.stores.text import encodable
 from embedrec.stores.uri import StoreURI
+from embedrec.stores.vector_input import as_matrix
 
 Metric = Literal["cosine", "dot", "l2"]
 MIN_OVERFETCH = 16
@@ -93,47 +94,6 @@ def normalize_ids(ids: Iterable[str | int]) -> list[str]:
         seen.add(sid)
         out.append(sid)
     return out
-
-
-def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.ndarray:
-    """A C-contiguous float32 (n, dim) copy-free view where possible, with every row finite.
-
-    `ids` name the records in error messages; without them rows are named by position.
-    """
-    arr = np.asarray(vectors, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise DimensionError(f"vectors must be (n, {dim}) or ({dim},), got shape {arr.shape}")
-    if arr.shape[1] != dim:
-        raise DimensionError(f"vectors have dimension {arr.shape[1]}, the store has {dim}")
-    if ids is not None and len(ids) != arr.shape[0]:
-        raise IdError(f"{len(ids)} ids for {arr.shape[0]} vectors")
-    arr = np.ascontiguousarray(arr)
-    # One dot product is finite exactly when every value is and no squared norm overflows,
-    # unless the sum over many rows overflows: only then the row by row checks.
-    if not math.isfinite(np.vdot(arr, arr)):
-        _refuse_unscorable(arr, ids)
-    return arr
-
-
-def _refuse_unscorable(arr: np.ndarray, ids: Sequence[str] | None) -> None:
-    """Raise for the first row with NaN or inf, or whose squared norm overflows float32
-    (every store scores in float32: such a row would score inf, or normalise to zeros)."""
-    finite = np.isfinite(arr).all(axis=1)
-    with np.errstate(over="ignore"):
-        overflows = ~np.isfinite(np.einsum("ij,ij->i", arr, arr))
-    bad = ~finite | overflows
-    if not bad.any():
-        return
-    row = int(np.flatnonzero(bad)[0])
-    name = f"record {ids[row]!r}" if ids is not None else f"query {row}"
-    if not finite[row]:
-        raise VectorError(f"{name}: vector contains NaN or inf")
-    raise VectorError(
-        f"{name}: vector's squared norm overflows float32 (values up to "
-        f"{float(np.abs(arr[row]).max()):.3g}); scale it down"
-    )
 
 
 def _check_value(where: str, value: Any) -> MetadataValue:
@@ -245,9 +205,9 @@ class VectorStore(abc.ABC):
         """Insert or overwrite records; returns how many were written. Validates the whole
         batch first, so a bad record leaves the store untouched."""
         sids = normalize_ids(ids)
+        mat = as_matrix(vectors, self.dim, sids)  # IdError when the counts differ
         if not sids:
             return 0
-        mat = as_matrix(vectors, self.dim, sids)
         if metadata is None:
             metas = [{} for _ in sids]
         else:
@@ -349,6 +309,13 @@ class VectorStore(abc.ABC):
             found = info.search_defaults if info is not None else {}
             cached = self._defaults = {k: v for k, v in found.items() if k in known}
         return cached
+
+    def exhaustive_params(self) -> dict[str, int]:
+        """Per search param, the value at which a search considers every live record, past
+        which more effort changes nothing: a graph's `ef` at the live count (its candidate
+        list then holds every node it reaches); IVF's `nprobe` at nlist. Calibration extends
+        its grids to these, so any recall the index can reach is reached."""
+        return {"ef": max(self.count(), 1)} if "ef" in self.capabilities.search_params else {}
 
     def ids(self) -> list[str]:
         """Every id the store holds, for work that samples the whole store (calibration);

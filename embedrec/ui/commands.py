@@ -43,9 +43,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    # late: keeps `embedrec --help` from loading subprocess, pydantic and the stores
-    import subprocess
-
+    # late: keeps `embedrec --help` from loading pydantic and the stores
     from embedrec.retrieval.config import load_serve_config
     from embedrec.ui.settings import DEFAULT_RESULTS, UISettings
 
@@ -56,6 +54,9 @@ def _ui(args: argparse.Namespace) -> int:
     load_serve_config(args.config)  # a bad config is a one-line error here, not in the page
     results = tuple(args.results or (Path(p) for p in DEFAULT_RESULTS))
     settings = UISettings(args.config.resolve(), args.api, tuple(p.resolve() for p in results))
-    print(f"embedrec ui: http://{args.host}:{args.port}")
+    print(f"embedrec ui: http://{args.host}:{args.port}", flush=True)
     env = {**os.environ, **settings.environ()}
-    return subprocess.call(streamlit_command(args.host, args.port), env=env)
+    # exec, not a child: SIGTERM, SIGINT and SIGHUP then reach Streamlit itself (a child
+    # kept serving after its parent was stopped), and its exit status is the command's
+    command = streamlit_command(args.host, args.port)
+    os.execve(command[0], command, env)

@@ -261,3 +261,47 @@ def test_orjson_is_what_refuses_non_finite_json():
     for text in (b"1e400", b"NaN", b"-Infinity", b'"\\udce9"', b"[" * 1100 + b"]" * 1100):
         with pytest.raises(orjson.JSONDecodeError):
             orjson.loads(text)
+
+
+# -- request headers and feature types (#23) ---------------------------------------------------
+
+
+def test_request_headers_over_the_limit_are_431(client):
+    from embedrec.retrieval.api.middleware import MAX_HEADER_BYTES, MAX_HEADERS
+
+    body = b'{"item_id": "1", "k": 2}'
+    under = {**JSON, "x-pad": "a" * (MAX_HEADER_BYTES // 2)}
+    assert post_with(client, body, under).status_code == 200
+    for headers in (
+        {**JSON, "x-pad": "a" * MAX_HEADER_BYTES},  # was read into memory whole, any size
+        {**JSON, **{f"x-h{n}": "1" for n in range(MAX_HEADERS + 1)}},
+    ):
+        response = post_with(client, body, headers)
+        assert_4xx(response, 431)
+        assert "request headers too large" in response.json()["detail"]
+    assert post_with(client, body, JSON).status_code == 200  # and the service still answers
+
+
+def post_with(client: httpx.Client, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return client.post("/similar", content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("features", "named"),
+    [
+        ({"age": 40, "gender": 1, "occupation": "writer"}, "gender"),
+        ({"age": 40, "gender": "M", "occupation": True}, "occupation"),
+        ({"age": 40, "gender": False, "occupation": "writer"}, "gender"),
+        ({"age": 40, "gender": "M", "occupation": 7.5}, "occupation"),
+    ],
+)
+def test_a_number_or_bool_for_a_categorical_feature_is_422(client, features, named):
+    """Was served as an unknown category (the feature-only vector of "1" or "True")."""
+    response = client.post("/recommend", json={"user_id": "new", "k": 3, "features": features})
+    assert_4xx(response, 422)
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "features", named], detail
+    assert "a category as a string" in detail["msg"], detail
+    unknown = {**features, named: "no such category"}  # a string it never saw: unknown, served
+    ok = client.post("/recommend", json={"user_id": "new", "k": 3, "features": unknown})
+    assert ok.status_code == 200 and ok.json()["source"] == "features"

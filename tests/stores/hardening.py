@@ -3,9 +3,9 @@
 Each class of input here once lost data or answered wrongly on some store: text that cannot
 be written (lone surrogates), vectors whose norm overflows float32, integers that float64
 rounds, absurd k, k at or above the store's size, filters deep or wide enough to exhaust the
-stack. The fuzz test drives the whole API with such input: every call either succeeds and
-reads back exactly what was written, or raises a `StoreError`, and the store stays writable
-and reopenable.
+stack, vectors of strings, bools or None, ids and vectors of different counts. The fuzz
+test drives the whole API with such input: every call either succeeds and reads back exactly
+what was written, or raises a `StoreError`, and the store stays writable and reopenable.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedrec import FilterError, IdError, MetadataError, StoreError, VectorError, matches
+from embedrec import (
+    DimensionError,
+    FilterError,
+    IdError,
+    MetadataError,
+    StoreError,
+    VectorError,
+    matches,
+)
 from embedrec.common.vectors import l2_normalize
 from embedrec.stores.base import check_metadata
 
@@ -52,6 +60,18 @@ keys = st.one_of(st.sampled_from(["genre", "n", "tags", "flag"]), texts)
 metadatas = st.one_of(st.none(), st.dictionaries(keys, values, max_size=4))
 plain_vectors = st.lists(st.integers(-1000, 1000).map(lambda v: v / 8), min_size=8, max_size=8)
 specials = st.sampled_from([math.nan, math.inf, -math.inf, 3e38, 1e20, 1e-30])
+WRONG_VECTORS = [
+    ["a"] * 8,  # was numpy's ValueError
+    ["1.5"] * 8,  # numpy would have read the strings as numbers
+    [None] * 8,
+    [True] * 8,
+    [1j] * 8,
+    [1.0] * 7,
+    [[1.0]] * 8,
+    "abcdefgh",
+    None,
+]
+"""Vectors of the wrong type or shape: each is a `VectorError` or `DimensionError`."""
 
 
 def _spoil(vector: list[float], at: int, value: float) -> list[float]:
@@ -84,6 +104,7 @@ taints = st.one_of(
     st.tuples(st.just("key"), st.sampled_from([LONE, "$x", ""])),
     st.tuples(st.just("value"), wild_values),
     st.tuples(st.just("vector"), specials),
+    st.tuples(st.just("wrong vector"), st.sampled_from(WRONG_VECTORS)),
 )
 
 
@@ -94,6 +115,8 @@ def _taint(batch: list[tuple], taint: tuple[str, Any]) -> list[tuple]:
         rid = value
     elif what == "vector":
         vector = _spoil(vector, 0, value)
+    elif what == "wrong vector":
+        vector = value
     else:
         meta = dict(meta or {})
         meta.update({value: 1} if what == "key" else {"genre": value})
@@ -232,6 +255,32 @@ class StoreHardening:
                 store.delete(filter=flt)
         assert store.count() == 1
 
+    @pytest.mark.parametrize("wrong", WRONG_VECTORS, ids=repr)
+    def test_vectors_of_the_wrong_type_are_refused_naming_the_record(self, make, wrong):
+        store = make()
+        store.upsert(["keep"], np.ones((1, 8)))
+        with pytest.raises((VectorError, DimensionError), match=r"'b'|vectors") as info:
+            store.upsert(["a", "b"], [[1.0] * 8, wrong])
+        if wrong not in ([1.0] * 7, [[1.0]] * 8):
+            assert isinstance(info.value, VectorError)
+        with pytest.raises((VectorError, DimensionError)):
+            store.upsert(["b"], [wrong])
+        with pytest.raises((VectorError, DimensionError)):
+            store.search([wrong], 1)
+        self._untouched(store)
+
+    @pytest.mark.parametrize(
+        "ids, rows", [([], 3), (["a"], 2), (["a", "b"], 1), (["a", "b", "c"], 0)]
+    )
+    def test_ids_and_vectors_of_different_counts_are_refused(self, make, ids, rows):
+        """`upsert([], <3 vectors>)` returned 0 and wrote nothing, silently."""
+        store = make()
+        store.upsert(["keep"], np.ones((1, 8)))
+        with pytest.raises(IdError, match=f"{len(ids)} ids for {rows} vectors"):
+            store.upsert(ids, np.ones((rows, 8)))
+        assert store.upsert([], np.empty((0, 8))) == 0 and store.upsert([], []) == 0
+        self._untouched(store)
+
     # -- fuzz -------------------------------------------------------------------------------
 
     def test_fuzz_store_api(self, make):
@@ -256,10 +305,11 @@ class StoreHardening:
             flt=st.one_of(st.none(), simple_filters, wild_filters),
             k=ks,
             delete=st.booleans(),
+            miscount=st.sampled_from([0, 0, 0, -1, 1]),
         )
-        def step(batch, flt, k, delete):
+        def step(batch, flt, k, delete, miscount):
             tries["examples"] += 1
-            self._fuzz_write(store, model, batch, tries)
+            self._fuzz_write(store, model, batch, tries, miscount)
             self._fuzz_search(store, model, flt, k, tries)
             if delete and len(model) > 1:
                 gone = sorted(i for i in model if i != "keep")[-1]
@@ -277,13 +327,25 @@ class StoreHardening:
             reopened.close()
         print(f"fuzz {store.uri}: {tries}")
 
-    def _fuzz_write(self, store: Any, model: dict, batch: list, tries: dict) -> None:
+    def _fuzz_write(
+        self, store: Any, model: dict, batch: list, tries: dict, miscount: int = 0
+    ) -> None:
+        """Upsert `batch`; with `miscount`, one id fewer (-1) or one more (1) than vectors,
+        which must be refused (`IdError`) with the store unchanged."""
         rows = [r for r in batch if r[0] != "keep"]
         if not rows:
             return
         ids_, vectors, metas = zip(*rows, strict=True)
+        if miscount:
+            count = store.count()
+            given = list(ids_)[: len(ids_) + miscount] if miscount < 0 else [*ids_, "extra"]
+            with pytest.raises(StoreError):
+                store.upsert(given, list(vectors))
+            assert store.count() == count
+            tries["refused"] += 1
+            return
         try:
-            store.upsert(list(ids_), np.asarray(vectors, dtype=np.float64), list(metas))
+            store.upsert(list(ids_), list(vectors), list(metas))
         except StoreError:
             tries["refused"] += 1
             return

@@ -281,7 +281,7 @@ def test_persisted_layout(tmp_path):
         (lambda p, m: (p / m["files"]["ids"]["file"]).unlink(), "missing"),
         (lambda p, m: (p / "manifest.json").write_text("{not json"), "unreadable"),
         (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "format": 99})), "format"),
-        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "dim": 9})), "dim"),
+        (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "dim": 9})), "9-d"),
         (lambda p, m: (p / "manifest.json").write_text(json.dumps({**m, "slots": 3})), "disagree"),
         (lambda p, m: (p / "manifest.json").write_text("[1, 2]"), "not an object"),
         (lambda p, m: (p / "manifest.json").write_text("null"), "not an object"),

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +67,36 @@ def test_the_streamlit_command_serves_the_app_headless() -> None:
     assert os.path.samefile(command[4], Path(commands.__file__).with_name("app.py"))
     options = dict(zip(command[5::2], command[6::2], strict=True))
     assert options["--server.port"] == "8599" and options["--server.headless"] == "true"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_sigterm_stops_the_streamlit_server(tmp_path: Path) -> None:
+    """A real `embedrec ui`, stopped as a service manager stops it: its Streamlit server stops
+    listening and nothing of its process group is left. It used to leave Streamlit running."""
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[text]\nuri = "faiss:{tmp_path / "none"}"\nembedder = "text"\n')
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    embedrec = Path(sys.executable).with_name("embedrec")
+    process = subprocess.Popen(
+        [str(embedrec), "ui", str(config), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(port):
+            assert process.poll() is None and time.monotonic() < deadline, "ui did not start"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert not _listening(port)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)  # no process of the group is left
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -8,6 +8,7 @@ then centred and projected onto principal components fitted on the training rows
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from embedrec.embedders.two_tower.features import (
     Fitted,
     TextFn,
     TowerSpec,
+    check_category,
     encode_feature,
     fit_feature,
     render,
@@ -50,6 +52,17 @@ class TowerEncoder:
     @property
     def width(self) -> int:
         return sum(f.size for f in self.fitted)
+
+    def validate_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A new entity's features checked against the declaration (`TowerSpec.validate_row`)
+        and, for a categorical feature, against what it was trained on: a bool is no
+        category, and a number is one only where the training table's categories were
+        numbers (a str "1" is an unknown category; an int 1 for {"F", "M"} is a mistake)."""
+        checked = self.spec.validate_row(row)
+        for feature, fitted in zip(self.spec.features, self.fitted, strict=True):
+            if feature.kind == "categorical":
+                check_category(feature, fitted, checked[feature.column])
+        return checked
 
     @classmethod
     def fit(

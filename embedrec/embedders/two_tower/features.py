@@ -190,6 +190,28 @@ def _labels(feature: Feature, values: pd.Series) -> list[str | None]:
     return out
 
 
+def check_category(feature: Feature, fitted: Fitted, value: Any) -> None:
+    """Raise `FeatureError` for a request's categorical value that cannot be one of this
+    feature's categories by its type: a bool, or a number where none was trained on."""
+    if _is_null(value) or isinstance(value, str):
+        return
+    numbers = bool(fitted.vocab) and all(_is_number(label) for label in fitted.vocab)
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and not numbers):
+        labels = sorted(fitted.vocab)
+        known = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+        raise FeatureError(
+            feature.name, f"a category as a string (trained on {known}), got {value!r}"
+        )
+
+
+def _is_number(label: str) -> bool:
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_numbers(feature: Feature, values: pd.Series) -> np.ndarray:
     """Floats, NaN for a null; anything else not a number is an error naming its row."""
     out = np.full(len(values), np.nan)

@@ -209,7 +209,7 @@ class TwoTowerModel:
 
     def validate_user(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A new user's features checked against the ones this model declares."""
-        return self.towers.user.validate_row(row)
+        return self.user_encoder.validate_row(row)
 
     # ---------------------------------------------------------------- vectors
 

@@ -17,7 +17,13 @@ from starlette.routing import Route
 from embedrec.retrieval.api.bodies import MAX_FORM_BODY, MAX_JSON_BODY
 from embedrec.retrieval.api.errors import add_error_handlers
 from embedrec.retrieval.api.metrics import ServiceMetrics
-from embedrec.retrieval.api.middleware import ApiKey, BodyLimits, BodyRule, Timing
+from embedrec.retrieval.api.middleware import (
+    ApiKey,
+    BodyLimits,
+    BodyRule,
+    HeaderLimits,
+    Timing,
+)
 from embedrec.retrieval.api.routes import (
     ADMIN,
     DATA,
@@ -109,11 +115,13 @@ def collect(app: FastAPI) -> RouteFacts:
 
 
 def wire(app: FastAPI, facts: RouteFacts, plan: Plan, metrics: ServiceMetrics) -> None:
-    """The middleware, outermost last: timing sees every answer, the key (where one is set)
-    is checked before the body limits, and both before FastAPI reads a body."""
+    """The middleware, outermost last: timing sees every answer, the header limits come
+    before anything reads a header, the key (where one is set) is checked before the body
+    limits, and all before FastAPI reads a body."""
     app.add_middleware(BodyLimits, rules=facts.bodies)
     if plan.api_key is not None:
         app.add_middleware(ApiKey, api_key=plan.api_key, guarded=facts.guarded)
+    app.add_middleware(HeaderLimits)
     app.add_middleware(Timing, metrics=metrics, paths=facts.paths)
 
 

@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware in front of every route: timing, the API key and body limits.
+"""Pure-ASGI middleware in front of every route: timing, header and body limits, the API key.
 
 Each works on the raw ASGI messages, before FastAPI builds a request or reads a body, so
 that a request without the key or over its limit costs no parsing, and a route is declared
@@ -61,6 +61,35 @@ class Timing:
             endpoint = path if path in self.paths else "other"
             seconds = time.perf_counter() - started
             self.metrics.observe(endpoint, CLIENT_GONE if gone else status, seconds)
+
+
+MAX_HEADER_BYTES = 16 * 1024
+"""Request headers, names and values together, that a request may carry (431 above it)."""
+MAX_HEADERS = 100
+"""How many request headers a request may carry (431 above it)."""
+
+
+class HeaderLimits:
+    """Refuses a request whose headers are over MAX_HEADER_BYTES in all, or more than
+    MAX_HEADERS of them (431), before anything reads them: the API key check, FastAPI's
+    request. (The server has read them by then; this keeps a huge header from being copied
+    and parsed again, and from reaching a route.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) for name, value in headers)
+            if size > MAX_HEADER_BYTES or len(headers) > MAX_HEADERS:
+                detail = (
+                    f"request headers too large: {len(headers)} headers, {size:,} bytes "
+                    f"(at most {MAX_HEADERS} and {MAX_HEADER_BYTES:,} bytes)"
+                )
+                await JSONBytes({"detail": detail}, status_code=431)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def has_key(headers: Mapping[bytes, bytes], api_key: bytes) -> bool:

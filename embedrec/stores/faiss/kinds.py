@@ -31,6 +31,8 @@ _SEARCH_PARAMS = {"hnsw": ("ef",), "ivf": ("nprobe",), "ivfpq": ("nprobe", "k_fa
 
 
 MAX_KNOB = 1 << 20
+HNSW_M = (2, 512)
+PQ_BITS = (1, 16)
 
 
 class Knobs(NamedTuple):
@@ -78,11 +80,31 @@ class IndexSpec:
                     nlist=int(groups["nlist"]) if groups.get("nlist") else None,
                     pq_m=int(groups.get("pq") or 0),
                     pq_bits=int(groups.get("bits") or 8),
-                )
+                ).checked(kind)
         raise ConfigError(
             f"unknown FAISS index kind {kind!r}; use Flat, HNSW32, IVF1024,Flat, IVF,Flat, "
             "IVF1024,PQ16 or SQ8"
         )
+
+    def checked(self, kind: str) -> IndexSpec:
+        """This spec, provided FAISS can build it (it aborts the process on an HNSW of M < 2
+        and raises its own RuntimeError on the rest)."""
+        limits = (
+            ("HNSW M", self.hnsw_m, HNSW_M),
+            ("nlist", 1 if self.nlist is None else self.nlist, (1, MAX_KNOB)),
+            ("PQ bits", self.pq_bits, PQ_BITS),
+            ("PQ m", self.pq_m, (1 if self.family == "ivfpq" else 0, MAX_KNOB)),
+        )
+        for what, value, (low, high) in limits:
+            if not low <= value <= high:
+                raise ConfigError(
+                    f"FAISS index kind {kind!r}: {what} {value} is outside {low}..{high}"
+                )
+        return self
+
+    def with_nlist(self, nlist: int | None) -> IndexSpec:
+        spec = IndexSpec(self.family, self.hnsw_m, nlist, self.pq_m, self.pq_bits)
+        return spec.checked(f"{self.name} with nlist={nlist}")
 
     @property
     def name(self) -> str:
@@ -103,13 +125,11 @@ class IndexSpec:
     @property
     def min_train(self) -> int:
         """Fewest vectors worth training on; below it the store stays exact and flat."""
-        return {"ivf": 39, "ivfpq": 4 * 2**self.pq_bits, "sq": 1}.get(self.family, 0)
+        floor = {"ivf": 39, "ivfpq": 4 * 2**self.pq_bits, "sq": 1}.get(self.family, 0)
+        return max(floor, self.nlist or 0)  # k-means needs a point per list
 
     def nlist_for(self, n: int) -> int:
         return self.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-
-    def with_nlist(self, nlist: int | None) -> IndexSpec:
-        return IndexSpec(self.family, self.hnsw_m, nlist, self.pq_m, self.pq_bits)
 
     def check_dim(self, dim: int) -> None:
         if self.family == "ivfpq" and dim % self.pq_m:
@@ -199,3 +219,65 @@ def search_params(
         params.ivf = ivf  # keep the Python wrapper alive as long as params
         return params
     return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+
+def _shape(index: faiss.Index) -> tuple[Any, ...]:
+    """What an index file holds, in the terms a kind names: its family and parameters."""
+    if isinstance(index, faiss.IndexFlat):
+        return ("flat",)
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return ("hnsw", index.hnsw.nb_neighbors(1))
+    if isinstance(index, faiss.IndexScalarQuantizer):
+        return ("sq", index.sq.qtype)
+    if isinstance(index, faiss.IndexIVFFlat):
+        return ("ivf", index.nlist)
+    if isinstance(index, faiss.IndexRefineFlat):
+        base = faiss.downcast_index(index.base_index)
+        if isinstance(base, faiss.IndexIVFPQ):
+            return ("ivfpq", base.nlist, base.pq.M, base.pq.nbits)
+    return (type(index).__name__,)
+
+
+_SHAPE_LABELS = {
+    "hnsw": ("M",),
+    "sq": ("qtype",),
+    "ivf": ("nlist",),
+    "ivfpq": ("nlist", "PQ", "bits"),
+}
+
+
+def _expected_shape(spec: IndexSpec, built: bool) -> tuple[Any, ...]:
+    """`_shape` of the index a manifest of `spec` describes (None: any value)."""
+    if spec.family == "flat" or (spec.trainable and not built):
+        return ("flat",)
+    return {
+        "hnsw": ("hnsw", spec.hnsw_m),
+        "sq": ("sq", faiss.ScalarQuantizer.QT_8bit),
+        "ivf": ("ivf", spec.nlist),
+        "ivfpq": ("ivfpq", spec.nlist, spec.pq_m, spec.pq_bits),
+    }[spec.family]
+
+
+def _metric_name(index: faiss.Index) -> str:
+    return "l2" if index.metric_type == faiss.METRIC_L2 else "inner product"
+
+
+def index_mismatch(
+    spec: IndexSpec, built: bool, dim: int, metric: str, index: faiss.Index
+) -> str | None:
+    """None when `index` is what a manifest of (`spec`, `built`, `dim`, `metric`) describes,
+    else a sentence naming both."""
+    found, expected = _shape(index), _expected_shape(spec, built)
+    same_kind = len(found) == len(expected) and all(
+        want is None or want == got for want, got in zip(expected, found, strict=True)
+    )
+    if same_kind and index.d == dim and index.metric_type == faiss_metric(metric):
+        return None
+    state = "" if built or not spec.trainable else ", untrained: a flat staging index"
+    labels = _SHAPE_LABELS.get(found[0], ())
+    params = [f"{label}={value}" for label, value in zip(labels, found[1:], strict=False)]
+    details = [*params, f"{index.d}-d", _metric_name(index)]
+    return (
+        f"the manifest says {spec.name}{state} ({dim}-d, {metric}) but the index file holds "
+        f"{type(index).__name__} ({', '.join(details)})"
+    )

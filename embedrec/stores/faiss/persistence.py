@@ -29,7 +29,7 @@ from embedrec.stores.errors import (
     StoreLocked,
     StoreWriteError,
 )
-from embedrec.stores.faiss.kinds import IndexSpec, faiss_metric
+from embedrec.stores.faiss.kinds import IndexSpec, index_mismatch
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.json_file import ABSENT, read_json
 
@@ -109,13 +109,14 @@ def read_manifest(path: Path) -> Manifest | None:
     metric = raw.get("metric")
     if metric not in METRICS:
         raise CorruptStore(f"{where}: unknown metric {metric!r}")
-    try:
-        spec = IndexSpec.parse(raw.get("index"))  # type: ignore[arg-type]
-    except ConfigError as exc:
-        raise CorruptStore(f"{where}: {exc}") from None
     dim = _field(raw, "dim", int, where)
     if dim == 0:
         raise CorruptStore(f"{where}: dim is 0")
+    try:
+        spec = IndexSpec.parse(raw.get("index"))  # type: ignore[arg-type]
+        spec.check_dim(dim)
+    except ConfigError as exc:
+        raise CorruptStore(f"{where}: {exc}") from None
     return Manifest(
         dim=dim,
         metric=metric,
@@ -201,8 +202,10 @@ def _read_generation(path: Path, manifest: Manifest) -> Saved:
         lines = _json_lines(names["metadata"])
     except (RuntimeError, ValueError) as exc:
         raise CorruptStore(f"{path}: cannot read the store files: {exc}") from None
-    if index.d != manifest.dim or index.metric_type != faiss_metric(manifest.metric):
-        raise CorruptStore(f"{path}: the index does not match the manifest's dim or metric")
+    m = manifest
+    mismatch = index_mismatch(m.spec, m.built, m.dim, m.metric, index)
+    if mismatch is not None:
+        raise CorruptStore(f"{names['index']}: {mismatch}")
     if not isinstance(ids, list) or not (index.ntotal == len(ids) == len(lines) == manifest.slots):
         raise CorruptStore(
             f"{path}: index ({index.ntotal}), ids ({len(ids)}) and metadata ({len(lines)}) disagree"

@@ -244,6 +244,13 @@ class FaissStore(VectorStore):
                     hits[n] = row
             return hits
 
+    def exhaustive_params(self) -> dict[str, int]:
+        out = super().exhaustive_params()
+        if "nprobe" in self.capabilities.search_params:
+            with self._lock.read():
+                out["nprobe"] = self._search_over.nlist
+        return out
+
     def _search_held_out(
         self, ids: list[str], queries: np.ndarray, k: int, params: dict[str, Any]
     ) -> list[Hits]:

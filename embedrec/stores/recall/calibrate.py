@@ -20,6 +20,11 @@ normal approximation (mean - z * sd / sqrt(n)), is at least the target. With one
 grid is swept from cheap to expensive and the first setting that meets it is chosen (a few
 more are measured for the table); with several (IVF-PQ's nprobe and k_factor), the whole
 product is swept and the fastest setting that meets it is chosen.
+
+A knob's grid runs past the config's values, in steps of GRID_STEP, up to the setting at
+which the index is exhaustive (`VectorStore.exhaustive_params`: nprobe = nlist, ef = the live
+count), capped at `max_effort`; values above that setting are dropped. So any target the
+index can reach is reached, and one it cannot reach is reported as such.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ from embedrec.stores import ConfigError, VectorStore
 from embedrec.stores.recall import exact as ann
 
 FETCH_BATCH = 1000
+GRID_STEP = 1.5
+"""Ratio between the values a grid is extended by (the config's grids step by about 1.5x)."""
+MAX_EFFORT = 16_384
+"""Default cap on an extended knob: HNSW ef past it costs more than a flat scan of most
+stores that need it, so a target that needs more is one for a Flat index."""
 EXACT_NOTE = (
     "exact = brute force over the vectors the store's fetch returns (quantised ones for "
     "FAISS SQ8), each query's own record left out"
@@ -68,6 +78,8 @@ class CalibrateSettings(BaseModel):
     """One knob: settings measured past the first that meets the target, for the table."""
     grids: dict[str, list[int]] = {}
     """Per search param (`ef`, `nprobe`, `k_factor`), its values from cheap to expensive."""
+    max_effort: int = Field(MAX_EFFORT, ge=1)
+    """The most a grid is extended to towards its exhaustive setting (`ef` on a big store)."""
 
 
 class CalibrateFile(BaseModel):
@@ -100,6 +112,10 @@ class Calibration:
     target: float
     confidence: float
     knobs: list[str]
+    exhaustive: dict[str, int] = field(default_factory=dict)
+    """Per knob, the setting at which the index is exhaustive (where the store has one)."""
+    tops: dict[str, int] = field(default_factory=dict)
+    """Per knob, the last value of its (extended) grid."""
     settings: list[Setting] = field(default_factory=list)
     chosen: Setting | None = None
     stored: bool = False
@@ -113,6 +129,7 @@ class Calibration:
         return {
             "uri": self.uri, "records": self.records, "queries": self.queries, "k": self.k,
             "target_recall": self.target, "confidence": self.confidence, "knobs": self.knobs,
+            "exhaustive": self.exhaustive, "grid_tops": self.tops,
             "settings": [vars(s) for s in self.settings],
             "chosen": self.chosen.params if self.chosen else None, "stored": self.stored,
             "met": self.met, "exact": self.note,
@@ -137,10 +154,31 @@ def knobs_of(store: VectorStore, cfg: CalibrateSettings) -> list[str]:
     return [p for p in store.capabilities.search_params if p in cfg.grids]
 
 
-def grid(knobs: Sequence[str], cfg: CalibrateSettings) -> list[dict[str, int]]:
+def extended(values: Sequence[int], exhaustive: int | None, max_effort: int) -> list[int]:
+    """`values` (cheap to expensive) running on to `exhaustive`, the setting past which more
+    effort changes nothing, in steps of GRID_STEP: values above it dropped, the last value
+    `exhaustive` itself, or `max_effort` (or the config's own top) when that is lower."""
+    if exhaustive is None:
+        return list(values)
+    top = min(exhaustive, max(max_effort, max(values, default=1)))
+    out = [v for v in values if v < top]
+    value = max(values, default=1)
+    while value < top and (value := max(value + 1, round(value * GRID_STEP))) < top:
+        out.append(value)
+    return [*out, top]
+
+
+def grids(
+    knobs: Sequence[str], cfg: CalibrateSettings, exhaustive: dict[str, int]
+) -> dict[str, list[int]]:
+    """Per knob, its values to sweep: the config's grid extended towards `exhaustive`."""
+    return {k: extended(cfg.grids[k], exhaustive.get(k), cfg.max_effort) for k in knobs}
+
+
+def grid(values: dict[str, list[int]]) -> list[dict[str, int]]:
     """Every setting to try, cheap to expensive in the first knob; `[{}]` without knobs."""
-    values = [cfg.grids[k] for k in knobs]
-    return [dict(zip(knobs, combo, strict=True)) for combo in itertools.product(*values)]
+    knobs = list(values)
+    return [dict(zip(knobs, c, strict=True)) for c in itertools.product(*values.values())]
 
 
 @dataclass
@@ -190,16 +228,26 @@ def without_own(values: np.ndarray, rows: np.ndarray, own: np.ndarray) -> np.nda
 
 
 def sample(
-    store: VectorStore, cfg: CalibrateSettings, ids: list[str] | None, progress: bool
+    store: VectorStore,
+    cfg: CalibrateSettings,
+    ids: list[str] | None,
+    progress: bool,
+    ids_from: object = "the ids given",
 ) -> Sample:
     """Fetch the store's vectors, draw the queries and compute their exact answers."""
-    ids = store.ids() if ids is None else ids
-    with Progress(len(ids), "calibrate: fetching", "vectors", enabled=progress) as bar:
-        kept, base = read_vectors(store, ids, bar)
+    listed = store.ids() if ids is None else ids
+    with Progress(len(listed), "calibrate: fetching", "vectors", enabled=progress) as bar:
+        kept, base = read_vectors(store, listed, bar)
     if len(kept) < cfg.k + 2:
+        found = f"{len(kept)} records"
+        if ids is not None:
+            none = "none" if not kept else f"only {len(kept)}"
+            found = (
+                f"{none} of the {len(ids)} ids in {ids_from} are in the store, which holds "
+                f"{store.count()} records"
+            )
         raise ValueError(
-            f"{store.uri}: {len(kept)} records, too few to calibrate recall@{cfg.k} "
-            f"(at least {cfg.k + 2})"
+            f"{store.uri}: {found}: too few to calibrate recall@{cfg.k} (at least {cfg.k + 2})"
         )
     rng = np.random.default_rng(cfg.seed)
     rows = np.sort(rng.choice(len(kept), min(cfg.queries, len(kept)), replace=False))
@@ -232,7 +280,7 @@ def sweep(
 ) -> None:
     """Measure the grid into `cal.settings`: with one knob, until `extra_steps` past the
     first setting that meets the target; with several, all of it."""
-    settings = grid(cal.knobs, cfg)
+    settings = grid(grids(cal.knobs, cfg, cal.exhaustive))
     store.search_held_out(s.query_ids(), cfg.k, params=settings[0])  # warm-up, untimed
     remaining: int | None = None  # one knob: settings still to measure past the first good
     with Progress(len(settings), "calibrate: sweeping", "settings", enabled=progress) as bar:
@@ -282,21 +330,25 @@ def calibrate(
     cfg: CalibrateSettings,
     *,
     ids: list[str] | None = None,
+    ids_from: object = "the ids given",
     progress: bool = True,
     say: Callable[[str], None] = lambda _: None,
 ) -> Calibration:
     """Measure recall@k over the store's grid and pick the cheapest setting that meets the
-    target (stored by `save_defaults`). `ids`: the records to use, default all of them."""
+    target (stored by `save_defaults`). `ids`: the records to use, default all of them;
+    `ids_from` names where they came from, for the error when too few are stored."""
     if not getattr(store, "built", True):  # FAISS IVF/PQ/SQ8 before flush() trains them
         raise ValueError(
             f"{store.uri}: the index is not built yet (it serves exact search until flush() "
             "trains it), so a setting chosen now would not hold: calibrate after ingest"
         )
     knobs = knobs_of(store, cfg)
-    s = sample(store, cfg, ids, progress)
+    s = sample(store, cfg, ids, progress, ids_from)
+    exhaustive = {k: v for k, v in store.exhaustive_params().items() if k in knobs}
     cal = Calibration(
-        store.uri, len(s.ids), len(s.rows), cfg.k, cfg.target_recall, cfg.confidence, knobs
-    )
+        store.uri, len(s.ids), len(s.rows), cfg.k, cfg.target_recall, cfg.confidence, knobs,
+        exhaustive, {k: v[-1] for k, v in grids(knobs, cfg, exhaustive).items()},
+    )  # fmt: skip
     say(
         f"calibrate: {len(s.rows)} queries over {len(s.ids):,} records, "
         f"knobs {', '.join(knobs) or 'none (measured recall only)'}"

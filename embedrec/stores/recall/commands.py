@@ -23,9 +23,12 @@ params win; filters still raise the effort from them).
 
 Knobs and grids come from the [calibrate.grids] section of CONFIG: FAISS HNSW `ef`, IVF
 `nprobe`, IVF-PQ `nprobe` x `k_factor`, Qdrant (`qdrant+edge`, `qdrant+local`, server)
-`ef` (hnsw_ef). A store with no knob (flat FAISS, SQ8, Pinecone, qdrant+local's brute
-force) gets its recall measured only. Exit status: 0 calibrated (or measured), 1 no grid
-setting meets the target (nothing stored), 2 bad input."""
+`ef` (hnsw_ef). Each grid runs on (steps of 1.5x) to the setting where the index is
+exhaustive: nprobe = nlist, ef = the live count, capped at [calibrate] max_effort (16384);
+so a target the index can reach is reached. A store with no knob (flat FAISS, SQ8,
+Pinecone, qdrant+local's brute force) gets its recall measured only. Exit status: 0
+calibrated (or measured), 1 no grid setting meets the target (nothing stored; the message
+says what would meet it), 2 bad input."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="find the cheapest search effort meeting a target recall; store it as default",
         description="Measure recall@k of STORE against exact search over its search knob's\n"
         "grid, and store the cheapest setting that meets --target-recall with the stated\n"
-        "confidence as the store's search defaults. Prints a table and writes a PNG plot.",
+        "confidence as the store's search defaults. Prints a table (and, with --plot, a PNG).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -51,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ids", type=Path, metavar="FILE", help="every id the store holds, one a line, for "
         "stores that cannot list their ids, such as Pinecone (default: the store's list)",
     )  # fmt: skip
-    cal.add_argument("--plot", type=Path, metavar="PNG", help="default: calibrate.png")
+    cal.add_argument(
+        "--plot", type=Path, metavar="PNG", help="write the recall plot there (default: no plot)"
+    )
     cal.add_argument("--dry-run", action="store_true", help="measure and report, store nothing")
     add_output_flags(cal)
     cal.set_defaults(func=_calibrate)
@@ -84,10 +89,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.ids is not None:
         ids = [line.strip() for line in args.ids.read_text().splitlines() if line.strip()]
     with open_store(args.store, dim=None, metric=None) as store:
-        cal = calibrate(store, cfg, ids=ids, progress=output.progress, say=output.say)
+        cal = calibrate(
+            store, cfg, ids=ids, ids_from=args.ids, progress=output.progress, say=output.say
+        )
         if cal.chosen is not None and not args.dry_run:
             save_defaults(store, cal)
-    png = plot(cal, args.plot or Path("calibrate.png"))
-    text = f"{table(cal)}\n\n{verdict(cal)}\n{cal.note}\nwrote {png}"
+    png = plot(cal, args.plot) if args.plot is not None else None
+    text = f"{table(cal)}\n\n{verdict(cal)}\n{cal.note}" + (f"\nwrote {png}" if png else "")
     output.summary({**cal.to_json(), "plot": png}, text)
     return 1 if cal.knobs and cal.chosen is None else 0

@@ -43,10 +43,32 @@ def verdict(cal: Calibration) -> str:
         return (
             f"no setting of the grid meets recall@{cal.k} >= {cal.target} at "
             f"{cal.confidence:.0%} confidence (best lower bound {best.lower:.4f} at "
-            f"{setting_name(best.params)}): extend [calibrate.grids]; nothing stored"
+            f"{setting_name(best.params)}): {_unreached(cal)}; nothing stored"
         )
     stored = "stored as the store's search defaults" if cal.stored else "not stored (--dry-run)"
     return f"chosen {setting_name(cal.chosen.params)}: {stored}"
+
+
+def _unreached(cal: Calibration) -> str:
+    """Why no setting met the target, and what would meet it."""
+    short = {k: top for k, top in cal.tops.items() if top < cal.exhaustive.get(k, top + 1)}
+    if "k_factor" in cal.knobs:  # IVF-PQ: compressed codes choose the candidates
+        return (
+            f"{'even' if not short else 'up to'} nprobe={cal.tops.get('nprobe')}, "
+            "a quantised index ranks its candidates by compressed codes, re-ranking only "
+            "k_factor x k of them exactly: an index of full vectors (FAISS IVF,Flat or "
+            "HNSW32) would meet it, or a larger [calibrate.grids] k_factor"
+        )
+    if short:
+        return (
+            f"the grid stops at {setting_name(short)} (max_effort), short of the exhaustive "
+            f"{setting_name({k: cal.exhaustive[k] for k in short})}: raise "
+            "[calibrate] max_effort, or use a Flat (exact) index"
+        )
+    return (
+        f"even {setting_name(cal.exhaustive)}, past which the index goes no further, falls "
+        "short; a Flat (exact) index would meet it"
+    )
 
 
 def plot(cal: Calibration, path: Path) -> Path:
@@ -105,7 +127,8 @@ def bench_check(rows: Iterable[dict[str, Any]], cfg: CalibrateSettings) -> list[
             and r["recall"] >= cfg.target_recall
         )  # fmt: skip
         cheapest = values[meeting[0]] if meeting else None
-        steps = values.index(chosen[knob]) - meeting[0] if meeting and knob else None
+        placed = meeting and knob and chosen[knob] in values  # an extended grid's value: not
+        steps = values.index(chosen[knob]) - meeting[0] if placed else None
         out.append({
             "dataset": dataset, "store": store, "chosen": setting_name(chosen),
             "bench_recall": cal["recall"], "p50_ms": cal.get("p50_ms"),

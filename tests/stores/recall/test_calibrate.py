@@ -186,8 +186,7 @@ def test_lower_bound_grid_choice_and_own_column() -> None:
     recalls = np.array([1.0, 0.8] * 50)
     assert lower_bound(recalls, 0.95) == pytest.approx(0.9 - 1.6449 * 0.1005 / 10, abs=1e-4)
     assert lower_bound(np.ones(10), 0.95) == 1.0
-    two = CalibrateSettings(grids={"nprobe": [1, 4], "k_factor": [2, 8]})
-    assert grid(["nprobe", "k_factor"], two) == [
+    assert grid({"nprobe": [1, 4], "k_factor": [2, 8]}) == [
         {"nprobe": 1, "k_factor": 2}, {"nprobe": 1, "k_factor": 8},
         {"nprobe": 4, "k_factor": 2}, {"nprobe": 4, "k_factor": 8},
     ]  # fmt: skip
@@ -229,8 +228,12 @@ def test_cli_stores_defaults_writes_plot_and_json(
     assert out["stored"] is True
     with open_store(uri) as store:
         assert dict(store.info.search_defaults) == out["chosen"]
-    assert main([*argv, "--target-recall", "1.0", "--k", "50"]) == 1  # out of the grid's reach
-    assert json.loads(capsys.readouterr().out)["met"] is False
+    capped = tmp_path / "capped.toml"
+    capped.write_text(config.read_text().replace("queries = 40", "queries = 40\nmax_effort = 160"))
+    argv[3] = str(capped)
+    assert main([*argv, "--target-recall", "1.0", "--k", "50"]) == 1  # past max_effort
+    out = json.loads(capsys.readouterr().out)
+    assert out["met"] is False and out["grid_tops"] == {"ef": 160}
     assert load_calibrate_config(CONFIG).grids["ef"][0] == 10
 
 
