@@ -114,7 +114,13 @@ def _drop(args: argparse.Namespace) -> int:
 
 
 def run_rebuild(
-    config: Any, parts: tuple[Any, Any, Any], checks: Any, out: Output, *, progress: bool
+    config: Any,
+    parts: tuple[Any, Any, Any],
+    checks: Any,
+    out: Output,
+    *,
+    progress: bool,
+    wait: bool = False,
 ) -> int:
     """`embedrec ingest --rebuild`: header, progress, the summary; exit 1 on a failed
     validation (the alias untouched)."""
@@ -137,6 +143,7 @@ def run_rebuild(
                 checks=checks,
                 progress=bar.update,
                 say=out.say,
+                wait=wait,
             )
     except RebuildFailed as exc:
         _report(out, exc.result, embedder)
