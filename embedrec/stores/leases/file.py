@@ -127,6 +127,7 @@ class FileLease:
 def reserve(counter: Path, lock: Path, taken: Iterable[str]) -> str:
     """A generation name never handed out before for this alias: one past the highest of
     `taken` and of the last one `counter` records, which then records it (under `lock`)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
     with locked(lock):
         raw = read_json(counter)
         last = None if raw is ABSENT else raw.get("last") if isinstance(raw, dict) else raw

@@ -63,6 +63,12 @@ def reserve(record: Record, taken: Iterable[str]) -> str:
     return name
 
 
+def running(record: Record) -> Holder | None:
+    """The holder of the lease while it is held (not lapsed), else None."""
+    holder = _holder(record.read() or {}, record.where)
+    return holder if holder is not None and (holder.expires or 0) > time.time() else None
+
+
 class TimedLease:
     """A held timed lease (see the module doc)."""
 
