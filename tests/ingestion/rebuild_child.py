@@ -5,7 +5,9 @@ hooks the race tests and benchmarks/rebuild_race.py use, at the named points of 
 - KILL_AT=point, KILL_AFTER=n: SIGKILL itself the nth time it reaches `point`;
 - PAUSE_AT=point, PAUSE_AFTER=n, PAUSE_DIR=dir: the nth time, create dir/paused and wait
   until dir/go exists;
-- SLOW_S=s: sleep s seconds at each `rebuild:ingesting` (a batch), as a real model would.
+- SLOW_S=s: sleep s seconds at each `rebuild:ingesting` (a batch), as a real model would;
+- LEASE_TTL_S=s: a timed lease (Qdrant server, Pinecone) lapses s seconds after its holder
+  stops renewing it (default 30).
 
 Run as `python -m tests.ingestion.rebuild_child ARGS...` from the repository root.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import embedrec.embedders
 import embedrec.stores.generations as points
 from embedrec.cli import main
+from embedrec.stores.leases import timed
 from tests.ingestion.test_rebuild import hash_embedder
 
 seen: Counter[str] = Counter()
@@ -42,5 +45,7 @@ def reached(point: str) -> None:
 
 if __name__ == "__main__":
     embedrec.embedders.get_embedder = hash_embedder
+    if os.environ.get("LEASE_TTL_S"):
+        timed.TTL_S = float(os.environ["LEASE_TTL_S"])
     points.reached = reached
     sys.exit(main(sys.argv[1:]))

@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 
 from embedrec.cli import main
+from embedrec.stores import open_store
 from embedrec.stores.aliases import alias_book
-from tests.ingestion.test_rebuild import ROWS, answers, ingest_argv, work  # noqa: F401
+from tests.ingestion import test_rebuild
+from tests.ingestion.test_rebuild import ROWS, HashEmbedder, answers, ingest_argv
 
 REPO = Path(__file__).resolve().parents[2]
+work, loopback = test_rebuild.work, test_rebuild.loopback  # the fixtures
 
 
 class Child:
@@ -73,7 +76,7 @@ def rebuild_argv(work: Path, uri: str, model: str, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def alias(work: Path) -> str:  # noqa: F811
+def alias(work: Path) -> str:
     uri = f"faiss:{work / 'store'}?index=HNSW32"
     assert main(ingest_argv(work, uri, "old", "--rebuild")) == 0  # g0001 live
     return uri
@@ -87,7 +90,7 @@ def full(uri: str) -> int:
 
 
 def test_a_second_rebuild_while_the_first_is_between_validation_and_swap_is_refused(
-    work: Path,  # noqa: F811
+    work: Path,
     alias: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
@@ -111,7 +114,7 @@ def test_a_second_rebuild_while_the_first_is_between_validation_and_swap_is_refu
 
 
 def test_a_second_rebuild_with_wait_runs_after_the_first(
-    work: Path,  # noqa: F811
+    work: Path,
     alias: str,
 ) -> None:
     """Started while the first is ingesting (the 5 s-later case of #23): it waits, then
@@ -141,7 +144,7 @@ def test_a_second_rebuild_with_wait_runs_after_the_first(
     ],
 )
 def test_a_first_rebuild_killed_hands_the_alias_to_the_waiting_one(
-    work: Path,  # noqa: F811
+    work: Path,
     alias: str,
     point: str,
     after: int,
@@ -165,7 +168,7 @@ def test_a_first_rebuild_killed_hands_the_alias_to_the_waiting_one(
 
 
 def test_a_waiting_rebuild_killed_leaves_the_running_one_alone(
-    work: Path,  # noqa: F811
+    work: Path,
     alias: str,
 ) -> None:
     first = Child(work, "first", rebuild_argv(work, alias, "new"),
@@ -181,7 +184,7 @@ def test_a_waiting_rebuild_killed_leaves_the_running_one_alone(
 
 
 def test_a_lock_file_replaced_by_a_folder_is_a_one_line_error(
-    work: Path,  # noqa: F811
+    work: Path,
     alias: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
@@ -202,3 +205,29 @@ def test_a_lock_file_replaced_by_a_folder_is_a_one_line_error(
     (work / "store" / "rebuild.lock").mkdir()
     assert main(rebuild_argv(work, alias, "new")) == 2
     assert "rebuild.lock is a folder where embedrec keeps a lock file" in capsys.readouterr().err
+
+
+def test_a_killed_rebuild_on_pinecone_lapses_and_the_waiting_one_takes_over(
+    work: Path, loopback: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pinecone has no lock: the lease is a timed record. Its holder killed, it names the
+    dead holder until it lapses (LEASE_TTL_S in the child), then a waiting rebuild takes
+    it and removes the dead one's generation."""
+    monkeypatch.setattr("embedrec.stores.pinecone.aliases.SETTLE_S", 0.2)
+    open_store("pinecone://items?create=1", dim=HashEmbedder.dim).close()
+    uri = "pinecone://items?namespace=prod"
+    rows = [f"{i},item number {i},{i % 7}" for i in range(80)]
+    (work / "items.csv").write_text("item_id,title,shelf\n" + "\n".join(rows) + "\n")
+    assert main(ingest_argv(work, uri, "old", "--rebuild")) == 0
+    first = Child(work, "first", rebuild_argv(work, uri, "new"),
+                  KILL_AT="rebuild:validated", KILL_AFTER="1", LEASE_TTL_S="15")  # fmt: skip
+    assert first.finish() == -signal.SIGKILL
+    holder = alias_book(uri).running()
+    assert holder is not None and (holder.pid, holder.generation) == (first.proc.pid, "g0002")
+    second = Child(work, "second", rebuild_argv(work, uri, "newer", "--wait"))
+    assert second.finish() == 0, second.stderr()
+    assert f"waiting for the rebuild of {uri} by pid {first.proc.pid}" in second.stderr()
+    report = second.report()
+    assert report["removed"] == ["g0002"] and report["live"] == "g0003"
+    assert report["previous"] == ["g0001"] and report["count"] == 80
+    assert alias_book(uri).running() is None

@@ -84,9 +84,10 @@ class TimedLease:
 
     @classmethod
     def claim(
-        cls, record: Record, me: Holder, *, ttl: float = TTL_S, settle: float = 1.0
+        cls, record: Record, me: Holder, *, settle: float, ttl: float | None = None
     ) -> tuple[TimedLease | None, Holder | None]:
-        """(the lease, None), or (None, the holder in the way)."""
+        """(the lease, None), or (None, the holder in the way); `ttl` defaults to TTL_S."""
+        ttl = TTL_S if ttl is None else ttl
         for _ in range(CLAIM_TRIES):
             began = time.monotonic()
             data = record.read() or {}

@@ -111,7 +111,14 @@ class LeaseRecord:
         return raw
 
     def write(self, data: dict[str, Any]) -> None:
+        """Replace the record and wait until a read shows it, or shows that another claimant
+        wrote after it (the timed claim's read-back then decides)."""
+        before = self.read()
         meta = {"lease": json.dumps(data, sort_keys=True)}
         want = json.loads(meta["lease"])
-        _put(self.call, self.index, self.rid, meta, self.dim, self.timeout,
-             lambda: self.read() == want)  # fmt: skip
+
+        def shows() -> bool:
+            now = self.read()
+            return now == want or (now != before and now is not None)
+
+        _put(self.call, self.index, self.rid, meta, self.dim, self.timeout, shows)
