@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from embedrec.cli import main
-from embedrec.stores import open_store
+from embedrec.stores import open_existing, open_store
 from embedrec.stores.aliases import alias_book
 from tests.ingestion import test_rebuild
 from tests.ingestion.test_rebuild import ROWS, HashEmbedder, answers, ingest_argv
@@ -83,10 +83,9 @@ def alias(work: Path) -> str:
 
 
 def full(uri: str) -> int:
-    book = alias_book(uri)
-    state = book.state()
-    assert state.live is not None
-    return book.fingerprint(state.live).count
+    """The live generation's count, read through the alias."""
+    with open_existing(uri) as store:
+        return store.count()
 
 
 def test_a_second_rebuild_while_the_first_is_between_validation_and_swap_is_refused(
@@ -106,6 +105,13 @@ def test_a_second_rebuild_while_the_first_is_between_validation_and_swap_is_refu
     assert "Traceback" not in text and err.startswith("embedrec ingest: error: ")
     assert f"is being rebuilt by pid {first.proc.pid} on " in err
     assert "started 20" in err and "building g0002" in err and "--wait" in err
+    assert main(["generations", alias, "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert f"pid {first.proc.pid} on " in listing["rebuild"]
+    assert {row["generation"]: row["role"] for row in listing["generations"]} == {
+        "g0001": "live",
+        "g0002": "building",
+    }
     first.go()
     assert first.finish() == 0, first.stderr()
     report = first.report()
