@@ -25,9 +25,8 @@ it serving exactly as before; a swap is one atomic replace of the pointer.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,7 +178,7 @@ def _build(
                 f"{checks.calibrate.target_recall:g}")  # fmt: skip
             result.calibration = _calibrate(generation, checks.calibrate)
         points.reached("rebuild:validating")
-        with contextlib.suppress(StoreNotFound):  # nothing written: validation says so
+        with suppress(StoreNotFound):  # nothing written: validation says so
             result.fingerprint = book.fingerprint(generation)
         say(f"validating {generation.name}: count, {checks.sample} fetches, recall@{checks.k}")
         result.validation = _validate(generation, source, embedder, summary, checks, cache)

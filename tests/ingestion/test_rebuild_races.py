@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -29,6 +31,8 @@ work, loopback = test_rebuild.work, test_rebuild.loopback  # the fixtures
 class Child:
     """`embedrec ARGV` in a child process, with the fault hooks set by `hooks`."""
 
+    started: ClassVar[list[Child]] = []
+
     def __init__(self, work: Path, name: str, argv: list[str], **hooks: str) -> None:
         self.folder = work / name
         self.folder.mkdir()
@@ -42,6 +46,7 @@ class Child:
             stdout=(self.folder / "stdout").open("w"),
             stderr=self.err,
         )
+        Child.started.append(self)
 
     def stderr(self) -> str:
         return (self.folder / "stderr").read_text()
@@ -68,6 +73,18 @@ class Child:
 
     def report(self) -> dict:
         return json.loads((self.folder / "stdout").read_text())
+
+
+@pytest.fixture(autouse=True)
+def no_child_left() -> Iterator[None]:
+    """A test that fails with a child paused must not leave it waiting for ever."""
+    yield
+    while Child.started:
+        child = Child.started.pop()
+        if child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait()
+        child.err.close()
 
 
 def rebuild_argv(work: Path, uri: str, model: str, *extra: str) -> list[str]:
