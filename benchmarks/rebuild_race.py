@@ -177,7 +177,7 @@ def main() -> None:
         template_alias(args, template)
         print(f"tree {args.tree}, {args.runs} runs each, {args.rows} rows", flush=True)
         print(f"{'interleaving':<12} {'partial':>8} {'false ok':>8} {'1st ok':>7} "
-              f"{'2nd ok':>7} {'2nd refused':>11} {'reads':>7}")  # fmt: skip
+              f"{'2nd ok':>7} {'2nd exit 2':>11} {'reads':>7}")  # fmt: skip
         for interleaving in args.interleavings.split(","):
             totals: dict[str, int] = {}
             for _ in range(args.runs):
