@@ -78,6 +78,12 @@ def _add_rebuild_flags(p: argparse.ArgumentParser) -> None:
         "the alias to it (the old one stays as previous: embedrec rollback)",
     )
     again.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --rebuild: when another rebuild of the alias is running, wait for it to "
+        "end (without: refuse, naming its pid, host and start)",
+    )
+    again.add_argument(
         "--min-recall",
         type=float,
         default=0.9,
@@ -168,10 +174,12 @@ def _ingest(args: argparse.Namespace) -> int:
         settings = load_calibrate_config(args.calibrate) if args.calibrate else None
         checks = Checks(args.min_recall, args.validate_sample, calibrate=settings)
         parts = _prepare(config, out)
-        return run_rebuild(config, parts, checks, out, progress=not args.no_progress)
-    if args.min_recall != 0.9 or args.validate_sample != 100 or args.calibrate:
+        return run_rebuild(
+            config, parts, checks, out, progress=not args.no_progress, wait=args.wait
+        )
+    if args.min_recall != 0.9 or args.validate_sample != 100 or args.calibrate or args.wait:
         raise ValueError(
-            "--min-recall, --validate-sample and --calibrate apply only with --rebuild"
+            "--min-recall, --validate-sample, --calibrate and --wait apply only with --rebuild"
         )
     return _run_ingest(config, out, progress=not args.no_progress)
 

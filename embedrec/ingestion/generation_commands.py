@@ -14,8 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the generation commands to `sub`."""
     p = sub.add_parser(
         "generations",
-        help="list an alias's generations: live, previous (for rollback) and unlisted",
-        description="Each generation with its store's description (embedder, count).",
+        help="list an alias's generations: live, previous (for rollback), building and unlisted",
+        description="Each generation with its store's description (embedder, count), and "
+        "the rebuild running, if any (its pid, host, start and the generation it builds).",
     )
     p.add_argument("store", metavar="URI", help="the alias, e.g. faiss:./data/movies")
     add_output_flags(p)
@@ -72,7 +73,11 @@ def _generations(args: argparse.Namespace) -> int:
     from embedrec.stores.aliases import alias_book
 
     out = Output.from_args(args, "generations")
-    state = alias_book(args.store).state()
+    book = alias_book(args.store)
+    state = book.state()
+    running = book.running()
+    if running is not None:
+        out.say(f"a rebuild is running: {running.describe()}")
     if state.live is None:
         out.say(
             f"{args.store} is not an alias (a plain store, or nothing); the first "
@@ -80,8 +85,13 @@ def _generations(args: argparse.Namespace) -> int:
         )
     rows = [_describe(state.live, "live")] if state.live else []
     rows += [_describe(g, "previous") for g in state.previous]
-    rows += [_describe(g, "unlisted") for g in state.unlisted]
-    out.summary({"alias": state.alias, "generations": rows}, _table(rows) if rows else None)
+    building = running.generation if running is not None else None
+    rows += [_describe(g, "building" if g.name == building else "unlisted") for g in state.unlisted]
+    rebuild = running.describe() if running is not None else None
+    out.summary(
+        {"alias": state.alias, "generations": rows, "rebuild": rebuild},
+        _table(rows) if rows else None,
+    )
     return 0
 
 
@@ -114,7 +124,13 @@ def _drop(args: argparse.Namespace) -> int:
 
 
 def run_rebuild(
-    config: Any, parts: tuple[Any, Any, Any], checks: Any, out: Output, *, progress: bool
+    config: Any,
+    parts: tuple[Any, Any, Any],
+    checks: Any,
+    out: Output,
+    *,
+    progress: bool,
+    wait: bool = False,
 ) -> int:
     """`embedrec ingest --rebuild`: header, progress, the summary; exit 1 on a failed
     validation (the alias untouched)."""
@@ -137,6 +153,7 @@ def run_rebuild(
                 checks=checks,
                 progress=bar.update,
                 say=out.say,
+                wait=wait,
             )
     except RebuildFailed as exc:
         _report(out, exc.result, embedder)

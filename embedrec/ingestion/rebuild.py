@@ -5,13 +5,19 @@
 2. Generations left by an interrupted or failed rebuild (unlisted: neither live nor previous)
    are removed, and a new one is ingested from the catalog with the embedder given. The
    embedding cache makes a rerun after a kill cheap: only rows never embedded are embedded.
+   All of it, to the swap, runs under the alias's rebuild lease (stores/leases/): while one
+   rebuild holds it no other runs, so an unlisted generation is provably abandoned, and the
+   one being built is named in the lease, which `drop` respects. Its name comes from the
+   alias's counter and is never reused.
 3. Where asked (`Checks.calibrate`), the generation is calibrated to a target recall
    (`embedrec calibrate`'s measurement), so that it serves with its own search defaults
    rather than none; then it is validated (validation.py: count, sampled fetches, recall
    against exact search at those defaults). A failure raises `RebuildFailed` naming each
    failed check; the alias is not touched and the generation is left for inspection until
    the next rebuild or `drop`.
-4. The alias is swapped atomically; the old live generation becomes `previous`.
+4. The alias is swapped atomically; the old live generation becomes `previous`. The swap
+   checks the generation's fingerprint (count and committed digest) against the one taken
+   before validation, and a timed lease is checked to be still this rebuild's.
 
 Until step 4 the live generation is never written, so a rebuild killed at any point leaves
 it serving exactly as before; a swap is one atomic replace of the pointer.
@@ -20,7 +26,7 @@ it serving exactly as before; a swap is one atomic replace of the pointer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +38,8 @@ from embedrec.ingestion.summary import IngestOptions, IngestSummary
 from embedrec.ingestion.validation import Checks, Validation, validate
 from embedrec.stores import ConfigError, StoreNotFound, open_existing
 from embedrec.stores import generations as points
-from embedrec.stores.aliases import AliasState, Generation, alias_book
+from embedrec.stores.aliases import AliasBook, AliasState, Generation, alias_book
+from embedrec.stores.generations import Fingerprint
 from embedrec.stores.recall.calibrate import (
     CalibrateSettings,
     Calibration,
@@ -64,6 +71,8 @@ class Rebuilt:
     """The alias after the swap (None when validation failed)."""
     adopted: Generation | None = None
     removed: list[str] = field(default_factory=list)
+    fingerprint: Fingerprint | None = None
+    """The generation as validation found it: what the swap checks it installs."""
 
     def figures(self) -> dict[str, Any]:
         state = self.state
@@ -114,20 +123,50 @@ def rebuild(
     checks: Checks,
     progress: Callable[[int], None] | None = None,
     say: Say = lambda text: None,
+    wait: bool = False,
 ) -> Rebuilt:
-    """Build, validate and swap in a new generation of `alias` (see the module doc)."""
+    """Build, validate and swap in a new generation of `alias` (see the module doc), under
+    the alias's rebuild lease: `AliasBusy` naming a rebuild already running, unless `wait`."""
     book = alias_book(alias)
-    adopted = book.adopt()
-    if adopted is not None:
-        say(f"adopted the store at {alias} as generation {adopted.name} (live)")
-    removed = []
-    for leftover in book.state().unlisted:
-        say(f"removing generation {leftover.name}, left by an interrupted or failed rebuild")
-        book.drop(leftover)
-        removed.append(leftover.name)
-    generation = book.new_generation()
-    say(f"building generation {generation.name}: {generation.uri}")
-    points.reached("rebuild:started")
+    with book.rebuild_lease(wait=wait, say=say) as lease:
+        adopted = book.adopt()
+        if adopted is not None:
+            say(f"adopted the store at {alias} as generation {adopted.name} (live)")
+        removed = []
+        for leftover in book.state().unlisted:  # no other rebuild runs: abandoned
+            say(f"removing generation {leftover.name}, left by an interrupted or failed rebuild")
+            book.drop(leftover)
+            removed.append(leftover.name)
+        generation = book.new_generation()
+        lease.building(generation.name)
+        say(f"building generation {generation.name}: {generation.uri}")
+        points.reached("rebuild:started")
+        result = _build(book, source, generation, spec, options, embedder, checks, progress, say)
+        result.alias, result.adopted, result.removed = alias, adopted, removed
+        failures = result.failures(checks)
+        if failures:
+            live = book.live_token()
+            raise RebuildFailed(_failure_text(alias, generation, live, failures), result)
+        points.reached("rebuild:validated")
+        lease.check()
+        result.state = book.swap(generation, result.fingerprint)
+        points.reached("rebuild:swapped")
+    return result
+
+
+def _build(
+    book: AliasBook,
+    source: Source,
+    generation: Generation,
+    spec: str,
+    options: IngestOptions,
+    embedder: Embedder,
+    checks: Checks,
+    progress: Callable[[int], None] | None,
+    say: Say,
+) -> Rebuilt:
+    """Ingest, calibrate and validate the new generation; its fingerprint is taken before
+    the validation looks at it, for the swap to check that it installs what was validated."""
 
     def step(n: int) -> None:
         if progress is not None:
@@ -138,20 +177,16 @@ def rebuild(
         summary = ingest(
             source, generation.uri, spec, options, embedder=embedder, cache=cache, progress=step
         )
-        result = Rebuilt(alias, generation, summary, adopted=adopted, removed=removed)
+        result = Rebuilt("", generation, summary)
         if checks.calibrate is not None:
             say(f"calibrating {generation.name} to recall@{checks.calibrate.k} "
                 f"{checks.calibrate.target_recall:g}")  # fmt: skip
             result.calibration = _calibrate(generation, checks.calibrate)
         points.reached("rebuild:validating")
+        with suppress(StoreNotFound):  # nothing written: validation says so
+            result.fingerprint = book.fingerprint(generation)
         say(f"validating {generation.name}: count, {checks.sample} fetches, recall@{checks.k}")
         result.validation = _validate(generation, source, embedder, summary, checks, cache)
-    failures = result.failures(checks)
-    if failures:
-        raise RebuildFailed(_failure_text(alias, generation, book.live_token(), failures), result)
-    points.reached("rebuild:validated")
-    result.state = book.swap(generation)
-    points.reached("rebuild:swapped")
     return result
 
 

@@ -10,11 +10,13 @@ import importlib
 
 from embedrec.stores.base import METRICS, Capabilities, Hit, Hits, Record, VectorStore
 from embedrec.stores.errors import (
+    AliasBusy,
     AuthError,
     ConfigError,
     CorruptStore,
     DimensionError,
     FilterError,
+    GenerationChanged,
     IdError,
     MetadataError,
     StoreError,
@@ -89,6 +91,7 @@ def open_existing(uri: str, **options: object) -> VectorStore:
 __all__ = [
     "METRICS",
     "REGISTRY",
+    "AliasBusy",
     "AuthError",
     "Capabilities",
     "ConfigError",
@@ -96,6 +99,7 @@ __all__ = [
     "DimensionError",
     "EmbedderMismatch",
     "FilterError",
+    "GenerationChanged",
     "Hit",
     "Hits",
     "IdError",

@@ -52,3 +52,12 @@ class StoreWriteError(StoreError):
 
 class StoreLocked(StoreError):
     """The store's files are held open by another process or client."""
+
+
+class AliasBusy(StoreLocked):
+    """Another rebuild of the alias is running (the message names its pid, host and start),
+    or this rebuild's lease was taken over after it stalled past its expiry."""
+
+
+class GenerationChanged(StoreError):
+    """A swap was asked to install a generation that is not the one its caller validated."""

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from embedrec.stores.errors import ConfigError
+from embedrec.stores.errors import ConfigError, GenerationChanged
+
+if TYPE_CHECKING:
+    from embedrec.stores.leases import Holder, Lease
 
 NAME = re.compile(r"g(\d{4,9})")
 """A generation's name: `g` and a number, monotonic per alias (`g0000` is an adopted store)."""
@@ -40,6 +44,16 @@ class AliasState:
     failed rebuild left, or what a rollback stepped back from."""
 
 
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a swap checks that it installs the generation its caller validated: its live
+    count and a digest of what the backend commits (see each book's `fingerprint`)."""
+
+    name: str
+    count: int
+    digest: str
+
+
 class AliasBook(Protocol):
     """The pointer of one alias, in its backend's terms."""
 
@@ -60,11 +74,28 @@ class AliasBook(Protocol):
         ...
 
     def new_generation(self) -> Generation:
-        """A fresh physical name, not yet live."""
+        """A fresh physical name, not yet live, never handed out before for this alias (a
+        counter kept with the alias); exclusive under the rebuild lease."""
         ...
 
-    def swap(self, generation: Generation) -> AliasState:
-        """Point the alias at `generation`, atomically; the old live becomes previous[0]."""
+    def rebuild_lease(
+        self, *, wait: bool = False, say: Callable[[str], None] = lambda text: None
+    ) -> AbstractContextManager[Lease]:
+        """Hold the alias's rebuild lease for the block (leases/): `AliasBusy` naming the
+        running rebuild, or with `wait` wait for it to end."""
+        ...
+
+    def running(self) -> Holder | None:
+        """The holder of the rebuild lease while a rebuild runs, else None."""
+        ...
+
+    def fingerprint(self, generation: Generation) -> Fingerprint:
+        """The generation's count and digest now (see `Fingerprint`)."""
+        ...
+
+    def swap(self, generation: Generation, expect: Fingerprint | None = None) -> AliasState:
+        """Point the alias at `generation`, atomically; the old live becomes previous[0].
+        With `expect`, `GenerationChanged` unless the generation still fingerprints so."""
         ...
 
     def rollback(self) -> AliasState:
@@ -72,7 +103,7 @@ class AliasBook(Protocol):
         ...
 
     def drop(self, generation: Generation) -> None:
-        """Delete a generation that is not live."""
+        """Delete a generation that is not live and that no running rebuild builds."""
         ...
 
 
@@ -119,3 +150,13 @@ def alias_state(
         previous=tuple(map(make, previous)),
         unlisted=tuple(map(make, others)),
     )
+
+
+def check_fingerprint(now: Fingerprint, expect: Fingerprint, alias: str) -> None:
+    """`GenerationChanged` when `now` is not what the caller validated (`expect`)."""
+    if now != expect:
+        raise GenerationChanged(
+            f"{alias}: generation {now.name} is not the one validated ({expect.count:,} "
+            f"records, digest {expect.digest[:12]}) but holds {now.count:,} records, digest "
+            f"{now.digest[:12]}; not swapped"
+        )

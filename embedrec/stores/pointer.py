@@ -11,6 +11,9 @@ point leaves one of them. Changes to it run under `alias.lock` (flock), so a swa
 and a drop never lose each other's update. A damaged pointer is a `CorruptStore` naming the
 file: opening never falls back to another generation by itself.
 
+    PATH/rebuild.lock        the rebuild lease (leases/file.py): held for a whole rebuild
+    PATH/generations.json    {"format": 1, "last": "g0002"}: the last name handed out
+
 A plain store already at PATH is adopted as `g0000` (`adopt`): its files are copied into
 `g0000/` (hard links for FAISS, whose files are never written in place), the pointer is
 written, and only then are the originals removed, so that every step leaves a whole store
@@ -20,28 +23,31 @@ that opens.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
+import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedrec.stores import generations
 from embedrec.stores.errors import ConfigError, CorruptStore, StoreLocked, StoreNotFound
-from embedrec.stores.generations import ADOPTED, NAME, AliasState, Generation
-from embedrec.stores.json_file import ABSENT, read_json
+from embedrec.stores.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
+from embedrec.stores.json_file import ABSENT, read_json, write_json
+from embedrec.stores.leases import Holder, Lease, held
+from embedrec.stores.leases.file import FileLease, locked, reserve, running, try_lock
 from embedrec.stores.uri import StoreURI, parse_uri
 
 POINTER = "alias.json"
 POINTER_LOCK = "alias.lock"
+REBUILD_LOCK = "rebuild.lock"
+COUNTER = "generations.json"
 FORMAT = 1
 MARKERS = {"faiss": "manifest.json", "qdrant+edge": "embedrec.json"}
 """The file whose presence makes a directory a store of that scheme (its commit point)."""
 FAISS_LOCK = "LOCK"
-KEPT = {POINTER, POINTER_LOCK, FAISS_LOCK}
+KEPT = {POINTER, POINTER_LOCK, REBUILD_LOCK, COUNTER, FAISS_LOCK}
 
 
 @dataclass(frozen=True)
@@ -82,15 +88,10 @@ def _fsync_dir(path: Path) -> None:
 
 def write_pointer(path: Path, pointer: Pointer, step: str = "swap") -> None:
     """Replace the pointer atomically and durably (`step` names the failure points)."""
-    tmp = path / f".{POINTER}.tmp"
-    with tmp.open("w") as fh:
-        json.dump(pointer.to_json(), fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    generations.reached(f"{step}:before-replace")
-    os.replace(tmp, path / POINTER)
+    write_json(
+        path / POINTER, pointer.to_json(), lambda: generations.reached(f"{step}:before-replace")
+    )
     generations.reached(f"{step}:after-replace")
-    _fsync_dir(path)
 
 
 def generation_uri(raw: str, name: str) -> str:
@@ -154,24 +155,54 @@ class PathBook:
         return pointer.live if pointer else None
 
     def new_generation(self) -> Generation:
+        self.path.mkdir(parents=True, exist_ok=True)
         pointer = read_pointer(self.path)
         taken = [*self._on_disk(), *((pointer.live, *pointer.previous) if pointer else ())]
-        return self.generation(generations.next_name(taken))
+        return self.generation(reserve(self.path / COUNTER, self.path / POINTER_LOCK, taken))
+
+    # -- the rebuild lease ----------------------------------------------------------------
+
+    def rebuild_lease(
+        self, *, wait: bool = False, say: Callable[[str], None] = lambda text: None
+    ) -> contextlib.AbstractContextManager[Lease]:
+        def claim(me: Holder) -> tuple[Lease | None, Holder | None]:
+            return FileLease.claim(self.path / REBUILD_LOCK, me)
+
+        return held(claim, self.raw, wait=wait, say=say)
+
+    def running(self) -> Holder | None:
+        return running(self.path / REBUILD_LOCK)
+
+    def fingerprint(self, generation: Generation) -> Fingerprint:
+        """The count, and the sha256 of the generation's marker: a FAISS manifest names each
+        file with its sha256, so it pins the whole store; an edge shard's names its config."""
+        # the registry imports this module: open_existing only at call time
+        from embedrec.stores import open_existing
+
+        marker = self.path / generations.check_name(generation.name) / self.marker
+        try:
+            digest = hashlib.sha256(marker.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            raise StoreNotFound(f"{marker.parent} holds no {self.scheme} store") from None
+        with open_existing(generation.uri) as store:
+            count = store.count()
+        return Fingerprint(generation.name, count, digest)
 
     # -- changing the pointer -------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Pointer | None]:
         self.path.mkdir(parents=True, exist_ok=True)
-        with (self.path / POINTER_LOCK).open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with locked(self.path / POINTER_LOCK):
             yield read_pointer(self.path)
 
-    def swap(self, generation: Generation) -> AliasState:
+    def swap(self, generation: Generation, expect: Fingerprint | None = None) -> AliasState:
         name = generations.check_name(generation.name)
         with self._locked() as pointer:
             if not (self.path / name / self.marker).exists():
                 raise StoreNotFound(f"{self.path / name} holds no {self.scheme} store to swap in")
+            if expect is not None:
+                generations.check_fingerprint(self.fingerprint(generation), expect, self.raw)
             if pointer is not None:
                 _check_holds(self.path, pointer.live, self.scheme, "live")
                 if pointer.live == name:
@@ -196,10 +227,23 @@ class PathBook:
                 raise ConfigError(f"{self.raw}: {name} is live; swap or roll back before dropping")
             if not (self.path / name).is_dir():
                 raise StoreNotFound(f"{self.raw} has no generation {name}")
+            self._check_unwritten(name)
             if pointer is not None and name in pointer.previous:
                 kept = tuple(p for p in pointer.previous if p != name)
                 write_pointer(self.path, Pointer(pointer.live, kept))
             shutil.rmtree(self.path / name)
+
+    def _check_unwritten(self, name: str) -> None:
+        """`StoreLocked` when a running rebuild builds generation `name`, or (FAISS) a
+        writer holds its `LOCK`: only a generation no one writes may go."""
+        holder = self.running()
+        if holder is not None and holder.generation == name:
+            raise StoreLocked(f"{self.raw}: {name} is being built by {holder.describe()}")
+        if self.scheme == "faiss" and (self.path / name / FAISS_LOCK).exists():
+            handle = try_lock(self.path / name / FAISS_LOCK)
+            if handle is None:
+                raise StoreLocked(f"{self.path / name} is being written by another process")
+            handle.close()
 
     # -- adopting a plain store -----------------------------------------------------------
 
@@ -223,11 +267,10 @@ class PathBook:
         """No one writes the plain store while it is copied: FAISS writers hold `LOCK`; an
         edge shard is held by its one opener, so opening it proves no one else has it."""
         if self.scheme == "faiss":
-            with (self.path / FAISS_LOCK).open("a") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise StoreLocked(f"{self.path} is being written by another process") from None
+            handle = try_lock(self.path / FAISS_LOCK)
+            if handle is None:
+                raise StoreLocked(f"{self.path} is being written by another process")
+            with handle:
                 yield
             return
         # the registry imports this module: open_store only at call time

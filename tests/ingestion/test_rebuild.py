@@ -153,11 +153,11 @@ def test_a_failed_validation_swaps_nothing(work: Path, capsys: pytest.CaptureFix
     assert book.live_token() == "g0001"
     assert [g.name for g in book.state().unlisted] == ["g0002"]  # left for inspection
 
-    # a lower bar passes; the failed generation is removed first
+    # a lower bar passes; the failed generation is removed first, its name not reused
     assert main(ingest_argv(work, weak, "new", "--rebuild", "--min-recall", "0.05")) == 0
     assert "removing generation g0002" in capsys.readouterr().err
     state = book.state()
-    assert state.live is not None and state.live.name == "g0002" and state.unlisted == ()
+    assert state.live is not None and state.live.name == "g0003" and state.unlisted == ()
 
 
 def calibrate_config(work: Path, nprobe: list[int], max_effort: int = 16_384) -> str:
@@ -231,7 +231,8 @@ def test_a_killed_rebuild_leaves_the_old_generation_serving_and_a_rerun_complete
     building = not point.startswith("adopt:")
     assert report["removed"] == (["g0001"] if building else [])  # the half-built one
     assert not (work / "store" / "manifest.json").exists()  # the adoption finished
-    assert report["live"] == "g0001" and report["previous"] == ["g0000"]
+    assert report["live"] == ("g0002" if building else "g0001")  # names are never reused
+    assert report["previous"] == ["g0000"]
     assert answers(uri) != before
     assert main(["rollback", uri]) == 0 and answers(uri) == before
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,8 +16,10 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from embedrec.stores import (
+    AliasBusy,
     ConfigError,
     CorruptStore,
+    GenerationChanged,
     StoreInfo,
     StoreLocked,
     StoreNotFound,
@@ -111,6 +114,47 @@ class AliasSuite:
         with pytest.raises(StoreNotFound):
             book.swap(book.generation("g0007"))  # nothing there to point at
         assert contents(uri) == (2, {"two"})
+
+    def test_one_rebuild_lease_at_a_time_keeps_what_it_builds(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A second claim is refused naming the first; the generation the holder builds
+        cannot be dropped while it holds the lease; a name is never handed out twice."""
+        monkeypatch.setattr("embedrec.stores.pinecone.aliases.SETTLE_S", 0.1)
+        uri = self.alias_uri(tmp_path)
+        book = alias_book(uri)
+        with book.rebuild_lease() as lease:
+            building = book.new_generation()
+            lease.building(building.name)
+            fill(building.uri, ["a"], tag="one")
+            other = alias_book(uri)
+            busy = rf"being rebuilt by pid {os.getpid()} on .*, started 20.*building g0001"
+            with pytest.raises(AliasBusy, match=busy), other.rebuild_lease():
+                pass
+            running = other.running()
+            assert running is not None and running.generation == "g0001"
+            with pytest.raises(StoreLocked, match="g0001 is being built by pid"):
+                other.drop(building)
+        assert book.running() is None
+        book.drop(building)  # abandoned now
+        assert book.new_generation().name == "g0002"  # g0001 is gone, its name not reused
+
+    def test_a_swap_refuses_a_generation_changed_since_it_was_validated(
+        self, tmp_path: Path
+    ) -> None:
+        uri = self.alias_uri(tmp_path)
+        book = alias_book(uri)
+        generation = book.new_generation()
+        fill(generation.uri, ["a", "b"], tag="one")
+        validated = book.fingerprint(generation)
+        assert validated.count == 2
+        with open_existing(generation.uri) as store:
+            store.upsert(["c"], np.ones((1, DIM)))
+        with pytest.raises(GenerationChanged, match="is not the one validated"):
+            book.swap(generation, validated)
+        assert book.live_token() is None
+        book.swap(generation, book.fingerprint(generation))
+        assert book.live_token() == generation.name
 
     def test_a_generation_name_is_checked(self, tmp_path: Path) -> None:
         book = alias_book(self.alias_uri(tmp_path))

@@ -10,7 +10,6 @@ that one instead.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from embedrec.stores.errors import (
 from embedrec.stores.faiss.kinds import IndexSpec, index_mismatch
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.json_file import ABSENT, read_json
+from embedrec.stores.leases.file import try_lock
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -136,12 +136,9 @@ def lock_for_writing(path: Path, generation: int) -> TextIO:
     that `generation` is still the committed one: saving a handle's state over a newer
     generation would undo another writer's work. Readers never lock."""
     path.mkdir(parents=True, exist_ok=True)
-    handle = (path / LOCK).open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StoreLocked(f"{path} is being written by another process") from None
+    handle = try_lock(path / LOCK)
+    if handle is None:
+        raise StoreLocked(f"{path} is being written by another process")
     try:
         manifest = read_manifest(path)
     except StoreError:

@@ -1,6 +1,7 @@
 """The pointer of a Pinecone alias: one record in embedrec's reserved namespace (where the
 store info records live), read when a store opens and replaced whole by a swap (one upsert
-of one record, so a reader sees the old pointer or the new one)."""
+of one record, so a reader sees the old pointer or the new one). Beside it, the alias's
+rebuild lease record (`LeaseRecord`, for leases/timed.py)."""
 
 from __future__ import annotations
 
@@ -62,13 +63,62 @@ def write_alias(
     """Replace the pointer, then wait (up to `timeout` s) until a fetch shows it."""
     raw = {"format": FORMAT, "live": pointer["live"], "previous": list(pointer["previous"])}
     meta = {"alias": json.dumps(raw, sort_keys=True), "namespace": namespace}
-    item = {"id": alias_id(namespace), "values": [1.0] + [0.0] * (dim - 1), "metadata": meta}
+    want = {"live": raw["live"], "previous": raw["previous"]}
+    _put(call, index, alias_id(namespace), meta, dim, timeout,
+         lambda: read_alias(call, index, namespace, namespace) == want)  # fmt: skip
+
+
+def _put(
+    call: Call,
+    index: Any,
+    rid: str,
+    meta: dict[str, Any],
+    dim: int,
+    timeout: float,
+    shows: Callable[[], bool],
+) -> None:
+    """Upsert one record of the reserved namespace, then wait until `shows()`."""
+    item = {"id": rid, "values": [1.0] + [0.0] * (dim - 1), "metadata": meta}
     call("upsert", index.upsert, vectors=[item], namespace=INFO_NAMESPACE)
     deadline = time.monotonic() + timeout
-    want = {"live": raw["live"], "previous": raw["previous"]}
-    while read_alias(call, index, namespace, namespace) != want:
+    while not shows():
         if time.monotonic() >= deadline:
-            raise StoreUnavailable(
-                f"the alias record of {namespace!r} is not visible after {timeout:g} s"
-            )
+            raise StoreUnavailable(f"the record {rid!r} is not visible after {timeout:g} s")
         time.sleep(0.05)
+
+
+class LeaseRecord:
+    """The rebuild lease record of the alias `namespace` (see leases/timed.py)."""
+
+    def __init__(
+        self, call: Call, index: Any, namespace: str, dim: int, timeout: float, where: str
+    ) -> None:
+        self.call, self.index, self.dim, self.timeout = call, index, dim, timeout
+        self.rid = "lease-" + alias_id(namespace).removeprefix("alias-")
+        self.where = f"{where} (lease record {self.rid!r})"
+
+    def read(self) -> dict[str, Any] | None:
+        fetched = self.call("fetch", self.index.fetch, ids=[self.rid], namespace=INFO_NAMESPACE)
+        record = fetched.vectors.get(self.rid)
+        if record is None:
+            return None
+        try:
+            raw = json.loads((record.metadata or {})["lease"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptStore(f"{self.where}: unreadable: {exc}") from None
+        if not isinstance(raw, dict):
+            raise CorruptStore(f"{self.where}: {raw!r:.200}")
+        return raw
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Replace the record and wait until a read shows it, or shows that another claimant
+        wrote after it (the timed claim's read-back then decides)."""
+        before = self.read()
+        meta = {"lease": json.dumps(data, sort_keys=True)}
+        want = json.loads(meta["lease"])
+
+        def shows() -> bool:
+            now = self.read()
+            return now == want or (now != before and now is not None)
+
+        _put(self.call, self.index, self.rid, meta, self.dim, self.timeout, shows)

@@ -2,7 +2,9 @@
 embedrec's reserved namespace (alias_record.py), the generations in namespaces `NS__gNNNN`.
 
 A swap replaces the pointer record (one upsert of one record) and waits until a fetch shows
-it. Pinecone has no lock: one writer (a rebuild, a rollback) per alias at a time.
+it. Pinecone has no lock and no compare-and-set: rebuilds hold a timed lease kept in a second
+record beside the pointer (leases/timed.py), which also keeps the generation counter; a
+rollback or a swap by hand is one writer per alias at a time.
 
 A plain namespace NS that already holds records is adopted as `NS__g0000`: its records
 (values and metadata, listed and fetched by id) and its store info are copied, the pointer
@@ -11,15 +13,21 @@ written, and only then are the originals deleted, so that every step leaves NS r
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from embedrec.stores import generations
-from embedrec.stores.errors import ConfigError, StoreNotFound
-from embedrec.stores.generations import ADOPTED, NAME, AliasState, Generation
+from embedrec.stores.errors import ConfigError, StoreLocked, StoreNotFound
+from embedrec.stores.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
+from embedrec.stores.leases import Holder, Lease, held, timed
 from embedrec.stores.pinecone.alias_record import (
     INFO_NAMESPACE,
     SEPARATOR,
+    LeaseRecord,
     generation_namespace,
     read_alias,
     write_alias,
@@ -29,6 +37,8 @@ from embedrec.stores.pinecone.wire import id_chunks, user_id
 from embedrec.stores.uri import parse_uri
 
 LIST_PAGE = 100
+SETTLE_S = 2.0
+"""A lease claim's settle time: longer than a claimant's read-to-visible write takes."""
 
 
 class PineconeBook:
@@ -99,12 +109,42 @@ class PineconeBook:
     def new_generation(self) -> Generation:
         pointer = self._read() or {"live": None, "previous": []}
         taken = [*self._counts(), *pointer["previous"], *filter(None, [pointer["live"]])]
-        return self.generation(generations.next_name(taken))
+        return self.generation(timed.reserve(self._record(), taken))
+
+    # -- the rebuild lease ------------------------------------------------------------------
+
+    def _record(self) -> LeaseRecord:
+        store = self.store
+        return LeaseRecord(
+            store._call, store._index, self.namespace, store.dim, store._flush_timeout, self.raw
+        )
+
+    def rebuild_lease(
+        self, *, wait: bool = False, say: Callable[[str], None] = lambda text: None
+    ) -> contextlib.AbstractContextManager[Lease]:
+        def claim(me: Holder) -> tuple[Lease | None, Holder | None]:
+            return timed.TimedLease.claim(self._record(), me, settle=SETTLE_S)
+
+        return held(claim, self.raw, wait=wait, say=say)
+
+    def running(self) -> Holder | None:
+        return timed.running(self._record())
+
+    def fingerprint(self, generation: Generation) -> Fingerprint:
+        """The namespace's count as the index reports it, and the sha256 of its store info."""
+        name = generations.check_name(generation.name)
+        with PineconeStore.open(parse_uri(generation.uri), dim=None, metric=None) as store:
+            info = store.info.to_json() if store.info is not None else None
+        text = json.dumps(info, sort_keys=True).encode()
+        count = self._counts().get(name, 0)
+        return Fingerprint(name, count, hashlib.sha256(text).hexdigest())
 
     # -- changing the pointer ---------------------------------------------------------------
 
-    def swap(self, generation: Generation) -> AliasState:
+    def swap(self, generation: Generation, expect: Fingerprint | None = None) -> AliasState:
         name = generations.check_name(generation.name)
+        if expect is not None:
+            generations.check_fingerprint(self.fingerprint(generation), expect, self.raw)
         if name not in self._counts():
             raise StoreNotFound(f"{generation.uri}: the namespace holds no records to swap in")
         pointer = self._read()
@@ -125,6 +165,9 @@ class PineconeBook:
         pointer = self._read()
         if pointer is not None and pointer["live"] == name:
             raise ConfigError(f"{self.raw}: {name} is live; swap or roll back before dropping")
+        holder = self.running()
+        if holder is not None and holder.generation == name:
+            raise StoreLocked(f"{self.raw}: {name} is being built by {holder.describe()}")
         if pointer is not None and name in pointer["previous"]:
             self._write(pointer["live"], [p for p in pointer["previous"] if p != name])
         elif name not in self._counts():

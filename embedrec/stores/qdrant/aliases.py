@@ -16,29 +16,42 @@ cut there. Adopt when nothing serves the collection, or rebuild under a new name
 A local path is held by one client at a time, so the book opens its client per call and
 `live_token` of a local alias reads meta.json directly, so that it can be polled while a
 store on that path is open.
+
+The rebuild lease and the generation counter (leases/): for a local path, an flock on
+`PATH/NAME.rebuild.lock` and `PATH/NAME.generations.json` beside qdrant-client's files; on
+a server, a timed lease in the metadata of a small collection `NAME__embedrec` (not a
+generation: no `gNNNN` after the separator).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 
 from embedrec.stores import generations
-from embedrec.stores.errors import ConfigError, CorruptStore, StoreNotFound
-from embedrec.stores.generations import ADOPTED, NAME, AliasState, Generation
+from embedrec.stores.errors import ConfigError, CorruptStore, StoreLocked, StoreNotFound
+from embedrec.stores.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
 from embedrec.stores.json_file import ABSENT, read_json
+from embedrec.stores.leases import Holder, Lease, held, timed
+from embedrec.stores.leases import file as file_lease
 from embedrec.stores.qdrant.client_engine import INFO_KEY, ClientEngine, aliased
 from embedrec.stores.uri import parse_uri
 
 SEPARATOR = "__"
 ALIAS_KEY = "embedrec_alias"
 """The collection metadata key holding a generation's list of previous generations."""
+LEASE_KEY = "embedrec_lease"
+CONTROL = "embedrec"
+"""`NAME__embedrec`: the collection whose metadata holds a server alias's lease record."""
 COPY_PAGE = 256
+SETTLE_S = 0.5
+"""A server lease claim's settle time: Qdrant's writes are visible at once to every client."""
 
 
 class QdrantBook:
@@ -88,9 +101,11 @@ class QdrantBook:
         return name
 
     def _on_server(self, client: QdrantClient) -> list[str]:
+        """The generations there are (not the lease's collection)."""
         prefix = f"{self.name}{SEPARATOR}"
         names = [c.name for c in client.get_collections().collections]
-        return [n[len(prefix) :] for n in names if n.startswith(prefix)]
+        names = [n[len(prefix) :] for n in names if n.startswith(prefix)]
+        return [n for n in names if NAME.fullmatch(n)]
 
     def _previous(self, client: QdrantClient, collection: str) -> list[str]:
         metadata = client.get_collection(collection).config.metadata or {}
@@ -135,8 +150,52 @@ class QdrantBook:
 
     def new_generation(self) -> Generation:
         with self._client() as client:
-            taken = [n for n in self._on_server(client) if NAME.fullmatch(n)]
-        return self.generation(generations.next_name(taken))
+            taken = self._on_server(client)
+        if self._engine is None:
+            folder = Path(self.folder)
+            lock = folder / f"{self.name}.alias.lock"
+            name = file_lease.reserve(folder / f"{self.name}.generations.json", lock, taken)
+        else:
+            name = timed.reserve(self._record(), taken)
+        return self.generation(name)
+
+    # -- the rebuild lease ------------------------------------------------------------------
+
+    def _record(self) -> ControlRecord:
+        assert self._engine is not None
+        return ControlRecord(self._engine, self._collection(CONTROL), self.raw)
+
+    def rebuild_lease(
+        self, *, wait: bool = False, say: Callable[[str], None] = lambda text: None
+    ) -> contextlib.AbstractContextManager[Lease]:
+        def claim(me: Holder) -> tuple[Lease | None, Holder | None]:
+            if self._engine is None:
+                return file_lease.FileLease.claim(self._lock_path(), me)
+            return timed.TimedLease.claim(self._record(), me, settle=SETTLE_S)
+
+        return held(claim, self.raw, wait=wait, say=say)
+
+    def _lock_path(self) -> Path:
+        return Path(self.folder) / f"{self.name}.rebuild.lock"
+
+    def running(self) -> Holder | None:
+        if self._engine is None:
+            return file_lease.running(self._lock_path())
+        return timed.running(self._record())
+
+    def fingerprint(self, generation: Generation) -> Fingerprint:
+        """The exact count, and the sha256 of the collection's metadata (the store info it
+        serves with) and vector config."""
+        collection = self._collection(generations.check_name(generation.name))
+        with self._client() as client:
+            if not client.collection_exists(collection):
+                raise StoreNotFound(f"{generation.uri}: no such collection")
+            info = client.get_collection(collection)
+            count = client.count(collection, exact=True).count
+        metadata = {k: v for k, v in (info.config.metadata or {}).items() if k != ALIAS_KEY}
+        described = {"metadata": metadata, "vectors": info.config.params.model_dump(mode="json")}
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+        return Fingerprint(generation.name, count, digest)
 
     # -- changing the alias -----------------------------------------------------------------
 
@@ -158,8 +217,10 @@ class QdrantBook:
         client.update_collection_aliases(change_aliases_operations=ops)
         generations.reached(f"{step}:after-replace")
 
-    def swap(self, generation: Generation) -> AliasState:
+    def swap(self, generation: Generation, expect: Fingerprint | None = None) -> AliasState:
         name = generations.check_name(generation.name)
+        if expect is not None:
+            generations.check_fingerprint(self.fingerprint(generation), expect, self.raw)
         with self._client() as client:
             if not client.collection_exists(self._collection(name)):
                 raise StoreNotFound(f"{generation.uri}: no such collection to swap in")
@@ -185,6 +246,9 @@ class QdrantBook:
         with self._client() as client:
             if aliased(client, self.name) == self._collection(name):
                 raise ConfigError(f"{self.raw}: {name} is live; swap or roll back before dropping")
+            holder = self.running()
+            if holder is not None and holder.generation == name:
+                raise StoreLocked(f"{self.raw}: {name} is being built by {holder.describe()}")
             if not client.delete_collection(self._collection(name)):
                 raise StoreNotFound(f"{self.raw} has no generation {name}")
 
@@ -202,6 +266,43 @@ class QdrantBook:
                 return None
             self._point(client, ADOPTED, [], "adopt")  # also finishes an adoption cut before it
         return self.generation(ADOPTED)
+
+
+class ControlRecord:
+    """A server alias's lease record (leases/timed.py): the metadata of `NAME__embedrec`, a
+    one-dimensional collection made when first written."""
+
+    def __init__(self, engine: ClientEngine, collection: str, where: str) -> None:
+        self.engine = engine
+        self.collection = collection
+        self.where = f"{where} (lease in collection {collection!r})"
+
+    def read(self) -> dict[str, Any] | None:
+        with self.engine.guard():
+            if not self.engine.client.collection_exists(self.collection):
+                return None
+            metadata = self.engine.client.get_collection(self.collection).config.metadata or {}
+        text = metadata.get(LEASE_KEY)
+        try:
+            raw = None if text is None else json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise CorruptStore(f"{self.where}: {LEASE_KEY}: {exc}") from None
+        if raw is not None and not isinstance(raw, dict):
+            raise CorruptStore(f"{self.where}: {LEASE_KEY}: {raw!r:.200}")
+        return raw
+
+    def write(self, data: dict[str, Any]) -> None:
+        client = self.engine.client
+        with self.engine.guard():
+            if not client.collection_exists(self.collection):
+                params = models.VectorParams(size=1, distance=models.Distance.DOT)
+                try:
+                    client.create_collection(self.collection, vectors_config=params)
+                except Exception:
+                    if not client.collection_exists(self.collection):
+                        raise
+                    # made meanwhile by another claimant
+            client.update_collection(self.collection, metadata={LEASE_KEY: json.dumps(data)})
 
 
 def _copy_collection(client: QdrantClient, source: str, target: str) -> None:
