@@ -14,11 +14,11 @@ graph keeping only matching points as candidates, so ef need not rise with 1/sel
 (FAISS's selector search keeps non-matching ones, which is why FAISS raises it). The store
 adds what the engine lacks, from a filter's matches counted once and kept until this
 store's next write (an exact count collects every matching id: counted per query, it cost
-more than the search): matches no more than the graph search would score (ef * m) are
-scored exactly, which a graph without the field's links (an index added late) would miss;
-ef is doubled where at most half the points match; and any query still short of k while
-more points match is answered again exactly, with a fresh count. So k hits come back
-whenever k records match.
+more than the search): matches up to twice what the graph search scores (ef * m) are
+scored exactly, which a graph without the field's links (an index added late) would miss
+(raising ef as FAISS does doubled the cost of random filters and did not bring back the
+recall of correlated ones); and any query still short of k while more points match is
+answered again exactly, with a fresh count. So k hits come back whenever k records match.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from embedrec.stores.uri import StoreURI
 
 log = logging.getLogger(__name__)
 
-FILTER_RAISE = 2
-"""A filtered graph search at least doubles ef once half the points or fewer match."""
+EXACT_WORK = 2
+"""Matches up to this many times the vectors a graph search scores are scored exactly."""
 MATCHES_CACHE = 128
 """Filters whose match count a store keeps (until its next write)."""
 
@@ -91,7 +91,7 @@ class QdrantStore(VectorStore):
         self.default_ef = default_ef
         self.indexed: set[str] = engine.indexed() if engine.ann else set()
         self.pending_indexes = indexes if engine.ann else []
-        self._matches: dict[str, tuple[int, int]] = {}
+        self._matches: dict[str, int] = {}
         self._closed = False
         self.capabilities = Capabilities(
             exact=not engine.ann,
@@ -237,22 +237,19 @@ class QdrantStore(VectorStore):
     def _plan(
         self, node: Node, qfilter: Any, ef: int | None, exact: bool
     ) -> tuple[int | None, bool]:
-        """(ef, exact) for a filtered search: exact when the matches are no more than the
-        graph search would score (ef * m); else ef doubled where at most half match."""
+        """(ef, exact) for a filtered search: exact when the matches are few (at most
+        EXACT_WORK times what the graph search scores, ef * m); else the graph search at the
+        ef asked for."""
         if exact or not self.engine.ann:
             return ef, exact
         key = repr(node)  # True and 1 differ in repr, not in ==
-        counted = self._matches.get(key)
-        if counted is None:
-            counted = self._matches[key] = (self.engine.count(qfilter), self.engine.count(None))
+        matched = self._matches.get(key)
+        if matched is None:
+            matched = self._matches[key] = self.engine.count(qfilter)
             if len(self._matches) > MATCHES_CACHE:
                 self._matches.pop(next(iter(self._matches)))
-        matched, total = counted
-        base_ef = ef or self.engine.default_ef
-        raised = base_ef * FILTER_RAISE if FILTER_RAISE * matched <= total else base_ef
-        if matched <= raised * self.engine.hnsw_m:
-            return ef, True
-        return (ef if raised == base_ef else raised), False
+        work = (ef or self.engine.default_ef) * self.engine.hnsw_m
+        return ef, matched <= EXACT_WORK * work
 
     def _answer_short_exactly(
         self,
