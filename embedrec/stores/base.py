@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from embedrec.stores.batch_checks import plain_ids, plain_metadata
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -236,7 +237,7 @@ class VectorStore(abc.ABC):
     ) -> int:
         """Insert or overwrite records; returns how many were written. Validates the whole
         batch first, so a bad record leaves the store untouched."""
-        sids = normalize_ids(ids)
+        sids = plain_ids(ids) or normalize_ids(ids)
         if not sids:
             return 0
         mat = as_matrix(vectors, self.dim, sids)
@@ -245,7 +246,9 @@ class VectorStore(abc.ABC):
         else:
             if len(metadata) != len(sids):
                 raise MetadataError(f"{len(metadata)} metadata entries for {len(sids)} ids")
-            metas = [check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)]
+            metas = plain_metadata(metadata) or [
+                check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)
+            ]
         if self.metric == "cosine":
             mat = l2_normalize(mat, zero_rows="refuse", ids=sids)
         return self._upsert(sids, mat, metas)
