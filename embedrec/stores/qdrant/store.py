@@ -14,7 +14,8 @@ graph keeping only matching points as candidates, so ef need not rise with 1/sel
 (FAISS's selector search keeps non-matching ones, which is why FAISS raises it). The store
 adds what the engine lacks, from a filter's matches counted once and kept until this
 store's next write (an exact count collects every matching id: counted per query, it cost
-more than the search): matches up to twice what the graph search scores (ef * m) are
+more than the search; another process's writes to a server only reach the plan late, never
+the answers): matches up to twice what the graph search scores (ef * m) are
 scored exactly, which a graph without the field's links (an index added late) would miss
 (raising ef as FAISS does doubled the cost of random filters and did not bring back the
 recall of correlated ones); and any query still short of k while more points match is
