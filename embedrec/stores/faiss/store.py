@@ -236,12 +236,13 @@ class FaissStore(VectorStore):
             if node is not None or self._table.dead:
                 answer = over.filtered(queries, k, self._table.select(node), knobs)
                 return hits_of(self._table, *answer, l2=l2)
-            distances, labels = over.unfiltered(queries, k, knobs)
-            short = np.flatnonzero(labels[:, k - 1] < 0)  # FAISS fills rows from the front
-            if short.size:  # an ANN search may reach fewer than k of the records
+            hits = hits_of(self._table, *over.unfiltered(queries, k, knobs), l2=l2)
+            short = [n for n, row in enumerate(hits) if len(row) < k]
+            if short:  # an ANN search may reach fewer than k of the records
                 answer = over.exact(queries[short], k, self._table.live())
-                distances[short], labels[short] = answer
-            return hits_of(self._table, distances, labels, l2=l2)
+                for n, row in zip(short, hits_of(self._table, *answer, l2=l2), strict=True):
+                    hits[n] = row
+            return hits
 
     def _search_held_out(
         self, ids: list[str], queries: np.ndarray, k: int, params: dict[str, Any]
