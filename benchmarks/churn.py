@@ -53,8 +53,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from common import exact_neighbours, fashion, recall
-from faiss_store import synthetic
+from common import exact_neighbours, fashion, recall, synthetic
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
@@ -126,7 +125,7 @@ def make_plan(dataset: str, n: int, most: float, nq: int) -> Plan:
             raise SystemExit(f"--n {n} with {most:.0%} churn needs {n + ops} > {len(train)} images")
         base, pool = train[:n], train[n : n + ops]
     else:
-        data, queries = synthetic(n + ops, nq)
+        data, queries, _ = synthetic(n + ops, nq)
         base, pool = data[:n], data[n:]
     targets = np.random.default_rng(0).permutation(n)[:ops]
     return Plan(base, pool, targets, queries)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedrec.common.vectors import ZeroVectorError, l2_normalize
+from embedrec.stores.batch_checks import plain_ids, plain_metadata
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -204,7 +205,7 @@ class VectorStore(abc.ABC):
     ) -> int:
         """Insert or overwrite records; returns how many were written. Validates the whole
         batch first, so a bad record leaves the store untouched."""
-        sids = normalize_ids(ids)
+        sids = plain_ids(ids) or normalize_ids(ids)
         mat = as_matrix(vectors, self.dim, sids)  # IdError when the counts differ
         if not sids:
             return 0
@@ -213,7 +214,9 @@ class VectorStore(abc.ABC):
         else:
             if len(metadata) != len(sids):
                 raise MetadataError(f"{len(metadata)} metadata entries for {len(sids)} ids")
-            metas = [check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)]
+            metas = plain_metadata(metadata) or [
+                check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)
+            ]
         if self.metric == "cosine":
             mat = _unit_rows(mat, sids)
         return self._upsert(sids, mat, metas)

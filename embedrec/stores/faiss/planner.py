@@ -4,9 +4,12 @@
 Filters become a bitmap that FAISS applies during the search, never a post-filter of a short
 list. The choice, per call:
 
-- few slots allowed: score them all exactly. A batch gathers the allowed vectors and scores
-  them in one matrix product (BLAS), which FAISS's selector scan of a flat index (one query
-  and one slot at a time) cannot do; a single query scans through the selector.
+- few slots allowed: score them all exactly, from the allowed vectors gathered into one
+  matrix (kept for the selection until the next write) and scored in one product (BLAS for
+  a batch, a contiguous SIMD scan for one query), which FAISS's selector scan of a flat index
+  (one query and one slot at a time, through the whole index) cannot match. Single queries
+  plan as batches do, so that a filter correlated with the query's neighbourhood, which an
+  ANN search with a selector answers poorly, gets the batch's exact answer.
 - more allowed: the ANN index with a selector, its effort raised so that its candidate list
   still holds about k allowed slots, and asked for more than k hits (`probe_k`). A row that
   gets fewer than that found few allowed slots near the query: the filter is correlated
@@ -30,6 +33,10 @@ from embedrec.stores.faiss.kinds import IndexSpec, Knobs, search_params
 
 GATHER_BYTES = 64 << 20
 """Largest copy of allowed vectors that exact search gathers for one matrix product."""
+GATHERED_KEPT = 4
+GATHERED_KEPT_BYTES = 128 << 20
+"""A search keeps the gathered vectors of its last few selections (up to these bounds):
+serving traffic repeats its filters, and the copy costs several single queries."""
 BLAS_GAIN = 4
 """How many times cheaper a vector score is in a gathered matrix product than one by one."""
 MAX_EF = 4096
@@ -77,6 +84,20 @@ def probe_k(k: int) -> int:
     return max(2 * k, k + 10)
 
 
+def search(
+    index: faiss.Index, queries: np.ndarray, k: int, params: faiss.SearchParameters | None
+) -> Answer:
+    """`index.search` without FAISS's Python wrapper, whose checks and conversions cost
+    about a tenth of a single HNSW query."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)  # no copy when they are
+    n = len(queries)
+    distances = np.empty((n, k), dtype=np.float32)
+    labels = np.empty((n, k), dtype=np.int64)
+    ptr = faiss.swig_ptr
+    index.search_c(n, ptr(queries), k, ptr(distances), ptr(labels), params)
+    return distances, labels
+
+
 def empty(nq: int) -> Answer:
     return np.zeros((nq, 0), "f4"), np.full((nq, 0), -1, "i8")
 
@@ -93,6 +114,8 @@ class IndexSearch:
         self.nprobe_default = nprobe or min(self.nlist, max(8, self.nlist // 32))
         self._unfiltered: dict[Knobs, faiss.SearchParameters | None] = {}
         self._held_out: HeldOutGraph | None = None
+        self._gathered: dict[int, tuple[Selection, np.ndarray, np.ndarray]] = {}
+        self._gathering = threading.Lock()
 
     def unfiltered(self, queries: np.ndarray, k: int, knobs: Knobs) -> Answer:
         params = self._unfiltered.get(knobs)
@@ -100,7 +123,7 @@ class IndexSearch:
             params = self._unfiltered[knobs] = search_params(
                 self.family, None, knobs, self.nprobe_default
             )
-        return self.index.search(queries, k, params=params)
+        return search(self.index, queries, k, params)
 
     def held_out(self) -> HeldOutGraph | None:
         """The copy of this HNSW graph that held-out searches run on (made at the first one,
@@ -135,12 +158,12 @@ class IndexSearch:
         if self.family in ("flat", "sq"):
             return self.exact(queries, k, selection)
         raised = self.raised(knobs, k, allowed / slots)
-        blas = len(queries) > 1 and self._gathers(len(queries), allowed, slots)
-        if allowed / (BLAS_GAIN if blas else 1) <= self.ann_work(raised):
+        gathers = self._gathers(len(queries), allowed, slots)
+        if allowed / (BLAS_GAIN if gathers else 1) <= self.ann_work(raised):
             return self.exact(queries, k, selection)
         kk = min(probe_k(k), allowed)
         params = selection.params(self.family, raised, self.nprobe_default)
-        distances, labels = self.index.search(queries, kk, params=params)
+        distances, labels = search(self.index, queries, kk, params)
         short = np.flatnonzero(labels[:, kk - 1] < 0)  # FAISS fills rows from the front
         distances, labels = distances[:, :k], labels[:, :k]
         if short.size:
@@ -150,10 +173,33 @@ class IndexSearch:
     def _gathers(self, nq: int, allowed: int, slots: int) -> bool:
         """Whether exact search gathers the allowed vectors: always for a batch, for a
         single query when at most a quarter of the slots are allowed (else one scan through
-        the selector is cheaper than the copy), never past GATHER_BYTES nor for SQ8's codes."""
+        the selector costs about the same), never past GATHER_BYTES nor for SQ8's codes."""
         if self.family == "sq" or allowed * self.index.d * 4 > GATHER_BYTES:
             return False
         return nq > 1 or 4 * allowed <= slots
+
+    def _gathered_vectors(self, selection: Selection) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, vectors) that `selection` allows; kept for the last few selections that
+        allow at most a quarter of the slots (a larger copy only serves the batch at hand)."""
+        if 4 * selection.allowed > len(selection.mask):
+            slots = np.flatnonzero(selection.mask)
+            return slots, self._flat().reconstruct_batch(slots)
+        key = id(selection)
+        with self._gathering:
+            found = self._gathered.pop(key, None)
+            if found is not None:
+                self._gathered[key] = found  # most recently used last
+                return found[1], found[2]
+        slots = np.flatnonzero(selection.mask)
+        vectors = self._flat().reconstruct_batch(slots)
+        with self._gathering:
+            self._gathered[key] = (selection, slots, vectors)
+            while len(self._gathered) > GATHERED_KEPT or (
+                len(self._gathered) > 1
+                and sum(v.nbytes for _, _, v in self._gathered.values()) > GATHERED_KEPT_BYTES
+            ):
+                self._gathered.pop(next(iter(self._gathered)))
+        return slots, vectors
 
     def _flat(self) -> faiss.Index:
         """The index that holds the exact vectors by slot."""
@@ -167,15 +213,14 @@ class IndexSearch:
         """Exact top-k over the slots `selection` allows, from the index's exact vectors."""
         if self.family == "ivf":
             every_list = Knobs(0, self.nlist, 0)
-            return self.index.search(queries, k, params=selection.params("ivf", every_list, 1))
+            return search(self.index, queries, k, selection.params("ivf", every_list, 1))
         flat = self._flat()
         if self._gathers(len(queries), selection.allowed, len(selection.mask)):
-            slots = np.flatnonzero(selection.mask)
-            vectors = flat.reconstruct_batch(slots)
+            slots, vectors = self._gathered_vectors(selection)
             distances, at = faiss.knn(queries, vectors, k, flat.metric_type)
             return distances, np.where(at >= 0, slots[at], -1)
         params = selection.params("flat", Knobs(0, None, 0), 1)
-        return flat.search(queries, k, params=params)
+        return search(flat, queries, k, params)
 
 
 class HeldOutGraph:
@@ -192,7 +237,7 @@ class HeldOutGraph:
     def __init__(self, over: IndexSearch) -> None:
         self.over = copy.copy(over)
         self.over.index = faiss.clone_index(over.index)
-        self.over._unfiltered, self.over._held_out = {}, None
+        self.over._unfiltered, self.over._held_out, self.over._gathered = {}, None, {}
         graph = self.over.index.hnsw
         self.links = faiss.rev_swig_ptr(graph.neighbors.data(), graph.neighbors.size())
         self.offsets = faiss.vector_to_array(graph.offsets)

@@ -8,17 +8,24 @@ fields named by `indexes=` (typed by their first upserted value), and any other 
 filter uses, at its first use. An index added once the graph exists marks the graph stale;
 `flush()` rebuilds it.
 
-Filtered search is planned as FAISS plans it: when few points match, scoring them all
-exactly costs less than the graph search (matches^2 <= points * ef * m), so the search is
-exact; otherwise ef is raised by 1/selectivity, and any query still short of k while more
-points match is answered again exactly. So k hits come back whenever k records match.
+Filtered search is planned by the engine: Qdrant estimates a filter's matches from its
+payload indexes, scores them exactly below `full_scan_threshold`, and otherwise walks the
+graph keeping only matching points as candidates, so ef need not rise with 1/selectivity
+(FAISS's selector search keeps non-matching ones, which is why FAISS raises it). The store
+adds what the engine lacks, from a filter's matches counted once and kept until this
+store's next write (an exact count collects every matching id: counted per query, it cost
+more than the search; another process's writes to a server only reach the plan late, never
+the answers): matches up to twice what the graph search scores (ef * m) are
+scored exactly, which a graph without the field's links (an index added late) would miss
+(raising ef as FAISS does doubled the cost of random filters and did not bring back the
+recall of correlated ones); and any query still short of k while more points match is
+answered again exactly, with a fresh count. So k hits come back whenever k records match.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -42,8 +49,10 @@ from embedrec.stores.uri import StoreURI
 
 log = logging.getLogger(__name__)
 
-MAX_EF = 4096
-"""The most a filter's selectivity raises ef to; past it short rows are answered exactly."""
+EXACT_WORK = 2
+"""Matches up to this many times the vectors a graph search scores are scored exactly."""
+MATCHES_CACHE = 128
+"""Filters whose match count a store keeps (until its next write)."""
 
 
 def search_options(params: Mapping[str, Any], default_ef: int | None) -> tuple[int | None, bool]:
@@ -83,6 +92,7 @@ class QdrantStore(VectorStore):
         self.default_ef = default_ef
         self.indexed: set[str] = engine.indexed() if engine.ann else set()
         self.pending_indexes = indexes if engine.ann else []
+        self._matches: dict[str, int] = {}
         self._closed = False
         self.capabilities = Capabilities(
             exact=not engine.ann,
@@ -156,6 +166,7 @@ class QdrantStore(VectorStore):
         shadow = not self.engine.dialect.matches_bools
         payloads = [to_payload(i, m, shadow) for i, m in zip(ids, metadata, strict=True)]
         with self.guard():
+            self._matches.clear()
             self.engine.upsert([point_id(i) for i in ids], vectors.tolist(), payloads)
             self._index_named(metadata)
         return len(ids)
@@ -164,6 +175,7 @@ class QdrantStore(VectorStore):
         with self.guard():
             existing = [p.id for p in self.engine.retrieve([point_id(i) for i in ids], False)]
             if existing:
+                self._matches.clear()
                 self.engine.delete(existing)
         return len(existing)
 
@@ -172,6 +184,7 @@ class QdrantStore(VectorStore):
         with self.guard():
             n = self.engine.count(qfilter)
             if n:
+                self._matches.clear()
                 self.engine.delete_filter(qfilter)
         return n
 
@@ -216,27 +229,28 @@ class QdrantStore(VectorStore):
         with self.guard():
             if node is not None:
                 self._index_filtered(node)
-            ef, exact, matched = self._plan(qfilter, ef, exact)
-            if matched == 0:
-                return [Hits() for _ in rows]
+                ef, exact = self._plan(node, qfilter, ef, exact)
             answers = self.engine.query(rows, filters, k, ef, exact)
             if self.engine.ann and not exact:
-                self._answer_short_exactly(answers, rows, filters, k, qfilter, matched)
+                self._answer_short_exactly(answers, rows, filters, k, qfilter)
         return [hits_from(points, self.metric == "l2") for points in answers]
 
     def _plan(
-        self, qfilter: Any, ef: int | None, exact: bool
-    ) -> tuple[int | None, bool, int | None]:
-        """(ef, exact, points matching the filter or None when not counted) for a search."""
-        if qfilter is None or exact or not self.engine.ann:
-            return ef, exact, None
-        matched = self.engine.count(qfilter)
-        total = self.engine.count(None)
-        base_ef = ef or self.engine.default_ef
-        if matched**2 <= total * base_ef * self.engine.hnsw_m:
-            return ef, True, matched
-        raised = math.ceil(base_ef * total / matched)
-        return min(max(base_ef, raised), max(base_ef, MAX_EF)), False, matched
+        self, node: Node, qfilter: Any, ef: int | None, exact: bool
+    ) -> tuple[int | None, bool]:
+        """(ef, exact) for a filtered search: exact when the matches are few (at most
+        EXACT_WORK times what the graph search scores, ef * m); else the graph search at the
+        ef asked for."""
+        if exact or not self.engine.ann:
+            return ef, exact
+        key = repr(node)  # True and 1 differ in repr, not in ==
+        matched = self._matches.get(key)
+        if matched is None:
+            matched = self._matches[key] = self.engine.count(qfilter)
+            if len(self._matches) > MATCHES_CACHE:
+                self._matches.pop(next(iter(self._matches)))
+        work = (ef or self.engine.default_ef) * self.engine.hnsw_m
+        return ef, matched <= EXACT_WORK * work
 
     def _answer_short_exactly(
         self,
@@ -245,15 +259,13 @@ class QdrantStore(VectorStore):
         filters: list[Any],
         k: int,
         qfilter: Any,
-        matched: int | None,
     ) -> None:
         """Search again, exactly, the rows that came back short of k while more points
         match their filter (a graph search can miss them)."""
         short = [i for i, points in enumerate(answers) if len(points) < k]
         if not short:
             return
-        if matched is None:
-            matched = self.engine.count(qfilter)
+        matched = self.engine.count(qfilter)
         short = [i for i in short if len(answers[i]) < matched]
         if short:
             again = self.engine.query(
