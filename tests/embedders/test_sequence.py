@@ -71,3 +71,22 @@ def test_gap_buckets():
     times = np.array([0, 0, minute, 4 * minute, np.nan, 10 * minute])
     assert gap_buckets(times, 4).tolist() == [0, 1, 2, 3, 0, 0]
     assert gap_buckets(times, 0).tolist() == [0] * 6
+
+
+def test_same_seed_same_model_and_save_load(tmp_path):
+    train = planted().head(3000)
+    config = TwoTowerConfig(
+        dim=8, hidden=8, features=False, user_encoder="sequence", history=10, layers=1,
+        heads=2, epochs=2, val_fraction=0.2, threads=1, time_buckets=4,
+    )  # fmt: skip
+    a, b = (TwoTowerModel.fit(train, None, None, config, progress=False) for _ in range(2))
+    users = train[["user_id"]].drop_duplicates()
+    va = a.user_vectors(users, history=train)
+    np.testing.assert_array_equal(va, b.user_vectors(users, history=train))
+    assert a.history == b.history
+    loaded = TwoTowerModel.load(a.save(tmp_path / "seq.pt"))
+    assert loaded.config.user_encoder == "sequence"
+    np.testing.assert_allclose(loaded.user_vectors(users, history=train), va, atol=1e-6)
+    # a user's vector depends on the order of their items
+    reordered = train.assign(timestamp=-train["timestamp"])
+    assert not np.allclose(a.user_vectors(users, history=reordered), va)
