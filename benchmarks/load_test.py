@@ -235,7 +235,7 @@ async def _client(port: int, bodies: list[str], until: float, out: list, seed: i
 def _fallbacks(port: int) -> int:
     import httpx
 
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
     return sum(
         int(float(line.rsplit(" ", 1)[1]))
         for line in text.splitlines()

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+from embedrec.embedders.two_tower import Feature, Towers, TowerSpec, TwoTowerConfig, TwoTowerModel
 from embedrec.embedders.two_tower.sequence import gap_buckets
 from embedrec.ranking.splits import leave_last_out
 
@@ -90,3 +90,22 @@ def test_same_seed_same_model_and_save_load(tmp_path):
     # a user's vector depends on the order of their items
     reordered = train.assign(timestamp=-train["timestamp"])
     assert not np.allclose(a.user_vectors(users, history=reordered), va)
+
+
+def test_full_softmax_and_user_features_train():
+    train = planted().head(800)
+    users = pd.DataFrame({"user_id": train["user_id"].unique()})
+    users["segment"] = np.where(users["user_id"].str.startswith("c"), "chain", "probe")
+    towers = Towers(
+        user=TowerSpec(id="user_id", features=[Feature(kind="categorical", column="segment")])
+    )
+    config = TwoTowerConfig(
+        dim=8, hidden=8, user_encoder="sequence", history=10, layers=1, heads=1,
+        negatives="all", epochs=1, val_fraction=0.0, threads=1,
+    )  # fmt: skip
+    model = TwoTowerModel.fit(train, users, None, config, towers=towers, progress=False)
+    vectors = model.user_vectors(users, history=train)
+    assert vectors.shape == (len(users), 8) and np.isfinite(vectors).all()
+    # the features join the output: the same history, another segment, another vector
+    flipped = users.assign(segment=np.where(users["segment"] == "chain", "probe", "chain"))
+    assert not np.allclose(model.user_vectors(flipped, history=train), vectors)
