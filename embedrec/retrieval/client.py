@@ -39,7 +39,9 @@ from embedrec.embedders import Embedder
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
 from embedrec.retrieval.failover import Failover
+from embedrec.retrieval.history import Histories, Interaction, TrainingHistories, as_interactions
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
+from embedrec.retrieval.user_queries import Request, check_history, user_queries
 from embedrec.stores import Hit, Hits, StoreError
 from embedrec.stores.errors import ConfigError
 from embedrec.stores.filters import Node, matches, parse_filter
@@ -61,7 +63,10 @@ class Results:
     hits: Hits
     source: str
     """What answered: the space searched ("text", "image", "two-tower"), or for
-    `recommend` also "features" (a new user's feature-only vector) or "popularity"."""
+    `recommend` also "features" (a new user's feature-only vector), "history" (a vector
+    from a request's history alone) or "popularity"."""
+    unknown_history: int = 0
+    """`recommend` with a history: how many of its item ids were dropped as unknown."""
 
 
 @dataclass
@@ -72,6 +77,8 @@ class Interactions:
     seen: dict[str, frozenset[str]]
     popularity: list[tuple[str, int]]
     """Item ids with their rating counts, most rated first (ties by id)."""
+    histories: TrainingHistories
+    """Each user's interactions in order, the default `Histories` of a `Recommender`."""
 
     @classmethod
     def from_frames(cls, users: pd.DataFrame, ratings: pd.DataFrame) -> Interactions:
@@ -87,7 +94,12 @@ class Interactions:
         seen = {u: frozenset(items) for u, items in pairs.groupby("user_id")["item_id"]}
         counts = pairs["item_id"].value_counts()
         order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls(users.reset_index(drop=True), seen, [(i, int(c)) for i, c in order])
+        return cls(
+            users.reset_index(drop=True),
+            seen,
+            [(i, int(c)) for i, c in order],
+            TrainingHistories(ratings),
+        )
 
 
 def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -123,9 +135,12 @@ class Recommender:
         interactions: Interactions | None = None,
         similar_space: str | None = None,
         spaces: Sequence[Space] = (),
+        histories: Histories | None = None,
     ) -> None:
         """Spaces from their stores and query side (`text` with `text_embedder`, ...), or
-        built already (`spaces`, as `from_config` and a reload open them)."""
+        built already (`spaces`, as `from_config` and a reload open them). `histories`:
+        where a sequence user encoder reads users' recent interactions (default: the
+        training interactions of `interactions`)."""
         users = interactions.users if interactions is not None else None
         given = {s.name: s for s in spaces}
         for name, fo, kw in (
@@ -145,6 +160,7 @@ class Recommender:
         for space in self._spaces.values():
             space.failover.on_fallback = self._count_fallback
         self.interactions = interactions
+        self.histories = histories or (interactions.histories if interactions else None)
         self.similar_space = similar_space or next(
             s for s in ("two-tower", "text", "image") if s in self._spaces
         )
@@ -153,6 +169,8 @@ class Recommender:
         # tokenizers and some torch modules are not safe to call from several threads at once
         self._embed_locks = {"text": threading.Lock(), "image": threading.Lock()}
         self._popularity = dict(interactions.popularity) if interactions is not None else {}
+        # known users' declared features, which a sequence encoder reads at request time
+        self._user_rows = users.set_index("user_id", drop=False) if users is not None else None
 
     # -- building ------------------------------------------------------------------------
 
@@ -353,19 +371,23 @@ class Recommender:
 
     def recommend(
         self,
-        user_id: str,
+        user_id: str | None,
         k: int = 10,
         *,
         exclude_seen: bool = True,
         filter: Mapping | None = None,
         features: Mapping[str, Any] | None = None,
+        history: Sequence[str | Interaction] | None = None,
     ) -> Results:
         """Top-k items for a user from the two-tower model.
 
-        A known user gets their learned vector; an unknown one with `features` (the user
-        features the model declares; `FeatureError` names one it does not) the feature-only
-        tower's vector; an unknown one without features the most rated items. `features`
-        are checked for every user and used only for users this recommender does not know.
+        A known user gets their learned vector (under the sequence encoder, one computed now
+        from their recent history in `histories` followed by `history`); a user with no id
+        or an unknown one, a vector from `history` (item ids oldest first, or `Interaction`s
+        with timestamps; at most `HISTORY_CAP`, else `HistoryTooLong`), else from `features`
+        (the user features the model declares; `FeatureError` names one it does not), else
+        the most rated items. History ids the store lacks are dropped and counted
+        (`Results.unknown_history`); the history's items are left out with the seen ones.
         """
         return self.recommend_batch(
             [user_id],
@@ -373,52 +395,52 @@ class Recommender:
             exclude_seen=exclude_seen,
             filter=filter,
             features=None if features is None else [features],
+            history=None if history is None else [history],
         )[0]
 
     def recommend_batch(
         self,
-        user_ids: Sequence[str],
+        user_ids: Sequence[str | None],
         k: int = 10,
         *,
         exclude_seen: bool = True,
         filter: Mapping | None = None,
         features: Sequence[Mapping[str, Any] | None] | None = None,
+        history: Sequence[Sequence[str | Interaction] | None] | None = None,
     ) -> list[Results]:
+        """`recommend` for each user; `features` and `history`: one per user (or None)."""
         k = _check_k(k)
         node = parse_filter(filter) if filter is not None else None
         space = self._space("two-tower")
         model = space.model
         assert model is not None  # make_space checks that the two-tower space has one
-        ids = [str(u) for u in user_ids]
-        feats: list[Mapping[str, Any] | None] = [None] * len(ids)
-        if features is not None:  # checked against the model's declaration, known user or not
-            feats = [None if f is None else model.validate_user(f) for f in features]
-        if len(feats) != len(ids):
-            raise ValueError(f"{len(feats)} feature rows for {len(ids)} users")
+        ids = [None if u is None else str(u) for u in user_ids]
+        feats: Sequence[Mapping[str, Any] | None] = features or [None] * len(ids)
+        asked = history if history is not None else [None] * len(ids)
+        if len(feats) != len(ids) or len(asked) != len(ids):
+            raise ValueError(f"features and history need one entry for each of {len(ids)} users")
+        for uid, h in zip(ids, asked, strict=True):
+            check_history(h or (), uid)
+        requests = [
+            Request(uid, None if f is None else model.validate_user(f), as_interactions(h or ()))
+            for uid, f, h in zip(ids, feats, asked, strict=True)
+        ]  # features are checked against the model's declaration, known user or not
+        queries = user_queries(space, requests, self.histories, self._user_rows)
         seen = self.interactions.seen if self.interactions is not None else {}
-        exclude = [seen.get(u, frozenset()) if exclude_seen else frozenset() for u in ids]
-        vectors: dict[int, np.ndarray] = {}
-        sources: dict[int, str] = {}
-        new_rows: list[tuple[int, dict[str, Any]]] = []
-        for n, (uid, f) in enumerate(zip(ids, feats, strict=True)):
-            if uid in space.user_vectors:
-                vectors[n], sources[n] = space.user_vectors[uid], "two-tower"
-            elif f is not None:
-                new_rows.append((n, {**f, "user_id": uid}))
-        if new_rows:
-            computed = model.user_vectors(pd.DataFrame([row for _, row in new_rows]))
-            for (n, _), vec in zip(new_rows, computed, strict=True):
-                vectors[n], sources[n] = vec, "features"
+        exclude = [
+            seen.get(u or "", frozenset()) | q.items if exclude_seen else frozenset()
+            for u, q in zip(ids, queries, strict=True)
+        ]
         out: list[Results | None] = [None] * len(ids)
-        if vectors:
-            order = sorted(vectors)
-            matrix = np.array([vectors[n] for n in order], dtype=np.float32)
+        order = [n for n, q in enumerate(queries) if q.vector is not None]
+        if order:
+            matrix = np.array([queries[n].vector for n in order], dtype=np.float32)
             hits = self._search(space, matrix, k, node, [exclude[n] for n in order])
             for n, h in zip(order, hits, strict=True):
-                out[n] = Results(h, sources[n])
-        for n in range(len(ids)):
+                out[n] = Results(h, queries[n].source, queries[n].unknown)
+        for n, q in enumerate(queries):
             if out[n] is None:
-                out[n] = Results(self._popular(space, k, node, exclude[n]), "popularity")
+                out[n] = Results(self._popular(space, k, node, exclude[n]), q.source, q.unknown)
         return out  # type: ignore[return-value]
 
     def _popular(self, space: Space, k: int, node: Node | None, exclude: Iterable[str]) -> Hits:

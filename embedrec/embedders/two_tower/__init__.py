@@ -1,7 +1,7 @@
 """Learned two-tower user/item vectors: declared features (`features`), their encoders
 (`encoders`), the towers and model file (`model`), training (`training`: `fit_two_tower`),
-the default text function (`text_fn`) and the item tower as an ingestion embedder
-(`embedder`)."""
+the sequence user tower and its training (`sequence`, `sequence_training`), the default text
+function (`text_fn`) and the item tower as an ingestion embedder (`embedder`)."""
 
 from embedrec.embedders.two_tower.embedder import (
     TwoTowerItemEmbedder,
@@ -15,9 +15,9 @@ from embedrec.embedders.two_tower.features import (
     Towers,
     TowerSpec,
 )
+from embedrec.embedders.two_tower.fitting import fit_two_tower
 from embedrec.embedders.two_tower.model import TwoTowerConfig, TwoTowerModel, Vocab
 from embedrec.embedders.two_tower.text_fn import default_text_fn
-from embedrec.embedders.two_tower.training import fit_two_tower
 
 __all__ = [
     "Feature",
