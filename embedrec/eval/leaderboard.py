@@ -37,6 +37,10 @@ from embedrec.eval.config import ExperimentConfig
 from embedrec.eval.dataset import Dataset, load_dataset
 from embedrec.eval.field_models import EASE, CornacBiVAE, CornacBPR, ImplicitALS
 from embedrec.eval.model_params import RECOMMENDERS_PARAMS
+from embedrec.eval.search_space import SPACES, current_params
+from embedrec.eval.sequential.params import CORNAC_SEQ_PARAMS
+from embedrec.eval.sequential.registry import CORNAC as CORNAC_NEXT_ITEM
+from embedrec.eval.sequential.registry import SESSION as SESSION_BASELINES
 from embedrec.eval.workers import run_all
 from embedrec.progress import Progress
 from embedrec.ranking.metrics import hit_matrix, ranking_metrics, recall_at_k
@@ -114,6 +118,7 @@ def _available(uri: str) -> bool:
 ModelFactory = Callable[[ExperimentConfig, TextFn, bool], Model]
 
 MODELS: dict[str, ModelFactory] = {
+    **CORNAC_NEXT_ITEM,
     "cornac-bivae": lambda config, text_fn, progress: CornacBiVAE(config.baselines.bivae),
     "bpr": lambda config, text_fn, progress: TwoTower(
         "BPR-MF (ids only)", config.bpr, progress=progress
@@ -127,6 +132,7 @@ MODELS: dict[str, ModelFactory] = {
     "content-knn": lambda config, text_fn, progress: ContentKNN(
         text_fn, config.eval.knn_neighbours
     ),
+    **SESSION_BASELINES,
     "most-popular": lambda config, text_fn, progress: MostPopular(),
 }
 """The models `[eval] models` can name, in the order the leaderboard runs them: the slowest
@@ -141,6 +147,10 @@ def split_ratings(name: str, ratings: pd.DataFrame, config: ExperimentConfig):
 
 def _split_name(name: str, config: ExperimentConfig) -> str:
     return describe_split(name, ratio=config.eval.ratio, seed=config.eval.seed)
+
+
+def _split_heading(name: str, eval_section: dict[str, Any]) -> str:
+    return describe_split(name, ratio=eval_section["ratio"], seed=eval_section["seed"])
 
 
 def load_data(config: ExperimentConfig) -> Dataset:
@@ -235,7 +245,8 @@ class Runner:
             cold = cold_start(self.config, self.data, self.text_fn, self.progress)
             return Outcome(task, cold, time.perf_counter() - started)
         catalog, test = self.split(task.split)
-        model = MODELS[task.model](self.config, self.text_fn, self.progress)
+        config = self.config.for_split(task.split)
+        model = MODELS[task.model](config, self.text_fn, self.progress)
         model.fit(catalog)
         fit_s = time.perf_counter() - started
         rows = [
@@ -249,10 +260,24 @@ class Runner:
                 },
                 "train_s": round(fit_s, 1),
                 "source": "embedrec",
+                **_values(task, self.config, config),
             }
             for uri in [None] + (self.stores if model.store_based else [])
         ]
         return Outcome(task, rows, fit_s)
+
+
+def _values(task: Task, config: ExperimentConfig, used: ExperimentConfig) -> dict[str, Any]:
+    """Which values a row's model ran with: its searched parameters, and whether they were
+    chosen on this split's own validation or are the config's."""
+    if task.model not in SPACES:
+        return {}
+    record = config.tuned.splits.get(task.split) if config.tuned else None
+    tuned = record is not None and task.model in record.best
+    return {
+        "values": current_params(task.model, used.model_dump()),
+        "values_from": "tuned on this split's validation" if tuned else "the config",
+    }
 
 
 def evaluate(
@@ -337,36 +362,59 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) and value < 100 else str(value)
 
 
-def _tuning_note(tuned: dict[str, Any] | None) -> str:
+def _tuning_note(tuned: dict[str, Any] | None, splits: dict[str, str]) -> list[str]:
+    """What was tuned for each split (`splits`: name -> its heading), one paragraph each."""
     if not tuned:
-        return "Hyperparameters: as written in the config, not tuned on validation."
-    best = ", ".join(f"{m} {v:.4f}" for m, v in tuned["best"].items())
-    counts = tuned.get("trials_by_model") or dict.fromkeys(tuned["best"], tuned["trials"])
-    if len(set(counts.values())) == 1:
-        n = next(iter(counts.values()))
-        how = f"`embedrec tune {tuned['config']} --trials {n}` ({n} trials per model"
-    else:
-        per = ", ".join(f"{m} {n}" for m, n in counts.items())
-        how = f"`embedrec tune` from {tuned['config']} (trials: {per}"
-    return (
-        f"Hyperparameters: tuned by {how}, {tuned['sampler']}) on {tuned['on']}; best "
-        f"validation {tuned['metric']}: {best}. The test split is reported once, here."
-    )
+        return ["Hyperparameters: as written in the config, not tuned on validation.", ""]
+    lines = []
+    for name, heading in splits.items():
+        record = tuned["splits"].get(name)
+        if record is None:
+            lines += [
+                f"Hyperparameters on {heading}: the config's, not tuned on its validation.",
+                "",
+            ]
+            continue
+        best = ", ".join(f"{m} {v:.4f}" for m, v in record["best"].items())
+        counts = record["trials_by_model"] or dict.fromkeys(record["best"], tuned["trials"])
+        if len(set(counts.values())) == 1:
+            n = next(iter(counts.values()))
+            how = f"`embedrec tune {tuned['config']} --trials {n}` ({n} trials per model"
+        else:
+            per = ", ".join(f"{m} {n}" for m, n in counts.items())
+            how = f"`embedrec tune` from {tuned['config']} (trials: {per}"
+        lines += [
+            f"Hyperparameters on {heading}: tuned by {how}, {tuned['sampler']}) on "
+            f"{record['on']}; best validation {tuned['metric']}: {best}. The test split is "
+            "reported once, here.",
+            "",
+        ]
+    return lines
+
+
+def _values_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each model's searched values on a split, once per model."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        if "values" in r and r["model"] not in seen:
+            values = ", ".join(f"{k}={_fmt(v)}" for k, v in r["values"].items())
+            seen[r["model"]] = f"- {r['model']} ({r['values_from']}): {values}"
+    return ["Values used:", "", *seen.values(), ""] if seen else []
 
 
 def to_markdown(board: dict[str, Any]) -> str:
     k = board["k"]
     cols = [c.format(k=k) for c in METRIC_COLUMNS]
-    lines = [
-        f"# Leaderboard: {board['dataset']}, k={k}",
-        "",
-        board["protocol"],
-        "",
-        _tuning_note(board.get("tuned")),
-        "",
-    ]
+    headings = board["config"]["eval"]["splits"]
+    config = board["config"]["eval"]
+    names = {_split_heading(n, config): n for n in headings}
+    lines = [f"# Leaderboard: {board['dataset']}, k={k}", "", board["protocol"], ""]
+    lines += _tuning_note(board.get("tuned"), {n: h for h, n in names.items()})
     for split in dict.fromkeys(r["split"] for r in board["rows"]):
-        lines += [f"## {split}", "", "| model | scoring | " + " | ".join(cols) + " |"]
+        users = max((r["users"] for r in board["rows"] if r["split"] == split and "users" in r),
+                    default=None)  # fmt: skip
+        count = f" ({users} test users)" if users is not None else ""
+        lines += [f"## {split}{count}", "", "| model | scoring | " + " | ".join(cols) + " |"]
         lines.append("|" + " --- |" * (len(cols) + 2))
         rows = [r for r in board["rows"] if r["split"] == split]
         for r in sorted(rows, key=lambda r: -r.get(f"ndcg@{k}", 0)):
@@ -374,6 +422,7 @@ def to_markdown(board: dict[str, Any]) -> str:
             cells = [_fmt(r.get(c)) if c != "train_s" else str(r.get(c, "–")) for c in cols]
             lines.append(f"| {name} | {r['scoring']} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _values_lines(rows)
     for source in dict.fromkeys(r["source"] for r in board["rows"] if r["source"] != "embedrec"):
         lines += [f"¹ Published: their numbers, not rerun here: {source}.", ""]
     if any("(Cornac, " in r["model"] for r in board["rows"]):
@@ -381,6 +430,8 @@ def to_markdown(board: dict[str, Any]) -> str:
             f"Cornac rows: rerun here with Recommenders' settings: {RECOMMENDERS_PARAMS}.",
             "",
         ]
+    if any(r["model"].endswith(" (Cornac)") for r in board["rows"]):
+        lines += [f"Cornac's next-item rows: settings from {CORNAC_SEQ_PARAMS}.", ""]
     if board["cold_start"]:
         first = board["cold_start"][0]
         lines += [
