@@ -53,13 +53,13 @@ def data() -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def config() -> ExperimentConfig:
+    models = ["most-popular", "transitions", "recent-popularity"]
     return ExperimentConfig.model_validate(
         {
-            "data": {"interactions": {"path": "x.csv"}, "items": {"path": "i.csv", "id": "item_id"}},
-            "eval": {"splits": SPLITS, "models": ["most-popular", "transitions", "recent-popularity"],
-                     "stores": [], "cold_fraction": 0.0},
+            "data": {"interactions": {"path": "x.csv"}, "items": {"path": "i.csv", "id": "x"}},
+            "eval": {"splits": SPLITS, "models": models, "stores": [], "cold_fraction": 0.0},
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +154,10 @@ def test_the_leaderboard_runs_each_split_with_its_values(run, data) -> None:
 
 def test_a_config_names_only_known_splits_and_valid_values(config) -> None:
     bad = config.model_dump()
+    values = {"baselines": {"transitions": {"history": 0}}}
+    split = {"on": "v", "best": {}, "values": values}
     bad["tuned"] = {"config": "c", "metric": "ndcg@10", "trials": 1, "sampler": "s",
-                    "splits": {"leave-last-out": {"on": "v", "best": {},
-                                                  "values": {"baselines": {"transitions": {"history": 0}}}}}}  # fmt: skip
+                    "splits": {"leave-last-out": split}}  # fmt: skip
     with pytest.raises(ValueError, match=r"tuned\.splits\.leave-last-out\] values"):
         ExperimentConfig.model_validate(bad)
     bad["tuned"]["splits"] = {"sideways": {"on": "v", "best": {}}}

@@ -18,8 +18,8 @@ import embedrec.eval.leaderboard as leaderboard
 import embedrec.eval.tune as tuning
 from embedrec.eval.baselines import Model
 from embedrec.eval.config import ExperimentConfig, load_config
-from embedrec.eval.toml_write import dumps
 from embedrec.eval.search_space import SPACES, current_params
+from embedrec.eval.toml_write import dumps
 from embedrec.eval.tune import default_out, save, tune
 
 pytest.importorskip("optuna", reason="tune needs the optional extra 'recsys'")
