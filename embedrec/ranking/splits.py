@@ -81,17 +81,20 @@ def stratified_split(
 
 
 def chronological(ratings: pd.DataFrame) -> pd.DataFrame:
-    """The interactions grouped by user, each user's in time order: by timestamp, and among
-    equal timestamps in table order (earlier row first). A stable sort, so applying it to
-    its own output changes nothing, and any part of its output (a split) is in order too."""
-    _require(ratings, USER, TIMESTAMP)
-    return ratings.sort_values([USER, TIMESTAMP], kind="stable")
+    """The interactions grouped by user, each user's oldest first: by timestamp, and among
+    equal timestamps (or without a timestamp column) in table order. The one ordering rule
+    of every sequence here: leave-last-out, the sequence user encoder's training histories
+    and the histories a service reads."""
+    _require(ratings, USER)
+    by = [USER, TIMESTAMP] if TIMESTAMP in ratings.columns else [USER]
+    # a stable sort keeps table order among ties
+    return ratings.sort_values(by, kind="stable")
 
 
 def leave_last_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each user's latest rating (in `chronological` order: among equal timestamps the last
-    in table order) is the test set, the rest is training. Users with a single rating stay
-    in training only, since nothing would be left to learn from."""
+    """Each user's latest rating (by timestamp; among equal timestamps the last in table
+    order: `chronological`) is the test set, the rest is training. Users with a single
+    rating stay in training only, since nothing would be left to learn from."""
     _require(ratings, USER, ITEM, TIMESTAMP)
     data = chronological(ratings)
     size = data.groupby(USER, sort=False)[USER].transform("count").to_numpy()
