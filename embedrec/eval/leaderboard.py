@@ -2,8 +2,10 @@
 stores, written to DIR/leaderboard.md and DIR/leaderboard.json.
 
 Protocol (as in Microsoft Recommenders' benchmark): every test interaction is relevant, the
-catalogue is the items with training interactions, items a user interacted with in training
-are removed from their ranking; metrics at k averaged over the users with test interactions.
+catalogue is the items with training interactions, each user's ranking is over all of it (no
+sampled negatives) less the items they interacted with in training; metrics at k averaged
+over the users with test interactions. Each split's models run with the values tuned on that
+split's own validation, where the config has them.
 The splits, k and the cold-start share (items held out from training entirely) come from
 the config's `[eval]` section; published figures from its `[[published]]` tables.
 """
