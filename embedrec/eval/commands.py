@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output_flags(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
+    _register_tune(sub)
+
+
+def _register_tune(sub: argparse._SubParsersAction) -> None:
     tune = sub.add_parser(
         "tune",
         help="choose hyperparameters on a validation split of the training data (Optuna)",

@@ -399,7 +399,10 @@ def _values_lines(rows: list[dict[str, Any]]) -> list[str]:
     seen: dict[str, str] = {}
     for r in rows:
         if "values" in r and r["model"] not in seen:
-            values = ", ".join(f"{k}={_fmt(v)}" for k, v in r["values"].items())
+            values = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in r["values"].items()
+            )
             seen[r["model"]] = f"- {r['model']} ({r['values_from']}): {values}"
     return ["Values used:", "", *seen.values(), ""] if seen else []
 
