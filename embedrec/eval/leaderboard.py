@@ -364,12 +364,14 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) and value < 100 else str(value)
 
 
-def _tuning_note(tuned: dict[str, Any] | None, splits: dict[str, str]) -> list[str]:
-    """What was tuned for each split (`splits`: name -> its heading), one paragraph each."""
+def _tuning_note(tuned: dict[str, Any] | None, eval_section: dict[str, Any]) -> list[str]:
+    """What was tuned for each split of `eval_section` (the config's `[eval]`), one
+    paragraph each."""
     if not tuned:
         return ["Hyperparameters: as written in the config, not tuned on validation.", ""]
     lines = []
-    for name, heading in splits.items():
+    for name in eval_section["splits"]:
+        heading = _split_heading(name, eval_section)
         record = tuned["splits"].get(name)
         if record is None:
             lines += [
@@ -410,11 +412,8 @@ def _values_lines(rows: list[dict[str, Any]]) -> list[str]:
 def to_markdown(board: dict[str, Any]) -> str:
     k = board["k"]
     cols = [c.format(k=k) for c in METRIC_COLUMNS]
-    headings = board["config"]["eval"]["splits"]
-    config = board["config"]["eval"]
-    names = {_split_heading(n, config): n for n in headings}
     lines = [f"# Leaderboard: {board['dataset']}, k={k}", "", board["protocol"], ""]
-    lines += _tuning_note(board.get("tuned"), {n: h for h, n in names.items()})
+    lines += _tuning_note(board.get("tuned"), board["config"]["eval"])
     for split in dict.fromkeys(r["split"] for r in board["rows"]):
         users = max((r["users"] for r in board["rows"] if r["split"] == split and "users" in r),
                     default=None)  # fmt: skip

@@ -199,7 +199,7 @@ def test_tuning_a_tuned_config_again_keeps_what_it_did_not_search(run, data) -> 
     assert split.trials_by_model == {"ease": 1, "als": TRIALS}
     assert split.best["als"] == before.best["als"] and set(split.best) == {"ease", "als"}
     assert again.for_split("random").baselines.als == first.for_split("random").baselines.als
-    note = "\n".join(_tuning_note(record.model_dump(), {"random": "random 75/25"}))
+    note = "\n".join(_tuning_note(record.model_dump(), again.eval.model_dump()))
     assert f"`embedrec tune` from planted.toml (trials: ease 1, als {TRIALS}," in note
 
 
