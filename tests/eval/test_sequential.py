@@ -116,6 +116,7 @@ def cycle(users: int = 48, items: int = 12, length: int = 9, seed: int = 0):
     return cat, test
 
 
+@pytest.mark.slow  # the transformers: 15-60 s each on a busy 2-core machine
 @pytest.mark.parametrize(
     ("key", "params"),
     [

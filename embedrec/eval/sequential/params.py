@@ -17,8 +17,9 @@ CORNAC_SEQ_PARAMS = (
     "Cornac 3.0.1's constructor defaults (cornac/models/{sasrec,bert4rec,gru4rec,fpmc,spop}/"
     "recom_*.py: embedding 100, 2 blocks, 1 head, dropout 0.2, max_len 50, Adam lr 0.001 for "
     "the transformers, as in Kang & McAuley, ICDM 2018; GRU4Rec's 100 units, lr 0.05, as in "
-    "Hidasi & Karatzoglou, CIKM 2018), with fewer epochs and 256 sampled negatives for the "
-    "cost on 2 CPU cores (docs/leaderboard.md, 'Next item')"
+    "Hidasi & Karatzoglou, CIKM 2018), with fewer epochs, 256 sampled negatives and, in "
+    "configs/next_item.toml and shop_next_item.toml, max_len 20, for the cost on 2 CPU "
+    "cores (docs/leaderboard.md, 'Next item')"
 )
 
 
