@@ -6,6 +6,17 @@ the time-based splits); any dataset loaded through a `[data]` config has these c
 random draws for the same row order and seed), so that our MovieLens numbers sit beside
 their benchmark (examples/06_benchmarks/movielens.ipynb: ratio=0.75, min_rating=1,
 filter_by="item", seed=42).
+
+Order in time (`chronological`): by timestamp; interactions with equal timestamps keep the
+order of their rows in the interactions table (the file's order), earlier row first. Every
+split, every validation carved from a training part and every model that reads a user's
+history as a sequence uses this one rule.
+
+Each split has its own validation, carved from its training part by the same protocol
+(`validation_split`): leave-last-out's is leave-last-out of the training part (each user's
+second-to-last interaction); the temporal split's is the last tenth of the training part's
+time (cut as the test split is, `VALIDATION_RATIO`); stratified and random apply themselves
+again.
 """
 
 from __future__ import annotations
@@ -21,6 +32,10 @@ SPLITS: dict[str, str] = {
     "temporal": "global temporal {train}/{test} (train before, test after)",
 }
 """Split names, each with the line a leaderboard describes it by."""
+
+VALIDATION_RATIO = 0.9
+"""The temporal split's validation: the earliest 90% of the training part's interactions
+(by time) fit, the last tenth validates."""
 
 
 def _require(ratings: pd.DataFrame, *columns: str) -> None:
@@ -151,6 +166,30 @@ def make_split(
     raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
 
 
+def validation_split(
+    name: str, train: pd.DataFrame, *, ratio: float = 0.75, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit, validation) carved from the training part `train` of the split `name` by the
+    same protocol: leave-last-out again (each user's second-to-last interaction overall),
+    the last tenth of the training time for the temporal split, the split itself again for
+    stratified and random."""
+    if name == "temporal":
+        return temporal_split(train, VALIDATION_RATIO)
+    return make_split(name, train, ratio=ratio, seed=seed)
+
+
 def describe_split(name: str, *, ratio: float = 0.75, seed: int = 42) -> str:
     train = round(ratio * 100)
     return SPLITS[name].format(train=train, test=100 - train, seed=seed)
+
+
+def describe_validation(name: str, *, ratio: float = 0.75, seed: int = 42) -> str:
+    """The line saying how `validation_split` carves `name`'s validation."""
+    if name == "leave-last-out":
+        return "leave-last-out of the training part (each user's second-to-last interaction)"
+    if name == "temporal":
+        fit = round(VALIDATION_RATIO * 100)
+        return f"the last tenth of the training part's time (global temporal {fit}/{100 - fit})"
+    return (
+        f"the split '{describe_split(name, ratio=ratio, seed=seed)}' applied to the training part"
+    )

@@ -4,13 +4,16 @@ import pytest
 
 from embedrec.ranking.splits import (
     SPLITS,
+    chronological,
     cold_item_split,
     describe_split,
+    describe_validation,
     leave_last_out,
     make_split,
     random_split,
     stratified_split,
     temporal_split,
+    validation_split,
 )
 
 
@@ -126,3 +129,46 @@ def test_make_split_knows_every_named_split() -> None:
     assert describe_split("stratified") == "stratified by item 75/25 (seed 42)"
     with pytest.raises(ValueError, match="unknown split 'weekly'"):
         make_split("weekly", data)
+
+
+def test_equal_timestamps_keep_the_table_order() -> None:
+    # u1's three interactions share one timestamp: the rows' order decides, whatever the ids
+    data = ratings([("u1", "z"), ("u2", "a"), ("u1", "b"), ("u1", "a")], [5, 1, 5, 5])
+    assert chronological(data)["item_id"].tolist() == ["z", "b", "a", "a"]
+    assert chronological(chronological(data)).equals(chronological(data))
+    train, test = leave_last_out(data)
+    assert test[test["user_id"] == "u1"]["item_id"].tolist() == ["a"]
+    assert train["item_id"].tolist() == ["z", "b", "a"]  # u2 has one interaction: training
+
+
+def test_leave_last_out_validation_is_each_users_second_to_last() -> None:
+    rng = np.random.default_rng(3)
+    users = [f"u{n}" for n in rng.integers(0, 30, size=400)]
+    data = ratings([(u, f"i{n}") for n, u in enumerate(users)], rng.integers(0, 50, 400).tolist())
+    train, test = make_split("leave-last-out", data)
+    fit, validation = validation_split("leave-last-out", train)
+    ordered = chronological(data)
+    sizes = ordered.groupby("user_id")["user_id"].transform("count")
+    position = ordered.groupby("user_id").cumcount()
+    second_to_last = ordered[(position == sizes - 2) & (sizes > 2)]
+    assert sorted(validation.index) == sorted(second_to_last.index)
+    assert not set(validation.index) & set(test.index) and not set(fit.index) & set(test.index)
+    assert "second-to-last" in describe_validation("leave-last-out")
+
+
+def test_temporal_validation_is_the_last_tenth_of_training_time() -> None:
+    data = ratings([(f"u{n % 7}", f"i{n}") for n in range(1000)], list(range(1000)))
+    train, test = make_split("temporal", data, ratio=0.75)
+    fit, validation = validation_split("temporal", train, ratio=0.75)
+    assert len(train) == 750 and len(validation) == 75 and len(fit) == 675
+    assert fit["timestamp"].max() < validation["timestamp"].min()
+    assert validation["timestamp"].max() < test["timestamp"].min()
+    assert "last tenth" in describe_validation("temporal")
+
+
+def test_stratified_and_random_validation_apply_the_split_again() -> None:
+    data = ratings([(f"u{n % 9}", f"i{n % 13}") for n in range(300)])
+    train, _ = make_split("random", data, seed=1)
+    fit, validation = validation_split("random", train, seed=1)
+    expect_fit, expect_validation = random_split(train, 0.75, seed=1)
+    assert fit.equals(expect_fit) and validation.equals(expect_validation)

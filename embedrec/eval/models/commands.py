@@ -44,13 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output_flags(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
+    _register_tune(sub)
+
+
+def _register_tune(sub: argparse._SubParsersAction) -> None:
     tune = sub.add_parser(
         "tune",
         help="choose hyperparameters on a validation split of the training data (Optuna)",
-        description="Search the hyperparameters of CONFIG's models with Optuna (seeded TPE) on "
-        "a validation split carved from the training part of its first split; the test part "
-        "is never read. Writes a copy of CONFIG with the chosen values and a [tuned] table; "
-        "`embedrec evaluate` on it reports the test split once. Needs the extra 'recsys'.",
+        description="Search the hyperparameters of CONFIG's models with Optuna (seeded TPE), "
+        "for each split of [eval] splits on that split's own validation, carved from its "
+        "training part by the same protocol (leave-last-out: each user's second-to-last "
+        "interaction; temporal: the last tenth of the training time); the test part is never "
+        "read. Writes a copy of CONFIG with a [tuned.splits.NAME] table per split holding the "
+        "chosen values; `embedrec evaluate` on it runs each split with its own values and "
+        "reports the test split once. Needs the extra 'recsys'.",
     )
     tune.add_argument("config", type=Path, metavar="CONFIG")
     tune.add_argument("--trials", type=int, metavar="N", help="trials per model")
@@ -60,8 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     tune.add_argument(
         "--models", metavar="A,B", help="only these models (default: every model of [eval] "
-        "models with a search space: two-tower, bpr, content-knn, ease, als)",
+        "models with a search space)",
     )  # fmt: skip
+    tune.add_argument(
+        "--splits", metavar="A,B", help="only these splits of [eval] splits (default: all)"
+    )
     tune.add_argument("--timeout", type=float, metavar="S", help="stop a model's search after S s")
     tune.add_argument(
         "--merge", type=Path, action="append", default=[], metavar="TUNED",
@@ -127,17 +137,25 @@ def _tune(args: argparse.Namespace) -> int:
     config = load_experiment_config(args.config)
     if args.trials is None and not args.merge:
         raise ValueError("give --trials N (trials per model), or --merge TUNED to only merge")
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    models, splits = _names(args.models), _names(args.splits)
     tuned = config
     if args.trials is not None:
-        tuned = tune(config, str(args.config), args.trials, models=models, timeout=args.timeout)
+        tuned = tune(
+            config, str(args.config), args.trials, models=models, splits=splits,
+            timeout=args.timeout,
+        )  # fmt: skip
     for path in args.merge:
         tuned = combine(tuned, load_experiment_config(path), str(path))
     out = default_out(args.config)
     if args.out is not None:
         out = args.out if args.out.suffix == ".toml" else args.out / out.name
     path = save(tuned, out)
-    for model, score in tuned.tuned.best.items():
-        print(f"{model}: validation {tuned.tuned.metric} {score:.4f}")
+    for split, record in tuned.tuned.splits.items():
+        for model, score in record.best.items():
+            print(f"{split}: {model}: validation {tuned.tuned.metric} {score:.4f}")
     print(f"wrote {path}; report the test split with: embedrec evaluate {path} --out DIR")
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [m.strip() for m in text.split(",") if m.strip()] if text else None

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from embedrec.common.config import load_model
 from embedrec.data.config import DataSection
 from embedrec.embedders.two_tower import TwoTowerConfig
 from embedrec.eval.models.params import BaselineParams, TuningRecord
+from embedrec.eval.models.search_space import merge
 from embedrec.ranking.splits import SPLITS
 
 
@@ -23,9 +24,12 @@ def _bpr_default() -> TwoTowerConfig:
 
 
 ModelKey = Literal[
-    "most-popular", "content-knn", "bpr", "two-tower", "ease", "als", "cornac-bpr", "cornac-bivae"
-]
-"""als, cornac-bpr and cornac-bivae need the optional extra `recsys`."""
+    "most-popular", "content-knn", "bpr", "two-tower", "ease", "als", "cornac-bpr", "cornac-bivae",
+    "recent-popularity", "transitions", "cornac-sasrec", "cornac-bert4rec", "cornac-gru4rec",
+    "cornac-fpmc", "cornac-spop",
+]  # fmt: skip
+"""als and the cornac-* models need the optional extra `recsys`; recent-popularity,
+transitions and the cornac-* next-item models need timestamps."""
 
 
 class EvalSection(BaseModel):
@@ -99,7 +103,28 @@ class ExperimentConfig(BaseModel):
     eval: EvalSection = EvalSection()
     published: list[Published] = []
     tuned: TuningRecord | None = None
-    """Written by `embedrec tune`: what was tuned, on what, with how many trials."""
+    """Written by `embedrec tune`: per split, what was tuned on what validation, with how
+    many trials, and the values chosen."""
+
+    @model_validator(mode="after")
+    def _tuned_splits(self) -> ExperimentConfig:
+        for split in self.tuned.splits if self.tuned else {}:
+            if split not in SPLITS:
+                raise ValueError(f"[tuned.splits]: unknown split {split!r}")
+            try:
+                self.for_split(split)
+            except ValueError as exc:
+                raise ValueError(f"[tuned.splits.{split}] values: {exc}") from None
+        return self
+
+    def for_split(self, split: str) -> ExperimentConfig:
+        """This config with the values `embedrec tune` chose for `split` laid over it (as
+        it is where that split was not tuned); its `tuned` is left out."""
+        record = self.tuned.splits.get(split) if self.tuned else None
+        if record is None or not record.values:
+            return self
+        base = self.model_dump(exclude={"tuned"})
+        return ExperimentConfig.model_validate(merge(base, record.values))
 
 
 def load_experiment_config(path: str | Path) -> ExperimentConfig:

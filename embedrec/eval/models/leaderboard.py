@@ -2,8 +2,10 @@
 stores, written to DIR/leaderboard.md and DIR/leaderboard.json.
 
 Protocol (as in Microsoft Recommenders' benchmark): every test interaction is relevant, the
-catalogue is the items with training interactions, items a user interacted with in training
-are removed from their ranking; metrics at k averaged over the users with test interactions.
+catalogue is the items with training interactions, each user's ranking is over all of it (no
+sampled negatives) less the items they interacted with in training; metrics at k averaged
+over the users with test interactions. Each split's models run with the values tuned on that
+split's own validation, where the config has them.
 The splits, k and the cold-start share (items held out from training entirely) come from
 the config's `[eval]` section; published figures from its `[[published]]` tables.
 """
@@ -38,6 +40,10 @@ from embedrec.eval.models.baselines import (
 from embedrec.eval.models.config import ExperimentConfig
 from embedrec.eval.models.field_models import EASE, CornacBiVAE, CornacBPR, ImplicitALS
 from embedrec.eval.models.params import RECOMMENDERS_PARAMS
+from embedrec.eval.models.search_space import SPACES, current_params
+from embedrec.eval.models.sequential.params import CORNAC_SEQ_PARAMS
+from embedrec.eval.models.sequential.registry import CORNAC as CORNAC_NEXT_ITEM
+from embedrec.eval.models.sequential.registry import SESSION as SESSION_BASELINES
 from embedrec.eval.models.workers import run_all
 from embedrec.ranking.metrics import hit_matrix, ranking_metrics, recall_at_k, top_k
 from embedrec.ranking.splits import cold_item_split, describe_split, make_split
@@ -99,6 +105,7 @@ def _available(uri: str) -> bool:
 ModelFactory = Callable[[ExperimentConfig, TextFn, bool], Model]
 
 MODELS: dict[str, ModelFactory] = {
+    **CORNAC_NEXT_ITEM,
     "cornac-bivae": lambda config, text_fn, progress: CornacBiVAE(config.baselines.bivae),
     "bpr": lambda config, text_fn, progress: TwoTower(
         "BPR-MF (ids only)", config.bpr, progress=progress
@@ -112,6 +119,7 @@ MODELS: dict[str, ModelFactory] = {
     "content-knn": lambda config, text_fn, progress: ContentKNN(
         text_fn, config.eval.knn_neighbours
     ),
+    **SESSION_BASELINES,
     "most-popular": lambda config, text_fn, progress: MostPopular(),
 }
 """The models `[eval] models` can name, in the order the leaderboard runs them: the slowest
@@ -126,6 +134,10 @@ def split_ratings(name: str, ratings: pd.DataFrame, config: ExperimentConfig):
 
 def _split_name(name: str, config: ExperimentConfig) -> str:
     return describe_split(name, ratio=config.eval.ratio, seed=config.eval.seed)
+
+
+def _split_heading(name: str, eval_section: dict[str, Any]) -> str:
+    return describe_split(name, ratio=eval_section["ratio"], seed=eval_section["seed"])
 
 
 def load_data(config: ExperimentConfig) -> Dataset:
@@ -220,7 +232,8 @@ class Runner:
             cold = cold_start(self.config, self.data, self.text_fn, self.progress)
             return Outcome(task, cold, time.perf_counter() - started)
         catalog, test = self.split(task.split)
-        model = MODELS[task.model](self.config, self.text_fn, self.progress)
+        config = self.config.for_split(task.split)
+        model = MODELS[task.model](config, self.text_fn, self.progress)
         model.fit(catalog)
         fit_s = time.perf_counter() - started
         rows = [
@@ -234,10 +247,24 @@ class Runner:
                 },
                 "train_s": round(fit_s, 1),
                 "source": "embedrec",
+                **_values(task, self.config, config),
             }
             for uri in [None] + (self.stores if model.store_based else [])
         ]
         return Outcome(task, rows, fit_s)
+
+
+def _values(task: Task, config: ExperimentConfig, used: ExperimentConfig) -> dict[str, Any]:
+    """Which values a row's model ran with: its searched parameters, and whether they were
+    chosen on this split's own validation or are the config's."""
+    if task.model not in SPACES:
+        return {}
+    record = config.tuned.splits.get(task.split) if config.tuned else None
+    tuned = record is not None and task.model in record.best
+    return {
+        "values": current_params(task.model, used.model_dump()),
+        "values_from": "tuned on this split's validation" if tuned else "the config",
+    }
 
 
 def evaluate(
@@ -322,36 +349,61 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) and value < 100 else str(value)
 
 
-def _tuning_note(tuned: dict[str, Any] | None) -> str:
+def _tuning_note(tuned: dict[str, Any] | None, eval_section: dict[str, Any]) -> list[str]:
+    """What was tuned for each split of `eval_section` (the config's `[eval]`), one
+    paragraph each."""
     if not tuned:
-        return "Hyperparameters: as written in the config, not tuned on validation."
-    best = ", ".join(f"{m} {v:.4f}" for m, v in tuned["best"].items())
-    counts = tuned.get("trials_by_model") or dict.fromkeys(tuned["best"], tuned["trials"])
-    if len(set(counts.values())) == 1:
-        n = next(iter(counts.values()))
-        how = f"`embedrec tune {tuned['config']} --trials {n}` ({n} trials per model"
-    else:
-        per = ", ".join(f"{m} {n}" for m, n in counts.items())
-        how = f"`embedrec tune` from {tuned['config']} (trials: {per}"
-    return (
-        f"Hyperparameters: tuned by {how}, {tuned['sampler']}) on {tuned['on']}; best "
-        f"validation {tuned['metric']}: {best}. The test split is reported once, here."
-    )
+        return ["Hyperparameters: as written in the config, not tuned on validation.", ""]
+    lines = []
+    for name in eval_section["splits"]:
+        heading = _split_heading(name, eval_section)
+        record = tuned["splits"].get(name)
+        if record is None:
+            lines += [
+                f"Hyperparameters on {heading}: the config's, not tuned on its validation.",
+                "",
+            ]
+            continue
+        best = ", ".join(f"{m} {v:.4f}" for m, v in record["best"].items())
+        counts = record["trials_by_model"] or dict.fromkeys(record["best"], tuned["trials"])
+        if len(set(counts.values())) == 1:
+            n = next(iter(counts.values()))
+            how = f"`embedrec tune {tuned['config']} --trials {n}` ({n} trials per model"
+        else:
+            per = ", ".join(f"{m} {n}" for m, n in counts.items())
+            how = f"`embedrec tune` from {tuned['config']} (trials: {per}"
+        lines += [
+            f"Hyperparameters on {heading}: tuned by {how}, {tuned['sampler']}) on "
+            f"{record['on']}; best validation {tuned['metric']}: {best}. The test split is "
+            "reported once, here.",
+            "",
+        ]
+    return lines
+
+
+def _values_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each model's searched values on a split, once per model."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        if "values" in r and r["model"] not in seen:
+            values = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in r["values"].items()
+            )
+            seen[r["model"]] = f"- {r['model']} ({r['values_from']}): {values}"
+    return ["Values used:", "", *seen.values(), ""] if seen else []
 
 
 def to_markdown(board: dict[str, Any]) -> str:
     k = board["k"]
     cols = [c.format(k=k) for c in METRIC_COLUMNS]
-    lines = [
-        f"# Leaderboard: {board['dataset']}, k={k}",
-        "",
-        board["protocol"],
-        "",
-        _tuning_note(board.get("tuned")),
-        "",
-    ]
+    lines = [f"# Leaderboard: {board['dataset']}, k={k}", "", board["protocol"], ""]
+    lines += _tuning_note(board.get("tuned"), board["config"]["eval"])
     for split in dict.fromkeys(r["split"] for r in board["rows"]):
-        lines += [f"## {split}", "", "| model | scoring | " + " | ".join(cols) + " |"]
+        users = max((r["users"] for r in board["rows"] if r["split"] == split and "users" in r),
+                    default=None)  # fmt: skip
+        count = f" ({users} test users)" if users is not None else ""
+        lines += [f"## {split}{count}", "", "| model | scoring | " + " | ".join(cols) + " |"]
         lines.append("|" + " --- |" * (len(cols) + 2))
         rows = [r for r in board["rows"] if r["split"] == split]
         for r in sorted(rows, key=lambda r: -r.get(f"ndcg@{k}", 0)):
@@ -359,6 +411,7 @@ def to_markdown(board: dict[str, Any]) -> str:
             cells = [_fmt(r.get(c)) if c != "train_s" else str(r.get(c, "–")) for c in cols]
             lines.append(f"| {name} | {r['scoring']} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _values_lines(rows)
     for source in dict.fromkeys(r["source"] for r in board["rows"] if r["source"] != "embedrec"):
         lines += [f"¹ Published: their numbers, not rerun here: {source}.", ""]
     if any("(Cornac, " in r["model"] for r in board["rows"]):
@@ -366,6 +419,8 @@ def to_markdown(board: dict[str, Any]) -> str:
             f"Cornac rows: rerun here with Recommenders' settings: {RECOMMENDERS_PARAMS}.",
             "",
         ]
+    if any(r["model"].endswith(" (Cornac)") for r in board["rows"]):
+        lines += [f"Cornac's next-item rows: settings from {CORNAC_SEQ_PARAMS}.", ""]
     if board["cold_start"]:
         first = board["cold_start"][0]
         lines += [

@@ -7,9 +7,19 @@ the libraries they configure.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from embedrec.eval.models.sequential.params import (
+    BERT4RecParams,
+    FPMCParams,
+    GRU4RecParams,
+    RecentPopularityParams,
+    SASRecParams,
+    SPopParams,
+    TransitionsParams,
+)
 
 RECOMMENDERS_PARAMS = (
     "Microsoft Recommenders, examples/06_benchmarks/movielens.ipynb (bpr_params, "
@@ -62,12 +72,36 @@ class BiVAEParams(_Params):
 
 
 class BaselineParams(_Params):
-    """`[baselines.ease]`, `[baselines.als]`, `[baselines.cornac_bpr]`, `[baselines.bivae]`."""
+    """`[baselines.ease]`, `[baselines.als]`, `[baselines.cornac_bpr]`, `[baselines.bivae]`,
+    and the next-item models' tables (eval/sequential/params.py)."""
 
     ease: EaseParams = EaseParams()
     als: ALSParams = ALSParams()
     cornac_bpr: CornacBPRParams = CornacBPRParams()
     bivae: BiVAEParams = BiVAEParams()
+    recent_popularity: RecentPopularityParams = RecentPopularityParams()
+    transitions: TransitionsParams = TransitionsParams()
+    sasrec: SASRecParams = SASRecParams()
+    bert4rec: BERT4RecParams = BERT4RecParams()
+    gru4rec: GRU4RecParams = GRU4RecParams()
+    fpmc: FPMCParams = FPMCParams()
+    spop: SPopParams = SPopParams()
+
+
+class SplitTuning(_Params):
+    """What `embedrec tune` chose for one split, on that split's own validation."""
+
+    on: str
+    """The data the objective saw: the validation carved from this split's training part
+    by the same protocol (ranking.splits.validation_split)."""
+    best: dict[str, float]
+    """Model key -> its best validation score."""
+    trials_by_model: dict[str, int] = {}
+    """Model key -> its trials, over this run and earlier ones on the config it started
+    from (a tuned config tuned again, e.g. one model at a time)."""
+    values: dict[str, Any] = {}
+    """The chosen values, as a patch of the config's tables (`two_tower`, `baselines.als`,
+    ...): the models on this split run with them, laid over the config."""
 
 
 class TuningRecord(_Params):
@@ -75,14 +109,9 @@ class TuningRecord(_Params):
 
     config: str
     """The config that was tuned (as given on the command line)."""
-    on: str
-    """The data the objective saw: a validation split carved from the training part."""
     metric: str
     trials: int = Field(ge=1)
     """Trials per model in the last `tune` run."""
-    trials_by_model: dict[str, int] = {}
-    """Model key -> its trials, over this run and earlier ones on the config it started
-    from (a tuned config tuned again, e.g. one model at a time)."""
     sampler: str
-    best: dict[str, float]
-    """Model key -> its best validation score."""
+    splits: dict[str, SplitTuning]
+    """Split name -> what was chosen for it on its own validation."""

@@ -9,7 +9,10 @@ Cornac's BPR and BiVAE are not searched: they rerun Recommenders' own settings.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from embedrec.eval.models.sequential.spaces import SPACES as NEXT_ITEM_SPACES
 
 Patch = dict[str, Any]
 
@@ -77,6 +80,7 @@ SPACES: dict[str, Callable[[Any], Patch]] = {
     "content-knn": content_knn,
     "ease": ease,
     "als": als,
+    **NEXT_ITEM_SPACES,
 }
 """Model key (as in `[eval] models`) -> its search space."""
 
@@ -90,3 +94,70 @@ def merge(base: dict[str, Any], patch: Patch) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class _Recorder:
+    """Stands in for an Optuna trial to learn which config path each parameter sets."""
+
+    def _slot(self, name: str, *_: Any, **__: Any) -> _Slot:
+        return _Slot(name)
+
+    suggest_categorical = suggest_float = suggest_int = _slot
+
+
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+
+
+def current_params(key: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The present values (a config's `model_dump()`) of the parameters `key`'s space
+    searches."""
+    out: dict[str, Any] = {}
+
+    def walk(patch: Patch, here: dict[str, Any]) -> None:
+        for name, sub in patch.items():
+            if isinstance(sub, dict):
+                walk(sub, here[name])
+            # a searched value, not one the space fixes; None (a default chosen in code) is
+            # left for the sampler
+            elif isinstance(sub, _Slot) and here[name] is not None:
+                out[sub.name] = here[name]
+
+    walk(SPACES[key](_Recorder()), values)
+    return out
+
+
+def space_paths(key: str) -> list[tuple[str, ...]]:
+    """The config paths `key`'s search space sets, searched or fixed."""
+    out: list[tuple[str, ...]] = []
+
+    def walk(patch: Patch, path: tuple[str, ...]) -> None:
+        for name, sub in patch.items():
+            if isinstance(sub, dict):
+                walk(sub, (*path, name))
+            else:
+                out.append((*path, name))
+
+    walk(SPACES[key](_Recorder()), ())
+    return out
+
+
+def pick(values: Patch, keys: list[str]) -> Patch:
+    """The part of the patch `values` that the spaces of `keys` set."""
+    out: Patch = {}
+    for key in keys:
+        for path in space_paths(key):
+            here: Any = values
+            for part in path:
+                here = here.get(part, _ABSENT) if isinstance(here, dict) else _ABSENT
+            if here is _ABSENT:
+                continue
+            where = out
+            for part in path[:-1]:
+                where = where.setdefault(part, {})
+            where[path[-1]] = here
+    return out
+
+
+_ABSENT = object()

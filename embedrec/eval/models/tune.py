@@ -1,11 +1,14 @@
 """`embedrec tune`: hyperparameters chosen on validation only.
 
-The config's first split cuts its interactions into training and test; the test part is
-dropped on the spot. The same split applied again to the training part gives a fit part and
-a validation part, and every trial fits a model on the fit part and scores NDCG@k on the
-validation part (Optuna, seeded TPE, one study per model). The chosen values go into a copy
-of the config, with a `[tuned]` table saying what was tuned, on what and with how many
-trials; `embedrec evaluate` on that copy then reports the test split once.
+Each protocol gets its own values. For every split of the config, the split cuts the
+interactions into training and test, and the test part is dropped on the spot; the same
+protocol applied to the training part gives a fit part and a validation part
+(`ranking.splits.validation_split`: leave-last-out again, the last tenth of the training
+time for the temporal split), and every trial fits a model on the fit part and scores
+NDCG@k on the validation part (Optuna, seeded TPE, one study per model and split). The
+chosen values go into a copy of the config, in a `[tuned.splits.NAME]` table per split
+saying what was tuned, on what, with how many trials, and the values; `embedrec evaluate`
+on that copy runs each split with its own values and reports the test split once.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from embedrec.embedders.two_tower import default_text_fn
 from embedrec.eval.models.baselines import Catalog
 from embedrec.eval.models.config import ExperimentConfig, load_experiment_config
 from embedrec.eval.models.leaderboard import MODELS, load_data, score_model, split_ratings
-from embedrec.eval.models.params import TuningRecord
-from embedrec.eval.models.search_space import SPACES, Patch, merge
+from embedrec.eval.models.params import SplitTuning, TuningRecord
+from embedrec.eval.models.search_space import SPACES, Patch, current_params, merge, pick
 from embedrec.eval.models.toml_write import dumps
-from embedrec.ranking.splits import describe_split
+from embedrec.ranking.splits import describe_validation, validation_split
 
 TextFn = Callable[[list[str]], np.ndarray]
 
@@ -87,37 +90,6 @@ def _report(progress: Progress) -> Callable[[Any, Any], None]:
     return callback
 
 
-class _Recorder:
-    """Stands in for an Optuna trial to learn which config path each parameter sets."""
-
-    def _slot(self, name: str, *_: Any, **__: Any) -> _Slot:
-        return _Slot(name)
-
-    suggest_categorical = suggest_float = suggest_int = _slot
-
-
-@dataclass(frozen=True)
-class _Slot:
-    name: str
-
-
-def current_params(key: str, config: ExperimentConfig) -> dict[str, Any]:
-    """The config's present values of the parameters `key`'s space searches."""
-    out: dict[str, Any] = {}
-
-    def walk(patch: Patch, values: dict[str, Any]) -> None:
-        for name, sub in patch.items():
-            if isinstance(sub, dict):
-                walk(sub, values[name])
-            # a searched value, not one the space fixes; None (a default chosen in code) is
-            # left for the sampler
-            elif isinstance(sub, _Slot) and values[name] is not None:
-                out[sub.name] = values[name]
-
-    walk(SPACES[key](_Recorder()), config.model_dump())
-    return out
-
-
 def search_model(
     key: str,
     config: ExperimentConfig,
@@ -128,12 +100,14 @@ def search_model(
     text_fn: TextFn,
     timeout: float | None = None,
     stream: TextIO = sys.stderr,
+    label: str | None = None,
 ) -> Study:
     """Search `key`'s space: the config's own values first, then seeded TPE; each trial fits
     on `catalog` (its training interactions) and is scored on `validation`."""
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     k = config.eval.k
+    label = label or key
     space = SPACES[key]
 
     def objective(trial: Any) -> float:
@@ -146,9 +120,9 @@ def search_model(
     startup = min(10, max(3, trials // 3))
     sampler = optuna.samplers.TPESampler(seed=config.eval.seed, n_startup_trials=startup)
     study = optuna.create_study(direction="maximize", sampler=sampler, study_name=key)
-    study.enqueue_trial(current_params(key, config), skip_if_exists=True)
+    study.enqueue_trial(current_params(key, config.model_dump()), skip_if_exists=True)
     # every_s=0: one line per trial where the stream is not a terminal (trials are slow)
-    with Progress(trials, f"tune {key}", "trials", stream=stream, every_s=0.0) as progress:
+    with Progress(trials, f"tune {label}", "trials", stream=stream, every_s=0.0) as progress:
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[_report(progress)])
     best = space(optuna.trial.FixedTrial(study.best_params))
     return Study(key, best, study.best_value, len(study.trials))
@@ -165,36 +139,47 @@ def tunable(config: ExperimentConfig, wanted: Sequence[str] | None) -> list[str]
 
 def search(
     config: ExperimentConfig,
+    split: str,
     users: pd.DataFrame,
     items: pd.DataFrame,
     train: pd.DataFrame,
     trials: int,
     *,
-    text_fn: TextFn | None = None,
+    text_fn: TextFn,
     models: Sequence[str] | None = None,
     timeout: float | None = None,
     stream: TextIO = sys.stderr,
-) -> tuple[list[Study], str]:
-    """Tune on `train` alone (the training part of the first split): split it again into
-    fit and validation parts, search each model, and say what the objective saw."""
+) -> SplitTuning:
+    """Tune on `train` alone (the training part of `split`): carve its validation by the
+    same protocol, search each model from the values the config has for this split, and
+    say what the objective saw."""
     keys = tunable(config, models)
-    name = config.eval.splits[0]
-    fit, validation = split_ratings(name, train, config)
+    base = config.for_split(split)
+    ratio, seed = config.eval.ratio, config.eval.seed
+    fit, validation = validation_split(split, train, ratio=ratio, seed=seed)
     catalog = Catalog.trained_on(users, items, fit, config.data.towers())
-    embed = _memo(text_fn)
+    label = f"{{key}} on {split}" if len(config.eval.splits) > 1 else "{key}"
     studies = [
         search_model(
-            key, config, catalog, validation, trials, text_fn=embed, timeout=timeout, stream=stream
+            key, base, catalog, validation, trials, text_fn=text_fn, timeout=timeout,
+            stream=stream, label=label.format(key=key),
         )
         for key in keys
-    ]
-    split = describe_split(name, ratio=config.eval.ratio, seed=config.eval.seed)
+    ]  # fmt: skip
     on = (
-        f"validation: the split '{split}' applied to the training part of the same split "
+        f"validation: {describe_validation(split, ratio=ratio, seed=seed)} "
         f"({len(fit)} interactions to fit, {len(validation)} to validate); the test part "
         "was set aside before tuning and never read"
     )
-    return studies, on
+    values: Patch = {}
+    for study in studies:
+        values = merge(values, study.best)
+    return SplitTuning(
+        on=on,
+        best={s.model: round(s.score, 6) for s in studies},
+        trials_by_model={s.model: s.trials for s in studies},
+        values=values,
+    )
 
 
 def tune(
@@ -205,107 +190,95 @@ def tune(
     data: Any = None,
     text_fn: TextFn | None = None,
     models: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
     timeout: float | None = None,
     stream: TextIO = sys.stderr,
 ) -> ExperimentConfig:
-    """Tune the models of `config` (read from `source`) and return the tuned config."""
+    """Tune the models of `config` (read from `source`) on each of `splits` (default: the
+    config's), each on its own validation, and return the tuned config."""
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
+    names = list(splits or config.eval.splits)
+    unknown = [s for s in names if s not in config.eval.splits]
+    if unknown:
+        raise ValueError(f"split {unknown[0]!r} is not in [eval] splits: {config.eval.splits}")
+    tunable(config, models)  # an unknown model fails before any data is read
     if data is None:
         data = load_data(config)
-    train, _ = split_ratings(
-        config.eval.splits[0], data.ratings, config
-    )  # the test part stops here
-    studies, on = search(
-        config, data.users, data.items, train, trials,
-        text_fn=text_fn, models=models, timeout=timeout, stream=stream,
-    )  # fmt: skip
-    tuned = config
-    for study in studies:
-        tuned = apply(tuned, study.best)
-    return tuned.model_copy(update={"tuned": _record(config, source, trials, studies, on)})
-
-
-def _record(
-    config: ExperimentConfig, source: str, trials: int, studies: list[Study], on: str
-) -> TuningRecord:
-    """What this run did, added to what earlier runs did when `config` was tuned already."""
+    embed = _memo(text_fn)
+    chosen = {}
+    for name in names:
+        train, _ = split_ratings(name, data.ratings, config)  # the test part stops here
+        chosen[name] = search(
+            config, name, data.users, data.items, train, trials,
+            text_fn=embed, models=models, timeout=timeout, stream=stream,
+        )  # fmt: skip
     record = TuningRecord(
         config=source,
-        on=on,
         metric=f"ndcg@{config.eval.k}",
         trials=trials,
-        trials_by_model={s.model: s.trials for s in studies},
         sampler=f"Optuna TPE (seed {config.eval.seed}); the config's own values tried first",
-        best={s.model: round(s.score, 6) for s in studies},
+        splits=chosen,
     )
-    return _after(config.tuned, record)
+    return config.model_copy(update={"tuned": _after(config.tuned, record)})
 
 
 def _after(earlier: TuningRecord | None, later: TuningRecord) -> TuningRecord:
-    """`later` on top of `earlier`: the models tuned later replace their earlier results,
-    the others are kept; the source is the config the first run started from."""
+    """`later` on top of `earlier`, split by split: the models tuned later replace their
+    earlier results and values, the others are kept; the source is the config the first
+    run started from."""
     if earlier is None:
         return later
-    if earlier.on != later.on or earlier.metric != later.metric:
+    if earlier.metric != later.metric:
         raise ValueError(
-            f"cannot combine tuning runs on different validation data or metrics: "
-            f"{earlier.on!r} ({earlier.metric}) and {later.on!r} ({later.metric})"
+            f"cannot combine tuning runs on different metrics: {earlier.metric} and {later.metric}"
         )
-    before = earlier.trials_by_model or dict.fromkeys(earlier.best, earlier.trials)
-    counts = later.trials_by_model or dict.fromkeys(later.best, later.trials)
-    return later.model_copy(
-        update={
-            "config": earlier.config,
-            "best": {**earlier.best, **later.best},
-            "trials_by_model": {**before, **counts},
-        }
-    )
-
-
-def _space_paths(key: str) -> list[tuple[str, ...]]:
-    """The config paths `key`'s search space sets, searched or fixed."""
-    out: list[tuple[str, ...]] = []
-
-    def walk(patch: Patch, path: tuple[str, ...]) -> None:
-        for name, sub in patch.items():
-            if isinstance(sub, dict):
-                walk(sub, (*path, name))
-            else:
-                out.append((*path, name))
-
-    walk(SPACES[key](_Recorder()), ())
-    return out
+    splits = dict(earlier.splits)
+    for name, new in later.splits.items():
+        old = splits.get(name)
+        if old is None:
+            splits[name] = new
+            continue
+        if old.on != new.on:
+            raise ValueError(
+                f"cannot combine tuning runs of {name!r} on different validation data: "
+                f"{old.on!r} and {new.on!r}"
+            )
+        splits[name] = new.model_copy(
+            update={
+                "best": {**old.best, **new.best},
+                "trials_by_model": {**old.trials_by_model, **new.trials_by_model},
+                "values": merge(old.values, new.values),
+            }
+        )
+    return later.model_copy(update={"config": earlier.config, "splits": splits})
 
 
 def combine(base: ExperimentConfig, other: ExperimentConfig, name: str) -> ExperimentConfig:
     """`base` with the models that `other` (a config `embedrec tune` wrote, e.g. from a run
-    in parallel on the same config) tuned: their values and their tuning record. Each
-    model's search is independent of the other models' values, so this is the config
-    tuning them one after the other would have written. A model both tuned keeps the
-    values with the better validation score, and the trials of both count."""
+    in parallel on the same config) tuned: their values and their tuning record, split by
+    split. Each model's search is independent of the other models' values, so this is the
+    config tuning them one after the other would have written. A model both tuned on a
+    split keeps the values with the better validation score there, and the trials of both
+    count."""
     if other.tuned is None:
         raise ValueError(f"{name}: no [tuned] table; it was not written by embedrec tune")
-    theirs, ours = other.tuned, base.tuned
-    mine = ours.best if ours is not None else {}
-    won = [m for m, score in theirs.best.items() if score > mine.get(m, -math.inf)]
-    values = other.model_dump()
-    patch: Patch = {}
-    for key in won:
-        for path in _space_paths(key):
-            value, where = values, patch
-            for part in path[:-1]:
-                value, where = value[part], where.setdefault(part, {})
-            where[path[-1]] = value[path[-1]]
-    counts = theirs.trials_by_model or dict.fromkeys(theirs.best, theirs.trials)
-    if ours is not None:
-        before = ours.trials_by_model or dict.fromkeys(ours.best, ours.trials)
-        counts = {m: n + before.get(m, 0) for m, n in counts.items()}
-    later = theirs.model_copy(
-        update={"best": {**theirs.best, **{m: mine[m] for m in theirs.best if m not in won}},
-                "trials_by_model": counts}
-    )  # fmt: skip
-    return apply(base, patch).model_copy(update={"tuned": _after(ours, later)})
+    ours = base.tuned
+    splits = {}
+    for split, theirs in other.tuned.splits.items():
+        mine = ours.splits.get(split) if ours is not None else None
+        mine_best = mine.best if mine is not None else {}
+        won = [m for m, score in theirs.best.items() if score > mine_best.get(m, -math.inf)]
+        counts = dict(theirs.trials_by_model)
+        if mine is not None:
+            counts = {m: n + mine.trials_by_model.get(m, 0) for m, n in counts.items()}
+        kept = {m: mine_best[m] for m in theirs.best if m not in won}
+        splits[split] = theirs.model_copy(
+            update={"values": pick(theirs.values, won), "best": {**theirs.best, **kept},
+                    "trials_by_model": counts}
+        )  # fmt: skip
+    later = other.tuned.model_copy(update={"splits": splits})
+    return base.model_copy(update={"tuned": _after(ours, later)})
 
 
 def default_out(config_path: Path) -> Path:

@@ -14,8 +14,9 @@ import embedrec.eval.models.leaderboard as leaderboard
 import embedrec.eval.models.tune as tuning
 from embedrec.eval.models.baselines import Model
 from embedrec.eval.models.config import ExperimentConfig, load_experiment_config
+from embedrec.eval.models.search_space import SPACES, current_params
 from embedrec.eval.models.toml_write import dumps
-from embedrec.eval.models.tune import current_params, default_out, save, tune
+from embedrec.eval.models.tune import default_out, save, tune
 from tests.eval.models.test_field_models import planted
 
 pytest.importorskip("optuna", reason="tune needs the optional extra 'recsys'")
@@ -88,23 +89,28 @@ def test_objective_sees_only_training_data(run, data, config) -> None:
 
 
 def test_chosen_values_lie_in_the_search_space_and_are_recorded(run) -> None:
-    tuned = run["tuned"]
+    tuned = run["tuned"].for_split("random")
     assert 1.0 <= tuned.baselines.ease.l2 <= 1e4
     als = tuned.baselines.als
     assert als.factors in (16, 32, 64, 128, 256)
     assert 1e-3 <= als.regularization <= 10 and 0.1 <= als.alpha <= 100
     assert 5 <= als.iterations <= 50
-    record = tuned.tuned
+    record = run["tuned"].tuned
     assert record.config == "planted.toml" and record.trials == TRIALS
-    assert set(record.best) == {"ease", "als"} and record.metric == "ndcg@10"
-    assert "random 75/25 (seed 42)" in record.on and "never read" in record.on
-    assert all(0 < v <= 1 for v in record.best.values())
+    assert set(record.splits) == {"random"} and record.metric == "ndcg@10"
+    split = record.splits["random"]
+    assert set(split.best) == {"ease", "als"}
+    assert "random 75/25 (seed 42)" in split.on and "never read" in split.on
+    assert all(0 < v <= 1 for v in split.best.values())
+    # the config's own tables are left as they were; the values live with the split
+    assert run["tuned"].baselines == ExperimentConfig.model_validate({"data": DATA}).baselines
+    assert split.values["baselines"]["als"]["factors"] == als.factors
 
 
 def test_first_trial_is_the_config_itself_and_tuning_does_not_lose_to_it(run, config) -> None:
-    assert current_params("ease", config) == {"l2": 500.0}
+    assert current_params("ease", config.model_dump()) == {"l2": 500.0}
     # the BPR space fixes val_fraction (it searches epochs); only searched values are tried
-    assert current_params("bpr", config) == {
+    assert current_params("bpr", config.model_dump()) == {
         "optimizer": "adam", "item_bias": False, "reject_positives": False,
         "dim": 64, "lr": 3e-3, "l2": 1e-4, "epochs": 60,
     }  # fmt: skip
@@ -112,7 +118,8 @@ def test_first_trial_is_the_config_itself_and_tuning_does_not_lose_to_it(run, co
     first = next(line for line in lines if line.startswith("tune ease: 1/"))
     assert "l2=500" in first
     scores = [float(line.split(" value=")[1].split()[0]) for line in lines if "tune ease" in line]
-    assert run["tuned"].tuned.best["ease"] == pytest.approx(max(scores), abs=1e-4)
+    best = run["tuned"].tuned.splits["random"].best["ease"]
+    assert best == pytest.approx(max(scores), abs=1e-4)
 
 
 def test_one_progress_line_per_trial_when_not_a_terminal(run) -> None:
@@ -156,8 +163,9 @@ def test_cli_tune_writes_the_config(data, config, tmp_path, monkeypatch) -> None
     out = tmp_path / "out"
     assert main(["tune", str(src), "--trials", "2", "--models", "ease", "--out", str(out)]) == 0
     tuned = load_experiment_config(out / "planted.tuned.toml")
-    assert tuned.tuned.trials == 2 and set(tuned.tuned.best) == {"ease"}
-    assert tuned.baselines.als == config.baselines.als  # not searched, left as it was
+    assert tuned.tuned.trials == 2 and set(tuned.tuned.splits["random"].best) == {"ease"}
+    # not searched, left as it was
+    assert tuned.for_split("random").baselines.als == config.baselines.als
 
 
 def test_leaderboard_of_the_tuned_config_says_what_was_tuned(run, data, tmp_path) -> None:
@@ -170,7 +178,9 @@ def test_leaderboard_of_the_tuned_config_says_what_was_tuned(run, data, tmp_path
     assert board["tuned"]["trials"] == TRIALS
     text = write(board, tmp_path)[1].read_text()
     assert f"tuned by `embedrec tune planted.toml --trials {TRIALS}`" in text
-    assert "applied to the training part of the same split" in text
+    assert "applied to the training part" in text
+    assert "- EASE (tuned on this split's validation): l2=" in text
+    assert "- most popular" not in text  # nothing to search, no values line
     assert "The test split is reported once, here." in text
 
 
@@ -178,14 +188,15 @@ def test_tuning_a_tuned_config_again_keeps_what_it_did_not_search(run, data) -> 
     from embedrec.eval.models.leaderboard import _tuning_note
 
     first = run["tuned"]
-    assert first.tuned.trials_by_model == {"ease": TRIALS, "als": TRIALS}
+    assert first.tuned.splits["random"].trials_by_model == {"ease": TRIALS, "als": TRIALS}
     again = tune(first, "planted.tuned.toml", 1, data=data, models=["ease"], stream=io.StringIO())
     record = again.tuned
     assert record.config == "planted.toml" and record.trials == 1
-    assert record.trials_by_model == {"ease": 1, "als": TRIALS}
-    assert record.best["als"] == first.tuned.best["als"] and set(record.best) == {"ease", "als"}
-    assert again.baselines.als == first.baselines.als
-    note = _tuning_note(record.model_dump())
+    split, before = record.splits["random"], first.tuned.splits["random"]
+    assert split.trials_by_model == {"ease": 1, "als": TRIALS}
+    assert split.best["als"] == before.best["als"] and set(split.best) == {"ease", "als"}
+    assert again.for_split("random").baselines.als == first.for_split("random").baselines.als
+    note = "\n".join(_tuning_note(record.model_dump(), again.eval.model_dump()))
     assert f"`embedrec tune` from planted.toml (trials: ease 1, als {TRIALS}," in note
 
 
@@ -198,20 +209,27 @@ def test_runs_in_parallel_merge_into_what_one_after_the_other_writes(
     first = run["tuned"]  # ease and als, from `config`
     other = tune(config, "planted.toml", 1, data=data, models=["bpr"], stream=io.StringIO())
     merged = combine(first, other, "other.toml")
-    assert merged.bpr == other.bpr and merged.baselines == first.baselines
-    assert merged.two_tower == config.two_tower
-    assert merged.tuned.trials_by_model == {"ease": TRIALS, "als": TRIALS, "bpr": 1}
-    assert merged.tuned.best == {**first.tuned.best, **other.tuned.best}
+
+    def on(cfg):  # the values a split runs with
+        return cfg.for_split("random")
+
+    def rec(cfg):
+        return cfg.tuned.splits["random"]
+
+    assert on(merged).bpr == on(other).bpr and on(merged).baselines == on(first).baselines
+    assert on(merged).two_tower == config.two_tower
+    assert rec(merged).trials_by_model == {"ease": TRIALS, "als": TRIALS, "bpr": 1}
+    assert rec(merged).best == {**rec(first).best, **rec(other).best}
     # the same as tuning bpr on the tuned config
     chained = tune(first, "planted.toml", 1, data=data, models=["bpr"], stream=io.StringIO())
-    assert chained.bpr == merged.bpr and chained.tuned.best == merged.tuned.best
+    assert on(chained).bpr == on(merged).bpr and rec(chained).best == rec(merged).best
     # a model both runs tuned keeps the better validation score; the trials add up
     ease_again = tune(config, "planted.toml", 1, data=data, models=["ease"], stream=io.StringIO())
     both = combine(merged, ease_again, "ease.toml")
-    better = max(ease_again.tuned.best["ease"], first.tuned.best["ease"])
-    assert both.tuned.best["ease"] == better and both.tuned.trials_by_model["ease"] == TRIALS + 1
-    winner = ease_again if ease_again.tuned.best["ease"] > first.tuned.best["ease"] else first
-    assert both.baselines.ease == winner.baselines.ease
+    better = max(rec(ease_again).best["ease"], rec(first).best["ease"])
+    assert rec(both).best["ease"] == better and rec(both).trials_by_model["ease"] == TRIALS + 1
+    winner = ease_again if rec(ease_again).best["ease"] > rec(first).best["ease"] else first
+    assert on(both).baselines.ease == on(winner).baselines.ease
     with pytest.raises(ValueError, match=r"plain\.toml: no \[tuned\] table"):
         combine(first, config, "plain.toml")
     # the command line: merge only, no search
@@ -227,17 +245,17 @@ def test_runs_in_parallel_merge_into_what_one_after_the_other_writes(
 
 def test_bpr_search_fixes_epochs_instead_of_early_stopping(data, config) -> None:
     tuned = tune(config, "c", 2, data=data, models=["bpr"], stream=io.StringIO())
+    tuned = tuned.for_split("random")
     bpr = tuned.bpr
     assert bpr.val_fraction == 0.0 and 20 <= bpr.epochs <= 200 and bpr.epochs % 20 == 0
     assert bpr.dim in (32, 64, 128, 200) and 5e-4 <= bpr.lr <= 5e-2 and 1e-5 <= bpr.l2 <= 1e-1
     assert tuned.baselines == config.baselines and tuned.two_tower == config.two_tower
 
 
-@pytest.mark.parametrize("key", ["two-tower", "bpr", "content-knn", "ease", "als"])
+@pytest.mark.parametrize("key", sorted(SPACES))
 def test_every_search_space_names_real_config_fields(config, key) -> None:
     import optuna
 
-    from embedrec.eval.models.search_space import SPACES
     from embedrec.eval.models.tune import apply
 
     def within(dump: dict, patch: dict) -> bool:
@@ -249,4 +267,4 @@ def test_every_search_space_names_real_config_fields(config, key) -> None:
     for _ in range(5):  # a patch naming an unknown field or an invalid value raises here
         patch = SPACES[key](study.ask())
         assert within(apply(config, patch).model_dump(), patch)
-    assert set(current_params(key, config)) <= set(study.trials[0].params)
+    assert set(current_params(key, config.model_dump())) <= set(study.trials[0].params)

@@ -1,17 +1,14 @@
 """The sequence encoder from config alone, on the shop log: `embedrec train`, `evaluate`,
 `ingest --embedder two-tower:PATH`, then a service recommending from a history."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from shop_data import build_shop
-
 from embedrec.cli import main
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.client import Recommender
+from tests.data.shop_data import build_shop
 
 CONFIG = Path(__file__).parents[2] / "configs" / "shop_sequence.toml"
 QUICK = {"epochs = 30": "epochs = 2", "dim = 64": "dim = 16", "text = true": "text = false"}
