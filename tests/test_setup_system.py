@@ -21,7 +21,7 @@ FASHION_FILES = [
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 ]
-TOOLS = ["wrk", "docker-compose", "chromium"]
+TOOLS = ["wrk", "docker-compose", "chromium", "redis-server"]
 
 
 def _bin(folder: Path, tools: list[str]) -> Path:
