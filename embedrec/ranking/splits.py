@@ -65,16 +65,25 @@ def stratified_split(
     return data[train_mask], data[~train_mask]
 
 
+def chronological(ratings: pd.DataFrame) -> pd.DataFrame:
+    """The interactions grouped by user, each user's oldest first: by timestamp, and among
+    equal timestamps (or without a timestamp column) in table order. The one ordering rule
+    of every sequence here: leave-last-out, the sequence user encoder's training histories
+    and the histories a service reads."""
+    _require(ratings, USER)
+    by = [USER, TIMESTAMP] if TIMESTAMP in ratings.columns else [USER]
+    # a stable sort keeps table order among ties
+    return ratings.sort_values(by, kind="stable")
+
+
 def leave_last_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each user's latest rating (by timestamp; among equal timestamps the last in table
-    order) is the test set, the rest is training. Users with a single rating stay in
-    training only, since nothing would be left to learn from."""
+    order: `chronological`) is the test set, the rest is training. Users with a single
+    rating stay in training only, since nothing would be left to learn from."""
     _require(ratings, USER, ITEM, TIMESTAMP)
-    data = ratings.assign(_row=np.arange(len(ratings)))
-    data = data.sort_values([USER, TIMESTAMP, "_row"], kind="stable")
+    data = chronological(ratings)
     size = data.groupby(USER, sort=False)[USER].transform("count").to_numpy()
     last = ~data[USER].duplicated(keep="last").to_numpy() & (size > 1)
-    data = data.drop(columns="_row")
     return data[~last], data[last]
 
 

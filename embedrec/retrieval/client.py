@@ -38,6 +38,7 @@ from embedrec.eval.config import load_config
 from embedrec.eval.dataset import load_dataset
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
 from embedrec.retrieval.failover import Failover
+from embedrec.retrieval.history import Histories, TrainingHistories
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
 from embedrec.stores import Hit, Hits, StoreError
 from embedrec.stores.errors import ConfigError
@@ -60,7 +61,10 @@ class Results:
     hits: Hits
     source: str
     """What answered: the space searched ("text", "image", "two-tower"), or for
-    `recommend` also "features" (a new user's feature-only vector) or "popularity"."""
+    `recommend` also "features" (a new user's feature-only vector), "history" (a vector
+    from a request's history alone) or "popularity"."""
+    unknown_history: int = 0
+    """`recommend` with a history: how many of its item ids were dropped as unknown."""
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Interactions:
     seen: dict[str, frozenset[str]]
     popularity: list[tuple[str, int]]
     """Item ids with their rating counts, most rated first (ties by id)."""
+    histories: TrainingHistories
+    """Each user's interactions in order, the default `Histories` of a `Recommender`."""
 
     @classmethod
     def from_frames(cls, users: pd.DataFrame, ratings: pd.DataFrame) -> Interactions:
@@ -86,7 +92,12 @@ class Interactions:
         seen = {u: frozenset(items) for u, items in pairs.groupby("user_id")["item_id"]}
         counts = pairs["item_id"].value_counts()
         order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls(users.reset_index(drop=True), seen, [(i, int(c)) for i, c in order])
+        return cls(
+            users.reset_index(drop=True),
+            seen,
+            [(i, int(c)) for i, c in order],
+            TrainingHistories(ratings),
+        )
 
 
 def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -127,9 +138,12 @@ class Recommender:
         interactions: Interactions | None = None,
         similar_space: str | None = None,
         spaces: Sequence[Space] = (),
+        histories: Histories | None = None,
     ) -> None:
         """Spaces from their stores and query side (`text` with `text_embedder`, ...), or
-        built already (`spaces`, as `from_config` and a reload open them)."""
+        built already (`spaces`, as `from_config` and a reload open them). `histories`:
+        where a sequence user encoder reads users' recent interactions (default: the
+        training interactions of `interactions`)."""
         users = interactions.users if interactions is not None else None
         given = {s.name: s for s in spaces}
         for name, fo, kw in (
@@ -149,6 +163,7 @@ class Recommender:
         for space in self._spaces.values():
             space.failover.on_fallback = self._count_fallback
         self.interactions = interactions
+        self.histories = histories or (interactions.histories if interactions else None)
         self.similar_space = similar_space or next(
             s for s in ("two-tower", "text", "image") if s in self._spaces
         )
