@@ -39,6 +39,7 @@ from embedrec.eval.dataset import load_dataset
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.history import Histories, TrainingHistories
+from embedrec.retrieval.live.histories import LiveHistories, LiveRead
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
 from embedrec.stores import Hit, Hits, StoreError
 from embedrec.stores.errors import ConfigError
@@ -170,7 +171,7 @@ class Recommender:
         if self.similar_space not in self._spaces:
             raise ConfigError(f"similar_space {self.similar_space!r} is not configured")
         # tokenizers and some torch modules are not safe to call from several threads at once
-        self._embed_locks = {"text": threading.Lock(), "image": threading.Lock()}
+        self._embed_locks = {name: threading.Lock() for name in SPACES}
         self._popularity = dict(interactions.popularity) if interactions is not None else {}
 
     # -- building ------------------------------------------------------------------------
@@ -289,6 +290,13 @@ class Recommender:
         assert space.embedder is not None  # make_space checks that text and image have one
         with self._embed_locks[space.name]:
             return space.embedder.embed(batch)
+
+    def embed_rows(self, space: Space, inputs: Sequence[Any]) -> np.ndarray:
+        """Vectors of catalogue inputs (as `space.embedder.prepare` gives them), embedded
+        under the lock that requests take: what a catalogue event upserts."""
+        assert space.embedder is not None
+        with self._embed_locks[space.name]:
+            return space.embedder.embed(list(inputs))
 
     @staticmethod
     def _search(
@@ -416,7 +424,10 @@ class Recommender:
         if len(feats) != len(ids):
             raise ValueError(f"{len(feats)} feature rows for {len(ids)} users")
         seen = self.interactions.seen if self.interactions is not None else {}
-        exclude = [seen.get(u, frozenset()) if exclude_seen else frozenset() for u in ids]
+        live = self._live(ids)
+        exclude = [
+            seen.get(u, frozenset()) | live.items(u) if exclude_seen else frozenset() for u in ids
+        ]
         vectors: dict[int, np.ndarray] = {}
         sources: dict[int, str] = {}
         new_rows: list[tuple[int, dict[str, Any]]] = []
@@ -439,7 +450,16 @@ class Recommender:
         for n in range(len(ids)):
             if out[n] is None:
                 out[n] = Results(self._popular(space, k, node, exclude[n]), "popularity")
+        if isinstance(self.histories, LiveHistories):
+            self.histories.settle(live, ids, out)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
+
+    def _live(self, ids: list[str]) -> LiveRead:
+        """The users' interactions that arrived as events (embedrec.retrieval.live), read
+        once per request; none without live histories."""
+        if isinstance(self.histories, LiveHistories):
+            return self.histories.read(ids)
+        return LiveRead()
 
     def _popular(self, space: Space, k: int, node: Node | None, exclude: Iterable[str]) -> Hits:
         """The most rated items that match the filter, scored by their rating counts."""

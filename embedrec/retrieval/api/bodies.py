@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from embedrec.retrieval.client import Results
+from embedrec.retrieval.live.events import MAX_EVENTS
 
 MAX_K = 1_000
 MAX_TEXT = 10_000
@@ -77,6 +78,28 @@ class SearchRequest(Body):
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
     k: K = 10
     filter: Filter = None
+
+
+class EventsRequest(Body):
+    events: list[Any] = Field(
+        max_length=MAX_EVENTS,
+        description=f"at most {MAX_EVENTS:,} events, each validated on its own: interactions "
+        '{"event_id", "user_id", "item_id", "timestamp", "kind"?, "weight"?} (timestamp '
+        'epoch seconds or ISO-8601) and catalogue events {"event_id", "op": "added" | '
+        '"changed" | "removed", "item_id", "fields"?, "text"?}',
+    )
+
+
+class RejectionOut(BaseModel):
+    index: int = Field(description="the event's position in the batch")
+    event_id: str | None
+    reason: str
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    rejected: int
+    rejections: list[RejectionOut]
 
 
 class HitOut(BaseModel):

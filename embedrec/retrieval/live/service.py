@@ -1,0 +1,123 @@
+"""`Live`: the event path of one process, as `[stream]` configures it. It puts live
+histories in front of the recommender's own (in Redis, or in process), applies events
+(`accept`, what `POST /events` calls), and with Redis runs a stream consumer in a thread.
+
+Without Redis (the embedded default) `POST /events` applies events at once, in this process:
+serve it with one worker. With Redis, `POST /events` appends them to the stream (so that
+they are applied once, by one consumer of the group, and survive a restart) and answers
+before they are applied.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import orjson
+import redis
+
+from embedrec.retrieval.client import Recommender
+from embedrec.retrieval.config import StreamConfig
+from embedrec.retrieval.live.applier import EventApplier
+from embedrec.retrieval.live.consumer import (
+    StreamConsumer,
+    StreamSettings,
+    lag_count,
+    pending_count,
+)
+from embedrec.retrieval.live.events import Rejection, parse_events
+from embedrec.retrieval.live.histories import HistoryLimits, LiveHistories, MemoryHistories
+from embedrec.retrieval.live.redis_histories import RedisHistories, connect, unavailable_as
+from embedrec.retrieval.live.stats import LiveStats
+
+
+@dataclass(frozen=True)
+class Accepted:
+    accepted: int
+    rejected: list[Rejection]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "rejected": len(self.rejected),
+            "rejections": [r.to_json() for r in self.rejected],
+        }
+
+
+class Live:
+    def __init__(
+        self,
+        recommender: Recommender,
+        config: StreamConfig,
+        *,
+        consume: bool,
+        consumer: str | None = None,
+    ) -> None:
+        """Live histories over `recommender`'s (set as its `histories`); with Redis and
+        `consume`, a consumer (named `consumer`, default host-pid) that `start` runs."""
+        self.config = config
+        self.stats = LiveStats()
+        self.client: redis.Redis | None = connect(config.redis) if config.redis else None
+        base = recommender.histories
+        if isinstance(base, LiveHistories):
+            base = base.base
+        limits = HistoryLimits(config.history_size, config.history_max_age_s)
+        self.histories: LiveHistories = (
+            RedisHistories(self.client, base, limits, config.prefix)
+            if self.client is not None
+            else MemoryHistories(base, limits)
+        )
+        self.histories.stats = self.stats
+        recommender.histories = self.histories
+        self.applier = EventApplier(recommender, self.histories, self.stats)
+        self.settings = StreamSettings(
+            stream=config.stream, group=config.group, batch=config.batch,
+            block_s=config.block_s, claim_idle_s=config.claim_idle_s, consumer=consumer or "",
+        )  # fmt: skip
+        self.consumer: StreamConsumer | None = None
+        if self.client is not None:
+            self.stats.watch_stream(
+                partial(pending_count, self.client, self.settings),
+                partial(lag_count, self.client, self.settings),
+            )
+            if consume:
+                self.consumer = StreamConsumer(self.client, self.applier, self.settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.consumer is not None and self._thread is None:
+            self._thread = threading.Thread(
+                target=self.consumer.run, args=(self._stop,), name="embedrec-stream", daemon=True
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.client is not None:
+            self.client.close()
+
+    def accept(self, raws: list[Any]) -> Accepted:
+        """Validate `raws`; apply the valid ones (embedded) or append them to the stream
+        (Redis). Raises `HistoryUnavailable` (a 503) when that cannot be done now."""
+        events, rejected = parse_events(raws)
+        if rejected:
+            self.stats.rejected.labels("invalid").inc(len(rejected))
+        if self.client is None:
+            refused = self.applier.apply(events, "http").refused
+            where = {r.get("event_id"): n for n, r in enumerate(raws) if isinstance(r, dict)}
+            rejected += [Rejection(where[eid], eid, why) for eid, why in refused.items()]
+            return Accepted(len(events) - len(refused), sorted(rejected, key=_order))
+        with unavailable_as("append events to the stream"), self.client.pipeline() as pipe:
+            for event in events:
+                pipe.xadd(self.config.stream, {"event": orjson.dumps(event.model_dump())})
+            pipe.execute()
+        return Accepted(len(events), rejected)
+
+
+def _order(rejection: Rejection) -> int:
+    return rejection.index
