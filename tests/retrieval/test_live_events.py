@@ -58,8 +58,13 @@ def test_each_rejection_says_why() -> None:
 
 def test_catalogue_event() -> None:
     event = parse_event(
-        {"event_id": "c", "op": "added", "item_id": "9", "fields": {"genres": ["Drama"]},
-         "text": "A film"}  # fmt: skip
+        {
+            "event_id": "c",
+            "op": "added",
+            "item_id": "9",
+            "fields": {"genres": ["Drama"]},
+            "text": "A film",
+        }
     )
     assert isinstance(event, CatalogueEvent) and event.fields == {"genres": ["Drama"]}
 
