@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from embedrec.embedders import Embedder
+from embedrec.embedders.base import CatalogRow
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.eval.config import load_config
 from embedrec.eval.dataset import load_dataset
@@ -291,12 +292,15 @@ class Recommender:
         with self._embed_locks[space.name]:
             return space.embedder.embed(batch)
 
-    def embed_rows(self, space: Space, inputs: Sequence[Any]) -> np.ndarray:
-        """Vectors of catalogue inputs (as `space.embedder.prepare` gives them), embedded
-        under the lock that requests take: what a catalogue event upserts."""
-        assert space.embedder is not None
+    def embed_rows(self, space: Space, rows: Sequence[CatalogRow]) -> np.ndarray:
+        """Vectors of catalogue rows in `space`, under the lock that requests take: what a
+        catalogue event upserts. Two-tower: the item tower, from the id and metadata."""
         with self._embed_locks[space.name]:
-            return space.embedder.embed(list(inputs))
+            if space.name == "two-tower":
+                assert space.model is not None  # make_space checks
+                return space.model.item_vectors([{"id": r.id, **r.metadata} for r in rows])
+            assert space.embedder is not None  # make_space checks
+            return space.embedder.embed([space.embedder.prepare(r) for r in rows])
 
     @staticmethod
     def _search(

@@ -66,7 +66,6 @@ class CatalogueWriter:
         if event.op == "removed":
             store.delete([event.item_id])
             return
-        assert space.embedder is not None  # make_space gives every space one
         row = Row(0, event.item_id, event.text or "", dict(event.fields))
-        vector = self.recommender.embed_rows(space, [space.embedder.prepare(row)])
+        vector = self.recommender.embed_rows(space, [row])
         store.upsert([event.item_id], vector, [dict(event.fields)])

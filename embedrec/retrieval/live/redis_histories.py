@@ -6,7 +6,8 @@ Keys, under the configured prefix P:
   size and age limits as each event lands;
 - `P:a:EVENT_ID`: the event was applied (kept as long as an entry may live: a redelivered
   event past that age would be dropped as too old anyway);
-- `P:p:ITEM`: interactions held until the item exists.
+- `P:p:ITEM`: interactions held until the item exists;
+- `P:applied`: how many interactions were applied in all (each event once).
 
 A batch is applied by one Lua script, so each event's marker and history entry are written
 together or not at all: applying is idempotent on event id whatever fails in between.
@@ -36,7 +37,7 @@ TIMEOUT_S = 0.5
 ADD = """
 local size, oldest, ttl, hist_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local new = 0
-for i = 0, #KEYS / 2 - 1 do
+for i = 0, (#KEYS - 1) / 2 - 1 do
   local hist = KEYS[2 * i + 2]
   local item, id, ts = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
   if redis.call('SET', KEYS[2 * i + 1], '1', 'NX', 'EX', ttl) then
@@ -49,6 +50,7 @@ for i = 0, #KEYS / 2 - 1 do
     end
   end
 end
+if new > 0 then redis.call('INCRBY', KEYS[#KEYS], new) end
 return new
 """
 
@@ -105,8 +107,14 @@ class RedisHistories(LiveHistories):
         for e in events:
             keys += [self._key("a", e.event_id), self._key("h", e.user_id)]
             args += [e.item_id, e.event_id, repr(e.timestamp)]
+        keys.append(f"{self.prefix}:applied")
         with unavailable_as("apply interactions"):
             return int(self._add(keys=keys, args=args))
+
+    def applied_total(self) -> int:
+        """Interactions applied by every consumer so far: one per event, never two."""
+        with unavailable_as("read the applied count"):
+            return int(self.client.get(f"{self.prefix}:applied") or 0)
 
     def live(self, user_id: str) -> list[Interaction]:
         oldest = self.limits.oldest(time.time())

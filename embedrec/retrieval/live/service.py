@@ -32,6 +32,9 @@ from embedrec.retrieval.live.histories import HistoryLimits, LiveHistories, Memo
 from embedrec.retrieval.live.redis_histories import RedisHistories, connect, unavailable_as
 from embedrec.retrieval.live.stats import LiveStats
 
+READ_SLACK_S = 2.0
+"""How much longer than its blocking read the consumer waits on Redis before giving up."""
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -82,8 +85,9 @@ class Live:
                 partial(pending_count, self.client, self.settings),
                 partial(lag_count, self.client, self.settings),
             )
-            if consume:
-                self.consumer = StreamConsumer(self.client, self.applier, self.settings)
+            if consume:  # a client of its own: its reads block longer than a request waits
+                reader = connect(config.redis, timeout_s=config.block_s + READ_SLACK_S)
+                self.consumer = StreamConsumer(reader, self.applier, self.settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,6 +102,8 @@ class Live:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.consumer is not None:
+            self.consumer.client.close()
         if self.client is not None:
             self.client.close()
 
