@@ -119,3 +119,17 @@ def test_metrics(http: httpx.Client, data: Data) -> None:
     assert "embedrec_events_unknown_item_total 1.0" in text
     assert "embedrec_event_freshness_seconds_count" in text
     assert "embedrec_events_apply_seconds_bucket" in text
+
+
+def test_demo_step(data: Data, tmp_path, capsys) -> None:
+    """`make demo`'s live step (through Redis where redis-server is installed)."""
+    from embedrec import demo
+
+    recommender = make_recommender(data, tmp_path / "stores")
+    try:
+        demo.live_tour(recommender, tmp_path)
+        assert recommender.space("text").failover.primary.count() == len(data.item_ids)
+    finally:
+        recommender.close()
+    out = capsys.readouterr().out
+    assert "recommend('1', 5) after" in out and "Saturn Rising" in out
