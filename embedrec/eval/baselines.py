@@ -267,7 +267,10 @@ class TwoTower(DotModel):
             progress=self.progress,
         )
         self.train_seconds = time.perf_counter() - started
-        self.user_vecs = self.model.user_vectors(catalog.users)
+        # the sequence encoder reads each user's training interactions; the static one, ids
+        self.user_vecs = self.model.user_vectors(
+            catalog.users, history=catalog.train, items=catalog.all_items
+        )
         self.item_vecs = self.model.item_vectors(catalog.items)
         self._set_items(catalog)
 

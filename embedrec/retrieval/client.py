@@ -39,9 +39,10 @@ from embedrec.eval.config import load_config
 from embedrec.eval.dataset import load_dataset
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
 from embedrec.retrieval.failover import Failover
-from embedrec.retrieval.history import Histories, TrainingHistories
+from embedrec.retrieval.history import Histories, Interaction, TrainingHistories, as_interactions
 from embedrec.retrieval.live.histories import LiveHistories, LiveRead
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
+from embedrec.retrieval.user_queries import Request, check_history, user_queries
 from embedrec.stores import Hit, Hits, StoreError
 from embedrec.stores.errors import ConfigError
 from embedrec.stores.filters import Node, matches, parse_filter
@@ -174,6 +175,8 @@ class Recommender:
         # tokenizers and some torch modules are not safe to call from several threads at once
         self._embed_locks = {name: threading.Lock() for name in SPACES}
         self._popularity = dict(interactions.popularity) if interactions is not None else {}
+        # known users' declared features, which a sequence encoder reads at request time
+        self._user_rows = users.set_index("user_id", drop=False) if users is not None else None
 
     # -- building ------------------------------------------------------------------------
 
@@ -385,19 +388,23 @@ class Recommender:
 
     def recommend(
         self,
-        user_id: str,
+        user_id: str | None,
         k: int = 10,
         *,
         exclude_seen: bool = True,
         filter: Mapping | None = None,
         features: Mapping[str, Any] | None = None,
+        history: Sequence[str | Interaction] | None = None,
     ) -> Results:
         """Top-k items for a user from the two-tower model.
 
-        A known user gets their learned vector; an unknown one with `features` (the user
-        features the model declares; `FeatureError` names one it does not) the feature-only
-        tower's vector; an unknown one without features the most rated items. `features`
-        are checked for every user and used only for users this recommender does not know.
+        A known user gets their learned vector (under the sequence encoder, one computed now
+        from their recent history in `histories` followed by `history`); a user with no id
+        or an unknown one, a vector from `history` (item ids oldest first, or `Interaction`s
+        with timestamps; at most `HISTORY_CAP`, else `HistoryTooLong`), else from `features`
+        (the user features the model declares; `FeatureError` names one it does not), else
+        the most rated items. History ids the store lacks are dropped and counted
+        (`Results.unknown_history`); the history's items are left out with the seen ones.
         """
         return self.recommend_batch(
             [user_id],
@@ -405,64 +412,67 @@ class Recommender:
             exclude_seen=exclude_seen,
             filter=filter,
             features=None if features is None else [features],
+            history=None if history is None else [history],
         )[0]
 
     def recommend_batch(
         self,
-        user_ids: Sequence[str],
+        user_ids: Sequence[str | None],
         k: int = 10,
         *,
         exclude_seen: bool = True,
         filter: Mapping | None = None,
         features: Sequence[Mapping[str, Any] | None] | None = None,
+        history: Sequence[Sequence[str | Interaction] | None] | None = None,
     ) -> list[Results]:
+        """`recommend` for each user; `features` and `history`: one per user (or None)."""
         k = _check_k(k)
         node = parse_filter(filter) if filter is not None else None
         space = self._space("two-tower")
         model = space.model
         assert model is not None  # make_space checks that the two-tower space has one
-        ids = [str(u) for u in user_ids]
-        feats: list[Mapping[str, Any] | None] = [None] * len(ids)
-        if features is not None:  # checked against the model's declaration, known user or not
-            feats = [None if f is None else model.validate_user(f) for f in features]
-        if len(feats) != len(ids):
-            raise ValueError(f"{len(feats)} feature rows for {len(ids)} users")
+        ids = [None if u is None else str(u) for u in user_ids]
+        feats: Sequence[Mapping[str, Any] | None] = features or [None] * len(ids)
+        asked = history if history is not None else [None] * len(ids)
+        if len(feats) != len(ids) or len(asked) != len(ids):
+            raise ValueError(f"features and history need one entry for each of {len(ids)} users")
+        for uid, h in zip(ids, asked, strict=True):
+            check_history(h or (), uid)
+        requests = [
+            Request(uid, None if f is None else model.validate_user(f), as_interactions(h or ()))
+            for uid, f, h in zip(ids, feats, asked, strict=True)
+        ]  # features are checked against the model's declaration, known user or not
+        live = self._live(ids)  # read once: the events that arrived since training
+        histories = self.histories
+        if isinstance(histories, LiveHistories):
+            histories = histories.view(live)
+        queries = user_queries(space, requests, histories, self._user_rows)
         seen = self.interactions.seen if self.interactions is not None else {}
-        live = self._live(ids)
         exclude = [
-            seen.get(u, frozenset()) | live.items(u) if exclude_seen else frozenset() for u in ids
+            seen.get(u or "", frozenset()) | q.items | live.items(u)
+            if exclude_seen
+            else frozenset()
+            for u, q in zip(ids, queries, strict=True)
         ]
-        vectors: dict[int, np.ndarray] = {}
-        sources: dict[int, str] = {}
-        new_rows: list[tuple[int, dict[str, Any]]] = []
-        for n, (uid, f) in enumerate(zip(ids, feats, strict=True)):
-            if uid in space.user_vectors:
-                vectors[n], sources[n] = space.user_vectors[uid], "two-tower"
-            elif f is not None:
-                new_rows.append((n, {**f, "user_id": uid}))
-        if new_rows:
-            computed = model.user_vectors(pd.DataFrame([row for _, row in new_rows]))
-            for (n, _), vec in zip(new_rows, computed, strict=True):
-                vectors[n], sources[n] = vec, "features"
         out: list[Results | None] = [None] * len(ids)
-        if vectors:
-            order = sorted(vectors)
-            matrix = np.array([vectors[n] for n in order], dtype=np.float32)
+        order = [n for n, q in enumerate(queries) if q.vector is not None]
+        if order:
+            matrix = np.array([queries[n].vector for n in order], dtype=np.float32)
             hits = self._search(space, matrix, k, filter, [exclude[n] for n in order])
             for n, h in zip(order, hits, strict=True):
-                out[n] = Results(h, sources[n])
-        for n in range(len(ids)):
+                out[n] = Results(h, queries[n].source, queries[n].unknown)
+        for n, q in enumerate(queries):
             if out[n] is None:
-                out[n] = Results(self._popular(space, k, node, exclude[n]), "popularity")
+                out[n] = Results(self._popular(space, k, node, exclude[n]), q.source, q.unknown)
         if isinstance(self.histories, LiveHistories):
             self.histories.settle(live, ids, out)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
 
-    def _live(self, ids: list[str]) -> LiveRead:
+    def _live(self, ids: Sequence[str | None]) -> LiveRead:
         """The users' interactions that arrived as events (embedrec.retrieval.live), read
         once per request; none without live histories."""
         if isinstance(self.histories, LiveHistories):
-            return self.histories.read(ids)
+            return self.histories.read([u for u in ids if u is not None])
         return LiveRead()
 
     def _popular(self, space: Space, k: int, node: Node | None, exclude: Iterable[str]) -> Hits:

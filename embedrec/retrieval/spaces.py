@@ -94,7 +94,8 @@ def make_space(
             f"{failover.primary.uri} holds {failover.dim}-d ones"
         )
     vectors: dict[str, np.ndarray] = {}
-    if model is not None and users is not None and len(users):
+    # a sequence encoder's users get their vectors at request time, from their histories
+    if model is not None and not model.config.sequence and users is not None and len(users):
         vectors = dict(zip(users["user_id"].tolist(), model.user_vectors(users), strict=True))
     return Space(name, failover, embedder, model, vectors, tokens)
 

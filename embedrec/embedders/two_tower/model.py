@@ -26,6 +26,12 @@ from torch import nn
 from embedrec.embedders.base import resolve_device
 from embedrec.embedders.two_tower.encoders import TowerEncoder
 from embedrec.embedders.two_tower.features import Fitted, TextFn, Towers, TowerSpec
+from embedrec.embedders.two_tower.sequence import (
+    SequenceShape,
+    SequenceTower,
+    encode_histories,
+    frame_histories,
+)
 
 
 class TwoTowerConfig(BaseModel):
@@ -78,12 +84,40 @@ class TwoTowerConfig(BaseModel):
     """Torch CPU threads while training; 1 avoids spin-waiting on a shared, busy machine; 0:
     as many as torch has in this process (every core, or each `evaluate` worker's share)."""
     device: str = "auto"
+    user_encoder: Literal["static", "sequence"] = "static"
+    """static: a user is an id embedding plus their features; sequence: causal
+    self-attention over their last `history` items (`sequence.py`), trained next-item."""
+    history: int = Field(50, ge=1)
+    """sequence: the most recent items a user vector reads."""
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    time_buckets: int = Field(0, ge=0)
+    """sequence: embed the gap to the previous item in this many log2-of-minutes buckets
+    (0: no time input)."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:
         if self.item_bias and (self.normalize or self.dim < 2):
             raise ValueError("item_bias needs normalize = false and dim >= 2")
+        if self.user_encoder == "sequence":
+            if self.loss != "softmax" or self.item_bias:
+                raise ValueError(
+                    "the sequence user encoder trains with loss = softmax, no item_bias"
+                )
+            if self.dim % self.heads:
+                raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         return self
+
+    @property
+    def sequence(self) -> bool:
+        return self.user_encoder == "sequence"
+
+    def shape(self) -> SequenceShape:
+        return SequenceShape(
+            self.dim, self.hidden, self.history, self.layers, self.heads, self.dropout,
+            self.time_buckets, self.normalize,
+        )  # fmt: skip
 
 
 class Vocab(BaseModel):
@@ -166,9 +200,11 @@ class TwoTowerModel:
         self.user_encoder, self.item_encoder = encoders
         self._text_fn = text_fn
         self.device = torch.device(resolve_device(config.device))
-        self.user_tower = _Tower(len(vocab.users), self.user_encoder.width, config, user=True).to(
-            self.device
-        )
+        self.user_tower: nn.Module = (
+            SequenceTower(self.user_encoder.width, config.shape())
+            if config.sequence
+            else _Tower(len(vocab.users), self.user_encoder.width, config, user=True)
+        ).to(self.device)
         self.item_tower = _Tower(len(vocab.items), self.item_encoder.width, config, user=False).to(
             self.device
         )
@@ -188,11 +224,12 @@ class TwoTowerModel:
     ) -> TwoTowerModel:
         """Train on (user_id, item_id) interactions (see `training.fit`)."""
         # a cycle: training imports this module for TwoTowerConfig, Vocab and index
+        from embedrec.embedders.two_tower.sequence_training import SEQUENCE
         from embedrec.embedders.two_tower.training import fit
 
-        return fit(
-            cls, ratings, users, items, config or TwoTowerConfig(), towers, text_fn, progress
-        )
+        config = config or TwoTowerConfig()
+        trainer = SEQUENCE if config.sequence else None
+        return fit(cls, ratings, users, items, config, towers, text_fn, progress, trainer)
 
     # ---------------------------------------------------------------- features
 
@@ -219,12 +256,37 @@ class TwoTowerModel:
     # ---------------------------------------------------------------- vectors
 
     @torch.no_grad()
-    def user_vectors(self, users: pd.DataFrame | Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def user_vectors(
+        self,
+        users: pd.DataFrame | Sequence[Mapping[str, Any]],
+        *,
+        history: pd.DataFrame | None = None,
+        items: pd.DataFrame | None = None,
+    ) -> np.ndarray:
         """Vectors for user rows (id and the declared features); an unknown id gets its
-        vector from the features alone."""
-        ids, feats = self.user_features(_frame(users))
+        vector from the features alone. The sequence encoder reads each user's interactions
+        in `history` (user_id, item_id, optional timestamp), whose items' features are rows
+        of `items`; the static one ignores both."""
+        users = _frame(users)
+        if self.config.sequence:
+            found = frame_histories(self.item_vectors, users, history, items, self.config.history)
+            return self.history_vectors(found, users)
+        ids, feats = self.user_features(users)
         self.user_tower.eval()
         return self.user_tower(ids, feats).cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def history_vectors(
+        self, histories: Sequence[tuple[np.ndarray, np.ndarray]], users: pd.DataFrame | None
+    ) -> np.ndarray:
+        """Sequence encoder: one vector per history, each (item vectors (L, dim) as the item
+        tower gives them, oldest first; epoch seconds (L,), NaN where unknown), with the
+        matching user row's declared features (`users`: None, or one row per history)."""
+        feats = None
+        if users is not None and self.towers.user.features:
+            feats = self.user_features(users)[1]
+        self.user_tower.eval()
+        return encode_histories(self.user_tower, histories, feats, self.config.shape(), self.device)
 
     @torch.no_grad()
     def item_vectors(self, items: pd.DataFrame | Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -97,6 +97,25 @@ class TrainData:
         return None if f is None else f[idx.to(f.device) - 1]
 
 
+Holdout = Callable[[pd.DataFrame, TwoTowerConfig], tuple[pd.DataFrame, pd.DataFrame]]
+TrainFn = Callable[["TwoTowerModel", TrainData, pd.DataFrame, pd.DataFrame | None, int, bool], int]
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """How a user encoder is trained: the part of the training interactions held out for
+    early stopping, and the loop (returning the best epoch count)."""
+
+    holdout: Holdout
+    train: TrainFn
+
+
+def _stratified_holdout(
+    ratings: pd.DataFrame, config: TwoTowerConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return stratified_split(ratings, 1 - config.val_fraction, filter_by="user", seed=config.seed)
+
+
 def fit(
     cls: type[TwoTowerModel],
     ratings: pd.DataFrame,
@@ -106,8 +125,10 @@ def fit(
     towers: Towers | None,
     text_fn: TextFn | None,
     progress: bool,
+    trainer: Trainer | None = None,
 ) -> TwoTowerModel:
-    """Every interaction counts as a positive. Only ids seen in `ratings` get an id
+    """Every interaction counts as a positive; `trainer`: the user encoder's (default: the
+    static one's). Only ids seen in `ratings` get an id
     embedding; the encoders are fitted on those ids' rows of `users` and `items`."""
     missing = [c for c in ("user_id", "item_id") if c not in ratings.columns]
     if missing:
@@ -124,17 +145,16 @@ def fit(
     with deterministic(config.seed, config.threads):
         model = cls(config, towers, vocab, encoders, text_fn)
         data = TrainData(model, user_rows, item_rows)
+        train = (trainer or STATIC).train
         if config.val_fraction > 0:
-            fit_part, val_part = stratified_split(
-                ratings, 1 - config.val_fraction, filter_by="user", seed=config.seed
-            )
-            best = _train(model, data, fit_part, val_part, config.epochs, progress)
+            fit_part, val_part = (trainer or STATIC).holdout(ratings, config)
+            best = train(model, data, fit_part, val_part, config.epochs, progress)
             if config.refit:
                 torch.manual_seed(config.seed)
                 model = cls(config, towers, vocab, encoders, text_fn)
-                _train(model, data, ratings, None, best, progress)
+                train(model, data, ratings, None, best, progress)
         else:
-            _train(model, data, ratings, None, config.epochs, progress)
+            train(model, data, ratings, None, config.epochs, progress)
     log.info("two-tower trained in %.1f s", time.perf_counter() - started)
     return model
 
@@ -157,47 +177,68 @@ def _train(
         if "weight" in ratings.columns
         else None
     )
-    sampling = _Sampling.of(u, i, len(model.vocab.items), model.device)
-    opt = _optimizer(model)
+    sampling = Sampling.of(u, i, len(model.vocab.items), model.device)
+    opt = optimizer(model)
     gen = torch.Generator().manual_seed(cfg.seed)
+
+    def epoch() -> float:
+        total = 0.0
+        order = torch.randperm(len(u), generator=gen)
+        for start in range(0, len(u), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            loss = _loss(
+                model, data, u[batch], i[batch], None if w is None else w[batch], sampling, gen
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        return total / len(u)
+
+    validate = None if val is None else lambda: _validate(model, data, ratings, val)
+    name = "two-tower" if cfg.loss == "softmax" else "bpr"
+    return run_epochs(model, epochs, name, progress, epoch, validate)
+
+
+def run_epochs(
+    model: TwoTowerModel,
+    epochs: int,
+    name: str,
+    progress: bool,
+    epoch: Callable[[], float],
+    validate: Callable[[], float] | None,
+) -> int:
+    """Call `epoch` (one pass, returning its mean loss) up to `epochs` times; with
+    `validate` (NDCG@10 on held-out data), stop after `patience` epochs without a better
+    one, keep the best weights and return the best epoch count."""
     best, best_epoch, best_state, bad = -math.inf, epochs, None, 0
-    desc = ("two-tower" if cfg.loss == "softmax" else "bpr") + (
-        " (early stopping)" if val is not None else ""
-    )
+    desc = name + (" (early stopping)" if validate is not None else "")
     with Progress(epochs, desc, "epochs", enabled=progress) as bar:
-        for epoch in range(epochs):
+        for n in range(epochs):
             model.user_tower.train()
             model.item_tower.train()
-            total = 0.0
-            order = torch.randperm(len(u), generator=gen)
-            for start in range(0, len(u), cfg.batch_size):
-                batch = order[start : start + cfg.batch_size]
-                loss = _loss(
-                    model, data, u[batch], i[batch], None if w is None else w[batch], sampling, gen
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(batch)
-            stats = {"epoch": epoch + 1, "loss": total / len(u)}
-            if val is not None:
-                stats["val_ndcg@10"] = _validate(model, data, ratings, val)
+            stats = {"epoch": n + 1, "loss": epoch()}
+            if validate is not None:
+                stats["val_ndcg@10"] = validate()
                 if stats["val_ndcg@10"] > best:
-                    best, best_epoch, bad = stats["val_ndcg@10"], epoch + 1, 0
+                    best, best_epoch, bad = stats["val_ndcg@10"], n + 1, 0
                     best_state = model.state()
                 else:
                     bad += 1
             model.history.append(stats)
             bar.update(1, **{k: round(v, 4) for k, v in stats.items() if k != "epoch"})
-            if val is not None and bad >= cfg.patience:
+            if validate is not None and bad >= model.config.patience:
                 break
     if best_state is not None:
         model.load_state(best_state)
     return best_epoch
 
 
+STATIC = Trainer(_stratified_holdout, _train)
+
+
 @dataclass
-class _Sampling:
+class Sampling:
     """What the losses need to know of the training interactions: each item's log share of
     them (the log-q correction) and the (user, item) pairs as sorted keys (BPR's rejection
     of negatives the user interacted with)."""
@@ -207,7 +248,7 @@ class _Sampling:
     n_items: int
 
     @classmethod
-    def of(cls, u: torch.Tensor, i: torch.Tensor, n_items: int, device: torch.device) -> _Sampling:
+    def of(cls, u: torch.Tensor, i: torch.Tensor, n_items: int, device: torch.device) -> Sampling:
         counts = torch.bincount(i, minlength=n_items + 1).double()
         log_q = torch.log(counts.clamp(min=1) / counts.sum()).float().to(device)
         return cls(log_q, torch.unique(u * (n_items + 1) + i), n_items)
@@ -219,7 +260,7 @@ class _Sampling:
         return self.positives[at] == keys
 
 
-def _optimizer(model: TwoTowerModel) -> torch.optim.Optimizer:
+def optimizer(model: TwoTowerModel) -> torch.optim.Optimizer:
     cfg = model.config
     params = [*model.user_tower.parameters(), *model.item_tower.parameters()]
     if cfg.optimizer == "sgd":  # the loss is a batch mean; lr is the step per example
@@ -234,7 +275,7 @@ def _loss(
     u: torch.Tensor,
     i: torch.Tensor,
     w: torch.Tensor | None,
-    sampling: _Sampling,
+    sampling: Sampling,
     gen: torch.Generator,
 ) -> torch.Tensor:
     cfg = model.config
@@ -245,7 +286,7 @@ def _loss(
     dev = model.device
     uv = model.user_tower(u_ids.to(dev), data.user_feats(u))
     if cfg.loss == "softmax" and cfg.negatives == "all":
-        return _mean(_full_softmax(model, data, uv, i, gen), w)
+        return weighted_mean(full_softmax(model, data, uv, i, gen), w)
     iv = model.item_tower(i_ids.to(dev), data.item_feats(i))
     if cfg.loss == "bpr":
         return _bpr(model, data, u, uv, iv, w, sampling, gen)
@@ -262,7 +303,7 @@ def _loss(
     per_row = nn.functional.cross_entropy(
         logits, torch.arange(len(i), device=dev), reduction="none"
     )
-    return _mean(per_row, w)
+    return weighted_mean(per_row, w)
 
 
 def _bpr(
@@ -272,7 +313,7 @@ def _bpr(
     uv: torch.Tensor,
     iv: torch.Tensor,
     w: torch.Tensor | None,
-    sampling: _Sampling,
+    sampling: Sampling,
     gen: torch.Generator,
 ) -> torch.Tensor:
     """-log sigmoid(u.i - u.j) for one uniform negative j per positive, plus `l2` times
@@ -286,10 +327,10 @@ def _bpr(
     per_row = -nn.functional.logsigmoid(diff) + cfg.l2 * reg
     if cfg.reject_positives:
         per_row = per_row * (~sampling.interacted(u, j)).to(dev)
-    return _mean(per_row, w)
+    return weighted_mean(per_row, w)
 
 
-def _full_softmax(
+def full_softmax(
     model: TwoTowerModel, data: TrainData, uv: torch.Tensor, i: torch.Tensor, gen: torch.Generator
 ) -> torch.Tensor:
     """Cross-entropy of each positive against every item of the catalogue; item ids are
@@ -303,7 +344,7 @@ def _full_softmax(
     return nn.functional.cross_entropy(logits, (i - 1).to(uv.device), reduction="none")
 
 
-def _mean(per_row: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+def weighted_mean(per_row: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
     return per_row.mean() if w is None else (per_row * w).sum() / w.sum().clamp(min=1e-12)
 
 
@@ -315,8 +356,12 @@ def _validate(
     model.item_tower.eval()
     uv = model.user_tower(data.all_user_ids, data.all_user_feats)
     iv = model.item_tower(data.all_item_ids, data.all_item_feats)
-    scores = uv @ iv.T
-    vocab = model.vocab
+    return ranked_ndcg(uv @ iv.T, model.vocab, seen, val)
+
+
+def ranked_ndcg(scores: torch.Tensor, vocab: Vocab, seen: pd.DataFrame, val: pd.DataFrame) -> float:
+    """NDCG@10 of `scores` (every vocabulary user x item, in vocabulary order) on `val`, the
+    `seen` pairs left out of the ranking."""
     su = index(seen["user_id"].tolist(), vocab.users)
     si = index(seen["item_id"].tolist(), vocab.items)
     scores[torch.from_numpy(su - 1), torch.from_numpy(si - 1)] = -torch.inf

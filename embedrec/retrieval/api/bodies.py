@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from embedrec.retrieval.client import Results
+from embedrec.retrieval.history import HISTORY_CAP, Interaction
 from embedrec.retrieval.live.events import MAX_EVENTS
 
 MAX_K = 1_000
@@ -62,8 +63,15 @@ UserFeatures = Annotated[
 under towers.user), checked against that declaration before any vector is computed."""
 
 
+class HistoryEvent(Body):
+    item_id: Id
+    timestamp: float | None = Field(None, description="epoch seconds")
+
+
 class RecommendRequest(Body):
-    user_id: Id
+    user_id: Id | None = Field(
+        None, description="none: a new user (history, features or popularity)"
+    )
     k: K = 10
     exclude_seen: bool = True
     filter: Filter = None
@@ -72,6 +80,20 @@ class RecommendRequest(Body):
         description="for a user the service does not know: the feature-only tower, from the "
         "user features the model declares",
     )
+    history: list[Id | HistoryEvent] | None = Field(
+        None,
+        max_length=HISTORY_CAP,
+        description=f"items the user interacted with, oldest first (ids, or objects with "
+        f"item_id and timestamp), after their stored history; at most {HISTORY_CAP}. Ids the "
+        "store lacks are dropped and counted in unknown_history",
+    )
+
+    def events(self) -> list[str | Interaction] | None:
+        if self.history is None:
+            return None
+        return [
+            h if isinstance(h, str) else Interaction(h.item_id, h.timestamp) for h in self.history
+        ]
 
 
 class SearchRequest(Body):
@@ -111,9 +133,14 @@ class HitOut(BaseModel):
 class ResultsOut(BaseModel):
     source: str = Field(
         description="what answered: the space searched, or for /recommend 'two-tower', "
-        "'features' (a new user's feature-only vector) or 'popularity'"
+        "'history' (a vector from the request's history alone), 'features' (a new user's "
+        "feature-only vector), 'stored-vector' (a known user's stored vector or history: "
+        "the live history of [stream] could not be read) or 'popularity'"
     )
     results: list[HitOut]
+    unknown_history: int | None = Field(
+        None, description="/recommend: ids of the request's history dropped as unknown"
+    )
 
 
 class Problem(BaseModel):
@@ -138,15 +165,17 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def results_body(results: Results) -> JSONBytes:
+def results_body(results: Results, *, history: bool = False) -> JSONBytes:
     """A `ResultsOut` body serialised straight from the hits' columns: a pydantic model per
-    hit would cost more than the search."""
+    hit would cost more than the search. `history`: with `unknown_history` (/recommend)."""
     hits = results.hits
-    payload = {
+    payload: dict[str, Any] = {
         "source": results.source,
         "results": [
             {"id": i, "score": s, "metadata": m}
             for i, s, m in zip(hits.ids, hits.scores, hits.metadata, strict=True)
         ],
     }
+    if history:
+        payload["unknown_history"] = results.unknown_history
     return JSONBytes(payload)

@@ -105,9 +105,10 @@ def _answerer(recommender: Recommender) -> Endpoint:
     ) -> JSONBytes:
         """`fn` on the event loop where the space's stores are in process (a search there is
         shorter than a thread hop), in a worker thread where one waits on the network."""
+        history = fn == recommender.recommend
         if recommender.is_remote(space):
-            return results_body(await run_in_threadpool(fn, *args, **kw))
-        return results_body(fn(*args, **kw))
+            return results_body(await run_in_threadpool(fn, *args, **kw), history=history)
+        return results_body(fn(*args, **kw), history=history)
 
     return answer
 
@@ -125,7 +126,9 @@ def _similar(recommender: Recommender, answer: Endpoint) -> Endpoint:
 
 def _recommend(recommender: Recommender, answer: Endpoint) -> Endpoint:
     async def recommend(req: RecommendRequest) -> Response:
-        """Items for a user: their two-tower vector; a new user's features; else popularity."""
+        """Items for a user: their two-tower vector (under the sequence encoder, from their
+        recent history and the request's); with no id or an unknown one, the request's
+        history, else their features, else popularity."""
         try:
             return await answer(
                 "two-tower",
@@ -135,6 +138,7 @@ def _recommend(recommender: Recommender, answer: Endpoint) -> Endpoint:
                 exclude_seen=req.exclude_seen,
                 filter=req.filter,
                 features=req.features,
+                history=req.events(),
             )
         except FeatureError as exc:  # not what the model declares: a bad body, as pydantic's
             where = ("body", "features", exc.column)

@@ -58,8 +58,24 @@ class LiveRead:
     unavailable: bool = False
     """The live histories could not be read: answers come from the stored vectors."""
 
-    def items(self, user_id: str) -> frozenset[str]:
+    def items(self, user_id: str | None) -> frozenset[str]:
+        if user_id is None:
+            return frozenset()
         return frozenset(i.item_id for i in self.entries.get(user_id, ()))
+
+
+@dataclass(frozen=True)
+class ReadView:
+    """`Histories` for one request: the stored ones followed by the live entries read for
+    it (`LiveRead`), so that Redis is read once per request and its being down leaves the
+    stored histories alone."""
+
+    base: Histories | None
+    read: LiveRead
+
+    def recent(self, user_id: str, n: int) -> list[Interaction]:
+        stored = self.base.recent(user_id, n) if self.base is not None else []
+        return merge(stored, self.read.entries.get(user_id, []))[-n:] if n > 0 else []
 
 
 class LiveHistories:
@@ -78,15 +94,22 @@ class LiveHistories:
         except HistoryUnavailable:
             return LiveRead(unavailable=True)
 
-    def settle(self, read: LiveRead, user_ids: Sequence[str], answers: Sequence[Answer]) -> None:
-        """After a recommendation: a known user's answer came from the stored vector where
-        the live history was unavailable (source "stored-vector"); else it reflects the
-        live entries read (their freshness is observed)."""
+    def view(self, read: LiveRead) -> ReadView:
+        return ReadView(self.base, read)
+
+    def settle(
+        self, read: LiveRead, user_ids: Sequence[str | None], answers: Sequence[Answer]
+    ) -> None:
+        """After a recommendation: a known user's answer came from the stored vector (or
+        the stored history) alone where the live history was unavailable: its source
+        becomes "stored-vector"; else it reflects the live entries read (their freshness is
+        observed)."""
         for uid, answer in zip(user_ids, answers, strict=True):
-            if answer.source == "popularity":
+            if uid is None or answer.source == "popularity":
                 continue
             if read.unavailable:
-                answer.source = "stored-vector"
+                if answer.source == "two-tower":
+                    answer.source = "stored-vector"
             elif self.stats is not None:
                 self.stats.reflected(uid, read.entries.get(uid, ()))
 

@@ -1,0 +1,214 @@
+"""The sequence user tower: causal self-attention over a user's recent items (SASRec: Kang &
+McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018), chosen by
+`user_encoder = "sequence"`.
+
+Its inputs are the item tower's own vectors of the history's items (ids plus features, so an
+item with no interactions of its own can appear in a history), plus a learned embedding of
+each position (the last of `history` slots is the most recent item) and, with
+`time_buckets`, of the gap since the previous item (log2 of minutes, bucket 0 for the first
+item or an unknown time). Histories are left-padded to `history` items; each position
+attends to itself and the real items before it. The output at the last position, plus an
+MLP over the user's declared features where there are any, is the user's vector: one dot
+product against the same item vectors the stores hold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from embedrec.ranking.splits import chronological
+
+
+def gap_buckets(times: np.ndarray, buckets: int) -> np.ndarray:
+    """Bucket of each item's gap to the previous one: 1 + floor(log2(1 + minutes)), capped
+    at `buckets - 1`; 0 for the first item and wherever either time is unknown (NaN)."""
+    out = np.zeros(len(times), dtype=np.int64)
+    if buckets < 2 or len(times) < 2:
+        return out
+    gaps = np.diff(times) / 60.0
+    ok = np.isfinite(gaps)
+    scaled = np.floor(np.log2(1.0 + np.clip(np.where(ok, gaps, 0.0), 0.0, None)))
+    out[1:] = np.where(ok, np.minimum(1 + scaled, buckets - 1), 0).astype(np.int64)
+    return out
+
+
+@dataclass(frozen=True)
+class SequenceShape:
+    """The sizes of a sequence tower (from `TwoTowerConfig`)."""
+
+    dim: int
+    hidden: int
+    history: int
+    layers: int
+    heads: int
+    dropout: float
+    time_buckets: int
+    normalize: bool
+
+
+class _Block(nn.Module):
+    """Pre-norm self-attention and feed-forward, each with a residual."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ff = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
+        att = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=allowed[:, None],
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        x = x + self.drop(self.out(att.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class SequenceTower(nn.Module):
+    """(item vectors (B, L, dim), real-item mask (B, L), gap buckets (B, L), user features)
+    -> one vector per position (B, L, dim); the last position's is the user's."""
+
+    def __init__(self, n_features: int, shape: SequenceShape) -> None:
+        super().__init__()
+        dim = shape.dim
+        self.scale = math.sqrt(dim)
+        self.positions = nn.Embedding(shape.history, dim)
+        self.gaps = nn.Embedding(shape.time_buckets, dim) if shape.time_buckets > 1 else None
+        for emb in (self.positions, self.gaps):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.1)
+        self.drop = nn.Dropout(shape.dropout)
+        self.blocks = nn.ModuleList(
+            _Block(dim, shape.heads, shape.dropout) for _ in range(shape.layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, dim)
+        self.mlp = (
+            nn.Sequential(
+                nn.Linear(n_features, shape.hidden), nn.ReLU(), nn.Linear(shape.hidden, dim)
+            )
+            if n_features
+            else None
+        )
+        self.normalize = shape.normalize
+
+    def forward(
+        self,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        gaps: torch.Tensor,
+        feats: torch.Tensor | None,
+    ) -> torch.Tensor:
+        n = items.shape[1]
+        x = items * mask[..., None] * self.scale + self.positions.weight[-n:]
+        if self.gaps is not None:
+            x = x + self.gaps(gaps)
+        x = self.drop(x)
+        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        # each position sees the real items up to itself, and itself (so a padded row is
+        # never empty: its output is ignored)
+        allowed = (causal & mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)
+        for block in self.blocks:
+            x = block(x, allowed)
+        out = self.head(self.norm(x))
+        if self.mlp is not None and feats is not None:
+            out = out + self.mlp(feats)[:, None, :]
+        return F.normalize(out, dim=-1) if self.normalize else out
+
+
+History = tuple[np.ndarray, np.ndarray]
+"""One user's history: item vectors (L, dim) oldest first, epoch seconds (L,), NaN unknown."""
+
+
+def pad_left(rows: Sequence[np.ndarray], n: int, trailing: tuple[int, ...] = ()) -> np.ndarray:
+    """The last `n` entries of each row, left-padded with zeros (of the rows' dtype) to `n`."""
+    dtype = rows[0].dtype if len(rows) else np.float32
+    out = np.zeros((len(rows), n, *trailing), dtype=dtype)
+    for k, row in enumerate(rows):
+        tail = row[-n:]
+        if len(tail):
+            out[k, n - len(tail) :] = tail
+    return out
+
+
+@torch.no_grad()
+def encode_histories(
+    tower: nn.Module,
+    histories: Sequence[History],
+    feats: torch.Tensor | None,
+    shape: SequenceShape,
+    device: torch.device,
+    chunk: int = 1024,
+) -> np.ndarray:
+    """The user vector (the last position's output) of each history, `chunk` at a time."""
+    n = shape.history
+    out = np.zeros((len(histories), shape.dim), dtype=np.float32)
+    for start in range(0, len(histories), chunk):
+        part = histories[start : start + chunk]
+        vecs = pad_left(
+            [v.astype(np.float32).reshape(-1, shape.dim) for v, _ in part], n, (shape.dim,)
+        )
+        mask = pad_left([np.ones(len(v), dtype=bool) for v, _ in part], n)
+        gaps = pad_left([gap_buckets(t, shape.time_buckets) for _, t in part], n)
+        f = None if feats is None else feats[start : start + chunk]
+        got = tower(
+            torch.from_numpy(vecs).to(device),
+            torch.from_numpy(mask).to(device),
+            torch.from_numpy(gaps).to(device),
+            f,
+        )
+        out[start : start + len(part)] = got[:, -1].cpu().numpy()
+    return out
+
+
+def frame_histories(
+    vectors_of: Callable[[pd.DataFrame], np.ndarray],
+    users: pd.DataFrame,
+    history: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    n: int,
+) -> list[History]:
+    """Each user row's last `n` interactions in `history` (ordered by `chronological`) as
+    item vectors from `vectors_of` (the item tower) over their rows of `items` (id and
+    features; without `items`, ids only). Items `items` lacks are left out."""
+    empty: History = (np.zeros((0, 0), np.float32), np.zeros(0))
+    if history is None or not len(history):
+        return [empty] * len(users)
+    user_col = "user_id" if "user_id" in users.columns else "id"
+    wanted = users[user_col].astype(str)
+    h = history.assign(
+        user_id=history["user_id"].astype(str), item_id=history["item_id"].astype(str)
+    )
+    h = chronological(h[h["user_id"].isin(set(wanted))]).groupby("user_id", sort=False).tail(n)
+    ids = list(dict.fromkeys(h["item_id"]))
+    if items is None:
+        rows = pd.DataFrame({"item_id": ids})
+    else:
+        id_col = "item_id" if "item_id" in items.columns else "id"
+        rows = items.assign(item_id=items[id_col].astype(str)).drop_duplicates("item_id")
+        rows = rows[rows["item_id"].isin(set(ids))]
+    table = dict(zip(rows["item_id"], vectors_of(rows.reset_index(drop=True)), strict=True))
+    h = h[h["item_id"].isin(table.keys())]
+    times = h["timestamp"].to_numpy(np.float64) if "timestamp" in h.columns else None
+    found: dict[str, History] = {}
+    for user, at in h.groupby("user_id", sort=False).indices.items():
+        vecs = np.stack([table[i] for i in h["item_id"].to_numpy()[at]])
+        found[user] = (vecs, times[at] if times is not None else np.full(len(at), np.nan))
+    return [found.get(u, empty) for u in wanted]

@@ -1,0 +1,187 @@
+"""Training the sequence user encoder next-item, as SASRec is trained: each user's training
+interactions in order (`ranking.splits.chronological`: by timestamp, ties in table order) are
+cut from the end into windows of `history` + 1 items; at every position of a window the
+causal encoder's output is scored against the next item, so every prefix of every sequence
+is a training example (its context reaching back to the start of its window).
+
+The loss is the two-tower's (`training.py`): a sampled softmax whose negatives are the
+batch's other target items, with the log-q correction by each item's share of the training
+interactions, or the full softmax over the catalogue with `negatives = "all"`. A batch holds
+about `batch_size` positions. Early stopping holds out each user's last training interaction
+(leave-last-out inside training) and watches NDCG@10 on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from embedrec.embedders.two_tower.model import TwoTowerConfig, Vocab, index
+from embedrec.embedders.two_tower.sequence import encode_histories, gap_buckets, pad_left
+from embedrec.embedders.two_tower.training import (
+    Sampling,
+    TrainData,
+    Trainer,
+    full_softmax,
+    optimizer,
+    ranked_ndcg,
+    run_epochs,
+    weighted_mean,
+)
+from embedrec.ranking.splits import chronological, leave_last_out
+
+if TYPE_CHECKING:
+    from embedrec.embedders.two_tower.model import TwoTowerModel
+
+
+def user_sequences(ratings: pd.DataFrame, vocab: Vocab) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each vocabulary user's (item indices, epoch seconds or NaN), oldest first, in
+    vocabulary order (empty for a user without interactions in `ratings`)."""
+    data = chronological(ratings.assign(user_id=ratings["user_id"].astype(str)))
+    users = index(data["user_id"].tolist(), vocab.users)
+    items = index(data["item_id"].tolist(), vocab.items)
+    times = (
+        data["timestamp"].to_numpy(np.float64)
+        if "timestamp" in data.columns
+        else np.full(len(data), np.nan)
+    )
+    out = [(np.zeros(0, np.int64), np.zeros(0))] * len(vocab.users)
+    for user, at in pd.Series(users).groupby(users, sort=False).indices.items():
+        if user > 0:
+            out[user - 1] = (items[at], times[at])
+    return out
+
+
+@dataclass
+class Windows:
+    """Training windows, left-padded to `history` positions: input item indices (0:
+    padding), the next item at each position (0: none), gap buckets, and the user."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    gaps: torch.Tensor
+    users: torch.Tensor
+
+    @classmethod
+    def of(cls, sequences: list[tuple[np.ndarray, np.ndarray]], n: int, buckets: int) -> Windows:
+        inputs, targets, gaps, users = [], [], [], []
+        for user, (items, times) in enumerate(sequences, start=1):
+            all_gaps = gap_buckets(times, buckets)
+            for end in range(len(items), 1, -n):  # targets items[start:end]
+                start = max(end - n, 1)
+                inputs.append(items[start - 1 : end - 1])
+                targets.append(items[start:end])
+                gaps.append(all_gaps[start - 1 : end - 1])
+                users.append(user)
+        return cls(
+            torch.from_numpy(pad_left(inputs, n)),
+            torch.from_numpy(pad_left(targets, n)),
+            torch.from_numpy(pad_left(gaps, n)),
+            torch.tensor(users, dtype=torch.int64),
+        )
+
+
+def _holdout(ratings: pd.DataFrame, config: TwoTowerConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's last training interaction (table order without timestamps)."""
+    if "timestamp" in ratings.columns:
+        return leave_last_out(ratings)
+    fit_part, val_part = leave_last_out(ratings.assign(timestamp=0))
+    return fit_part.drop(columns="timestamp"), val_part.drop(columns="timestamp")
+
+
+def train_sequences(
+    model: TwoTowerModel,
+    data: TrainData,
+    ratings: pd.DataFrame,
+    val: pd.DataFrame | None,
+    epochs: int,
+    progress: bool,
+) -> int:
+    """Train for up to `epochs` (see `training.run_epochs`); returns the best epoch count."""
+    cfg = model.config
+    sequences = user_sequences(ratings, model.vocab)
+    windows = Windows.of(sequences, cfg.history, cfg.time_buckets)
+    u = torch.from_numpy(index(ratings["user_id"].tolist(), model.vocab.users))
+    i = torch.from_numpy(index(ratings["item_id"].tolist(), model.vocab.items))
+    sampling = Sampling.of(u, i, len(model.vocab.items), model.device)
+    opt = optimizer(model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    per_batch = max(1, cfg.batch_size // cfg.history)
+    count = len(windows.users)
+
+    def epoch() -> float:
+        total, positions = 0.0, 0
+        order = torch.randperm(count, generator=gen)
+        for start in range(0, count, per_batch):
+            loss, n = _loss(model, data, windows, order[start : start + per_batch], sampling, gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, positions = total + loss.item() * n, positions + n
+        return total / max(positions, 1)
+
+    validate = None if val is None else lambda: _validate(model, data, sequences, ratings, val)
+    return run_epochs(model, epochs, "sequence", progress, epoch, validate)
+
+
+def _loss(
+    model: TwoTowerModel,
+    data: TrainData,
+    windows: Windows,
+    batch: torch.Tensor,
+    sampling: Sampling,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, int]:
+    """The batch's mean loss over its positions that have a next item, and their count."""
+    cfg, dev = model.config, model.device
+    inputs, targets = windows.inputs[batch], windows.targets[batch]
+    mask, valid = inputs > 0, targets > 0
+    # the item tower once per distinct item of the batch, ids dropped at random as in
+    # the static model's training
+    uniq, inverse = torch.unique(torch.cat([inputs[mask], targets[valid]]), return_inverse=True)
+    ids = uniq.clone()
+    if cfg.id_dropout > 0:
+        ids[torch.rand(len(ids), generator=gen) < cfg.id_dropout] = 0
+    vecs = model.item_tower(ids.to(dev), data.item_feats(uniq))
+    n_in = int(mask.sum())
+    x = torch.zeros(*inputs.shape, vecs.shape[1], device=dev)
+    x[mask.to(dev)] = vecs[inverse[:n_in].to(dev)]
+    out = model.user_tower(
+        x, mask.to(dev), windows.gaps[batch].to(dev), data.user_feats(windows.users[batch])
+    )
+    uv, t = out[valid.to(dev)], targets[valid]
+    if cfg.negatives == "all":
+        return weighted_mean(full_softmax(model, data, uv, t, gen), None), len(t)
+    # in-batch negatives: every distinct target of the batch, each once
+    cand, label = torch.unique(t, return_inverse=True)
+    cv = vecs[torch.searchsorted(uniq, cand).to(dev)]
+    cand = cand.to(dev)
+    logits = F.linear(uv / cfg.temperature, cv, -sampling.log_q[cand] if cfg.logq else None)
+    return F.cross_entropy(logits, label.to(dev)), len(t)
+
+
+@torch.no_grad()
+def _validate(
+    model: TwoTowerModel,
+    data: TrainData,
+    sequences: list[tuple[np.ndarray, np.ndarray]],
+    seen: pd.DataFrame,
+    val: pd.DataFrame,
+) -> float:
+    model.user_tower.eval()
+    model.item_tower.eval()
+    iv = model.item_tower(data.all_item_ids, data.all_item_feats)
+    table = iv.cpu().numpy()
+    histories = [(table[items - 1], times) for items, times in sequences]
+    uv = encode_histories(
+        model.user_tower, histories, data.all_user_feats, model.config.shape(), model.device
+    )
+    return ranked_ndcg(torch.from_numpy(uv).to(model.device) @ iv.T, model.vocab, seen, val)
+
+
+SEQUENCE = Trainer(_holdout, train_sequences)

@@ -1,0 +1,153 @@
+"""The vector each user of a recommend request is searched with, and where it came from.
+
+Histories (a request's own, after the user's stored one from `Histories`) are read as the
+item tower's vectors of their items, fetched from the two-tower store: the vectors the model
+would compute, and an item ingested without interactions (a cold one) has one too. An id
+the store lacks is dropped; those of the request's history are counted.
+
+- Sequence encoder: the user's last `history` interactions (stored, then the request's)
+  through the sequence tower, with the user's declared features where known (a known user's
+  row of the user table, or a new user's `features`): source "two-tower" when the user has a
+  stored history, else "history". With no history at all, the features alone ("features").
+- Static encoder: a known user's learned vector ("two-tower"); a new user with a history, the
+  normalised mean of its items' vectors ("history"); else the features ("features").
+- Nothing of these: the caller falls back to popularity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedrec.retrieval.history import HISTORY_CAP, Histories, Interaction
+from embedrec.retrieval.spaces import Space
+from embedrec.vectors import l2_normalize
+
+
+class HistoryTooLong(ValueError):
+    """A request's history past `HISTORY_CAP` items."""
+
+
+@dataclass(slots=True)
+class Query:
+    vector: np.ndarray | None
+    """None: nothing to search with (popularity answers)."""
+    source: str
+    unknown: int = 0
+    """Ids of the request's history the store does not hold (dropped)."""
+    items: frozenset[str] = frozenset()
+    """The history's ids (stored and requested), left out of the results with the seen ones."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One user of a recommend request."""
+
+    user_id: str | None
+    features: Mapping[str, Any] | None
+    history: Sequence[Interaction]
+
+
+def check_history(history: Sequence[Any], user: str | None) -> None:
+    if len(history) > HISTORY_CAP:
+        who = f"user {user!r}" if user is not None else "a request"
+        raise HistoryTooLong(
+            f"history of {who} has {len(history)} items; at most {HISTORY_CAP} are taken"
+        )
+
+
+def user_queries(
+    space: Space,
+    requests: Sequence[Request],
+    histories: Histories | None,
+    users: pd.DataFrame | None,
+) -> list[Query]:
+    """The query of each request (see the module doc). `users`: the known users' rows
+    indexed by user id (their declared features)."""
+    model = space.model
+    assert model is not None  # make_space checks that the two-tower space has one
+    n = model.config.history
+    sequence = model.config.sequence
+    stored = [
+        histories.recent(r.user_id, n) if sequence and histories and r.user_id is not None else []
+        for r in requests
+    ]
+    vectors = _item_vectors(space, [*stored, *(r.history for r in requests)])
+    out: list[Query] = []
+    for request, events in zip(requests, stored, strict=True):
+        asked = [e for e in request.history if e.item_id in vectors]
+        query = Query(
+            None,
+            "popularity",
+            len(request.history) - len(asked),
+            frozenset(e.item_id for e in [*events, *asked]),
+        )
+        if sequence:
+            kept = [e for e in [*events, *asked] if e.item_id in vectors][-n:]
+            query.source = "two-tower" if events else "history" if kept else "features"
+            query.vector = _sequence_vector(space, kept, vectors, _row(request, users))
+        else:
+            query.source, query.vector = _static_vector(space, request, asked, vectors)
+        if query.vector is None:
+            query.source = "popularity"
+        out.append(query)
+    return out
+
+
+def _item_vectors(
+    space: Space, histories: Sequence[Sequence[Interaction]]
+) -> dict[str, np.ndarray]:
+    wanted = list(dict.fromkeys(e.item_id for h in histories for e in h))
+    if not wanted:
+        return {}
+    records = space.failover.call("fetch", lambda s: s.fetch(wanted))
+    return {r.id: r.vector for r in records}
+
+
+def _row(request: Request, users: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The user's feature row: a known user's from the user table, else the request's."""
+    if request.user_id is not None and users is not None and request.user_id in users.index:
+        return users.loc[request.user_id].to_dict() | {"user_id": request.user_id}
+    if request.features is not None:
+        return {**request.features, "user_id": request.user_id or ""}
+    return None
+
+
+def _sequence_vector(
+    space: Space,
+    events: Sequence[Interaction],
+    vectors: Mapping[str, np.ndarray],
+    row: dict[str, Any] | None,
+) -> np.ndarray | None:
+    model = space.model
+    assert model is not None
+    has_features = bool(model.towers.user.features)
+    if not events and not (row is not None and has_features):
+        return None
+    vecs = np.stack([vectors[e.item_id] for e in events]) if events else np.zeros((0, space.dim))
+    times = np.array([np.nan if e.timestamp is None else e.timestamp for e in events])
+    frame = pd.DataFrame([row]) if row is not None and has_features else None
+    return model.history_vectors([(vecs, times)], frame)[0]
+
+
+def _static_vector(
+    space: Space,
+    request: Request,
+    asked: Sequence[Interaction],
+    vectors: Mapping[str, np.ndarray],
+) -> tuple[str, np.ndarray | None]:
+    model = space.model
+    assert model is not None
+    if request.user_id is not None and request.user_id in space.user_vectors:
+        return "two-tower", space.user_vectors[request.user_id]
+    if asked:
+        mean = np.mean([vectors[e.item_id] for e in asked], axis=0, dtype=np.float32)
+        return "history", l2_normalize(mean[None], zero_rows="keep")[0]
+    if request.features is not None:
+        row = {**request.features, "user_id": request.user_id or ""}
+        return "features", model.user_vectors(pd.DataFrame([row]))[0]
+    return "popularity", None
