@@ -61,7 +61,8 @@ def test_check_names_what_is_missing_and_the_command(tmp_path: Path) -> None:
 def test_check_with_apt_prints_the_one_command(tmp_path: Path) -> None:
     empty = tmp_path / "fashion"
     empty.mkdir()
-    proc = _check(empty, _bin(tmp_path / "bin", ["wrk", "chromium", "docker-compose", "apt-get"]))
+    tools = ["wrk", "chromium", "docker-compose", "redis-server", "apt-get"]
+    proc = _check(empty, _bin(tmp_path / "bin", tools))
     assert proc.returncode == 1
     assert "install them with: sudo scripts/setup-system.sh" in proc.stdout
     assert "apt-get install --no-install-recommends dataset-fashion-mnist)" in proc.stdout

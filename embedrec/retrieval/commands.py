@@ -151,7 +151,7 @@ def _stream(args: argparse.Namespace) -> int:
     recommender = Recommender.from_config(config)
     live = Live(recommender, config.stream, consume=True, consumer=args.consumer)
     if args.metrics_port is not None:
-        from prometheus_client import start_http_server
+        from prometheus_client import start_http_server  # the serve extra, only when asked
 
         start_http_server(args.metrics_port, registry=live.stats.registry)
     stop = threading.Event()
