@@ -139,7 +139,7 @@ def test_install_as_root_updates_once_and_installs_only_what_is_missing(tmp_path
     "install" a package by creating what the check looks for."""
     data = tmp_path / "fashion"
     data.mkdir()
-    path = _bin(tmp_path / "bin", ["wrk", "chromium"])
+    path = _bin(tmp_path / "bin", ["wrk", "chromium", "redis-server"])
     log = tmp_path / "apt.log"
     (path / "id").write_text("#!/bin/sh\necho 0\n")
     (path / "apt-get").write_text(
