@@ -133,3 +133,17 @@ def test_demo_step(data: Data, tmp_path, capsys) -> None:
         recommender.close()
     out = capsys.readouterr().out
     assert "recommend('1', 5) after" in out and "Saturn Rising" in out
+
+
+def test_live_history_route_and_the_web_apps_backend(http: httpx.Client, data: Data) -> None:
+    from embedrec.ui.backend import Service
+
+    user = str(data.users["user_id"].iloc[4])
+    item = data.item_ids[7]
+    http.post("/events", json={"events": [_interaction(30, user, item)]})
+    body = http.post("/history", json={"user_id": user}).json()
+    assert body["available"] is True
+    assert [e["item_id"] for e in body["live"]] == [item]
+    backend = Service(str(http.base_url), ["two-tower"], "two-tower")
+    found = backend.live_history(user)
+    assert found is not None and found.available and [i for i, _ in found.entries] == [item]

@@ -112,6 +112,23 @@ class EventsRequest(Body):
     )
 
 
+class HistoryRequest(Body):
+    user_id: Id
+
+
+class LiveEntryOut(BaseModel):
+    item_id: str
+    timestamp: float | None
+
+
+class HistoryOut(BaseModel):
+    user_id: str
+    available: bool = Field(description="false: the live histories (Redis) cannot be read now")
+    live: list[LiveEntryOut] = Field(
+        description="the user's interactions since training, oldest first"
+    )
+
+
 class RejectionOut(BaseModel):
     index: int = Field(description="the event's position in the batch")
     event_id: str | None

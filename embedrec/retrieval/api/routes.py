@@ -23,6 +23,8 @@ from embedrec.retrieval.api.bodies import (
     MAX_K,
     EventsOut,
     EventsRequest,
+    HistoryOut,
+    HistoryRequest,
     JSONBytes,
     Problem,
     RecommendRequest,
@@ -85,18 +87,24 @@ def add_event_routes(app: FastAPI, live: Live, keyed: bool) -> None:
         that cannot be done now."""
         return JSONBytes(live.accept(req.events).to_json(), status_code=202)
 
-    app.router.add_api_route(
-        "/events",
-        events,
-        route_class_override=JSONRoute,
-        methods=["POST"],
-        status_code=202,
-        response_model=EventsOut,
-        response_class=JSONBytes,
-        responses=DOCUMENTED,
-        tags=[DATA],
-        dependencies=KEY_SCHEMES if keyed else None,
-    )
+    def history(req: HistoryRequest) -> Response:
+        """A user's live history: the interactions that arrived as events, oldest first."""
+        read = live.histories.read([req.user_id])
+        entries = read.entries.get(req.user_id, [])
+        body = {"user_id": req.user_id, "available": not read.unavailable}
+        body["live"] = [{"item_id": e.item_id, "timestamp": e.timestamp} for e in entries]
+        return JSONBytes(body)
+
+    common: dict[str, Any] = {
+        "route_class_override": JSONRoute,
+        "methods": ["POST"],
+        "response_class": JSONBytes,
+        "responses": DOCUMENTED,
+        "tags": [DATA],
+        "dependencies": KEY_SCHEMES if keyed else None,
+    }
+    app.router.add_api_route("/events", events, status_code=202, response_model=EventsOut, **common)
+    app.router.add_api_route("/history", history, response_model=HistoryOut, **common)
 
 
 def _answerer(recommender: Recommender) -> Endpoint:

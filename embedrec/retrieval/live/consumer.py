@@ -30,6 +30,7 @@ import redis
 
 from embedrec.retrieval.live.applier import EventApplier
 from embedrec.retrieval.live.events import Event, Rejection, parse_event
+from embedrec.retrieval.live.redis_histories import unavailable_as
 from embedrec.stores.errors import StoreUnavailable
 
 log = logging.getLogger("embedrec.stream")
@@ -139,6 +140,14 @@ class StreamConsumer:
                 self._own_backlog = True  # what was delivered before the error comes back
                 stop.wait(pause)
                 pause = min(MAX_PAUSE_S, pause * 2)
+
+
+def append(client: redis.Redis, stream: str, events: list[Event]) -> None:
+    """Append `events` to the stream, as `POST /events` does with Redis configured."""
+    with unavailable_as("append events to the stream"), client.pipeline() as pipe:
+        for event in events:
+            pipe.xadd(stream, {"event": orjson.dumps(event.model_dump())})
+        pipe.execute()
 
 
 def pending_count(client: redis.Redis, settings: StreamSettings) -> int:

@@ -13,24 +13,19 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
-
-import orjson
-import redis
+from typing import TYPE_CHECKING, Any
 
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import StreamConfig
 from embedrec.retrieval.live.applier import EventApplier
-from embedrec.retrieval.live.consumer import (
-    StreamConsumer,
-    StreamSettings,
-    lag_count,
-    pending_count,
-)
 from embedrec.retrieval.live.events import Rejection, parse_events
 from embedrec.retrieval.live.histories import HistoryLimits, LiveHistories, MemoryHistories
-from embedrec.retrieval.live.redis_histories import RedisHistories, connect, unavailable_as
 from embedrec.retrieval.live.stats import LiveStats
+
+if TYPE_CHECKING:
+    import redis
+
+    from embedrec.retrieval.live.consumer import StreamConsumer, StreamSettings
 
 READ_SLACK_S = 2.0
 """How much longer than its blocking read the consumer waits on Redis before giving up."""
@@ -62,34 +57,51 @@ class Live:
         `consume`, a consumer (named `consumer`, default host-pid) that `start` runs."""
         self.config = config
         self.stats = LiveStats()
-        self.client: redis.Redis | None = connect(config.redis) if config.redis else None
         base = recommender.histories
         if isinstance(base, LiveHistories):
             base = base.base
         limits = HistoryLimits(config.history_size, config.history_max_age_s)
-        self.histories: LiveHistories = (
-            RedisHistories(self.client, base, limits, config.prefix)
-            if self.client is not None
-            else MemoryHistories(base, limits)
-        )
+        self.histories: LiveHistories = MemoryHistories(base, limits)
+        self.client: redis.Redis | None = None
+        self.settings: StreamSettings | None = None
+        self.consumer: StreamConsumer | None = None
+        if config.redis is not None:
+            self._use_redis(config.redis, base, limits, consume, consumer or "")
         self.histories.stats = self.stats
         recommender.histories = self.histories
         self.applier = EventApplier(recommender, self.histories, self.stats)
-        self.settings = StreamSettings(
-            stream=config.stream, group=config.group, batch=config.batch,
-            block_s=config.block_s, claim_idle_s=config.claim_idle_s, consumer=consumer or "",
-        )  # fmt: skip
-        self.consumer: StreamConsumer | None = None
-        if self.client is not None:
-            self.stats.watch_stream(
-                partial(pending_count, self.client, self.settings),
-                partial(lag_count, self.client, self.settings),
-            )
-            if consume:  # a client of its own: its reads block longer than a request waits
-                reader = connect(config.redis, timeout_s=config.block_s + READ_SLACK_S)
-                self.consumer = StreamConsumer(reader, self.applier, self.settings)
+        if self.settings is not None and consume:
+            # a client of its own: its reads block longer than a request waits on Redis
+            reader = self._connect(config.redis, timeout_s=config.block_s + READ_SLACK_S)
+            self.consumer = self._consumer_class(reader, self.applier, self.settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _use_redis(
+        self, url: str, base: Any, limits: HistoryLimits, consume: bool, name: str
+    ) -> None:
+        # here, not at the top: redis is the stream extra, needed only with [stream] redis
+        from embedrec.retrieval.live.consumer import (
+            StreamConsumer,
+            StreamSettings,
+            append,
+            lag_count,
+            pending_count,
+        )
+        from embedrec.retrieval.live.redis_histories import RedisHistories, connect
+
+        c = self.config
+        self._connect, self._consumer_class, self._append = connect, StreamConsumer, append
+        self.client = connect(url)
+        self.histories = RedisHistories(self.client, base, limits, c.prefix)
+        self.settings = StreamSettings(
+            stream=c.stream, group=c.group, batch=c.batch, block_s=c.block_s,
+            claim_idle_s=c.claim_idle_s, consumer=name,
+        )  # fmt: skip
+        self.stats.watch_stream(
+            partial(pending_count, self.client, self.settings),
+            partial(lag_count, self.client, self.settings),
+        )
 
     def start(self) -> None:
         if self.consumer is not None and self._thread is None:
@@ -118,10 +130,7 @@ class Live:
             where = {r.get("event_id"): n for n, r in enumerate(raws) if isinstance(r, dict)}
             rejected += [Rejection(where[eid], eid, why) for eid, why in refused.items()]
             return Accepted(len(events) - len(refused), sorted(rejected, key=_order))
-        with unavailable_as("append events to the stream"), self.client.pipeline() as pipe:
-            for event in events:
-                pipe.xadd(self.config.stream, {"event": orjson.dumps(event.model_dump())})
-            pipe.execute()
+        self._append(self.client, self.config.stream, events)
         return Accepted(len(events), rejected)
 
 
