@@ -2,7 +2,7 @@
 
     python benchmarks/load_test.py [--clients 32] [--duration 30] [--workers 2]
                                    [--client auto|wrk|python] [--model data/demo/two_tower.pt]
-                                   [--phases both|healthy]
+                                   [--phases both|healthy] [--history 50]
 
 The MovieLens catalog (1,682 items) as two-tower item vectors in FAISS HNSW32 (a primary
 and a replica store), the 943 MovieLens users as the requests' users. Two phases, each
@@ -13,29 +13,27 @@ against a fresh server (uvicorn, `--workers` processes, default 2: one per core)
    replica takes over. The fallback counter from /metrics is sampled as it rises (with
    several workers, /metrics answers for whichever worker serves it: each counts its own).
 
-Each client sends one request at a time over a keep-alive connection and records latency
-and status. The load comes from wrk where it is installed (`apt-get install wrk`; C, two
-threads), else from this script's own minimal HTTP/1.1 client on uvloop (`--client python`):
-the clients share the server's two cores, and a Python client's own scheduling delays show
-up in its latencies (its p99 ran 1-3 ms above wrk's in back-to-back runs here). wrk counts non-2xx
-answers together, so its "5xx" is an upper bound. Without `--model` (or where it does not
-exist) a small two-tower model is trained first (a minute or two on 2 cores). Bounded: at
-most 256 clients and 120 s per phase. Besides requests/s and latency, each phase reports the
-server processes' own CPU time per request (`server_cpu_us_per_request`): on a machine that
-other work shares, requests/s swing with that work, the server's CPU per request much less.
+`--history N`: each request has no user and N items (a user's latest), for a sequence model
+(trained in the workdir unless `--model` names one). Each client sends one request at a time on a
+keep-alive connection. Load from wrk where installed (`apt-get install wrk`; C, two threads), else
+this script's own HTTP/1.1 client on uvloop (`--client python`), whose own scheduling shows in its
+latencies (p99 1-3 ms above wrk's here); wrk counts non-2xx together, so its "5xx" is an upper
+bound. Without a `--model` file a small model is trained first (a minute or two on 2 cores). At
+most 256 clients and 120 s per phase. Each phase also reports the server processes' CPU per request
+(`server_cpu_us_per_request`), which swings much less than requests/s with other work on a shared
+machine.
 
-Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s,
-`--phases healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a
-middleware answered /similar and /recommend itself; "after" the same tree with only
-`embedrec/retrieval/` replaced (every route a FastAPI route). Run alternately, five pairs,
-before/after: requests/s 3370/4423, 2557/2573 (load average 5), 847/1534, 2564/2691,
-1625/957 (load average 7-10), sums 10,963/12,178; p50 7.7/7.1 and 10.1/8.9 ms, p99 37/16
-and 82/75 ms in the two quieter pairs; server CPU per request 431/394, 470/474, 545/475,
-490/470, 488/671 us. Single pairs swing both ways with the other work. In process (the app
-called as ASGI with no server, a trivial endpoint, CPU time, least of 15 rounds of 500
-requests): the old answering middleware 16 us; a plain FastAPI route 103 us; a `JSONRoute`
-35 us, and 34 us with the timing and body-limit middleware, FastAPI's OpenTelemetry check
-off (10 us of it) and the data routes first in the router.
+Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
+healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
+answered /similar and /recommend itself; "after" the same tree with only `embedrec/retrieval/`
+replaced (every route a FastAPI route). Run alternately, five pairs, before/after: requests/s
+3370/4423, 2557/2573 (load average 5), 847/1534, 2564/2691, 1625/957 (load average 7-10), sums
+10,963/12,178; p50 7.7/7.1 and 10.1/8.9 ms, p99 37/16 and 82/75 ms in the two quieter pairs; server
+CPU per request 431/394, 470/474, 545/475, 490/470, 488/671 us. Single pairs swing both ways with
+the other work. In process (the app called as ASGI with no server, a trivial endpoint, CPU time,
+least of 15 rounds of 500 requests): the old answering middleware 16 us; a plain FastAPI route 103
+us; a `JSONRoute` 35 us, and 34 us with the timing and body-limit middleware, FastAPI's
+OpenTelemetry check off (10 us of it) and the data routes first in the router.
 """
 
 from __future__ import annotations
@@ -61,6 +59,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+MODEL, WORKDIR = ROOT / "data/demo/two_tower.pt", str(ROOT / "bench-out/load-test")
 
 
 # -- the server side (a child process) --------------------------------------------------------
@@ -213,11 +212,11 @@ class _Client(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _client(port: int, users: list[str], until: float, out: list, seed: int) -> None:
+async def _client(port: int, bodies: list[str], until: float, out: list, seed: int) -> None:
     requests = [
         b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        for body in (json.dumps({"user_id": u, "k": 10}).encode() for u in users)
+        for body in (b.encode() for b in bodies)
     ]
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
@@ -236,7 +235,7 @@ async def _client(port: int, users: list[str], until: float, out: list, seed: in
 def _fallbacks(port: int) -> int:
     import httpx
 
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
     return sum(
         int(float(line.rsplit(" ", 1)[1]))
         for line in text.splitlines()
@@ -244,12 +243,14 @@ def _fallbacks(port: int) -> int:
     )
 
 
-async def _load(port: int, users: list[str], clients: int, duration: float) -> tuple[list, list]:
+async def _load(port: int, bodies: list[str], clients: int, duration: float) -> tuple[list, list]:
     out: list[tuple[float, int, float]] = []
     samples: list[tuple[float, int]] = []
     start = time.monotonic()
     until = start + duration
-    tasks = [asyncio.create_task(_client(port, users, until, out, seed)) for seed in range(clients)]
+    tasks = [
+        asyncio.create_task(_client(port, bodies, until, out, seed)) for seed in range(clients)
+    ]
     while time.monotonic() < until:
         await asyncio.sleep(min(5.0, max(0.0, until - time.monotonic())))
         count = await asyncio.to_thread(_fallbacks, port)
@@ -278,7 +279,7 @@ end
 
 
 def _load_wrk(
-    port: int, users: list[str], args: argparse.Namespace, cpu: Callable[[], float]
+    port: int, requests: list[str], args: argparse.Namespace, cpu: Callable[[], float]
 ) -> tuple[dict, list]:
     """The same load from wrk (C, two threads): its latencies are not delayed by a Python
     client's own scheduling on the two shared cores. Returns its figures and the fallback
@@ -286,7 +287,7 @@ def _load_wrk(
     work = Path(args.workdir)
     (work / "recommend.lua").write_text(WRK_SCRIPT)
     bodies = work / "bodies.txt"
-    bodies.write_text("".join(json.dumps({"user_id": u, "k": 10}) + "\n" for u in users))
+    bodies.write_text("".join(r + "\n" for r in requests))
     wrk = ["wrk", "-t2", "-s", str(work / "recommend.lua")]
     target = [f"http://127.0.0.1:{port}", "--", str(bodies)]
     subprocess.run([*wrk, "-c4", "-d2s", *target], check=True, capture_output=True)  # warm-up
@@ -333,7 +334,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def phase(args: argparse.Namespace, users: list[str], fail_at: float | None) -> dict:
+def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) -> dict:
     import httpx
     import uvloop
 
@@ -356,12 +357,12 @@ def phase(args: argparse.Namespace, users: list[str], fail_at: float | None) -> 
                 time.sleep(0.3)
         cpu = _server_cpu(server)
         if args.client == "wrk":
-            figures, samples = _load_wrk(port, users, args, cpu)
+            figures, samples = _load_wrk(port, bodies, args, cpu)
             cpu_s = figures["server_cpu_s"]
         else:
-            uvloop.run(_load(port, users, 4, 2.0))  # warm-up, not measured
+            uvloop.run(_load(port, bodies, 4, 2.0))  # warm-up, not measured
             cpu_before = cpu()
-            results, samples = uvloop.run(_load(port, users, args.clients, args.duration))
+            results, samples = uvloop.run(_load(port, bodies, args.clients, args.duration))
             cpu_s = cpu() - cpu_before
     finally:
         server.terminate()
@@ -405,10 +406,13 @@ def phase(args: argparse.Namespace, users: list[str], fail_at: float | None) -> 
 
 
 def prepare(args: argparse.Namespace) -> list[str]:
-    """The model (trained if absent) and the primary and replica stores; returns user ids."""
+    """The model (trained if absent; with --history, a sequence one) and the primary and
+    replica stores; returns the request bodies: a user id each, or with --history, no user
+    and that many items, a user's latest, oldest first."""
     from embedrec import open_store
     from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
     from embedrec.ingestion.movielens import load_movielens
+    from embedrec.retrieval.history import TrainingHistories
 
     ml = load_movielens()
     work = Path(args.workdir)
@@ -417,8 +421,9 @@ def prepare(args: argparse.Namespace) -> list[str]:
         if not args.model.exists():
             print("training a small two-tower model (no --model given) ...", flush=True)
             config = TwoTowerConfig(
-                dim=32, hidden=64, text=False, epochs=3, batch_size=2048, val_fraction=0.0
-            )
+                dim=32, hidden=64, text=False, epochs=3, batch_size=2048, val_fraction=0.0,
+                **({"user_encoder": "sequence"} if args.history else {}),
+            )  # fmt: skip
             TwoTowerModel.fit(ml.ratings, ml.users, ml.items, config).save(args.model)
     model = TwoTowerModel.load(args.model, device="cpu")
     for name in ("primary", "replica"):
@@ -433,7 +438,13 @@ def prepare(args: argparse.Namespace) -> list[str]:
         store = open_store(f"faiss:{work / name}?index=HNSW32", dim=vectors.shape[1])
         store.upsert(ml.items["item_id"].tolist(), vectors, meta)
         store.close()
-    return ml.users["user_id"].tolist()
+    recent = TrainingHistories(ml.ratings).recent
+    return [
+        json.dumps({"history": [i.item_id for i in recent(u, args.history)], "k": 10})
+        if args.history
+        else json.dumps({"user_id": u, "k": 10})
+        for u in ml.users["user_id"]
+    ]
 
 
 def main() -> None:
@@ -441,29 +452,24 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--fail-at", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--model", type=Path, default=ROOT / "data/demo/two_tower.pt")
-    parser.add_argument("--workdir", default=str(ROOT / "bench-out/load-test"))
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--workdir", default=WORKDIR)
+    parser.add_argument("--history", type=int, default=0, help="items per request, no user")
     parser.add_argument("--omp-threads", type=int, default=1, help="FAISS OpenMP threads")
     parser.add_argument("--workers", type=int, default=2, help="server processes (one per core)")
-    parser.add_argument(
-        "--client",
-        choices=["auto", "wrk", "python"],
-        default="auto",
-        help="the load generator: wrk (apt-get install wrk) or this script's own; auto: wrk "
-        "where installed",
-    )
-    parser.add_argument(
-        "--phases",
-        choices=["both", "healthy"],
-        default="both",
-        help="run the failing-primary phase after the healthy one, or the healthy one only",
-    )
+    load = "the load generator: wrk (apt-get install wrk) or this script's own; auto: wrk if any"
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto", help=load)
+    phases = "run the failing-primary phase after the healthy one, or the healthy one only"
+    parser.add_argument("--phases", choices=["both", "healthy"], default="both", help=phases)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args)
         return
+    if args.history:  # a sequence model of its own, trained unless --model names one
+        args.workdir += "-history" if args.workdir == WORKDIR else ""
+        args.model = Path(args.workdir) / "two_tower.pt" if args.model == MODEL else args.model
     if not (1 <= args.clients <= 256 and 1 <= args.duration <= 120):
         parser.error("--clients must be 1..256 and --duration 1..120 seconds")
     if args.client == "auto":
@@ -471,15 +477,15 @@ def main() -> None:
     elif args.client == "wrk" and not shutil.which("wrk"):
         parser.error("--client wrk: wrk is not installed (apt-get install wrk)")
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    users = prepare(args)
+    bodies = prepare(args)
     gc.freeze()  # the client's own full collections, over the model and data, would stall it
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the test; "
         f"load from {args.client}"
     )
-    report = [phase(args, users, None)]
+    report = [phase(args, bodies, None)]
     if args.phases == "both":
-        report.append(phase(args, users, args.duration / 3))
+        report.append(phase(args, bodies, args.duration / 3))
     for row in report:
         print(json.dumps(row))
     print(f"load average {os.getloadavg()[0]:.1f} after the test")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,7 +53,12 @@ class Backend(Protocol):
         ...
 
     def recommend(
-        self, user_id: str, k: int, filter: Mapping | None, features: Mapping | None
+        self,
+        user_id: str | None,
+        k: int,
+        filter: Mapping | None,
+        features: Mapping | None,
+        history: Sequence[str] | None = None,
     ) -> Answer: ...
 
     def similar(self, item_id: str, k: int, space: str, filter: Mapping | None) -> Answer: ...
@@ -94,11 +99,18 @@ class InProcess:
         return Answer(list(results.hits), results.source, store, seconds)
 
     def recommend(
-        self, user_id: str, k: int, filter: Mapping | None, features: Mapping | None
+        self,
+        user_id: str | None,
+        k: int,
+        filter: Mapping | None,
+        features: Mapping | None,
+        history: Sequence[str] | None = None,
     ) -> Answer:
         return self._answer(
             "two-tower",
-            lambda: self.recommender.recommend(user_id, k, filter=filter, features=features),
+            lambda: self.recommender.recommend(
+                user_id, k, filter=filter, features=features, history=history
+            ),
         )
 
     def similar(self, item_id: str, k: int, space: str, filter: Mapping | None) -> Answer:
@@ -181,9 +193,16 @@ class Service:
         return LiveHistory(body["available"], entries)
 
     def recommend(
-        self, user_id: str, k: int, filter: Mapping | None, features: Mapping | None
+        self,
+        user_id: str | None,
+        k: int,
+        filter: Mapping | None,
+        features: Mapping | None,
+        history: Sequence[str] | None = None,
     ) -> Answer:
         body = {"user_id": user_id, "k": k, "filter": filter, "features": features}
+        if history is not None:
+            body["history"] = list(history)
         return self._answer("two-tower", "/recommend", json=body)
 
     def similar(self, item_id: str, k: int, space: str, filter: Mapping | None) -> Answer:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+from embedrec.embedders.two_tower import Feature, Towers, TowerSpec, TwoTowerConfig, TwoTowerModel
 from embedrec.embedders.two_tower.sequence import gap_buckets
 from embedrec.ranking.splits import leave_last_out
 
@@ -71,3 +71,41 @@ def test_gap_buckets():
     times = np.array([0, 0, minute, 4 * minute, np.nan, 10 * minute])
     assert gap_buckets(times, 4).tolist() == [0, 1, 2, 3, 0, 0]
     assert gap_buckets(times, 0).tolist() == [0] * 6
+
+
+def test_same_seed_same_model_and_save_load(tmp_path):
+    train = planted().head(3000)
+    config = TwoTowerConfig(
+        dim=8, hidden=8, features=False, user_encoder="sequence", history=10, layers=1,
+        heads=2, epochs=2, val_fraction=0.2, threads=1, time_buckets=4,
+    )  # fmt: skip
+    a, b = (TwoTowerModel.fit(train, None, None, config, progress=False) for _ in range(2))
+    users = train[["user_id"]].drop_duplicates()
+    va = a.user_vectors(users, history=train)
+    np.testing.assert_array_equal(va, b.user_vectors(users, history=train))
+    assert a.history == b.history
+    loaded = TwoTowerModel.load(a.save(tmp_path / "seq.pt"))
+    assert loaded.config.user_encoder == "sequence"
+    np.testing.assert_allclose(loaded.user_vectors(users, history=train), va, atol=1e-6)
+    # a user's vector depends on the order of their items
+    reordered = train.assign(timestamp=-train["timestamp"])
+    assert not np.allclose(a.user_vectors(users, history=reordered), va)
+
+
+def test_full_softmax_and_user_features_train():
+    train = planted().head(800)
+    users = pd.DataFrame({"user_id": train["user_id"].unique()})
+    users["segment"] = np.where(users["user_id"].str.startswith("c"), "chain", "probe")
+    towers = Towers(
+        user=TowerSpec(id="user_id", features=[Feature(kind="categorical", column="segment")])
+    )
+    config = TwoTowerConfig(
+        dim=8, hidden=8, user_encoder="sequence", history=10, layers=1, heads=1,
+        negatives="all", epochs=1, val_fraction=0.0, threads=1,
+    )  # fmt: skip
+    model = TwoTowerModel.fit(train, users, None, config, towers=towers, progress=False)
+    vectors = model.user_vectors(users, history=train)
+    assert vectors.shape == (len(users), 8) and np.isfinite(vectors).all()
+    # the features join the output: the same history, another segment, another vector
+    flipped = users.assign(segment=np.where(users["segment"] == "chain", "probe", "chain"))
+    assert not np.allclose(model.user_vectors(flipped, history=train), vectors)

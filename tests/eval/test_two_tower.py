@@ -198,10 +198,10 @@ def test_item_bias_is_the_last_coordinate_and_the_user_side_is_one(ml) -> None:
 
 
 def test_rejected_negatives_are_the_users_own_items() -> None:
-    from embedrec.embedders.two_tower.training import _Sampling
+    from embedrec.embedders.two_tower.training import Sampling
 
     u, i = torch.tensor([1, 1, 2]), torch.tensor([3, 4, 3])
-    sampling = _Sampling.of(u, i, n_items=5, device=torch.device("cpu"))
+    sampling = Sampling.of(u, i, n_items=5, device=torch.device("cpu"))
     # keys below, between and above the sorted interacted keys
     j = torch.tensor([3, 5, 4, 1, 5])
     got = sampling.interacted(torch.tensor([1, 1, 2, 0, 2]), j)

@@ -159,3 +159,23 @@ def test_result_pages_without_results_say_what_to_run(
     (tmp_path / "leaderboard.json").write_text("[1, 2]")
     at = open_page("quality")
     assert any("expected a JSON object" in e for e in errors(at))
+
+
+def test_recommend_from_a_clicked_history(app_env: UIFiles) -> None:
+    at = open_page()
+    by_key(at.radio, "rec-mode").set_value("A history (click items)").run()
+    assert not errors(at)
+    assert "answered by **popularity**" in captions(at), "no history yet: a new user"
+    by_key(at.button, "rec-add").click().run()
+    assert "History, oldest first:" in captions(at)
+    assert "answered by **history**" in captions(at)
+    first = list(at.dataframe[0].value["id"])
+    clicks = [b for b in at.button if b.key.startswith("rec-click-")]
+    assert len(clicks) == len(first)
+    clicks[0].click().run()
+    assert not errors(at)
+    assert " → " in captions(at), "the clicked item joins the history"
+    second = list(at.dataframe[0].value["id"])
+    assert second != first and clicks[0].key.removeprefix("rec-click-") not in second
+    by_key(at.button, "rec-clear").click().run()
+    assert "answered by **popularity**" in captions(at)

@@ -1,6 +1,7 @@
 """Learned two-tower user/item vectors: declared features (`features`), their encoders
-(`encoders`), the towers and model file (`model`), training (`training`) and the item tower
-as an ingestion embedder (`embedder`)."""
+(`encoders`), the towers and model file (`model`), training (`training`), the sequence user
+tower and its training (`sequence`, `sequence_training`) and the item tower as an ingestion
+embedder (`embedder`)."""
 
 from embedrec.embedders.two_tower.embedder import (
     TwoTowerItemEmbedder,

@@ -1,4 +1,6 @@
-"""Recommend: a user's highest-rated items beside what the two-tower recommends to them."""
+"""Recommend: a user's highest-rated items beside what the two-tower recommends to them; a
+new user's features; or a history a person builds by clicking items, the recommendations
+following each click (`history` of `Recommender.recommend`)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,45 @@ from embedrec.ui import live_history, widgets
 from embedrec.ui.context import Context
 from embedrec.ui.users import FeatureInput
 
-KNOWN, NEW = "A known user", "A new user (features only)"
+KNOWN, NEW, CLICKS = "A known user", "A new user (features only)", "A history (click items)"
 NEW_USER_ID = "new-user"
 HISTORY = 10
+CLICKED = "rec-history"
+"""Session state: the item ids clicked so far, oldest first."""
+
+
+def _click(item_id: str) -> None:
+    st.session_state[CLICKED] = [*st.session_state.get(CLICKED, []), item_id]
+
+
+def _history_builder(ctx: Context) -> list[str]:
+    """The clicked history: an item picker with Add, the items so far, and Clear."""
+    catalog = ctx.catalogs.get("two-tower")
+    clicked: list[str] = st.session_state.setdefault(CLICKED, [])
+    if catalog is not None:
+        picked = widgets.item_picker(catalog, "Item", "rec-pick")
+        if picked is not None:
+            st.button("Add to history", key="rec-add", on_click=_click, args=(picked,))
+    label = catalog.label if catalog is not None else str
+    if clicked:
+        st.caption("History, oldest first: " + " → ".join(label(i) for i in clicked))
+        st.button("Clear", key="rec-clear", on_click=st.session_state.pop, args=(CLICKED,))
+    else:
+        st.caption("No items yet: add one, or click a recommendation below.")
+    return list(clicked)
+
+
+def _clickable(ctx: Context, answer: Any) -> None:
+    """Each recommended item as a button that appends it to the history."""
+    if answer is None or not len(answer.hits):
+        return
+    catalog = ctx.catalogs.get("two-tower")
+    st.caption("Click an item to add it to the history:")
+    grid = st.columns(widgets.GRID_COLUMNS)
+    for n, hit in enumerate(answer.hits):
+        name = catalog.label(hit.id) if catalog is not None else hit.id
+        with grid[n % len(grid)]:
+            st.button(name, key=f"rec-click-{hit.id}", on_click=_click, args=(hit.id,))
 
 
 def _feature_widget(field: FeatureInput, key: str) -> Any:
@@ -58,9 +96,11 @@ def render(ctx: Context) -> None:
         return
     who, knobs = st.columns([1, 1])
     with who:
-        mode = st.radio("Who", [KNOWN, NEW], horizontal=True, key="rec-mode")
-        features = None
-        if mode == KNOWN:
+        mode = st.radio("Who", [KNOWN, NEW, CLICKS], horizontal=True, key="rec-mode")
+        features, clicked = None, None
+        if mode == CLICKS:
+            user_id, clicked = None, _history_builder(ctx)
+        elif mode == KNOWN:
             user_id = st.selectbox("User", ctx.users.user_ids, key="rec-user")
             shown = ctx.users.features_of(user_id)
             st.caption(" · ".join(f"{k}: {v}" for k, v in shown.items()))
@@ -85,7 +125,9 @@ def render(ctx: Context) -> None:
             return
         answer = widgets.run(
             "rec",
-            (user_id, k, flt, features),
-            lambda: ctx.backend.recommend(user_id, k, flt, features),
+            (user_id, k, flt, features, clicked),
+            lambda: ctx.backend.recommend(user_id, k, flt, features, clicked),
         )
         widgets.show_answer(answer, ctx.catalogs.get("two-tower"))
+        if mode == CLICKS:
+            _clickable(ctx, answer)
