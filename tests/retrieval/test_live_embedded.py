@@ -147,3 +147,15 @@ def test_live_history_route_and_the_web_apps_backend(http: httpx.Client, data: D
     backend = Service(str(http.base_url), ["two-tower"], "two-tower")
     found = backend.live_history(user)
     assert found is not None and found.available and [i for i, _ in found.entries] == [item]
+
+
+def test_events_need_the_api_key(live_rec: tuple[Recommender, Live]) -> None:
+    from starlette.testclient import TestClient
+
+    recommender, live = live_rec
+    with TestClient(create_app(recommender, api_key="secret", live=live)) as c:
+        body = {"events": [_interaction(40, "1", "1")]}
+        assert c.post("/events", json=body).status_code == 401
+        assert c.post("/history", json={"user_id": "1"}).status_code == 401
+        keyed = c.post("/events", json=body, headers={"X-API-Key": "secret"})
+        assert keyed.status_code == 202

@@ -137,9 +137,13 @@ class StreamConsumer:
                 pause = 0.1
             except (redis.RedisError, StoreUnavailable) as exc:
                 log.warning("event stream: %s; trying again in %.1f s", exc, pause)
-                self._own_backlog = True  # what was delivered before the error comes back
-                stop.wait(pause)
-                pause = min(MAX_PAUSE_S, pause * 2)
+            except Exception:  # a bug must not stop the consumer: its batch stays pending
+                log.exception("event stream: applying a batch failed; trying again")
+            else:
+                continue
+            self._own_backlog = True  # what was delivered before the error comes back
+            stop.wait(pause)
+            pause = min(MAX_PAUSE_S, pause * 2)
 
 
 def append(client: redis.Redis, stream: str, events: list[Event]) -> None:
