@@ -159,3 +159,15 @@ def test_events_need_the_api_key(live_rec: tuple[Recommender, Live]) -> None:
         assert c.post("/history", json={"user_id": "1"}).status_code == 401
         keyed = c.post("/events", json=body, headers={"X-API-Key": "secret"})
         assert keyed.status_code == 202
+
+
+def test_a_catalogue_event_an_embedder_refuses(http: httpx.Client, data: Data) -> None:
+    event = {"event_id": "cat-bad", "op": "added", "item_id": "blank", "text": "   ",
+             "fields": dict(data.item_meta[1])}  # fmt: skip
+    body = http.post("/events", json={"events": [event]}).json()
+    assert body["accepted"] == 0 and body["rejected"] == 1
+    rejection = body["rejections"][0]
+    assert rejection["event_id"] == "cat-bad" and "text space" in rejection["reason"]
+    found = http.post("/similar", json={"item_id": "blank", "space": "two-tower"})
+    assert found.status_code == 404  # refused by one space: written to none
+    assert 'embedrec_events_rejected_total{reason="apply"}' in http.get("/metrics").text

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import closing
 
+import numpy as np
+
 from embedrec.embedders import InputError
 from embedrec.ingestion.manifest import LiveEdits
 from embedrec.ingestion.rows import Row
@@ -30,29 +32,56 @@ class CatalogueWriter:
 
     def apply(self, events: Sequence[CatalogueEvent]) -> dict[str, str]:
         """Apply `events` in order to every space they concern; returns the reason of each
-        event refused (by event id). A store that cannot be reached raises
-        `StoreUnavailable`: nothing is acknowledged, and the batch is tried again."""
+        event refused (by event id). Every vector is computed before anything is written, so
+        an event one space's embedder refuses changes no space. A store that cannot be
+        reached raises `StoreUnavailable`: nothing is acknowledged, and the batch is tried
+        again (applying it twice changes nothing)."""
+        spaces = [self.recommender.space(n) for n in EVENT_SPACES if n in self.recommender.spaces]
         refused: dict[str, str] = {}
-        for name in EVENT_SPACES:
-            if name in self.recommender.spaces:
-                space = self.recommender.space(name)
-                for event_id, reason in self._apply_to(space, events).items():
-                    refused.setdefault(event_id, reason)
+        vectors: dict[tuple[str, str], np.ndarray] = {}
+        for space in spaces:
+            for event in events:
+                if event.op == "removed" or (space.name == "text" and event.text is None):
+                    continue
+                row = Row(0, event.item_id, event.text or "", dict(event.fields))
+                try:
+                    vectors[(space.name, event.event_id)] = self.recommender.embed_rows(
+                        space, [row]
+                    )
+                except StoreUnavailable:
+                    raise
+                except (InputError, StoreError, ValueError) as exc:
+                    refused.setdefault(event.event_id, f"{space.name} space: {exc}")
+        kept = [e for e in events if e.event_id not in refused]
+        for space in spaces:
+            for event_id, reason in self._write(space, kept, vectors).items():
+                refused.setdefault(event_id, reason)
         return refused
 
-    def _apply_to(self, space: Space, events: Sequence[CatalogueEvent]) -> dict[str, str]:
+    def _write(
+        self,
+        space: Space,
+        events: Sequence[CatalogueEvent],
+        vectors: dict[tuple[str, str], np.ndarray],
+    ) -> dict[str, str]:
+        """Write `events` to the space's store; returns those it refused (another process
+        writing the same FAISS directory, say: see docs/realtime.md)."""
         store = space.failover.primary
-        refused: dict[str, str] = {}
         edits: list[tuple[str, str]] = []
+        refused: dict[str, str] = {}
         for event in events:
-            if event.op != "removed" and space.name == "text" and event.text is None:
-                continue
+            key = (space.name, event.event_id)
             try:
-                self._apply_one(space, event)
+                if event.op == "removed":
+                    store.delete([event.item_id])
+                elif key in vectors:
+                    store.upsert([event.item_id], vectors[key], [dict(event.fields)])
+                else:
+                    continue
             except StoreUnavailable:
                 raise
-            except (InputError, StoreError, ValueError) as exc:
-                refused[event.event_id] = f"{space.name} space: {exc}"
+            except StoreError as exc:
+                refused[event.event_id] = f"{space.name} store: {exc}"
                 continue
             edits.append((event.item_id, event.op))
         if edits:
@@ -60,12 +89,3 @@ class CatalogueWriter:
             with closing(LiveEdits.of(store.uri)) as book:
                 book.record(edits)
         return refused
-
-    def _apply_one(self, space: Space, event: CatalogueEvent) -> None:
-        store = space.failover.primary
-        if event.op == "removed":
-            store.delete([event.item_id])
-            return
-        row = Row(0, event.item_id, event.text or "", dict(event.fields))
-        vector = self.recommender.embed_rows(space, [row])
-        store.upsert([event.item_id], vector, [dict(event.fields)])
