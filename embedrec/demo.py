@@ -7,7 +7,9 @@
 3. A quick two-tower training:        embedrec train configs/two_tower.toml --out ...
    and its item vectors into FAISS through the same pipeline (embedder two-tower:MODEL)
 4. The retrieval client over those stores (configs/serve.toml): recommendations for a user,
-   similar items, a text search, an image search, with and without filters.
+   similar items, a text search, an image search, with and without filters; then live
+   events (a user's interactions, a new item) and the recommendations after them, through
+   a Redis stream where redis-server is installed, else in process (docs/realtime.md).
 5. A quick store comparison:          embedrec bench configs/bench.toml --quick
 
 Each step prints the command that does the same by hand. A rerun skips what is done: the
@@ -34,7 +36,9 @@ from embedrec.data.fashion_mnist import load_fashion_mnist
 from embedrec.data.fetching import DatasetUnavailable
 from embedrec.data.movielens import load_movielens
 from embedrec.retrieval.client import Recommender
-from embedrec.retrieval.config import ServeConfig, load_serve_config
+from embedrec.retrieval.config import ServeConfig, StreamConfig, load_serve_config
+from embedrec.retrieval.live.service import Live
+from embedrec.testing.redis_server import RedisServer, redis_server_binary
 
 console = Console(width=120)
 FASHION = "fashion-mnist"
@@ -159,6 +163,47 @@ def movie_tour(rec: Recommender) -> None:
     show("search_text('a heist that goes wrong')", hits, movie)
 
 
+def live_tour(rec: Recommender, work: Path) -> None:
+    """Events into the service: two interactions of user 1 and a new film, the
+    recommendations before and after, then the film removed again."""
+    server = RedisServer(work / "redis") if redis_server_binary() else None
+    how = f"through a Redis stream ({server.url})" if server else "in process (no redis-server)"
+    console.rule(f"[bold]4b. Live events {how}")
+    movie = ("title", "year", "genres")
+    before = rec.recommend("1", 5)
+    show(f"recommend('1', 5) before [answered by {before.source}]", before.hits, movie)
+    now = time.time()
+    new = {"title": "Saturn Rising", "year": 2026, "genres": ["Documentary", "Sci-Fi"]}
+    events = [
+        {"event_id": f"demo-{now}-{n}", "user_id": "1", "item_id": i, "timestamp": now}
+        for n, i in enumerate(before.hits.ids[:2])
+    ]
+    events.append({"event_id": f"demo-{now}-new", "op": "added", "item_id": "demo-saturn",
+                   "fields": new, "text": "Saturn Rising (2026): a documentary about Saturn's "
+                   "moons"})  # fmt: skip
+    console.print(f"[dim]POST /events: user 1 watched {before.hits.ids[:2]}; a new film")
+    config = StreamConfig(redis=server.start().url if server else None, block_s=0.1)
+    live = Live(rec, config, consume=True)
+    live.start()
+    try:
+        live.accept(events)
+        deadline = time.monotonic() + 10
+        while len(live.histories.live("1")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = rec.recommend("1", 5)
+        show(f"recommend('1', 5) after [answered by {after.source}]", after.hits, movie)
+        hits = rec.search_text("documentary about the moons of Saturn", 3).hits
+        show("search_text('documentary about the moons of Saturn')", hits, movie)
+        live.accept([{"event_id": f"demo-{now}-gone", "op": "removed", "item_id": "demo-saturn"}])
+        store = rec.space("text").failover.primary
+        while store.fetch(["demo-saturn"]) and time.monotonic() < deadline + 10:
+            time.sleep(0.02)  # the film leaves the demo's stores again
+    finally:
+        live.close()
+        if server is not None:
+            server.stop()
+
+
 def image_tour(rec: Recommender) -> None:
     fm = load_fashion_mnist()
     query = fm.test_images[0]
@@ -168,12 +213,13 @@ def image_tour(rec: Recommender) -> None:
     show(f"search_image(test image 0, filter category $ne {label!r})", hits, ("category",))
 
 
-def retrieval(missing: dict[str, str]) -> None:
+def retrieval(missing: dict[str, str], work: Path) -> None:
     console.rule(f"[bold]4. Recommendations and search ({SERVE_CONFIG})")
     console.print(f"[dim]$ embedrec serve {SERVE_CONFIG}   # the same over HTTP")
     rec = Recommender.from_config(serve_config(missing))
     try:
         movie_tour(rec)
+        live_tour(rec, work)
         if FASHION in missing:
             console.print("[yellow]image search skipped: no Fashion-MNIST store (step 2)")
         else:
@@ -201,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     missing = missing_data()
     for step in plan(args.workdir, args.images):
         run_step(step, missing, cli)
-    retrieval(missing)
+    retrieval(missing, args.workdir)
     if not args.skip_bench:
         run_step(bench_step(args.workdir), missing, cli)
     skipped = ", ".join(sorted(missing))

@@ -60,6 +60,7 @@ survey() {
   need wrk "the HTTP load test (benchmarks/load_test.py)" has_cmd wrk
   need docker-compose "validating docker-compose.yml in .ci/run" has_cmd docker-compose
   need chromium "the web app's browser test" has_cmd chromium chromium-browser
+  need redis-server "the event stream tests, demo step and benchmarks/freshness.py" has_cmd redis-server
 }
 
 report() {

@@ -21,7 +21,7 @@ FASHION_FILES = [
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 ]
-TOOLS = ["wrk", "docker-compose", "chromium"]
+TOOLS = ["wrk", "docker-compose", "chromium", "redis-server"]
 
 
 def _bin(folder: Path, tools: list[str]) -> Path:
@@ -61,7 +61,8 @@ def test_check_names_what_is_missing_and_the_command(tmp_path: Path) -> None:
 def test_check_with_apt_prints_the_one_command(tmp_path: Path) -> None:
     empty = tmp_path / "fashion"
     empty.mkdir()
-    proc = _check(empty, _bin(tmp_path / "bin", ["wrk", "chromium", "docker-compose", "apt-get"]))
+    tools = ["wrk", "chromium", "docker-compose", "redis-server", "apt-get"]
+    proc = _check(empty, _bin(tmp_path / "bin", tools))
     assert proc.returncode == 1
     assert "install them with: sudo scripts/setup-system.sh" in proc.stdout
     assert "apt-get install --no-install-recommends dataset-fashion-mnist)" in proc.stdout
@@ -138,7 +139,7 @@ def test_install_as_root_updates_once_and_installs_only_what_is_missing(tmp_path
     "install" a package by creating what the check looks for."""
     data = tmp_path / "fashion"
     data.mkdir()
-    path = _bin(tmp_path / "bin", ["wrk", "chromium"])
+    path = _bin(tmp_path / "bin", ["wrk", "chromium", "redis-server"])
     log = tmp_path / "apt.log"
     (path / "id").write_text("#!/bin/sh\necho 0\n")
     (path / "apt-get").write_text(

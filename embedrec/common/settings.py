@@ -15,6 +15,7 @@ FASHION_MNIST_DIR_ENV = "EMBEDREC_FASHION_MNIST_DIR"
 FASHION_MNIST_INSTALL = "sudo apt-get install dataset-fashion-mnist"
 """The command that installs Debian's copy of Fashion-MNIST into `DEBIAN_FASHION_MNIST_DIR`."""
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+REDIS_PASSWORD_ENV = "EMBEDREC_REDIS_PASSWORD"
 
 
 def cache_root() -> Path:
@@ -26,3 +27,8 @@ def fashion_mnist_dir() -> Path:
     """Where a system copy of Fashion-MNIST's four .gz files is looked for first:
     `$EMBEDREC_FASHION_MNIST_DIR`, default the Debian package's folder."""
     return Path(os.environ.get(FASHION_MNIST_DIR_ENV) or DEBIAN_FASHION_MNIST_DIR)
+
+
+def redis_password() -> str | None:
+    """`$EMBEDREC_REDIS_PASSWORD`: the password of the `[stream] redis` server, if it has one."""
+    return os.environ.get(REDIS_PASSWORD_ENV) or None

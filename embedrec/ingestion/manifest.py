@@ -159,3 +159,53 @@ class IngestManifest:
         with self.lock, self.db:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM items")
+
+
+def live_edits_path(store_uri: str) -> Path:
+    return cache_root() / "manifests" / f"live-{_digest(store_key(store_uri))}.sqlite"
+
+
+class LiveEdits:
+    """The catalogue events applied to one store (by the event consumer) since the batch
+    ingests: item id -> "added", "changed" or "removed". An event's change stands until the
+    catalogue's own row for that item changes: an ingest skips a row the manifest holds with
+    the same hash (as for any unchanged row), keeps an item an event removed out of the
+    store, and drops the edit of a row that changed after it (the catalogue is newer then)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.lock = threading.Lock()
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS edits (id TEXT PRIMARY KEY, op TEXT)")
+
+    @classmethod
+    def of(cls, store_uri: str) -> LiveEdits:
+        return cls(live_edits_path(store_uri))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def record(self, edits: Iterable[tuple[str, str]]) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO edits VALUES (?, ?)", edits)
+
+    def ops(self, ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), SQL_BATCH):
+            part = ids[start : start + SQL_BATCH]
+            query = f"SELECT id, op FROM edits WHERE id IN ({','.join('?' * len(part))})"
+            with self.lock:
+                out.update(self.db.execute(query, part).fetchall())
+        return out
+
+    def removed(self) -> set[str]:
+        with self.lock:
+            rows = self.db.execute("SELECT id FROM edits WHERE op = 'removed'").fetchall()
+        return {rid for (rid,) in rows}
+
+    def drop(self, ids: Iterable[str]) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM edits WHERE id = ?", ((i,) for i in ids))

@@ -28,6 +28,7 @@ from embedrec.embedders import Embedder, EmbeddingCache, InputError, embed_cache
 from embedrec.ingestion.manifest import (
     SQL_BATCH,
     IngestManifest,
+    LiveEdits,
     content_hash,
     manifest_path,
 )
@@ -77,6 +78,8 @@ class _Run:
     cache: EmbeddingCache
     options: IngestOptions
     manifest: IngestManifest
+    edits: LiveEdits
+    """Catalogue events applied to the store since the last ingest (see `LiveEdits`)."""
     rejects: RejectsFile
     progress: Callable[[int], None] | None
     summary: IngestSummary
@@ -129,9 +132,11 @@ class _Run:
             self._reconcile()
 
     def _reconcile(self) -> None:
-        """Forget manifest ids the store lacks (it was rebuilt or lost writes)."""
+        """Forget manifest ids the store lacks (it was rebuilt or lost writes), except those a
+        catalogue event removed: their row is skipped while it stays as it was."""
         assert self.store is not None
-        ids = list(self.manifest.ids())
+        removed = self.edits.removed()
+        ids = [i for i in self.manifest.ids() if i not in removed]
         missing: list[str] = []
         for start in range(0, len(ids), SQL_BATCH):
             part = ids[start : start + SQL_BATCH]
@@ -188,15 +193,19 @@ class _Run:
         return rows
 
     def _changed(self, rows: list[Row]) -> Pending:
-        """The rows whose content hash differs from the manifest's."""
-        known = self.manifest.hashes([row.id for row in rows])
+        """The rows whose content hash differs from the manifest's. A catalogue event's edit
+        stands while the row is as the manifest has it; a row changed since overrides it."""
+        ids = [row.id for row in rows]
+        known, edits = self.manifest.hashes(ids), self.edits.ops(ids)
         out: Pending = []
         for row in rows:
             digest = content_hash(self.embedder.name, row)
-            if known.get(row.id) == digest:
+            removed_new = edits.get(row.id) == "removed" and row.id not in known
+            if known.get(row.id) == digest or removed_new:
                 self.summary.unchanged += 1
             else:
                 out.append((row, digest))
+        self.edits.drop(row.id for row, _ in out if row.id in edits)
         return out
 
     def process(self, batch: Pending) -> None:
@@ -371,11 +380,15 @@ def ingest(
     manifest_file = Path(manifest) if manifest else manifest_path(source.path, store_uri)
     rejects_path = options.rejects or manifest_file.with_suffix(".rejects.jsonl")
     summary = IngestSummary(rejects_path=rejects_path, manifest=manifest_file)
-    with closing(IngestManifest(manifest_file)) as book, _own_cache(cache) as run_cache:
+    with (
+        closing(IngestManifest(manifest_file)) as book,
+        closing(LiveEdits.of(store_uri)) as edits,
+        _own_cache(cache) as run_cache,
+    ):
         run = _Run(
             source=source, store_uri=store_uri, spec=embedder_spec, embedder=embedder,
-            cache=run_cache, options=options, manifest=book, rejects=RejectsFile(rejects_path),
-            progress=progress, summary=summary,
+            cache=run_cache, options=options, manifest=book, edits=edits,
+            rejects=RejectsFile(rejects_path), progress=progress, summary=summary,
         )  # fmt: skip
         try:
             run.open_existing()

@@ -36,8 +36,10 @@ from embedrec.data.config import load_data_section
 from embedrec.data.dataset import load_dataset
 from embedrec.data.tables import read_table
 from embedrec.embedders import Embedder
+from embedrec.embedders.base import CatalogRow
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
+from embedrec.retrieval.events.histories import LiveHistories, LiveRead
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.history import Histories, Interaction, TrainingHistories, as_interactions
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
@@ -167,7 +169,7 @@ class Recommender:
         if self.similar_space not in self._spaces:
             raise ConfigError(f"similar_space {self.similar_space!r} is not configured")
         # tokenizers and some torch modules are not safe to call from several threads at once
-        self._embed_locks = {"text": threading.Lock(), "image": threading.Lock()}
+        self._embed_locks = {name: threading.Lock() for name in SPACES}
         self._popularity = dict(interactions.popularity) if interactions is not None else {}
         # known users' declared features, which a sequence encoder reads at request time
         self._user_rows = users.set_index("user_id", drop=False) if users is not None else None
@@ -288,6 +290,16 @@ class Recommender:
         assert space.embedder is not None  # make_space checks that text and image have one
         with self._embed_locks[space.name]:
             return space.embedder.embed(batch)
+
+    def embed_rows(self, space: Space, rows: Sequence[CatalogRow]) -> np.ndarray:
+        """Vectors of catalogue rows in `space`, under the lock that requests take: what a
+        catalogue event upserts. Two-tower: the item tower, from the id and metadata."""
+        with self._embed_locks[space.name]:
+            if space.name == "two-tower":
+                assert space.model is not None  # make_space checks
+                return space.model.item_vectors([{"id": r.id, **r.metadata} for r in rows])
+            assert space.embedder is not None  # make_space checks
+            return space.embedder.embed([space.embedder.prepare(r) for r in rows])
 
     @staticmethod
     def _search(
@@ -425,10 +437,16 @@ class Recommender:
             Request(uid, None if f is None else model.validate_user(f), as_interactions(h or ()))
             for uid, f, h in zip(ids, feats, asked, strict=True)
         ]  # features are checked against the model's declaration, known user or not
-        queries = user_queries(space, requests, self.histories, self._user_rows)
+        live = self._live(ids)  # read once: the events that arrived since training
+        histories = self.histories
+        if isinstance(histories, LiveHistories):
+            histories = histories.view(live)
+        queries = user_queries(space, requests, histories, self._user_rows)
         seen = self.interactions.seen if self.interactions is not None else {}
         exclude = [
-            seen.get(u or "", frozenset()) | q.items if exclude_seen else frozenset()
+            seen.get(u or "", frozenset()) | q.items | live.items(u)
+            if exclude_seen
+            else frozenset()
             for u, q in zip(ids, queries, strict=True)
         ]
         out: list[Results | None] = [None] * len(ids)
@@ -441,7 +459,16 @@ class Recommender:
         for n, q in enumerate(queries):
             if out[n] is None:
                 out[n] = Results(self._popular(space, k, node, exclude[n]), q.source, q.unknown)
+        if isinstance(self.histories, LiveHistories):
+            self.histories.settle(live, ids, out)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
+
+    def _live(self, ids: Sequence[str | None]) -> LiveRead:
+        """The users' interactions that arrived as events (embedrec.retrieval.live), read
+        once per request; none without live histories."""
+        if isinstance(self.histories, LiveHistories):
+            return self.histories.read([u for u in ids if u is not None])
+        return LiveRead()
 
     def _popular(self, space: Space, k: int, node: Node | None, exclude: Iterable[str]) -> Hits:
         """The most rated items that match the filter, scored by their rating counts."""

@@ -6,6 +6,7 @@ import argparse
 import atexit
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, help="server processes (default: the config's, 1); one per core"
     )
     serve.set_defaults(func=_serve)
+    stream = sub.add_parser(
+        "stream",
+        help="apply events from the Redis Stream that a serve config's [stream] names",
+        description="A standalone consumer of the [stream] section's Redis Stream (see "
+        "docs/realtime.md): reads events through the consumer group, applies them (users' "
+        "histories in Redis, catalogue changes into the live generation of each store) and "
+        "acknowledges them; a malformed event goes to the dead-letter stream STREAM:dead. "
+        'Runs until interrupted. Needs [stream] redis = "redis://...".',
+    )
+    stream.add_argument("config", type=Path, help="a serve config (TOML) with a [stream] section")
+    stream.add_argument(
+        "--consumer", help="this consumer's name in the group (default: HOST-PID); a consumer "
+        "restarted under its old name re-reads its own unacknowledged entries first",
+    )  # fmt: skip
+    stream.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (default: none)"
+    )
+    stream.set_defaults(func=_stream)
 
 
 CONFIG_ENV = "EMBEDREC_SERVE_CONFIG"
@@ -45,9 +64,23 @@ def app_from_env() -> Any:
     recommender = Recommender.from_config(config)
     recommender.warmup()
     atexit.register(recommender.close)
+    live = _live(recommender, config.stream)
+    if live is not None:
+        atexit.register(live.close)
     reloader = Reloader.for_service(recommender, config)
     atexit.register(reloader.close)  # registered last, so it runs first
-    return create_app(recommender, reloader=reloader)
+    return create_app(recommender, reloader=reloader, live=live)
+
+
+def _live(recommender: Any, config: Any) -> Any:
+    """The event path `[stream]` configures (None without one), its consumer started."""
+    if config is None:
+        return None
+    from embedrec.retrieval.live.service import Live  # the serve extra (and redis)
+
+    live = Live(recommender, config, consume=config.consume)
+    live.start()
+    return live
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -64,6 +97,11 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else config.server.workers
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and config.stream is not None and config.stream.redis is None:
+        raise ValueError(
+            "[stream] without redis keeps users' histories in this process: serve it with one "
+            'worker, or set [stream] redis = "redis://..." to share them'
+        )
     logging.getLogger("embedrec.serve").info(
         "serving %s with %d worker(s)",
         ", ".join(s for s in ("text", "image", "two_tower") if getattr(config, s) is not None),
@@ -80,11 +118,14 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if workers == 1:
         recommender.warmup()
+        live = _live(recommender, config.stream)
         reloader = Reloader.for_service(recommender, config)
         try:
-            uvicorn.run(create_app(recommender, reloader=reloader), **options)
+            uvicorn.run(create_app(recommender, reloader=reloader, live=live), **options)
         finally:
             reloader.close()
+            if live is not None:
+                live.close()
             recommender.close()
         return 0
     recommender.close()
@@ -92,4 +133,40 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "embedrec.retrieval.commands:app_from_env", factory=True, workers=workers, **options
     )
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    # here, not at the top: redis, torch and the stores would slow `embedrec --help`
+    import signal
+    import threading
+
+    from embedrec.retrieval.client import Recommender
+    from embedrec.retrieval.config import load_serve_config
+    from embedrec.retrieval.live.service import Live
+
+    config = load_serve_config(args.config)
+    if config.stream is None or config.stream.redis is None:
+        raise ValueError(f'{args.config}: embedrec stream needs [stream] redis = "redis://..."')
+    recommender = Recommender.from_config(config)
+    live = Live(recommender, config.stream, consume=True, consumer=args.consumer)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server  # the serve extra, only when asked
+
+        start_http_server(args.metrics_port, registry=live.stats.registry)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    assert live.consumer is not None
+    print(
+        f"embedrec stream: consuming {config.stream.stream} as {live.consumer.name} in group "
+        f"{config.stream.group}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        live.consumer.run(stop)
+    finally:
+        live.close()
+        recommender.close()
     return 0

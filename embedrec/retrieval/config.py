@@ -1,10 +1,10 @@
 """`configs/serve.toml` -> validated pydantic models for `embedrec serve`.
 
 Sections: `[server]`, one per vector space (`[text]`, `[image]`, `[two_tower]`, each
-optional), and `[users]` (who the users are and what they have seen; needed by
-`/recommend`). Unknown sections and keys are errors that name them. Paths are taken relative
-to the working directory, as on the command line. The API key never lives in the file: it
-comes from `EMBEDREC_API_KEY`.
+optional), `[users]` (who the users are and what they have seen; needed by
+`/recommend`) and `[stream]` (live events; optional). Unknown sections and keys are errors
+that name them. Paths are taken relative to the working directory, as on the command line.
+The API key never lives in the file: it comes from `EMBEDREC_API_KEY`.
 """
 
 from __future__ import annotations
@@ -97,8 +97,34 @@ class UsersConfig(Section):
         return self
 
 
+class StreamConfig(Section):
+    """Events (`POST /events`, a Redis Stream) into users' live histories and the catalogue;
+    see docs/realtime.md."""
+
+    redis: str | None = None
+    """`redis://HOST:PORT/DB`: histories live in Redis, shared by every worker, and events
+    are read from the stream through a consumer group (its password, if any, from
+    EMBEDREC_REDIS_PASSWORD). None: the embedded default, histories in process (one worker;
+    lost on restart) and events only by `POST /events`."""
+    stream: str = "embedrec:events"
+    group: str = "embedrec"
+    prefix: str = "embedrec"
+    """Prefix of the Redis keys that hold the histories."""
+    consume: bool = True
+    """`embedrec serve` runs a consumer in each worker; false: only `embedrec stream` does."""
+    history_size: Annotated[int, Field(ge=1, le=10_000)] = 50
+    """Entries kept per user: the sequence encoder's N."""
+    history_max_age_s: Annotated[float, Field(gt=0)] | None = 30 * 86_400.0
+    """Entries older than this (by event time) are dropped; none: kept until pushed out."""
+    batch: Annotated[int, Field(ge=1, le=10_000)] = 500
+    block_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    claim_idle_s: Annotated[float, Field(gt=0)] = 10.0
+    """An entry left unacknowledged this long by its consumer (which died) is claimed."""
+
+
 class ServeConfig(Section):
     server: ServerConfig = ServerConfig()
+    stream: StreamConfig | None = None
     text: TextSpaceConfig | None = None
     image: ImageSpaceConfig | None = None
     two_tower: TwoTowerSpaceConfig | None = None
@@ -108,6 +134,8 @@ class ServeConfig(Section):
     def _consistent(self) -> ServeConfig:
         if self.text is None and self.image is None and self.two_tower is None:
             raise ValueError("configure at least one space: [text], [image] or [two_tower]")
+        if self.stream is not None and self.users is None:
+            raise ValueError("[stream] keeps users' histories, which needs [users]")
         if self.users is not None and self.two_tower is None:
             raise ValueError("[users] serves /recommend, which needs [two_tower]")
         wanted = self.server.similar_space

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from embedrec.retrieval.events.histories import LiveHistories
 from embedrec.stores import Hit, StoreError
 
 FALLBACKS = re.compile(r"^embedrec_store_fallbacks_total\{([^}]*)\}\s+(\S+)", re.M)
@@ -35,9 +36,21 @@ class Answer:
     seconds: float
 
 
+@dataclass
+class LiveHistory:
+    """A user's interactions since training (events), oldest first: (item id, epoch s)."""
+
+    available: bool
+    entries: list[tuple[str, float | None]]
+
+
 class Backend(Protocol):
     spaces: list[str]
     similar_space: str
+
+    def live_history(self, user_id: str) -> LiveHistory | None:
+        """None where the service takes no live events (no [stream])."""
+        ...
 
     def recommend(
         self,
@@ -65,6 +78,14 @@ class InProcess:
 
     def _fallbacks(self, space: str) -> int:
         return sum(n for (s, _), n in self.recommender.fallback_counts().items() if s == space)
+
+    def live_history(self, user_id: str) -> LiveHistory | None:
+        histories = self.recommender.histories
+        if not isinstance(histories, LiveHistories):  # no [stream] redis
+            return None
+        read = histories.read([user_id])
+        entries = [(e.item_id, e.timestamp) for e in read.entries.get(user_id, [])]
+        return LiveHistory(not read.unavailable, entries)
 
     def _answer(self, space: str, call: Callable[[], Any]) -> Answer:
         before = self._fallbacks(space)
@@ -158,6 +179,18 @@ class Service:
             store = "replica" if after > before else "primary"
         hits = [Hit(r["id"], r["score"], r.get("metadata")) for r in body["results"]]
         return Answer(hits, body["source"], store, seconds)
+
+    def live_history(self, user_id: str) -> LiveHistory | None:
+        try:
+            response = self.client.post("/history", json={"user_id": user_id})
+        except httpx.HTTPError as exc:
+            raise QueryError(f"the service at {self.url} did not answer: {exc}") from None
+        if response.status_code == 404:  # the service takes no live events
+            return None
+        _check(response)
+        body = response.json()
+        entries = [(e["item_id"], e["timestamp"]) for e in body["live"]]
+        return LiveHistory(body["available"], entries)
 
     def recommend(
         self,

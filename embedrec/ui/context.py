@@ -15,6 +15,7 @@ from typing import Any
 
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import ServeConfig, SpaceConfig, load_serve_config
+from embedrec.retrieval.live.service import Live
 from embedrec.stores import StoreError, open_existing
 from embedrec.ui.backend import Backend, InProcess, Service
 from embedrec.ui.catalog import DisplayCatalog, load_catalog
@@ -87,6 +88,8 @@ def build_context(settings: UISettings) -> Context:
         recommender = Recommender.from_config(config)
         # the text and image models load on first use; do that while the first page renders
         threading.Thread(target=_warm, args=(recommender,), daemon=True).start()
+        if config.stream is not None and config.stream.redis is not None:
+            Live(recommender, config.stream, consume=False)  # users' live histories, read only
         backend = InProcess(recommender)
     users = UserData.from_config(config.users) if config.users is not None else None
     known = users.ratings["item_id"].value_counts().index.tolist() if users is not None else []

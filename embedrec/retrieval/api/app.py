@@ -30,9 +30,11 @@ from embedrec.retrieval.api.routes import (
     DATA,
     add_admin_routes,
     add_data_routes,
+    add_event_routes,
     add_ops_routes,
 )
 from embedrec.retrieval.client import Recommender
+from embedrec.retrieval.live.service import Live
 from embedrec.retrieval.live_drift import GAUGES
 from embedrec.retrieval.reload import Reloader
 
@@ -89,7 +91,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def build(
-    recommender: Recommender, plan: Plan, metrics: ServiceMetrics, reloader: Reloader | None
+    recommender: Recommender,
+    plan: Plan,
+    metrics: ServiceMetrics,
+    reloader: Reloader | None,
+    live: Live | None = None,
 ) -> FastAPI:
     app = FastAPI(
         lifespan=_lifespan,
@@ -100,6 +106,8 @@ def build(
     )
     add_data_routes(app, recommender, keyed=plan.api_key is not None)
     add_ops_routes(app, recommender, metrics, keyed=plan.api_key is not None)
+    if live is not None:
+        add_event_routes(app, live, keyed=plan.api_key is not None)
     if reloader is not None:
         add_admin_routes(app, reloader, keyed=plan.api_key is not None)
     add_error_handlers(app)
@@ -135,14 +143,20 @@ def wire(app: FastAPI, facts: RouteFacts, plan: Plan, metrics: ServiceMetrics) -
 
 
 def create_app(
-    recommender: Recommender, api_key: str | None = None, reloader: Reloader | None = None
+    recommender: Recommender,
+    api_key: str | None = None,
+    reloader: Reloader | None = None,
+    live: Live | None = None,
 ) -> FastAPI:
     """The service over `recommender`; see `plan` for `api_key`. With `reloader` (over the
-    same recommender), `POST /admin/reload` and the reload and drift metrics."""
+    same recommender), `POST /admin/reload` and the reload and drift metrics; with `live`
+    (over the same recommender), `POST /events` and the event metrics."""
     options = plan(api_key)
     metrics = ServiceMetrics(recommender.fallback_counts)
     if reloader is not None:
         metrics.watch_reloads(reloader.outcome_counts, reloader.drift, GAUGES)
-    app = build(recommender, options, metrics, reloader)
+    if live is not None:
+        metrics.watch_registry(live.stats.registry)
+    app = build(recommender, options, metrics, reloader, live)
     wire(app, collect(app), options, metrics)
     return app

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from embedrec.retrieval.client import Results
+from embedrec.retrieval.events.models import MAX_EVENTS
 from embedrec.retrieval.history import HISTORY_CAP, Interaction
 
 MAX_K = 1_000
@@ -101,6 +102,45 @@ class SearchRequest(Body):
     filter: Filter = None
 
 
+class EventsRequest(Body):
+    events: list[Any] = Field(
+        max_length=MAX_EVENTS,
+        description=f"at most {MAX_EVENTS:,} events, each validated on its own: interactions "
+        '{"event_id", "user_id", "item_id", "timestamp", "kind"?, "weight"?} (timestamp '
+        'epoch seconds or ISO-8601) and catalogue events {"event_id", "op": "added" | '
+        '"changed" | "removed", "item_id", "fields"?, "text"?}',
+    )
+
+
+class HistoryRequest(Body):
+    user_id: Id
+
+
+class LiveEntryOut(BaseModel):
+    item_id: str
+    timestamp: float | None
+
+
+class HistoryOut(BaseModel):
+    user_id: str
+    available: bool = Field(description="false: the live histories (Redis) cannot be read now")
+    live: list[LiveEntryOut] = Field(
+        description="the user's interactions since training, oldest first"
+    )
+
+
+class RejectionOut(BaseModel):
+    index: int = Field(description="the event's position in the batch")
+    event_id: str | None
+    reason: str
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    rejected: int
+    rejections: list[RejectionOut]
+
+
 class HitOut(BaseModel):
     id: str
     score: float
@@ -111,7 +151,8 @@ class ResultsOut(BaseModel):
     source: str = Field(
         description="what answered: the space searched, or for /recommend 'two-tower', "
         "'history' (a vector from the request's history alone), 'features' (a new user's "
-        "feature-only vector) or 'popularity'"
+        "feature-only vector), 'stored-vector' (a known user's stored vector or history: "
+        "the live history of [stream] could not be read) or 'popularity'"
     )
     results: list[HitOut]
     unknown_history: int | None = Field(

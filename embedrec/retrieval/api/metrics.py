@@ -64,6 +64,16 @@ class _Reloads(Collector):
             yield gauge
 
 
+class _Registry(Collector):
+    """Another registry's metrics, exported with the service's (the event path's)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
+
+
 class ServiceMetrics:
     """Request latency and counts by endpoint and status, the replica fallbacks, and (with
     a reloader) reloads and drift gauges."""
@@ -91,6 +101,10 @@ class ServiceMetrics:
     def watch_reloads(self, counts: ReloadCounts, drift: DriftFigures, gauges: dict[str, str]):
         """Export reload counts and the drift `gauges` (name -> help) of each space."""
         self.registry.register(_Reloads(counts, drift, gauges))
+
+    def watch_registry(self, registry: CollectorRegistry) -> None:
+        """Export `registry`'s metrics too (the live events', embedrec.retrieval.events.stats)."""
+        self.registry.register(_Registry(registry))
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         children = self._children.get((endpoint, status))

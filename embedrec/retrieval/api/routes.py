@@ -21,6 +21,10 @@ from embedrec.retrieval.api.bodies import (
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     MAX_K,
+    EventsOut,
+    EventsRequest,
+    HistoryOut,
+    HistoryRequest,
     JSONBytes,
     Problem,
     RecommendRequest,
@@ -33,6 +37,7 @@ from embedrec.retrieval.api.errors import DOCUMENTED
 from embedrec.retrieval.api.json_route import JSONRoute
 from embedrec.retrieval.api.metrics import ServiceMetrics
 from embedrec.retrieval.client import Recommender, Results
+from embedrec.retrieval.live.service import Live
 from embedrec.retrieval.reload import Reloader
 
 DATA = "data"
@@ -72,6 +77,34 @@ def add_data_routes(app: FastAPI, recommender: Recommender, keyed: bool) -> None
     for path, endpoint in json_routes.items():
         app.router.add_api_route(path, endpoint, route_class_override=JSONRoute, **common)
     app.router.add_api_route("/search/image", _search_image(recommender), **common)
+
+
+def add_event_routes(app: FastAPI, live: Live, keyed: bool) -> None:
+    def events(req: EventsRequest) -> Response:
+        """Users' interactions and catalogue changes (see docs/realtime.md). 202 with how many
+        were accepted and each rejected one's reason; without Redis they are applied before
+        the answer, with Redis appended to the stream that the consumers apply. 503 when
+        that cannot be done now."""
+        return JSONBytes(live.accept(req.events).to_json(), status_code=202)
+
+    def history(req: HistoryRequest) -> Response:
+        """A user's live history: the interactions that arrived as events, oldest first."""
+        read = live.histories.read([req.user_id])
+        entries = read.entries.get(req.user_id, [])
+        body = {"user_id": req.user_id, "available": not read.unavailable}
+        body["live"] = [{"item_id": e.item_id, "timestamp": e.timestamp} for e in entries]
+        return JSONBytes(body)
+
+    common: dict[str, Any] = {
+        "route_class_override": JSONRoute,
+        "methods": ["POST"],
+        "response_class": JSONBytes,
+        "responses": DOCUMENTED,
+        "tags": [DATA],
+        "dependencies": KEY_SCHEMES if keyed else None,
+    }
+    app.router.add_api_route("/events", events, status_code=202, response_model=EventsOut, **common)
+    app.router.add_api_route("/history", history, response_model=HistoryOut, **common)
 
 
 def _answerer(recommender: Recommender) -> Endpoint:

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from embedrec.ui import widgets
+from embedrec.ui import live_history, widgets
 from embedrec.ui.context import Context
 from embedrec.ui.users import FeatureInput
 
@@ -117,6 +117,7 @@ def render(ctx: Context) -> None:
     if history is not None:
         with history:
             _history(ctx, user_id)
+            live_history.render(ctx, user_id)
     with recommended:
         st.subheader("Recommended")
         if error:

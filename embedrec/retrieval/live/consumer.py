@@ -1,0 +1,186 @@
+"""The Redis Stream consumer: events read through a consumer group, so that several workers
+or hosts share one stream, each entry delivered to one of them.
+
+An entry is `XADD STREAM * event '{...json...}'`. Each round the consumer
+
+1. claims (XAUTOCLAIM) entries another consumer was delivered and left unacknowledged for
+   longer than `claim_idle_s` (it died), and, after a start or an error, re-reads its own;
+2. reads new entries (XREADGROUP, blocking up to `block_s`);
+3. applies them (`EventApplier`: idempotent on event id, so an entry delivered twice,
+   because its consumer died between applying and acknowledging, has its effect once);
+4. acknowledges them (XACK) only then.
+
+A malformed event, or one an embedder or store refuses, goes to the dead-letter stream
+(`STREAM:dead`, with the reason and its stream id) and is acknowledged; it never stops the
+consumer. When Redis or a store is down, nothing is acknowledged and the round is tried
+again with a growing pause; the consumer picks up where it stopped when they return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from embedrec.retrieval.events.models import Event, Rejection, parse_event
+from embedrec.retrieval.events.redis_histories import unavailable_as
+from embedrec.retrieval.live.applier import EventApplier
+from embedrec.stores.errors import StoreUnavailable
+
+log = logging.getLogger("embedrec.stream")
+Entry = tuple[bytes, dict[bytes, bytes]]
+MAX_PAUSE_S = 5.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    stream: str = "embedrec:events"
+    group: str = "embedrec"
+    consumer: str = ""
+    """This consumer's name in the group; default host-pid. A consumer restarted under its
+    old name re-reads its own unacknowledged entries first."""
+    batch: int = 500
+    block_s: float = 1.0
+    claim_idle_s: float = 10.0
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.stream}:dead"
+
+    def name(self) -> str:
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class StreamConsumer:
+    def __init__(
+        self, client: redis.Redis, applier: EventApplier, settings: StreamSettings
+    ) -> None:
+        self.client, self.applier, self.settings = client, applier, settings
+        self.name = settings.name()
+        self._own_backlog = True
+        self._next_claim = 0.0
+
+    def ensure_group(self) -> None:
+        """Create the group (from the stream's start, so that no entry is missed)."""
+        try:
+            self.client.xgroup_create(self.settings.stream, self.settings.group, "0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def step(self) -> int:
+        """One round; returns how many entries it handled."""
+        s = self.settings
+        handled = 0
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + s.claim_idle_s / 2
+            claimed = self.client.xautoclaim(
+                s.stream, s.group, self.name, int(s.claim_idle_s * 1000), "0-0", count=s.batch
+            )[1]
+            handled += self.handle(claimed)
+        if self._own_backlog:  # our own delivered, unacknowledged entries
+            mine = self._read("0", block=None)
+            self._own_backlog = bool(mine)
+            return handled + self.handle(mine)
+        return handled + self.handle(self._read(">", block=int(s.block_s * 1000)))
+
+    def _read(self, start: str, block: int | None) -> list[Entry]:
+        s = self.settings
+        got = self.client.xreadgroup(s.group, self.name, {s.stream: start}, s.batch, block)
+        return [e for e in got[0][1] if e[1]] if got else []
+
+    def handle(self, entries: list[Entry]) -> int:
+        """Apply, dead-letter and acknowledge `entries`."""
+        if not entries:
+            return 0
+        events: list[Event] = []
+        dead: list[tuple[bytes, bytes, str]] = []
+        event_entry: dict[str, bytes] = {}
+        for n, (entry_id, fields) in enumerate(entries):
+            raw = fields.get(b"event", b"")
+            parsed = _decode(raw, n)
+            if isinstance(parsed, Rejection):
+                dead.append((entry_id, raw, parsed.reason))
+            else:
+                events.append(parsed)
+                event_entry[parsed.event_id] = entry_id
+        if dead:
+            self.applier.stats.rejected.labels("invalid").inc(len(dead))
+        applied = self.applier.apply(events, "stream")
+        for event_id, reason in applied.refused.items():
+            dead.append((event_entry[event_id], _raw_of(entries, event_entry[event_id]), reason))
+        with self.client.pipeline() as pipe:
+            for entry_id, raw, reason in dead:
+                fields = {"event": raw, "reason": reason, "entry": entry_id}
+                pipe.xadd(self.settings.dead_letter, fields)  # type: ignore[arg-type]
+            pipe.xack(self.settings.stream, self.settings.group, *[e[0] for e in entries])
+            pipe.execute()
+        return len(entries)
+
+    def run(self, stop: threading.Event) -> None:
+        """Rounds until `stop` is set, pausing (up to 5 s) while Redis or a store is down."""
+        pause = 0.1
+        ready = False
+        while not stop.is_set():
+            try:
+                if not ready:
+                    self.ensure_group()
+                    ready = True
+                self.step()
+                pause = 0.1
+            except (redis.RedisError, StoreUnavailable) as exc:
+                log.warning("event stream: %s; trying again in %.1f s", exc, pause)
+            except Exception:  # a bug must not stop the consumer: its batch stays pending
+                log.exception("event stream: applying a batch failed; trying again")
+            else:
+                continue
+            self._own_backlog = True  # what was delivered before the error comes back
+            stop.wait(pause)
+            pause = min(MAX_PAUSE_S, pause * 2)
+
+
+def append(client: redis.Redis, stream: str, events: list[Event]) -> None:
+    """Append `events` to the stream, as `POST /events` does with Redis configured."""
+    with unavailable_as("append events to the stream"), client.pipeline() as pipe:
+        for event in events:
+            pipe.xadd(stream, {"event": orjson.dumps(event.model_dump())})
+        pipe.execute()
+
+
+def pending_count(client: redis.Redis, settings: StreamSettings) -> int:
+    """Entries delivered to the group and not acknowledged; -1 when Redis does not say."""
+    try:
+        info = client.xpending(settings.stream, settings.group)
+    except redis.RedisError:
+        return -1
+    return int(info["pending"])
+
+
+def lag_count(client: redis.Redis, settings: StreamSettings) -> int:
+    """Entries in the stream not yet delivered to the group; -1 when Redis does not say."""
+    try:
+        groups = client.xinfo_groups(settings.stream)
+    except redis.RedisError:
+        return -1
+    found = [g for g in groups if g["name"].decode() == settings.group]
+    lag = found[0].get("lag") if found else None
+    return int(lag) if lag is not None else -1
+
+
+def _decode(raw: bytes, index: int) -> Event | Rejection:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(index, None, f"the entry's event field is not JSON: {exc}")
+    return parse_event(value, index)
+
+
+def _raw_of(entries: list[Entry], entry_id: bytes) -> bytes:
+    return next(fields.get(b"event", b"") for eid, fields in entries if eid == entry_id)
