@@ -40,10 +40,12 @@ console = Console(width=120)
 FASHION = "fashion-mnist"
 SERVE_CONFIG = Path("configs/serve.toml")
 SETUP_HINT = "(`sudo scripts/setup-system.sh` installs all the demo and the tests use.)"
+TEXT_QUERY = "a horror film about vampires"
+"""A search the movie text space can answer: it embeds "{title} ({year}): {genres}" only."""
 NEXT_STEPS = (
     (
-        "search the movies in your own words, with a filter",
-        "embedrec query --store faiss:./data/demo/movies-text --text 'a heist that goes wrong' "
+        "search the movies by title words, genre and era, with a filter",
+        f"embedrec query --store faiss:./data/demo/movies-text --text '{TEXT_QUERY}' "
         """--k 5 --filter '{"year": {"$gte": 1990}}'""",
     ),
     ("browse it all in the web app, at http://127.0.0.1:8501", "make ui"),
@@ -155,8 +157,8 @@ def movie_tour(rec: Recommender) -> None:
     for space in ("text", "two-tower"):
         hits = rec.similar("50", 5, space=space).hits
         show(f"similar('50' = Star Wars, space={space!r})", hits, movie)
-    hits = rec.search_text("a heist that goes wrong", 5).hits
-    show("search_text('a heist that goes wrong')", hits, movie)
+    hits = rec.search_text(TEXT_QUERY, 5).hits
+    show(f"search_text({TEXT_QUERY!r})", hits, movie)
 
 
 def image_tour(rec: Recommender) -> None:

@@ -15,9 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from embedrec.demo import NEXT_STEPS
+from embedrec.cli import main as cli
+from embedrec.demo import NEXT_STEPS, TEXT_QUERY, plan
 
 REPO = Path(__file__).resolve().parents[1]
+EXPECTED_TOP5 = {
+    TEXT_QUERY: [
+        "Interview with the Vampire",
+        "Dracula: Dead and Loving It",
+        "Bram Stoker's Dracula",
+    ],
+    "an animated musical for children": ["Lion King, The", "Fantasia"],
+}
+"""The README's example searches of the movie text space, and titles each must return."""
 README = (REPO / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -72,3 +82,41 @@ def test_a_runnable_block_runs(block: str, tmp_path: Path) -> None:
     # the queries answered: each prints its table, with a first hit
     queries = block.count("embedrec query")
     assert done.stdout.count("top ") == done.stdout.count("│ 1 │") == queries, done.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding `data/demo/movies-text` as `make demo`'s step 1 builds it."""
+    root = tmp_path_factory.mktemp("demo")
+    step = plan(root / "data" / "demo", images=0)[0]
+    assert step.argv[0] == "ingest" and "movies-text" in step.argv[-1]
+    assert cli([*step.argv, "--quiet"]) == 0
+    return root
+
+
+def test_the_readme_names_its_example_searches() -> None:
+    for query in EXPECTED_TOP5:
+        assert query in README, f"README does not show the search {query!r}"
+    assert f"--text '{TEXT_QUERY}'" in front_door()
+
+
+@pytest.mark.slow  # builds the demo's movie text store (embeddings cached) and loads the model
+def test_the_example_searches_return_the_titles_named(demo_text_store: Path) -> None:
+    """The front door's first command, run as written, and the Python example's search."""
+    env = dict(os.environ, COLUMNS="200")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    command = NEXT_STEPS[0][1]
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=demo_text_store, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for title in EXPECTED_TOP5[TEXT_QUERY]:
+        assert title in done.stdout, f"{command}\n{done.stdout}"
+    from embedrec import open_store
+    from embedrec.embedders import get_embedder
+
+    store = open_store(f"faiss:{demo_text_store}/data/demo/movies-text")
+    vectors = get_embedder("text").embed(list(EXPECTED_TOP5))
+    for (query, titles), hits in zip(EXPECTED_TOP5.items(), store.search(vectors, 5), strict=True):
+        found = [h.metadata["title"] for h in hits]
+        assert set(titles) <= set(found), (query, found)

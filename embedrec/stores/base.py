@@ -25,7 +25,7 @@ from embedrec.stores.errors import (
     StoreError,
     VectorError,
 )
-from embedrec.stores.filters import Node, parse_filter
+from embedrec.stores.filters import Node, check_fields, parse_filter
 from embedrec.stores.info import METRICS as METRICS  # re-exported
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.results import FrozenMetadata as FrozenMetadata  # re-exported
@@ -284,7 +284,7 @@ class VectorStore(abc.ABC):
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = l2_normalize(queries, zero_rows="refuse")
-        node = parse_filter(filter) if filter is not None else None
+        node = self._parse_filter(filter) if filter is not None else None
         params = {**self._search_defaults(), **(params or {})}  # a call's own params win
         checked = check_params(params, self.capabilities.search_params)
         if exclude is not None and len(exclude) != queries.shape[0]:
@@ -378,7 +378,22 @@ class VectorStore(abc.ABC):
         return out
 
     def count(self, filter: Mapping | None = None) -> int:
-        return self._count(parse_filter(filter) if filter is not None else None)
+        return self._count(self._parse_filter(filter) if filter is not None else None)
+
+    def fields(self) -> frozenset[str] | None:
+        """The metadata fields the store's records have, None where the store cannot know
+        them (Qdrant indexes a field at its first filtered use, and a payload need not be
+        indexed; Pinecone has no schema) or holds no metadata yet."""
+        return self._fields() or None
+
+    def _parse_filter(self, filter: Mapping) -> Node:
+        """A search's or count's filter, validated, and checked against the fields the store
+        knows: a field no record has is a `FilterError` naming it and the store's fields."""
+        node = parse_filter(filter)
+        known = self.fields()
+        if known is not None:
+            check_fields(node, known, self.uri)
+        return node
 
     def declare_fields(self, fields: Mapping[str, str]) -> None:
         """Declare the metadata schema known before writing: field name -> kind, one of
@@ -464,6 +479,10 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def _count(self, node: Node | None) -> int: ...
+
+    def _fields(self) -> frozenset[str] | None:
+        """The metadata fields of the live records; None for a store that cannot list them."""
+        return None
 
     def _declare_fields(self, fields: dict[str, str]) -> None:  # noqa: B027 (optional hook)
         """Prepare for the declared metadata fields; a no-op for stores without indexes."""
