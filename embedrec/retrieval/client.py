@@ -62,6 +62,12 @@ class Results:
     """What answered: the space searched ("text", "image", "two-tower"), or for
     `recommend` also "features" (a new user's feature-only vector) or "popularity"."""
 
+    @property
+    def score_kind(self) -> str:
+        """What a hit's score is: "interactions" (the item's count in the user data) for
+        popularity, else "similarity" (the store's score, higher is closer)."""
+        return "interactions" if self.source == "popularity" else "similarity"
+
 
 @dataclass
 class Interactions:

@@ -270,7 +270,7 @@ def test_a_serve_config_recommends_from_the_shop_model_over_http(
         body["features"] = {"birth_year": "old", "segment": "consumer"}
         bad = client.post("/recommend", json=body)
         assert bad.status_code == 422
-        assert bad.json()["detail"][0]["loc"] == ["body", "features", "birth_year"]
-        assert "a number, got 'old'" in bad.json()["detail"][0]["msg"]
+        assert bad.json()["errors"][0]["loc"] == ["body", "features", "birth_year"]
+        assert "a number, got 'old'" in bad.json()["errors"][0]["msg"]
     finally:
         rec.close()

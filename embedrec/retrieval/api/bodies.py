@@ -90,11 +90,18 @@ class ResultsOut(BaseModel):
         description="what answered: the space searched, or for /recommend 'two-tower', "
         "'features' (a new user's feature-only vector) or 'popularity'"
     )
+    score_kind: str = Field(
+        description="'similarity' (the store's score, higher is closer) or, for popularity, "
+        "'interactions' (the item's count in the user data): not comparable with similarity"
+    )
     results: list[HitOut]
 
 
 class Problem(BaseModel):
-    detail: Any
+    """Every error answer: one line saying what to fix; a 422 adds each invalid field."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
 
 
 class JSONBytes(Response):
@@ -121,6 +128,7 @@ def results_body(results: Results) -> JSONBytes:
     hits = results.hits
     payload = {
         "source": results.source,
+        "score_kind": results.score_kind,
         "results": [
             {"id": i, "score": s, "metadata": m}
             for i, s, m in zip(hits.ids, hits.scores, hits.metadata, strict=True)
