@@ -15,6 +15,7 @@ Sections (add a model and a field on `Config` for a new command's section):
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -97,28 +98,38 @@ class Config(Section):
     ingest: IngestConfig = IngestConfig()
 
 
-def _problem(err: dict) -> str:
+def _problem(err: dict, flags: Mapping[str, str]) -> str:
     section, *rest = [str(p) for p in err["loc"]] or [""]
     key = ".".join(rest)
     if err["type"] == "extra_forbidden":
         return f"unknown key {key!r} in [{section}]" if key else f"unknown section [{section}]"
     where = f"[{section}] {key}" if key else f"[{section}]" if section else "top level"
-    return f"{where}: {err['msg']}"
+    flag = flags.get(f"{section}.{key}")
+    return f"{where}: {err['msg']}" + (f" (give {flag})" if flag else "")
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(_problem(err) for err in exc.errors())
+def _problems(exc: ValidationError, flags: Mapping[str, str]) -> str:
+    return "; ".join(_problem(err, flags) for err in exc.errors())
 
 
-def parse_config(data: dict, origin: str = "<config>") -> Config:
-    return validate(data, Config, origin)
+def parse_config(
+    data: dict, origin: str = "<config>", flags: Mapping[str, str] | None = None
+) -> Config:
+    return validate(data, Config, origin, flags)
 
 
-def validate(data: dict, model: type[M], origin: str = "<config>") -> M:
+def validate(
+    data: dict,
+    model: type[M],
+    origin: str = "<config>",
+    flags: Mapping[str, str] | None = None,
+) -> M:
+    """`model` from `data`, or a `ConfigFileError` naming each bad key as `[section] key`,
+    with the command-line flag that sets it where `flags` ("section.key" -> flag) has one."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(f"{origin}: {_problems(exc)}") from None
+        raise ConfigFileError(f"{origin}: {_problems(exc, flags or {})}") from None
 
 
 def read_toml(path: str | Path) -> dict:

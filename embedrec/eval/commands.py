@@ -94,11 +94,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
-    from embedrec.eval.config import load_config
+    from embedrec.eval.config import check_time_splits, load_config
     from embedrec.eval.leaderboard import evaluate, write
 
     output = Output.from_args(args, "evaluate")
     config = load_config(args.config)
+    check_time_splits(config, config.eval.splits, str(args.config))
     output.say(f"evaluate {args.config} -> {args.out}")
     if args.mlflow is not None:
         # MLflow comes with the optional extra 'mlflow'
@@ -121,10 +122,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
-    from embedrec.eval.config import load_config
+    from embedrec.eval.config import check_time_splits, load_config
     from embedrec.eval.tune import combine, default_out, save, tune
 
     config = load_config(args.config)
+    check_time_splits(config, config.eval.splits[:1], str(args.config))  # tunes on the first
     if args.trials is None and not args.merge:
         raise ValueError("give --trials N (trials per model), or --merge TUNED to only merge")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from embedrec.config import load_model
+from embedrec.config import ConfigFileError, load_model
 from embedrec.embedders.two_tower import Feature, Towers, TowerSpec, TwoTowerConfig
 from embedrec.eval.model_params import BaselineParams, TuningRecord
 from embedrec.ranking.splits import SPLITS
@@ -166,3 +166,19 @@ class ExperimentConfig(BaseModel):
 
 def load_config(path: str | Path) -> ExperimentConfig:
     return load_model(path, ExperimentConfig)
+
+
+TIME_SPLITS = ("leave-last-out", "temporal")
+"""The splits that order interactions by time."""
+
+
+def check_time_splits(config: ExperimentConfig, splits: list[str], origin: str) -> None:
+    """Before any work: a split ordered by time needs `[data.interactions] timestamp`."""
+    timed = [s for s in splits if s in TIME_SPLITS]
+    table = config.data.interactions
+    if timed and table.timestamp is None:
+        raise ConfigFileError(
+            f"{origin}: [eval] splits {timed} order interactions by time: set "
+            f'`timestamp = "COLUMN"` under [data.interactions] (a column of {table.path}), '
+            "or leave those splits out of [eval] splits"
+        )

@@ -284,7 +284,7 @@ class VectorStore(abc.ABC):
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = l2_normalize(queries, zero_rows="refuse")
-        node = self._parse_filter(filter) if filter is not None else None
+        node = self.check_filter(filter) if filter is not None else None
         params = {**self._search_defaults(), **(params or {})}  # a call's own params win
         checked = check_params(params, self.capabilities.search_params)
         if exclude is not None and len(exclude) != queries.shape[0]:
@@ -378,7 +378,7 @@ class VectorStore(abc.ABC):
         return out
 
     def count(self, filter: Mapping | None = None) -> int:
-        return self._count(self._parse_filter(filter) if filter is not None else None)
+        return self._count(self.check_filter(filter) if filter is not None else None)
 
     def fields(self) -> frozenset[str] | None:
         """The metadata fields the store's records have, None where the store cannot know
@@ -386,9 +386,10 @@ class VectorStore(abc.ABC):
         indexed; Pinecone has no schema) or holds no metadata yet."""
         return self._fields() or None
 
-    def _parse_filter(self, filter: Mapping) -> Node:
+    def check_filter(self, filter: Mapping) -> Node:
         """A search's or count's filter, validated, and checked against the fields the store
-        knows: a field no record has is a `FilterError` naming it and the store's fields."""
+        knows: a field no record has is a `FilterError` naming it and the store's fields.
+        `search` and `count` call it; callers may too, to fail before costly work."""
         node = parse_filter(filter)
         known = self.fields()
         if known is not None:
