@@ -62,6 +62,10 @@ class Results:
     """What answered: the space searched ("text", "image", "two-tower"), or for
     `recommend` also "features" (a new user's feature-only vector) or "popularity"."""
 
+    missing_features: tuple[str, ...] = ()
+    """For "features": the user features the request left out or blank, each taken as its
+    unknown bucket (as a blank cell in training)."""
+
     @property
     def score_kind(self) -> str:
         """What a hit's score is: "interactions" (the item's count in the user data) for
@@ -426,7 +430,8 @@ class Recommender:
             matrix = np.array([vectors[n] for n in order], dtype=np.float32)
             hits = self._search(space, matrix, k, filter, [exclude[n] for n in order])
             for n, h in zip(order, hits, strict=True):
-                out[n] = Results(h, sources[n])
+                gaps = model.towers.user.missing(feats[n] or {}) if sources[n] == "features" else []
+                out[n] = Results(h, sources[n], tuple(gaps))
         for n in range(len(ids)):
             if out[n] is None:
                 out[n] = Results(self._popular(space, k, node, exclude[n]), "popularity")

@@ -60,3 +60,16 @@ def test_popularity_scores_are_labelled(client):
     assert popular["source"] == "popularity" and popular["score_kind"] == "interactions"
     known = client.post("/recommend", json={"user_id": "7", "k": 3}).json()
     assert known["score_kind"] == "similarity"
+
+
+def test_a_new_user_with_some_features_gets_the_unknown_buckets_counted(client, rec):
+    """A customer who gave only some features is answered from those, the rest taken as
+    their unknown buckets (as blank cells in training), and the answer names what was missing."""
+    body = {"user_id": "new", "k": 3, "features": {"age": 40, "gender": "M"}}
+    answer = client.post("/recommend", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["source"] == "features"
+    assert answer.json()["missing_features"] == ["occupation"]
+    full = {**body, "features": {**body["features"], "occupation": "writer"}}
+    assert client.post("/recommend", json=full).json()["missing_features"] == []
+    assert rec.recommend("new", 3, features=body["features"]).missing_features == ("occupation",)

@@ -94,6 +94,11 @@ class ResultsOut(BaseModel):
         description="'similarity' (the store's score, higher is closer) or, for popularity, "
         "'interactions' (the item's count in the user data): not comparable with similarity"
     )
+    missing_features: list[str] = Field(
+        [],
+        description="for 'features': the user features left out or blank, each taken as its "
+        "unknown bucket (its count: how many the answer did without)",
+    )
     results: list[HitOut]
 
 
@@ -129,6 +134,7 @@ def results_body(results: Results) -> JSONBytes:
     payload = {
         "source": results.source,
         "score_kind": results.score_kind,
+        "missing_features": list(results.missing_features),
         "results": [
             {"id": i, "score": s, "metadata": m}
             for i, s, m in zip(hits.ids, hits.scores, hits.metadata, strict=True)
