@@ -9,6 +9,8 @@
 4. The retrieval client over those stores (configs/serve.toml): recommendations for a user,
    similar items, a text search, an image search, with and without filters.
 5. A quick store comparison:          embedrec bench configs/bench.toml --quick
+6. A quick leaderboard for the web app's Quality page (not the full one):
+                                      embedrec evaluate configs/demo_quality.toml --out ...
 
 Each step prints the command that does the same by hand. A rerun skips what is done: the
 pipeline re-embeds and re-upserts nothing for an unchanged catalog. A step whose data is not
@@ -104,6 +106,12 @@ def bench_step(work: Path) -> Step:
     """The quick comparison; it skips (and reports) a dataset that is not installed itself."""
     argv = ["bench", "configs/bench.toml", "--quick", "--out", str(work / "bench")]
     return Step("5. Store comparison (quick)", argv)
+
+
+def quality_step(work: Path) -> Step:
+    """A quick leaderboard, labelled as one, so that the web app's Quality page has rows."""
+    argv = ["evaluate", "configs/demo_quality.toml", "--out", str(work / "quality-quick")]
+    return Step("6. A quick leaderboard (a 3-epoch two-tower against most popular)", argv)
 
 
 def run_step(step: Step, missing: dict[str, str], runner: Callable[[list[str]], int]) -> bool:
@@ -206,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     retrieval(missing)
     if not args.skip_bench:
         run_step(bench_step(args.workdir), missing, cli)
+    run_step(quality_step(args.workdir), missing, cli)
     skipped = ", ".join(sorted(missing))
     console.rule(
         f"[bold]demo done in {time.perf_counter() - started:.0f} s"
