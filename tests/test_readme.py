@@ -10,6 +10,7 @@ epochs rather than 40, to keep the test short)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -159,3 +160,34 @@ def test_the_demo_examples_run_and_return_the_titles_named(demo_folder: Path) ->
     for (query, titles), hits in zip(EXPECTED_TOP5.items(), store.search(vectors, 5), strict=True):
         found = [h.metadata["title"] for h in hits]
         assert set(titles) <= set(found), (query, found)
+
+
+@pytest.mark.slow  # builds a 200-customer shop, trains on it (~1 min), ingests its catalog
+def test_the_own_data_walkthrough_runs_and_serves(tmp_path: Path, monkeypatch) -> None:
+    """The README's path from `train` through `ingest --embedder two-tower:PATH` to `serve`:
+    the commands as written, then its request to the service over the same serve config."""
+    from starlette.testclient import TestClient
+
+    from embedrec.retrieval.api import create_app
+    from embedrec.retrieval.client import Recommender
+
+    for name in ("configs", "tests"):
+        (tmp_path / name).symlink_to(REPO / name)
+    (shop,) = blocks("bash shop")
+    run_block("bash", shop, tmp_path, environment())
+    summary = json.loads((tmp_path / "models" / "data_summary.json").read_text())
+    assert summary["items_without_interactions"], summary
+    serve = next(b for b in blocks("bash") if "configs/shop_serve.toml" in b)
+    body = json.loads(re.search(r"-d '(\{.*\})'", serve).group(1))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDREC_API_KEY", raising=False)
+    rec = Recommender.from_config("configs/shop_serve.toml")
+    try:
+        answer = TestClient(create_app(rec, api_key=None)).post("/recommend", json=body)
+    finally:
+        rec.close()
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    assert got["source"] == "features" and got["missing_features"] == ["birth_year"]
+    assert len(got["results"]) == body["k"]
+    assert not {h["id"] for h in got["results"]} & set(summary["items_without_interactions"])

@@ -81,6 +81,9 @@ class Interactions:
     seen: dict[str, frozenset[str]]
     popularity: list[tuple[str, int]]
     """Item ids with their rating counts, most rated first (ties by id)."""
+    hidden: frozenset[str] = frozenset()
+    """Items left out of every recommendation: with `[users] exclude_without_interactions`,
+    the catalog items no one interacted with."""
 
     @classmethod
     def from_frames(cls, users: pd.DataFrame, ratings: pd.DataFrame) -> Interactions:
@@ -108,6 +111,13 @@ def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         return data.users, data.interactions
     assert config.users is not None and config.ratings is not None  # UsersConfig checks
     return _read_table(config.users), _read_table(config.ratings)
+
+
+def items_without_interactions(config: UsersConfig, interactions: Interactions) -> frozenset[str]:
+    """The catalog items of `config.data` that no interaction names."""
+    assert config.data is not None  # UsersConfig checks
+    items = load_dataset(load_config(config.data).data).items["item_id"].astype(str)
+    return frozenset(items) - {item for item, _ in interactions.popularity}
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -184,6 +194,8 @@ class Recommender:
         interactions = None
         if config.users is not None:
             interactions = Interactions.from_frames(*read_users(config.users))
+            if config.users.exclude_without_interactions:
+                interactions.hidden = items_without_interactions(config.users, interactions)
         users = interactions.users if interactions is not None else None
         with ExitStack() as opened:
             spaces = [
@@ -412,6 +424,8 @@ class Recommender:
             raise ValueError(f"{len(feats)} feature rows for {len(ids)} users")
         seen = self.interactions.seen if self.interactions is not None else {}
         exclude = [seen.get(u, frozenset()) if exclude_seen else frozenset() for u in ids]
+        if self.interactions is not None and self.interactions.hidden:
+            exclude = [ex | self.interactions.hidden for ex in exclude]
         vectors: dict[int, np.ndarray] = {}
         sources: dict[int, str] = {}
         new_rows: list[tuple[int, dict[str, Any]]] = []

@@ -73,3 +73,15 @@ def test_a_new_user_with_some_features_gets_the_unknown_buckets_counted(client, 
     full = {**body, "features": {**body["features"], "occupation": "writer"}}
     assert client.post("/recommend", json=full).json()["missing_features"] == []
     assert rec.recommend("new", 3, features=body["features"]).missing_features == ("occupation",)
+
+
+def test_hidden_items_are_left_out_of_recommendations(rec):
+    """What `[users] exclude_without_interactions` sets: those items never come back."""
+    top = rec.recommend("7", 3).hits.ids
+    assert rec.interactions is not None and not rec.interactions.hidden
+    rec.interactions.hidden = frozenset(top)
+    try:
+        again = rec.recommend("7", 3).hits.ids
+        assert len(again) == 3 and not set(again) & set(top)
+    finally:
+        rec.interactions.hidden = frozenset()
