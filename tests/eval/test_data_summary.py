@@ -32,6 +32,7 @@ def shop(tmp_path: Path) -> Path:
         f'[data.items]\npath = "{tmp_path}/products.csv"\nid = "sku"\n'
         'features = [{ kind = "categorical", column = "kind" }]\n'
         "[two_tower]\ndim = 8\nhidden = 16\nepochs = 1\nbatch_size = 16\ntext = false\n"
+        "val_fraction = 0.0\n"
         '[eval]\nsplits = ["stratified", "temporal"]\nmodels = ["most-popular"]\n'
         "stores = []\ncold_fraction = 0\n"
     )

@@ -11,6 +11,7 @@ import streamlit as st
 
 from embedrec.ui.results import LEADERBOARD_FILE, Leaderboard
 from embedrec.ui.views.latest import pick_file
+from embedrec.ui.widgets import TWO_TOWER
 
 LABEL = "Leaderboard (newest first)"
 FULL = (
@@ -20,8 +21,7 @@ FULL = (
 NONE_FOUND = "No leaderboard under {}: `make demo` writes a quick one; the full one: " + FULL + "."
 ABOUT = (
     "How well each model ranks held-out interactions (NDCG, precision, recall, MAP at k), by "
-    "split, and on items never seen in training (cold start). Two-tower: a user tower and an "
-    "item tower trained so that a user's vector scores the items they chose highest. "
+    f"split, and on items never seen in training (cold start). {TWO_TOWER} "
     "`make demo` writes a quick leaderboard (data/demo/quality-quick: a 3-epoch two-tower "
     "against most popular, one split); the full one: " + FULL + "."
 )
