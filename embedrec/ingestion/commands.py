@@ -347,6 +347,7 @@ def _query(args: argparse.Namespace) -> int:
 
 def _hits_table(hits: Any, args: argparse.Namespace) -> str:
     """The hits as a table for people, every cell whole (long titles fold, never cut)."""
+    # for this command only: --help stays fast
     import io
 
     from rich.console import Console

@@ -381,20 +381,13 @@ class VectorStore(abc.ABC):
         return self._count(self.check_filter(filter) if filter is not None else None)
 
     def fields(self) -> frozenset[str] | None:
-        """The metadata fields the store's records have, None where the store cannot know
-        them (Qdrant indexes a field at its first filtered use, and a payload need not be
-        indexed; Pinecone has no schema) or holds no metadata yet."""
+        """The metadata fields of the live records; None where the store cannot know them
+        (Qdrant, Pinecone: see the README's filter language) or holds no metadata."""
         return self._fields() or None
 
     def check_filter(self, filter: Mapping) -> Node:
-        """A search's or count's filter, validated, and checked against the fields the store
-        knows: a field no record has is a `FilterError` naming it and the store's fields.
-        `search` and `count` call it; callers may too, to fail before costly work."""
-        node = parse_filter(filter)
-        known = self.fields()
-        if known is not None:
-            check_fields(node, known, self.uri)
-        return node
+        """The filter, validated; a field that no record has is a `FilterError` (`fields`)."""
+        return check_fields(parse_filter(filter), self.fields(), self.uri)
 
     def declare_fields(self, fields: Mapping[str, str]) -> None:
         """Declare the metadata schema known before writing: field name -> kind, one of
@@ -482,8 +475,7 @@ class VectorStore(abc.ABC):
     def _count(self, node: Node | None) -> int: ...
 
     def _fields(self) -> frozenset[str] | None:
-        """The metadata fields of the live records; None for a store that cannot list them."""
-        return None
+        return None  # a store that cannot list its records' fields
 
     def _declare_fields(self, fields: dict[str, str]) -> None:  # noqa: B027 (optional hook)
         """Prepare for the declared metadata fields; a no-op for stores without indexes."""
