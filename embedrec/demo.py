@@ -134,7 +134,7 @@ def show(title: str, hits: Hits, columns: tuple[str, ...]) -> None:
     table.add_column("#", justify="right")
     table.add_column("id")
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long title wraps, never cut
     table.add_column("score", justify="right")
     for rank, hit in enumerate(hits, 1):
         meta = hit.metadata or {}
