@@ -52,7 +52,7 @@ def prepare(work: Path) -> Path:
     from embedrec import open_store
     from embedrec.data.movielens import load_movielens
     from embedrec.embedders import EmbeddingCache, embed_cached, get_embedder
-    from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel
+    from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
 
     ml = load_movielens()
     work.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def prepare(work: Path) -> Path:
     if not model.exists():
         print("training a small two-tower model (one epoch) ...", flush=True)
         config = TwoTowerConfig(dim=32, hidden=64, text=False, epochs=1, val_fraction=0.0)
-        TwoTowerModel.fit(ml.ratings, ml.users, ml.items, config).save(model)
+        fit_two_tower(ml.ratings, ml.users, ml.items, config).save(model)
         trained = TwoTowerModel.load(model, device="cpu")
         store = open_store(f"faiss:{work / 'tt'}?index=Flat", dim=trained.config.dim)
         store.upsert(ml.items["item_id"].tolist(), trained.item_vectors(ml.items), meta)

@@ -12,6 +12,7 @@ eval/*/config.py, retrieval/config.py, stores/recall/calibrate.py); docs/config.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,28 +29,36 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _problem(err: dict) -> str:
+def _problem(err: dict, flags: Mapping[str, str]) -> str:
     section, *rest = [str(p) for p in err["loc"]] or [""]
     key = ".".join(rest)
     if err["type"] == "extra_forbidden":
         return f"unknown key {key!r} in [{section}]" if key else f"unknown section [{section}]"
     where = f"[{section}] {key}" if key else f"[{section}]" if section else "top level"
-    return f"{where}: {err['msg']}"
+    flag = flags.get(f"{section}.{key}")
+    return f"{where}: {err['msg']}" + (f" (give {flag})" if flag else "")
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(_problem(err) for err in exc.errors())
+def _problems(exc: ValidationError, flags: Mapping[str, str]) -> str:
+    return "; ".join(_problem(err, flags) for err in exc.errors())
 
 
 def validate(
-    data: dict, model: type[M], origin: str = "<config>", *, config_file: Path | None = None
+    data: dict,
+    model: type[M],
+    origin: str = "<config>",
+    *,
+    config_file: Path | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> M:
-    """`config_file` reaches the models' validators (as `info.context["config_file"]`), for
+    """`model` from `data`, or a `ConfigFileError` naming each bad key as `[section] key`,
+    with the command-line flag that sets it where `flags` ("section.key" -> flag) has one.
+    `config_file` reaches the models' validators (as `info.context["config_file"]`), for
     the sections whose paths are taken from the config file's folder."""
     try:
         return model.model_validate(data, context={"config_file": config_file})
     except ValidationError as exc:
-        raise ConfigFileError(f"{origin}: {_problems(exc)}") from None
+        raise ConfigFileError(f"{origin}: {_problems(exc, flags or {})}") from None
 
 
 def read_toml(path: str | Path) -> dict:

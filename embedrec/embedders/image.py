@@ -55,7 +55,11 @@ def decode_image(item: Any, index: int = 0) -> Any:
                 image = opened
         except FileNotFoundError:
             raise InputError(index, f"{where} not found") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except UnidentifiedImageError:  # PIL's message names its BytesIO object
+            raise InputError(
+                index, f"cannot decode {where}: not a format Pillow reads (PNG, JPEG, ...)"
+            ) from None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InputError(index, f"cannot decode {where}: {exc}") from None
     else:
         raise InputError(index, f"expected an image, path or bytes, got {type(item).__name__}")

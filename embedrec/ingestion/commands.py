@@ -49,7 +49,12 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument("--list-sep", metavar="SEP", help='separator of list cells (default "|")')
     p.add_argument("--store", metavar="URI", help="e.g. faiss:./data/movies?index=HNSW32")
-    p.add_argument("--embedder", metavar="SPEC", help="text, text:MODEL, image, ...")
+    p.add_argument(
+        "--embedder",
+        metavar="SPEC",
+        help="text, text:MODEL, image, image?image_size=N, or two-tower:MODEL.pt (the item "
+        "vectors of a model `embedrec train` saved; the catalog needs its item features)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, help="rows embedded together (default 256)")
@@ -107,6 +112,18 @@ def _add_rebuild_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+FLAGS = {
+    "source.path": "--source PATH",
+    "source.id": "--id-col COLUMN",
+    "source.text": "--text TEMPLATE",
+    "source.image": "--image-col COLUMN",
+    "source.metadata": "--metadata COLUMNS",
+    "embedder.spec": "--embedder SPEC",
+    "store.uri": "--store URI",
+}
+"""The flag that sets each config key, for errors about the key."""
+
+
 def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The config file's sections with the flags that were given laid over them."""
     sections = {name: dict(data.get(name) or {}) for name in ("source", "embedder", "store")}
@@ -159,7 +176,7 @@ def _ingest(args: argparse.Namespace) -> int:
         raise ValueError("give the config once: positional or --config, not both")
     path = args.config or args.config_flag
     data = read_toml(path) if path else {}
-    config = parse_ingest_config(_merge_flags(data, args), path or "command line")
+    config = parse_ingest_config(_merge_flags(data, args), path or "command line", FLAGS)
     if config.source is None:
         raise ConfigFileError("no catalog: give --source PATH or --dataset NAME (or a config)")
     if config.store is None:
@@ -285,22 +302,44 @@ def _report(out: Output, summary: Any, run: dict[str, Any]) -> None:
 # -- query -------------------------------------------------------------------------------
 
 
+QUERY_NOTE = (
+    "Each run loads the model that built the store (the text model: about 7 s); "
+    "`embedrec serve` or the Python client (Recommender) loads it once for many queries."
+)
+
+
 def _register_query(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "query",
         help="search a store with a text or an image",
         description="Embed the query with the embedder that built the store (which the "
-        "store records at ingest time; --embedder must name the same model) and print the top k.",
+        "store records at ingest time; --embedder must name the same model) and print the "
+        f"top k. {QUERY_NOTE}",
     )
-    p.add_argument("--store", required=True, metavar="URI")
+    p.add_argument(
+        "--store",
+        required=True,
+        metavar="URI",
+        help="the store, e.g. faiss:./data/demo/movies-text",
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help="query text")
     what.add_argument("--image", metavar="PATH", help="query image file")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--filter", metavar="JSON", help='e.g. \'{"genres": {"$in": ["Comedy"]}}\'')
-    p.add_argument("--embedder", metavar="SPEC", help="default: the one that built the store")
+    p.add_argument("--k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument(
+        "--filter",
+        metavar="JSON",
+        help='on the stored metadata, e.g. \'{"genres": {"$in": ["Comedy"]}}\'; a field the '
+        "store does not have is an error naming its fields",
+    )
+    p.add_argument(
+        "--embedder",
+        metavar="SPEC",
+        help="default: the one that built the store (text, image, two-tower:MODEL.pt)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--params", metavar="JSON", help="search params, e.g. '{\"ef\": 128}'")
+    add_output_flags(p)
     p.set_defaults(func=_query)
 
 
@@ -315,21 +354,35 @@ def _json_arg(flag: str, text: str | None) -> Any:
 
 def _query(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from rich.console import Console
-    from rich.table import Table
-
     from embedrec.ingestion.store_info import embedder_for
     from embedrec.stores import open_existing
 
+    out = Output.from_args(args, "query")
     filter_ = _json_arg("--filter", args.filter)
     params = _json_arg("--params", args.params)
     with open_existing(args.store) as store:  # the store says which embedder built it
+        if filter_ is not None:
+            store.check_filter(filter_)  # a misspelt field, before the model loads
+        out.say(f"query {args.store}. {QUERY_NOTE}")
         device = {"device": args.device} if args.device else {}
         embedder = embedder_for(store, args.embedder, **device)
         hits = _search(store, embedder, args, filter_, params)
+    found = [{"id": h.id, "score": h.score, "metadata": dict(h.metadata or {})} for h in hits]
+    out.summary({"store": args.store, "k": args.k, "hits": found}, _hits_table(hits, args))
+    return 0
+
+
+def _hits_table(hits: Any, args: argparse.Namespace) -> str:
+    """The hits as a table for people, every cell whole (long titles fold, never cut)."""
+    # for this command only: --help stays fast
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"top {args.k} in {args.store}")
     table.add_column("#", justify="right")
-    table.add_column("id")
+    table.add_column("id", overflow="fold")
     table.add_column("score", justify="right")
     keys = list(dict.fromkeys(k for hit in hits for k in (hit.metadata or {})))
     for key in keys:
@@ -339,8 +392,9 @@ def _query(args: argparse.Namespace) -> int:
         cells = ["|".join(v) if isinstance(v, list) else str(v) for v in map(meta.get, keys)]
         cells = ["" if meta.get(k) is None else c for k, c in zip(keys, cells, strict=True)]
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", *cells)
-    Console(width=max(100, Console().width)).print(table)
-    return 0
+    buffer = io.StringIO()
+    Console(file=buffer, width=max(100, Console().width)).print(table)
+    return buffer.getvalue().rstrip("\n")
 
 
 def _search(store: Any, embedder: Any, args: argparse.Namespace, filter_: Any, params: Any) -> Any:

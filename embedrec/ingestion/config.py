@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -105,8 +106,10 @@ class IngestFile(Section):
     ingest: IngestConfig = IngestConfig()
 
 
-def parse_ingest_config(data: dict, origin: str = "<config>") -> IngestFile:
-    return validate(data, IngestFile, origin)
+def parse_ingest_config(
+    data: dict, origin: str = "<config>", flags: Mapping[str, str] | None = None
+) -> IngestFile:
+    return validate(data, IngestFile, origin, flags=flags)
 
 
 def load_ingest_config(path: str | Path) -> IngestFile:

@@ -70,6 +70,16 @@ class Results:
     unknown_history: int = 0
     """`recommend` with a history: how many of its item ids were dropped as unknown."""
 
+    missing_features: tuple[str, ...] = ()
+    """For "features": the user features the request left out or blank, each taken as its
+    unknown bucket (as a blank cell in training)."""
+
+    @property
+    def score_kind(self) -> str:
+        """What a hit's score is: "interactions" (the item's count in the user data) for
+        popularity, else "similarity" (the store's score, higher is closer)."""
+        return "interactions" if self.source == "popularity" else "similarity"
+
 
 @dataclass
 class Interactions:
@@ -81,6 +91,9 @@ class Interactions:
     """Item ids with their rating counts, most rated first (ties by id)."""
     histories: TrainingHistories
     """Each user's interactions in order, the default `Histories` of a `Recommender`."""
+    hidden: frozenset[str] = frozenset()
+    """Items left out of every recommendation: with `[users] exclude_without_interactions`,
+    the catalog items no one interacted with."""
 
     @classmethod
     def from_frames(cls, users: pd.DataFrame, ratings: pd.DataFrame) -> Interactions:
@@ -114,6 +127,13 @@ def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     assert config.users is not None and config.ratings is not None  # UsersConfig checks
     ids = {"user_id": str, "item_id": str}  # ids as text; features keep their types
     return read_table(config.users, dtype=ids), read_table(config.ratings, dtype=ids)
+
+
+def items_without_interactions(config: UsersConfig, interactions: Interactions) -> frozenset[str]:
+    """The catalog items of `config.data` that no interaction names."""
+    assert config.data is not None  # UsersConfig checks
+    items = load_dataset(load_data_section(config.data)).items["item_id"].astype(str)
+    return frozenset(items) - {item for item, _ in interactions.popularity}
 
 
 def _check_k(k: int) -> int:
@@ -190,6 +210,8 @@ class Recommender:
         interactions = None
         if config.users is not None:
             interactions = Interactions.from_frames(*read_users(config.users))
+            if config.users.exclude_without_interactions:
+                interactions.hidden = items_without_interactions(config.users, interactions)
         users = interactions.users if interactions is not None else None
         with ExitStack() as opened:
             spaces = [
@@ -449,13 +471,17 @@ class Recommender:
             else frozenset()
             for u, q in zip(ids, queries, strict=True)
         ]
+        if self.interactions is not None and self.interactions.hidden:
+            exclude = [ex | self.interactions.hidden for ex in exclude]
         out: list[Results | None] = [None] * len(ids)
         order = [n for n, q in enumerate(queries) if q.vector is not None]
         if order:
             matrix = np.array([queries[n].vector for n in order], dtype=np.float32)
             hits = self._search(space, matrix, k, node, [exclude[n] for n in order])
             for n, h in zip(order, hits, strict=True):
-                out[n] = Results(h, queries[n].source, queries[n].unknown)
+                q = queries[n]
+                gaps = model.towers.user.missing(feats[n] or {}) if q.source == "features" else ()
+                out[n] = Results(h, q.source, q.unknown, tuple(gaps))
         for n, q in enumerate(queries):
             if out[n] is None:
                 out[n] = Results(self._popular(space, k, node, exclude[n]), q.source, q.unknown)

@@ -87,8 +87,15 @@ class UsersConfig(Section):
     ratings: Path | None = None
     """The interactions (a table as `users`) with user_id and item_id columns."""
 
+    exclude_without_interactions: bool = False
+    """Leave out of recommendations the catalog items no one has interacted with (their
+    two-tower vectors come from their features alone; `embedrec train` lists them). Needs
+    `data`, whose [data.items] is the catalog."""
+
     @model_validator(mode="after")
     def _one_source(self) -> UsersConfig:
+        if self.exclude_without_interactions and self.data is None:
+            raise ValueError("exclude_without_interactions needs data (a train config)")
         files = (self.users is not None, self.ratings is not None)
         if self.data is not None and any(files):
             raise ValueError("give data alone, without users + ratings files")

@@ -27,7 +27,7 @@ from embedrec.stores.errors import (
     StoreError,
     VectorError,
 )
-from embedrec.stores.filters import Node, parse_filter
+from embedrec.stores.filters import Node, check_fields, parse_filter
 from embedrec.stores.info import METRICS as METRICS  # re-exported
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.results import FrozenMetadata as FrozenMetadata  # re-exported
@@ -256,7 +256,7 @@ class VectorStore(abc.ABC):
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = _unit_rows(queries)
-        node = filter if filter is None or isinstance(filter, Node) else parse_filter(filter)
+        node = self.check_filter(filter) if filter is not None else None
         params = {**self._search_defaults(), **(params or {})}  # a call's own params win
         checked = check_params(params, self.capabilities.search_params)
         if exclude is not None and len(exclude) != queries.shape[0]:
@@ -357,7 +357,18 @@ class VectorStore(abc.ABC):
         return out
 
     def count(self, filter: Mapping | None = None) -> int:
-        return self._count(parse_filter(filter) if filter is not None else None)
+        return self._count(self.check_filter(filter) if filter is not None else None)
+
+    def fields(self) -> frozenset[str] | None:
+        """The metadata fields of the live records; None where the store cannot know them
+        (Qdrant, Pinecone: see the README's filter language) or holds no metadata."""
+        return self._fields() or None
+
+    def check_filter(self, filter: Mapping | Node) -> Node:
+        """The filter (a dict, or one parsed already), validated; a field that no record has
+        is a `FilterError` (`fields`)."""
+        node = filter if isinstance(filter, Node) else parse_filter(filter)
+        return check_fields(node, self.fields(), self.uri)
 
     def declare_fields(self, fields: Mapping[str, str]) -> None:
         """Declare the metadata schema known before writing: field name -> kind, one of
@@ -443,6 +454,9 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def _count(self, node: Node | None) -> int: ...
+
+    def _fields(self) -> frozenset[str] | None:
+        return None  # a store that cannot list its records' fields
 
     def _declare_fields(self, fields: dict[str, str]) -> None:  # noqa: B027 (optional hook)
         """Prepare for the declared metadata fields; a no-op for stores without indexes."""

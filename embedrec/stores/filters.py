@@ -252,6 +252,19 @@ def fields_of(node: Node) -> set[str]:
     return set().union(*(fields_of(n) for n in node.items))
 
 
+def check_fields(node: Node, known: frozenset[str] | None, where: str) -> Node:
+    """`node`, or a `FilterError` for a field that no record of the store `where` has, where
+    it knows its fields (`known`): a misspelt field would otherwise match nothing (or, under
+    `$ne`, everything) without a word."""
+    unknown = sorted(fields_of(node) - known) if known is not None else []
+    if unknown:
+        raise FilterError(
+            f"filter field {unknown[0]!r} is not a field of {where}; "
+            f"its fields: {', '.join(sorted(known or ()))}"
+        )
+    return node
+
+
 # -- the vectorised evaluator --------------------------------------------------------------
 
 

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--results", type=Path, action="append")
-    parser.add_argument("--query", default="a heist that goes wrong", help="the Search text")
+    parser.add_argument("--query", default="a horror film about vampires", help="the Search text")
     args = parser.parse_args(argv)
     results = tuple(p.resolve() for p in args.results or map(Path, DEFAULT_RESULTS))
     settings = UISettings(args.config.resolve(), None, results)

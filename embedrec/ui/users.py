@@ -66,8 +66,15 @@ class UserData:
         return mine[cols].head(n).reset_index(drop=True)
 
     def features_of(self, user_id: str) -> dict[str, Any]:
+        """The user's features; a whole number read into a float column shows as an int
+        (age 24, not 24.0)."""
         row = self.users[self.users[USER_ID] == str(user_id)]
-        return {} if row.empty else row.iloc[0].drop(USER_ID).to_dict()
+        found = {} if row.empty else row.iloc[0].drop(USER_ID).to_dict()
+        return {k: _whole(v) for k, v in found.items()}
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def declared_user_features(model_path: Path | None) -> list[dict[str, Any]] | None:

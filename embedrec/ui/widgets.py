@@ -13,6 +13,12 @@ from embedrec.stores import Hit
 from embedrec.ui.backend import Answer, QueryError
 from embedrec.ui.catalog import DisplayCatalog, FieldSpec
 
+TWO_TOWER = (
+    "Two-tower: a model of two networks, one turning a user (ids, features) into a vector "
+    "and one an item, trained on who chose what so that a user's vector scores highest the "
+    "items they would choose."
+)
+"""What every page that shows two-tower answers says it means."""
 THUMBNAIL_PX = 96
 GRID_COLUMNS = 5
 ANY = "any"

@@ -111,7 +111,7 @@ def test_limits_and_bad_input_are_4xx_with_a_reason(client, path, body, status, 
 def test_bodies_that_are_not_json_are_422_and_other_methods_405(client, path):
     for body in (b"\xf0HD \xe0ni", b"{", b"[1]", b""):
         response = client.post(path, content=body, headers=JSON)
-        assert response.status_code == 422 and response.json()["detail"][0]["loc"][0] == "body"
+        assert response.status_code == 422 and response.json()["errors"][0]["loc"][0] == "body"
     wrong = client.get(path)
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
 

@@ -56,7 +56,7 @@ def assert_4xx(response: httpx.Response, status: int | None = None) -> None:
 def test_non_finite_numbers_are_422(client, path, body):
     response = post(client, path, body)
     assert_4xx(response, 422)
-    assert response.json()["detail"][0]["loc"][0] == "body"
+    assert response.json()["errors"][0]["loc"][0] == "body"
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_non_finite_numbers_are_422(client, path, body):
 def test_bodies_are_parsed_strictly(client, path, body, field):
     response = client.post(path, json=body)
     assert_4xx(response, 422)
-    assert response.json()["detail"][0]["loc"][:2] == ["body", field]
+    assert response.json()["errors"][0]["loc"][:2] == ["body", field]
 
 
 def test_the_422_handler_writes_non_finite_inputs():
@@ -97,7 +97,7 @@ def test_the_422_handler_writes_non_finite_inputs():
         raise RequestValidationError([error])
 
     response = TestClient(app).get("/boom")
-    assert response.status_code == 422 and response.json()["detail"][0]["input"] is None
+    assert response.status_code == 422 and response.json()["errors"][0]["input"] is None
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])

@@ -37,6 +37,7 @@ from embedrec import (
     open_store,
 )
 from embedrec.stores import ConfigError
+from embedrec.stores.filters import fields_of, parse_filter
 from tests.stores.hardening import StoreHardening
 from tests.stores.info_conformance import StoreInfoConformance
 
@@ -342,6 +343,7 @@ class StoreConformance(StoreInfoConformance, StoreHardening):
 
     def test_filters_agree_with_reference(self, loaded):
         store, ids, vectors, metadata = loaded
+        known = store.fields()
 
         @settings(
             max_examples=self.filter_examples,
@@ -350,6 +352,10 @@ class StoreConformance(StoreInfoConformance, StoreHardening):
         )
         @given(flt=filters)
         def check(flt):
+            if known is not None and fields_of(parse_filter(flt)) - known:
+                with pytest.raises(FilterError, match="is not a field of"):
+                    store.search(vectors[11], 200, filter=flt)
+                return
             expected = {i for i, m in zip(ids, metadata, strict=True) if matches(m, flt)}
             assert store.count(flt) == len(expected), flt
             hits = store.search(vectors[11], 200, filter=flt)[0]
@@ -397,6 +403,19 @@ class StoreConformance(StoreInfoConformance, StoreHardening):
         assert ids({"year": {"$gte": 1999}}) == ["a", "b"]
         assert ids({"year": 1999.0}) == ["a"]
         assert ids({"year": "1999"}) == ["d"]
+
+    def test_unknown_filter_field(self, loaded):
+        """A store that knows its fields names a misspelt one and its fields; one that cannot
+        know them (Qdrant, Pinecone) answers as the reference does: no record has it."""
+        store = loaded[0]
+        flt = {"yeer": {"$gte": 1990}}
+        if store.fields() is None:
+            assert store.search(np.ones(8), 3, filter=flt) == [[]]
+            return
+        assert {"genre", "year", "tags"} <= store.fields()
+        for call in (lambda: store.search(np.ones(8), 3, filter=flt), lambda: store.count(flt)):
+            with pytest.raises(FilterError, match=r"'yeer' is not a field of .*genre, .*year"):
+                call()
 
     def test_bad_filters_raise(self, loaded):
         store = loaded[0]

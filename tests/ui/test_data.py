@@ -126,3 +126,11 @@ def test_user_data_reads_a_train_configs_data_section(tmp_path: Path) -> None:
     assert users.user_ids == ["7", "8"]
     assert users.top_rated("7", 5).to_dict("list") == {"item_id": ["b", "a"], "rating": [5, 2]}
     assert users.features_of("8") == {"age": "40"}
+
+
+def test_whole_numbers_in_a_float_column_show_as_ints() -> None:
+    """MovieLens ages come back as floats where a column holds a missing value: `age: 24`."""
+    people = pd.DataFrame({"user_id": ["1", "2"], "age": [24.0, None], "w": [1.5, 2.0]})
+    users = UserData(people, pd.DataFrame())
+    assert users.features_of("1") == {"age": 24, "w": 1.5}
+    assert isinstance(users.features_of("1")["age"], int)

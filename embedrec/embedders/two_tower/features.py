@@ -137,15 +137,15 @@ class TowerSpec(BaseModel):
         return [[v] if v is not None else [] for v in _labels(feature, frame[feature.column])]
 
     def validate_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """A new entity's features checked against the declaration: every declared column
-        present, no other key, each value of a type its kind takes."""
+        """A new entity's features checked against the declaration: no key it does not
+        declare, each value of a type its kind takes. A declared column left out is sent as
+        missing (None), so its feature takes its unknown bucket, as a blank cell does in
+        training (`missing` names them)."""
         wanted = self.columns()
         unknown = sorted(set(row) - set(wanted) - {self.id})
         if unknown:
             raise FeatureError(unknown[0], f"not a feature of this model; it takes {wanted}")
-        missing = [c for c in wanted if c not in row]
-        if missing:
-            raise FeatureError(missing[0], f"missing; this model takes {wanted}")
+        row = {**dict.fromkeys(wanted), **row}
         frame = pd.DataFrame([dict(row)])
         for feature in self.features:
             try:
@@ -153,6 +153,10 @@ class TowerSpec(BaseModel):
             except FeatureError as exc:  # one row: no row number to name
                 raise FeatureError(exc.column, exc.reason) from None
         return dict(row)
+
+    def missing(self, row: Mapping[str, Any]) -> list[str]:
+        """The declared columns a row leaves out or leaves blank: their unknown buckets."""
+        return [c for c in self.columns() if _is_null(row.get(c))]
 
 
 class Towers(BaseModel):

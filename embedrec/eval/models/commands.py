@@ -85,40 +85,52 @@ def _train(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
     from embedrec.embedders.two_tower import fit_two_tower
     from embedrec.eval.models.config import load_experiment_config
+    from embedrec.eval.models.data_summary import summarize
     from embedrec.eval.models.leaderboard import load_data
 
     output = Output.from_args(args, "train")
     config = load_experiment_config(args.config)
     output.say(f"train {args.config} -> {args.out or config.model_path}")
     data = load_data(config)
+    summary = summarize(data, config)
+    output.say("\n".join(summary.lines()))
     model = fit_two_tower(
         data.interactions, data.users, data.items, config.two_tower, towers=data.towers,
         progress=output.progress,
     )  # fmt: skip
     path = model.save(args.out or config.model_path)
+    written = summary.write(path.parent)
     last = model.history[-1] if model.history else {}
     figures = {"model": path, "metadata": path.with_suffix(".json"), **last}
+    figures["data"] = summary.to_json() | {"file": str(written)}
     output.summary(figures | {"history": model.history}, f"saved {path} and {figures['metadata']}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
-    from embedrec.eval.models.config import load_experiment_config
-    from embedrec.eval.models.leaderboard import evaluate, write
+    from embedrec.eval.models.config import check_time_splits, load_experiment_config
+    from embedrec.eval.models.data_summary import summarize
+    from embedrec.eval.models.leaderboard import evaluate, load_data, write
 
     output = Output.from_args(args, "evaluate")
     config = load_experiment_config(args.config)
+    check_time_splits(config, config.eval.splits, str(args.config))
     output.say(f"evaluate {args.config} -> {args.out}")
+    data = load_data(config)
+    summary = summarize(data, config)
+    output.say("\n".join(summary.lines()))
+    summary.write(args.out)
     if args.mlflow is not None:
         # MLflow comes with the optional extra 'mlflow'
         from embedrec.eval.models.tracking import require_mlflow
 
         require_mlflow()
-    board = evaluate(config, progress=output.progress, workers=args.workers)
+    board = evaluate(config, data=data, progress=output.progress, workers=args.workers)
     js, md = write(board, args.out)
     text = f"{md.read_text()}\nwrote {md} and {js}"
     figures = {"files": {js.name: str(js), md.name: str(md)}, "leaderboard": board}
+    figures["data"] = summary.to_json()
     if args.mlflow is not None:
         # MLflow comes with the optional extra 'mlflow'
         from embedrec.eval.models.tracking import log_leaderboard
@@ -131,13 +143,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     # late: keeps `embedrec --help` from loading torch and pandas
-    from embedrec.eval.models.config import load_experiment_config
+    from embedrec.eval.models.config import check_time_splits, load_experiment_config
     from embedrec.eval.models.tune import combine, default_out, save, tune
 
     config = load_experiment_config(args.config)
+    splits = _names(args.splits)
+    check_time_splits(config, splits or config.eval.splits, str(args.config))
     if args.trials is None and not args.merge:
         raise ValueError("give --trials N (trials per model), or --merge TUNED to only merge")
-    models, splits = _names(args.models), _names(args.splits)
+    models = _names(args.models)
     tuned = config
     if args.trials is not None:
         tuned = tune(

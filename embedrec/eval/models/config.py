@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from embedrec.common.config import load_model
+from embedrec.common.config import ConfigFileError, load_model
 from embedrec.data.config import DataSection
 from embedrec.embedders.two_tower import TwoTowerConfig
 from embedrec.eval.models.params import BaselineParams, TuningRecord
@@ -129,3 +129,19 @@ class ExperimentConfig(BaseModel):
 
 def load_experiment_config(path: str | Path) -> ExperimentConfig:
     return load_model(path, ExperimentConfig)
+
+
+TIME_SPLITS = ("leave-last-out", "temporal")
+"""The splits that order interactions by time."""
+
+
+def check_time_splits(config: ExperimentConfig, splits: list[str], origin: str) -> None:
+    """Before any work: a split ordered by time needs `[data.interactions] timestamp`."""
+    timed = [s for s in splits if s in TIME_SPLITS]
+    table = config.data.interactions
+    if timed and table.timestamp is None:
+        raise ConfigFileError(
+            f"{origin}: [eval] splits {timed} order interactions by time: set "
+            f'`timestamp = "COLUMN"` under [data.interactions] (a column of {table.path}), '
+            "or leave those splits out of [eval] splits"
+        )

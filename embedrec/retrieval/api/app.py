@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from embedrec.retrieval.api.bodies import MAX_FORM_BODY, MAX_JSON_BODY
+from embedrec.retrieval.api.docs import add_docs_routes
 from embedrec.retrieval.api.errors import add_error_handlers
 from embedrec.retrieval.api.metrics import ServiceMetrics
 from embedrec.retrieval.api.middleware import (
@@ -103,7 +104,10 @@ def build(
         version="0.1.0",
         description=plan.description,
         telemetry=TELEMETRY,
+        docs_url=None,  # /docs and /redoc come from the package's files (add_docs_routes)
+        redoc_url=None,
     )
+    add_docs_routes(app)
     add_data_routes(app, recommender, keyed=plan.api_key is not None)
     add_ops_routes(app, recommender, metrics, keyed=plan.api_key is not None)
     if live is not None:

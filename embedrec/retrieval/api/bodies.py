@@ -154,6 +154,15 @@ class ResultsOut(BaseModel):
         "feature-only vector), 'stored-vector' (a known user's stored vector or history: "
         "the live history of [stream] could not be read) or 'popularity'"
     )
+    score_kind: str = Field(
+        description="'similarity' (the store's score, higher is closer) or, for popularity, "
+        "'interactions' (the item's count in the user data): not comparable with similarity"
+    )
+    missing_features: list[str] = Field(
+        [],
+        description="for 'features': the user features left out or blank, each taken as its "
+        "unknown bucket (its count: how many the answer did without)",
+    )
     results: list[HitOut]
     unknown_history: int | None = Field(
         None, description="/recommend: ids of the request's history dropped as unknown"
@@ -161,7 +170,10 @@ class ResultsOut(BaseModel):
 
 
 class Problem(BaseModel):
-    detail: Any
+    """Every error answer: one line saying what to fix; a 422 adds each invalid field."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
 
 
 class JSONBytes(Response):
@@ -188,6 +200,8 @@ def results_body(results: Results, *, history: bool = False) -> JSONBytes:
     hits = results.hits
     payload: dict[str, Any] = {
         "source": results.source,
+        "score_kind": results.score_kind,
+        "missing_features": list(results.missing_features),
         "results": [
             {"id": i, "score": s, "metadata": m}
             for i, s, m in zip(hits.ids, hits.scores, hits.metadata, strict=True)

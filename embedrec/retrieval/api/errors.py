@@ -3,6 +3,7 @@ cannot be reached a 503; see the package docstring for the codes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,15 +14,25 @@ from embedrec.retrieval.client import ItemNotFound
 from embedrec.stores.errors import StoreUnavailable
 
 DOCUMENTED: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem} for code in (400, 401, 404, 413, 415, 503)
+    code: {"model": Problem} for code in (400, 401, 404, 413, 415, 422, 503)
 }
-"""The error answers every data route may give besides FastAPI's own 422."""
+"""The error answers every data route may give, all of one shape (`Problem`)."""
+SHOWN_ERRORS = 3
+"""How many of a 422's errors its one-line `detail` names."""
+
+
+def summary(errors: Sequence[Mapping[str, Any]]) -> str:
+    """A 422's errors as one line: `body.k: Input should be ...; ...`."""
+    parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:SHOWN_ERRORS]]
+    more = len(errors) - SHOWN_ERRORS
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONBytes:
     # orjson writes a non-finite input as null where FastAPI's own handler fails on it
     assert isinstance(exc, RequestValidationError)
-    return JSONBytes({"detail": exc.errors()}, status_code=422)
+    errors = exc.errors()
+    return JSONBytes({"detail": summary(errors), "errors": errors}, status_code=422)
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONBytes:

@@ -188,7 +188,11 @@ def _image_bytes(upload: UploadFile) -> bytes:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # PIL's message names its BytesIO object
+        raise HTTPException(
+            400, f"cannot decode the image {upload.filename!r}: not a format Pillow reads"
+        ) from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise HTTPException(400, f"cannot decode the image: {exc}") from None
     if width * height > MAX_IMAGE_PIXELS:
         raise HTTPException(

@@ -212,6 +212,10 @@ class FaissStore(VectorStore):
         with self._lock.read():
             return list(self._table.slot)
 
+    def _fields(self) -> frozenset[str]:
+        with self._lock.read():
+            return frozenset(self._table.columns().columns)
+
     def _count(self, node: Node | None) -> int:
         with self._lock.read():
             return self._table.select(node).allowed

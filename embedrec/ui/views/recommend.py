@@ -90,7 +90,14 @@ def _history(ctx: Context, user_id: str) -> None:
     st.dataframe(pd.concat([top, meta], axis=1), hide_index=True, width="stretch")
 
 
+ABOUT = (
+    "A user's highest-rated items beside the two-tower's recommendations for them (items "
+    f"they rated left out), or a new user's from their features alone. {widgets.TWO_TOWER}"
+)
+
+
 def render(ctx: Context) -> None:
+    st.caption(ABOUT)
     if "two-tower" not in ctx.backend.spaces or ctx.users is None:
         st.info("Recommendations need a [two_tower] space and [users] in the serve config.")
         return

@@ -55,7 +55,15 @@ def _image(ctx: Context) -> None:
         widgets.show_answer(answer, catalog)
 
 
+ABOUT = (
+    "Items nearest a text you type (over the text vectors: for the demo's movies, each "
+    "embedded as its title, year and genres, so search by those) or an image you upload or "
+    "pick (over the image vectors)."
+)
+
+
 def render(ctx: Context) -> None:
+    st.caption(ABOUT)
     parts = [part for space, part in (("text", _text), ("image", _image)) if space in ctx.spaces]
     if not parts:
         st.info("Search needs a [text] or [image] space in the serve config.")

@@ -8,8 +8,14 @@ import streamlit as st
 from embedrec.ui import widgets
 from embedrec.ui.context import Context
 
+ABOUT = (
+    "One item's nearest neighbours in each vector space side by side: what its text or image "
+    f"looks like (content) against who chose it (collaborative, two-tower). {widgets.TWO_TOWER}"
+)
+
 
 def render(ctx: Context) -> None:
+    st.caption(ABOUT)
     with_items = [s for s in ctx.spaces if ctx.catalogs[s].ids]
     if not with_items:
         st.info("No space's items are known here: ingest a catalog with `embedrec ingest`.")

@@ -12,21 +12,38 @@ import streamlit as st
 
 from embedrec.ui.results import BENCH_FILE, BenchRun
 from embedrec.ui.views.latest import pick_file
+from embedrec.ui.widgets import TWO_TOWER
 
 LABEL = "Bench run (newest first)"
 NONE_FOUND = "No bench results under {}: run `embedrec bench configs/bench.toml` (or `make demo`)."
 
+ABOUT = (
+    "How the vector stores compare on the same vectors (`embedrec bench`): recall against "
+    "exact search, queries per second and latency, at each store's search settings. "
+    f"{TWO_TOWER}"
+)
 TABLE = ["store", "param", "recall", "qps_1", "p50_ms", "p95_ms", "p99_ms", "build_s", "disk_mb"]
 
 
+MISSED_FLOOR = 1e-4
+"""Where a recall of 1 is drawn on the log axis of what is missed."""
+
+
 def _recall_qps(rows: pd.DataFrame) -> alt.Chart:
+    """QPS against what each setting misses (1 - recall) on a log axis, reversed: recalls
+    of 0.9, 0.99 and 0.999 lie apart, where a recall axis piles them at its right edge."""
+    rows = rows.assign(missed=(1 - rows["recall"]).clip(lower=MISSED_FLOOR))
     return (
         alt.Chart(rows)
-        .mark_line(point=True)
+        .mark_line(point=alt.OverlayMarkDef(size=90, filled=True), strokeWidth=2.5)
         .encode(
-            x=alt.X("recall:Q", scale=alt.Scale(zero=False), title="recall@k"),
+            x=alt.X(
+                "missed:Q",
+                scale=alt.Scale(type="log", reverse=True),
+                title="1 - recall@k (log; right is better)",
+            ),
             y=alt.Y("qps_1:Q", scale=alt.Scale(type="log"), title="queries per second (1 client)"),
-            color="store:N",
+            color=alt.Color("store:N", scale=alt.Scale(scheme="dark2")),
             order="recall:Q",
             tooltip=["store", "param", "recall", "qps_1"],
         )
@@ -53,6 +70,7 @@ def _latency(points: pd.DataFrame) -> alt.Chart:
 
 
 def render(results: tuple[Path, ...]) -> None:
+    st.caption(ABOUT)
     started = time.perf_counter()
     picked = pick_file(results, BENCH_FILE, BenchRun.load, LABEL, NONE_FOUND)
     if picked is None:

@@ -134,8 +134,9 @@ def test_new_user_features_are_checked_against_the_declared_ones(model) -> None:
     assert model.validate_user(ok) == ok
     with pytest.raises(FeatureError, match=r"column 'zip': not a feature of this model"):
         model.validate_user({**ok, "zip": "10001"})
-    with pytest.raises(FeatureError, match=r"column 'occupation': missing"):
-        model.validate_user({"age": 30, "gender": "F"})
+    partial = model.validate_user({"age": 30, "gender": "F"})  # occupation: its unknown bucket
+    assert partial == {**ok, "occupation": None}
+    assert model.towers.user.missing(partial) == ["occupation"]
     with pytest.raises(FeatureError, match=r"column 'age': a number, got 'old'"):
         model.validate_user({**ok, "age": "old"})
     unseen = model.user_vectors([{"user_id": "new", **ok, "occupation": "astronaut"}])
