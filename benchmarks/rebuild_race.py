@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from embedrec.stores import StoreError, open_existing
-from embedrec.stores.aliases import alias_book
+from embedrec.stores.lifecycle.aliases import alias_book
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--id-col", "item_id", "--text", "{title}", "--metadata", "shelf:int", "--no-progress"]

@@ -82,7 +82,7 @@ def _generation(alias: str, model: Path):  # type: ignore[no-untyped-def]
     from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerItemEmbedder
     from embedrec.ingestion.store_info import describe
-    from embedrec.stores.aliases import alias_book
+    from embedrec.stores.lifecycle.aliases import alias_book
 
     items = load_movielens().items
     generation = alias_book(alias).new_generation()
@@ -102,7 +102,7 @@ def _generation(alias: str, model: Path):  # type: ignore[no-untyped-def]
 def prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The serve config and the generation to swap in; returns (config, generation, users)."""
     from embedrec.data.movielens import load_movielens
-    from embedrec.stores.aliases import alias_book
+    from embedrec.stores.lifecycle.aliases import alias_book
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -267,7 +267,7 @@ def main() -> None:
         parser.error("--clients must be 1..256, --before at least 3 s, --window at least 1 s")
     import uvloop
 
-    from embedrec.stores.aliases import alias_book
+    from embedrec.stores.lifecycle.aliases import alias_book
 
     _, swap_to, users = prepare(args)
     book = alias_book(f"faiss:{Path(args.workdir) / 'items'}")

@@ -254,7 +254,7 @@ def test_the_registries_name_modules_the_string_check_sees() -> None:
     from embedrec.cli import COMMANDS
     from embedrec.data.registry import DATASETS
     from embedrec.stores import REGISTRY
-    from embedrec.stores.aliases import BOOKS
+    from embedrec.stores.lifecycle.aliases import BOOKS
 
     named = [
         *COMMANDS,

@@ -70,7 +70,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def _generations(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.stores.aliases import alias_book
+    from embedrec.stores.lifecycle.aliases import alias_book
 
     out = Output.from_args(args, "generations")
     book = alias_book(args.store)
@@ -97,7 +97,7 @@ def _generations(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.stores.aliases import alias_book
+    from embedrec.stores.lifecycle.aliases import alias_book
 
     out = Output.from_args(args, "rollback")
     book = alias_book(args.store)
@@ -114,7 +114,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _drop(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
-    from embedrec.stores.aliases import alias_book
+    from embedrec.stores.lifecycle.aliases import alias_book
 
     out = Output.from_args(args, "drop")
     book = alias_book(args.store)

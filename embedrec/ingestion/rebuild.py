@@ -5,10 +5,10 @@
 2. Generations left by an interrupted or failed rebuild (unlisted: neither live nor previous)
    are removed, and a new one is ingested from the catalog with the embedder given. The
    embedding cache makes a rerun after a kill cheap: only rows never embedded are embedded.
-   All of it, to the swap, runs under the alias's rebuild lease (stores/leases/): while one
-   rebuild holds it no other runs, so an unlisted generation is provably abandoned, and the
-   one being built is named in the lease, which `drop` respects. Its name comes from the
-   alias's counter and is never reused.
+   All of it, to the swap, runs under the alias's rebuild lease
+   (stores/lifecycle/leases.py): while one rebuild holds it no other runs, so an unlisted
+   generation is provably abandoned, and the one being built is named in the lease, which
+   `drop` respects. Its name comes from the alias's counter and is never reused.
 3. Where asked (`Checks.calibrate`), the generation is calibrated to a target recall
    (`embedrec calibrate`'s measurement), so that it serves with its own search defaults
    rather than none; then it is validated (validation.py: count, sampled fetches, recall
@@ -37,9 +37,9 @@ from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary
 from embedrec.ingestion.validation import Checks, Validation, validate
 from embedrec.stores import ConfigError, StoreNotFound, open_existing
-from embedrec.stores import generations as points
-from embedrec.stores.aliases import AliasBook, AliasState, Generation, alias_book
-from embedrec.stores.generations import Fingerprint
+from embedrec.stores.lifecycle import generations as points
+from embedrec.stores.lifecycle.aliases import AliasBook, AliasState, Generation, alias_book
+from embedrec.stores.lifecycle.generations import Fingerprint
 from embedrec.stores.recall.calibrate import (
     CalibrateSettings,
     Calibration,

@@ -37,8 +37,8 @@ from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import ServeConfig, SpaceConfig, TwoTowerSpaceConfig
 from embedrec.retrieval.live_drift import compare_spaces
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, Tokens, open_space
-from embedrec.stores.aliases import alias_book
 from embedrec.stores.errors import ConfigError
+from embedrec.stores.lifecycle.aliases import alias_book
 
 log = logging.getLogger("embedrec.retrieval.reload")
 

@@ -24,8 +24,8 @@ from embedrec.ingestion.store_info import embedder_for, store_info
 from embedrec.retrieval.config import SpaceConfig, TwoTowerSpaceConfig
 from embedrec.retrieval.failover import Failover
 from embedrec.stores import open_existing
-from embedrec.stores.aliases import AliasBook, alias_book
 from embedrec.stores.errors import ConfigError
+from embedrec.stores.lifecycle.aliases import AliasBook, alias_book
 
 TokenFn = Callable[[str], str | None]
 """A store URI -> its alias's live token (None for a plain store): what a reload compares."""

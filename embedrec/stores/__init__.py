@@ -27,7 +27,7 @@ from embedrec.stores.errors import (
 )
 from embedrec.stores.filters import matches, parse_filter
 from embedrec.stores.info import EmbedderMismatch, StoreInfo
-from embedrec.stores.pointer import resolve as resolve_path_alias
+from embedrec.stores.lifecycle.pointer import resolve as resolve_path_alias
 from embedrec.stores.uri import StoreURI, parse_uri
 
 REGISTRY: dict[str, tuple[str, str, str]] = {

@@ -1,6 +1,6 @@
 """`embedrec` in a child process with the hash embedders of test_rebuild.py and the fault
 hooks the race tests and benchmarks/rebuild_race.py use, at the named points of a rebuild
-(`embedrec.stores.generations.reached`):
+(`embedrec.stores.lifecycle.generations.reached`):
 
 - KILL_AT=point, KILL_AFTER=n: SIGKILL itself the nth time it reaches `point`;
 - PAUSE_AT=point, PAUSE_AFTER=n, PAUSE_DIR=dir: the nth time, create dir/paused and wait
@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import embedrec.embedders
-import embedrec.stores.generations as points
+import embedrec.stores.lifecycle.generations as points
 from embedrec.cli import main
 from tests.ingestion.test_rebuild import hash_embedder
 
@@ -45,7 +45,9 @@ def reached(point: str) -> None:
 if __name__ == "__main__":
     embedrec.embedders.get_embedder = hash_embedder
     if os.environ.get("LEASE_TTL_S"):
-        from embedrec.stores.leases import timed  # only where asked: old trees have none
+        from embedrec.stores.lifecycle import (
+            timed_lease as timed,  # only where asked: old trees have none
+        )
 
         timed.TTL_S = float(os.environ["LEASE_TTL_S"])
     points.reached = reached

@@ -24,7 +24,7 @@ import pytest
 import embedrec.embedders
 from embedrec.cli import main
 from embedrec.stores import open_existing, open_store
-from embedrec.stores.aliases import alias_book
+from embedrec.stores.lifecycle.aliases import alias_book
 from embedrec.testing.pinecone_loopback import LoopbackPinecone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def hash_embedder(spec: str, **kw: Any) -> HashEmbedder:
 CHILD = """
 import os, signal, sys
 import embedrec.embedders
-import embedrec.stores.generations as points
+import embedrec.stores.lifecycle.generations as points
 from tests.ingestion.test_rebuild import hash_embedder
 embedrec.embedders.get_embedder = hash_embedder
 target, times, seen = os.environ["KILL_AT"], int(os.environ["KILL_AFTER"]), []

@@ -2,7 +2,7 @@
 refuses naming it or waits with `--wait`; nothing a running rebuild writes is taken for a
 leftover; a rebuild killed (SIGKILL) at each named point hands the alias to the one waiting.
 Each rebuild runs in a child process (tests/ingestion/rebuild_child.py) paused or killed at
-the named points of `embedrec.stores.generations.reached`."""
+the named points of `embedrec.stores.lifecycle.generations.reached`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from embedrec.cli import main
 from embedrec.stores import open_existing, open_store
-from embedrec.stores.aliases import alias_book
+from embedrec.stores.lifecycle.aliases import alias_book
 from tests.ingestion import test_rebuild
 from tests.ingestion.test_rebuild import ROWS, HashEmbedder, answers, ingest_argv
 

@@ -25,9 +25,9 @@ from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import ServeConfig
 from embedrec.retrieval.live_drift import GAUGES
 from embedrec.retrieval.reload import Reloader
-from embedrec.stores.aliases import alias_book
 from embedrec.stores.errors import ConfigError
 from embedrec.stores.info import EmbedderMismatch
+from embedrec.stores.lifecycle.aliases import alias_book
 from tests.retrieval.conftest import N_ITEMS, Data, serving
 from tests.retrieval.test_client import heaviest_user
 

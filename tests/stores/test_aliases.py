@@ -26,7 +26,7 @@ from embedrec.stores import (
     open_existing,
     open_store,
 )
-from embedrec.stores.aliases import Generation, alias_book
+from embedrec.stores.lifecycle.aliases import Generation, alias_book
 from embedrec.stores.pinecone.alias_record import INFO_NAMESPACE, alias_id
 from embedrec.testing.pinecone_loopback import LoopbackPinecone
 from tests.stores.test_qdrant_server import Server, collection_for, server  # noqa: F401
@@ -296,7 +296,7 @@ def test_a_kill_during_adoption_leaves_the_plain_store_whole(
         if point == "adopt:copied":
             raise KeyboardInterrupt(point)
 
-    monkeypatch.setattr("embedrec.stores.generations.reached", cut)
+    monkeypatch.setattr("embedrec.stores.lifecycle.generations.reached", cut)
     with pytest.raises(KeyboardInterrupt):
         alias_book(uri).adopt()
     assert alias_book(uri).live_token() is None and contents(uri) == (2, {"plain"})

@@ -1,5 +1,6 @@
-"""Rebuild leases on their own (stores/leases/): the timed lease that Qdrant servers and
-Pinecone keep as a record (over qdrant-client's in-memory engine and the Pinecone loopback),
+"""Rebuild leases on their own (stores/lifecycle/leases.py): the timed lease that Qdrant
+servers and Pinecone keep as a record (over qdrant-client's in-memory engine and the Pinecone
+loopback),
 which lapses when its holder dies and is taken over; two swaps of one alias at once; a lock
 file that is a folder."""
 
@@ -16,9 +17,9 @@ import numpy as np
 import pytest
 
 from embedrec.stores import AliasBusy, CorruptStore, open_existing, open_store
-from embedrec.stores.aliases import alias_book
-from embedrec.stores.leases import Holder
-from embedrec.stores.leases.timed import Record, TimedLease, reserve, running
+from embedrec.stores.lifecycle.aliases import alias_book
+from embedrec.stores.lifecycle.leases import Holder
+from embedrec.stores.lifecycle.timed_lease import Record, TimedLease, reserve, running
 from embedrec.stores.qdrant.aliases import ControlRecord
 from embedrec.stores.qdrant.client_engine import ClientEngine
 from embedrec.stores.uri import parse_uri
@@ -110,8 +111,8 @@ def test_the_generation_counter_never_goes_back(record: Record) -> None:
 # a child that swaps generation argv[2] into alias argv[1], pausing before the replace
 SWAP = """
 import pathlib, sys, time
-import embedrec.stores.generations as points
-from embedrec.stores.aliases import alias_book
+import embedrec.stores.lifecycle.generations as points
+from embedrec.stores.lifecycle.aliases import alias_book
 folder = pathlib.Path(sys.argv[3])
 def reached(point):
     if point == "swap:before-replace" and sys.argv[4] == "pause":

@@ -30,8 +30,7 @@ from embedrec.stores.errors import (
 )
 from embedrec.stores.faiss.kinds import IndexSpec, index_mismatch
 from embedrec.stores.info import StoreInfo
-from embedrec.stores.json_file import ABSENT, read_json
-from embedrec.stores.leases.file import try_lock
+from embedrec.stores.small_files import ABSENT, read_json, try_lock
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from embedrec.stores.errors import CorruptStore, StoreUnavailable
-from embedrec.stores.generations import NAME
+from embedrec.stores.lifecycle.generations import NAME
 
 INFO_NAMESPACE = "__embedrec_store_info__"
 """The reserved namespace (see store.py), holding store info and alias records."""

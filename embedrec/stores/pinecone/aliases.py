@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from embedrec.stores import generations
 from embedrec.stores.errors import ConfigError, StoreLocked, StoreNotFound
-from embedrec.stores.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
-from embedrec.stores.leases import Holder, Lease, held, timed
+from embedrec.stores.lifecycle import generations
+from embedrec.stores.lifecycle import timed_lease as timed
+from embedrec.stores.lifecycle.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
+from embedrec.stores.lifecycle.leases import Holder, Lease, held
 from embedrec.stores.pinecone.alias_record import (
     INFO_NAMESPACE,
     SEPARATOR,

@@ -34,13 +34,13 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from embedrec.stores import generations
 from embedrec.stores.errors import ConfigError, CorruptStore, StoreLocked, StoreNotFound
-from embedrec.stores.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
-from embedrec.stores.json_file import ABSENT, read_json
-from embedrec.stores.leases import Holder, Lease, held, timed
-from embedrec.stores.leases import file as file_lease
+from embedrec.stores.lifecycle import file_lease, generations
+from embedrec.stores.lifecycle import timed_lease as timed
+from embedrec.stores.lifecycle.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
+from embedrec.stores.lifecycle.leases import Holder, Lease, held
 from embedrec.stores.qdrant.client_engine import INFO_KEY, ClientEngine, aliased
+from embedrec.stores.small_files import ABSENT, read_json
 from embedrec.stores.uri import parse_uri
 
 SEPARATOR = "__"

@@ -21,12 +21,12 @@ from __future__ import annotations
 import importlib
 
 from embedrec.stores.errors import ConfigError
-from embedrec.stores.generations import AliasBook, AliasState, Generation, reached
+from embedrec.stores.lifecycle.generations import AliasBook, AliasState, Generation, reached
 from embedrec.stores.uri import parse_uri
 
 BOOKS: dict[str, tuple[str, str]] = {
-    "faiss": ("embedrec.stores.pointer", "PathBook"),
-    "qdrant+edge": ("embedrec.stores.pointer", "PathBook"),
+    "faiss": ("embedrec.stores.lifecycle.pointer", "PathBook"),
+    "qdrant+edge": ("embedrec.stores.lifecycle.pointer", "PathBook"),
     "qdrant": ("embedrec.stores.qdrant.aliases", "QdrantBook"),
     "qdrant+local": ("embedrec.stores.qdrant.aliases", "QdrantBook"),
     "pinecone": ("embedrec.stores.pinecone.aliases", "PineconeBook"),

@@ -1,6 +1,5 @@
-"""Lock files: the one way embedrec opens and flocks one (a FAISS store's `LOCK`, an alias's
-`alias.lock` and `rebuild.lock`), the rebuild lease of an alias that lives in a folder, and
-the alias's generation counter kept beside it.
+"""The rebuild lease of an alias that lives in a folder, and the alias's generation counter
+kept beside it (the lock file itself is opened and flocked by `stores/small_files.py`).
 
 The rebuild lease is an exclusive flock on `rebuild.lock`, held from the start of a rebuild to
 after its swap; the kernel drops it when the holder exits, kill -9 included, so a crashed
@@ -10,59 +9,20 @@ message a second rebuild gives; the name is cleared on release.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from embedrec.stores import generations
-from embedrec.stores.errors import CorruptStore, StoreWriteError
-from embedrec.stores.json_file import ABSENT, read_json, write_json
-from embedrec.stores.leases import Holder
+from embedrec.stores.errors import CorruptStore
+from embedrec.stores.lifecycle import generations
+from embedrec.stores.lifecycle.leases import Holder
+from embedrec.stores.small_files import ABSENT, locked, read_json, try_lock, write_json
 
 COUNTER_FORMAT = 1
 STARTING = Holder(token="", pid=0, host="?", started=0.0)
 """The holder of a lease whose file does not name it yet (claimed a moment ago)."""
-
-
-def open_lock(path: Path) -> TextIO:
-    """The lock file at `path`, opened for flock and created when absent; a `StoreError`
-    naming the path and the fix when a folder sits there or it cannot be opened."""
-    try:
-        return path.open("a+")
-    except IsADirectoryError:
-        raise CorruptStore(
-            f"{path} is a folder where embedrec keeps a lock file; remove it "
-            f"(rmdir {path}, after checking it holds nothing of yours) and run again"
-        ) from None
-    except OSError as exc:
-        raise StoreWriteError(
-            f"{path}: the lock file cannot be opened ({exc.strerror}); make it a file this "
-            "user may read and write, or remove it (embedrec makes a new one)"
-        ) from None
-
-
-def try_lock(path: Path) -> TextIO | None:
-    """`path` flocked exclusively (held while the returned file stays open), None when
-    another open file holds it (this process's own included)."""
-    handle = open_lock(path)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold `path`'s exclusive flock for the block, waiting for it."""
-    with open_lock(path) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _named(path: Path) -> Holder:

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedrec.stores import generations
 from embedrec.stores.errors import ConfigError, CorruptStore, StoreLocked, StoreNotFound
-from embedrec.stores.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
-from embedrec.stores.json_file import ABSENT, read_json, write_json
-from embedrec.stores.leases import Holder, Lease, held
-from embedrec.stores.leases.file import FileLease, locked, reserve, running, try_lock
+from embedrec.stores.lifecycle import generations
+from embedrec.stores.lifecycle.file_lease import FileLease, reserve, running
+from embedrec.stores.lifecycle.generations import ADOPTED, NAME, AliasState, Fingerprint, Generation
+from embedrec.stores.lifecycle.leases import Holder, Lease, held
+from embedrec.stores.small_files import ABSENT, locked, read_json, try_lock, write_json
 from embedrec.stores.uri import StoreURI, parse_uri
 
 POINTER = "alias.json"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from embedrec.stores.errors import ConfigError, GenerationChanged
 
 if TYPE_CHECKING:
-    from embedrec.stores.leases import Holder, Lease
+    from embedrec.stores.lifecycle.leases import Holder, Lease
 
 NAME = re.compile(r"g(\d{4,9})")
 """A generation's name: `g` and a number, monotonic per alias (`g0000` is an adopted store)."""

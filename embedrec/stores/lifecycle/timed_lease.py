@@ -22,10 +22,10 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from embedrec.stores import generations
 from embedrec.stores.errors import AliasBusy, CorruptStore, StoreError, StoreUnavailable
-from embedrec.stores.leases import Holder
-from embedrec.stores.leases.file import STARTING
+from embedrec.stores.lifecycle import generations
+from embedrec.stores.lifecycle.file_lease import STARTING
+from embedrec.stores.lifecycle.leases import Holder
 
 TTL_S = 30.0
 CLAIM_TRIES = 5
