@@ -121,7 +121,8 @@ def make_app():  # type: ignore[no-untyped-def]
     from embedrec.data.movielens import load_movielens
     from embedrec.embedders.two_tower import TwoTowerModel
     from embedrec.retrieval.api import create_app
-    from embedrec.retrieval.client import Failover, Interactions, Recommender
+    from embedrec.retrieval.client import Failover, Recommender
+    from embedrec.retrieval.users import Interactions
 
     opts = json.loads(os.environ["LOAD_TEST_SERVER"])
     faiss.omp_set_num_threads(opts["omp_threads"])

@@ -30,20 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from embedrec.data.config import load_data_section
-from embedrec.data.dataset import load_dataset
-from embedrec.data.tables import read_table
 from embedrec.embedders import Embedder
 from embedrec.embedders.base import CatalogRow
 from embedrec.embedders.two_tower import TwoTowerModel
-from embedrec.retrieval.config import ServeConfig, UsersConfig, load_serve_config
+from embedrec.retrieval.config import ServeConfig, load_serve_config
 from embedrec.retrieval.events.histories import LiveHistories, LiveRead
 from embedrec.retrieval.failover import Failover
-from embedrec.retrieval.history import Histories, Interaction, TrainingHistories, as_interactions
+from embedrec.retrieval.history import Histories, Interaction, as_interactions
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
 from embedrec.retrieval.user_queries import Request, check_history, user_queries
+from embedrec.retrieval.users import Interactions, items_without_interactions, read_users
 from embedrec.stores import Hit, Hits, StoreError
 from embedrec.stores.errors import ConfigError
 from embedrec.stores.filters import Node, matches, parse_filter
@@ -79,61 +76,6 @@ class Results:
         """What a hit's score is: "interactions" (the item's count in the user data) for
         popularity, else "similarity" (the store's score, higher is closer)."""
         return "interactions" if self.source == "popularity" else "similarity"
-
-
-@dataclass
-class Interactions:
-    """Who the users are (id and model features) and what each has rated."""
-
-    users: pd.DataFrame
-    seen: dict[str, frozenset[str]]
-    popularity: list[tuple[str, int]]
-    """Item ids with their rating counts, most rated first (ties by id)."""
-    histories: TrainingHistories
-    """Each user's interactions in order, the default `Histories` of a `Recommender`."""
-    hidden: frozenset[str] = frozenset()
-    """Items left out of every recommendation: with `[users] exclude_without_interactions`,
-    the catalog items no one interacted with."""
-
-    @classmethod
-    def from_frames(cls, users: pd.DataFrame, ratings: pd.DataFrame) -> Interactions:
-        for frame, what, cols in (
-            (users, "users", ["user_id"]),
-            (ratings, "ratings", ["user_id", "item_id"]),
-        ):
-            missing = [c for c in cols if c not in frame.columns]
-            if missing:
-                raise ConfigError(f"{what} table lacks column(s) {missing}")
-        users = users.assign(user_id=users["user_id"].astype(str)).drop_duplicates("user_id")
-        pairs = ratings[["user_id", "item_id"]].astype(str)
-        seen = {u: frozenset(items) for u, items in pairs.groupby("user_id")["item_id"]}
-        counts = pairs["item_id"].value_counts()
-        order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls(
-            users.reset_index(drop=True),
-            seen,
-            [(i, int(c)) for i, c in order],
-            TrainingHistories(ratings),
-        )
-
-
-def read_users(config: UsersConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The user table and the ratings `[users]` names: through a train config's [data]
-    section (canonical user_id / item_id columns), or from the two files. The service and the
-    web app both read them here, so the app shows the seen items recommendations leave out."""
-    if config.data is not None:
-        data = load_dataset(load_data_section(config.data))
-        return data.users, data.interactions
-    assert config.users is not None and config.ratings is not None  # UsersConfig checks
-    ids = {"user_id": str, "item_id": str}  # ids as text; features keep their types
-    return read_table(config.users, dtype=ids), read_table(config.ratings, dtype=ids)
-
-
-def items_without_interactions(config: UsersConfig, interactions: Interactions) -> frozenset[str]:
-    """The catalog items of `config.data` that no interaction names."""
-    assert config.data is not None  # UsersConfig checks
-    items = load_dataset(load_data_section(config.data)).items["item_id"].astype(str)
-    return frozenset(items) - {item for item, _ in interactions.popularity}
 
 
 def _check_k(k: int) -> int:

@@ -31,8 +31,8 @@ from embedrec.eval.drift.gauges import (
     sample_indices,
 )
 from embedrec.eval.drift.inputs import encode_ids, read_store, store_neighbours
-from embedrec.retrieval.client import Interactions
 from embedrec.retrieval.spaces import Space
+from embedrec.retrieval.users import Interactions
 from embedrec.stores import VectorStore
 
 K = 10

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from embedrec.retrieval.client import read_users
 from embedrec.retrieval.config import UsersConfig
+from embedrec.retrieval.users import read_users
 from embedrec.ui.catalog import MAX_OPTIONS
 
 USER_ID = "user_id"

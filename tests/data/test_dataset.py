@@ -18,8 +18,9 @@ from embedrec.eval.models.leaderboard import evaluate
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
-from embedrec.retrieval.client import Interactions, Recommender
+from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.failover import Failover
+from embedrec.retrieval.users import Interactions
 from tests.data.shop_data import build_shop
 from tests.eval.models.test_two_tower import text_fn
 

@@ -10,8 +10,8 @@ import pytest
 from embedrec.data.config import load_data_section
 from embedrec.data.dataset import load_dataset
 from embedrec.data.tables import CatalogError, detect_format, read_table
-from embedrec.retrieval.client import read_users
 from embedrec.retrieval.config import UsersConfig
+from embedrec.retrieval.users import read_users
 
 
 def test_the_format_comes_from_the_name(tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ from embedrec.data.movielens import load_movielens
 from embedrec.embedders import Embedder, EmbeddingCache, embed_cached, get_embedder
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
 from embedrec.eval.models.config import load_experiment_config
-from embedrec.retrieval.client import Interactions, Recommender
+from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.failover import Failover
+from embedrec.retrieval.users import Interactions
 from embedrec.stores.errors import ConfigError
 
 N_ITEMS = 300

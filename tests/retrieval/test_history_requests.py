@@ -13,10 +13,11 @@ from embedrec.data.datasets import load_movielens
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
 from embedrec.eval.models.config import load_experiment_config
 from embedrec.retrieval.api import create_app
-from embedrec.retrieval.client import Interactions, Recommender
+from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.history import HISTORY_CAP, Interaction, TrainingHistories
 from embedrec.retrieval.user_queries import HistoryTooLong
+from embedrec.retrieval.users import Interactions
 from tests.retrieval.conftest import Data, build_store
 
 HISTORY = ["50", "181", "258", "100"]

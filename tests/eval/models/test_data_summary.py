@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from embedrec.cli import main as cli
-from embedrec.retrieval.client import Interactions, items_without_interactions, read_users
 from embedrec.retrieval.config import UsersConfig
+from embedrec.retrieval.users import Interactions, items_without_interactions, read_users
 
 USERS, ITEMS = 8, 10  # items i8 and i9 are in the catalog, in no interaction
 
