@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from embedrec import demo, settings
+from embedrec import demo
+from embedrec.common import settings
 from embedrec.data import fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]

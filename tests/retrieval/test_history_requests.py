@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from embedrec.data.datasets import load_movielens
+from embedrec.data.movielens import load_movielens
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
 from embedrec.eval.models.config import load_experiment_config
 from embedrec.retrieval.api import create_app
