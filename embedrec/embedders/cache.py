@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +31,37 @@ def default_cache_dir() -> Path:
 
 
 class EmbeddingCache:
-    """Maps content keys (see `content_key`) to float32 vectors."""
+    """Maps content keys (see `content_key`) to float32 vectors. Reads and writes go through
+    connections of their own, so that a reader (e.g. ingestion's embedding thread) never
+    waits for a bulk write in progress on another thread."""
 
     def __init__(self, root: Path | str | None = None, timeout: float = 60.0) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "embeddings.sqlite3"
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        self._write_lock, self._read_lock = threading.Lock(), threading.Lock()
+        self._db = self._connect(timeout)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: no loss on a crash
             self._db.execute(_SCHEMA)
+            self._reader = self._connect(timeout)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise ValueError(f"embedding cache {self.path} is unreadable: {exc}") from exc
 
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = list(dict.fromkeys(keys))
         found: dict[str, np.ndarray] = {}
-        with self._lock:
+        with self._read_lock:
             for start in range(0, len(wanted), _SQL_VARS):
                 chunk = wanted[start : start + _SQL_VARS]
-                rows = self._db.execute(
+                rows = self._reader.execute(
                     f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(chunk))})",
                     chunk,
                 )
@@ -66,7 +72,7 @@ class EmbeddingCache:
     def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Store all of `vectors` in one transaction (all or nothing)."""
         rows = [(k, np.asarray(v, dtype="<f4").ravel().tobytes()) for k, v in vectors.items()]
-        with self._lock:
+        with self._write_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", rows)
@@ -76,11 +82,12 @@ class EmbeddingCache:
             self._db.execute("COMMIT")
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM vectors").fetchone()[0])
+        with self._read_lock:
+            return int(self._reader.execute("SELECT count(*) FROM vectors").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
+        with self._read_lock, self._write_lock:
+            self._reader.close()
             self._db.close()
 
     def __enter__(self) -> EmbeddingCache:
@@ -127,17 +134,24 @@ def content_key(embedder_name: str, item: Any, modality: str = "text", index: in
 
 
 def embed_cached(
-    embedder: Embedder, items: Sequence[Any], cache: EmbeddingCache, chunk_size: int = 1024
+    embedder: Embedder,
+    items: Sequence[Any],
+    cache: EmbeddingCache,
+    chunk_size: int = 1024,
+    *,
+    unwritten: MutableMapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Vectors for `items` in order, and how many came from the cache. Only the misses are
     embedded (a duplicate within `items` once), in chunks that are cached as they finish,
-    so an interrupted call keeps what it computed."""
+    so an interrupted call keeps what it computed.
+
+    `unwritten` is a write-behind buffer: vectors computed but not yet in `cache`. It is
+    looked up with the cache, and new vectors go into it rather than into the cache; the
+    caller writes it with `cache.put_many` later, in bulk (one transaction for many calls:
+    about half the cost per row of a transaction per call)."""
     items = list(items)
     keys = [content_key(embedder.name, it, embedder.modality, i) for i, it in enumerate(items)]
-    found = cache.get_many(keys)
-    if found:
-        dim = embedder.dim
-        found = {k: v for k, v in found.items() if v.shape == (dim,)}
+    found = _cached(cache, keys, embedder.dim, unwritten or {})
     n_hits = sum(k in found for k in keys)
     todo: dict[str, int] = {}
     for i, key in enumerate(keys):
@@ -156,8 +170,20 @@ def embed_cached(
                 f"{len(chunk)} items of dim {embedder.dim}"
             )
         new = {key: vectors[j] for j, (key, _) in enumerate(chunk)}
-        cache.put_many(new)
+        if unwritten is None:
+            cache.put_many(new)
+        else:
+            unwritten.update(new)
         found.update(new)
     if not items:
         return np.empty((0, embedder.dim), dtype=np.float32), 0
     return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), n_hits
+
+
+def _cached(
+    cache: EmbeddingCache, keys: list[str], dim: int, unwritten: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The vectors of `keys` already computed (in `unwritten` or the cache) and of `dim`."""
+    found = {k: unwritten[k] for k in keys if k in unwritten}
+    found |= cache.get_many(k for k in keys if k not in found)
+    return {k: v for k, v in found.items() if v.shape == (dim,)}

@@ -97,13 +97,18 @@ def _key(uri: str) -> str | None:
         return None
 
 
+_METADATA_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+"""`json.dumps(metadata, sort_keys=True, ensure_ascii=False)` without building an encoder
+per call; the hashes stay those of earlier versions."""
+
+
 def content_hash(embedder_name: str, row: Row) -> str:
     h = hashlib.sha256(embedder_name.encode())
     h.update(b"\0")
     payload = row.payload
     h.update(payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape"))
     h.update(b"\0")
-    h.update(json.dumps(row.metadata, sort_keys=True, ensure_ascii=False).encode())
+    h.update(_METADATA_JSON.encode(row.metadata).encode())
     return h.hexdigest()
 
 

@@ -16,6 +16,7 @@ the manifest is reconciled with the store before anything is skipped.
 from __future__ import annotations
 
 import time
+from collections import ChainMap
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -56,6 +57,9 @@ from embedrec.stores.base import check_metadata
 CHECKPOINT_SHARE = 20
 """Checkpoints are spaced at least this many times their own cost apart (a store that
 rewrites its files on flush grows slower to flush), keeping them to ~5% of a run."""
+CACHE_BULK = 4096
+"""New vectors are written to the embedding cache this many at a time, on the writer thread
+(a transaction per batch of 256 costs about twice as much per row)."""
 REFUSED = (IdError, MetadataError, VectorError)
 """What a store raises for a record it will not hold; it validates a batch whole before
 writing any of it, so such a batch is retried record by record to reject only those."""
@@ -97,6 +101,10 @@ class _Run:
     writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     """Upserts and checkpoints run here, one batch behind the embedding of the next."""
     writing: Future[list[Reject]] | None = None
+    unwritten: dict[str, np.ndarray] = field(default_factory=dict)
+    """New vectors not yet handed to the writer for the cache."""
+    caching: dict[str, np.ndarray] = field(default_factory=dict)
+    """New vectors the writer is putting in the cache with the batch it is writing."""
 
     def reject(self, reject: Reject) -> None:
         self.summary.rejected += 1
@@ -213,7 +221,8 @@ class _Run:
         batch, inputs = self._prepare(batch)
         while batch:
             try:
-                vectors, hits = embed_cached(self.embedder, inputs, self.cache)
+                computed = ChainMap(self.unwritten, self.caching)
+                vectors, hits = embed_cached(self.embedder, inputs, self.cache, unwritten=computed)
                 break
             except InputError as exc:  # chunks embedded before it are cached: cheap to retry
                 row, _ = batch.pop(exc.index)
@@ -224,7 +233,10 @@ class _Run:
         self.summary.embedded += len(batch) - hits
         self.summary.cache_hits += hits
         self.drain()
-        self.writing = self.writer.submit(self._write, batch, vectors)
+        self.caching = {}
+        if len(self.unwritten) >= CACHE_BULK:
+            self.caching, self.unwritten = self.unwritten, {}
+        self.writing = self.writer.submit(self._write, batch, vectors, self.caching)
 
     def _prepare(self, batch: Pending) -> tuple[Pending, list[object]]:
         """Each row's input as the embedder takes it; a row it cannot use is rejected."""
@@ -247,8 +259,13 @@ class _Run:
             for reject in writing.result():
                 self.reject(reject)
 
-    def _write(self, batch: Pending, vectors: np.ndarray) -> list[Reject]:
-        """Upsert a batch (on the writer thread); returns the records the store refused."""
+    def _write(
+        self, batch: Pending, vectors: np.ndarray, new_vectors: dict[str, np.ndarray]
+    ) -> list[Reject]:
+        """Upsert a batch and cache new vectors (on the writer thread); returns the records
+        the store refused."""
+        if new_vectors:
+            self.cache.put_many(new_vectors)
         store = self.writable_store()
         step = max(1, store.capabilities.max_batch)
         refused: list[Reject] = []
@@ -289,6 +306,9 @@ class _Run:
     def checkpoint(self) -> None:
         """Finish the batch being written, make the store durable, record what it holds."""
         self.drain()
+        if self.unwritten:
+            self.cache.put_many(self.unwritten)
+            self.unwritten = {}
         self._checkpoint()
 
     def _checkpoint(self) -> None:

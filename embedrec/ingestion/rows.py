@@ -95,7 +95,7 @@ class RowBuilder:
     def _text(self, record: Mapping[str, Any]) -> str:
         names = self.columns.text_fields
         values = {name: as_text(name, record.get(name)) for name in names}  # absent reads empty
-        if all(not v.strip() for v in values.values()):
+        if not "".join(values.values()).strip():  # every column is empty or blank
             absent = [name for name in names if name not in record]
             reason = "empty text: every column of the text template is empty"
             if absent:
@@ -132,14 +132,12 @@ class RowBuilder:
         out: dict[str, MetadataValue] = {}
         for f in self.columns.metadata:
             value = record.get(f.name)
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-            if is_blank(value):
+            if is_blank(value) or (isinstance(value, float) and math.isnan(value)):
                 if f.required:
                     raise InvalidValue(f.name, "null or empty, and the column is required")
                 continue
             converted = convert(f, value, self.columns.list_sep)
-            if converted == [] and f.required:
+            if f.required and converted == []:
                 raise InvalidValue(f.name, "empty list, and the column is required")
             out[f.name] = converted
         return out
