@@ -1,7 +1,8 @@
 """Embedders: text, image and learned item vectors behind one small protocol.
 
 A spec is `KIND[:ARG][?OPTION=VALUE&...]`: `text`, `text:PATH_OR_HUB_NAME`,
-`text:org/model?revision=abc`, `image`, `image:efficientnet-lite0?image_size=112`. Options
+`text:org/model?revision=abc`, `image`, `image:efficientnet-lite0?image_size=112`, `hash:64`
+(a hashed bag of words with no model, for benchmarks and tests; hash.py). Options
 are constructor keywords (digits become ints), so a spec alone rebuilds the same embedder,
 e.g. at query time. Any other kind `K` (e.g. "two-tower:PATH") is resolved by importing
 `embedrec.embedders.K` (dashes as underscores) and calling its

@@ -52,8 +52,9 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--embedder",
         metavar="SPEC",
-        help="text, text:MODEL, image, image?image_size=N, or two-tower:MODEL.pt (the item "
-        "vectors of a model `embedrec train` saved; the catalog needs its item features)",
+        help="text, text:MODEL, image, image?image_size=N, two-tower:MODEL.pt (the item "
+        "vectors of a model `embedrec train` saved; the catalog needs its item features), or "
+        "hash:DIM (a hashed bag of words, no model: for benchmarks and tests)",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     run = p.add_argument_group("run")
