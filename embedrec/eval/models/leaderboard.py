@@ -39,9 +39,9 @@ from embedrec.eval.models.baselines import (
 )
 from embedrec.eval.models.config import ExperimentConfig
 from embedrec.eval.models.field_models import EASE, CornacBiVAE, CornacBPR, ImplicitALS
+from embedrec.eval.models.next_item_params import CORNAC_SEQ_PARAMS
 from embedrec.eval.models.params import RECOMMENDERS_PARAMS
 from embedrec.eval.models.search_space import SPACES, current_params
-from embedrec.eval.models.sequential.params import CORNAC_SEQ_PARAMS
 from embedrec.eval.models.sequential.registry import CORNAC as CORNAC_NEXT_ITEM
 from embedrec.eval.models.sequential.registry import SESSION as SESSION_BASELINES
 from embedrec.eval.models.workers import run_all

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from embedrec.eval.models.sequential.params import (
+from embedrec.eval.models.next_item_params import (
     BERT4RecParams,
     FPMCParams,
     GRU4RecParams,
@@ -73,7 +73,7 @@ class BiVAEParams(_Params):
 
 class BaselineParams(_Params):
     """`[baselines.ease]`, `[baselines.als]`, `[baselines.cornac_bpr]`, `[baselines.bivae]`,
-    and the next-item models' tables (eval/sequential/params.py)."""
+    and the next-item models' tables (eval/models/next_item_params.py)."""
 
     ease: EaseParams = EaseParams()
     als: ALSParams = ALSParams()

@@ -7,7 +7,7 @@ import pytest
 
 from embedrec.eval.models.baselines import Catalog
 from embedrec.eval.models.leaderboard import score_model
-from embedrec.eval.models.sequential.params import (
+from embedrec.eval.models.next_item_params import (
     BERT4RecParams,
     FPMCParams,
     GRU4RecParams,

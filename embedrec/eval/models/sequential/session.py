@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from embedrec.eval.models.baselines import Catalog, Model
+from embedrec.eval.models.next_item_params import RecentPopularityParams, TransitionsParams
 from embedrec.eval.models.sequential.history import histories, ordered_train
-from embedrec.eval.models.sequential.params import RecentPopularityParams, TransitionsParams
 
 DAY = 86_400
 
