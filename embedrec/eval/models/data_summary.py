@@ -58,23 +58,23 @@ class DataSummary:
 
 
 def summarize(data: Dataset, config: ExperimentConfig) -> DataSummary:
+    """`data` as the harness reads it (`ratings`: the interactions, as in `leaderboard`)."""
     item_id = "item_id"
-    interacted = set(data.interactions[item_id].astype(str))
+    ratings = data.ratings
+    interacted = set(ratings[item_id].astype(str))
     catalog = data.items[item_id].astype(str).tolist()
     test_users: dict[str, int | str] = {}
     for name in config.eval.splits:
-        if name in TIME_SPLITS and "timestamp" not in data.interactions.columns:
+        if name in TIME_SPLITS and "timestamp" not in ratings.columns:
             test_users[name] = "needs [data.interactions] timestamp"
             continue
-        _, test = make_split(
-            name, data.interactions, ratio=config.eval.ratio, seed=config.eval.seed
-        )
+        _, test = make_split(name, ratings, ratio=config.eval.ratio, seed=config.eval.seed)
         test_users[name] = int(test["user_id"].nunique())
     return DataSummary(
         dataset=config.data.name,
-        users=int(data.interactions["user_id"].nunique()),
+        users=int(ratings["user_id"].nunique()),
         items=len(catalog),
-        interactions=len(data.interactions),
+        interactions=len(ratings),
         items_without_interactions=sorted(set(catalog) - interacted),
         test_users=test_users,
     )

@@ -102,11 +102,23 @@ def test_every_model_scored_exactly_and_through_each_store(board) -> None:
 
 @pytest.mark.slow  # shares one ~15-30 s evaluate of every model
 def test_flat_store_ranks_exactly_like_exact_scoring(board) -> None:
+    """Dot-product models rank the same through a Flat store as exactly. Content item-kNN
+    cuts each item's neighbour list at `neighbours`: exact scoring keeps every neighbour tied
+    at the cut, a store returns that many, and which of two near-equal text similarities wins
+    depends on the CPU's float kernel (0.1274 against 0.1285 on one machine, equal on
+    another), so it is held to within 2% instead."""
     by_key = {(r["model"], r["split"], r["scoring"]): r for r in board["rows"]}
+    compared = 0
     for (model, split, scoring), row in by_key.items():
         if scoring == "faiss:?index=Flat":
-            exact = by_key[(model, split, "exact")]
-            assert row["ndcg@10"] == pytest.approx(exact["ndcg@10"], abs=1e-9), model
+            exact = by_key[(model, split, "exact")]["ndcg@10"]
+            cut_at_k = model.startswith("content item-kNN")
+            tolerance = (
+                pytest.approx(exact, rel=0.02) if cut_at_k else pytest.approx(exact, abs=1e-9)
+            )
+            assert row["ndcg@10"] == tolerance, (model, split)
+            compared += 1
+    assert compared == 6
 
 
 @pytest.mark.slow  # shares one ~15-30 s evaluate of every model

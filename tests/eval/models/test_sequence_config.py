@@ -10,7 +10,7 @@ from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.client import Recommender
 from tests.data.shop_data import build_shop
 
-CONFIG = Path(__file__).parents[2] / "configs" / "shop_sequence.toml"
+CONFIG = Path(__file__).parents[3] / "configs" / "shop_sequence.toml"
 QUICK = {"epochs = 30": "epochs = 2", "dim = 64": "dim = 16", "text = true": "text = false"}
 
 
