@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,8 +172,9 @@ def test_the_own_data_walkthrough_runs_and_serves(tmp_path: Path, monkeypatch) -
     from embedrec.retrieval.api import create_app
     from embedrec.retrieval.client import Recommender
 
-    for name in ("configs", "tests"):
-        (tmp_path / name).symlink_to(REPO / name)
+    # a copy, not a link: a config's [data] paths are taken from its own folder, resolved
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    (tmp_path / "tests").symlink_to(REPO / "tests")
     (shop,) = blocks("bash shop")
     run_block("bash", shop, tmp_path, environment())
     summary = json.loads((tmp_path / "models" / "data_summary.json").read_text())

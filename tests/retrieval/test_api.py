@@ -96,7 +96,7 @@ def test_search_text_and_image(client, data):
         ("/search", {"text": "  "}, 400, "empty text"),
         ("/search", {"text": "a", "filter": {"year": {"$regex": "19"}}}, 400, "'$regex'"),
         ("/recommend", {"user_id": "1", "filter": {"year": {"$gt": "x"}}}, 400, "['$gt']"),
-        ("/recommend", {"user_id": "1", "features": {"age": -1}}, 422, "features"),
+        ("/recommend", {"user_id": "1", "features": {"height": 180}}, 422, "height"),
         ("/similar", {"item_id": "1", "space": "audio"}, 422, "space"),
         ("/similar", {"item_id": "1", "extra": 1}, 422, "extra"),
     ],

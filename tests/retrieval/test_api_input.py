@@ -299,7 +299,7 @@ def test_a_number_or_bool_for_a_categorical_feature_is_422(client, features, nam
     """Was served as an unknown category (the feature-only vector of "1" or "True")."""
     response = client.post("/recommend", json={"user_id": "new", "k": 3, "features": features})
     assert_4xx(response, 422)
-    detail = response.json()["detail"][0]
+    detail = response.json()["errors"][0]
     assert detail["loc"] == ["body", "features", named], detail
     assert "a category as a string" in detail["msg"], detail
     unknown = {**features, named: "no such category"}  # a string it never saw: unknown, served
