@@ -213,12 +213,10 @@ class _Client(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _client(
-    port: int, bodies: list[str], until: float, out: list, seed: int, path: str = "/recommend"
-) -> None:
+async def _client(port: int, bodies: list[str], until: float, out: list, seed: int) -> None:
     requests = [
-        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+        b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         for body in (b.encode() for b in bodies)
     ]
     rng = random.Random(seed)
