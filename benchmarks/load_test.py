@@ -51,7 +51,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -335,16 +335,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) -> dict:
+@contextlib.contextmanager
+def running_server(cmd: list[str], port: int) -> Iterator[subprocess.Popen]:
+    """The server started by `cmd`, once its /healthz on `port` answers; stopped on exit."""
     import httpx
-    import uvloop
 
-    port = _free_port()
-    cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--workdir", args.workdir]
-    cmd += ["--model", str(args.model), "--omp-threads", str(args.omp_threads)]
-    cmd += ["--workers", str(args.workers)]
-    if fail_at is not None:
-        cmd += ["--fail-at", str(fail_at)]
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
         deadline = time.monotonic() + 120
@@ -356,6 +351,22 @@ def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) ->
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.3)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) -> dict:
+    import uvloop
+
+    port = _free_port()
+    cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--workdir", args.workdir]
+    cmd += ["--model", str(args.model), "--omp-threads", str(args.omp_threads)]
+    cmd += ["--workers", str(args.workers)]
+    if fail_at is not None:
+        cmd += ["--fail-at", str(fail_at)]
+    with running_server(cmd, port) as server:
         cpu = _server_cpu(server)
         if args.client == "wrk":
             figures, samples = _load_wrk(port, bodies, args, cpu)
@@ -365,9 +376,6 @@ def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) ->
             cpu_before = cpu()
             results, samples = uvloop.run(_load(port, bodies, args.clients, args.duration))
             cpu_s = cpu() - cpu_before
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     name = "healthy" if fail_at is None else f"primary failing from {fail_at:g} s"
     if args.client == "wrk":
         errors = figures["non_2xx"] + figures["socket_errors"]

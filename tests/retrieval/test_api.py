@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -74,6 +75,29 @@ def test_recommend_known_new_and_unknown_users(client, rec, data):
     assert ids(popular) == [h.id for h in rec.recommend("who", 3).hits]
     with_seen = client.post("/recommend", json={"user_id": "7", "exclude_seen": False})
     assert len(ids(with_seen)) == 10
+
+
+def test_filtered_calls_leave_the_event_loop_and_plain_ones_stay_on_it(rec, monkeypatch):
+    """A filtered search may score many vectors exactly: it runs in the thread pool, so it
+    does not stall the other requests; an unfiltered one stays on the loop, where it costs
+    no thread hop (`routes.offloaded`; figures in benchmarks/slow_query_mix.py)."""
+    threads: list[threading.Thread] = []
+    for name in ("similar", "recommend"):
+        real = getattr(rec, name)
+
+        def recording(*args, _real=real, **kw):
+            threads.append(threading.current_thread())
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(rec, name, recording)
+    flt = {"genres": {"$in": ["Comedy"]}}
+    with TestClient(create_app(rec)) as client:
+        loop = client.portal.call(threading.current_thread)
+        for path, body in (("/similar", {"item_id": "50"}), ("/recommend", {"user_id": "7"})):
+            assert client.post(path, json=body).status_code == 200
+            assert client.post(path, json=body | {"filter": flt}).status_code == 200
+    assert threads[0] is loop and threads[2] is loop
+    assert threads[1] is not loop and threads[3] is not loop
 
 
 def test_search_text_and_image(client, data):
