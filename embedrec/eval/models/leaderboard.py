@@ -111,7 +111,10 @@ MODELS: dict[str, ModelFactory] = {
         "BPR-MF (ids only)", config.bpr, progress=progress
     ),
     "two-tower": lambda config, text_fn, progress: TwoTower(
-        "two-tower hybrid", config.two_tower, text_fn, progress
+        "two-tower sequence" if config.two_tower.sequence else "two-tower hybrid",
+        config.two_tower,
+        text_fn,
+        progress,
     ),
     "als": lambda config, text_fn, progress: ImplicitALS(config.baselines.als),
     "cornac-bpr": lambda config, text_fn, progress: CornacBPR(config.baselines.cornac_bpr),
