@@ -48,9 +48,11 @@ def standing_edits(alias: str, live: Generation, source: Source) -> tuple[dict[s
             edits |= book.all()
     known: dict[str, str] = {}
     built_with = ""
+    if not edits:  # the usual case: the catalogue is not read again
+        return edits, built_with
     for uri in uris:
         path = manifest_path(source.path, uri)
-        if edits and path.exists():
+        if path.exists():
             with closing(IngestManifest(path)) as manifest:
                 known |= manifest.hashes(list(edits))
                 built_with = manifest.info().get("embedder_name", built_with)

@@ -52,3 +52,23 @@ def test_a_rebuild_keeps_the_catalogue_events(work: Path, capsys: pytest.Capture
     assert again["upserted"] == 0
     with open_existing(uri) as store:
         assert store.count() == ROWS and [r.id for r in store.fetch(["new1", "5"])] == ["new1"]
+
+
+def test_a_rebuild_with_another_model_carries_only_the_removals(
+    work: Path, capsys: pytest.CaptureFixture
+) -> None:
+    uri = f"faiss:{work / 'store'}?index=Flat"
+    assert main(ingest_argv(work, uri, "old", "--rebuild")) == 0
+    with open_existing(uri) as store:
+        store.upsert(["new1"], HashEmbedder("old").embed(["added"]), [{"shelf": 3}])
+        store.delete(["5"])
+        store.flush()
+        with closing(LiveEdits.of(store.uri)) as edits:
+            edits.record([("new1", "added"), ("5", "removed")])
+    capsys.readouterr()
+    assert main(ingest_argv(work, uri, "new", "--rebuild", "--json")) == 0
+    out, err = capsys.readouterr()
+    assert "not carried into g0002: they were embedded by another model" in err
+    assert json.loads(out)["events_carried"] == 1
+    with open_existing(uri) as store:
+        assert store.count() == ROWS - 1 and store.fetch(["new1", "5"]) == []
