@@ -133,6 +133,10 @@ class IngestManifest:
         with self.lock:
             return self.db.execute("SELECT count(*) FROM items").fetchone()[0]
 
+    def info(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.db.execute("SELECT key, value FROM info").fetchall())
+
     def ids(self) -> Iterator[str]:
         with self.lock:
             rows = self.db.execute("SELECT id FROM items ORDER BY id").fetchall()
@@ -164,6 +168,13 @@ class IngestManifest:
         with self.lock, self.db:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM items")
+
+
+def unchanged(known: str | None, digest: str, op: str | None) -> bool:
+    """A catalogue row needs no write: the manifest holds it with this hash, or a catalogue
+    event removed an item the manifest never held. An event's edit (`op`) stands while this
+    holds; a row changed since overrides it (the catalogue is newer then)."""
+    return known == digest or (op == "removed" and known is None)
 
 
 def live_edits_path(store_uri: str) -> Path:
@@ -204,6 +215,10 @@ class LiveEdits:
             with self.lock:
                 out.update(self.db.execute(query, part).fetchall())
         return out
+
+    def all(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.db.execute("SELECT id, op FROM edits").fetchall())
 
     def removed(self) -> set[str]:
         with self.lock:

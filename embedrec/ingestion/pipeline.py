@@ -32,6 +32,7 @@ from embedrec.ingestion.manifest import (
     LiveEdits,
     content_hash,
     manifest_path,
+    unchanged,
 )
 from embedrec.ingestion.rows import Reject, Row
 from embedrec.ingestion.sources import Source
@@ -208,8 +209,7 @@ class _Run:
         out: Pending = []
         for row in rows:
             digest = content_hash(self.embedder.name, row)
-            removed_new = edits.get(row.id) == "removed" and row.id not in known
-            if known.get(row.id) == digest or removed_new:
+            if unchanged(known.get(row.id), digest, edits.get(row.id)):
                 self.summary.unchanged += 1
             else:
                 out.append((row, digest))

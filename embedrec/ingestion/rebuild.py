@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedrec.embedders import Embedder, EmbeddingCache
+from embedrec.ingestion.live_replay import replay
 from embedrec.ingestion.manifest import IngestManifest
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
@@ -71,6 +72,8 @@ class Rebuilt:
     """The alias after the swap (None when validation failed)."""
     adopted: Generation | None = None
     removed: list[str] = field(default_factory=list)
+    carried: dict[str, str] = field(default_factory=dict)
+    """Catalogue events carried from the live generation (id -> op; live_replay.py)."""
     fingerprint: Fingerprint | None = None
     """The generation as validation found it: what the swap checks it installs."""
 
@@ -85,6 +88,7 @@ class Rebuilt:
             "previous": [g.name for g in state.previous] if state else [],
             "adopted": self.adopted.name if self.adopted else None,
             "removed": self.removed,
+            "events_carried": len(self.carried),
             **(self.validation.figures() if self.validation else {}),
             **({"calibration": self.calibration.to_json()} if self.calibration else {}),
         }
@@ -137,11 +141,23 @@ def rebuild(
             say(f"removing generation {leftover.name}, left by an interrupted or failed rebuild")
             book.drop(leftover)
             removed.append(leftover.name)
+        live = book.state().live
         generation = book.new_generation()
         lease.building(generation.name)
         say(f"building generation {generation.name}: {generation.uri}")
         points.reached("rebuild:started")
-        result = _build(book, source, generation, spec, options, embedder, checks, progress, say)
+        result = _build(
+            book,
+            source,
+            (alias, live),
+            generation,
+            spec,
+            options,
+            embedder,
+            checks,
+            progress,
+            say,
+        )
         result.alias, result.adopted, result.removed = alias, adopted, removed
         failures = result.failures(checks)
         if failures:
@@ -157,6 +173,7 @@ def rebuild(
 def _build(
     book: AliasBook,
     source: Source,
+    live: tuple[str, Generation | None],
     generation: Generation,
     spec: str,
     options: IngestOptions,
@@ -165,8 +182,10 @@ def _build(
     progress: Callable[[int], None] | None,
     say: Say,
 ) -> Rebuilt:
-    """Ingest, calibrate and validate the new generation; its fingerprint is taken before
-    the validation looks at it, for the swap to check that it installs what was validated."""
+    """Ingest, carry the catalogue events of the alias's live generation (`live`: alias and
+    generation) into, calibrate and validate the new generation; its fingerprint is taken
+    before the validation looks at it, for the swap to check that it installs what was
+    validated."""
 
     def step(n: int) -> None:
         if progress is not None:
@@ -178,6 +197,8 @@ def _build(
             source, generation.uri, spec, options, embedder=embedder, cache=cache, progress=step
         )
         result = Rebuilt("", generation, summary)
+        with suppress(StoreNotFound):  # nothing written: validation says so
+            result.carried = replay(*live, generation, source, embedder, say)
         if checks.calibrate is not None:
             say(f"calibrating {generation.name} to recall@{checks.calibrate.k} "
                 f"{checks.calibrate.target_recall:g}")  # fmt: skip
@@ -186,7 +207,8 @@ def _build(
         with suppress(StoreNotFound):  # nothing written: validation says so
             result.fingerprint = book.fingerprint(generation)
         say(f"validating {generation.name}: count, {checks.sample} fetches, recall@{checks.k}")
-        result.validation = _validate(generation, source, embedder, summary, checks, cache)
+        result.validation = _validate(generation, source, embedder, summary, checks, cache,
+                                      result.carried)  # fmt: skip
     return result
 
 
@@ -206,6 +228,7 @@ def _validate(
     summary: IngestSummary,
     checks: Checks,
     cache: EmbeddingCache,
+    carried: dict[str, str],
 ) -> Validation:
     assert summary.manifest is not None
     with closing(IngestManifest(summary.manifest)) as manifest:
@@ -214,7 +237,7 @@ def _validate(
         except StoreNotFound:
             return Validation(expected=manifest.count(), count=0)
         with store:
-            return validate(store, source, embedder, manifest, checks, cache)
+            return validate(store, source, embedder, manifest, checks, cache, carried)
 
 
 def _failure_text(alias: str, generation: Generation, live: str | None, failures: list[str]) -> str:
