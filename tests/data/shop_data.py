@@ -57,6 +57,20 @@ def build_shop(folder: str | Path = "data/shop", users: int | None = None) -> Pa
     return folder
 
 
+def shop_beside_config(
+    root: Path, config: Path, *, users: int, quick: dict[str, str], name: str
+) -> Path:
+    """`root` holding data/shop/ (`users` customers) and `config` copied beside it as `name`,
+    each `quick` replacement made: its `[data]` paths, which lead from configs/ to
+    ../data/shop/, then lead to root/data/shop/. Returns `root`."""
+    build_shop(root / "data" / "shop", users=users)
+    text = config.read_text().replace('"../data/shop/', '"data/shop/')
+    for old, new in quick.items():
+        text = text.replace(old, new)
+    (root / name).write_text(text)
+    return root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", default="data/shop", type=Path)

@@ -21,24 +21,18 @@ from embedrec.ingestion.sources import Source
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.users import Interactions
-from tests.data.shop_data import build_shop
+from tests.data.shop_data import shop_beside_config
 from tests.eval.models.test_two_tower import text_fn
 
 CONFIG = Path(__file__).parents[2] / "configs" / "shop.toml"
 QUICK = {"epochs = 40": "epochs = 3", "epochs = 60": "epochs = 3", "dim = 64": "dim = 16"}
-QUICK |= {'"../data/shop/': '"data/shop/'}  # shop.toml beside data/, not in configs/
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> Path:
     """A folder holding data/shop/ (150 customers) and shop.toml with quick epochs."""
     root = tmp_path_factory.mktemp("shop")
-    build_shop(root / "data" / "shop", users=150)
-    text = CONFIG.read_text()
-    for old, new in QUICK.items():
-        text = text.replace(old, new)
-    (root / "shop.toml").write_text(text)
-    return root
+    return shop_beside_config(root, CONFIG, users=150, quick=QUICK, name="shop.toml")
 
 
 @pytest.fixture

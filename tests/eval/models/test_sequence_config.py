@@ -8,7 +8,7 @@ import pytest
 from embedrec.cli import main
 from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.client import Recommender
-from tests.data.shop_data import build_shop
+from tests.data.shop_data import shop_beside_config
 
 CONFIG = Path(__file__).parents[3] / "configs" / "shop_sequence.toml"
 QUICK = {"epochs = 30": "epochs = 2", "dim = 64": "dim = 16", "text = true": "text = false"}
@@ -17,12 +17,7 @@ QUICK = {"epochs = 30": "epochs = 2", "dim = 64": "dim = 16", "text = true": "te
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shop-seq")
-    build_shop(root / "data" / "shop", users=120)
-    text = CONFIG.read_text()
-    for old, new in QUICK.items():
-        text = text.replace(old, new)
-    (root / "seq.toml").write_text(text)
-    return root
+    return shop_beside_config(root, CONFIG, users=120, quick=QUICK, name="seq.toml")
 
 
 @pytest.mark.slow
