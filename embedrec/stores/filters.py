@@ -25,7 +25,8 @@ request size: `$and`/`$or` nest at most `MAX_DEPTH` (16) levels; a filter holds 
 `MAX_CONDITIONS` (1,000) conditions; an `$in`/`$nin` list holds at most `MAX_SET_VALUES`
 (10,000, Pinecone's limit) values; integers lie within +-2**53 (what every store compares
 exactly); strings are text that UTF-8 can write (no lone surrogates).
-`Columns` evaluates the same tree vectorised over metadata columns (FAISS filters with it).
+`stores/faiss/columns.py` evaluates the same tree vectorised over a FAISS store's metadata
+columns.
 """
 
 from __future__ import annotations
@@ -263,117 +264,3 @@ def check_fields(node: Node, known: frozenset[str] | None, where: str) -> Node:
             f"its fields: {', '.join(sorted(known or ()))}"
         )
     return node
-
-
-# -- the vectorised evaluator --------------------------------------------------------------
-
-
-class _Column:
-    """One field over n rows, split by value type so that each operator is one numpy op."""
-
-    def __init__(self, n: int) -> None:
-        self.present = np.zeros(n, dtype=bool)
-        self.num = np.full(n, np.nan)
-        self.boolean = np.full(n, -1, dtype=np.int8)
-        self.codes = np.full(n, -1, dtype=np.int32)
-        self.vocab: dict[str, int] = {}
-        list_rows: list[int] = []
-        list_codes: list[int] = []
-        self._pending = (list_rows, list_codes)
-        self.list_rows = np.empty(0, dtype=np.int64)
-        self.list_codes = np.empty(0, dtype=np.int32)
-
-    def code(self, s: str) -> int:
-        return self.vocab.setdefault(s, len(self.vocab))
-
-    def set(self, row: int, value: object) -> None:
-        self.present[row] = True
-        if isinstance(value, bool):
-            self.boolean[row] = value
-        elif isinstance(value, (int, float)):
-            self.num[row] = value
-        elif isinstance(value, str):
-            self.codes[row] = self.code(value)
-        elif isinstance(value, list):
-            rows, codes = self._pending
-            for v in value:
-                rows.append(row)
-                codes.append(self.code(v))
-
-    def seal(self) -> None:
-        rows, codes = self._pending
-        self.list_rows = np.asarray(rows, dtype=np.int64)
-        self.list_codes = np.asarray(codes, dtype=np.int32)
-        del self._pending
-
-    def eq_any(self, targets: Sequence[Scalar]) -> np.ndarray:
-        """Rows where the value (or any list element) equals one of the targets."""
-        out = np.zeros_like(self.present)
-        nums = [t for t in targets if is_number(t)]
-        bools = [t for t in targets if isinstance(t, bool)]
-        codes = [self.vocab[t] for t in targets if isinstance(t, str) and t in self.vocab]
-        if nums:
-            out |= np.isin(self.num, np.asarray(nums, dtype=np.float64))
-        if bools:
-            out |= np.isin(self.boolean, np.asarray(bools, dtype=np.int8))
-        if codes:
-            wanted = np.asarray(codes, dtype=np.int32)
-            out |= np.isin(self.codes, wanted)
-            if self.list_rows.size:
-                out[self.list_rows[np.isin(self.list_codes, wanted)]] = True
-        return out
-
-
-class Columns:
-    """Metadata of n rows held column by column; `evaluate(node)` gives a bool mask.
-
-    Rows that are `None` (deleted slots) match nothing, not even `$ne`.
-    """
-
-    def __init__(self, rows: Sequence[Mapping[str, Any] | None]) -> None:
-        self.n = len(rows)
-        self.live = np.fromiter((r is not None for r in rows), dtype=bool, count=self.n)
-        self.columns: dict[str, _Column] = {}
-        for i, row in enumerate(rows):
-            if not row:
-                continue
-            for key, value in row.items():
-                col = self.columns.get(key)
-                if col is None:
-                    col = self.columns[key] = _Column(self.n)
-                col.set(i, value)
-        for col in self.columns.values():
-            col.seal()
-
-    def _cond(self, c: Cond) -> np.ndarray:
-        col = self.columns.get(c.field)
-        if col is None:
-            absent = c.op in ("$ne", "$nin") or (c.op == "$exists" and not c.value)
-            return np.full(self.n, absent, dtype=bool)
-        if c.op == "$exists":
-            return col.present if c.value else ~col.present
-        if c.op in ("$eq", "$ne", "$in", "$nin"):
-            targets = c.value if c.op in SET_OPS else (c.value,)
-            hit = col.eq_any(targets)
-            return hit if c.op in ("$eq", "$in") else ~hit
-        with np.errstate(invalid="ignore"):
-            if c.op == "$gt":
-                return col.num > c.value
-            if c.op == "$gte":
-                return col.num >= c.value
-            if c.op == "$lt":
-                return col.num < c.value
-            return col.num <= c.value
-
-    def _eval(self, node: Node) -> np.ndarray:
-        if isinstance(node, Cond):
-            return self._cond(node)
-        masks = [self._eval(n) for n in node.items]
-        if not masks:
-            return np.ones(self.n, dtype=bool)
-        return (
-            np.logical_and.reduce(masks) if isinstance(node, And) else np.logical_or.reduce(masks)
-        )
-
-    def evaluate(self, node: Node) -> np.ndarray:
-        return self._eval(node) & self.live

@@ -259,7 +259,7 @@ def manifest(path: Path) -> dict:
 def test_persisted_layout(tmp_path):
     path = saved_store(tmp_path)
     m = manifest(path)
-    assert (m["format"], m["dim"], m["metric"], m["index"], m["count"]) == (1, 8, "l2", "HNSW16", 2)
+    assert (m["format"], m["dim"], m["metric"], m["index"], m["count"]) == (2, 8, "l2", "HNSW16", 2)
     assert sorted(p.name for p in path.iterdir()) == sorted(
         ["LOCK", "manifest.json", *(f["file"] for f in m["files"].values())]
     )

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedrec import FilterError, matches
-from embedrec.stores.filters import And, Columns, Cond, Or, fields_of, parse_filter
+from embedrec.stores.faiss.columns import MetaColumns
+from embedrec.stores.filters import And, Cond, Or, fields_of, parse_filter
 from tests.stores.conformance import filters, random_metadata
 
 
@@ -75,17 +76,18 @@ def test_errors_name_the_node(flt, where):
 )
 def test_reference_semantics(meta, flt, expected):
     assert matches(meta, flt) is expected
-    assert bool(Columns([meta]).evaluate(parse_filter(flt))[0]) is expected
+    assert bool(MetaColumns.of_rows([meta]).evaluate(parse_filter(flt))[0]) is expected
 
 
 def test_dead_rows_match_nothing():
-    columns = Columns([{"a": 1}, None, {}])
-    assert columns.evaluate(parse_filter({"a": {"$ne": 2}})).tolist() == [True, False, True]
-    assert columns.evaluate(parse_filter({})).tolist() == [True, False, True]
+    columns = MetaColumns.of_rows([{"a": 1}, {"a": 2}, {}])
+    live = np.array([True, False, True])
+    assert columns.evaluate(parse_filter({"a": {"$ne": 2}}), live).tolist() == [True, False, True]
+    assert columns.evaluate(parse_filter({}), live).tolist() == [True, False, True]
 
 
 ROWS = random_metadata(np.random.default_rng(11), 400)
-COLUMNS = Columns(ROWS)
+COLUMNS = MetaColumns.of_rows(ROWS)
 
 
 @settings(max_examples=400, deadline=None)
@@ -98,7 +100,7 @@ def test_vectorised_evaluator_agrees_with_reference(flt):
 @given(value=st.one_of(st.text(max_size=5), st.integers(-(2**53), 2**53), st.booleans()))
 def test_eq_on_any_scalar(value):
     rows = [{"f": value}, {"f": [value] if isinstance(value, str) else value}, {}]
-    assert Columns(rows).evaluate(parse_filter({"f": value})).tolist() == [
+    assert MetaColumns.of_rows(rows).evaluate(parse_filter({"f": value})).tolist() == [
         matches(r, {"f": value}) for r in rows
     ]
 

@@ -1,11 +1,14 @@
 """A FAISS store on disk: generations of files named by a manifest.
 
 `manifest.json` names the generation's files (`index.G.faiss`, `ids.G.json`,
-`metadata.G.jsonl`) with their sizes and sha256. A save writes every file to a temp name,
-fsyncs and renames it, the manifest last: the manifest's rename is the commit, so a crash or
-a full disk leaves the previous generation intact. A reader that finds a file gone or changed
-re-reads the manifest and, when a writer has committed a newer generation meanwhile, reads
-that one instead.
+`metadata.G.cols`: the metadata columns, `columns_file`) with their sizes and sha256. A
+save writes every file to a temp name, fsyncs and renames it, the manifest last: the
+manifest's rename is the commit, so a crash or a full disk leaves the previous generation
+intact. A reader that finds a file gone or changed re-reads the manifest and, when a writer
+has committed a newer generation meanwhile, reads that one instead.
+
+Format 1 (before the columns) kept the metadata as JSON lines, one record's dict a line
+(`metadata.G.jsonl`, null for a dead slot). It is still read; the next save writes format 2.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, TextIO
 import faiss
 
 from embedrec.common.files import file_sha256
-from embedrec.stores.base import METRICS, FrozenMetadata
+from embedrec.stores.base import METRICS
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -28,11 +31,15 @@ from embedrec.stores.errors import (
     StoreLocked,
     StoreWriteError,
 )
+from embedrec.stores.faiss.columns import MetaColumns
+from embedrec.stores.faiss.columns_file import columns_arrays, saved_columns, write_arrays
 from embedrec.stores.faiss.kinds import IndexSpec, index_mismatch
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.small_files import ABSENT, read_json, try_lock
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)
+"""The formats this embedrec reads (see the module's docstring)."""
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
 FILE_KEYS = ("index", "ids", "metadata")
@@ -62,7 +69,7 @@ class Saved:
     manifest: Manifest
     index: faiss.Index
     ids: list[str | None]
-    meta: list[FrozenMetadata | None]
+    columns: MetaColumns
 
 
 def _field(raw: dict, key: str, kind: type | tuple[type, ...], where: Path) -> Any:
@@ -101,9 +108,10 @@ def read_manifest(path: Path) -> Manifest | None:
         return None
     if not isinstance(raw, dict):
         raise CorruptStore(f"{where} is unreadable: a {type(raw).__name__}, not an object")
-    if raw.get("format") != FORMAT_VERSION:
+    if raw.get("format") not in READS:
         raise CorruptStore(
-            f"{path}: format {raw.get('format')!r}, this embedrec reads {FORMAT_VERSION}"
+            f"{path}: format {raw.get('format')!r}, this embedrec reads "
+            f"{' and '.join(map(str, READS))}"
         )
     metric = raw.get("metric")
     if metric not in METRICS:
@@ -182,10 +190,6 @@ def load(path: Path) -> Saved:
     raise StoreError(f"{path}: writers replaced the store {LOAD_ATTEMPTS} times while reading it")
 
 
-def _json_lines(path: Path) -> list[Any]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def _read_generation(path: Path, manifest: Manifest) -> Saved:
     for entry in manifest.files.values():
         file = path / entry["file"]
@@ -195,22 +199,45 @@ def _read_generation(path: Path, manifest: Manifest) -> Saved:
     try:
         index = faiss.read_index(str(names["index"]))
         ids = json.loads(names["ids"].read_text(encoding="utf-8"))
-        lines = _json_lines(names["metadata"])
     except (RuntimeError, ValueError) as exc:
         raise CorruptStore(f"{path}: cannot read the store files: {exc}") from None
     m = manifest
     mismatch = index_mismatch(m.spec, m.built, m.dim, m.metric, index)
     if mismatch is not None:
         raise CorruptStore(f"{names['index']}: {mismatch}")
-    if not isinstance(ids, list) or not (index.ntotal == len(ids) == len(lines) == manifest.slots):
+    if not isinstance(ids, list) or not (index.ntotal == len(ids) == manifest.slots):
         raise CorruptStore(
-            f"{path}: index ({index.ntotal}), ids ({len(ids)}) and metadata ({len(lines)}) disagree"
+            f"{path}: index ({index.ntotal}), ids ({len(ids)}) and manifest "
+            f"({manifest.slots}) disagree"
         )
-    return Saved(manifest, index, ids, _checked_rows(path, ids, lines))
+    if names["metadata"].suffix == ".jsonl":
+        columns = _json_lines(path, names["metadata"], ids)
+    else:
+        _check_ids(path, ids)
+        columns = saved_columns(names["metadata"], manifest.slots)
+    return Saved(manifest, index, ids, columns)
 
 
-def _checked_rows(path: Path, ids: list, lines: list) -> list[FrozenMetadata | None]:
-    meta: list[FrozenMetadata | None] = []
+def _check_ids(path: Path, ids: list) -> None:
+    """Each id a string, none twice; None for a dead slot."""
+    live = [i for i in ids if i is not None]
+    if len(set(live)) == len(live) and set(map(type, live)) <= {str}:
+        return
+    seen: set[str] = set()
+    for n, rid in enumerate(ids):
+        if rid is not None and (not isinstance(rid, str) or rid in seen):
+            raise CorruptStore(f"{path}: slot {n} holds id {rid!r}")
+        seen.add(rid)
+
+
+def _json_lines(path: Path, file: Path, ids: list) -> MetaColumns:
+    """Format 1's metadata: a JSON object per slot, null where the slot is dead."""
+    try:
+        lines = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+    except ValueError as exc:
+        raise CorruptStore(f"{path}: cannot read the store files: {exc}") from None
+    if len(lines) != len(ids):
+        raise CorruptStore(f"{path}: ids ({len(ids)}) and metadata ({len(lines)}) disagree")
     seen: set[str] = set()
     for n, (rid, line) in enumerate(zip(ids, lines, strict=True)):
         live = isinstance(rid, str) and rid not in seen and isinstance(line, dict)
@@ -218,8 +245,7 @@ def _checked_rows(path: Path, ids: list, lines: list) -> list[FrozenMetadata | N
             raise CorruptStore(f"{path}: slot {n} holds id {rid!r} with metadata {line!r}")
         if live:
             seen.add(rid)
-        meta.append(FrozenMetadata(line) if live else None)
-    return meta
+    return MetaColumns.of_rows(lines)
 
 
 def fsync_rename(tmp: Path, final: Path) -> None:
@@ -228,29 +254,32 @@ def fsync_rename(tmp: Path, final: Path) -> None:
     tmp.replace(final)
 
 
-def _write_files(tmp: dict[str, Path], index: faiss.Index, ids: list, meta: list) -> None:
+def _write_files(tmp: dict[str, Path], index: faiss.Index, ids: list, columns: MetaColumns) -> None:
     faiss.write_index(index, str(tmp["index"]))
     tmp["ids"].write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
-    with tmp["metadata"].open("w", encoding="utf-8") as fh:
-        for row in meta:
-            fh.write(json.dumps(row, ensure_ascii=False))
-            fh.write("\n")
+    header, arrays = columns_arrays(columns)
+    write_arrays(tmp["metadata"], arrays, header)
 
 
 def save(
-    path: Path, generation: int, index: faiss.Index, ids: list, meta: list, header: dict
+    path: Path,
+    generation: int,
+    index: faiss.Index,
+    ids: list,
+    columns: MetaColumns,
+    header: dict,
 ) -> None:
     """Write and commit `generation`. On any failure (a full disk, an unwritable file) the
     files it wrote are removed, the previous generation stays committed, and
     `StoreWriteError` says why."""
     files = {
         key: f"{key}.{generation}.{ext}"
-        for key, ext in zip(FILE_KEYS, ("faiss", "json", "jsonl"), strict=True)
+        for key, ext in zip(FILE_KEYS, ("faiss", "json", "cols"), strict=True)
     }
     tmp = {key: path / f".{name}.tmp" for key, name in files.items()}
     tmp_manifest = path / f".{MANIFEST}.tmp"
     try:
-        _write_files(tmp, index, ids, meta)
+        _write_files(tmp, index, ids, columns)
         listing = {}
         for key, name in files.items():
             fsync_rename(tmp[key], path / name)

@@ -105,7 +105,7 @@ class FaissStore(VectorStore):
         self._knobs = Knobs(ef, nprobe, k_factor)
         self.uri = uri or f"faiss:{path or ''}"
         self.capabilities = spec.capabilities(persistent=path is not None)
-        self._table = SlotTable([], [])
+        self._table = SlotTable([])
         self._built = not spec.trainable
         self._use(new_index(spec, dim, metric, ef_construction=ef_construction))
         self._generation = 0
@@ -147,7 +147,7 @@ class FaissStore(VectorStore):
         store = cls(path, dim=m.dim, metric=m.metric, spec=m.spec, uri=uri, **tuning)
         store._built = m.built
         store._use(saved.index)
-        store._table = SlotTable(saved.ids, saved.meta)
+        store._table = SlotTable(saved.ids, saved.columns)
         store._generation = m.generation
         store._info = m.info
         return store
@@ -200,13 +200,14 @@ class FaissStore(VectorStore):
 
     def _fetch(self, ids: list[str]) -> list[Record]:
         with self._lock.read():
-            slot, meta = self._table.slot, self._table.meta
+            slot = self._table.slot
             found = [(i, slot[i]) for i in ids if i in slot]
             if not found:
                 return []
             slots = np.fromiter((s for _, s in found), dtype=np.int64, count=len(found))
             vectors = self._index.reconstruct_batch(slots)
-            return [Record(i, vectors[n], dict(meta[s] or {})) for n, (i, s) in enumerate(found)]
+            metadata = self._table.columns.rows(slots)
+            return [Record(i, vectors[n], dict(metadata[n])) for n, (i, _) in enumerate(found)]
 
     def _ids(self) -> list[str]:
         with self._lock.read():
@@ -214,7 +215,7 @@ class FaissStore(VectorStore):
 
     def _fields(self) -> frozenset[str]:
         with self._lock.read():
-            return frozenset(self._table.columns().columns)
+            return self._table.fields()
 
     def _count(self, node: Node | None) -> int:
         with self._lock.read():
@@ -391,7 +392,7 @@ class FaissStore(VectorStore):
         }
         if self._info is not None:
             header["info"] = self._info
-        persistence.save(self.path, gen, self._index, self._table.ids, self._table.meta, header)
+        persistence.save(self.path, gen, self._index, self._table.ids, self._table.columns, header)
         self._generation = gen
         self._dirty = False
         try:

@@ -2,58 +2,45 @@
 the index's vectors, tombstones, and the caches derived from them.
 
 Records live at slots 0..ntotal-1 in insertion order. A delete or an overwrite marks the old
-slot dead (id and metadata become None); every search leaves dead slots out through a
-selector until a compaction drops them. The caches (metadata columns, filter masks, the
-slots of excluded-id sets, the object arrays hits read from) are valid until the next write,
-which calls `changed()`.
+slot dead (its id becomes None, `alive` False); every search leaves dead slots out through a
+selector until a compaction drops them. Metadata lives in columns (`MetaColumns`), which
+only grow, so a dead slot keeps its values until the compaction. The caches (the fields in
+use, filter masks, the slots of excluded-id sets, the id array hits read from) are valid
+until the next write, which calls `changed()`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import itertools
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from embedrec.stores.base import FrozenMetadata
+from embedrec.stores.faiss.columns import MetaColumns
 from embedrec.stores.faiss.planner import Selection
-from embedrec.stores.filters import Columns, Node
+from embedrec.stores.filters import Node
 
 MASK_CACHE = 128
 EXCLUDED_CACHE = 4096
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic GC held off while a batch of records' metadata is made: each collection
-    walks every tracked object, most of them the store's own metadata, and frees nothing
-    (the dicts hold no cycles); at 1M records a bulk upsert spent most of its time there."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class SlotTable:
     """Ids and metadata by slot, with the id -> slot map and the caches derived from them.
     Not locked itself: the store's read/write lock guards it with the index."""
 
-    def __init__(self, ids: list[str | None], meta: list[FrozenMetadata | None]) -> None:
+    def __init__(self, ids: list[str | None], columns: MetaColumns | None = None) -> None:
         self.ids = ids
-        self.meta = meta
+        self.columns = columns if columns is not None else MetaColumns()
         self.slot = {i: n for n, i in enumerate(ids) if i is not None}
         self.dead = len(ids) - len(self.slot)
-        self._columns: Columns | None = None
+        self.alive = np.fromiter((i is not None for i in ids), bool, len(ids))
+        self._fields: frozenset[str] | None = None
         self._masks: dict[str, Selection] = {}
         self._live: Selection | None = None
         self._excluded: dict[frozenset[str], np.ndarray] = {}
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._id_array: np.ndarray | None = None
         self._cache_lock = threading.Lock()  # concurrent searches share the caches
 
     def __len__(self) -> int:
@@ -66,19 +53,19 @@ class SlotTable:
 
     def changed(self) -> None:
         """After a write: every cache is stale."""
-        self._columns = None
-        self._arrays = None
+        self._fields = None
+        self._id_array = None
         self._live = None
         self._masks.clear()
         self._excluded.clear()
 
-    def append(self, ids: list[str], metadata: list[dict]) -> None:
+    def append(self, ids: list[str], metadata: Sequence[Mapping[str, Any]]) -> None:
         """New records at the next slots; an id already present is killed first."""
         self.kill([self.slot[i] for i in self.slot.keys() & ids])
         start = len(self.ids)
+        self.columns.append(metadata)
         self.ids.extend(ids)
-        with gc_paused():
-            self.meta.extend(map(FrozenMetadata, metadata))
+        self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
         self.slot.update(zip(ids, range(start, start + len(ids)), strict=True))
         self.changed()
 
@@ -86,31 +73,33 @@ class SlotTable:
         for s in slots:
             del self.slot[self.ids[s]]  # type: ignore[arg-type]
             self.ids[s] = None
-            self.meta[s] = None
+        self.alive[slots] = False
         self.dead += len(slots)
         if slots:
             self.changed()
 
     def live_slots(self) -> np.ndarray:
-        return np.flatnonzero(np.fromiter((i is not None for i in self.ids), bool, len(self.ids)))
+        return np.flatnonzero(self.alive)
 
     def keep(self, live: np.ndarray) -> None:
         """Keep only the slots `live`, renumbered from 0 (after a compaction)."""
         self.ids = [self.ids[s] for s in live.tolist()]
-        self.meta = [self.meta[s] for s in live.tolist()]
+        self.columns = self.columns.taken(live)
+        self.alive = np.ones(len(self.ids), dtype=bool)
         self.slot = {i: n for n, i in enumerate(self.ids)}  # type: ignore[misc]
         self.dead = 0
         self.changed()
 
-    def columns(self) -> Columns:
-        if self._columns is None:
-            self._columns = Columns(self.meta)
-        return self._columns
+    def fields(self) -> frozenset[str]:
+        """The metadata fields some live record holds."""
+        if self._fields is None:
+            self._fields = self.columns.present(self.alive)
+        return self._fields
 
     def live(self) -> Selection:
         """Every live slot, cached until the next write."""
         if self._live is None:
-            self._live = Selection(self.columns().live, len(self.slot))
+            self._live = Selection(self.alive.copy(), len(self.slot))
         return self._live
 
     def select(self, node: Node | None) -> Selection:
@@ -122,7 +111,7 @@ class SlotTable:
         key = repr(node)
         found = self._masks.get(key)
         if found is None:
-            found = Selection(self.columns().evaluate(node))
+            found = Selection(self.columns.evaluate(node, self.alive))
             with self._cache_lock:
                 if len(self._masks) >= MASK_CACHE:
                     self._masks.pop(next(iter(self._masks)))
@@ -143,18 +132,11 @@ class SlotTable:
                     self._excluded[ids] = slots
         return slots
 
-    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and metadata as object arrays over slots, so that mapping a batch of labels is
-        one fancy index in C rather than a Python lookup per hit. Never changed once built
-        (a write drops it and the next search builds another), so hits can read their
-        metadata from it later and still see the search's moment."""
-        if self._arrays is None:
+    def id_array(self) -> np.ndarray:
+        """The ids as an object array over slots, so that mapping a batch of labels is one
+        fancy index in C rather than a Python lookup per hit."""
+        if self._id_array is None:
             ids = np.empty(len(self.ids), dtype=object)
             ids[:] = self.ids
-            meta = np.empty(len(self.meta), dtype=object)
-            meta[:] = self.meta
-            self._arrays = (ids, meta)
-        return self._arrays
-
-    def built_snapshot(self) -> tuple[np.ndarray, np.ndarray] | None:
-        return self._arrays
+            self._id_array = ids
+        return self._id_array

@@ -1,0 +1,328 @@
+"""A FAISS store's metadata, held column by column over its slots, and the filter language
+evaluated over those columns.
+
+Each field is a handful of numpy arrays over slots: its value kind per slot (absent, bool,
+int, float, str, list of str), the numbers (as float64, exact for ints within +-2**53), and
+codes into the field's string dictionary (`Vocab`) for strings and 0/1 for booleans; list
+elements sit in two more arrays (slot, code), in slot order. A filter is a few numpy
+operations over them (`evaluate`), and a hit's metadata dict is made only when it is read
+(`rows`). Columns only grow: a write appends slots and never changes a slot's values (a
+delete is the slot table's tombstone), and a compaction makes a new `MetaColumns`, so a
+search can read its hits' metadata later and still see the moment it ran.
+
+Why: a Python dict per record took about twice the memory of the vectors at 100k x 128
+with 3 fields, four seconds to reload a 1M store, and most of an upsert's time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from embedrec.stores.filters import SET_OPS, And, Cond, Node, Scalar, is_number
+from embedrec.stores.results import FrozenMetadata
+
+ABSENT, BOOL, INT, FLOAT, STR, LIST = range(6)
+KIND_OF: dict[type, int] = {type(None): ABSENT, bool: BOOL, int: INT, float: FLOAT, str: STR}
+KIND_OF[list] = LIST
+
+
+UNSET: dict[type, Any] = {np.float64: np.nan, np.int32: -1}
+
+
+def unset(dtype: type, n: int) -> np.ndarray:
+    """An array of n unset values that takes no memory (a read-only broadcast)."""
+    return np.broadcast_to(np.array(UNSET[dtype], dtype=dtype), (n,))
+
+
+def _grown(array: np.ndarray, used: int, need: int, fill: Any) -> np.ndarray:
+    """`array` with room for `need` entries (its first `used` kept, the rest `fill`): itself
+    when it has the room and is writable (not a read-only map of a saved file)."""
+    if array.size >= need and array.flags.writeable:
+        return array
+    out = np.full(max(need, 2 * array.size, 1024), fill, dtype=array.dtype)
+    out[:used] = array[:used]
+    return out
+
+
+class Vocab:
+    """A field's strings, each once, numbered in order of first appearance. Read from a
+    saved file as packed UTF-8 (bytes, offsets), decoded on first use."""
+
+    def __init__(self, strings: list[str] | None = None) -> None:
+        self._strings = strings if strings is not None else []
+        self._packed: tuple[np.ndarray, np.ndarray] | None = None
+        self._index: dict[str, int] | None = None
+
+    @classmethod
+    def packed(cls, data: np.ndarray, offsets: np.ndarray) -> Vocab:
+        vocab = cls()
+        vocab._strings = None  # type: ignore[assignment]
+        vocab._packed = (data, offsets)
+        return vocab
+
+    @property
+    def strings(self) -> list[str]:
+        if self._strings is None:
+            data, offsets = self._packed  # type: ignore[misc]
+            text = bytes(data).decode("utf-8")
+            if len(text) == len(data):  # ASCII: byte offsets are character offsets
+                bounds = offsets.tolist()
+                self._strings = [text[a:b] for a, b in itertools.pairwise(bounds)]
+            else:
+                raw = bytes(data)
+                bounds = offsets.tolist()
+                self._strings = [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
+        return self._strings
+
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {s: n for n, s in enumerate(self.strings)}
+        return self._index
+
+    def find(self, s: str) -> int | None:
+        return self.index().get(s)
+
+    def codes(self, values: Iterable[str]) -> np.ndarray:
+        """The codes of `values`, numbering the strings not seen before."""
+        values = list(values)
+        index, strings = self.index(), self.strings
+        for s in [s for s in dict.fromkeys(values) if s not in index]:
+            index[s] = len(strings)
+            strings.append(s)
+        return np.fromiter(map(index.__getitem__, values), np.int32, len(values))
+
+    def pack(self) -> tuple[np.ndarray, np.ndarray]:
+        encoded = [s.encode("utf-8") for s in self.strings]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+        return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+class Field:
+    """One metadata field over slots (see the module's docstring)."""
+
+    ARRAYS = ("kind", "num", "code", "list_slots", "list_codes")
+
+    def __init__(self) -> None:
+        self.kind = np.zeros(0, dtype=np.int8)
+        self.num = unset(np.float64, 0)
+        self.code = unset(np.int32, 0)
+        self.list_slots = np.empty(0, dtype=np.int64)
+        self.list_codes = np.empty(0, dtype=np.int32)
+        self.list_used = 0
+        self.vocab = Vocab()
+
+    def reserve(self, used: int, need: int) -> None:
+        """Room for slots up to `need`; `num` and `code` stay unset views (no memory) until
+        the field holds a number, or a string or boolean."""
+        self.kind = _grown(self.kind, used, need, ABSENT)
+        self.num = self._room(self.num, used, np.float64)
+        self.code = self._room(self.code, used, np.int32)
+
+    def _room(self, array: np.ndarray, used: int, dtype: type) -> np.ndarray:
+        if array.strides == (0,):
+            return unset(dtype, self.kind.size)
+        return _grown(array, used, self.kind.size, UNSET[dtype])
+
+    def _set(self, name: str) -> np.ndarray:
+        """`num` or `code`, made real and writable over the capacity before a write."""
+        array = getattr(self, name)
+        if not array.flags.writeable:  # unset (a broadcast) or a saved file's map
+            real = np.full(self.kind.size, UNSET[array.dtype.type], dtype=array.dtype)
+            real[: array.size] = array
+            setattr(self, name, real)
+            array = real
+        return array
+
+    def put(self, start: int, values: list[Any]) -> None:
+        """Write `values` (None where a row lacks the field) at slots start, start + 1, ..."""
+        kinds = set(map(type, values))
+        if len(kinds) == 1:
+            self._put_kind(KIND_OF[kinds.pop()], start + np.arange(len(values)), values)
+            return
+        per_row = np.fromiter(map(KIND_OF.__getitem__, map(type, values)), np.int8, len(values))
+        for kind in np.unique(per_row).tolist():
+            rows = np.flatnonzero(per_row == kind)
+            self._put_kind(kind, start + rows, [values[n] for n in rows.tolist()])
+
+    def _put_kind(self, kind: int, slots: np.ndarray, values: list[Any]) -> None:
+        if kind == ABSENT:
+            return
+        self.kind[slots] = kind
+        if kind in (INT, FLOAT):
+            self._set("num")[slots] = values
+        elif kind == BOOL:
+            self._set("code")[slots] = values
+        elif kind == STR:
+            self._set("code")[slots] = self.vocab.codes(values)
+        else:
+            lengths = np.fromiter(map(len, values), np.int64, len(values))
+            codes = self.vocab.codes(itertools.chain.from_iterable(values))
+            self._append_list(np.repeat(slots, lengths), codes)
+
+    def _append_list(self, slots: np.ndarray, codes: np.ndarray) -> None:
+        used, need = self.list_used, self.list_used + len(slots)
+        self.list_slots = _grown(self.list_slots, used, need, 0)
+        self.list_codes = _grown(self.list_codes, used, need, -1)
+        self.list_slots[used:need] = slots
+        self.list_codes[used:need] = codes
+        self.list_used = need
+
+    def lists(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.list_slots[: self.list_used], self.list_codes[: self.list_used]
+
+    def values(self, slots: np.ndarray) -> list[Any]:
+        """The field's value at each slot, None where absent."""
+        kinds = self.kind[slots]
+        present = np.unique(kinds).tolist()
+        if len(present) == 1:
+            return self._values_of(present[0], slots)
+        out: list[Any] = [None] * len(slots)
+        for kind in present:
+            at = np.flatnonzero(kinds == kind).tolist()
+            for n, v in zip(at, self._values_of(kind, slots[at]), strict=True):
+                out[n] = v
+        return out
+
+    def _values_of(self, kind: int, slots: np.ndarray) -> list[Any]:
+        if kind == ABSENT:
+            return [None] * len(slots)
+        if kind == INT:
+            return self.num[slots].astype(np.int64).tolist()
+        if kind == FLOAT:
+            return self.num[slots].tolist()
+        if kind == BOOL:
+            return (self.code[slots] != 0).tolist()
+        strings = self.vocab.strings
+        if kind == STR:
+            return list(map(strings.__getitem__, self.code[slots].tolist()))
+        list_slots, list_codes = self.lists()
+        starts = np.searchsorted(list_slots, slots, "left").tolist()
+        ends = np.searchsorted(list_slots, slots, "right").tolist()
+        return [
+            list(map(strings.__getitem__, list_codes[a:b].tolist()))
+            for a, b in zip(starts, ends, strict=True)
+        ]
+
+    def taken(self, slots: np.ndarray) -> Field:
+        """The field at `slots` only, renumbered from 0 (a compaction)."""
+        out = Field()
+        out.vocab = self.vocab
+        out.kind = self.kind[slots]
+        out.num = unset(np.float64, len(slots)) if self.num.strides == (0,) else self.num[slots]
+        out.code = unset(np.int32, len(slots)) if self.code.strides == (0,) else self.code[slots]
+        list_slots, list_codes = self.lists()
+        if list_slots.size:
+            new_slot = np.full(int(slots.max()) + 1 if slots.size else 0, -1, dtype=np.int64)
+            new_slot[slots] = np.arange(len(slots))
+            keep = list_slots < len(new_slot)
+            keep[keep] = new_slot[list_slots[keep]] >= 0
+            moved = new_slot[list_slots[keep]]
+            order = np.argsort(moved, kind="stable")
+            out._append_list(moved[order], list_codes[keep][order])
+        return out
+
+    # -- the filter language over this field ----------------------------------------------
+
+    def eq_any(self, targets: Sequence[Scalar], n: int) -> np.ndarray:
+        """Slots where the value (or any list element) equals one of the targets."""
+        kind = self.kind[:n]
+        out = np.zeros(n, dtype=bool)
+        nums = [t for t in targets if is_number(t)]
+        bools = [int(t) for t in targets if isinstance(t, bool)]
+        codes = [c for t in targets if isinstance(t, str) and (c := self.vocab.find(t)) is not None]
+        if nums:
+            out |= np.isin(self.num[:n], np.asarray(nums, dtype=np.float64))
+        if bools:
+            out |= np.isin(self.code[:n], bools) & (kind == BOOL)
+        if codes:
+            out |= np.isin(self.code[:n], codes) & (kind == STR)
+            list_slots, list_codes = self.lists()
+            if list_slots.size:
+                out[list_slots[np.isin(list_codes, codes)]] = True
+        return out
+
+    def cond(self, c: Cond, n: int) -> np.ndarray:
+        if c.op == "$exists":
+            present = self.kind[:n] != ABSENT
+            return present if c.value else ~present
+        if c.op in ("$eq", "$ne", "$in", "$nin"):
+            hit = self.eq_any(c.value if c.op in SET_OPS else (c.value,), n)
+            return hit if c.op in ("$eq", "$in") else ~hit
+        num = self.num[:n]
+        with np.errstate(invalid="ignore"):
+            if c.op == "$gt":
+                return num > c.value
+            if c.op == "$gte":
+                return num >= c.value
+            if c.op == "$lt":
+                return num < c.value
+            return num <= c.value
+
+
+class MetaColumns:
+    """The metadata of slots 0..n-1, field by field."""
+
+    def __init__(self, n: int = 0, fields: dict[str, Field] | None = None) -> None:
+        self.n = n
+        self.fields = fields if fields is not None else {}
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Mapping[str, Any] | None]) -> MetaColumns:
+        columns = cls()
+        columns.append([r or {} for r in rows])
+        return columns
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rows (dicts of checked values) at the next slots."""
+        start, end = self.n, self.n + len(rows)
+        names = dict.fromkeys(itertools.chain.from_iterable(rows))
+        for field in self.fields.values():
+            field.reserve(start, end)
+        for name in names:
+            field = self.fields.get(name)
+            if field is None:
+                field = self.fields[name] = Field()
+                field.reserve(0, end)
+            field.put(start, list(map(dict.get, rows, itertools.repeat(name))))
+        self.n = end
+
+    def rows(self, slots: Sequence[int] | np.ndarray) -> list[FrozenMetadata]:
+        """The metadata dicts of `slots`, made now."""
+        at = np.asarray(slots, dtype=np.int64)
+        out: list[dict[str, Any]] = [{} for _ in range(len(at))]
+        for name, field in self.fields.items():
+            for row, value in zip(out, field.values(at), strict=True):
+                if value is not None:
+                    row[name] = value
+        return list(map(FrozenMetadata, out))
+
+    def taken(self, slots: np.ndarray) -> MetaColumns:
+        return MetaColumns(len(slots), {k: f.taken(slots) for k, f in self.fields.items()})
+
+    def present(self, live: np.ndarray) -> frozenset[str]:
+        """The fields that some live slot holds."""
+        n = self.n
+        return frozenset(k for k, f in self.fields.items() if ((f.kind[:n] != ABSENT) & live).any())
+
+    def evaluate(self, node: Node, live: np.ndarray | None = None) -> np.ndarray:
+        """The slots that satisfy `node` (and are `live`, where given) as a bool mask."""
+        mask = self._eval(node)
+        return mask & live if live is not None else mask
+
+    def _eval(self, node: Node) -> np.ndarray:
+        if isinstance(node, Cond):
+            field = self.fields.get(node.field)
+            if field is not None:
+                return field.cond(node, self.n)
+            absent = node.op in ("$ne", "$nin") or (node.op == "$exists" and not node.value)
+            return np.full(self.n, absent, dtype=bool)
+        masks = [self._eval(n) for n in node.items]
+        if not masks:
+            return np.ones(self.n, dtype=bool)
+        reduce = np.logical_and.reduce if isinstance(node, And) else np.logical_or.reduce
+        return reduce(masks)

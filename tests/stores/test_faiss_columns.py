@@ -1,0 +1,170 @@
+"""A FAISS store's metadata in columns: what goes in comes out (types included), filters over
+the columns agree with the reference evaluator, the columns file survives a reopen and is
+checked on it, and a store written by the previous format (JSON lines) still opens and is
+converted by its next save."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrec import CorruptStore, matches, open_store
+from embedrec.common.files import file_sha256
+from tests.stores.conformance import random_metadata
+
+FORMAT_1 = Path(__file__).parent / "data" / "faiss_format1"
+"""Written by embedrec at 05d606d (format 1): HNSW16, 4-d, l2, ten records r0..r9 with r3
+deleted (a dead slot, null in metadata.2.jsonl)."""
+
+FILTERS = [
+    {"genre": "Drama"},
+    {"genre": {"$ne": "Drama"}},
+    {"genre": 5},
+    {"tags": "b"},
+    {"tags": {"$nin": ["a"]}},
+    {"year": {"$gte": 1994}},
+    {"year": 2001},
+    {"new": True},
+    {"new": 1},
+    {"score": {"$exists": True}},
+    {"$or": [{"genre": "Ünïcode ✓"}, {"year": {"$lt": 1991}}]},
+]
+
+
+def _format_1_rows() -> dict[str, dict]:
+    ids = json.loads((FORMAT_1 / "ids.2.json").read_text())
+    lines = (FORMAT_1 / "metadata.2.jsonl").read_text(encoding="utf-8").splitlines()
+    return {i: json.loads(line) for i, line in zip(ids, lines, strict=True) if i is not None}
+
+
+def _same_typed(a: object, b: object) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _check_against(store, rows: dict[str, dict]) -> None:
+    fetched = {r.id: r.metadata for r in store.fetch(list(rows))}
+    assert fetched.keys() == rows.keys()
+    for rid, meta in rows.items():
+        assert _same_typed(fetched[rid], meta), (rid, fetched[rid], meta)  # 1 stays int, 1.0 float
+    for flt in FILTERS:
+        expected = {rid for rid, meta in rows.items() if matches(meta, flt)}
+        assert store.count(flt) == len(expected), flt
+        hits = store.search(np.zeros(4, np.float32), len(rows), filter=flt)[0]
+        assert {h.id for h in hits} == expected, flt
+        assert all(_same_typed(h.metadata, rows[h.id]) for h in hits)
+
+
+def test_a_format_1_store_opens_and_its_next_save_converts_it(tmp_path):
+    path = tmp_path / "old"
+    shutil.copytree(FORMAT_1, path)
+    rows = _format_1_rows()
+    assert len(rows) == 9 and "r3" not in rows
+    store = open_store(f"faiss:{path}")
+    _check_against(store, rows)
+    store.upsert(["n1"], np.ones((1, 4), np.float32), [{"genre": "Drama", "tags": ["b"]}])
+    store.close()
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == 2 and manifest["files"]["metadata"]["file"].endswith(".cols")
+    assert not list(path.glob("*.jsonl"))
+    rows["n1"] = {"genre": "Drama", "tags": ["b"]}
+    _check_against(open_store(f"faiss:{path}"), rows)
+
+
+@pytest.mark.parametrize("kind", ["Flat", "HNSW16"])
+def test_columns_round_trip_through_writes_deletes_and_reopen(tmp_path, kind):
+    rng = np.random.default_rng(5)
+    meta = random_metadata(rng, 300)
+    path = tmp_path / "s"
+    store = open_store(f"faiss:{path}?index={kind}&metric=l2", dim=4)
+    vectors = rng.standard_normal((300, 4)).astype(np.float32)
+    ids = [f"i{n}" for n in range(300)]
+    for start in range(0, 300, 70):  # several appends, the columns growing
+        store.upsert(ids[start : start + 70], vectors[start : start + 70], meta[start : start + 70])
+    rows = dict(zip(ids, meta, strict=True))
+    store.delete(ids[::9])
+    for rid in ids[::9]:
+        del rows[rid]
+    store.upsert(ids[1:40:3], vectors[1:40:3], [{"genre": "x", "tags": ["t"]}] * 13)
+    rows.update({rid: {"genre": "x", "tags": ["t"]} for rid in ids[1:40:3]})
+    store.close()
+    again = open_store(f"faiss:{path}")
+    fetched = {r.id: r.metadata for r in again.fetch(list(rows))}
+    assert all(_same_typed(fetched[r], m) for r, m in rows.items())
+    for flt in [
+        {"genre": "x"},
+        {"tags": {"$in": ["t", "sale"]}},
+        {"year": {"$lt": 2000}},
+        {"code": "1"},
+        {"code": 1},
+        {"in_stock": False},
+        {"price": {"$exists": False}},
+    ]:
+        assert again.count(flt) == sum(matches(m, flt) for m in rows.values()), flt
+    again.upsert(["late"], np.ones((1, 4), np.float32), [{"genre": "late", "year": 3}])
+    assert again.count({"genre": "late"}) == 1 and again.count() == len(rows) + 1
+
+
+def test_hits_read_later_see_the_search_moment_across_a_compaction():
+    store = open_store("faiss:?index=Flat&metric=l2", dim=2)
+    store.upsert(["a", "b"], np.eye(2), [{"g": "one", "tags": ["x"]}, {"g": "two"}])
+    hits = store.search(np.eye(2)[0], 2)[0]
+    store.delete(["a"])
+    store.upsert(["b", "c"], np.eye(2), [{"g": "three"}, {"g": "four"}])
+    store.flush()  # a Flat store compacts: new columns, renumbered slots
+    assert [dict(h.metadata) for h in hits] == [{"g": "one", "tags": ["x"]}, {"g": "two"}]
+
+
+def _rewrite(path: Path, mutate) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    file = path / manifest["files"]["metadata"]["file"]
+    data = bytearray(file.read_bytes())
+    mutate(data)
+    file.write_bytes(bytes(data))
+    manifest["files"]["metadata"].update(bytes=len(data), sha256=file_sha256(file))
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.__setitem__(slice(0, 8), b"NOTCOLS!"), "not a readable column file"),
+        (lambda d: d.__delitem__(slice(len(d) - 64, len(d))), "runs past the end"),
+        (
+            lambda d: d.__setitem__(
+                slice(d.index(b'"rows": 3'), d.index(b'"rows": 3') + 9), b'"rows": 2'
+            ),
+            "holds 2 rows",
+        ),
+    ],
+)
+def test_a_damaged_columns_file_is_corrupt_even_when_its_checksum_matches(
+    tmp_path, mutate, message
+):
+    path = tmp_path / "s"
+    store = open_store(f"faiss:{path}?index=Flat", dim=2)
+    store.upsert(["a", "b", "c"], np.eye(2)[[0, 1, 0]], [{"g": "x"}, {"g": "y", "t": ["z"]}, {}])
+    store.close()
+    _rewrite(path, mutate)
+    with pytest.raises(CorruptStore, match=message):
+        open_store(f"faiss:{path}")
+
+
+def test_string_codes_outside_the_dictionary_are_corrupt(tmp_path):
+    path = tmp_path / "s"
+    store = open_store(f"faiss:{path}?index=Flat", dim=2)
+    store.upsert(["a", "b"], np.eye(2), [{"g": "x"}, {"g": "y"}])
+    store.close()
+
+    def bad_code(data: bytearray) -> None:
+        header = json.loads(data[16 : 16 + int.from_bytes(data[8:16], "little")])
+        start = -(-(16 + int.from_bytes(data[8:16], "little")) // 64) * 64
+        at = start + header["arrays"]["0.code"]["offset"]
+        data[at : at + 4] = (7).to_bytes(4, "little")
+
+    _rewrite(path, bad_code)
+    with pytest.raises(CorruptStore, match="string codes outside the dictionary"):
+        open_store(f"faiss:{path}")
