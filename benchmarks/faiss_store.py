@@ -5,6 +5,12 @@
 `--inserts N` instead times a Flat store's upsert of N records with three metadata fields
 against raw FAISS's `add` (64-d, fresh indexes, paired rounds).
 
+`--footprint N` instead builds N records (`--dim`, `--kind`; in batches of 10,000, with three
+metadata fields) in a fresh process per side, raw FAISS and the store in turns, saves them,
+and reopens each in another fresh process to answer 1,000 queries (`faiss_footprint.py`):
+it prints the store / raw ratios of peak RSS (build and reopen), add time, save time and
+reopen time, medians over `--repeat` rounds.
+
 For each dataset (Fashion-MNIST-784: 60k base / 10k queries, the ann-benchmarks set; and
 100k x 128 clustered synthetic vectors) it builds one HNSW32 FaissStore and times, on that
 store's own FAISS index:
@@ -35,6 +41,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,6 +143,41 @@ def inserts(n: int, dim: int, repeat: int) -> dict:
     return {"n": n, "dim": dim, "raw_s": raw_s, "store_s": store_s, "ratio": ratio}
 
 
+def _side(*args: str) -> dict:
+    """One side of the footprint measure in a fresh process (niced as this one is)."""
+    script = Path(__file__).with_name("faiss_footprint.py")
+    out = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def footprint(n: int, dim: int, kind: str, repeat: int) -> dict[str, float]:
+    """Median store / raw ratios: build and reopen peak RSS, add, save and reopen times."""
+    rounds: dict[str, list[float]] = {}
+    for r in range(repeat):
+        with tempfile.TemporaryDirectory() as folder:
+            sides = ("raw", "store") if r % 2 == 0 else ("store", "raw")
+            built = {side: _side("build", side, kind, str(n), str(dim), folder) for side in sides}
+            opened = {side: _side("reopen", side, folder) for side in sides}
+        pairs = {
+            "build peak RSS": "peak_mib",
+            "add (upsert)": "add_s",
+            "save (close)": "save_s",
+        }
+        for label, key in pairs.items():
+            rounds.setdefault(label, []).append(built["store"][key] / built["raw"][key])
+        rounds.setdefault("reopen peak RSS", []).append(
+            opened["store"]["peak_mib"] / opened["raw"]["peak_mib"]
+        )
+        rounds.setdefault("reopen", []).append(opened["store"]["open_s"] / opened["raw"]["open_s"])
+        rounds.setdefault("raw build MiB", []).append(built["raw"]["peak_mib"])
+        rounds.setdefault("store build MiB", []).append(built["store"]["peak_mib"])
+        rounds.setdefault("raw reopen s", []).append(opened["raw"]["open_s"])
+        rounds.setdefault("store reopen s", []).append(opened["store"]["open_s"])
+    return {label: float(np.median(values)) for label, values in rounds.items()}
+
+
 def report(results: list[dict], console: Console) -> None:
     table = Table(title="FaissStore (HNSW32) vs raw FAISS on the same index")
     for col in ("dataset", "batch x raw", "read all", "single x raw", "recall@10"):
@@ -170,8 +214,23 @@ def main() -> None:
         metavar="N",
         help="only: Flat upsert of N records with 3 metadata fields vs raw add (64-d)",
     )
+    parser.add_argument(
+        "--footprint",
+        type=int,
+        metavar="N",
+        help="only: peak RSS, add, save and reopen of N records vs raw FAISS (fresh processes)",
+    )
+    parser.add_argument("--dim", type=int, default=64, help="--footprint's dimension")
+    parser.add_argument("--kind", default="Flat", help="--footprint's index kind")
     args = parser.parse_args()
     console = Console(width=130)
+    if args.footprint:
+        figures = footprint(args.footprint, args.dim, args.kind, args.repeat)
+        console.print(f"{args.kind} store vs raw FAISS, {args.footprint:,} x {args.dim}:")
+        for label, value in figures.items():
+            console.print(f"  {label:>18}: {value:.3f}")
+        console.print("targets: peak RSS <= 1.3x, reopen <= 2x, upsert <= 3x (at 1M)")
+        return
     if args.inserts:
         r = inserts(args.inserts, 64, args.repeat)
         console.print(

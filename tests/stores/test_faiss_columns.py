@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from embedrec import CorruptStore, matches, open_store
-from embedrec.common.files import file_sha256
+from embedrec.stores.faiss.persistence import file_crc32
 from tests.stores.conformance import random_metadata
 
 FORMAT_1 = Path(__file__).parent / "data" / "faiss_format1"
@@ -124,7 +124,7 @@ def _rewrite(path: Path, mutate) -> None:
     data = bytearray(file.read_bytes())
     mutate(data)
     file.write_bytes(bytes(data))
-    manifest["files"]["metadata"].update(bytes=len(data), sha256=file_sha256(file))
+    manifest["files"]["metadata"].update(bytes=len(data), crc32=file_crc32(file))
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 

@@ -280,7 +280,8 @@ class MetaColumns:
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows (dicts of checked values) at the next slots."""
         start, end = self.n, self.n + len(rows)
-        names = dict.fromkeys(itertools.chain.from_iterable(rows))
+        first = rows[0].keys() if rows else {}.keys()
+        names = [*first, *sorted(set().union(*rows) - first)]  # in C, unlike chaining keys
         for field in self.fields.values():
             field.reserve(start, end)
         for name in names:

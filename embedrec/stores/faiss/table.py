@@ -12,12 +12,14 @@ until the next write, which calls `changed()`.
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from embedrec.stores.errors import CorruptStore
 from embedrec.stores.faiss.columns import MetaColumns
 from embedrec.stores.faiss.planner import Selection
 from embedrec.stores.filters import Node
@@ -33,9 +35,13 @@ class SlotTable:
     def __init__(self, ids: list[str | None], columns: MetaColumns | None = None) -> None:
         self.ids = ids
         self.columns = columns if columns is not None else MetaColumns()
-        self.slot = {i: n for n, i in enumerate(ids) if i is not None}
-        self.dead = len(ids) - len(self.slot)
-        self.alive = np.fromiter((i is not None for i in ids), bool, len(ids))
+        self.dead = ids.count(None)
+        self.alive = (
+            np.fromiter(map(operator.is_not, ids, itertools.repeat(None)), bool, len(ids))
+            if self.dead
+            else np.ones(len(ids), dtype=bool)
+        )
+        self._slot: dict[str, int] | None = None
         self._fields: frozenset[str] | None = None
         self._masks: dict[str, Selection] = {}
         self._live: Selection | None = None
@@ -49,7 +55,19 @@ class SlotTable:
 
     @property
     def live_count(self) -> int:
-        return len(self.slot)
+        return len(self.ids) - self.dead
+
+    @property
+    def slot(self) -> dict[str, int]:
+        """id -> slot of the live records, made on first use: a reopened store answers
+        searches without it (at 1M records it takes longer to make than the index to read)."""
+        if self._slot is None:
+            slot = dict(zip(self.ids, range(len(self.ids)), strict=True))
+            slot.pop(None, None)  # type: ignore[call-overload]
+            if len(slot) != self.live_count:
+                raise CorruptStore(f"{self.live_count - len(slot)} ids appear twice")
+            self._slot = slot  # type: ignore[assignment]
+        return self._slot  # type: ignore[return-value]
 
     def changed(self) -> None:
         """After a write: every cache is stale."""
@@ -70,8 +88,9 @@ class SlotTable:
         self.changed()
 
     def kill(self, slots: list[int]) -> None:
+        slot = self.slot
         for s in slots:
-            del self.slot[self.ids[s]]  # type: ignore[arg-type]
+            del slot[self.ids[s]]  # type: ignore[arg-type]
             self.ids[s] = None
         self.alive[slots] = False
         self.dead += len(slots)
@@ -86,7 +105,7 @@ class SlotTable:
         self.ids = [self.ids[s] for s in live.tolist()]
         self.columns = self.columns.taken(live)
         self.alive = np.ones(len(self.ids), dtype=bool)
-        self.slot = {i: n for n, i in enumerate(self.ids)}  # type: ignore[misc]
+        self._slot = dict(zip(self.ids, range(len(self.ids)), strict=True))  # type: ignore[arg-type]
         self.dead = 0
         self.changed()
 
@@ -99,7 +118,7 @@ class SlotTable:
     def live(self) -> Selection:
         """Every live slot, cached until the next write."""
         if self._live is None:
-            self._live = Selection(self.alive.copy(), len(self.slot))
+            self._live = Selection(self.alive.copy(), self.live_count)
         return self._live
 
     def select(self, node: Node | None) -> Selection:
