@@ -17,6 +17,7 @@ files as FAISS took to read the index.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import zlib
@@ -224,12 +225,12 @@ def _read_generation(path: Path, manifest: Manifest) -> Saved:
 
 
 def file_crc32(path: Path) -> str:
-    """The CRC-32 of a file's bytes as 8 hex digits, read in 8 MiB chunks."""
-    crc = 0
+    """The CRC-32 of a file's bytes as 8 hex digits, read through a memory map (no copy)."""
     with path.open("rb") as fh:
-        while chunk := fh.read(8 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return f"{crc:08x}"
+        if os.fstat(fh.fileno()).st_size == 0:
+            return f"{zlib.crc32(b''):08x}"
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return f"{zlib.crc32(view):08x}"
 
 
 def _checksum_holds(file: Path, entry: dict[str, Any]) -> bool:
