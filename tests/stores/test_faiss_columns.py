@@ -168,3 +168,37 @@ def test_string_codes_outside_the_dictionary_are_corrupt(tmp_path):
     _rewrite(path, bad_code)
     with pytest.raises(CorruptStore, match="string codes outside the dictionary"):
         open_store(f"faiss:{path}")
+
+
+def test_ids_found_through_colliding_hashes(monkeypatch):
+    """Every id hashing alike (a worst case of the id index's 64-bit hashes): lookups still
+    confirm each candidate against the id itself."""
+    def alike(ids):
+        return np.zeros(len(ids), np.int64)
+
+    monkeypatch.setattr("embedrec.stores.faiss.id_index.hashes_of", alike)
+    monkeypatch.setattr("embedrec.stores.faiss.table.hashes_of", alike)
+    store = open_store("faiss:?index=Flat&metric=l2", dim=2)
+    for start in range(0, 40, 8):  # several runs, merged
+        store.upsert([f"k{n}" for n in range(start, start + 8)], np.ones((8, 2)))
+    store.upsert(["k3", "k30"], np.zeros((2, 2)), [{"again": True}] * 2)
+    store.delete(["k5"])
+    assert store.count() == 39
+    assert [r.id for r in store.fetch(["k30", "k5", "k3", "nope"])] == ["k30", "k3"]
+    assert store.fetch(["k3"])[0].metadata == {"again": True}
+    hits = store.search(np.zeros(2), 5, exclude=[frozenset({"k3"})])[0]
+    assert hits.ids[0] == "k30"
+
+
+def test_an_id_saved_twice_is_corrupt(tmp_path):
+    path = tmp_path / "s"
+    store = open_store(f"faiss:{path}?index=Flat", dim=2)
+    store.upsert(["a", "b"], np.eye(2))
+    store.close()
+    manifest = json.loads((path / "manifest.json").read_text())
+    ids_file = path / manifest["files"]["ids"]["file"]
+    ids_file.write_text('["a", "a"]')
+    manifest["files"]["ids"].update(bytes=ids_file.stat().st_size, crc32=file_crc32(ids_file))
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptStore, match="id 'a' is held by two slots"):
+        open_store(f"faiss:{path}").fetch(["a"])

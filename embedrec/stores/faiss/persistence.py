@@ -241,7 +241,7 @@ def _checksum_holds(file: Path, entry: dict[str, Any]) -> bool:
 
 
 def _check_ids(path: Path, ids: list) -> None:
-    """Each id a string, or None for a dead slot (ids twice: `SlotTable.slot`)."""
+    """Each id a string, or None for a dead slot (ids twice: `SlotTable.index`)."""
     if not set(map(type, ids)) <= {str, type(None)}:
         n, rid = next((n, i) for n, i in enumerate(ids) if not isinstance(i, (str, type(None))))
         raise CorruptStore(f"{path}: slot {n} holds id {rid!r}")

@@ -190,7 +190,8 @@ class FaissStore(VectorStore):
 
     def _delete_ids(self, ids: list[str]) -> int:
         with self._lock.write():
-            return self._delete_slots([self._table.slot[i] for i in ids if i in self._table.slot])
+            found = self._table.find(ids)
+            return self._delete_slots(found[found >= 0].tolist())
 
     def _delete_filter(self, node: Node) -> int:
         with self._lock.write():
@@ -200,18 +201,18 @@ class FaissStore(VectorStore):
 
     def _fetch(self, ids: list[str]) -> list[Record]:
         with self._lock.read():
-            slot = self._table.slot
-            found = [(i, slot[i]) for i in ids if i in slot]
-            if not found:
+            found = self._table.find(ids)
+            slots = found[found >= 0]
+            if not slots.size:
                 return []
-            slots = np.fromiter((s for _, s in found), dtype=np.int64, count=len(found))
             vectors = self._index.reconstruct_batch(slots)
             metadata = self._table.columns.rows(slots)
-            return [Record(i, vectors[n], dict(metadata[n])) for n, (i, _) in enumerate(found)]
+            kept = [i for i, s in zip(ids, found.tolist(), strict=True) if s >= 0]
+            return [Record(i, vectors[n], dict(metadata[n])) for n, i in enumerate(kept)]
 
     def _ids(self) -> list[str]:
         with self._lock.read():
-            return list(self._table.slot)
+            return self._table.live_ids()
 
     def _fields(self) -> frozenset[str]:
         with self._lock.read():
@@ -273,7 +274,7 @@ class FaissStore(VectorStore):
             if graph is None:  # no graph to walk: the plain search
                 answer = self._search_over.unfiltered(queries, kk, knobs)
             else:
-                slots = np.fromiter(map(self._table.slot.__getitem__, ids), np.int64, len(ids))
+                slots = self._table.find(ids)
                 answer = graph.search(queries, slots, kk, knobs)
             hits = hits_of(self._table, *answer, l2=self.metric == "l2")
         kept = [

@@ -21,6 +21,7 @@ import numpy as np
 
 from embedrec.stores.errors import CorruptStore
 from embedrec.stores.faiss.columns import MetaColumns
+from embedrec.stores.faiss.id_index import IdIndex, hashes_of
 from embedrec.stores.faiss.planner import Selection
 from embedrec.stores.filters import Node
 
@@ -41,7 +42,7 @@ class SlotTable:
             if self.dead
             else np.ones(len(ids), dtype=bool)
         )
-        self._slot: dict[str, int] | None = None
+        self._index: IdIndex | None = None
         self._fields: frozenset[str] | None = None
         self._masks: dict[str, Selection] = {}
         self._live: Selection | None = None
@@ -57,17 +58,23 @@ class SlotTable:
     def live_count(self) -> int:
         return len(self.ids) - self.dead
 
-    @property
-    def slot(self) -> dict[str, int]:
-        """id -> slot of the live records, made on first use: a reopened store answers
-        searches without it (at 1M records it takes longer to make than the index to read)."""
-        if self._slot is None:
-            slot = dict(zip(self.ids, range(len(self.ids)), strict=True))
-            slot.pop(None, None)  # type: ignore[call-overload]
-            if len(slot) != self.live_count:
-                raise CorruptStore(f"{self.live_count - len(slot)} ids appear twice")
-            self._slot = slot  # type: ignore[assignment]
-        return self._slot  # type: ignore[return-value]
+    def index(self) -> IdIndex:
+        """The id -> slot lookup, made on first use: a reopened store answers searches
+        without it (at 1M records it takes about as long to make as the index to read)."""
+        if self._index is None:
+            index = IdIndex(self.ids, self.live_slots())
+            twice = index.repeated()
+            if twice is not None:
+                raise CorruptStore(f"id {twice!r} is held by two slots")
+            self._index = index
+        return self._index
+
+    def find(self, ids: Sequence[str]) -> np.ndarray:
+        """The slot of each id, -1 where the store has none."""
+        return self.index().find(ids)
+
+    def live_ids(self) -> list[str]:
+        return list(filter(None, self.ids))  # type: ignore[arg-type]  # ids are never ""
 
     def changed(self) -> None:
         """After a write: every cache is stale."""
@@ -79,18 +86,18 @@ class SlotTable:
 
     def append(self, ids: list[str], metadata: Sequence[Mapping[str, Any]]) -> None:
         """New records at the next slots; an id already present is killed first."""
-        self.kill([self.slot[i] for i in self.slot.keys() & ids])
+        index, hashes = self.index(), hashes_of(ids)
+        old = index.find(ids, hashes)
+        self.kill(old[old >= 0].tolist())
         start = len(self.ids)
         self.columns.append(metadata)
         self.ids.extend(ids)
         self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
-        self.slot.update(zip(ids, range(start, start + len(ids)), strict=True))
+        index.add(hashes, np.arange(start, start + len(ids), dtype=np.int64))
         self.changed()
 
     def kill(self, slots: list[int]) -> None:
-        slot = self.slot
         for s in slots:
-            del slot[self.ids[s]]  # type: ignore[arg-type]
             self.ids[s] = None
         self.alive[slots] = False
         self.dead += len(slots)
@@ -105,7 +112,7 @@ class SlotTable:
         self.ids = [self.ids[s] for s in live.tolist()]
         self.columns = self.columns.taken(live)
         self.alive = np.ones(len(self.ids), dtype=bool)
-        self._slot = dict(zip(self.ids, range(len(self.ids)), strict=True))  # type: ignore[arg-type]
+        self._index = None  # made again on first use
         self.dead = 0
         self.changed()
 
@@ -142,7 +149,7 @@ class SlotTable:
         process excludes the same seen-item sets again and again."""
         slots = self._excluded.get(ids) if isinstance(ids, frozenset) else None
         if slots is None:
-            found = np.fromiter(map(self.slot.get, ids, itertools.repeat(-1)), np.int64)
+            found = self.find(list(ids))
             slots = found[found >= 0]
             if isinstance(ids, frozenset):
                 with self._cache_lock:
