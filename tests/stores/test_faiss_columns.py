@@ -173,6 +173,7 @@ def test_string_codes_outside_the_dictionary_are_corrupt(tmp_path):
 def test_ids_found_through_colliding_hashes(monkeypatch):
     """Every id hashing alike (a worst case of the id index's 64-bit hashes): lookups still
     confirm each candidate against the id itself."""
+
     def alike(ids):
         return np.zeros(len(ids), np.int64)
 

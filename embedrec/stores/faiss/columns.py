@@ -142,14 +142,14 @@ class Field:
         """Write `values` (None where a row lacks the field) at slots start, start + 1, ..."""
         kinds = set(map(type, values))
         if len(kinds) == 1:
-            self._put_kind(KIND_OF[kinds.pop()], start + np.arange(len(values)), values)
+            self._put_kind(KIND_OF[kinds.pop()], slice(start, start + len(values)), values)
             return
         per_row = np.fromiter(map(KIND_OF.__getitem__, map(type, values)), np.int8, len(values))
         for kind in np.unique(per_row).tolist():
             rows = np.flatnonzero(per_row == kind)
             self._put_kind(kind, start + rows, [values[n] for n in rows.tolist()])
 
-    def _put_kind(self, kind: int, slots: np.ndarray, values: list[Any]) -> None:
+    def _put_kind(self, kind: int, slots: np.ndarray | slice, values: list[Any]) -> None:
         if kind == ABSENT:
             return
         self.kind[slots] = kind
@@ -160,6 +160,8 @@ class Field:
         elif kind == STR:
             self._set("code")[slots] = self.vocab.codes(values)
         else:
+            if isinstance(slots, slice):
+                slots = np.arange(slots.start, slots.stop)
             lengths = np.fromiter(map(len, values), np.int64, len(values))
             codes = self.vocab.codes(itertools.chain.from_iterable(values))
             self._append_list(np.repeat(slots, lengths), codes)

@@ -53,17 +53,20 @@ class IdIndex:
     def find(self, ids: Sequence[str], hashes: np.ndarray | None = None) -> np.ndarray:
         """The live slot of each id, -1 where there is none."""
         wanted = hashes_of(ids) if hashes is None else hashes
+        order = np.argsort(wanted)  # sorted keys: numpy's binary searches resume, cache-warm
+        keys = wanted[order]
         out = np.full(len(ids), -1, dtype=np.int64)
-        table = self.ids
         for run_h, run_s in self._runs:
-            left = np.searchsorted(run_h, wanted, "left")
-            counts = np.searchsorted(run_h, wanted, "right") - left
-            if not counts.any():
+            left = np.searchsorted(run_h, keys, "left")
+            equal = run_h[np.minimum(left, len(run_h) - 1)] == keys
+            if not equal.any():
                 continue
-            asked = np.repeat(np.arange(len(ids)), counts)
+            hit = np.flatnonzero(equal)
+            counts = np.searchsorted(run_h, keys[hit], "right") - left[hit]
+            asked = np.repeat(order[hit], counts)
             starts = np.repeat(np.cumsum(counts) - counts, counts)
-            at = np.repeat(left, counts) + np.arange(len(asked)) - starts
+            at = np.repeat(left[hit], counts) + np.arange(len(asked)) - starts
             for q, s in zip(asked.tolist(), run_s[at].tolist(), strict=True):
-                if table[s] == ids[q]:
+                if self.ids[s] == ids[q]:
                     out[q] = s
         return out
