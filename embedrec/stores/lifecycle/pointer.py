@@ -175,7 +175,7 @@ class PathBook:
 
     def fingerprint(self, generation: Generation) -> Fingerprint:
         """The count, and the sha256 of the generation's marker: a FAISS manifest names each
-        file with its sha256, so it pins the whole store; an edge shard's names its config."""
+        file with its checksum, so it pins the whole store; an edge shard's names its config."""
         # the registry imports this module: open_existing only at call time
         from embedrec.stores import open_existing
 
