@@ -20,6 +20,7 @@ import json
 import os
 import re
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -195,17 +196,35 @@ def load(path: Path) -> Saved:
     raise StoreError(f"{path}: writers replaced the store {LOAD_ATTEMPTS} times while reading it")
 
 
-def _read_generation(path: Path, manifest: Manifest) -> Saved:
+def _damaged(path: Path, manifest: Manifest) -> Path | None:
+    """The first file whose checksum disagrees with the manifest, None when all agree."""
     for entry in manifest.files.values():
-        file = path / entry["file"]
-        if file.stat().st_size != entry["bytes"] or not _checksum_holds(file, entry):
-            raise CorruptStore(f"{file} is truncated or corrupted (checksum mismatch)")
+        if not _checksum_holds(path / entry["file"], entry):
+            return path / entry["file"]
+    return None
+
+
+def _read_generation(path: Path, manifest: Manifest) -> Saved:
+    """The generation's files, checked against the manifest. The checksums run in a thread
+    while FAISS reads the index (both release the GIL), so a reopen costs about the longer
+    of the two rather than their sum; a checksum that disagrees wins over any read error."""
     names = {key: path / entry["file"] for key, entry in manifest.files.items()}
-    try:
-        index = faiss.read_index(str(names["index"]))
-        ids = json.loads(names["ids"].read_text(encoding="utf-8"))
-    except (RuntimeError, ValueError) as exc:
-        raise CorruptStore(f"{path}: cannot read the store files: {exc}") from None
+    for key, entry in manifest.files.items():
+        if names[key].stat().st_size != entry["bytes"]:
+            raise CorruptStore(f"{names[key]} is truncated or corrupted (checksum mismatch)")
+    failed: Exception | None = None
+    with ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(_damaged, path, manifest)
+        try:
+            index = faiss.read_index(str(names["index"]))
+            ids = json.loads(names["ids"].read_text(encoding="utf-8"))
+        except (RuntimeError, ValueError) as exc:
+            failed = exc
+        damaged = checked.result()
+    if damaged is not None:
+        raise CorruptStore(f"{damaged} is truncated or corrupted (checksum mismatch)")
+    if failed is not None:
+        raise CorruptStore(f"{path}: cannot read the store files: {failed}") from None
     m = manifest
     mismatch = index_mismatch(m.spec, m.built, m.dim, m.metric, index)
     if mismatch is not None:
