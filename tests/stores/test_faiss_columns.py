@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from embedrec import CorruptStore, matches, open_store
+from embedrec.stores.faiss.columns import Field, MetaColumns
 from embedrec.stores.faiss.persistence import file_crc32
 from tests.stores.conformance import random_metadata
 
@@ -203,3 +204,20 @@ def test_an_id_saved_twice_is_corrupt(tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorruptStore, match="id 'a' is held by two slots"):
         open_store(f"faiss:{path}").fetch(["a"])
+
+
+def test_an_append_that_fails_part_way_leaves_nothing_behind(monkeypatch):
+    columns = MetaColumns.of_rows([{"a": "x"}])
+    real = Field.put
+
+    def failing(field, start, values):
+        if values == ["late"]:
+            raise MemoryError("out of memory")
+        real(field, start, values)
+
+    monkeypatch.setattr(Field, "put", failing)
+    with pytest.raises(MemoryError):
+        columns.append([{"a": "y", "b": ["t"], "c": "late"}])
+    monkeypatch.undo()
+    columns.append([{"d": 1}])
+    assert [dict(r) for r in columns.rows([0, 1])] == [{"a": "x"}, {"d": 1}]

@@ -52,15 +52,15 @@ class Vocab:
     """A field's strings, each once, numbered in order of first appearance. Read from a
     saved file as packed UTF-8 (bytes, offsets), decoded on first use."""
 
-    def __init__(self, strings: list[str] | None = None) -> None:
-        self._strings = strings if strings is not None else []
+    def __init__(self) -> None:
+        self._strings: list[str] | None = []
         self._packed: tuple[np.ndarray, np.ndarray] | None = None
         self._index: dict[str, int] | None = None
 
     @classmethod
     def packed(cls, data: np.ndarray, offsets: np.ndarray) -> Vocab:
         vocab = cls()
-        vocab._strings = None  # type: ignore[assignment]
+        vocab._strings = None
         vocab._packed = (data, offsets)
         return vocab
 
@@ -104,8 +104,6 @@ class Vocab:
 
 class Field:
     """One metadata field over slots (see the module's docstring)."""
-
-    ARRAYS = ("kind", "num", "code", "list_slots", "list_codes")
 
     def __init__(self) -> None:
         self.kind = np.zeros(0, dtype=np.int8)
@@ -286,12 +284,19 @@ class MetaColumns:
         names = [*first, *sorted(set().union(*rows) - first)]  # in C, unlike chaining keys
         for field in self.fields.values():
             field.reserve(start, end)
-        for name in names:
-            field = self.fields.get(name)
-            if field is None:
-                field = self.fields[name] = Field()
-                field.reserve(0, end)
-            field.put(start, list(map(dict.get, rows, itertools.repeat(name))))
+        lists = {name: field.list_used for name, field in self.fields.items()}
+        try:
+            for name in names:
+                field = self.fields.get(name)
+                if field is None:
+                    field = self.fields[name] = Field()
+                    field.reserve(0, end)
+                field.put(start, list(map(dict.get, rows, itertools.repeat(name))))
+        except BaseException:  # leave no values past n for the next append to inherit
+            for name, field in self.fields.items():
+                field.kind[start:end] = ABSENT
+                field.list_used = lists.get(name, 0)
+            raise
         self.n = end
 
     def rows(self, slots: Sequence[int] | np.ndarray) -> list[FrozenMetadata]:
