@@ -264,6 +264,14 @@ class Field:
             return num <= c.value
 
 
+def _values(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
+    """Each row's value of `name`, None where it has none (a value is never None)."""
+    try:
+        return list(map(dict.get, rows, itertools.repeat(name)))  # in C, for dicts
+    except TypeError:  # another kind of mapping
+        return [row.get(name) for row in rows]
+
+
 class MetaColumns:
     """The metadata of slots 0..n-1, field by field."""
 
@@ -291,7 +299,7 @@ class MetaColumns:
                 if field is None:
                     field = self.fields[name] = Field()
                     field.reserve(0, end)
-                field.put(start, list(map(dict.get, rows, itertools.repeat(name))))
+                field.put(start, _values(rows, name))
         except BaseException:  # leave no values past n for the next append to inherit
             for name, field in self.fields.items():
                 field.kind[start:end] = ABSENT

@@ -290,11 +290,23 @@ def fsync_rename(tmp: Path, final: Path) -> None:
     tmp.replace(final)
 
 
-def _write_files(tmp: dict[str, Path], index: faiss.Index, ids: list, columns: MetaColumns) -> None:
-    faiss.write_index(index, str(tmp["index"]))
-    tmp["ids"].write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
-    header, arrays = columns_arrays(columns)
-    write_arrays(tmp["metadata"], arrays, header)
+def _write_files(
+    tmp: dict[str, Path], index: faiss.Index, ids: list, columns: MetaColumns
+) -> dict[str, str]:
+    """Write the generation's files to their temp names; their CRC-32s. FAISS writes the
+    index (and it is summed) in a thread meanwhile: both release the GIL."""
+    with ThreadPoolExecutor(1) as pool:
+        index_crc = pool.submit(_written_index, index, tmp["index"])
+        tmp["ids"].write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+        header, arrays = columns_arrays(columns)
+        write_arrays(tmp["metadata"], arrays, header)
+        crcs = {key: file_crc32(tmp[key]) for key in ("ids", "metadata")}
+        return {"index": index_crc.result(), **crcs}
+
+
+def _written_index(index: faiss.Index, file: Path) -> str:
+    faiss.write_index(index, str(file))
+    return file_crc32(file)
 
 
 def save(
@@ -315,15 +327,11 @@ def save(
     tmp = {key: path / f".{name}.tmp" for key, name in files.items()}
     tmp_manifest = path / f".{MANIFEST}.tmp"
     try:
-        _write_files(tmp, index, ids, columns)
+        crcs = _write_files(tmp, index, ids, columns)
         listing = {}
         for key, name in files.items():
             fsync_rename(tmp[key], path / name)
-            listing[key] = {
-                "file": name,
-                "bytes": (path / name).stat().st_size,
-                "crc32": file_crc32(path / name),
-            }
+            listing[key] = {"file": name, "bytes": (path / name).stat().st_size, "crc32": crcs[key]}
         manifest = {"format": FORMAT_VERSION, **header, "generation": generation, "files": listing}
         tmp_manifest.write_text(json.dumps(manifest, indent=2))
         fsync_rename(tmp_manifest, path / MANIFEST)
