@@ -41,7 +41,7 @@ class IdIndex:
 
     def add(self, hashes: np.ndarray, slots: np.ndarray) -> None:
         """Entries for `slots` (their ids already in `ids`)."""
-        order = np.argsort(hashes, kind="stable")
+        order = np.argsort(hashes)
         run_h, run_s = hashes[order], slots[order]
         while self._runs and len(self._runs[-1][0]) <= 2 * len(run_h):
             last_h, last_s = self._runs.pop()
@@ -52,10 +52,12 @@ class IdIndex:
 
     def find(self, ids: Sequence[str], hashes: np.ndarray | None = None) -> np.ndarray:
         """The live slot of each id, -1 where there is none."""
+        out = np.full(len(ids), -1, dtype=np.int64)
+        if not self._runs:
+            return out
         wanted = hashes_of(ids) if hashes is None else hashes
         order = np.argsort(wanted)  # sorted keys: numpy's binary searches resume, cache-warm
         keys = wanted[order]
-        out = np.full(len(ids), -1, dtype=np.int64)
         for run_h, run_s in self._runs:
             left = np.searchsorted(run_h, keys, "left")
             equal = run_h[np.minimum(left, len(run_h) - 1)] == keys
