@@ -178,11 +178,10 @@ class Field:
     def values(self, slots: np.ndarray) -> list[Any]:
         """The field's value at each slot, None where absent."""
         kinds = self.kind[slots]
-        present = np.unique(kinds).tolist()
-        if len(present) == 1:
-            return self._values_of(present[0], slots)
+        if not kinds.size or (kinds == kinds[0]).all():  # the common case, without a sort
+            return self._values_of(int(kinds[0]), slots) if kinds.size else []
         out: list[Any] = [None] * len(slots)
-        for kind in present:
+        for kind in np.unique(kinds).tolist():
             at = np.flatnonzero(kinds == kind).tolist()
             for n, v in zip(at, self._values_of(kind, slots[at]), strict=True):
                 out[n] = v
