@@ -127,6 +127,9 @@ class StreamConfig(Section):
     block_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     claim_idle_s: Annotated[float, Field(gt=0)] = 10.0
     """An entry left unacknowledged this long by its consumer (which died) is claimed."""
+    max_failures: Annotated[int, Field(ge=1, le=1_000)] = 5
+    """Times applying an entry may fail with an error that is neither a bad event nor an
+    outage (a bug) before it goes to the dead-letter stream with that error."""
 
 
 class ServeConfig(Section):

@@ -96,7 +96,7 @@ class Live:
         self.histories = RedisHistories(self.client, base, limits, c.prefix)
         self.settings = StreamSettings(
             stream=c.stream, group=c.group, batch=c.batch, block_s=c.block_s,
-            claim_idle_s=c.claim_idle_s, consumer=name,
+            claim_idle_s=c.claim_idle_s, max_failures=c.max_failures, consumer=name,
         )  # fmt: skip
         self.stats.watch_stream(
             partial(pending_count, self.client, self.settings),
