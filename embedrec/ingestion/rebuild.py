@@ -43,6 +43,7 @@ from embedrec.stores import ConfigError, StoreNotFound, open_existing
 from embedrec.stores.lifecycle import generations as points
 from embedrec.stores.lifecycle.aliases import AliasBook, AliasState, Generation, alias_book
 from embedrec.stores.lifecycle.generations import Fingerprint
+from embedrec.stores.lifecycle.writers import in_turn
 from embedrec.stores.recall.calibrate import (
     CalibrateSettings,
     Calibration,
@@ -169,8 +170,11 @@ def rebuild(
         lease.check()
         result.state = book.swap(generation, result.fingerprint)
         points.reached("rebuild:swapped")
-        # the events applied to the old generation since the first replay (live_replay.py)
-        result.carried = replay(alias, live, generation, source, embedder, say, late=True)
+        # the events applied to the old generation since the first replay (live_replay.py),
+        # written in turn with the consumers that may write the new generation already
+        result.carried = in_turn(
+            lambda: replay(alias, live, generation, source, embedder, say, late=True)
+        )
     return result
 
 
