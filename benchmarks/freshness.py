@@ -163,7 +163,8 @@ def start_server(config: Path, workers: int) -> tuple[subprocess.Popen[bytes], s
     cmd = [sys.executable, "-m", "embedrec.cli", "serve", str(config), "--port", str(port)]
     server = subprocess.Popen([*cmd, "--workers", str(workers)], stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    # each worker loads torch and MiniLM: minutes when the machine is busy
+    deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
