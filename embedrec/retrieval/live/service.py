@@ -1,6 +1,8 @@
 """`Live`: the event path of one process, as `[stream]` configures it. It puts live
 histories in front of the recommender's own (in Redis, or in process), applies events
-(`accept`, what `POST /events` calls), and with Redis runs a stream consumer in a thread.
+(`accept`, what `POST /events` calls), and with Redis runs a stream consumer in a thread;
+another thread loads into the FAISS stores it serves what other processes' consumers
+committed to them (catalogue.py).
 
 Without Redis (the embedded default) `POST /events` applies events at once, in this process:
 serve it with one worker. With Redis, `POST /events` appends them to the stream (so that
