@@ -171,7 +171,7 @@ def start_server(config: Path, workers: int) -> tuple[subprocess.Popen[bytes], s
                 return server, base
         except httpx.HTTPError:
             time.sleep(0.5)
-    server.kill()
+    stop(server)  # SIGINT: uvicorn stops its workers too (a kill would leave them running)
     raise SystemExit("the server did not start")
 
 
