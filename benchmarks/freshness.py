@@ -13,9 +13,11 @@ first, one epoch), 300 of them as MiniLM text vectors, the 943 users. Four parts
    XADDed for random users; meanwhile probes: a user's top item is XADDed as their
    interaction, and /recommend polled (every 5 ms) until it leaves their results. p50/p99
    from XADD to that answer (target p99 <= 1 s);
-3. catalogue freshness: `embedrec serve --workers 1` (FAISS is in process: the worker that
-   applies a catalogue event is the one that serves it), a new item XADDed, /search polled
-   until it is found; p50/p99 (target p99 <= 2 s);
+3. catalogue freshness: `embedrec serve --workers 2` over FAISS (the worker whose consumer
+   applies a catalogue event writes the store; the other loads that commit within
+   `[stream] refresh_s`), a new item XADDed, /search polled on a new connection each time
+   (so either worker answers) until it is found 4 times in a row, which all but certainly
+   includes the worker that did not apply it; p50/p99 (target p99 <= 2 s);
 4. kills: two `embedrec stream` consumers while `--rate` events/s arrive; `--kills` times one
    of them is killed with SIGKILL and another started; at the end every event is checked:
    lost (no effect) and applied twice (Redis's applied counter over the distinct events).
@@ -161,14 +163,15 @@ def start_server(config: Path, workers: int) -> tuple[subprocess.Popen[bytes], s
     cmd = [sys.executable, "-m", "embedrec.cli", "serve", str(config), "--port", str(port)]
     server = subprocess.Popen([*cmd, "--workers", str(workers)], stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    # each worker loads torch and MiniLM: minutes when the machine is busy
+    deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return server, base
         except httpx.HTTPError:
             time.sleep(0.5)
-    server.kill()
+    stop(server)  # SIGINT: uvicorn stops its workers too (a kill would leave them running)
     raise SystemExit("the server did not start")
 
 
@@ -253,11 +256,16 @@ def interaction_freshness(args, config: Path, client: redis.Redis, users, items)
         stop(server)
 
 
+FOUND_IN_A_ROW = 4
+"""Searches in a row, each on a new connection, that must find a new item (part 3)."""
+
+
 def catalogue_freshness(config: Path, client: redis.Redis, probes: int) -> None:
-    server, base = start_server(config, workers=1)
+    server, base = start_server(config, workers=2)
     out: list[float] = []
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection, any worker
     try:
-        with httpx.Client(base_url=base, timeout=30) as http:
+        with httpx.Client(base_url=base, timeout=30, limits=fresh) as http:
             for n in range(probes):
                 word = f"zq{n}x{random.randrange(10**6)}"
                 text = f"{word}: a documentary about quasars number {n}"
@@ -267,10 +275,13 @@ def catalogue_freshness(config: Path, client: redis.Redis, probes: int) -> None:
                 event["fields"] = fields
                 sent = time.perf_counter()
                 xadd(client, "catalogue", [event])
+                streak, first = 0, 0.0
                 while True:
                     found = http.post("/search", json={"text": text, "k": 3}).json()["results"]
-                    if item in [h["id"] for h in found]:
-                        out.append(time.perf_counter() - sent)
+                    hit = item in [h["id"] for h in found]
+                    streak, first = (streak + 1, first or time.perf_counter()) if hit else (0, 0.0)
+                    if streak == FOUND_IN_A_ROW:
+                        out.append(first - sent)
                         break
                     if time.perf_counter() - sent > 10:
                         out.append(float("inf"))
@@ -278,7 +289,7 @@ def catalogue_freshness(config: Path, client: redis.Redis, probes: int) -> None:
                     time.sleep(0.01)
     finally:
         stop(server)
-    print(f"3. catalogue event -> item found by /search (1 worker): {percentiles(out)} "
+    print(f"3. catalogue event -> item found by /search (2 workers): {percentiles(out)} "
           "(target p99 <= 2 s)", flush=True)  # fmt: skip
 
 

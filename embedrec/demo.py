@@ -4,7 +4,8 @@
 
 1. MovieLens items as text vectors:   embedrec ingest configs/movielens.toml --store ...
 2. A Fashion-MNIST subset as images:  embedrec ingest configs/fashion.toml --store ...
-3. A quick two-tower training:        embedrec train configs/two_tower.toml --out ...
+3. A two-tower training with the sequence user encoder (a user's vector from their last 50
+   items, computed per request):      embedrec train configs/sequence.toml --out ...
    and its item vectors into FAISS through the same pipeline (embedder two-tower:MODEL)
 4. The retrieval client over those stores (configs/serve.toml): recommendations for a user,
    similar items, a text search, an image search, with and without filters; then live
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from embedrec import Hits
+from embedrec import Hit, Hits
 from embedrec.cli import main as cli
 from embedrec.data.fashion_mnist import load_fashion_mnist
 from embedrec.data.fetching import DatasetUnavailable
@@ -83,10 +84,10 @@ def missing_data() -> dict[str, str]:
 
 def plan(work: Path, images: int) -> list[Step]:
     """The commands that build the stores the retrieval tour (step 4) reads."""
-    model = work / "two_tower.pt"
+    model = work / "sequence.pt"
     text_store = f"faiss:{work}/movies-text?index=HNSW32"
     image_store = f"faiss:{work}/fashion-image?index=HNSW32"
-    item_store = f"faiss:{work}/movies-two-tower?index=HNSW32&metric=dot"
+    item_store = f"faiss:{work}/movies-sequence?index=HNSW32&metric=dot"
     steps = [
         Step(
             "1. MovieLens items -> text vectors -> FAISS",
@@ -99,8 +100,8 @@ def plan(work: Path, images: int) -> list[Step]:
         ),
     ]
     if not model.exists():
-        train = ["train", "configs/two_tower.toml", "--out", str(model)]
-        steps.append(Step("3a. Two-tower training", train))
+        train = ["train", "configs/sequence.toml", "--out", str(model)]
+        steps.append(Step("3a. Two-tower training, sequence user encoder", train))
     ingest = ["ingest", "configs/movielens.toml", "--embedder", f"two-tower:{model}"]
     steps.append(Step("3b. Two-tower item vectors -> FAISS", [*ingest, "--store", item_store]))
     return steps
@@ -174,34 +175,39 @@ def movie_tour(rec: Recommender) -> None:
 
 
 def live_tour(rec: Recommender, work: Path) -> None:
-    """Events into the service: two interactions of user 1 and a new film, the
-    recommendations before and after, then the film removed again."""
+    """Events into the service: user 1 watches three vampire films and a new film enters
+    the catalogue; under the sequence user encoder their next recommendations follow that
+    history (not only leave the watched films out); then the film is removed again."""
     server = RedisServer(work / "redis") if redis_server_binary() else None
     how = f"through a Redis stream ({server.url})" if server else "in process (no redis-server)"
     console.rule(f"[bold]4b. Live events {how}")
     movie = ("title", "year", "genres")
     before = rec.recommend("1", 5)
     show(f"recommend('1', 5) before [answered by {before.source}]", before.hits, movie)
+    watched = rec.search_text(TEXT_QUERY, 3).hits
     now = time.time()
     new = {"title": "Saturn Rising", "year": 2026, "genres": ["Documentary", "Sci-Fi"]}
     events = [
-        {"event_id": f"demo-{now}-{n}", "user_id": "1", "item_id": i, "timestamp": now}
-        for n, i in enumerate(before.hits.ids[:2])
+        {"event_id": f"demo-{now}-{n}", "user_id": "1", "item_id": i, "timestamp": now + n}
+        for n, i in enumerate(watched.ids)
     ]
     events.append({"event_id": f"demo-{now}-new", "op": "added", "item_id": "demo-saturn",
                    "fields": new, "text": "Saturn Rising (2026): a documentary about Saturn's "
                    "moons"})  # fmt: skip
-    console.print(f"[dim]POST /events: user 1 watched {before.hits.ids[:2]}; a new film")
+    console.print(f"[dim]POST /events: user 1 watched {_titles(watched)}; a new film")
     config = StreamConfig(redis=server.start().url if server else None, block_s=0.1)
     live = Live(rec, config, consume=True)
     live.start()
     try:
         live.accept(events)
         deadline = time.monotonic() + 10
-        while len(live.histories.live("1")) < 2 and time.monotonic() < deadline:
+        while len(live.histories.live("1")) < len(watched) and time.monotonic() < deadline:
             time.sleep(0.02)
         after = rec.recommend("1", 5)
         show(f"recommend('1', 5) after [answered by {after.source}]", after.hits, movie)
+        fresh = [h for h in after.hits if h.id not in before.hits.ids]
+        console.print(f"{len(fresh)} of the 5 are new, from user 1's history as it is now: "
+                      f"{_titles(fresh)}")  # fmt: skip
         hits = rec.search_text("documentary about the moons of Saturn", 3).hits
         show("search_text('documentary about the moons of Saturn')", hits, movie)
         live.accept([{"event_id": f"demo-{now}-gone", "op": "removed", "item_id": "demo-saturn"}])
@@ -212,6 +218,10 @@ def live_tour(rec: Recommender, work: Path) -> None:
         live.close()
         if server is not None:
             server.stop()
+
+
+def _titles(hits: Iterable[Hit]) -> str:
+    return "; ".join(str((h.metadata or {}).get("title", h.id)) for h in hits)
 
 
 def image_tour(rec: Recommender) -> None:

@@ -115,11 +115,11 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / name).symlink_to(REPO / name)
     work = root / "data" / "demo"
     work.mkdir(parents=True)
-    quick = root / "two_tower.quick.toml"
-    text = (REPO / "configs" / "two_tower.toml").read_text(encoding="utf-8")
-    assert "\nepochs = 40\n" in text
-    quick.write_text(text.replace("\nepochs = 40\n", "\nepochs = 2\n"), encoding="utf-8")
-    assert cli(["train", str(quick), "--out", str(work / "two_tower.pt"), "--quiet"]) == 0
+    quick = root / "sequence.quick.toml"
+    text = (REPO / "configs" / "sequence.toml").read_text(encoding="utf-8")
+    assert "\nepochs = 30\n" in text
+    quick.write_text(text.replace("\nepochs = 30\n", "\nepochs = 2\n"), encoding="utf-8")
+    assert cli(["train", str(quick), "--out", str(work / "sequence.pt"), "--quiet"]) == 0
     for step in plan(work, images=300):
         assert cli([*step.argv, "--quiet"]) == 0, step.title
     return root

@@ -10,6 +10,12 @@ removal is deleted from the new generation, and the edits are recorded for the n
 generation, so that they follow the alias across the swap. An addition or change cannot be
 copied into a generation built with another embedder (its vectors are another model's): it
 is said, and the catalogue's row, if any, stays.
+
+Only what differs is written: a record the new generation already holds as the live one does
+is left alone. So the rebuild replays once before validating, and once more right after its
+swap (`late=True`), which carries the events the consumer applied to the old generation
+meanwhile; a consumer that records an edit after that second read finds the alias moved and
+writes the new generation itself (retrieval/live/catalogue.py).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from embedrec.ingestion.manifest import (
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.store_info import store_info
 from embedrec.ingestion.validation import catalog_rows
-from embedrec.stores import VectorStore, open_existing
+from embedrec.stores import Record, VectorStore, open_existing
 from embedrec.stores.lifecycle.aliases import Generation
 from embedrec.stores.lifecycle.generations import ADOPTED
 
@@ -71,9 +77,12 @@ def replay(
     source: Source,
     embedder: Embedder,
     say: Say,
+    *,
+    late: bool = False,
 ) -> dict[str, str]:
     """Carry the live generation's standing edits into `generation` (see the module doc);
-    returns those carried (id -> op)."""
+    returns those carried (id -> op); `late`: the replay after the swap, which says only
+    what it wrote."""
     if live is None:
         return {}
     edits, built_with = standing_edits(alias, live, source)
@@ -82,30 +91,51 @@ def replay(
     with open_existing(live.uri) as old, open_existing(generation.uri) as new:
         info = store_info(old)
         same_model = (info.embedder_name if info else built_with) == embedder.name
-        copied = _copy(old, new, [i for i, op in edits.items() if op != "removed"], same_model)
-        if not same_model and any(op != "removed" for op in edits.values()):
+        ids = [i for i, op in edits.items() if op != "removed"]
+        copied, written = _copy(old, new, ids, same_model)
+        if not same_model and ids and not late:
             say(f"{live.name}'s items added or changed by catalogue events are not carried "
                 f"into {generation.name}: they were embedded by another model")  # fmt: skip
         removed = [i for i, op in edits.items() if op == "removed"]
         for start in range(0, len(removed), SQL_BATCH):
-            new.delete(removed[start : start + SQL_BATCH])
+            written += new.delete(removed[start : start + SQL_BATCH])
         new.flush()
     carried = {rid: op for rid, op in edits.items() if op == "removed" or rid in copied}
     with closing(LiveEdits.of(generation.uri)) as book:
         book.record(carried.items())
-    say(f"carried {len(carried)} catalogue event edit(s) from {live.name} into {generation.name}")
+    if not late:
+        say(f"carried {len(carried)} catalogue event edit(s) from {live.name} into "
+            f"{generation.name}")  # fmt: skip
+    elif written:
+        say(f"carried {written} catalogue event edit(s) applied to {live.name} during the "
+            f"rebuild into {generation.name}")  # fmt: skip
     return carried
 
 
-def _copy(old: VectorStore, new: VectorStore, ids: list[str], same_model: bool) -> set[str]:
-    """Copy the records of `ids` from `old` to `new` (none across models); the ids copied."""
+def _copy(
+    old: VectorStore, new: VectorStore, ids: list[str], same_model: bool
+) -> tuple[set[str], int]:
+    """Copy the records of `ids` from `old` to `new` (none across models), leaving alone
+    those `new` already holds alike: (the ids carried, how many were written)."""
     copied: set[str] = set()
+    written = 0
     if not same_model:
-        return copied
+        return copied, written
     for start in range(0, len(ids), SQL_BATCH):
         records = old.fetch(ids[start : start + SQL_BATCH])
-        if records:
-            vectors = np.stack([r.vector for r in records])
-            new.upsert([r.id for r in records], vectors, [r.metadata for r in records])
-            copied.update(r.id for r in records)
-    return copied
+        held = {r.id: r for r in new.fetch([r.id for r in records])}
+        changed = [r for r in records if not _alike(r, held.get(r.id))]
+        if changed:
+            vectors = np.stack([r.vector for r in changed])
+            new.upsert([r.id for r in changed], vectors, [r.metadata for r in changed])
+        copied.update(r.id for r in records)
+        written += len(changed)
+    return copied, written
+
+
+def _alike(record: Record, other: Record | None) -> bool:
+    return (
+        other is not None
+        and record.metadata == other.metadata
+        and np.array_equal(record.vector, other.vector)
+    )

@@ -18,6 +18,8 @@
 4. The alias is swapped atomically; the old live generation becomes `previous`. The swap
    checks the generation's fingerprint (count and committed digest) against the one taken
    before validation, and a timed lease is checked to be still this rebuild's.
+5. The catalogue events applied to the old generation since step 2's replay (the consumer
+   keeps writing the live generation) are carried into the new one (live_replay.py).
 
 Until step 4 the live generation is never written, so a rebuild killed at any point leaves
 it serving exactly as before; a swap is one atomic replace of the pointer.
@@ -41,6 +43,7 @@ from embedrec.stores import ConfigError, StoreNotFound, open_existing
 from embedrec.stores.lifecycle import generations as points
 from embedrec.stores.lifecycle.aliases import AliasBook, AliasState, Generation, alias_book
 from embedrec.stores.lifecycle.generations import Fingerprint
+from embedrec.stores.lifecycle.writers import in_turn
 from embedrec.stores.recall.calibrate import (
     CalibrateSettings,
     Calibration,
@@ -167,6 +170,11 @@ def rebuild(
         lease.check()
         result.state = book.swap(generation, result.fingerprint)
         points.reached("rebuild:swapped")
+        # the events applied to the old generation since the first replay (live_replay.py),
+        # written in turn with the consumers that may write the new generation already
+        result.carried = in_turn(
+            lambda: replay(alias, live, generation, source, embedder, say, late=True)
+        )
     return result
 
 

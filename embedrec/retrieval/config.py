@@ -127,6 +127,13 @@ class StreamConfig(Section):
     block_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     claim_idle_s: Annotated[float, Field(gt=0)] = 10.0
     """An entry left unacknowledged this long by its consumer (which died) is claimed."""
+    refresh_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    """How often each process looks for catalogue events that another process (another
+    worker's consumer, `embedrec stream`) committed to a FAISS store it serves, and loads
+    them: one small file read per store."""
+    max_failures: Annotated[int, Field(ge=1, le=1_000)] = 5
+    """Times applying an entry may fail with an error that is neither a bad event nor an
+    outage (a bug) before it goes to the dead-letter stream with that error."""
 
 
 class ServeConfig(Section):

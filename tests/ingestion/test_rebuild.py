@@ -160,6 +160,28 @@ def test_a_failed_validation_swaps_nothing(work: Path, capsys: pytest.CaptureFix
     assert state.live is not None and state.live.name == "g0003" and state.unlisted == ()
 
 
+def test_a_failed_first_rebuild_leaves_the_path_usable(
+    work: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A brand-new path whose first rebuild failed holds the alias's lease, counter and the
+    failed generation, nothing live: a plain ingest still makes a store there, and the next
+    rebuild adopts it and removes the failed generation."""
+    uri = f"faiss:{work / 'store'}"
+    weak = f"{uri}?index=IVF8,Flat&nprobe=1"
+    assert main(ingest_argv(work, weak, "new", "--rebuild", "--batch-size", "512")) == 1
+    assert {"rebuild.lock", "generations.json", "g0001"} <= {
+        p.name for p in (work / "store").iterdir()
+    }
+    capsys.readouterr()
+    assert main(ingest_argv(work, uri, "new")) == 0, capsys.readouterr().err
+    assert [len(ids) for ids in answers(uri)] == [10] * len(QUERIES)
+    assert main(ingest_argv(work, uri, "new", "--rebuild")) == 0
+    err = capsys.readouterr().err
+    assert "adopted the store" in err and "removing generation g0001" in err
+    state = alias_book(uri).state()
+    assert state.live is not None and state.live.name == "g0002" and state.unlisted == ()
+
+
 def calibrate_config(work: Path, nprobe: list[int], max_effort: int = 16_384) -> str:
     path = work / "calibrate.toml"
     path.write_text(f"[calibrate]\ntarget_recall = 0.95\nqueries = 100\nmax_effort = {max_effort}\n"

@@ -16,6 +16,7 @@ import pytest
 from embedrec.cli import main
 from embedrec.ingestion.manifest import LiveEdits
 from embedrec.stores import open_existing
+from embedrec.stores.lifecycle import generations as points
 from tests.ingestion.test_rebuild import ROWS, HashEmbedder, ingest_argv, work
 
 __all__ = ["work"]
@@ -72,3 +73,36 @@ def test_a_rebuild_with_another_model_carries_only_the_removals(
     assert json.loads(out)["events_carried"] == 1
     with open_existing(uri) as store:
         assert store.count() == ROWS - 1 and store.fetch(["new1", "5"]) == []
+
+
+def test_events_applied_during_a_rebuild_reach_the_new_generation(
+    work: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer keeps writing the live generation while a rebuild validates the new
+    one: what it applied between the rebuild's first replay and its swap is carried too."""
+    uri = f"faiss:{work / 'store'}?index=Flat"
+    assert main(ingest_argv(work, uri, "old", "--rebuild")) == 0
+    added = HashEmbedder("old").embed(["an item an event added mid-rebuild"])
+
+    def reached(point: str) -> None:
+        if point == "rebuild:validated":  # after the replay and validation, before the swap
+            with open_existing(f"faiss:{work / 'store'}/g0001") as store:
+                store.upsert(["late1"], added, [{"shelf": 4}])
+                store.delete(["9"])
+                store.flush()
+                with closing(LiveEdits.of(store.uri)) as edits:
+                    edits.record([("late1", "added"), ("9", "removed")])
+
+    monkeypatch.setattr(points, "reached", reached)
+    capsys.readouterr()
+    assert main(ingest_argv(work, uri, "old", "--rebuild", "--json")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["live"] == "g0002" and json.loads(out)["events_carried"] == 2
+    assert "carried 2 catalogue event edit(s) applied to g0001 during the rebuild" in err
+    with open_existing(uri) as store:
+        got = store.fetch(["late1", "9"])
+        assert [r.id for r in got] == ["late1"] and got[0].metadata == {"shelf": 4}
+        assert np.allclose(got[0].vector, added[0], atol=1e-6)
+        assert store.count() == ROWS
+        with closing(LiveEdits.of(store.uri)) as edits:
+            assert edits.all() == {"late1": "added", "9": "removed"}

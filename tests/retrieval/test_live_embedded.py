@@ -16,8 +16,11 @@ from embedrec.ingestion.manifest import LiveEdits
 from embedrec.retrieval.api import create_app
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import StreamConfig
+from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.live.service import Live
-from tests.retrieval.conftest import Data, make_recommender, serving
+from embedrec.stores import open_existing
+from embedrec.stores.lifecycle.aliases import alias_book
+from tests.retrieval.conftest import Data, build_store, make_recommender, serving
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +174,28 @@ def test_a_catalogue_event_an_embedder_refuses(http: httpx.Client, data: Data) -
     found = http.post("/similar", json={"item_id": "blank", "space": "two-tower"})
     assert found.status_code == 404  # refused by one space: written to none
     assert 'embedrec_events_rejected_total{reason="apply"}' in http.get("/metrics").text
+
+
+def test_a_writer_whose_alias_moved_writes_the_new_generation_too(data: Data, tmp_path) -> None:
+    """A rebuild swapped the alias after its last replay, while this process still serves
+    the old generation: the catalogue event lands in the old one and in the one now live."""
+    alias = f"faiss:{tmp_path / 'alias'}?index=Flat"
+    book = alias_book(alias)
+    old, new = book.generation("g0001"), book.generation("g0002")
+    for generation in (old, new):
+        build_store(generation.uri, data.item_ids, data.item_vectors, data.item_meta).close()
+    book.swap(old)
+    serving_old = open_existing(alias)  # as the service opened it
+    recommender = make_recommender(data, tmp_path, two_tower=Failover("two-tower", serving_old))
+    book.swap(new)  # the rebuild's swap; the service has not reloaded yet
+    live = Live(recommender, StreamConfig(), consume=False)
+    event = {"event_id": "moved-1", "op": "added", "item_id": "moved-film",
+             "fields": dict(data.item_meta[0])}  # fmt: skip
+    assert live.accept([event]).accepted == 1
+    for generation in (old, new):
+        with open_existing(generation.uri) as store:
+            assert [r.id for r in store.fetch(["moved-film"])] == ["moved-film"]
+        with closing(LiveEdits.of(generation.uri)) as edits:
+            assert edits.all() == {"moved-film": "added"}
+    live.close()
+    recommender.close()

@@ -16,13 +16,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from embedrec.retrieval.api import create_app
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import StreamConfig
 from embedrec.retrieval.events.histories import HistoryLimits
 from embedrec.retrieval.events.models import InteractionEvent
-from embedrec.retrieval.live.consumer import StreamConsumer, lag_count, pending_count
+from embedrec.retrieval.live.consumer import (
+    BatchFailed,
+    StreamConsumer,
+    lag_count,
+    pending_count,
+)
 from embedrec.retrieval.live.service import Live
 from embedrec.testing.redis_server import RedisServer
 from tests.retrieval.conftest import Data, make_recommender, serving, store_uri
@@ -79,6 +85,52 @@ def test_each_event_once_and_dead_letters(recommender, redis_server, data) -> No
     reasons = [fields[b"reason"].decode() for _, fields in dead]
     assert "not JSON" in reasons[0] and "item_id" in reasons[1]
     assert live.stats.duplicates._value.get() == 40
+    live.close()
+
+
+def test_a_poison_entry_is_dead_lettered_after_max_failures(
+    recommender, redis_server, data, monkeypatch
+) -> None:
+    """An event that hits a bug (not a bad event, not an outage) holds back no other event,
+    and goes to the dead-letter stream with its error once it has failed max_failures
+    times, counted on /metrics; the old consumer left its batch pending for ever."""
+    config = StreamConfig(redis=redis_server.url, stream="t5", prefix="t5", max_failures=3)
+    live = Live(recommender, config, consume=True)
+    assert live.consumer is not None
+    events = _events(data, 60, seed=5)
+    poison = {**events[0], "event_id": "poison"}
+    add = live.histories.add
+
+    def buggy(batch):  # a bug that only this event triggers
+        if any(e.event_id == "poison" for e in batch):
+            raise KeyError("a bug")
+        return add(batch)
+
+    monkeypatch.setattr(live.histories, "add", buggy)
+    xadd(live.client, "t5", [*events[:30], poison, *events[30:]])
+    live.consumer.ensure_group()
+    failed, deadline = 0, time.monotonic() + 30
+    while True:
+        try:
+            handled = live.consumer.step()
+        except BatchFailed:
+            failed += 1
+            live.consumer._own_backlog = True  # as run() does after an error
+            continue
+        idle = not pending_count(live.client, live.settings)
+        if not handled and idle and not lag_count(live.client, live.settings):
+            break
+        assert time.monotonic() < deadline, "the poison entry stayed pending"
+    assert failed == 3
+    users = sorted({e["user_id"] for e in events})
+    assert_replayed(live.histories, events, users, HistoryLimits())
+    dead = live.client.xrange("t5:dead")
+    assert len(dead) == 1 and b'"poison"' in dead[0][1][b"event"]
+    reason = dead[0][1][b"reason"].decode()
+    assert "failed 3 times" in reason and "KeyError" in reason and "a bug" in reason
+    metrics = generate_latest(live.stats.registry).decode()
+    assert 'embedrec_events_rejected_total{reason="poison"} 1.0' in metrics
+    assert not live.client.hlen("t5:failures") and not live.client.hlen("t5:errors")
     live.close()
 
 

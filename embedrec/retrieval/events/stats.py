@@ -29,7 +29,8 @@ class LiveStats:
         )  # fmt: skip
         self.rejected = Counter(
             "embedrec_events_rejected",
-            "Events refused: 'invalid' (malformed) or 'apply' (the item or store refused it).",
+            "Events refused: 'invalid' (malformed), 'apply' (the item or store refused it) or "
+            "'poison' (applying it failed with an error max_failures times).",
             ["reason"], registry=r,
         )  # fmt: skip
         self.duplicates = Counter(

@@ -5,12 +5,18 @@ store is flushed once per batch, and the edits are recorded (`LiveEdits`, beside
 ingestion manifest) so that the next batch ingest neither redoes nor undoes them.
 
 The image space takes no catalogue events (they carry no image): ingest images in batch.
+
+Several processes (each worker's consumer, `embedrec stream`) may write one FAISS store: they
+take turns (stores/lifecycle/writers.py), each loading what the others committed before it
+writes and giving the folder's writer lock up after; every process loads the others' commits
+within `[stream] refresh_s` (`Live`). See docs/realtime.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,8 +26,14 @@ from embedrec.ingestion.rows import Row
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.events.models import CatalogueEvent
 from embedrec.retrieval.spaces import Space
-from embedrec.stores.errors import StoreError, StoreUnavailable
+from embedrec.stores import VectorStore, open_existing
+from embedrec.stores.errors import StoreError, StoreLocked, StoreUnavailable
+from embedrec.stores.faiss.store import FaissStore
+from embedrec.stores.lifecycle.aliases import alias_book
+from embedrec.stores.lifecycle.pointer import alias_of
+from embedrec.stores.lifecycle.writers import in_turn
 
+T = TypeVar("T")
 EVENT_SPACES = ("two-tower", "text")
 """The spaces a catalogue event can embed an item for."""
 
@@ -64,28 +76,78 @@ class CatalogueWriter:
         events: Sequence[CatalogueEvent],
         vectors: dict[tuple[str, str], np.ndarray],
     ) -> dict[str, str]:
-        """Write `events` to the space's store; returns those it refused (another process
-        writing the same FAISS directory, say: see docs/realtime.md)."""
+        """Write `events` to the space's store; returns those it refused. Then, should the
+        store's alias have moved to a generation a rebuild swapped in meanwhile, write that
+        one too (the rebuild carried only what was recorded before its swap)."""
         store = space.failover.primary
-        edits: list[tuple[str, str]] = []
-        refused: dict[str, str] = {}
-        for event in events:
-            key = (space.name, event.event_id)
-            try:
-                if event.op == "removed":
-                    store.delete([event.item_id])
-                elif key in vectors:
-                    store.upsert([event.item_id], vectors[key], [dict(event.fields)])
-                else:
-                    continue
-            except StoreUnavailable:
-                raise
-            except StoreError as exc:
-                refused[event.event_id] = f"{space.name} store: {exc}"
-                continue
-            edits.append((event.item_id, event.op))
-        if edits:
-            store.flush()
-            with closing(LiveEdits.of(store.uri)) as book:
-                book.record(edits)
+        refused, edits = _in_turn(lambda: _edit(store, space.name, events, vectors))
+        if not edits:
+            return refused
+        with closing(LiveEdits.of(store.uri)) as book:
+            book.record(edits)
+        moved = _moved(store.uri)
+        if moved is not None:
+
+            def write_live() -> list[tuple[str, str]]:
+                with open_existing(moved) as live:
+                    return _edit(live, space.name, events, vectors)[1]
+
+            with closing(LiveEdits.of(moved)) as book:
+                book.record(_in_turn(write_live))
         return refused
+
+
+def _edit(
+    store: VectorStore,
+    space: str,
+    events: Sequence[CatalogueEvent],
+    vectors: dict[tuple[str, str], np.ndarray],
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Write `events` into `store` and flush it: (refused event id -> reason, the edits).
+    A FAISS store loads first what other processes committed, and gives its folder's writer
+    lock up after (`StoreLocked`, before anything is written, while another holds it)."""
+    faiss = isinstance(store, FaissStore)
+    if faiss:
+        store.sync()
+    edits: list[tuple[str, str]] = []
+    refused: dict[str, str] = {}
+    for event in events:
+        key = (space, event.event_id)
+        try:
+            if event.op == "removed":
+                store.delete([event.item_id])
+            elif key in vectors:
+                store.upsert([event.item_id], vectors[key], [dict(event.fields)])
+            else:
+                continue
+        except (StoreUnavailable, StoreLocked):
+            raise
+        except StoreError as exc:
+            refused[event.event_id] = f"{space} store: {exc}"
+            continue
+        edits.append((event.item_id, event.op))
+    if faiss:
+        store.release()  # flushes
+    elif edits:
+        store.flush()
+    return refused, edits
+
+
+def _in_turn(write: Callable[[], T]) -> T:
+    """`write` in its turn among the store's writers; one that waited too long is an outage
+    (the batch is tried again), not a refusal of its events."""
+    try:
+        return in_turn(write)
+    except StoreLocked as exc:
+        raise StoreUnavailable(f"waited too long for another writer: {exc}") from exc
+
+
+def _moved(uri: str) -> str | None:
+    """The live generation's URI when `uri` is a generation of an alias that no longer
+    points at it; else None."""
+    found = alias_of(uri)
+    if found is None:
+        return None
+    alias, name = found
+    live = alias_book(alias).live_token()
+    return None if live in (None, name) else alias_book(alias).generation(live).uri

@@ -14,6 +14,13 @@ A malformed event, or one an embedder or store refuses, goes to the dead-letter 
 (`STREAM:dead`, with the reason and its stream id) and is acknowledged; it never stops the
 consumer. When Redis or a store is down, nothing is acknowledged and the round is tried
 again with a growing pause; the consumer picks up where it stopped when they return.
+
+A batch that fails otherwise (a bug, not a bad event) is applied again one event at a time:
+the others are applied and acknowledged, and each event that fails alone stays pending, its
+failures counted in `STREAM:failures` (with the last error in `STREAM:errors`). An entry
+that has failed `max_failures` times goes to the dead-letter stream with that error (a
+poison entry). Failures are counted, not deliveries: a store outage or a killed consumer
+delivers entries again too, and must not dead-letter them.
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ from dataclasses import dataclass
 import orjson
 import redis
 
-from embedrec.retrieval.events.models import Event, Rejection, parse_event
+from embedrec.retrieval.events.models import CatalogueEvent, Event, Rejection, parse_event
 from embedrec.retrieval.events.redis_histories import unavailable_as
 from embedrec.retrieval.live.applier import EventApplier
 from embedrec.stores.errors import StoreUnavailable
 
 log = logging.getLogger("embedrec.stream")
 Entry = tuple[bytes, dict[bytes, bytes]]
+DeadEntry = tuple[bytes, bytes, str]
+"""(stream id, the raw event, the reason): one dead letter."""
 MAX_PAUSE_S = 5.0
 
 
@@ -48,13 +57,24 @@ class StreamSettings:
     batch: int = 500
     block_s: float = 1.0
     claim_idle_s: float = 10.0
+    max_failures: int = 5
+    """Failures (bugs) of one entry before it is dead-lettered as poison."""
 
     @property
     def dead_letter(self) -> str:
         return f"{self.stream}:dead"
 
+    @property
+    def failures(self) -> tuple[str, str]:
+        """The hashes of failing entries: stream id -> failures, stream id -> last error."""
+        return f"{self.stream}:failures", f"{self.stream}:errors"
+
     def name(self) -> str:
         return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class BatchFailed(RuntimeError):
+    """Events of a batch failed with a bug; the others were applied and acknowledged."""
 
 
 class StreamConsumer:
@@ -84,11 +104,11 @@ class StreamConsumer:
             claimed = self.client.xautoclaim(
                 s.stream, s.group, self.name, int(s.claim_idle_s * 1000), "0-0", count=s.batch
             )[1]
-            handled += self.handle(claimed)
+            handled += self.handle(claimed, again=True)
         if self._own_backlog:  # our own delivered, unacknowledged entries
             mine = self._read("0", block=None)
             self._own_backlog = bool(mine)
-            return handled + self.handle(mine)
+            return handled + self.handle(mine, again=True)
         return handled + self.handle(self._read(">", block=int(s.block_s * 1000)))
 
     def _read(self, start: str, block: int | None) -> list[Entry]:
@@ -96,33 +116,94 @@ class StreamConsumer:
         got = self.client.xreadgroup(s.group, self.name, {s.stream: start}, s.batch, block)
         return [e for e in got[0][1] if e[1]] if got else []
 
-    def handle(self, entries: list[Entry]) -> int:
-        """Apply, dead-letter and acknowledge `entries`."""
+    def handle(self, entries: list[Entry], *, again: bool = False) -> int:
+        """Apply, dead-letter and acknowledge `entries` (`again`: delivered before, so some
+        may have failed before). `BatchFailed` when events failed with a bug: those stay
+        pending, everything else is acknowledged."""
         if not entries:
             return 0
-        events: list[Event] = []
-        dead: list[tuple[bytes, bytes, str]] = []
-        event_entry: dict[str, bytes] = {}
-        for n, (entry_id, fields) in enumerate(entries):
-            raw = fields.get(b"event", b"")
-            parsed = _decode(raw, n)
-            if isinstance(parsed, Rejection):
-                dead.append((entry_id, raw, parsed.reason))
-            else:
-                events.append(parsed)
-                event_entry[parsed.event_id] = entry_id
+        events, dead, event_entry = _parse(entries)
         if dead:
             self.applier.stats.rejected.labels("invalid").inc(len(dead))
-        applied = self.applier.apply(events, "stream")
-        for event_id, reason in applied.refused.items():
+        if again:
+            events = self._drop_poison(events, entries, event_entry, dead)
+        refused, failed = self._apply(events)
+        for event_id, reason in refused.items():
             dead.append((event_entry[event_id], _raw_of(entries, event_entry[event_id]), reason))
+        failing = {event_entry[event_id]: error for event_id, error in failed.items()}
+        done = [e[0] for e in entries if e[0] not in failing]
+        counts, errors = self.settings.failures
         with self.client.pipeline() as pipe:
             for entry_id, raw, reason in dead:
                 fields = {"event": raw, "reason": reason, "entry": entry_id}
                 pipe.xadd(self.settings.dead_letter, fields)  # type: ignore[arg-type]
-            pipe.xack(self.settings.stream, self.settings.group, *[e[0] for e in entries])
+            if done:
+                pipe.xack(self.settings.stream, self.settings.group, *done)
+                if again:  # forget the failures of entries that are done now
+                    pipe.hdel(counts, *done)
+                    pipe.hdel(errors, *done)
+            for entry_id, error in failing.items():
+                pipe.hincrby(counts, entry_id)
+                pipe.hset(errors, entry_id, error)
             pipe.execute()
+        if failing:
+            first = next(iter(failing.values()))
+            raise BatchFailed(f"{len(failing)} event(s) failed and stay pending: {first}")
         return len(entries)
+
+    def _apply(self, events: list[Event]) -> tuple[dict[str, str], dict[str, str]]:
+        """Apply `events`: (refused event id -> reason, failed event id -> error). After a
+        failure that is no outage, each event is applied alone (catalogue events first, as
+        in a batch), so that one bad apple holds back no other event."""
+        try:
+            return self.applier.apply(events, "stream").refused, {}
+        except (redis.RedisError, StoreUnavailable):
+            raise
+        except Exception as exc:
+            log.exception("event stream: applying %d event(s) failed", len(events))
+            if len(events) == 1:
+                return {}, {events[0].event_id: f"{type(exc).__name__}: {exc}"}
+        refused: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        for event in sorted(events, key=lambda e: not isinstance(e, CatalogueEvent)):
+            try:
+                refused |= self.applier.apply([event], "stream").refused
+            except (redis.RedisError, StoreUnavailable):
+                raise
+            except Exception as exc:
+                log.exception("event stream: applying event %s failed", event.event_id)
+                failed[event.event_id] = f"{type(exc).__name__}: {exc}"
+        return refused, failed
+
+    def _drop_poison(
+        self,
+        events: list[Event],
+        entries: list[Entry],
+        event_entry: dict[str, bytes],
+        dead: list[DeadEntry],
+    ) -> list[Event]:
+        """`events` less those whose entries failed `max_failures` times: they join `dead`
+        with their last error, counted as rejected for 'poison'."""
+        counts, errors = self.settings.failures
+        ids = [event_entry[e.event_id] for e in events]
+        if not ids:
+            return events
+        with self.client.pipeline() as pipe:
+            pipe.hmget(counts, ids)
+            pipe.hmget(errors, ids)
+            failures, last = pipe.execute()
+        limit = self.settings.max_failures
+        kept = []
+        for event, entry_id, n, error in zip(events, ids, failures, last, strict=True):
+            if n is None or int(n) < limit:
+                kept.append(event)
+                continue
+            reason = f"applying it failed {int(n)} times: {(error or b'').decode()}"
+            dead.append((entry_id, _raw_of(entries, entry_id), reason))
+            log.error("event stream: %s dead-lettered: %s", event.event_id, reason)
+        if len(kept) < len(events):
+            self.applier.stats.rejected.labels("poison").inc(len(events) - len(kept))
+        return kept
 
     def run(self, stop: threading.Event) -> None:
         """Rounds until `stop` is set, pausing (up to 5 s) while Redis or a store is down."""
@@ -136,6 +217,8 @@ class StreamConsumer:
                 self.step()
                 pause = 0.1
             except (redis.RedisError, StoreUnavailable) as exc:
+                log.warning("event stream: %s; trying again in %.1f s", exc, pause)
+            except BatchFailed as exc:  # logged where each failed; they are tried again
                 log.warning("event stream: %s; trying again in %.1f s", exc, pause)
             except Exception:  # a bug must not stop the consumer: its batch stays pending
                 log.exception("event stream: applying a batch failed; trying again")
@@ -172,6 +255,22 @@ def lag_count(client: redis.Redis, settings: StreamSettings) -> int:
     found = [g for g in groups if g["name"].decode() == settings.group]
     lag = found[0].get("lag") if found else None
     return int(lag) if lag is not None else -1
+
+
+def _parse(entries: list[Entry]) -> tuple[list[Event], list[DeadEntry], dict[str, bytes]]:
+    """The events of `entries`, the malformed ones to dead-letter, event id -> entry id."""
+    events: list[Event] = []
+    dead: list[DeadEntry] = []
+    event_entry: dict[str, bytes] = {}
+    for n, (entry_id, fields) in enumerate(entries):
+        raw = fields.get(b"event", b"")
+        parsed = _decode(raw, n)
+        if isinstance(parsed, Rejection):
+            dead.append((entry_id, raw, parsed.reason))
+        else:
+            events.append(parsed)
+            event_entry[parsed.event_id] = entry_id
+    return events, dead, event_entry
 
 
 def _decode(raw: bytes, index: int) -> Event | Rejection:

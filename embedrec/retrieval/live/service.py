@@ -1,6 +1,8 @@
 """`Live`: the event path of one process, as `[stream]` configures it. It puts live
 histories in front of the recommender's own (in Redis, or in process), applies events
-(`accept`, what `POST /events` calls), and with Redis runs a stream consumer in a thread.
+(`accept`, what `POST /events` calls), and with Redis runs a stream consumer in a thread;
+another thread loads into the FAISS stores it serves what other processes' consumers
+committed to them (catalogue.py).
 
 Without Redis (the embedded default) `POST /events` applies events at once, in this process:
 serve it with one worker. With Redis, `POST /events` appends them to the stream (so that
@@ -10,6 +12,7 @@ before they are applied.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -21,12 +24,15 @@ from embedrec.retrieval.events.histories import HistoryLimits, LiveHistories, Me
 from embedrec.retrieval.events.models import Rejection, parse_events
 from embedrec.retrieval.events.stats import LiveStats
 from embedrec.retrieval.live.applier import EventApplier
+from embedrec.stores.errors import StoreError
+from embedrec.stores.faiss.store import FaissStore
 
 if TYPE_CHECKING:
     import redis
 
     from embedrec.retrieval.live.consumer import StreamConsumer, StreamSettings
 
+log = logging.getLogger("embedrec.stream")
 READ_SLACK_S = 2.0
 """How much longer than its blocking read the consumer waits on Redis before giving up."""
 
@@ -56,6 +62,7 @@ class Live:
         """Live histories over `recommender`'s (set as its `histories`); with Redis and
         `consume`, a consumer (named `consumer`, default host-pid) that `start` runs."""
         self.config = config
+        self.recommender = recommender
         self.stats = LiveStats()
         base = recommender.histories
         if isinstance(base, LiveHistories):
@@ -75,7 +82,7 @@ class Live:
             reader = self._connect(config.redis, timeout_s=config.block_s + READ_SLACK_S)
             self.consumer = self._consumer_class(reader, self.applier, self.settings)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def _use_redis(
         self, url: str, base: Any, limits: HistoryLimits, consume: bool, name: str
@@ -96,7 +103,7 @@ class Live:
         self.histories = RedisHistories(self.client, base, limits, c.prefix)
         self.settings = StreamSettings(
             stream=c.stream, group=c.group, batch=c.batch, block_s=c.block_s,
-            claim_idle_s=c.claim_idle_s, consumer=name,
+            claim_idle_s=c.claim_idle_s, max_failures=c.max_failures, consumer=name,
         )  # fmt: skip
         self.stats.watch_stream(
             partial(pending_count, self.client, self.settings),
@@ -104,16 +111,34 @@ class Live:
         )
 
     def start(self) -> None:
-        if self.consumer is not None and self._thread is None:
-            self._thread = threading.Thread(
+        """Run the consumer (with Redis) and the follower of FAISS stores, in threads."""
+        if self._threads:
+            return
+        if self.consumer is not None:
+            self._threads.append(threading.Thread(
                 target=self.consumer.run, args=(self._stop,), name="embedrec-stream", daemon=True
-            )
-            self._thread.start()
+            ))  # fmt: skip
+        self._threads.append(threading.Thread(target=self._follow, name="embedrec-follow",
+                                              daemon=True))  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def _follow(self) -> None:
+        """Every `refresh_s`, load into each FAISS store this process serves what other
+        processes committed to it (their consumers' catalogue events; catalogue.py)."""
+        while not self._stop.wait(self.config.refresh_s):
+            for name in self.recommender.spaces:
+                store = self.recommender.space(name).failover.primary
+                if isinstance(store, FaissStore):
+                    try:
+                        store.sync()
+                    except StoreError as exc:  # a commit being replaced: the next round
+                        log.warning("%s: cannot load the latest commit: %s", store.uri, exc)
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
         if self.consumer is not None:
             self.consumer.client.close()
         if self.client is not None:

@@ -52,6 +52,10 @@ LOAD_ATTEMPTS = 8
 """Generations a reader follows while writers keep committing newer ones under it."""
 _GENERATION_FILE = re.compile(r"(index|ids|metadata)\.\d+\.\w+")
 _TEMP_FILE = re.compile(r"\..+\.tmp")
+_ALIAS_ENTRY = re.compile(r"alias\.lock|rebuild\.lock|generations\.json|g\d{4,9}")
+"""What an alias keeps in its folder besides a pointer (stores/lifecycle/pointer.py): with no
+pointer nothing is live there (a first rebuild failed), and a plain store may be made beside
+them; the next rebuild adopts it and removes the failed generation."""
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,15 @@ def lock_for_writing(path: Path, generation: int) -> TextIO:
 
 def holds_no_store(path: Path) -> bool:
     """True when `path` is absent, empty, or holds only what a store that never committed
-    leaves (its lock file, temp files, uncommitted generation files)."""
+    leaves (its lock file, temp files, uncommitted generation files) and what an alias with
+    nothing live keeps (`_ALIAS_ENTRY`)."""
     if not path.exists():
         return True
     return all(
-        p.name == LOCK or _TEMP_FILE.fullmatch(p.name) or _GENERATION_FILE.fullmatch(p.name)
+        p.name == LOCK
+        or _TEMP_FILE.fullmatch(p.name)
+        or _GENERATION_FILE.fullmatch(p.name)
+        or _ALIAS_ENTRY.fullmatch(p.name)
         for p in path.iterdir()
     )
 

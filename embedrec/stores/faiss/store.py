@@ -145,12 +145,16 @@ class FaissStore(VectorStore):
         saved = persistence.load(path)
         m = saved.manifest
         store = cls(path, dim=m.dim, metric=m.metric, spec=m.spec, uri=uri, **tuning)
-        store._built = m.built
-        store._use(saved.index)
-        store._table = SlotTable(saved.ids, saved.columns)
-        store._generation = m.generation
-        store._info = m.info
+        store._take(saved)
         return store
+
+    def _take(self, saved: persistence.Saved) -> None:
+        """Serve `saved`, a generation read from disk."""
+        self._built = saved.manifest.built
+        self._use(saved.index)
+        self._table = SlotTable(saved.ids, saved.columns)
+        self._generation = saved.manifest.generation
+        self._info = saved.manifest.info
 
     def _use(self, index: faiss.Index) -> None:
         """Make `index` the one searches run on."""
@@ -359,6 +363,32 @@ class FaissStore(VectorStore):
             if self.path is not None and self._dirty:
                 self._writable()
                 self._save()
+
+    def release(self) -> None:
+        """Flush, then give up the directory's writer lock, so that another process may
+        write it (docs/realtime.md: several workers over one FAISS store); the next write
+        here takes the lock again, provided no one committed since (else `sync` first)."""
+        self.flush()
+        with self._lock.write():
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+
+    def sync(self) -> bool:
+        """Load, in place, the generation another process committed since this handle
+        loaded its own; True if it did. A handle that holds the writer lock is the only
+        committer: it has nothing to load."""
+        if self.path is None or self._lock_file is not None or self._closed:
+            return False
+        manifest = persistence.read_manifest(self.path)
+        if manifest is None or manifest.generation == self._generation:
+            return False
+        saved = persistence.load(self.path)
+        with self._lock.write():
+            if self._lock_file is not None or saved.manifest.generation <= self._generation:
+                return False  # this handle wrote meanwhile
+            self._take(saved)
+        return True
 
     def _read_info(self) -> dict[str, Any] | None:
         return self._info

@@ -113,6 +113,19 @@ def resolve(uri: StoreURI) -> str | None:
     return generation_uri(uri.raw, pointer.live)
 
 
+def alias_of(uri: str) -> tuple[str, str] | None:
+    """(the alias URI, the generation's name) when `uri` names a generation of a path-based
+    alias (`faiss:P/g0003?q` -> (`faiss:P?q`, "g0003"), P holding a pointer); else None."""
+    scheme, _, rest = uri.partition(":")
+    location, sep, query = rest.partition("?")
+    folder = Path(location.rstrip("/"))
+    if scheme not in MARKERS or not NAME.fullmatch(folder.name):
+        return None
+    if not (folder.parent.expanduser() / POINTER).exists():
+        return None
+    return f"{scheme}:{folder.parent}{sep}{query}", folder.name
+
+
 def _check_holds(path: Path, name: str, scheme: str, role: str) -> None:
     if not (path / name / MARKERS[scheme]).exists():
         raise CorruptStore(
