@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from embedrec.ingestion.columns import MetaField
@@ -71,7 +72,7 @@ def convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
         if kind in ("auto", "str"):
             return value
         if kind == "list":
-            return [part.strip() for part in value.split(list_sep) if part.strip()]
+            return split_list(value, list_sep)
         if kind == "int":
             try:
                 return _exact(name, value, int(value))
@@ -101,7 +102,7 @@ def convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
             raise InvalidValue(
                 name, f"expected a list of str, got {type(value).__name__} {value!r}"
             )
-        return [part.strip() for part in text.split(list_sep) if part.strip()]
+        return split_list(text, list_sep)
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -111,6 +112,11 @@ def convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
     return _as_number(name, kind, value, text)
 
 
+def split_list(text: str, list_sep: str) -> list[str]:
+    """A list cell's items: split on the separator, stripped, the empty ones left out."""
+    return [part for part in map(str.strip, text.split(list_sep)) if part]
+
+
 def plain_cell(kind: str, list_sep: str) -> Callable[[str], MetadataValue | None]:
     """What `convert` makes of a non-blank string cell (written as UTF-8) of a `kind`
     column, as one call per cell; None where `convert` would raise or needs more than the
@@ -118,7 +124,7 @@ def plain_cell(kind: str, list_sep: str) -> Callable[[str], MetadataValue | None
     if kind in ("auto", "str"):
         return lambda cell: cell
     if kind == "list":
-        return lambda cell: [part.strip() for part in cell.split(list_sep) if part.strip()]
+        return partial(split_list, list_sep=list_sep)
     if kind == "bool":
         return lambda cell: (
             (cell.strip().lower() in _TRUE) if cell.strip().lower() in _BOOLS else None
