@@ -24,10 +24,12 @@ from embedrec.embedders.base import Embedder, InputError
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
 _SQL_VARS = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit
-_BULK_WRITES = ("PRAGMA cache_size=-32768", "PRAGMA wal_autocheckpoint=8192")
-"""The writer's page cache (32 MiB) holds the key index's pages across bulk writes, and the
-WAL is copied back every 32 MiB rather than every 4: together about a quarter less CPU per
-vector written (the keys are hashes: each insert lands on a random page of the index)."""
+_PAGE_CACHE = "PRAGMA cache_size=-32768"
+"""Each connection's page cache (32 MiB, SQLite's default is 2) holds the key index's pages
+across bulk writes and lookups: the keys are hashes, so each lands on a random page."""
+_WAL_CHECKPOINT = "PRAGMA wal_autocheckpoint=8192"
+"""The WAL is copied back every 32 MiB rather than every 4; with the page cache, about a
+quarter less CPU per vector written."""
 
 
 def default_cache_dir() -> Path:
@@ -49,10 +51,11 @@ class EmbeddingCache:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: no loss on a crash
-            for pragma in _BULK_WRITES:
-                self._db.execute(pragma)
+            self._db.execute(_PAGE_CACHE)
+            self._db.execute(_WAL_CHECKPOINT)
             self._db.execute(_SCHEMA)
             self._reader = self._connect(timeout)
+            self._reader.execute(_PAGE_CACHE)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise ValueError(f"embedding cache {self.path} is unreadable: {exc}") from exc
