@@ -125,16 +125,20 @@ class StoreClock:
 
     @contextmanager
     def timing(self) -> Iterator[None]:
-        hooks = {name: getattr(VectorStore, name) for name in self.HOOKS}
+        """The pipeline's stores opened with their hooks timed (on the instance: a backend
+        overrides some of them, as FAISS does `flush`)."""
         opener = pipeline.open_store
-        for name, hook in hooks.items():
-            setattr(VectorStore, name, self.timed(hook))
-        pipeline.open_store = self.timed(opener)
+
+        def open_timed(*args: Any, **kwargs: Any) -> VectorStore:
+            store = self.timed(opener)(*args, **kwargs)
+            for name in self.HOOKS:
+                setattr(store, name, self.timed(getattr(store, name)))
+            return store
+
+        pipeline.open_store = open_timed
         try:
             yield
         finally:
-            for name, hook in hooks.items():
-                setattr(VectorStore, name, hook)
             pipeline.open_store = opener
 
 
