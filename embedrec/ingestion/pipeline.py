@@ -62,8 +62,9 @@ CACHE_BULK = 4096
 """New vectors are written to the embedding cache this many at a time, on the writer thread
 (a transaction per batch of 256 costs about twice as much per row)."""
 REFUSED = (IdError, MetadataError, VectorError)
-"""What a store raises for a record it will not hold; it validates a batch whole before
-writing any of it, so such a batch is retried record by record to reject only those."""
+"""What a store raises for a record it will not hold. Its checks name each such record
+(`check_records`); a backend that refuses a checked batch (its own limits) gets it again
+record by record, to reject only those it refuses."""
 
 Pending = list[tuple[Row, str]]
 """Changed rows waiting to be embedded, each with its content hash."""
@@ -283,23 +284,33 @@ class _Run:
     def _upsert(
         self, store: VectorStore, part: Pending, vectors: np.ndarray
     ) -> tuple[Pending, list[Reject]]:
+        """Write the records the store's checks pass (checked once, here); reject the others,
+        and, when the backend refuses the checked batch (its own limits), retry it record by
+        record to reject only those it refuses."""
+        metadata = [row.metadata for row, _ in part]
+        checked, refusals = store.check_records([r.id for r, _ in part], vectors, metadata)
+        refused = [self._refused(part[pos][0], exc) for pos, exc in refusals]
+        if refusals:
+            bad = {pos for pos, _ in refusals}
+            part = [entry for pos, entry in enumerate(part) if pos not in bad]
         try:
-            store.upsert([r.id for r, _ in part], vectors, [r.metadata for r, _ in part])
-            return part, []
+            store.upsert_checked(checked)
+            return part, refused
         except REFUSED:
             pass
         written: Pending = []
-        refused: list[Reject] = []
         for i, (row, digest) in enumerate(part):
             try:
-                store.upsert([row.id], vectors[i : i + 1], [row.metadata])
+                store.upsert([row.id], checked.vectors[i : i + 1], [checked.metadata[i]])
             except REFUSED as exc:
-                reason = f"the store refused the record: {exc}"
-                field = _refused_field(row)
-                refused.append(Reject(str(self.source.path), row.row, row.id, field, reason))
+                refused.append(self._refused(row, exc))
                 continue
             written.append((row, digest))
         return written, refused
+
+    def _refused(self, row: Row, exc: Exception) -> Reject:
+        reason = f"the store refused the record: {exc}"
+        return Reject(str(self.source.path), row.row, row.id, _refused_field(row), reason)
 
     # -- durability ---------------------------------------------------------------------------
 

@@ -83,14 +83,14 @@ class Source:
             raise ValueError(f"chunk size must be positive, got {size}")
         builder = RowBuilder(self.path, self.columns)
         reader = {"jsonl": self._jsonl, "parquet": self._parquet}.get(self.format, self._csv)
-        chunk: list[Row | Reject] = []
-        for row, record in reader(size):
-            chunk.append(record if isinstance(record, Reject) else builder.build(row, record))
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        raw: list[RawRecord] = []
+        for item in reader(size):
+            raw.append(item)
+            if len(raw) >= size:
+                yield _built(builder, raw)
+                raw = []
+        if raw:
+            yield _built(builder, raw)
 
     # -- readers: yield (row number, record or Reject) ---------------------------------------
 
@@ -213,3 +213,10 @@ class Source:
             for i in range(batch.num_rows):
                 row += 1
                 yield row, {name: values[i] for name, values in data.items()}
+
+
+def _built(builder: RowBuilder, raw: list[RawRecord]) -> list[Row | Reject]:
+    """The chunk's records built (`RowBuilder.build_many`), in place among its rejects."""
+    good = [(row, rec) for row, rec in raw if not isinstance(rec, Reject)]
+    built = iter(builder.build_many([row for row, _ in good], [rec for _, rec in good]))
+    return [rec if isinstance(rec, Reject) else next(built) for _, rec in raw]

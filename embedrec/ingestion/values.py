@@ -7,6 +7,8 @@ reject of that row alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from embedrec.ingestion.columns import MetaField
@@ -15,6 +17,7 @@ from embedrec.stores.text import encodable
 
 _TRUE = ("true", "1", "yes", "y", "t")
 _FALSE = ("false", "0", "no", "n", "f")
+_BOOLS = frozenset(_TRUE + _FALSE)
 
 
 class InvalidValue(Exception):
@@ -69,7 +72,7 @@ def convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
         if kind in ("auto", "str"):
             return value
         if kind == "list":
-            return [part.strip() for part in value.split(list_sep) if part.strip()]
+            return split_list(value, list_sep)
         if kind == "int":
             try:
                 return _exact(name, value, int(value))
@@ -99,7 +102,7 @@ def convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
             raise InvalidValue(
                 name, f"expected a list of str, got {type(value).__name__} {value!r}"
             )
-        return [part.strip() for part in text.split(list_sep) if part.strip()]
+        return split_list(text, list_sep)
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -107,6 +110,42 @@ def convert(f: MetaField, value: Any, list_sep: str) -> MetadataValue:
             return text.lower() in _TRUE
         raise InvalidValue(name, f"expected bool, got {value!r}")
     return _as_number(name, kind, value, text)
+
+
+def split_list(text: str, list_sep: str) -> list[str]:
+    """A list cell's items: split on the separator, stripped, the empty ones left out."""
+    return [part for part in map(str.strip, text.split(list_sep)) if part]
+
+
+def plain_cell(kind: str, list_sep: str) -> Callable[[str], MetadataValue | None]:
+    """What `convert` makes of a non-blank string cell (written as UTF-8) of a `kind`
+    column, as one call per cell; None where `convert` would raise or needs more than the
+    plain case (an int column's "3.0")."""
+    if kind in ("auto", "str"):
+        return lambda cell: cell
+    if kind == "list":
+        return partial(split_list, list_sep=list_sep)
+    if kind == "bool":
+        return lambda cell: (
+            (cell.strip().lower() in _TRUE) if cell.strip().lower() in _BOOLS else None
+        )
+    return _plain_int if kind == "int" else _plain_float
+
+
+def _plain_int(cell: str) -> int | None:
+    try:
+        number = int(cell)
+    except ValueError:
+        return None
+    return number if -MAX_INT <= number <= MAX_INT else None
+
+
+def _plain_float(cell: str) -> float | None:
+    try:
+        number = float(cell.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _as_list(name: str, kind: str, value: list[Any] | tuple[Any, ...]) -> list[str]:

@@ -17,7 +17,17 @@ from typing import Any, Literal
 import numpy as np
 
 from embedrec.common.vectors import ZeroVectorError, l2_normalize
-from embedrec.stores.batch_checks import plain_ids, plain_metadata
+from embedrec.stores.batch_checks import MAX_INT as MAX_INT  # re-exported
+from embedrec.stores.batch_checks import (
+    REFUSALS,
+    CheckedBatch,
+    Refusal,
+    join_batches,
+    normalize_ids,
+    plain_ids,
+    plain_metadata,
+)
+from embedrec.stores.batch_checks import check_metadata as check_metadata  # re-exported
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -34,7 +44,6 @@ from embedrec.stores.results import FrozenMetadata as FrozenMetadata  # re-expor
 from embedrec.stores.results import Hit as Hit  # re-exported
 from embedrec.stores.results import Hits, MetadataValue, Record
 from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
-from embedrec.stores.text import encodable
 from embedrec.stores.uri import StoreURI
 from embedrec.stores.vector_input import as_matrix
 
@@ -43,9 +52,6 @@ MIN_OVERFETCH = 16
 """Extra hits asked for beyond k when over-fetching past excluded ids (at least k extra)."""
 FIELD_KINDS: tuple[str, ...] = ("str", "int", "float", "bool", "list")
 """The metadata kinds `VectorStore.declare_fields` takes."""
-MAX_INT = 2**53
-"""Metadata integers lie within +-2**53: every store must keep them exact, and Pinecone holds
-numbers as float64, in which 2**53 + 1 reads back as 2**53."""
 MAX_K = 2**31 - 1
 """A k beyond any store's size; stores also bound their work by the records they hold."""
 
@@ -71,94 +77,6 @@ class Capabilities:
     excludes_in_search: bool = False
     """True where `_search` leaves excluded ids out within the search itself (it then gets one
     collection of ids per query); others get exclusion by over-fetching in `search`."""
-
-
-def normalize_ids(ids: Iterable[str | int]) -> list[str]:
-    """Stringify ids (ints are accepted) and reject empty ones, other types and duplicates."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for pos, raw in enumerate(ids):
-        if isinstance(raw, bool) or not isinstance(raw, (str, int, np.integer)):
-            raise IdError(
-                f"id at position {pos} is {type(raw).__name__} {raw!r}: ids are str or int"
-            )
-        sid = str(int(raw)) if not isinstance(raw, str) else raw
-        if not sid:
-            raise IdError(f"id at position {pos} is empty")
-        if not encodable(sid):
-            raise IdError(
-                f"id {sid!a} at position {pos} is not valid Unicode text (a lone surrogate): "
-                "no store can write it"
-            )
-        if sid in seen:
-            raise IdError(f"id {sid!r} appears twice in one batch (again at position {pos})")
-        seen.add(sid)
-        out.append(sid)
-    return out
-
-
-def _check_value(where: str, value: Any) -> MetadataValue:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None:
-        raise MetadataError(f"{where}: null values are not allowed; leave the key out")
-    if isinstance(value, str):
-        if not encodable(value):
-            raise MetadataError(f"{where}: {value!a} is not valid Unicode text (a lone surrogate)")
-        return value
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not -MAX_INT <= value <= MAX_INT:
-            raise MetadataError(
-                f"{where}: {value} is outside +-2**53, the integers every store keeps exactly"
-            )
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise MetadataError(f"{where}: {value} is not a finite number")
-        return value
-    if isinstance(value, Mapping):
-        raise MetadataError(f"{where}: nested objects are not allowed")
-    if isinstance(value, (list, tuple, np.ndarray)):
-        items = list(value)
-        bad = next((v for v in items if not isinstance(v, str)), None)
-        if bad is not None or any(v is None for v in items):
-            raise MetadataError(
-                f"{where}: lists may hold only strings, found {type(bad).__name__} "
-                f"{reprlib.repr(bad)}"
-            )
-        for item in items:
-            if not encodable(item):
-                raise MetadataError(f"{where}: {item!a} is not valid Unicode text")
-        return items
-    raise MetadataError(
-        f"{where}: {type(value).__name__} is not allowed (str, int, float, bool or list of str)"
-    )
-
-
-def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:
-    """Validate one record's metadata and convert numpy scalars to Python values.
-
-    Allowed: str, int (within +-2**53), float (finite), bool, list of str, all of it text
-    that UTF-8 can write. These are Pinecone's limits, applied everywhere so that every
-    store holds the same data and can save what it took.
-    """
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise MetadataError(
-            f"record {record_id!r}: metadata must be a dict, got {type(metadata).__name__}"
-        )
-    out: dict[str, MetadataValue] = {}
-    for key, value in metadata.items():
-        where = f"record {record_id!r}, key {key!a}"
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise MetadataError(f"{where}: keys are non-empty strings not starting with '$'")
-        if not encodable(key):
-            raise MetadataError(f"{where}: the key is not valid Unicode text (a lone surrogate)")
-        out[key] = _check_value(where, value)
-    return out
 
 
 def check_params(params: Mapping[str, Any] | None, allowed: Sequence[str]) -> dict[str, Any]:
@@ -205,21 +123,76 @@ class VectorStore(abc.ABC):
     ) -> int:
         """Insert or overwrite records; returns how many were written. Validates the whole
         batch first, so a bad record leaves the store untouched."""
+        return self.upsert_checked(self.check_batch(ids, vectors, metadata))
+
+    def check_batch(
+        self,
+        ids: Sequence[str | int],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> CheckedBatch:
+        """The checks of `upsert`, without the write: the batch as this store takes it, or
+        the error naming the first bad record, field and reason."""
         sids = plain_ids(ids) or normalize_ids(ids)
         mat = as_matrix(vectors, self.dim, sids)  # IdError when the counts differ
-        if not sids:
-            return 0
         if metadata is None:
-            metas = [{} for _ in sids]
+            metas: list[dict[str, MetadataValue]] = [{} for _ in sids]
         else:
             if len(metadata) != len(sids):
                 raise MetadataError(f"{len(metadata)} metadata entries for {len(sids)} ids")
             metas = plain_metadata(metadata) or [
                 check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)
             ]
-        if self.metric == "cosine":
+        unit = self.metric == "cosine"
+        if unit and sids:
             mat = _unit_rows(mat, sids)
-        return self._upsert(sids, mat, metas)
+        return CheckedBatch(sids, mat, metas, self.dim, unit)
+
+    def check_records(
+        self,
+        ids: Sequence[str | int],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> tuple[CheckedBatch, list[Refusal]]:
+        """`check_batch` record by record where the batch as a whole fails: the records that
+        pass, and each one that does not (an id seen before in the batch included) with its
+        position and the error naming it. Counts that differ or vectors of another dimension
+        are the batch's errors, raised."""
+        try:
+            return self.check_batch(ids, vectors, metadata), []
+        except REFUSALS:
+            if len(ids) != len(vectors) or (metadata is not None and len(metadata) != len(ids)):
+                raise
+        good: list[CheckedBatch] = []
+        refused: list[Refusal] = []
+        seen: set[str] = set()
+        for pos, rid in enumerate(ids):
+            meta = None if metadata is None else [metadata[pos]]
+            try:
+                one = self.check_batch([rid], vectors[pos : pos + 1], meta)
+                if one.ids[0] in seen:
+                    again = f"appears twice in one batch (again at position {pos})"
+                    raise IdError(f"id {one.ids[0]!r} {again}")
+            except REFUSALS as exc:
+                refused.append((pos, exc))
+                continue
+            seen.add(one.ids[0])
+            good.append(one)
+        return join_batches(good, self.dim, self.metric == "cosine"), refused
+
+    def upsert_checked(self, batch: CheckedBatch) -> int:
+        """Write a batch that this store's `check_batch` (or `check_records`) made, without
+        checking its records again; returns how many were written."""
+        if not isinstance(batch, CheckedBatch):
+            raise StoreError(f"upsert_checked takes a CheckedBatch, got {type(batch).__name__}")
+        if batch.dim != self.dim:
+            raise DimensionError(f"a batch of {batch.dim}-d vectors; {self.uri} has {self.dim}")
+        if not batch.ids:
+            return 0
+        vectors = batch.vectors
+        if self.metric == "cosine" and not batch.unit:
+            vectors = _unit_rows(vectors, batch.ids)
+        return self._upsert(batch.ids, vectors, batch.metadata)
 
     def delete(
         self, ids: Sequence[str | int] | None = None, *, filter: Mapping | None = None

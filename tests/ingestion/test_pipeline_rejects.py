@@ -23,6 +23,7 @@ from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary
 from embedrec.stores import VectorStore, open_store
+from embedrec.stores.batch_checks import CheckedBatch
 
 DIM = 8
 
@@ -143,18 +144,18 @@ def test_declared_fields_reach_the_store_before_its_first_upsert(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[str, Any]] = []
-    declare, upsert = VectorStore.declare_fields, VectorStore.upsert
+    declare, upsert = VectorStore.declare_fields, VectorStore.upsert_checked
 
     def spy_declare(self: VectorStore, fields: Any) -> None:
         calls.append(("declare", dict(fields)))
         declare(self, fields)
 
-    def spy_upsert(self: VectorStore, ids: Any, *args: Any, **kw: Any) -> int:
-        calls.append(("upsert", len(ids)))
-        return upsert(self, ids, *args, **kw)
+    def spy_upsert(self: VectorStore, batch: CheckedBatch) -> int:
+        calls.append(("upsert", len(batch)))
+        return upsert(self, batch)
 
     monkeypatch.setattr(VectorStore, "declare_fields", spy_declare)
-    monkeypatch.setattr(VectorStore, "upsert", spy_upsert)
+    monkeypatch.setattr(VectorStore, "upsert_checked", spy_upsert)
     path = tmp_path / "items.csv"
     path.write_text("id,title,year,tags\n" + "".join(f"m{i},t{i},{i},x\n" for i in range(10)))
     run(tmp_path, path)
