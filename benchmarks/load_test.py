@@ -233,6 +233,50 @@ async def _client(port: int, bodies: list[str], until: float, out: list, seed: i
         await client.done
 
 
+def _server_latency(port: int, workers: int) -> dict:
+    """`/recommend` latency as the service's own histogram has it (the `Timing` middleware:
+    from the app taking the request to its answer sent, so without the wait in the socket and
+    the event loop before that). Each worker counts its own and /metrics answers for whichever
+    worker takes the connection: it is read until `workers` different counts were seen (at most
+    20 reads), and those are added up. The warm-up's requests are in it."""
+    import httpx
+
+    seen: dict[float, dict[float, float]] = {}
+    prefix = 'embedrec_request_duration_seconds_bucket{endpoint="/recommend",le="'
+    for _ in range(20):
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        buckets = {
+            float(line[len(prefix) :].split('"', 1)[0]): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+        if buckets:
+            seen[buckets[float("inf")]] = buckets
+        if len(seen) >= workers:
+            break
+    total = {le: sum(b[le] for b in seen.values()) for le in next(iter(seen.values()))}
+    edges = sorted(total)
+    count = total[float("inf")]
+
+    def quantile(q: float) -> float:
+        """Linear within the bucket that holds it (the top bucket's lower edge past 10 s)."""
+        low, below = 0.0, 0.0
+        for le in edges:
+            if total[le] >= q * count:
+                if le == float("inf"):
+                    return low * 1000
+                return (low + (le - low) * (q * count - below) / max(total[le] - below, 1)) * 1000
+            low, below = le, total[le]
+        return low * 1000
+
+    return {
+        "server_p50_ms": round(quantile(0.5), 2),
+        "server_p99_ms": round(quantile(0.99), 2),
+        "server_within_25ms": round(total[0.025] / count, 4) if 0.025 in total else None,
+        "server_workers_read": len(seen),
+    }
+
+
 def _fallbacks(port: int) -> int:
     import httpx
 
@@ -376,6 +420,7 @@ def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) ->
             cpu_before = cpu()
             results, samples = uvloop.run(_load(port, bodies, args.clients, args.duration))
             cpu_s = cpu() - cpu_before
+        served = _server_latency(port, args.workers)
     name = "healthy" if fail_at is None else f"primary failing from {fail_at:g} s"
     if args.client == "wrk":
         errors = figures["non_2xx"] + figures["socket_errors"]
@@ -391,6 +436,7 @@ def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) ->
             | ({"non-2xx": figures["non_2xx"]} if figures["non_2xx"] else {}),
             "errors": errors,
             "5xx": errors,  # wrk counts non-2xx together: an upper bound on the 5xx
+            **served,
             "fallbacks_over_time": samples,
         }
     lat = np.array([r[0] for r in results]) * 1000
@@ -410,6 +456,7 @@ def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) ->
         "statuses": statuses,
         "errors": sum(n for s, n in statuses.items() if s != 200),
         "5xx": sum(n for s, n in statuses.items() if s >= 500 or s == 0),
+        **served,
         "fallbacks_over_time": samples,
     }
 
