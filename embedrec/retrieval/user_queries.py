@@ -148,12 +148,10 @@ def _sequence_vectors(
     has_features = bool(model.towers.user.features)
     with_row = [e for e in encode if has_features and e[2] is not None]
     without = [e for e in encode if e[1] and not (has_features and e[2] is not None)]
-    for group, frame in (
-        (with_row, pd.DataFrame([row for _, _, row in with_row])),
-        (without, None),
-    ):
+    for group, rows in ((with_row, True), (without, False)):
         if not group:
             continue
+        frame = pd.DataFrame([row for _, _, row in group]) if rows else None
         with torch.inference_mode():
             found = model.history_vectors([_history(e, vectors) for _, e, _ in group], frame)
         for (query, _, _), vector in zip(group, found, strict=True):
