@@ -267,3 +267,33 @@ def client(url: str) -> Iterator[Any]:
 
     with httpx.Client(base_url=url, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def sequence_model(data: Data) -> TwoTowerModel:
+    config_file = Path(__file__).parents[2] / "configs" / "two_tower.toml"
+    towers = load_experiment_config(config_file).data.towers()
+    config = TwoTowerConfig(
+        user_encoder="sequence", history=20, layers=1, heads=2, dim=16, hidden=32, text=False,
+        epochs=2, val_fraction=0.0, device="cpu",
+    )  # fmt: skip
+    items = load_movielens().items
+    return fit_two_tower(data.ratings, data.users, items, config, towers=towers, progress=False)
+
+
+def sequence_recommender(data: Data, model: TwoTowerModel, root: Path, **kw) -> Recommender:
+    items = load_movielens().items.head(len(data.item_ids))
+    store = build_store(
+        f"faiss:{root}?index=Flat", data.item_ids, model.item_vectors(items), data.item_meta
+    )
+    interactions = Interactions.from_frames(data.users, data.ratings)
+    return Recommender(
+        two_tower=Failover("two-tower", store), model=model, interactions=interactions, **kw
+    )
+
+
+@pytest.fixture(scope="session")
+def seq_rec(data: Data, sequence_model: TwoTowerModel, tmp_path_factory) -> Iterator[Recommender]:
+    rec = sequence_recommender(data, sequence_model, tmp_path_factory.mktemp("seq"))
+    yield rec
+    rec.close()

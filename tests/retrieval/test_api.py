@@ -80,9 +80,10 @@ def test_recommend_known_new_and_unknown_users(client, rec, data):
 def test_filtered_calls_leave_the_event_loop_and_plain_ones_stay_on_it(rec, monkeypatch):
     """A filtered search may score many vectors exactly: it runs in the thread pool, so it
     does not stall the other requests; an unfiltered one stays on the loop, where it costs
-    no thread hop (`routes.offloaded`; figures in benchmarks/slow_query_mix.py)."""
+    no thread hop (`routes.offloaded`; figures in benchmarks/slow_query_mix.py). Both ways,
+    `/recommend` comes to `recommend_batch` (on the loop, through the `RecommendBatcher`)."""
     threads: list[threading.Thread] = []
-    for name in ("similar", "recommend"):
+    for name in ("similar", "recommend_batch"):
         real = getattr(rec, name)
 
         def recording(*args, _real=real, **kw):

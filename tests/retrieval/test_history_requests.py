@@ -4,21 +4,15 @@ the store lacks, an empty history and one past the cap, through the client and o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from embedrec.data.movielens import load_movielens
-from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
-from embedrec.eval.models.config import load_experiment_config
 from embedrec.retrieval.api import create_app
 from embedrec.retrieval.client import Recommender
-from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.history import HISTORY_CAP, Interaction, TrainingHistories
 from embedrec.retrieval.user_queries import HistoryTooLong
-from embedrec.retrieval.users import Interactions
-from tests.retrieval.conftest import Data, build_store
+from tests.retrieval.conftest import Data, sequence_recommender
 
 HISTORY = ["50", "181", "258", "100"]
 
@@ -31,36 +25,6 @@ class Live:
 
     def recent(self, user_id: str, n: int) -> list[Interaction]:
         return self.events.get(user_id, [])[-n:]
-
-
-@pytest.fixture(scope="module")
-def sequence_model(data: Data) -> TwoTowerModel:
-    config_file = Path(__file__).parents[2] / "configs" / "two_tower.toml"
-    towers = load_experiment_config(config_file).data.towers()
-    config = TwoTowerConfig(
-        user_encoder="sequence", history=20, layers=1, heads=2, dim=16, hidden=32, text=False,
-        epochs=2, val_fraction=0.0, device="cpu",
-    )  # fmt: skip
-    items = load_movielens().items
-    return fit_two_tower(data.ratings, data.users, items, config, towers=towers, progress=False)
-
-
-def _recommender(data: Data, model: TwoTowerModel, root: Path, **kw) -> Recommender:
-    items = load_movielens().items.head(len(data.item_ids))
-    store = build_store(
-        f"faiss:{root}?index=Flat", data.item_ids, model.item_vectors(items), data.item_meta
-    )
-    interactions = Interactions.from_frames(data.users, data.ratings)
-    return Recommender(
-        two_tower=Failover("two-tower", store), model=model, interactions=interactions, **kw
-    )
-
-
-@pytest.fixture(scope="module")
-def seq_rec(data: Data, sequence_model: TwoTowerModel, tmp_path_factory) -> Iterator[Recommender]:
-    rec = _recommender(data, sequence_model, tmp_path_factory.mktemp("seq"))
-    yield rec
-    rec.close()
 
 
 def test_a_history_alone_drops_and_counts_unknown_ids(seq_rec):
@@ -104,7 +68,9 @@ def test_known_user_reads_stored_history_then_the_request(seq_rec, data):
 
 def test_histories_come_from_the_given_source(data, sequence_model, tmp_path):
     events = [Interaction(i) for i in HISTORY]
-    rec = _recommender(data, sequence_model, tmp_path, histories=Live({"live-user": events}))
+    rec = sequence_recommender(
+        data, sequence_model, tmp_path, histories=Live({"live-user": events})
+    )
     try:
         live = rec.recommend("live-user", 10)
         alone = rec.recommend(None, 10, history=HISTORY)

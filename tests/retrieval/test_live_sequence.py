@@ -15,15 +15,12 @@ from embedrec.retrieval.config import StreamConfig
 from embedrec.retrieval.events.models import InteractionEvent
 from embedrec.retrieval.live.service import Live
 from embedrec.testing.redis_server import RedisServer, redis_server_binary
-from tests.retrieval.conftest import Data
-from tests.retrieval.test_history_requests import _recommender, sequence_model
-
-__all__ = ["sequence_model"]  # the fixture, used by name
+from tests.retrieval.conftest import Data, sequence_recommender
 
 
 @pytest.fixture
 def seq_rec(data: Data, sequence_model, tmp_path) -> Iterator[Recommender]:
-    rec = _recommender(data, sequence_model, tmp_path / "seq")
+    rec = sequence_recommender(data, sequence_model, tmp_path / "seq")
     yield rec
     rec.close()
 

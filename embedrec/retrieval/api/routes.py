@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from embedrec.embedders.two_tower.features import FeatureError
+from embedrec.retrieval.api.batching import RecommendBatcher
 from embedrec.retrieval.api.bodies import (
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
@@ -71,7 +72,7 @@ def add_data_routes(app: FastAPI, recommender: Recommender, keyed: bool) -> None
     answer = _answerer(recommender)
     json_routes = {
         "/similar": _similar(recommender, answer),
-        "/recommend": _recommend(recommender, answer),
+        "/recommend": _recommend(recommender, RecommendBatcher(recommender)),
         "/search": _search(recommender),
     }
     for path, endpoint in json_routes.items():
@@ -126,15 +127,15 @@ def _answerer(recommender: Recommender) -> Endpoint:
     CPU per request 1.01-1.02x, p99 0.49-0.54x, no slow ones 0.99-1.01x; the slow search itself
     takes 2.1-2.2x as long (its thread waits for the GIL). A filter is what can send a search to
     the exact path over many vectors; an unfiltered search (ANN) and the sequence encoder
-    (about 1.4 ms) cost less than the hop does to everyone else."""
+    (about 1.4 ms) cost less than the hop does to everyone else. `/recommend` decides the
+    same way, and answers its calls on the loop through a `RecommendBatcher`."""
 
     async def answer(
         space: str | None, fn: Callable[..., Results], /, *args: Any, **kw: Any
     ) -> JSONBytes:
-        history = fn == recommender.recommend
         if offloaded(recommender, space, kw.get("filter")):
-            return results_body(await run_in_threadpool(fn, *args, **kw), history=history)
-        return results_body(fn(*args, **kw), history=history)
+            return results_body(await run_in_threadpool(fn, *args, **kw))
+        return results_body(fn(*args, **kw))
 
     return answer
 
@@ -150,26 +151,36 @@ def _similar(recommender: Recommender, answer: Endpoint) -> Endpoint:
     return similar
 
 
-def _recommend(recommender: Recommender, answer: Endpoint) -> Endpoint:
+def _recommend(recommender: Recommender, batcher: RecommendBatcher) -> Endpoint:
     async def recommend(req: RecommendRequest) -> Response:
         """Items for a user: their two-tower vector (under the sequence encoder, from their
         recent history and the request's); with no id or an unknown one, the request's
         history, else their features, else popularity."""
+        history = req.events()
         try:
-            return await answer(
-                "two-tower",
-                recommender.recommend,
-                req.user_id,
-                req.k,
-                exclude_seen=req.exclude_seen,
-                filter=req.filter,
-                features=req.features,
-                history=req.events(),
-            )
+            if offloaded(recommender, "two-tower", req.filter):
+                results = await run_in_threadpool(
+                    recommender.recommend,
+                    req.user_id,
+                    req.k,
+                    exclude_seen=req.exclude_seen,
+                    filter=req.filter,
+                    features=req.features,
+                    history=history,
+                )
+            else:  # on the event loop, with the requests that arrived with it
+                results = await batcher.recommend(
+                    req.user_id,
+                    req.k,
+                    exclude_seen=req.exclude_seen,
+                    features=req.features,
+                    history=history,
+                )
         except FeatureError as exc:  # not what the model declares: a bad body, as pydantic's
             where = ("body", "features", exc.column)
             error = {"type": "value_error", "loc": where, "msg": exc.reason, "input": None}
             raise RequestValidationError([error]) from None
+        return results_body(results, history=True)
 
     return recommend
 
