@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -68,7 +70,18 @@ writing any of it, so such a batch is retried record by record to reject only th
 Pending = list[tuple[Row, str]]
 """Changed rows waiting to be embedded, each with its content hash."""
 
-__all__ = ["ingest"]
+__all__ = ["EmbedStage", "ingest"]
+
+
+class EmbedStage(Protocol):
+    """Where changed rows are embedded when not on the calling thread (`ingest(stage=...)`,
+    e.g. ingestion/distributed on a Ray cluster). It takes each batch of changed rows in
+    catalog order and gives them back, embedded and in the same order, through
+    `_Run.hand_off`; `finish` hands back what it still holds before the last checkpoint."""
+
+    def submit(self, run: _Run, batch: Pending) -> None: ...
+
+    def finish(self, run: _Run) -> None: ...
 
 
 @dataclass
@@ -88,6 +101,8 @@ class _Run:
     rejects: RejectsFile
     progress: Callable[[int], None] | None
     summary: IngestSummary
+    stage: EmbedStage | None = None
+    """None: embedded here, by `process`."""
     store: VectorStore | None = None
     described: bool = False
     """The store has been told the metadata schema and described (its embedder), this run."""
@@ -171,16 +186,19 @@ class _Run:
     def run(self) -> None:
         pending: Pending = []
         size = self.options.batch_size
+        process = self.process if self.stage is None else partial(self.stage.submit, self)
         for chunk in self.source.chunks(size):
             pending += self._changed(self._read(chunk))
             self.summary.rows_read += len(chunk)
             while len(pending) >= size:
-                self.process(pending[:size])
+                process(pending[:size])
                 pending = pending[size:]
             if self.progress is not None:
                 self.progress(len(chunk))
         if pending:
-            self.process(pending)
+            process(pending)
+        if self.stage is not None:
+            self.stage.finish(self)
         self.checkpoint()
         self.check_rejects(done=True)  # a share of the rows read: judged now
         if self.options.sync:
@@ -228,8 +246,12 @@ class _Run:
                 row, _ = batch.pop(exc.index)
                 inputs.pop(exc.index)
                 self._reject_row(row, exc.reason, self.source.columns.input_field)
-        if not batch:
-            return
+        if batch:
+            self.hand_off(batch, vectors, hits)
+
+    def hand_off(self, batch: Pending, vectors: np.ndarray, hits: int) -> None:
+        """Give embedded rows (`hits` of them from the cache) to the writer, once it has
+        written the batch before."""
         self.summary.embedded += len(batch) - hits
         self.summary.cache_hits += hits
         self.drain()
@@ -380,6 +402,7 @@ def ingest(
     cache: EmbeddingCache | None = None,
     progress: Callable[[int], None] | None = None,
     manifest: Path | str | None = None,
+    stage: EmbedStage | None = None,
 ) -> IngestSummary:
     """Load `source` into the store at `store_uri`; returns what happened.
 
@@ -389,6 +412,8 @@ def ingest(
     the rows read: at the end, before --sync deletes anything), after checkpointing.
     An item embedder (modality "item", e.g. `two-tower:MODEL`) prepares its input from each
     record's id and metadata, so the metadata columns must carry the model's item features.
+    `stage` embeds elsewhere (see `EmbedStage`); reading, the manifest, the cache, rejects,
+    writes and checkpoints stay here.
     """
     options = options or IngestOptions()
     if options.batch_size < 1:
@@ -408,7 +433,7 @@ def ingest(
         run = _Run(
             source=source, store_uri=store_uri, spec=embedder_spec, embedder=embedder,
             cache=run_cache, options=options, manifest=book, edits=edits,
-            rejects=RejectsFile(rejects_path), progress=progress, summary=summary,
+            rejects=RejectsFile(rejects_path), progress=progress, summary=summary, stage=stage,
         )  # fmt: skip
         try:
             run.open_existing()
