@@ -133,6 +133,8 @@ class _Run:
         s = self.summary
         if limit is not None and limit.passed_by(s.rejected, s.rows_read, done=done):
             s.aborted = f"more than {limit} rejected"
+            if self.stage is not None:  # what it holds lands, as it would have here
+                self.stage.finish(self)
             self.checkpoint()
             raise TooManyRejects(s, limit)
 

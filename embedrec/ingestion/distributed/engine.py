@@ -89,6 +89,7 @@ class RayStage:
     owner: list[int] = field(default_factory=list)
     """Per miss, the batch (of `batches`) that first needed it: it adds it to the cache."""
     rows: int = 0
+    finishing: bool = False
 
     def submit(self, run: _Run, batch: Pending) -> None:
         batch, inputs = run._prepare(batch)
@@ -131,7 +132,18 @@ class RayStage:
         return keys
 
     def finish(self, run: _Run) -> None:
-        """Embed the window's misses on Ray and hand every batch on, in order."""
+        """Embed the window's misses on Ray and hand every batch on, in order. A reject that
+        passes --max-rejects while it hands them on calls it again: then it returns, and
+        the run checkpoints what landed before it."""
+        if self.finishing:
+            return
+        self.finishing = True
+        try:
+            self._finish(run)
+        finally:
+            self.finishing = False
+
+    def _finish(self, run: _Run) -> None:
         done = 0
         vectors = np.zeros((len(self.inputs), run.embedder.dim), dtype=np.float32)
         errors: dict[int, str] = {}

@@ -1,0 +1,160 @@
+"""`--engine ray`: the embedding stage on a local Ray with 2 CPUs gives the store, rejects,
+resume and incremental runs of the in-process engine, to the bit (hash embedder)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrec.embedders import EmbeddingCache, InputError
+from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
+from embedrec.ingestion.distributed.actors import embed_batch, embed_rows
+from embedrec.ingestion.distributed.engine import RayStage, parse_engine
+from embedrec.ingestion.pipeline import ingest
+from embedrec.ingestion.sources import Source
+from embedrec.ingestion.summary import IngestOptions, IngestSummary, TooManyRejects
+from embedrec.stores import open_store
+
+COLUMNS = ColumnMap(
+    id="item_id",
+    text="{title}: {genres}",
+    metadata=parse_metadata_spec("title,year:int,genres:list"),
+)
+SPEC = "hash:32"
+GENRES = ["Drama", "Comedy", "Action", "Horror", "Romance"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="ray is not installed (the `ray` extra)")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield ray
+    ray.shutdown()
+
+
+def write_catalog(path: Path, n: int, *, bad: tuple[int, ...] = (), edit: int = 0) -> Path:
+    """`n` rows (some repeating an earlier row's text); rows in `bad` have a bad year, and
+    one row per 50 repeats an earlier id; the first `edit` rows get a new title."""
+    lines = ["item_id,title,year,genres"]
+    for i in range(n):
+        title = f"Movie {i % 37} part {i}" if i % 7 else "A title shared by many"
+        title = f"Edited {title}" if i < edit else title
+        year = f"x{1950 + i}" if i in bad else str(1950 + i % 60)
+        rid = f"m{i - 1}" if i % 50 == 49 else f"m{i}"
+        lines.append(f"{rid},{title},{year},{GENRES[i % 5]}|{GENRES[(i + 2) % 5]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(path: Path, where: Path, engine: str, **options) -> IngestSummary:
+    """An ingest of `path` into a FAISS store under `where`, with its own manifest, rejects
+    and cache."""
+    options.setdefault("batch_size", 64)
+    stage = RayStage(SPEC, window_rows=500) if engine == "ray" else None
+    with EmbeddingCache(where / "cache") as cache:
+        return ingest(
+            Source(path, COLUMNS),
+            f"faiss:{where / 'store'}",
+            SPEC,
+            IngestOptions(rejects=where / "rejects.jsonl", **options),
+            cache=cache,
+            manifest=where / "manifest.sqlite",
+            stage=stage,
+        )
+
+
+def contents(where: Path) -> dict[str, tuple[bytes, dict]]:
+    with open_store(f"faiss:{where / 'store'}") as store:
+        ids = [f"m{i}" for i in range(5000)]
+        return {r.id: (r.vector.tobytes(), r.metadata) for r in store.fetch(ids)}
+
+
+def figures(summary: IngestSummary) -> dict:
+    out = asdict(summary)
+    for key in ("seconds", "rejects_path", "manifest"):
+        out.pop(key)
+    return out
+
+
+def rejects(where: Path) -> list[dict]:
+    path = where / "rejects.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return sorted(lines, key=lambda r: r["row"])
+
+
+def test_the_same_store_rejects_and_summary_as_in_process(tmp_path: Path, ray_cluster) -> None:
+    path = write_catalog(tmp_path / "items.csv", 1500, bad=(10, 700, 1400))
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    first = run(path, local, "local"), run(path, remote, "ray")
+    assert figures(first[0]) == figures(first[1])
+    assert first[1].upserted == 1500 - 3 - 30 and first[1].rejected == 33
+    assert contents(local) == contents(remote) and len(contents(remote)) == 1467
+    assert rejects(local) == rejects(remote) and len(rejects(remote)) == 33
+    # incremental: only the edited rows are embedded again, by either engine
+    write_catalog(path, 1500, bad=(10, 700, 1400), edit=100)
+    again = run(path, local, "local"), run(path, remote, "ray")
+    assert figures(again[0]) == figures(again[1])
+    assert again[1].unchanged == 1467 - 97 and again[1].upserted == 97  # 3 of 100 rejected
+    assert contents(local) == contents(remote)
+
+
+def test_an_aborted_run_keeps_what_landed_and_resumes(tmp_path: Path, ray_cluster) -> None:
+    path = write_catalog(tmp_path / "items.csv", 900, bad=(300, 610, 620))
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    aborted = []
+    for where, engine in ((local, "local"), (remote, "ray")):
+        with pytest.raises(TooManyRejects) as err:
+            run(path, where, engine, max_rejects=2, checkpoint_seconds=3600)
+        aborted.append(err.value.summary)
+    assert figures(aborted[0]) == figures(aborted[1])
+    assert contents(local) == contents(remote) and len(contents(remote)) == aborted[1].upserted
+    assert 0 < aborted[1].upserted < 900
+    write_catalog(path, 900)  # fixed: the rerun embeds only what did not land
+    resumed = run(path, local, "local"), run(path, remote, "ray")
+    assert figures(resumed[0]) == figures(resumed[1])
+    assert resumed[1].unchanged == aborted[1].upserted
+    assert contents(local) == contents(remote) and len(contents(remote)) == 900 - 18
+
+
+class Refuses:
+    """An embedder that refuses texts holding "bad", as a model refuses an input."""
+
+    name, dim, modality = "refuses", 4, "text"
+
+    def embed(self, batch: list[str]) -> np.ndarray:
+        for i, text in enumerate(batch):
+            if "bad" in text:
+                raise InputError(i, f"refused {text!r}")
+        return np.full((len(batch), 4), 0.5, dtype=np.float32)
+
+
+def test_a_worker_rejects_only_the_inputs_the_embedder_refuses() -> None:
+    items = [f"good {i}" for i in range(600)]
+    items[3], items[400] = "bad one", "bad two"
+    vectors, errors = embed_rows(Refuses(), items)
+    assert [i for i, e in enumerate(errors) if e] == [3, 400]
+    assert errors[400] == "refused 'bad two'"
+    assert not vectors[3].any() and (vectors[[0, 399, 401]] == 0.5).all()
+
+
+def test_a_batch_of_objects_travels_pickled() -> None:
+    import pickle
+
+    batch = {"pos": np.arange(2), "input": np.array([pickle.dumps("a b"), pickle.dumps("c")])}
+    out = embed_batch(batch, SPEC, (), True)
+    assert out["vector"].shape == (2, 32) and list(out["error"]) == ["", ""]
+
+
+def test_the_engine_flag() -> None:
+    assert parse_engine("local") is None
+    assert parse_engine("ray") == ""
+    assert parse_engine("ray:ray://head:10001") == "ray://head:10001"
+    for bad in ("ray:", "spark", "local:x"):
+        with pytest.raises(ValueError, match="--engine"):
+            parse_engine(bad)
