@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedrec.cli import main
 from embedrec.embedders import EmbeddingCache, InputError
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.distributed.actors import embed_batch, embed_rows
@@ -158,3 +159,21 @@ def test_the_engine_flag() -> None:
     for bad in ("ray:", "spark", "local:x"):
         with pytest.raises(ValueError, match="--engine"):
             parse_engine(bad)
+
+
+def test_the_cli_runs_on_ray(
+    tmp_path: Path, ray_cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path = write_catalog(tmp_path / "items.csv", 300)
+    monkeypatch.setenv("EMBEDREC_CACHE", str(tmp_path / "cache"))
+    args = ["ingest", "--source", str(path), "--id-col", "item_id", "--text", "{title}"]
+    args += ["--metadata", "title,year:int,genres:list", "--embedder", SPEC, "--no-progress"]
+    assert main([*args, "--store", f"faiss:{tmp_path / 'ray' / 'store'}", "--engine", "ray"]) == 0
+    out = capsys.readouterr()
+    assert "embedding on Ray: 1 node(s), 2 CPUs, 0 GPUs" in out.err
+    assert "Dataset" not in out.out  # stdout holds the summary alone
+    monkeypatch.setenv("EMBEDREC_CACHE", str(tmp_path / "cache-local"))
+    assert main([*args, "--store", f"faiss:{tmp_path / 'local' / 'store'}"]) == 0
+    assert contents(tmp_path / "ray") == contents(tmp_path / "local")
+    assert main([*args, "--store", "faiss:", "--engine", "spark"]) == 2
+    assert "--engine 'spark': expected local, ray or ray:ADDRESS" in capsys.readouterr().err

@@ -13,6 +13,7 @@ killed run resumes where its last checkpoint left it, and a rerun embeds only wh
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections import ChainMap
 from collections.abc import Iterator
@@ -51,9 +52,12 @@ def parse_engine(text: str) -> str | None:
 def connected(address: str) -> Iterator[None]:
     """Ray, connected to `address` ("" : RAY_ADDRESS, else a local Ray started here and
     stopped after); a Ray this process already joined is used as it is."""
-    # the optional `ray` extra, loaded only for --engine ray
-    import ray
-
+    try:  # the optional `ray` extra, loaded only for --engine ray
+        import ray
+    except ImportError:
+        raise ValueError(
+            "--engine ray needs Ray: pip install 'embedrec[ray]' (ray[data])"
+        ) from None
     if ray.is_initialized():
         yield
         return
@@ -62,6 +66,17 @@ def connected(address: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def cluster() -> str:
+    """What the Ray this process joined offers, and how the stage will use it."""
+    # the optional `ray` extra, loaded only for --engine ray
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    use = "an actor per GPU" if gpus else "tasks of a CPU each"
+    return f"{len(ray.nodes())} node(s), {cpus} CPUs, {gpus} GPUs: {use}"
 
 
 @dataclass
@@ -190,6 +205,9 @@ class RayStage:
         # the optional `ray` extra, loaded only for --engine ray
         import ray
 
+        for handler in logging.getLogger("ray.data").handlers:  # its log file keeps them
+            if handler.get_name() == "console":  # a line per run on stdout: not under --json
+                handler.setLevel(logging.WARNING)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
