@@ -274,7 +274,8 @@ def _embedder_options(emb: Any) -> dict[str, Any]:
 
 def _run_ingest(config: Any, out: Output, *, progress: bool, engine: str) -> int:
     # for this command only: --help stays fast
-    from embedrec.ingestion.distributed.engine import RayStage, cluster, connected, parse_engine
+    from embedrec.ingestion.distributed.engine import cluster, connected, parse_engine
+    from embedrec.ingestion.distributed.stage import RayStage
 
     address = parse_engine(engine)
     if address is None:

@@ -14,7 +14,8 @@ from embedrec.cli import main
 from embedrec.embedders import EmbeddingCache, InputError
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.distributed.actors import embed_batch, embed_rows
-from embedrec.ingestion.distributed.engine import RayStage, parse_engine
+from embedrec.ingestion.distributed.engine import parse_engine
+from embedrec.ingestion.distributed.stage import RayStage
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary, TooManyRejects
