@@ -10,7 +10,9 @@ store, manifest and embedding cache, and prints `IngestSummary.seconds` (the ing
 wall time) for both; the figure is the median of the rounds' ratios, with the load average
 of each round. The Ray cluster is started, and its workers warmed (embedrec imported, the
 model loaded) by a small ingest, before any round: those one-off costs are printed apart.
-The text case runs the packaged MiniLM on CPUs, the in-process embedder loaded beforehand.
+The text case runs the packaged MiniLM on CPUs, the in-process embedder loaded beforehand;
+each Ray worker runs torch on one thread (Ray sets OMP_NUM_THREADS=1 for a one-CPU task),
+the in-process model on torch's default (`--local-threads` sets it).
 """
 
 from __future__ import annotations
@@ -140,7 +142,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-cpus", type=int, default=2, help="of the local Ray")
     parser.add_argument("--device", default="cpu", help="of the text embedder")
+    parser.add_argument(
+        "--local-threads",
+        type=int,
+        help="torch threads of the in-process text embedder (default: torch's own; the Ray "
+        "workers run one each)",
+    )
+    parser.add_argument("--skip-hash", action="store_true")
     args = parser.parse_args()
+    if args.local_threads:
+        # the benchmark's own setting: the in-process model's threads
+        import torch
+
+        torch.set_num_threads(args.local_threads)
     # the benchmark's own dependency: Ray, started here
     import ray
 
@@ -149,7 +163,9 @@ def main() -> None:
     print(f"local Ray started in {time.perf_counter() - start:.1f} s: {cluster()}")
     with tempfile.TemporaryDirectory(prefix="embedrec-ray-bench-") as tmp:
         work = Path(tmp)
-        compare("hash", args.rows, "hash:64", args.rounds, work, args.device)
+        os.environ["EMBEDREC_CACHE"] = str(work / "cache-root")  # live edits, kept apart
+        if not args.skip_hash:
+            compare("hash", args.rows, "hash:64", args.rounds, work, args.device)
         if args.text_rows:
             compare("text", args.text_rows, "text", args.rounds, work, args.device)
     ray.shutdown()

@@ -38,6 +38,13 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an ingest keeps under $EMBEDREC_CACHE (live edits, a default manifest) stays in
+    the test's folder."""
+    monkeypatch.setenv("EMBEDREC_CACHE", str(tmp_path / "cache-root"))
+
+
 def write_catalog(path: Path, n: int, *, bad: tuple[int, ...] = (), edit: int = 0) -> Path:
     """`n` rows (some repeating an earlier row's text); rows in `bad` have a bad year, and
     one row per 50 repeats an earlier id; the first `edit` rows get a new title."""
@@ -151,6 +158,21 @@ def test_a_batch_of_objects_travels_pickled() -> None:
     batch = {"pos": np.arange(2), "input": np.array([pickle.dumps("a b"), pickle.dumps("c")])}
     out = embed_batch(batch, SPEC, (), True)
     assert out["vector"].shape == (2, 32) and list(out["error"]) == ["", ""]
+
+
+def test_a_failure_on_the_workers_is_one_clear_error(tmp_path: Path, ray_cluster) -> None:
+    path = write_catalog(tmp_path / "items.csv", 100)
+    stage = RayStage(SPEC, {"bogus": 1})  # the driver's embedder has no such option
+    failed = r"embedding on Ray failed: .*takes no options, got bogus"
+    with EmbeddingCache(tmp_path / "cache") as cache, pytest.raises(ValueError, match=failed):
+        ingest(
+            Source(path, COLUMNS),
+            f"faiss:{tmp_path / 'store'}",
+            SPEC,
+            cache=cache,
+            manifest=tmp_path / "manifest.sqlite",
+            stage=stage,
+        )
 
 
 def test_the_engine_flag() -> None:

@@ -1,5 +1,6 @@
 """`embedrec ingest --engine ray[:ADDRESS]`: the embedding stage on a Ray cluster.
 
-`engine.py` holds the stage the pipeline hands its changed rows to (windows, the cache, the
-Ray Data dataset, results back in order); `actors.py` what runs on the cluster's workers.
+`stage.py` is the stage the pipeline hands its changed rows to (windows, the cache, the
+vectors handed back in catalog order); `engine.py` joins the cluster and embeds a list of
+inputs on it with Ray Data; `actors.py` is what runs on the cluster's workers.
 """

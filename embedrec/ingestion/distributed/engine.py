@@ -77,17 +77,17 @@ def cluster() -> str:
 
 
 def embedded(spec: str, options: dict[str, Any], inputs: list[Any]) -> list[dict[str, Any]]:
-    """`inputs` embedded on the cluster by `spec`: blocks of `pos` (the inputs' positions, in
-    order), `vector` and `error` (the reason an input was refused, else "")."""
+    """`inputs` embedded on the cluster by `spec`: blocks of `pos` (the inputs' positions),
+    `vector` and `error` (the reason an input was refused, else ""), in any order."""
     # the optional `ray` extra, loaded only for --engine ray
     import ray
 
     for handler in logging.getLogger("ray.data").handlers:  # its log file keeps them
         if handler.get_name() == "console":  # a line per run on stdout: not under --json
             handler.setLevel(logging.WARNING)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
+    context = ray.data.DataContext.get_current()  # order is not needed: blocks carry `pos`
     context.enable_progress_bars = False
+    context.raise_original_map_exception = True  # a worker's error, not a wrapper's
     context.print_on_execution_start = False
     pickled = not all(isinstance(item, str) for item in inputs)
     rows = [
@@ -108,7 +108,22 @@ def embedded(spec: str, options: dict[str, Any], inputs: list[Any]) -> list[dict
         dataset = dataset.map_batches(
             EmbedActor, fn_constructor_args=args, compute=compute, **common, **resources
         )
-    return list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+    try:
+        return list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+    except ray.exceptions.RayError as exc:
+        raise ValueError(f"embedding on Ray failed: {_first_cause(exc)}") from exc
+
+
+def _first_cause(exc: BaseException) -> str:
+    """What a worker raised, under Ray's wrappers (each holds it as `cause` or `__cause__`)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _compute() -> tuple[int | None, dict[str, float], int]:

@@ -66,7 +66,8 @@ class RayStage:
     filling: _Window = field(default_factory=_Window)
     running: _Window | None = None
     """On Ray, its batches not handed on yet."""
-    finishing: bool = False
+    handing: bool = False
+    """A window's batches are being handed on (see `finish`)."""
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     """Waits on Ray for the running window while the driver reads on."""
 
@@ -125,23 +126,26 @@ class RayStage:
 
     def finish(self, run: _Run) -> None:
         """Embed what is held and hand every batch on, in order. A reject that passes
-        --max-rejects while it hands them on calls it again: then it returns, and the run
-        checkpoints what landed before it."""
-        if self.finishing:
+        --max-rejects while a window is handed on calls it again: then it returns, and the
+        run checkpoints what landed before that row, as in process."""
+        if self.handing:
             return
-        self.finishing = True
-        try:
-            if self.filling.batches:
-                self._launch(run)
-            if self.running is not None:
-                last, self.running = self.running, None
-                self._hand_on(run, last, _Window())
-        finally:
-            self.finishing = False
+        if self.filling.batches:
+            self._launch(run)
+        if self.running is not None:
+            last, self.running = self.running, None
+            self._hand_on(run, last, _Window())
 
     def _hand_on(self, run: _Run, win: _Window, after: _Window) -> None:
         """Hand `win`'s batches to the pipeline's writer, in order, once Ray has embedded
         them; then give `after` the vectors it counted on `win` for."""
+        self.handing = True
+        try:
+            self._hand_on_all(run, win, after)
+        finally:
+            self.handing = False
+
+    def _hand_on_all(self, run: _Run, win: _Window, after: _Window) -> None:
         vectors = np.zeros((len(win.inputs), run.embedder.dim), dtype=np.float32)
         errors: dict[int, str] = {}
         for out in win.results.result() if win.results is not None else ():
