@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import ChainMap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -69,6 +69,8 @@ writing any of it, so such a batch is retried record by record to reject only th
 
 Pending = list[tuple[Row, str]]
 """Changed rows waiting to be embedded, each with its content hash."""
+Upserted = Callable[[], Iterable[tuple[Pending, list[Reject]]]]
+"""A batch written elsewhere: per part, the rows the store wrote and the rejects."""
 
 __all__ = ["EmbedStage", "ingest"]
 
@@ -251,16 +253,19 @@ class _Run:
         if batch:
             self.hand_off(batch, vectors, hits)
 
-    def hand_off(self, batch: Pending, vectors: np.ndarray, hits: int) -> None:
+    def hand_off(
+        self, batch: Pending, vectors: np.ndarray, hits: int, upserted: Upserted | None = None
+    ) -> None:
         """Give embedded rows (`hits` of them from the cache) to the writer, once it has
-        written the batch before."""
+        written the batch before. `upserted`: the batch was written elsewhere (by an
+        `EmbedStage`'s writers); the writer waits for it there instead of upserting."""
         self.summary.embedded += len(batch) - hits
         self.summary.cache_hits += hits
         self.drain()
         self.caching = {}
         if len(self.unwritten) >= CACHE_BULK:
             self.caching, self.unwritten = self.unwritten, {}
-        self.writing = self.writer.submit(self._write, batch, vectors, self.caching)
+        self.writing = self.writer.submit(self._write, batch, vectors, self.caching, upserted)
 
     def _prepare(self, batch: Pending) -> tuple[Pending, list[object]]:
         """Each row's input as the embedder takes it; a row it cannot use is rejected."""
@@ -284,18 +289,20 @@ class _Run:
                 self.reject(reject)
 
     def _write(
-        self, batch: Pending, vectors: np.ndarray, new_vectors: dict[str, np.ndarray]
+        self,
+        batch: Pending,
+        vectors: np.ndarray,
+        new_vectors: dict[str, np.ndarray],
+        upserted: Upserted | None,
     ) -> list[Reject]:
         """Upsert a batch and cache new vectors (on the writer thread); returns the records
         the store refused."""
         if new_vectors:
             self.cache.put_many(new_vectors)
         store = self.writable_store()
-        step = max(1, store.capabilities.max_batch)
         refused: list[Reject] = []
-        for start in range(0, len(batch), step):
-            part = batch[start : start + step]
-            written, bad = self._upsert(store, part, vectors[start : start + len(part)])
+        parts = self._upsert_parts(store, batch, vectors) if upserted is None else upserted()
+        for written, bad in parts:
             self.summary.upserted += len(written)
             self.uncommitted.extend((row.id, digest) for row, digest in written)
             refused += bad
@@ -304,26 +311,25 @@ class _Run:
             self._checkpoint()
         return refused
 
-    def _upsert(
-        self, store: VectorStore, part: Pending, vectors: np.ndarray
-    ) -> tuple[Pending, list[Reject]]:
-        try:
-            store.upsert([r.id for r, _ in part], vectors, [r.metadata for r, _ in part])
-            return part, []
-        except REFUSED:
-            pass
-        written: Pending = []
-        refused: list[Reject] = []
-        for i, (row, digest) in enumerate(part):
-            try:
-                store.upsert([row.id], vectors[i : i + 1], [row.metadata])
-            except REFUSED as exc:
-                reason = f"the store refused the record: {exc}"
-                field = _refused_field(row)
-                refused.append(Reject(str(self.source.path), row.row, row.id, field, reason))
-                continue
-            written.append((row, digest))
-        return written, refused
+    def _upsert_parts(
+        self, store: VectorStore, batch: Pending, vectors: np.ndarray
+    ) -> Iterator[tuple[Pending, list[Reject]]]:
+        """Upsert `batch` in parts the store takes; per part, what it wrote and refused."""
+        step = max(1, store.capabilities.max_batch)
+        for start in range(0, len(batch), step):
+            part = batch[start : start + step]
+            ids, metadata = [r.id for r, _ in part], [r.metadata for r, _ in part]
+            refused = upsert_records(store, ids, vectors[start : start + len(part)], metadata)
+            yield self.written(part, refused)
+
+    def written(self, part: Pending, refused: dict[int, str]) -> tuple[Pending, list[Reject]]:
+        """`part`'s rows the store wrote, and rejects for those it `refused` (by index)."""
+        file, rejects = str(self.source.path), []
+        for i, reason in sorted(refused.items()):
+            row = part[i][0]
+            why = f"the store refused the record: {reason}"
+            rejects.append(Reject(file, row.row, row.id, _refused_field(row), why))
+        return [item for i, item in enumerate(part) if i not in refused], rejects
 
     # -- durability ---------------------------------------------------------------------------
 
@@ -361,6 +367,25 @@ class _Run:
             self.summary.deleted += self.store.delete(gone[start : start + SQL_BATCH])
         self.store.flush()
         self.manifest.remove(gone)
+
+
+def upsert_records(
+    store: VectorStore, ids: list[str], vectors: np.ndarray, metadata: list[dict]
+) -> dict[int, str]:
+    """Upsert records; a batch the store refuses is retried record by record. Returns why
+    each refused record was refused, by its index."""
+    try:
+        store.upsert(ids, vectors, metadata)
+        return {}
+    except REFUSED:
+        pass
+    refused: dict[int, str] = {}
+    for i, rid in enumerate(ids):
+        try:
+            store.upsert([rid], vectors[i : i + 1], [metadata[i]])
+        except REFUSED as exc:
+            refused[i] = str(exc)
+    return refused
 
 
 def _refused_field(row: Row) -> str | None:

@@ -3,7 +3,10 @@ resume and incremental runs of the in-process engine, to the bit (hash embedder)
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary, TooManyRejects
 from embedrec.stores import open_store
+from embedrec.testing.pinecone_loopback import LoopbackPinecone
 
 COLUMNS = ColumnMap(
     id="item_id",
@@ -31,7 +35,26 @@ GENRES = ["Drama", "Comedy", "Action", "Horror", "Romance"]
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def loopback() -> Iterator[LoopbackPinecone]:
+    """A Pinecone that the Ray workers reach too: they take its settings from the
+    environment of the process that starts Ray."""
+    server = LoopbackPinecone()
+    env = {"PINECONE_API_KEY": "loopback-key", "PINECONE_CONTROLLER_HOST": server.url}
+    saved = {key: os.environ.get(key) for key in [*env, "PINECONE_HOST"]}
+    os.environ.update(env)
+    os.environ.pop("PINECONE_HOST", None)
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.close()
+    assert server.violations == []
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(loopback: LoopbackPinecone):
     ray = pytest.importorskip("ray", reason="ray is not installed (the `ray` extra)")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     yield ray
@@ -59,15 +82,18 @@ def write_catalog(path: Path, n: int, *, bad: tuple[int, ...] = (), edit: int = 
     return path
 
 
-def run(path: Path, where: Path, engine: str, **options) -> IngestSummary:
-    """An ingest of `path` into a FAISS store under `where`, with its own manifest, rejects
-    and cache."""
+def run(
+    path: Path, where: Path, engine: str | RayStage, uri: str | None = None, **options
+) -> IngestSummary:
+    """An ingest of `path` into `uri` (default: a FAISS store under `where`) with its own
+    manifest, rejects and cache under `where`; `engine`: local, ray or a RayStage."""
     options.setdefault("batch_size", 64)
-    stage = RayStage(SPEC, window_rows=500) if engine == "ray" else None
+    stage = RayStage(SPEC, window_rows=500) if engine == "ray" else engine
+    stage = None if stage == "local" else stage
     with EmbeddingCache(where / "cache") as cache:
         return ingest(
             Source(path, COLUMNS),
-            f"faiss:{where / 'store'}",
+            uri or f"faiss:{where / 'store'}",
             SPEC,
             IngestOptions(rejects=where / "rejects.jsonl", **options),
             cache=cache,
@@ -76,8 +102,8 @@ def run(path: Path, where: Path, engine: str, **options) -> IngestSummary:
         )
 
 
-def contents(where: Path) -> dict[str, tuple[bytes, dict]]:
-    with open_store(f"faiss:{where / 'store'}") as store:
+def contents(where: Path, uri: str | None = None) -> dict[str, tuple[bytes, dict]]:
+    with open_store(uri or f"faiss:{where / 'store'}") as store:
         ids = [f"m{i}" for i in range(5000)]
         return {r.id: (r.vector.tobytes(), r.metadata) for r in store.fetch(ids)}
 
@@ -129,6 +155,22 @@ def test_an_aborted_run_keeps_what_landed_and_resumes(tmp_path: Path, ray_cluste
     assert figures(resumed[0]) == figures(resumed[1])
     assert resumed[1].unchanged == aborted[1].upserted
     assert contents(local) == contents(remote) and len(contents(remote)) == 900 - 18
+
+
+def test_workers_write_a_store_they_reach(tmp_path: Path, ray_cluster, loopback) -> None:
+    """Pinecone (as a Qdrant server) is written from Ray tasks, the manifest on the driver."""
+    path = write_catalog(tmp_path / "items.csv", 700, bad=(10,))
+    name = "t-" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:10]
+    stage = RayStage(SPEC, window_rows=300)
+    uris = {engine: f"pinecone://{name}-{engine}?create=1" for engine in ("local", "ray")}
+    local = run(path, tmp_path / "local", "local", uris["local"])
+    remote = run(path, tmp_path / "ray", stage, uris["ray"])
+    assert figures(local) == figures(remote) and remote.upserted == 700 - 1 - 14
+    assert stage.parts_written >= 3  # every batch, through the workers
+    assert contents(tmp_path, uris["ray"]) == contents(tmp_path, uris["local"])
+    assert len(contents(tmp_path, uris["ray"])) == remote.upserted
+    again = run(path, tmp_path / "ray", RayStage(SPEC, window_rows=300), uris["ray"])
+    assert (again.unchanged, again.upserted) == (remote.upserted, 0)
 
 
 class Refuses:

@@ -1,6 +1,5 @@
-"""What runs on a Ray worker: an embedder built from its spec, embedding one batch of inputs.
-
-Kept apart from engine.py so that a worker imports only the embedders and numpy.
+"""What runs on a Ray worker: an embedder built from its spec, embedding one batch of inputs;
+a store opened from its URI, taking one part of a batch.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from embedrec.embedders import InputError, get_embedder
+from embedrec.ingestion.pipeline import upsert_records
+from embedrec.stores import VectorStore, open_store
 
 CHUNK = 256
 """Inputs embedded together on a worker: an input the embedder refuses costs the retry of
@@ -69,3 +70,17 @@ class EmbedActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return embed_batch(batch, *self.args)
+
+
+@lru_cache(maxsize=4)
+def _store(uri: str) -> VectorStore:
+    """One open store per worker process and URI (a client and its connections)."""
+    return open_store(uri)
+
+
+def write_part(
+    uri: str, ids: list[str], vectors: np.ndarray, metadata: list[dict]
+) -> dict[int, str]:
+    """A Ray task: upsert records into the store at `uri` (a server's, which every worker
+    reaches); returns why each record it refused was refused, by index."""
+    return upsert_records(_store(uri), ids, vectors, metadata)

@@ -12,15 +12,18 @@ import logging
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
-from embedrec.ingestion.distributed.actors import EmbedActor, embed_batch
+from embedrec.ingestion.distributed.actors import EmbedActor, embed_batch, write_part
 
 BLOCK_ROWS = 2048
 """Inputs per Ray Data block and per `map_batches` call, at most: a small window is cut
 into about `BLOCKS_PER_WORKER` blocks per worker (of at least `MIN_BLOCK_ROWS` inputs), so
 that every worker has some and a slow block holds up little."""
 BLOCKS_PER_WORKER = 4
+WRITER_CPUS = 0.5
+"""What a writing task asks for: it waits on the store's server more than it computes."""
 MIN_BLOCK_ROWS = 64
 
 
@@ -55,6 +58,29 @@ def connected(address: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+SHARED_SCHEMES = ("qdrant", "pinecone")
+"""Stores every worker can reach (a Qdrant server, Pinecone), so that workers write them;
+a FAISS, local Qdrant or qdrant-edge store lives with the driver, which writes it."""
+
+
+def writes_from_workers(store_uri: str) -> bool:
+    return store_uri.partition(":")[0] in SHARED_SCHEMES
+
+
+def write_parts(store_uri: str, parts: list[tuple[list[str], Any, list[dict]]]) -> list[Any]:
+    """Start a Ray task per part (ids, vectors, metadata) writing it into the store; their
+    results (`write_part`'s) come back through `ray.get`."""
+    return [_write_task().remote(store_uri, *part) for part in parts]
+
+
+@cache
+def _write_task() -> Any:
+    # the optional `ray` extra, loaded only for --engine ray
+    import ray
+
+    return ray.remote(num_cpus=WRITER_CPUS)(write_part)
 
 
 def uses_gpus() -> bool:

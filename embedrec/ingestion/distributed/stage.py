@@ -14,16 +14,23 @@ embeds only what changed. Counts, rejects and the store come out as in process.
 from __future__ import annotations
 
 from collections import ChainMap
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from embedrec.embedders import InputError, content_key
 from embedrec.embedders.cache import cached_vectors
-from embedrec.ingestion.distributed.engine import embedded, uses_gpus
-from embedrec.ingestion.pipeline import Pending, _Run
+from embedrec.ingestion.distributed.engine import (
+    embedded,
+    uses_gpus,
+    write_parts,
+    writes_from_workers,
+)
+from embedrec.ingestion.pipeline import Pending, Upserted, _Run
 
 CPU_WINDOW_ROWS = 25_000
 """Changed rows per window on CPUs: one Ray Data run each (a few tenths of a second on
@@ -31,6 +38,11 @@ warm workers), small enough that reading the next overlaps most of it."""
 GPU_WINDOW_ROWS = 250_000
 """On GPUs: each window starts its actors, each loading the model; the driver holds the
 window's rows and vectors (~0.5 GB at 384-d)."""
+
+
+_Ready = tuple[Pending, np.ndarray, int, Upserted | None]
+"""A batch ready for the writer: its rows, vectors, cache hits, and its writes if workers
+made them."""
 
 
 @dataclass
@@ -66,6 +78,8 @@ class RayStage:
     filling: _Window = field(default_factory=_Window)
     running: _Window | None = None
     """On Ray, its batches not handed on yet."""
+    parts_written: int = 0
+    """Parts of batches the workers wrote (stores they reach: `writes_from_workers`)."""
     handing: bool = False
     """A window's batches are being handed on (see `finish`)."""
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
@@ -152,13 +166,20 @@ class RayStage:
             pos = out["pos"]
             vectors[pos] = out["vector"]
             errors.update((int(p), e) for p, e in zip(pos, out["error"], strict=True) if e)
-        for number, (batch, keys) in enumerate(win.batches):
-            self._hand_off(run, win, number, batch, keys, vectors, errors)
+        ready: Iterable[_Ready] = (
+            self._assemble(run, win, number, batch, keys, vectors, errors)
+            for number, (batch, keys) in enumerate(win.batches)
+        )
+        if writes_from_workers(run.store_uri):
+            ready = self._write_on_workers(run, ready)
+        for rows, embedded_rows, hits, upserted in ready:
+            if rows:
+                run.hand_off(rows, embedded_rows, hits, upserted)
         for key in after.earlier:
             pos = win.misses[key]
             after.carried[key] = errors.get(pos, vectors[pos])
 
-    def _hand_off(
+    def _assemble(
         self,
         run: _Run,
         win: _Window,
@@ -167,10 +188,10 @@ class RayStage:
         keys: list[str],
         vectors: np.ndarray,
         errors: dict[int, str],
-    ) -> None:
-        """Batch `number` of `win` to the writer, less the rows whose input the embedder
-        refused (rejected as `process` rejects them); a vector an earlier batch or window
-        computed counts as a cache hit, as in process."""
+    ) -> _Ready:
+        """Batch `number` of `win` with its vectors, less the rows whose input the embedder
+        refused (rejected as `process` rejects them), and how many vectors came from the
+        cache: one an earlier batch or window computed counts, as in process."""
         rows: Pending = []
         out: list[np.ndarray] = []
         hits = 0
@@ -187,5 +208,34 @@ class RayStage:
                 hits += 1
             rows.append(item)
             out.append(vector)
-        if rows:
-            run.hand_off(rows, np.stack(out), hits)
+        return rows, np.stack(out) if out else np.empty((0, run.embedder.dim)), hits, None
+
+    def _write_on_workers(self, run: _Run, ready: Iterable[_Ready]) -> list[_Ready]:
+        """Start writing every batch of a window from Ray tasks, in parts the store takes;
+        the pipeline's writer then waits for each batch's parts, in order, and records
+        them in the manifest as if it had written them."""
+        run.drain()  # the store exists, knows its fields and its embedder before any write
+        step = max(1, run.writable_store().capabilities.max_batch)
+        out: list[_Ready] = []
+        for rows, vectors, hits, _ in ready:
+            starts = range(0, len(rows), step)
+            parts = [rows[start : start + step] for start in starts]
+            refs = write_parts(
+                run.store_uri,
+                [
+                    ([r.id for r, _ in part], vectors[start : start + len(part)],
+                     [r.metadata for r, _ in part])
+                    for start, part in zip(starts, parts, strict=True)
+                ],
+            )  # fmt: skip
+            self.parts_written += len(parts)
+            out.append((rows, vectors, hits, partial(_written, run, parts, refs)))
+        return out
+
+
+def _written(run: _Run, parts: list[Pending], refs: list[Any]) -> list[tuple[Pending, list]]:
+    """Per part, the rows the workers wrote and rejects for those the store refused."""
+    # the optional `ray` extra, loaded only for --engine ray
+    import ray
+
+    return [run.written(part, refused) for part, refused in zip(parts, ray.get(refs), strict=True)]
