@@ -74,9 +74,10 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
         default="local",
         metavar="local|ray[:ADDRESS]",
         help="where rows are embedded: local (default, in this process) or ray: as Ray Data "
-        "map_batches on a Ray cluster (a GPU per actor where it has GPUs), ADDRESS as ray.init "
-        "takes it (auto, HOST:6379, ray://HOST:10001; none: $RAY_ADDRESS, else a local Ray); "
-        "needs the ray extra; see docs/scale.md",
+        "map_batches on a Ray cluster (a GPU per actor where it has GPUs; Qdrant servers and "
+        "Pinecone written from its workers too), ADDRESS as ray.init takes it (auto, "
+        "HOST:6379, ray://HOST:10001; none: $RAY_ADDRESS, else a local Ray); needs the ray "
+        "extra; see docs/scale.md",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar or records")
     _add_rebuild_flags(p)
