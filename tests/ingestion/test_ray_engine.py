@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -195,8 +196,6 @@ def test_a_worker_rejects_only_the_inputs_the_embedder_refuses() -> None:
 
 
 def test_a_batch_of_objects_travels_pickled() -> None:
-    import pickle
-
     batch = {"pos": np.arange(2), "input": np.array([pickle.dumps("a b"), pickle.dumps("c")])}
     out = embed_batch(batch, SPEC, (), True)
     assert out["vector"].shape == (2, 32) and list(out["error"]) == ["", ""]
