@@ -241,3 +241,5 @@ def test_the_cli_runs_on_ray(
     assert contents(tmp_path / "ray") == contents(tmp_path / "local")
     assert main([*args, "--store", "faiss:", "--engine", "spark"]) == 2
     assert "--engine 'spark': expected local, ray or ray:ADDRESS" in capsys.readouterr().err
+    assert main([*args, "--store", "faiss:", "--engine", "ray", "--rebuild"]) == 2
+    assert "--engine applies only without --rebuild" in capsys.readouterr().err
