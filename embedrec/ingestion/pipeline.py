@@ -72,7 +72,7 @@ Pending = list[tuple[Row, str]]
 Upserted = Callable[[], Iterable[tuple[Pending, list[Reject]]]]
 """A batch written elsewhere: per part, the rows the store wrote and the rejects."""
 
-__all__ = ["EmbedStage", "ingest"]
+__all__ = ["EmbedStage", "Upserted", "ingest", "upsert_records"]
 
 
 class EmbedStage(Protocol):

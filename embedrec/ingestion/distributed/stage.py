@@ -2,13 +2,15 @@
 
 Everything but the embedding stays in this process, the driver, as in pipeline.py: reading,
 the manifest's choice of the rows that changed (made before any row goes to Ray), each row's
-input (`prepare`, which rejects what the embedder cannot use), the embedding cache, rejects,
-writes and checkpoints. The driver gathers a window of changed rows, looks their inputs up
-in the cache, and hands only the misses to Ray (engine.py), each distinct input once. While
-Ray embeds a window the driver reads the next; then the window's batches go on to the
-pipeline's writer in catalog order, so the manifest records rows in order and only after
-the store has flushed them: a killed run resumes from its last checkpoint, and a rerun
-embeds only what changed. Counts, rejects and the store come out as in process.
+input (`prepare`, which rejects what the embedder cannot use), the embedding cache, rejects
+and checkpoints, and the writes to a store that lives here (FAISS, a local Qdrant); a Qdrant
+server or Pinecone is written from Ray tasks instead (engine.py). The driver gathers a
+window of changed rows, looks their inputs up in the cache, and hands only the misses to
+Ray, each distinct input once. While Ray embeds a window the driver reads the next; then the
+window's batches go on to the pipeline's writer in catalog order, so the manifest records
+rows in order and only once the store has them: a killed run resumes from its last
+checkpoint, and a rerun embeds only what changed. Counts, rejects and the store come out as
+in process.
 """
 
 from __future__ import annotations
