@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -199,14 +201,14 @@ def _ingest(args: argparse.Namespace) -> int:
         from embedrec.ingestion.validation import Checks
         from embedrec.stores.recall.calibrate import load_calibrate_config
 
-        if args.engine != "local":
-            raise ValueError("--engine applies only without --rebuild")
         settings = load_calibrate_config(args.calibrate) if args.calibrate else None
         checks = Checks(args.min_recall, args.validate_sample, calibrate=settings)
         parts = _prepare(config, out)
-        return run_rebuild(
-            config, parts, checks, out, progress=not args.no_progress, wait=args.wait
-        )
+        with _engine(config, out, args.engine) as stage:
+            return run_rebuild(
+                config, parts, checks, out, progress=not args.no_progress, wait=args.wait,
+                stage=stage,
+            )  # fmt: skip
     if args.min_recall != 0.9 or args.validate_sample != 100 or args.calibrate or args.wait:
         raise ValueError(
             "--min-recall, --validate-sample, --calibrate and --wait apply only with --rebuild"
@@ -273,17 +275,24 @@ def _embedder_options(emb: Any) -> dict[str, Any]:
     }
 
 
-def _run_ingest(config: Any, out: Output, *, progress: bool, engine: str) -> int:
+@contextmanager
+def _engine(config: Any, out: Output, engine: str) -> Iterator[Any]:
+    """`--engine`: None (in process), or a stage on the Ray cluster joined for the run."""
     # for this command only: --help stays fast
     from embedrec.ingestion.distributed.engine import cluster, connected, parse_engine
     from embedrec.ingestion.distributed.stage import RayStage
 
     address = parse_engine(engine)
     if address is None:
-        return _run_stage(config, out, progress=progress, stage=None)
+        yield None
+        return
     with connected(address):
         out.say(f"embedding on Ray: {cluster()}")
-        stage = RayStage(config.embedder.spec, _embedder_options(config.embedder))
+        yield RayStage(config.embedder.spec, _embedder_options(config.embedder))
+
+
+def _run_ingest(config: Any, out: Output, *, progress: bool, engine: str) -> int:
+    with _engine(config, out, engine) as stage:
         return _run_stage(config, out, progress=progress, stage=stage)
 
 

@@ -1,5 +1,6 @@
 """`--engine ray`: the embedding stage on a local Ray with 2 CPUs gives the store, rejects,
-resume and incremental runs of the in-process engine, to the bit (hash embedder)."""
+resume and incremental runs of the in-process engine, to the bit (hash embedder); workers
+write a store they reach (the Pinecone loopback); the CLI ingests and rebuilds on Ray."""
 
 from __future__ import annotations
 
@@ -225,7 +226,7 @@ def test_the_engine_flag() -> None:
             parse_engine(bad)
 
 
-def test_the_cli_runs_on_ray(
+def test_the_cli_ingests_and_rebuilds_on_ray(
     tmp_path: Path, ray_cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     path = write_catalog(tmp_path / "items.csv", 300)
@@ -241,5 +242,8 @@ def test_the_cli_runs_on_ray(
     assert contents(tmp_path / "ray") == contents(tmp_path / "local")
     assert main([*args, "--store", "faiss:", "--engine", "spark"]) == 2
     assert "--engine 'spark': expected local, ray or ray:ADDRESS" in capsys.readouterr().err
-    assert main([*args, "--store", "faiss:", "--engine", "ray", "--rebuild"]) == 2
-    assert "--engine applies only without --rebuild" in capsys.readouterr().err
+    alias = f"faiss:{tmp_path / 'alias'}"  # a new generation, built on Ray, then swapped in
+    assert main([*args, "--store", alias, "--rebuild", "--engine", "ray"]) == 0
+    err = capsys.readouterr().err
+    assert "embedding on Ray" in err and "building generation" in err
+    assert contents(tmp_path, alias) == contents(tmp_path / "local")
