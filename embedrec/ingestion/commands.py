@@ -72,15 +72,13 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
         "--sync", action="store_true", default=None, help="delete ids that left the catalog"
     )
     run.add_argument(
-        "--engine",
-        default="local",
-        metavar="local|ray[:ADDRESS]",
-        help="where rows are embedded: local (default, in this process) or ray: as Ray Data "
+        "--engine", default="local", metavar="local|ray[:ADDRESS]",
+        help="where rows are embedded: local (default, in this process) or ray: Ray Data "
         "map_batches on a Ray cluster (a GPU per actor where it has GPUs; Qdrant servers and "
         "Pinecone written from its workers too), ADDRESS as ray.init takes it (auto, "
-        "HOST:6379, ray://HOST:10001; none: $RAY_ADDRESS, else a local Ray); needs the ray "
-        "extra; see docs/scale.md",
-    )
+        "HOST:6379, ray://HOST:10001; none: $RAY_ADDRESS, else a local Ray); the ray extra; "
+        "docs/scale.md",
+    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bar or records")
     _add_rebuild_flags(p)
     add_output_flags(p)
@@ -213,7 +211,8 @@ def _ingest(args: argparse.Namespace) -> int:
         raise ValueError(
             "--min-recall, --validate-sample, --calibrate and --wait apply only with --rebuild"
         )
-    return _run_ingest(config, out, progress=not args.no_progress, engine=args.engine)
+    with _engine(config, out, args.engine) as stage:
+        return _run_ingest(config, out, progress=not args.no_progress, stage=stage)
 
 
 def _catalog_path(config: Any, out: Output) -> Any:
@@ -291,12 +290,7 @@ def _engine(config: Any, out: Output, engine: str) -> Iterator[Any]:
         yield RayStage(config.embedder.spec, _embedder_options(config.embedder))
 
 
-def _run_ingest(config: Any, out: Output, *, progress: bool, engine: str) -> int:
-    with _engine(config, out, engine) as stage:
-        return _run_stage(config, out, progress=progress, stage=stage)
-
-
-def _run_stage(config: Any, out: Output, *, progress: bool, stage: Any) -> int:
+def _run_ingest(config: Any, out: Output, *, progress: bool, stage: Any) -> int:
     # for this command only: --help stays fast
     from embedrec.common.progress import Progress
     from embedrec.ingestion.pipeline import ingest
