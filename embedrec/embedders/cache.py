@@ -162,7 +162,7 @@ def embed_cached(
     about half the cost per row of a transaction per call)."""
     items = list(items)
     keys = [content_key(embedder.name, it, embedder.modality, i) for i, it in enumerate(items)]
-    found = _cached(cache, keys, embedder.dim, unwritten or {})
+    found = cached_vectors(cache, keys, embedder.dim, unwritten or {})
     n_hits = sum(k in found for k in keys)
     todo: dict[str, int] = {}
     for i, key in enumerate(keys):
@@ -191,7 +191,7 @@ def embed_cached(
     return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), n_hits
 
 
-def _cached(
+def cached_vectors(
     cache: EmbeddingCache, keys: list[str], dim: int, unwritten: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """The vectors of `keys` already computed (in `unwritten` or the cache) and of `dim`."""

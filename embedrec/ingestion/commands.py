@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,14 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--sync", action="store_true", default=None, help="delete ids that left the catalog"
     )
+    run.add_argument(
+        "--engine", default="local", metavar="local|ray[:ADDRESS]",
+        help="where rows are embedded: local (default, in this process) or ray: Ray Data "
+        "map_batches on a Ray cluster (a GPU per actor where it has GPUs; Qdrant servers and "
+        "Pinecone written from its workers too), ADDRESS as ray.init takes it (auto, "
+        "HOST:6379, ray://HOST:10001; none: $RAY_ADDRESS, else a local Ray); the ray extra; "
+        "docs/scale.md",
+    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bar or records")
     _add_rebuild_flags(p)
     add_output_flags(p)
@@ -192,14 +202,17 @@ def _ingest(args: argparse.Namespace) -> int:
         settings = load_calibrate_config(args.calibrate) if args.calibrate else None
         checks = Checks(args.min_recall, args.validate_sample, calibrate=settings)
         parts = _prepare(config, out)
-        return run_rebuild(
-            config, parts, checks, out, progress=not args.no_progress, wait=args.wait
-        )
+        with _engine(config, out, args.engine) as stage:
+            return run_rebuild(
+                config, parts, checks, out, progress=not args.no_progress, wait=args.wait,
+                stage=stage,
+            )  # fmt: skip
     if args.min_recall != 0.9 or args.validate_sample != 100 or args.calibrate or args.wait:
         raise ValueError(
             "--min-recall, --validate-sample, --calibrate and --wait apply only with --rebuild"
         )
-    return _run_ingest(config, out, progress=not args.no_progress)
+    with _engine(config, out, args.engine) as stage:
+        return _run_ingest(config, out, progress=not args.no_progress, stage=stage)
 
 
 def _catalog_path(config: Any, out: Output) -> Any:
@@ -241,12 +254,7 @@ def _prepare(config: Any, out: Output) -> tuple[Any, Any, Any]:
         list_sep=src.list_sep,
     )
     source = Source(_catalog_path(config, out), columns, format=src.format, delimiter=src.delimiter)
-    kwargs = {
-        key: value
-        for key, value in (("device", emb.device), ("batch_size", emb.batch_size))
-        if value is not None  # unset: the spec's own option, else the embedder's default
-    }
-    embedder = get_embedder(emb.spec, **kwargs)
+    embedder = get_embedder(emb.spec, **_embedder_options(emb))
     options = IngestOptions(
         batch_size=opts.batch_size,
         checkpoint_seconds=opts.checkpoint_seconds,
@@ -257,7 +265,32 @@ def _prepare(config: Any, out: Output) -> tuple[Any, Any, Any]:
     return source, embedder, options
 
 
-def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
+def _embedder_options(emb: Any) -> dict[str, Any]:
+    """The [embedder] keys that were set, as `get_embedder` keywords."""
+    return {
+        key: value
+        for key, value in (("device", emb.device), ("batch_size", emb.batch_size))
+        if value is not None  # unset: the spec's own option, else the embedder's default
+    }
+
+
+@contextmanager
+def _engine(config: Any, out: Output, engine: str) -> Iterator[Any]:
+    """`--engine`: None (in process), or a stage on the Ray cluster joined for the run."""
+    # for this command only: --help stays fast
+    from embedrec.ingestion.distributed.engine import cluster, connected, parse_engine
+    from embedrec.ingestion.distributed.stage import RayStage
+
+    address = parse_engine(engine)
+    if address is None:
+        yield None
+        return
+    with connected(address):
+        out.say(f"embedding on Ray: {cluster()}")
+        yield RayStage(config.embedder.spec, _embedder_options(config.embedder))
+
+
+def _run_ingest(config: Any, out: Output, *, progress: bool, stage: Any) -> int:
     # for this command only: --help stays fast
     from embedrec.common.progress import Progress
     from embedrec.ingestion.pipeline import ingest
@@ -274,7 +307,9 @@ def _run_ingest(config: Any, out: Output, *, progress: bool) -> int:
     run = {"source": source.path, "store": config.store.uri, "embedder": embedder.name}
     try:
         with bar:
-            summary = ingest(source, target, spec, options, embedder=embedder, progress=bar.update)
+            summary = ingest(
+                source, target, spec, options, embedder=embedder, progress=bar.update, stage=stage
+            )
     except TooManyRejects as exc:
         _report(out, exc.summary, run)
         print(f"embedrec ingest: error: {exc}", file=sys.stderr, flush=True)

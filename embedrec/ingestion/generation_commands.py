@@ -131,9 +131,10 @@ def run_rebuild(
     *,
     progress: bool,
     wait: bool = False,
+    stage: Any = None,
 ) -> int:
     """`embedrec ingest --rebuild`: header, progress, the summary; exit 1 on a failed
-    validation (the alias untouched)."""
+    validation (the alias untouched). `stage`: where it embeds (`--engine ray`)."""
     # for this command only: --help stays fast
     from embedrec.common.progress import Progress
     from embedrec.ingestion.rebuild import RebuildFailed, rebuild
@@ -154,6 +155,7 @@ def run_rebuild(
                 progress=bar.update,
                 say=out.say,
                 wait=wait,
+                stage=stage,
             )
     except RebuildFailed as exc:
         _report(out, exc.result, embedder)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import time
 from collections import ChainMap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -68,8 +70,21 @@ record by record, to reject only those it refuses."""
 
 Pending = list[tuple[Row, str]]
 """Changed rows waiting to be embedded, each with its content hash."""
+Upserted = Callable[[], Iterable[tuple[Pending, list[Reject]]]]
+"""A batch written elsewhere: per part, the rows the store wrote and the rejects."""
 
-__all__ = ["ingest"]
+__all__ = ["EmbedStage", "Upserted", "ingest", "upsert_records"]
+
+
+class EmbedStage(Protocol):
+    """Where changed rows are embedded when not on the calling thread (`ingest(stage=...)`,
+    e.g. ingestion/distributed on a Ray cluster). It takes each batch of changed rows in
+    catalog order and gives them back, embedded and in the same order, through
+    `_Run.hand_off`; `finish` hands back what it still holds before the last checkpoint."""
+
+    def submit(self, run: _Run, batch: Pending) -> None: ...
+
+    def finish(self, run: _Run) -> None: ...
 
 
 @dataclass
@@ -89,6 +104,8 @@ class _Run:
     rejects: RejectsFile
     progress: Callable[[int], None] | None
     summary: IngestSummary
+    stage: EmbedStage | None = None
+    """None: embedded here, by `process`."""
     store: VectorStore | None = None
     described: bool = False
     """The store has been told the metadata schema and described (its embedder), this run."""
@@ -119,6 +136,8 @@ class _Run:
         s = self.summary
         if limit is not None and limit.passed_by(s.rejected, s.rows_read, done=done):
             s.aborted = f"more than {limit} rejected"
+            if self.stage is not None:  # what it holds lands, as it would have here
+                self.stage.finish(self)
             self.checkpoint()
             raise TooManyRejects(s, limit)
 
@@ -172,16 +191,19 @@ class _Run:
     def run(self) -> None:
         pending: Pending = []
         size = self.options.batch_size
+        process = self.process if self.stage is None else partial(self.stage.submit, self)
         for chunk in self.source.chunks(size):
             pending += self._changed(self._read(chunk))
             self.summary.rows_read += len(chunk)
             while len(pending) >= size:
-                self.process(pending[:size])
+                process(pending[:size])
                 pending = pending[size:]
             if self.progress is not None:
                 self.progress(len(chunk))
         if pending:
-            self.process(pending)
+            process(pending)
+        if self.stage is not None:
+            self.stage.finish(self)
         self.checkpoint()
         self.check_rejects(done=True)  # a share of the rows read: judged now
         if self.options.sync:
@@ -229,15 +251,22 @@ class _Run:
                 row, _ = batch.pop(exc.index)
                 inputs.pop(exc.index)
                 self._reject_row(row, exc.reason, self.source.columns.input_field)
-        if not batch:
-            return
+        if batch:
+            self.hand_off(batch, vectors, hits)
+
+    def hand_off(
+        self, batch: Pending, vectors: np.ndarray, hits: int, upserted: Upserted | None = None
+    ) -> None:
+        """Give embedded rows (`hits` of them from the cache) to the writer, once it has
+        written the batch before. `upserted`: the batch was written elsewhere (by an
+        `EmbedStage`'s writers); the writer waits for it there instead of upserting."""
         self.summary.embedded += len(batch) - hits
         self.summary.cache_hits += hits
         self.drain()
         self.caching = {}
         if len(self.unwritten) >= CACHE_BULK:
             self.caching, self.unwritten = self.unwritten, {}
-        self.writing = self.writer.submit(self._write, batch, vectors, self.caching)
+        self.writing = self.writer.submit(self._write, batch, vectors, self.caching, upserted)
 
     def _prepare(self, batch: Pending) -> tuple[Pending, list[object]]:
         """Each row's input as the embedder takes it; a row it cannot use is rejected."""
@@ -261,18 +290,20 @@ class _Run:
                 self.reject(reject)
 
     def _write(
-        self, batch: Pending, vectors: np.ndarray, new_vectors: dict[str, np.ndarray]
+        self,
+        batch: Pending,
+        vectors: np.ndarray,
+        new_vectors: dict[str, np.ndarray],
+        upserted: Upserted | None,
     ) -> list[Reject]:
         """Upsert a batch and cache new vectors (on the writer thread); returns the records
         the store refused."""
         if new_vectors:
             self.cache.put_many(new_vectors)
         store = self.writable_store()
-        step = max(1, store.capabilities.max_batch)
         refused: list[Reject] = []
-        for start in range(0, len(batch), step):
-            part = batch[start : start + step]
-            written, bad = self._upsert(store, part, vectors[start : start + len(part)])
+        parts = self._upsert_parts(store, batch, vectors) if upserted is None else upserted()
+        for written, bad in parts:
             self.summary.upserted += len(written)
             self.uncommitted.extend((row.id, digest) for row, digest in written)
             refused += bad
@@ -281,36 +312,25 @@ class _Run:
             self._checkpoint()
         return refused
 
-    def _upsert(
-        self, store: VectorStore, part: Pending, vectors: np.ndarray
-    ) -> tuple[Pending, list[Reject]]:
-        """Write the records the store's checks pass (checked once, here); reject the others,
-        and, when the backend refuses the checked batch (its own limits), retry it record by
-        record to reject only those it refuses."""
-        metadata = [row.metadata for row, _ in part]
-        checked, refusals = store.check_records([r.id for r, _ in part], vectors, metadata)
-        refused = [self._refused(part[pos][0], exc) for pos, exc in refusals]
-        if refusals:
-            bad = {pos for pos, _ in refusals}
-            part = [entry for pos, entry in enumerate(part) if pos not in bad]
-        try:
-            store.upsert_checked(checked)
-            return part, refused
-        except REFUSED:
-            pass
-        written: Pending = []
-        for i, (row, digest) in enumerate(part):
-            try:
-                store.upsert([row.id], checked.vectors[i : i + 1], [checked.metadata[i]])
-            except REFUSED as exc:
-                refused.append(self._refused(row, exc))
-                continue
-            written.append((row, digest))
-        return written, refused
+    def _upsert_parts(
+        self, store: VectorStore, batch: Pending, vectors: np.ndarray
+    ) -> Iterator[tuple[Pending, list[Reject]]]:
+        """Upsert `batch` in parts the store takes; per part, what it wrote and refused."""
+        step = max(1, store.capabilities.max_batch)
+        for start in range(0, len(batch), step):
+            part = batch[start : start + step]
+            ids, metadata = [r.id for r, _ in part], [r.metadata for r, _ in part]
+            refused = upsert_records(store, ids, vectors[start : start + len(part)], metadata)
+            yield self.written(part, refused)
 
-    def _refused(self, row: Row, exc: Exception) -> Reject:
-        reason = f"the store refused the record: {exc}"
-        return Reject(str(self.source.path), row.row, row.id, _refused_field(row), reason)
+    def written(self, part: Pending, refused: dict[int, str]) -> tuple[Pending, list[Reject]]:
+        """`part`'s rows the store wrote, and rejects for those it `refused` (by index)."""
+        file, rejects = str(self.source.path), []
+        for i, reason in sorted(refused.items()):
+            row = part[i][0]
+            why = f"the store refused the record: {reason}"
+            rejects.append(Reject(file, row.row, row.id, _refused_field(row), why))
+        return [item for i, item in enumerate(part) if i not in refused], rejects
 
     # -- durability ---------------------------------------------------------------------------
 
@@ -348,6 +368,28 @@ class _Run:
             self.summary.deleted += self.store.delete(gone[start : start + SQL_BATCH])
         self.store.flush()
         self.manifest.remove(gone)
+
+
+def upsert_records(
+    store: VectorStore, ids: list[str], vectors: np.ndarray, metadata: list[dict]
+) -> dict[int, str]:
+    """Write the records the store's checks pass (checked once, here) and return why each
+    other record was refused, by its index; when the backend refuses the checked batch (its
+    own limits), retry it record by record to refuse only those it refuses."""
+    checked, refusals = store.check_records(ids, vectors, metadata)
+    refused = {pos: str(exc) for pos, exc in refusals}
+    try:
+        store.upsert_checked(checked)
+        return refused
+    except REFUSED:
+        pass
+    kept = [i for i in range(len(ids)) if i not in refused]
+    for j, i in enumerate(kept):
+        try:
+            store.upsert([ids[i]], checked.vectors[j : j + 1], [checked.metadata[j]])
+        except REFUSED as exc:
+            refused[i] = str(exc)
+    return refused
 
 
 def _refused_field(row: Row) -> str | None:
@@ -391,6 +433,7 @@ def ingest(
     cache: EmbeddingCache | None = None,
     progress: Callable[[int], None] | None = None,
     manifest: Path | str | None = None,
+    stage: EmbedStage | None = None,
 ) -> IngestSummary:
     """Load `source` into the store at `store_uri`; returns what happened.
 
@@ -400,6 +443,8 @@ def ingest(
     the rows read: at the end, before --sync deletes anything), after checkpointing.
     An item embedder (modality "item", e.g. `two-tower:MODEL`) prepares its input from each
     record's id and metadata, so the metadata columns must carry the model's item features.
+    `stage` embeds elsewhere (see `EmbedStage`); reading, the manifest, the cache, rejects,
+    writes and checkpoints stay here.
     """
     options = options or IngestOptions()
     if options.batch_size < 1:
@@ -419,7 +464,7 @@ def ingest(
         run = _Run(
             source=source, store_uri=store_uri, spec=embedder_spec, embedder=embedder,
             cache=run_cache, options=options, manifest=book, edits=edits,
-            rejects=RejectsFile(rejects_path), progress=progress, summary=summary,
+            rejects=RejectsFile(rejects_path), progress=progress, summary=summary, stage=stage,
         )  # fmt: skip
         try:
             run.open_existing()

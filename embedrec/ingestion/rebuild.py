@@ -35,7 +35,7 @@ from typing import Any
 from embedrec.embedders import Embedder, EmbeddingCache
 from embedrec.ingestion.live_replay import replay
 from embedrec.ingestion.manifest import IngestManifest
-from embedrec.ingestion.pipeline import ingest
+from embedrec.ingestion.pipeline import EmbedStage, ingest
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary
 from embedrec.ingestion.validation import Checks, Validation, validate
@@ -131,9 +131,11 @@ def rebuild(
     progress: Callable[[int], None] | None = None,
     say: Say = lambda text: None,
     wait: bool = False,
+    stage: EmbedStage | None = None,
 ) -> Rebuilt:
     """Build, validate and swap in a new generation of `alias` (see the module doc), under
-    the alias's rebuild lease: `AliasBusy` naming a rebuild already running, unless `wait`."""
+    the alias's rebuild lease: `AliasBusy` naming a rebuild already running, unless `wait`.
+    `stage` embeds elsewhere, as `ingest` takes it (`--engine ray`)."""
     book = alias_book(alias)
     with book.rebuild_lease(wait=wait, say=say) as lease:
         adopted = book.adopt()
@@ -160,6 +162,7 @@ def rebuild(
             checks,
             progress,
             say,
+            stage,
         )
         result.alias, result.adopted, result.removed = alias, adopted, removed
         failures = result.failures(checks)
@@ -189,6 +192,7 @@ def _build(
     checks: Checks,
     progress: Callable[[int], None] | None,
     say: Say,
+    stage: EmbedStage | None,
 ) -> Rebuilt:
     """Ingest, carry the catalogue events of the alias's live generation (`live`: alias and
     generation) into, calibrate and validate the new generation; its fingerprint is taken
@@ -202,8 +206,9 @@ def _build(
 
     with EmbeddingCache() as cache:
         summary = ingest(
-            source, generation.uri, spec, options, embedder=embedder, cache=cache, progress=step
-        )
+            source, generation.uri, spec, options,
+            embedder=embedder, cache=cache, progress=step, stage=stage,
+        )  # fmt: skip
         result = Rebuilt("", generation, summary)
         with suppress(StoreNotFound):  # nothing written: validation says so
             result.carried = replay(*live, generation, source, embedder, say)
