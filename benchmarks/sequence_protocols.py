@@ -7,7 +7,8 @@
 Validation is carved from the protocol's training part the way the protocol cuts its test:
 leave-last-out again (each user's second-to-last item) or the last tenth of training time;
 `--test` trains on the whole training part and scores the test part (read it once, at the
-end). Most-popular is scored beside it. Prints one JSON line per model: NDCG@10, recall@10,
+end). Most-popular and recent popularity (the config's `[baselines.recent_popularity]`) are
+scored beside it. Prints one JSON line per model: NDCG@10, recall@10,
 the users scored, and the fit's wall and CPU seconds (the machine may be shared: CPU time
 says more than wall time).
 """
@@ -22,6 +23,7 @@ from embedrec.embedders.two_tower import default_text_fn
 from embedrec.eval.models.baselines import Catalog, MostPopular, TwoTower
 from embedrec.eval.models.config import load_experiment_config
 from embedrec.eval.models.leaderboard import load_data, score_model, split_ratings
+from embedrec.eval.models.sequential.session import RecentPopularity
 from embedrec.ranking.splits import leave_last_out, temporal_split
 
 
@@ -42,7 +44,12 @@ def main() -> None:
         loo = args.protocol == "leave-last-out"
         train, test = leave_last_out(train) if loo else temporal_split(train, 0.9)
     catalog = Catalog.trained_on(data.users, data.items, train, data.towers)
-    for model in (MostPopular(), TwoTower("two-tower", two_tower, default_text_fn())):
+    models = (
+        MostPopular(),
+        RecentPopularity(config.baselines.recent_popularity),
+        TwoTower("two-tower", two_tower, default_text_fn()),
+    )
+    for model in models:
         cpu, wall = time.process_time(), time.perf_counter()
         model.fit(catalog)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall

@@ -109,6 +109,10 @@ class TwoTowerConfig(BaseModel):
     time_buckets: int = Field(0, ge=0)
     """sequence: embed the gap to the previous item in this many log2-of-minutes buckets
     (0: no time input)."""
+    recency_days: float = Field(0.0, ge=0)
+    """sequence: weigh each training target by 0.5 ** (its age in days before the last
+    training interaction / recency_days), so recent behaviour, and the popularity prior that
+    users with no history get, count more (0: every target the same)."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:
