@@ -175,17 +175,21 @@ def _loss(
     feats = data.user_feats(windows.users[batch])
     out = model.user_tower(x, mask.to(dev), windows.gaps[batch].to(dev), feats)
     prior = model.user_tower.empty(feats, len(batch))
-    rows = valid.nonzero()[:, 0].to(dev)
-    queries = torch.cat([out[valid.to(dev)], prior[rows]])
+    uv, pv = out[valid.to(dev)], prior[valid.nonzero()[:, 0].to(dev)]
     t = targets[valid]
     w = None if windows.weights is None else windows.weights[batch][valid].to(dev).repeat(2)
+    # the prior is read off the item vectors, it does not reshape them (detached)
     if cfg.negatives == "all":
-        return weighted_mean(full_softmax(model, data, queries, t.repeat(2), gen), w), len(t)
+        per_row = torch.cat(
+            [full_softmax(model, data, q, t, gen, detach=d) for q, d in ((uv, False), (pv, True))]
+        )
+        return weighted_mean(per_row, w), len(t)
     # in-batch negatives: every distinct target of the batch, each once
     cand, label = torch.unique(t, return_inverse=True)
     cv = vecs[torch.searchsorted(uniq, cand).to(dev)]
-    cand = cand.to(dev)
-    logits = F.linear(queries / cfg.temperature, cv, -sampling.log_q[cand] if cfg.logq else None)
+    bias = -sampling.log_q[cand.to(dev)] if cfg.logq else None
+    temp = cfg.temperature
+    logits = torch.cat([F.linear(uv / temp, cv, bias), F.linear(pv / temp, cv.detach(), bias)])
     per_row = F.cross_entropy(logits, label.to(dev).repeat(2), reduction="none")
     return weighted_mean(per_row, w), len(t)
 
