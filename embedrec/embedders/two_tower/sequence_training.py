@@ -7,10 +7,11 @@ is a training example (its context reaching back to the start of its window).
 The loss is the two-tower's (`training.py`): a sampled softmax whose negatives are the
 batch's other target items, with the log-q correction by each item's share of the training
 interactions, or the full softmax over the catalogue with `negatives = "all"`. A batch holds
-about `batch_size` positions. Every target is scored twice: from its position's output and
-from the query of a user with no history (the tower's prior plus the user's features), so
-that query is a popularity prior learned with the rest. With `recency_days`, each target
-weighs 0.5 ** (its age in days before the last training interaction / `recency_days`).
+about `batch_size` positions. With `prior` (the default) every target is scored twice: from
+its position's output and from the query of a user with no history (the tower's prior plus
+the user's features), so that query is a popularity prior learned with the rest. With
+`recency_days`, each target weighs 0.5 ** (its age in days before the last training
+interaction / `recency_days`).
 
 Early stopping holds out each user's last training interaction (leave-last-out inside
 training) and watches NDCG@10 on it.
@@ -158,7 +159,8 @@ def _loss(
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, int]:
     """The batch's (weighted) mean loss over its positions that have a next item, each
-    scored from its position and from the empty-history query, and their count."""
+    scored from its position and, with `prior`, from the empty-history query; and the count
+    of those positions."""
     cfg, dev = model.config, model.device
     inputs, targets = windows.inputs[batch], windows.targets[batch]
     mask, valid = inputs > 0, targets > 0
@@ -174,24 +176,21 @@ def _loss(
     x[mask.to(dev)] = vecs[inverse[:n_in].to(dev)]
     feats = data.user_feats(windows.users[batch])
     out = model.user_tower(x, mask.to(dev), windows.gaps[batch].to(dev), feats)
-    prior = model.user_tower.empty(feats, len(batch))
-    uv, pv = out[valid.to(dev)], prior[valid.nonzero()[:, 0].to(dev)]
-    t = targets[valid]
-    w = None if windows.weights is None else windows.weights[batch][valid].to(dev).repeat(2)
-    # the prior is read off the item vectors, it does not reshape them (detached)
+    queries, t = out[valid.to(dev)], targets[valid]
+    w = None if windows.weights is None else windows.weights[batch][valid].to(dev)
+    if cfg.prior:  # each target once more, from the empty-history query
+        prior = model.user_tower.empty(feats, len(batch))
+        queries = torch.cat([queries, prior[valid.nonzero()[:, 0].to(dev)]])
+        t, w = t.repeat(2), None if w is None else w.repeat(2)
     if cfg.negatives == "all":
-        per_row = torch.cat(
-            [full_softmax(model, data, q, t, gen, detach=d) for q, d in ((uv, False), (pv, True))]
-        )
-        return weighted_mean(per_row, w), len(t)
+        return weighted_mean(full_softmax(model, data, queries, t, gen), w), int(valid.sum())
     # in-batch negatives: every distinct target of the batch, each once
     cand, label = torch.unique(t, return_inverse=True)
     cv = vecs[torch.searchsorted(uniq, cand).to(dev)]
-    bias = -sampling.log_q[cand.to(dev)] if cfg.logq else None
-    temp = cfg.temperature
-    logits = torch.cat([F.linear(uv / temp, cv, bias), F.linear(pv / temp, cv.detach(), bias)])
-    per_row = F.cross_entropy(logits, label.to(dev).repeat(2), reduction="none")
-    return weighted_mean(per_row, w), len(t)
+    cand = cand.to(dev)
+    logits = F.linear(queries / cfg.temperature, cv, -sampling.log_q[cand] if cfg.logq else None)
+    per_row = F.cross_entropy(logits, label.to(dev), reduction="none")
+    return weighted_mean(per_row, w), int(valid.sum())
 
 
 @torch.no_grad()

@@ -334,23 +334,15 @@ def _bpr(
 
 
 def full_softmax(
-    model: TwoTowerModel,
-    data: TrainData,
-    uv: torch.Tensor,
-    i: torch.Tensor,
-    gen: torch.Generator,
-    detach: bool = False,
+    model: TwoTowerModel, data: TrainData, uv: torch.Tensor, i: torch.Tensor, gen: torch.Generator
 ) -> torch.Tensor:
     """Cross-entropy of each positive against every item of the catalogue; item ids are
-    dropped at random across the catalogue, as positives are for in-batch negatives. With
-    `detach`, no gradient reaches the item tower."""
+    dropped at random across the catalogue, as positives are for in-batch negatives."""
     cfg = model.config
     ids = data.all_item_ids.clone()
     if cfg.id_dropout > 0:
         ids[torch.rand(len(ids), generator=gen).to(ids.device) < cfg.id_dropout] = 0
     everything = model.item_tower(ids, data.all_item_feats)
-    if detach:
-        everything = everything.detach()
     logits = uv @ everything.T / cfg.temperature
     return nn.functional.cross_entropy(logits, (i - 1).to(uv.device), reduction="none")
 
