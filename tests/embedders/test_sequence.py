@@ -1,5 +1,6 @@
 """The sequence user encoder: a planted sequential pattern it learns and the static
-two-tower cannot; time-gap buckets; saving and loading."""
+two-tower cannot; time-gap buckets; saving and loading; the learned prior a user with no
+history gets, and its recency weighting."""
 
 import numpy as np
 import pandas as pd
