@@ -1,5 +1,6 @@
 """The sequence user encoder: a planted sequential pattern it learns and the static
-two-tower cannot; time-gap buckets; saving and loading."""
+two-tower cannot; time-gap buckets; saving and loading; the learned prior a user with no
+history gets, and its recency weighting."""
 
 import numpy as np
 import pandas as pd
@@ -114,3 +115,40 @@ def test_full_softmax_and_user_features_train():
     # the features join the output: the same history, another segment, another vector
     flipped = users.assign(segment=np.where(users["segment"] == "chain", "probe", "chain"))
     assert not np.allclose(model.user_vectors(flipped, history=train), vectors)
+
+
+def shifting_tastes(seed: int = 0) -> pd.DataFrame:
+    """Items 0-9 are the favourites of the first 70 of 100 days, items 10-19 of the last 30
+    (fewer interactions: all-time popularity still ranks 0-9 first), 20-59 background."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(100):
+        for day in np.sort(rng.uniform(0, 100, size=20)):
+            early = day < 70
+            if rng.random() < (0.7 if early else 0.5):
+                item = int(rng.integers(10)) + (0 if early else 10)
+            else:
+                item = 20 + int(rng.integers(40))
+            rows.append((f"u{u}", f"i{item}", day * 86400.0))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def empty_history_top(model: TwoTowerModel, train: pd.DataFrame) -> set[int]:
+    """The ten items a user with no history gets."""
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(60)]})
+    query = model.user_vectors(pd.DataFrame({"user_id": ["newcomer"]}), history=train)
+    return set(np.argsort(-(query @ model.item_vectors(items).T)[0])[:10].tolist())
+
+
+@pytest.mark.parametrize(("recency_days", "favourites"), [(0.0, range(10)), (5.0, range(10, 20))])
+def test_a_user_with_no_history_gets_the_learned_prior(recency_days, favourites):
+    """The empty-history query is fitted to every target: all-time popularity, or with
+    `recency_days` the recent favourites (before `recency_days`, only the former)."""
+    train = shifting_tastes()
+    config = TwoTowerConfig(
+        dim=16, hidden=16, features=False, user_encoder="sequence", history=10, layers=1,
+        heads=1, epochs=8, val_fraction=0.0, threads=1, lr=5e-3, recency_days=recency_days,
+    )  # fmt: skip
+    model = fit_two_tower(train, None, None, config, progress=False)
+    top = empty_history_top(model, train)
+    assert len(top & set(favourites)) >= 8, sorted(top)

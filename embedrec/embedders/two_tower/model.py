@@ -109,6 +109,15 @@ class TwoTowerConfig(BaseModel):
     time_buckets: int = Field(0, ge=0)
     """sequence: embed the gap to the previous item in this many log2-of-minutes buckets
     (0: no time input)."""
+    prior: bool = True
+    """sequence: also fit the query of a user with no history (a learned prior plus their
+    features) to every training target: a popularity prior for new users. Off, that query
+    is untrained; on ML-100k it cost about 0.008 NDCG@10 on leave-last-out (every test user
+    has a history) and gained 0.15 on the temporal split (two thirds have none)."""
+    recency_days: float = Field(0.0, ge=0)
+    """sequence: weigh each training target by 0.5 ** (its age in days before the last
+    training interaction / recency_days), so recent behaviour, and the popularity prior that
+    users with no history get, count more (0: every target the same)."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:

@@ -10,6 +10,11 @@ item or an unknown time). Histories are left-padded to `history` items; each pos
 attends to itself and the real items before it. The output at the last position, plus an
 MLP over the user's declared features where there are any, is the user's vector: one dot
 product against the same item vectors the stores hold.
+
+A position with no item (an empty history, or padding) outputs a learned `prior` vector
+instead, plus the same feature MLP: the query of a user with no history. Training fits it to
+every target item (`sequence_training`), so it is a learned popularity prior, conditioned on
+the user's features and, with `recency_days`, weighted towards recent interactions.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class SequenceTower(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, dim)
+        self.prior = nn.Parameter(torch.randn(dim) * 0.1)
         self.mlp = (
             nn.Sequential(
                 nn.Linear(n_features, shape.hidden), nn.ReLU(), nn.Linear(shape.hidden, dim)
@@ -127,7 +133,14 @@ class SequenceTower(nn.Module):
         allowed = (causal & mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)
         for block in self.blocks:
             x = block(x, allowed)
-        out = self.head(self.norm(x))
+        out = torch.where(mask[..., None], self.head(self.norm(x)), self.prior)
+        return self._finish(out, feats)
+
+    def empty(self, feats: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The query of `n` users with no history (B, dim): the prior plus their features."""
+        return self._finish(self.prior.expand(n, 1, -1), feats)[:, 0]
+
+    def _finish(self, out: torch.Tensor, feats: torch.Tensor | None) -> torch.Tensor:
         if self.mlp is not None and feats is not None:
             out = out + self.mlp(feats)[:, None, :]
         return F.normalize(out, dim=-1) if self.normalize else out

@@ -7,8 +7,14 @@ is a training example (its context reaching back to the start of its window).
 The loss is the two-tower's (`training.py`): a sampled softmax whose negatives are the
 batch's other target items, with the log-q correction by each item's share of the training
 interactions, or the full softmax over the catalogue with `negatives = "all"`. A batch holds
-about `batch_size` positions. Early stopping holds out each user's last training interaction
-(leave-last-out inside training) and watches NDCG@10 on it.
+about `batch_size` positions. With `prior` (the default) every target is scored twice: from
+its position's output and from the query of a user with no history (the tower's prior plus
+the user's features), so that query is a popularity prior learned with the rest. With
+`recency_days`, each target weighs 0.5 ** (its age in days before the last training
+interaction / `recency_days`).
+
+Early stopping holds out each user's last training interaction (leave-last-out inside
+training) and watches NDCG@10 on it.
 """
 
 from __future__ import annotations
@@ -60,30 +66,45 @@ def user_sequences(ratings: pd.DataFrame, vocab: Vocab) -> list[tuple[np.ndarray
 @dataclass
 class Windows:
     """Training windows, left-padded to `history` positions: input item indices (0:
-    padding), the next item at each position (0: none), gap buckets, and the user."""
+    padding), the next item at each position (0: none), gap buckets, the user, and each
+    target's weight (None: all 1)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     gaps: torch.Tensor
     users: torch.Tensor
+    weights: torch.Tensor | None
 
     @classmethod
-    def of(cls, sequences: list[tuple[np.ndarray, np.ndarray]], n: int, buckets: int) -> Windows:
-        inputs, targets, gaps, users = [], [], [], []
-        for user, (items, times) in enumerate(sequences, start=1):
-            all_gaps = gap_buckets(times, buckets)
+    def of(
+        cls, sequences: list[tuple[np.ndarray, np.ndarray]], n: int, buckets: int, days: float
+    ) -> Windows:
+        inputs, targets, gaps, users, times = [], [], [], [], []
+        for user, (items, stamps) in enumerate(sequences, start=1):
+            all_gaps = gap_buckets(stamps, buckets)
             for end in range(len(items), 1, -n):  # targets items[start:end]
                 start = max(end - n, 1)
                 inputs.append(items[start - 1 : end - 1])
                 targets.append(items[start:end])
                 gaps.append(all_gaps[start - 1 : end - 1])
                 users.append(user)
+                times.append(stamps[start:end])
         return cls(
             torch.from_numpy(pad_left(inputs, n)),
             torch.from_numpy(pad_left(targets, n)),
             torch.from_numpy(pad_left(gaps, n)),
             torch.tensor(users, dtype=torch.int64),
+            _recency(pad_left(times, n), days) if days > 0 else None,
         )
+
+
+def _recency(times: np.ndarray, days: float) -> torch.Tensor:
+    """0.5 ** (age / days), the age in days before the latest time; 1 where time is unknown."""
+    known = np.isfinite(times)
+    if not known.any():
+        return torch.ones(times.shape)
+    age = (times[known].max() - np.where(known, times, times[known].max())) / 86400.0
+    return torch.from_numpy(np.power(0.5, age / days).astype(np.float32))
 
 
 def _holdout(ratings: pd.DataFrame, config: TwoTowerConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,7 +126,7 @@ def train_sequences(
     """Train for up to `epochs` (see `training.run_epochs`); returns the best epoch count."""
     cfg = model.config
     sequences = user_sequences(ratings, model.vocab)
-    windows = Windows.of(sequences, cfg.history, cfg.time_buckets)
+    windows = Windows.of(sequences, cfg.history, cfg.time_buckets, cfg.recency_days)
     u = torch.from_numpy(index(ratings["user_id"].tolist(), model.vocab.users))
     i = torch.from_numpy(index(ratings["item_id"].tolist(), model.vocab.items))
     sampling = Sampling.of(u, i, len(model.vocab.items), model.device)
@@ -137,7 +158,9 @@ def _loss(
     sampling: Sampling,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, int]:
-    """The batch's mean loss over its positions that have a next item, and their count."""
+    """The batch's (weighted) mean loss over its positions that have a next item, each
+    scored from its position and, with `prior`, from the empty-history query; and the count
+    of those positions."""
     cfg, dev = model.config, model.device
     inputs, targets = windows.inputs[batch], windows.targets[batch]
     mask, valid = inputs > 0, targets > 0
@@ -151,18 +174,23 @@ def _loss(
     n_in = int(mask.sum())
     x = torch.zeros(*inputs.shape, vecs.shape[1], device=dev)
     x[mask.to(dev)] = vecs[inverse[:n_in].to(dev)]
-    out = model.user_tower(
-        x, mask.to(dev), windows.gaps[batch].to(dev), data.user_feats(windows.users[batch])
-    )
-    uv, t = out[valid.to(dev)], targets[valid]
+    feats = data.user_feats(windows.users[batch])
+    out = model.user_tower(x, mask.to(dev), windows.gaps[batch].to(dev), feats)
+    queries, t = out[valid.to(dev)], targets[valid]
+    w = None if windows.weights is None else windows.weights[batch][valid].to(dev)
+    if cfg.prior:  # each target once more, from the empty-history query
+        prior = model.user_tower.empty(feats, len(batch))
+        queries = torch.cat([queries, prior[valid.nonzero()[:, 0].to(dev)]])
+        t, w = t.repeat(2), None if w is None else w.repeat(2)
     if cfg.negatives == "all":
-        return weighted_mean(full_softmax(model, data, uv, t, gen), None), len(t)
+        return weighted_mean(full_softmax(model, data, queries, t, gen), w), int(valid.sum())
     # in-batch negatives: every distinct target of the batch, each once
     cand, label = torch.unique(t, return_inverse=True)
     cv = vecs[torch.searchsorted(uniq, cand).to(dev)]
     cand = cand.to(dev)
-    logits = F.linear(uv / cfg.temperature, cv, -sampling.log_q[cand] if cfg.logq else None)
-    return F.cross_entropy(logits, label.to(dev)), len(t)
+    logits = F.linear(queries / cfg.temperature, cv, -sampling.log_q[cand] if cfg.logq else None)
+    per_row = F.cross_entropy(logits, label.to(dev), reduction="none")
+    return weighted_mean(per_row, w), int(valid.sum())
 
 
 @torch.no_grad()

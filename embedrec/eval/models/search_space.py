@@ -3,7 +3,9 @@ a patch of the experiment config (nested tables, as in the TOML file).
 
 Ranges are wide on purpose (log scales for rates and weights) and bounded by what the
 config accepts; every patch is validated through the config before a model is built.
-Cornac's BPR and BiVAE are not searched: they rerun Recommenders' own settings.
+Cornac's BPR and BiVAE are not searched: they rerun Recommenders' own settings. The
+two-tower's space follows its user encoder (`space_of`): the sequence encoder searches its
+own keys.
 """
 
 from __future__ import annotations
@@ -29,6 +31,32 @@ def two_tower(trial: Any) -> Patch:
             "temperature": trial.suggest_float("temperature", 0.05, 0.5, log=True),
             "id_dropout": trial.suggest_float("id_dropout", 0.0, 0.3),
             "epochs": trial.suggest_int("epochs", 10, 40, step=5),
+            "val_fraction": 0.0,
+        }
+    }
+
+
+def sequence_two_tower(trial: Any) -> Patch:
+    # the two-tower with `user_encoder = "sequence"`: its history, blocks, heads (each a
+    # divisor of every `dim` the configs use), time, prior and recency inputs; epochs
+    # searched as for the static tower
+    return {
+        "two_tower": {
+            "history": trial.suggest_categorical("history", [10, 20, 50, 100]),
+            "layers": trial.suggest_int("layers", 1, 3),
+            "heads": trial.suggest_categorical("heads", [1, 2, 4]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "time_buckets": trial.suggest_categorical("time_buckets", [0, 16]),
+            "prior": trial.suggest_categorical("prior", [True, False]),
+            "recency_days": trial.suggest_categorical(
+                "recency_days", [0.0, 3.0, 7.0, 14.0, 30.0, 90.0]
+            ),
+            "negatives": trial.suggest_categorical("negatives", ["in-batch", "all"]),
+            "lr": trial.suggest_float("lr", 3e-4, 5e-3, log=True),
+            "temperature": trial.suggest_float("temperature", 0.05, 0.3, log=True),
+            "id_dropout": trial.suggest_float("id_dropout", 0.0, 0.3),
+            # on the temporal split's validation the best stop came after 3-6 epochs
+            "epochs": trial.suggest_int("epochs", 2, 40, log=True),
             "val_fraction": 0.0,
         }
     }
@@ -82,7 +110,15 @@ SPACES: dict[str, Callable[[Any], Patch]] = {
     "als": als,
     **NEXT_ITEM_SPACES,
 }
-"""Model key (as in `[eval] models`) -> its search space."""
+"""Model key (as in `[eval] models`) -> its search space (see `space_of`)."""
+
+
+def space_of(key: str, values: dict[str, Any]) -> Callable[[Any], Patch]:
+    """`key`'s search space for a config (its `model_dump()`): the two-tower's follows the
+    config's user encoder."""
+    if key == "two-tower" and values.get("two_tower", {}).get("user_encoder") == "sequence":
+        return sequence_two_tower
+    return SPACES[key]
 
 
 def merge(base: dict[str, Any], patch: Patch) -> dict[str, Any]:
@@ -124,22 +160,25 @@ def current_params(key: str, values: dict[str, Any]) -> dict[str, Any]:
             elif isinstance(sub, _Slot) and here[name] is not None:
                 out[sub.name] = here[name]
 
-    walk(SPACES[key](_Recorder()), values)
+    walk(space_of(key, values)(_Recorder()), values)
     return out
 
 
 def space_paths(key: str) -> list[tuple[str, ...]]:
-    """The config paths `key`'s search space sets, searched or fixed."""
+    """The config paths `key`'s search spaces set, searched or fixed (for the two-tower,
+    those of either user encoder)."""
     out: list[tuple[str, ...]] = []
 
     def walk(patch: Patch, path: tuple[str, ...]) -> None:
         for name, sub in patch.items():
             if isinstance(sub, dict):
                 walk(sub, (*path, name))
-            else:
+            elif (*path, name) not in out:
                 out.append((*path, name))
 
     walk(SPACES[key](_Recorder()), ())
+    if key == "two-tower":
+        walk(sequence_two_tower(_Recorder()), ())
     return out
 
 

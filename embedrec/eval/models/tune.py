@@ -29,7 +29,14 @@ from embedrec.eval.models.baselines import Catalog
 from embedrec.eval.models.config import ExperimentConfig, load_experiment_config
 from embedrec.eval.models.leaderboard import MODELS, load_data, score_model, split_ratings
 from embedrec.eval.models.params import SplitTuning, TuningRecord
-from embedrec.eval.models.search_space import SPACES, Patch, current_params, merge, pick
+from embedrec.eval.models.search_space import (
+    SPACES,
+    Patch,
+    current_params,
+    merge,
+    pick,
+    space_of,
+)
 from embedrec.eval.models.toml_write import dumps
 from embedrec.ranking.splits import describe_validation, validation_split
 
@@ -108,7 +115,7 @@ def search_model(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     k = config.eval.k
     label = label or key
-    space = SPACES[key]
+    space = space_of(key, config.model_dump())
 
     def objective(trial: Any) -> float:
         model = MODELS[key](apply(config, space(trial)), text_fn, False)
