@@ -2,6 +2,8 @@
 two-tower cannot; time-gap buckets; saving and loading; the learned prior a user with no
 history gets, and its recency weighting."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,3 +154,27 @@ def test_a_user_with_no_history_gets_the_learned_prior(recency_days, favourites)
     model = fit_two_tower(train, None, None, config, progress=False)
     top = empty_history_top(model, train)
     assert len(top & set(favourites)) >= 8, sorted(top)
+
+
+def test_a_model_saved_before_the_prior_loads_without_one(tmp_path):
+    """A file whose config has no `prior` key (saved before it existed) holds a tower without
+    the prior's weight: it loads as `prior = false`, with the same user vectors."""
+    train = planted().head(2000)
+    config = TwoTowerConfig(
+        dim=8, hidden=8, features=False, user_encoder="sequence", history=10, layers=1,
+        heads=2, epochs=1, threads=1, prior=False,
+    )  # fmt: skip
+    model = fit_two_tower(train, None, None, config, progress=False)
+    path = model.save(tmp_path / "old.pt")
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["prior"]
+    meta_path.write_text(json.dumps(meta))
+    loaded = TwoTowerModel.load(path)
+    assert loaded.config.prior is False
+    users = train[["user_id"]].drop_duplicates()
+    np.testing.assert_allclose(
+        loaded.user_vectors(users, history=train),
+        model.user_vectors(users, history=train),
+        atol=1e-6,
+    )

@@ -139,7 +139,7 @@ class TwoTowerConfig(BaseModel):
     def shape(self) -> SequenceShape:
         return SequenceShape(
             self.dim, self.hidden, self.history, self.layers, self.heads, self.dropout,
-            self.time_buckets, self.normalize,
+            self.time_buckets, self.normalize, self.prior,
         )  # fmt: skip
 
 
@@ -342,7 +342,8 @@ class TwoTowerModel:
         meta = json.loads(meta_path.read_text())
         if "towers" not in meta:
             raise ValueError(f"{meta_path}: a model file without declared features; retrain it")
-        config = TwoTowerConfig.model_validate(meta["config"])
+        # a file saved before `prior` existed holds a tower without one
+        config = TwoTowerConfig.model_validate({"prior": False, **meta["config"]})
         if device is not None:
             config = config.model_copy(update={"device": device})
         towers = Towers.model_validate(meta["towers"])

@@ -11,7 +11,7 @@ attends to itself and the real items before it. The output at the last position,
 MLP over the user's declared features where there are any, is the user's vector: one dot
 product against the same item vectors the stores hold.
 
-A position with no item (an empty history, or padding) outputs a learned `prior` vector
+With `prior`, a position with no item (an empty history, or padding) outputs a learned vector
 instead, plus the same feature MLP: the query of a user with no history. Training fits it to
 every target item (`sequence_training`), so it is a learned popularity prior, conditioned on
 the user's features and, with `recency_days`, weighted towards recent interactions.
@@ -57,6 +57,7 @@ class SequenceShape:
     dropout: float
     time_buckets: int
     normalize: bool
+    prior: bool
 
 
 class _Block(nn.Module):
@@ -105,7 +106,7 @@ class SequenceTower(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, dim)
-        self.prior = nn.Parameter(torch.randn(dim) * 0.1)
+        self.prior = nn.Parameter(torch.randn(dim) * 0.1) if shape.prior else None
         self.mlp = (
             nn.Sequential(
                 nn.Linear(n_features, shape.hidden), nn.ReLU(), nn.Linear(shape.hidden, dim)
@@ -133,11 +134,15 @@ class SequenceTower(nn.Module):
         allowed = (causal & mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)
         for block in self.blocks:
             x = block(x, allowed)
-        out = torch.where(mask[..., None], self.head(self.norm(x)), self.prior)
+        out = self.head(self.norm(x))
+        if self.prior is not None:
+            out = torch.where(mask[..., None], out, self.prior)
         return self._finish(out, feats)
 
     def empty(self, feats: torch.Tensor | None, n: int) -> torch.Tensor:
-        """The query of `n` users with no history (B, dim): the prior plus their features."""
+        """The query of `n` users with no history (B, dim): the prior plus their features
+        (a tower trained with `prior`)."""
+        assert self.prior is not None
         return self._finish(self.prior.expand(n, 1, -1), feats)[:, 0]
 
     def _finish(self, out: torch.Tensor, feats: torch.Tensor | None) -> torch.Tensor:
