@@ -4,13 +4,14 @@ bytes-per-vector formulas.
 
     nice -n 10 .venv/bin/python benchmarks/scale_curves.py \\
         [--sizes 100000,300000,1000000,3000000,10000000] [--kinds ivfpq,hnsw,edge] \\
-        [--dim 64] [--budget-s 840] [--out docs/scale]
+        [--dim 64] [--budget-s 840] [--out docs/scale] [--keep]
 
 Each (kind, N) runs in a child process of its own, so that its peak RSS is its own; sizes
 run in rising order, every kind at one size before the next size. A size whose predicted
 wall time (a power law fitted to the kind's measured sizes) does not fit in what is left of
 `--budget-s` is not run; the curves are then carried to the largest size by that fit and
-drawn dashed, marked "fitted" in the CSV/JSON.
+drawn dashed, marked "fitted" in the CSV/JSON. `--keep` keeps the points an earlier run
+wrote to `--out` and measures only the others, so that runs of ~15 minutes add up.
 
 Per point: the store built through embedrec (`open_store`, `upsert` in chunks of 100k with
 no metadata, `flush()`: FAISS trains IVF-PQ there and saves; qdrant+edge builds its HNSW
@@ -19,7 +20,10 @@ RSS the store adds after its build (`rss_bytes_per_vector`, the data kept aside)
 peak during the build (`peak_rss_mb`, from the kernel's high-water mark, reset before the
 build), and the bytes its files take on disk (`disk_bytes_per_vector`); p50 of 200 single
 queries (`store.search(q, 10)`) after 20 to warm up; recall@10 of those queries against
-exact search (distance-tie-aware). Formulas, per vector (d = dim): FAISS HNSW{M}
+exact search (distance-tie-aware). Children run FAISS on one OpenMP thread unless
+`OMP_NUM_THREADS` says otherwise: on a shared machine FAISS's threads spin-wait, and one
+IVF-PQ query (its coarse quantizer's scan, split over threads) took 29 ms instead of 0.2.
+Formulas, per vector (d = dim): FAISS HNSW{M}
 `d*4 + 2*M*4` (the vectors and level 0's links, which FAISS's wiki gives as the index size),
 IVF-PQ `m*nbits/8 + 8` (codes and ids in the inverted lists) `+ d*4` (embedrec's IVF-PQ
 keeps a flat refine stage), qdrant+edge `d*4 + 2*m*4` (Qdrant's level 0 holds 2m links).
@@ -92,6 +96,16 @@ def rss() -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
+def settle() -> None:
+    """Collect garbage and hand the allocator's free memory back to the kernel, so that RSS
+    counts what is live (glibc keeps freed blocks once its mmap threshold has risen)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def reset_peak() -> None:
     """Start the kernel's high-water mark again from the current RSS."""
     Path("/proc/self/clear_refs").write_text("5")
@@ -112,8 +126,6 @@ def tie_aware_recall(found: list[list[float]], truth: np.ndarray) -> float:
 
 def child(kind: str, n: int, dim: int) -> dict:
     """One point of the curves, measured in this process."""
-    import gc
-
     import faiss
 
     from embedrec import open_store
@@ -124,7 +136,7 @@ def child(kind: str, n: int, dim: int) -> dict:
     with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
         path = Path(tmp) / "store"
         uri = KINDS[kind].format(path=path, pq=dim // 4)
-        gc.collect()
+        settle()
         before, _ = rss()
         reset_peak()
         start = time.perf_counter()
@@ -134,7 +146,7 @@ def child(kind: str, n: int, dim: int) -> dict:
             store.upsert([str(i) for i in range(at, at + len(block))], block)
         store.flush()
         build_s = time.perf_counter() - start
-        gc.collect()
+        settle()
         after, peak = rss()
         times, found = [], []
         for i, q in enumerate(np.concatenate([queries[:WARM], queries])):
@@ -161,8 +173,14 @@ def child(kind: str, n: int, dim: int) -> dict:
     }
 
 
-FITTED = ("build_s", "rss_bytes_per_vector", "disk_bytes_per_vector", "p50_us", "wall_s")
-"""What the curves carry past the measured sizes; recall is never extrapolated."""
+MIN_FIT = 2
+"""Measured sizes a kind needs before its curves are carried further (one point only
+predicts wall time, linearly, to decide whether the next size fits the budget)."""
+POWER_FITTED = ("build_s", "p50_us", "wall_s")
+"""Carried past the measured sizes as power laws; recall is never extrapolated."""
+AFFINE_FITTED = ("rss_bytes_per_vector", "disk_bytes_per_vector")
+"""Carried as fixed bytes plus bytes per vector (the slope, `*_marginal`): a store's fixed
+costs (a WAL, centroids, tables) make the small sizes' per-vector figure high."""
 
 
 def power_fit(ns: list[int], values: list[float]) -> tuple[float, float]:
@@ -174,14 +192,19 @@ def power_fit(ns: list[int], values: list[float]) -> tuple[float, float]:
 
 
 def fitted_point(points: list[dict], n: int) -> dict:
-    """A kind's figures at n from the power laws fitted to its measured points."""
+    """A kind's figures at n from the curves fitted to its measured points."""
     ns = [p["n"] for p in points]
     out = {k: points[-1][k] for k in ("kind", "dim", "formula_bytes_per_vector")}
     out.update({"n": n, "status": "fitted"})
-    for key in FITTED:
+    for key in POWER_FITTED:
         a, b = power_fit(ns, [p[key] for p in points])
         out[key] = a * n**b
         out[f"{key}_exponent"] = b
+    if len(points) >= MIN_FIT:
+        for key in AFFINE_FITTED:
+            slope, fixed = np.polyfit(ns, [p[key] * p["n"] for p in points], 1)
+            out[key] = (fixed + slope * n) / n
+            out[key.replace("_per_vector", "_marginal")] = float(slope)
     return out
 
 
@@ -190,7 +213,8 @@ def run_child(kind: str, n: int, dim: int, timeout: float) -> dict | str:
     start = time.perf_counter()
     cmd = [sys.executable, __file__, "--child", kind, "--sizes", str(n), "--dim", str(dim)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return f"over the {timeout:.0f} s left"
     if done.returncode:
@@ -200,14 +224,20 @@ def run_child(kind: str, n: int, dim: int, timeout: float) -> dict | str:
     return row
 
 
-def measure(kinds: list[str], sizes: list[int], dim: int, budget_s: float) -> list[dict]:
-    """Measured points, every kind at a size before the next size, within the budget."""
+def measure(
+    kinds: list[str], sizes: list[int], dim: int, budget_s: float, kept: list[dict]
+) -> list[dict]:
+    """Measured points, every kind at a size before the next size, within the budget;
+    `kept` points (an earlier run's) are not measured again."""
     deadline = time.monotonic() + budget_s
     measured: dict[str, list[dict]] = {k: [] for k in kinds}
+    for row in sorted(kept, key=lambda r: r["n"]):
+        if row["kind"] in measured and row["status"] == "measured" and row["dim"] == dim:
+            measured[row["kind"]].append(row)
     stopped: dict[str, str] = {}
     for n in sizes:
         for kind in kinds:
-            if kind in stopped:
+            if kind in stopped or any(p["n"] == n for p in measured[kind]):
                 continue
             left = deadline - time.monotonic()
             points = measured[kind]
@@ -223,10 +253,11 @@ def measure(kinds: list[str], sizes: list[int], dim: int, budget_s: float) -> li
                 continue
             points.append(row)
             print(json.dumps(row), flush=True)
-    rows = [p for k in kinds for p in measured[k]]
+            points.sort(key=lambda r: r["n"])
+    rows = [p for k in kinds for p in sorted(measured[k], key=lambda r: r["n"])]
     for kind in kinds:
-        points = measured[kind]
-        if points:
+        points = sorted(measured[kind], key=lambda r: r["n"])
+        if len(points) >= MIN_FIT:
             rows += [fitted_point(points, n) for n in sizes if n > points[-1]["n"]]
     return rows
 
@@ -236,7 +267,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
     (out / "scale_curves.json").write_text(json.dumps(rows, indent=2))
     columns = ["kind", "n", "dim", "status", "build_s", "rss_bytes_per_vector"]
     columns += ["disk_bytes_per_vector", "formula_bytes_per_vector", "peak_rss_mb"]
-    columns += ["p50_us", "recall@10", "load1"]
+    columns += ["p50_us", "recall@10", "load1", "rss_bytes_marginal", "disk_bytes_marginal"]
     with (out / "scale_curves.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
@@ -257,11 +288,13 @@ def plot(rows: list[dict], out: Path) -> None:
     panels = [
         ("build_s", "build (upsert + flush), s", True),
         ("rss_bytes_per_vector", "RSS added per vector, bytes", False),
+        ("disk_bytes_per_vector", "on disk per vector, bytes", True),
         ("p50_us", "single-query p50, µs", True),
         ("recall@10", "recall@10 (default params)", False),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, (key, title, log_y) in zip(axes.flat, panels, strict=True):
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    axes.flat[-1].axis("off")
+    for ax, (key, title, log_y) in zip(axes.flat, panels, strict=False):
         for i, kind in enumerate(dict.fromkeys(r["kind"] for r in rows)):
             colour = f"C{i}"
             mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["n"])
@@ -279,7 +312,7 @@ def plot(rows: list[dict], out: Path) -> None:
                     mfc="none",
                     alpha=0.7,
                 )
-            if key == "rss_bytes_per_vector":
+            if key.endswith("_per_vector"):
                 ax.axhline(got[-1]["formula_bytes_per_vector"], color=colour, ls=":", lw=1)
         ax.set_xscale("log")
         if log_y:
@@ -290,8 +323,8 @@ def plot(rows: list[dict], out: Path) -> None:
     axes[0, 0].legend(fontsize=8)
     dim = rows[0]["dim"]
     fig.suptitle(
-        f"Scale curves, synthetic {dim}-d (dashed, hollow: fitted power law; "
-        "dotted: FAISS formula bytes/vector)",
+        f"Scale curves, synthetic {dim}-d (dashed, hollow: fitted, a power law; memory: "
+        "fixed + per-vector bytes; dotted: FAISS's formula bytes/vector)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -305,6 +338,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--budget-s", type=float, default=840.0, help="wall time for all runs")
     parser.add_argument("--out", type=Path, default=Path("docs/scale"))
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the points measured in --out, measure the rest"
+    )
     parser.add_argument("--child", choices=sorted(KINDS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -315,7 +351,9 @@ def main() -> None:
     unknown = set(kinds) - set(KINDS)
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)}; known: {sorted(KINDS)}")
-    rows = measure(kinds, sizes, args.dim, args.budget_s)
+    previous = args.out / "scale_curves.json"
+    kept = json.loads(previous.read_text()) if args.keep and previous.exists() else []
+    rows = measure(kinds, sizes, args.dim, args.budget_s, kept)
     if not any(r["status"] == "measured" for r in rows):
         sys.exit("no size could be measured in the budget")
     write_tables(rows, args.out)
