@@ -30,7 +30,10 @@ before the graph) on 100k x 128 clustered synthetic vectors and/or Fashion-MNIST
 random filters at 1/10/50% and one correlated with the vectors (the synthetic cluster, the
 Fashion-MNIST label, about 10%), prints recall@10 of the batch and of single queries, whether
 every query got k hits, and the filtered time against unfiltered for a batch of 1,000 and a
-loop of 200 single queries (`common.filtered_figures`, paired rounds, medians).
+loop of 200 single queries (`common.filtered_figures`, paired rounds, medians). `--stores
+DIR` keeps the built stores there, so that a later run measures without building again.
+`--cpu-time` times in CPU seconds of the process (all threads, the engine's included), which
+preemption on a busy machine does not inflate as it does wall time.
 
 Recall is distance-tie-aware (a hit counts when no farther than the k-th true neighbour),
 as ann-benchmarks computes it. Both engines search with their own thread pools on every core.
@@ -45,6 +48,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import common
 import numpy as np
 import qdrant_edge as qe
 from common import (
@@ -184,6 +188,24 @@ def label_recall(args: argparse.Namespace, console: Console) -> dict:
     return rows
 
 
+def filter_store(
+    folder: Path, args: argparse.Namespace, base: np.ndarray, metadata: list[dict], console: Console
+):
+    """The edge store of one dataset, with its payload indexes declared before the graph;
+    opened as it is where `--stores` kept one from an earlier run."""
+    uri = f"qdrant+edge:{folder}?m={args.m}&ef_construct={args.ef_construct}"
+    if folder.exists():
+        console.print(f"{folder.name}: kept from an earlier run")
+        return open_store(f"qdrant+edge:{folder}", dim=base.shape[1], metric="l2")
+    store = open_store(uri, dim=base.shape[1], metric="l2")
+    store.declare_fields({f: "int" for f in metadata[0]})
+    start = time.perf_counter()
+    store.upsert([str(i) for i in range(len(base))], base, metadata)
+    store.flush()
+    console.print(f"{folder.name}: built in {time.perf_counter() - start:.1f} s")
+    return store
+
+
 def filter_costs(args: argparse.Namespace, console: Console) -> dict:
     jobs: dict[str, Callable[[], Dataset]] = {}
     if args.filters in ("synthetic", "both"):
@@ -196,14 +218,8 @@ def filter_costs(args: argparse.Namespace, console: Console) -> dict:
     for name, load in jobs.items():
         base, queries, metadata, filters = load()
         with tempfile.TemporaryDirectory() as tmp:
-            uri = f"qdrant+edge:{tmp}/edge?m={args.m}&ef_construct={args.ef_construct}"
-            store = open_store(uri, dim=base.shape[1], metric="l2")
-            fields = {f: "int" for f in metadata[0]}
-            store.declare_fields(fields)
-            start = time.perf_counter()
-            store.upsert([str(i) for i in range(len(base))], base, metadata)
-            store.flush()
-            console.print(f"{name}: built in {time.perf_counter() - start:.1f} s")
+            folder = (args.stores or Path(tmp)) / f"{name}-m{args.m}-efc{args.ef_construct}"
+            store = filter_store(folder, args, base, metadata, console)
             rows[name] = filtered_figures(store, base, queries, filters, args.repeat)
             store.close()
     title = f"Filtered qdrant+edge (m={args.m}) against unfiltered, default ef"
@@ -230,7 +246,19 @@ def main() -> None:
         help="only the filtered-query costs (random and correlated filters)",
     )
     parser.add_argument("--synthetic-n", type=int, default=100_000)
+    parser.add_argument(
+        "--stores",
+        type=Path,
+        help="with --filters: keep the built stores in this folder and reuse them next time",
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time in CPU seconds of the whole process (every engine thread), not wall time",
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        common.CLOCK = time.process_time
     console = Console(width=120)
     if args.filters:
         rows = filter_costs(args, console)

@@ -244,3 +244,45 @@ def test_floats_read_back_and_filter_exactly_or_are_refused(tmp_path):
         with pytest.raises(MetadataError, match=r"record 'bad', key 'v'.*cannot store"):
             store.upsert(["ok", "bad"], np.ones((2, 2)), [{"v": 0.5}, {"v": refused[0]}])
         assert store.count() == len(exact)
+
+
+@pytest.mark.parametrize("nq", [3, 25])  # scanned one by one, and as a batch
+@pytest.mark.parametrize("metric", ["l2", "cosine", "dot"])
+def test_a_repeated_filter_is_scanned_from_its_gathered_vectors(tmp_path, metric, nq):
+    """The second search of a filter gathers its matches' vectors once and answers exactly
+    from them (excluded ids left out, k hits), until the next write."""
+    base = _clustered(3000, 16, seed=1)
+    ids = [str(i) for i in range(len(base))]
+    store = open_store(f"qdrant+edge:{tmp_path}/e", dim=16, metric=metric)
+    store.declare_fields({"g": "int"})
+    store.upsert(ids, base, [{"g": i % 10} for i in range(len(base))])
+    gathers = []
+    gather = store.engine.matching_vectors
+    store.engine.matching_vectors = lambda f: gathers.append(f) or gather(f)
+    queries, flt = base[:nq] + 0.05, {"g": {"$lt": 3}}
+    sel = np.flatnonzero(np.arange(len(base)) % 10 < 3)
+
+    def expected(exclude: list[set[str]]) -> list[list[str]]:
+        order = np.argsort(-brute_force(base[sel], queries, metric), axis=1, kind="stable")
+        rows = [[ids[sel[j]] for j in row] for row in order]
+        return [[i for i in row if i not in ex][:10] for row, ex in zip(rows, exclude, strict=True)]
+
+    first = store.search(queries, 10, filter=flt)  # the engine's own plan
+    assert not gathers
+    exclude = [{h.id for h in hits[:3]} for hits in first]
+    again = store.search(queries, 10, filter=flt, exclude=exclude)
+    assert len(gathers) == 1
+    assert [h.ids for h in again] == expected(exclude)
+    assert [h.ids for h in store.search(queries, 10, filter=flt)] == [h.ids for h in first]
+    assert again[0][0].metadata["g"] < 3
+    truth = brute_force(base[sel], queries, metric)
+    top = np.sort(truth, axis=1)[:, ::-1][:, :10]
+    got = np.array([[h.score for h in hits] for hits in store.search(queries, 10, filter=flt)])
+    np.testing.assert_allclose(got, top, rtol=1e-4, atol=1e-4)
+    assert len(gathers) == 1  # kept
+    closest = queries[:1] * (10 if metric == "dot" else 1)
+    store.upsert(["new"], closest, [{"g": 1}])  # a write: gathered again, and it is seen
+    store.search(queries, 10, filter=flt)
+    assert store.search(queries, 10, filter=flt)[0][0].id == "new"
+    assert len(gathers) == 2
+    store.close()

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 
 from embedrec.stores.errors import (
@@ -58,6 +59,8 @@ DIALECT = Dialect(
 HNSW_DEFAULTS = {"m": 16, "ef_construct": 100}
 THRESHOLD_DEFAULTS = {"full_scan_threshold": 10_000, "indexing_threshold": None}
 """Qdrant's defaults (KB); None leaves the indexing threshold to the engine (10 MB)."""
+GATHER_PAGE = 8192
+"""Points per scroll when gathering a filter's vectors."""
 
 
 def _refusal(payload: dict, exc: Exception) -> str:
@@ -251,6 +254,29 @@ class EdgeEngine:
 
     def count(self, qfilter: Any) -> int:
         return self.shard.count(qe.CountRequest(exact=True, filter=qfilter))
+
+    def matching_vectors(self, qfilter: Any) -> tuple[list[Any], np.ndarray]:
+        ids: list[Any] = []
+        rows: list[list[float]] = []
+        offset = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset,
+                limit=GATHER_PAGE,
+                filter=qfilter,
+                with_payload=False,
+                with_vector=True,
+            )
+            records, offset = self.shard.scroll(request)
+            for r in records:
+                ids.append(r.id)
+                rows.append(r.vector)
+            if offset is None:
+                break
+        return ids, np.array(rows, dtype=np.float32).reshape(len(rows), self.dim)
+
+    def payloads(self, ids: list[Any]) -> dict[Any, dict]:
+        return {r.id: r.payload for r in self.shard.retrieve(ids, True, False)}
 
     def query(
         self,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from embedrec.stores.qdrant.dialect import Dialect
 from embedrec.stores.uri import StoreURI
@@ -93,3 +95,17 @@ class Engine(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SoleWriter(Protocol):
+    """An engine whose data only this store writes (in process), so that what it reads
+    stays true until the store's next write: the store may keep a filter's vectors."""
+
+    def matching_vectors(self, qfilter: Any) -> tuple[list[Any], np.ndarray]:
+        """The ids and vectors (float32 rows, as stored) of the points matching a filter."""
+        ...
+
+    def payloads(self, ids: list[Any]) -> dict[Any, dict]:
+        """The payloads of these points (ids as `matching_vectors` gave them), by id."""
+        ...
