@@ -31,6 +31,7 @@ columns.
 
 from __future__ import annotations
 
+import operator
 import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from embedrec.stores.text import encodable
 Scalar = str | int | float | bool
 EQUALITY_OPS = ("$eq", "$ne")
 RANGE_OPS = ("$gt", "$gte", "$lt", "$lte")
+COMPARE = dict(zip(RANGE_OPS, (operator.gt, operator.ge, operator.lt, operator.le), strict=True))
+"""Each range operator as the comparison it makes, of one value or of a numpy column."""
 SET_OPS = ("$in", "$nin")
 OPERATORS = (*EQUALITY_OPS, *RANGE_OPS, *SET_OPS, "$exists")
 MAX_DEPTH = 16
@@ -222,15 +225,7 @@ def _cond(metadata: Mapping[str, Any], c: Cond) -> bool:
         return present and any(_eq(value, t) for t in c.value)
     if c.op == "$nin":
         return not (present and any(_eq(value, t) for t in c.value))
-    if not present or not is_number(value):
-        return False
-    if c.op == "$gt":
-        return value > c.value
-    if c.op == "$gte":
-        return value >= c.value
-    if c.op == "$lt":
-        return value < c.value
-    return value <= c.value
+    return present and is_number(value) and COMPARE[c.op](value, c.value)
 
 
 def _eval(metadata: Mapping[str, Any], node: Node) -> bool:

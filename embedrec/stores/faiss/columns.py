@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.stores.filters import SET_OPS, And, Cond, Node, Scalar, is_number
+from embedrec.stores.filters import COMPARE, SET_OPS, And, Cond, Node, Scalar, is_number
 from embedrec.stores.results import FrozenMetadata
 
 ABSENT, BOOL, INT, FLOAT, STR, LIST = range(6)
@@ -252,15 +252,8 @@ class Field:
         if c.op in ("$eq", "$ne", "$in", "$nin"):
             hit = self.eq_any(c.value if c.op in SET_OPS else (c.value,), n)
             return hit if c.op in ("$eq", "$in") else ~hit
-        num = self.num[:n]
-        with np.errstate(invalid="ignore"):
-            if c.op == "$gt":
-                return num > c.value
-            if c.op == "$gte":
-                return num >= c.value
-            if c.op == "$lt":
-                return num < c.value
-            return num <= c.value
+        with np.errstate(invalid="ignore"):  # NaN: no number there, compares False
+            return COMPARE[c.op](self.num[:n], c.value)
 
 
 def _values(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
