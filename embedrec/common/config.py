@@ -104,8 +104,9 @@ def from_config_folder(
     config = context.get("config_file")
     if value is None or config is None or key in context.get("from_command_line", ()):
         return value
-    joined = join(value, Path(config).resolve().parent)  # absolute: a config written elsewhere
-    note_origin(joined, key, config)  # (`tune`) reads back the same
+    # absolute, so that a config written elsewhere (by `tune`) reads back the same
+    joined = join(value, Path(config).resolve().parent)
+    note_origin(joined, key, config)
     return joined
 
 
