@@ -104,8 +104,9 @@ def from_config_folder(
     config = context.get("config_file")
     if value is None or config is None or key in context.get("from_command_line", ()):
         return value
-    # absolute, so that a config written elsewhere (by `tune`) reads back the same
-    joined = join(value, Path(config).resolve().parent)
+    # absolute, so that a config written elsewhere (by `tune`) reads back the same; the
+    # folder as named (a symlinked configs/ is taken where it is linked, not followed)
+    joined = join(value, Path(os.path.abspath(config)).parent)
     note_origin(joined, key, config)
     return joined
 

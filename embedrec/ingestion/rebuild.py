@@ -99,7 +99,7 @@ class Rebuilt:
         if cal is not None and cal.search_params and cal.chosen is None:
             out.insert(
                 0,
-                f"calibration: no values of {', '.join(cal.search_params)} in the grid reaches "
+                f"calibration: no values of {', '.join(cal.search_params)} in the grid reach "
                 f"recall@{cal.k} {cal.target:g} (confidence {cal.confidence:g})",
             )
         return out
