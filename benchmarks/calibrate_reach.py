@@ -96,17 +96,17 @@ def main() -> None:
             build_s = build(uri, base)
             out, cal_s = calibrate(uri, args.target, args.config)
             chosen = out["chosen"]
-            picked = next((s for s in out["settings"] if s["params"] == chosen), None)
+            picked = next((s for s in out["measurements"] if s["params"] == chosen), None)
             with open_store(uri) as store:
                 held = recall(store.search(queries, K), truth)
-            knob = out["knobs"][0]
+            param = out["search_params"][0]
             if picked is None:  # none met: the best of the sweep
-                picked = max(out["settings"], key=lambda s: s["lower"])
+                picked = max(out["measurements"], key=lambda s: s["lower"])
                 chosen = f"none (best {picked['params']})"
             calib = f"{picked['recall']:.4f} ({picked['lower']:.4f})"
             print(
-                f"| {name} | {out['exit']} | {chosen} | {knob}={grids[knob]} | "
-                f"{knob}={out.get('exhaustive', {}).get(knob)} | {calib} | {held:.4f} | "
+                f"| {name} | {out['exit']} | {chosen} | {param}={grids[param]} | "
+                f"{param}={out.get('exhaustive', {}).get(param)} | {calib} | {held:.4f} | "
                 f"{'yes' if held >= args.target else 'NO'} | {build_s:.1f} | {cal_s:.1f} |"
             )
 

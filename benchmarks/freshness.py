@@ -350,6 +350,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/embedrec-fresh"))
     parser.add_argument("--parts", default="1234", help="which parts to run, e.g. 23")
     args = parser.parse_args()
+    args.workdir = args.workdir.resolve()  # the configs name absolute paths
     model = prepare(args.workdir)
     from embedrec.data.movielens import load_movielens
 

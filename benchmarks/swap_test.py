@@ -104,7 +104,7 @@ def prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from embedrec.data.movielens import load_movielens
     from embedrec.stores.lifecycle.aliases import alias_book
 
-    work = Path(args.workdir)
+    work = Path(args.workdir).resolve()  # the config's paths: absolute, not from its folder
     work.mkdir(parents=True, exist_ok=True)
     first, second = _model(work, "model-a", 42), _model(work, "model-b", 7)
     shutil.rmtree(work / "items", ignore_errors=True)  # each run starts from g0001

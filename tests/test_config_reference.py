@@ -30,3 +30,15 @@ def test_every_command_and_the_keys_the_issue_named_are_there() -> None:
     for key in ("`weight`", "`buckets`", "`width`", "`splits`", "`path`", "`uri`"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {key} |"))
         assert not row.endswith("|  |"), f"{key} has no meaning: {row}"
+
+
+def test_every_key_has_a_meaning() -> None:
+    bare, rows, where = [], 0, ""
+    for line in _script().render().splitlines():
+        if line.startswith(("## ", "### ")):
+            where = line.lstrip("# ")
+        elif line.startswith("| `"):
+            rows += 1
+            if line.endswith("|  |"):
+                bare.append(f"{where} {line.split(' |')[0].strip('| ')}")
+    assert rows > 100 and not bare, f"keys without a meaning (a docstring under the field): {bare}"

@@ -19,19 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-from embedrec.common.config import load_model
+from embedrec.common.config import from_config_folder, load_model, note_origin
 from embedrec.data.registry import known_dataset
 from embedrec.data.tables import Format
 from embedrec.embedders.two_tower import Feature, Towers, TowerSpec
-
-_ORIGINS: dict[Path, str] = {}
-"""A table path read from a config file -> the key it came from, for error messages (kept
-out of the models, whose equality is their values)."""
-
-
-def origin_of(path: Path) -> str | None:
-    """ "[data.items] path in CONFIG" for a table path a config named, else None."""
-    return _ORIGINS.get(path)
 
 
 class Table(BaseModel):
@@ -101,18 +92,15 @@ class DataSection(BaseModel):
         """A table's relative path is taken from the config file's folder (a packaged
         dataset's, from the dataset's folder under the cache)."""
         config = (info.context or {}).get("config_file")
-        if config is None:
-            return self
-        folder = Path(config).resolve().parent  # absolute: a config written elsewhere
-        for key in ("interactions", "items", "users"):  # (`tune`) reads back the same
+        for key in ("interactions", "items", "users"):
             table = getattr(self, key)
             if table is None:
                 continue
-            if self.dataset is None and not table.path.is_absolute():
-                table.path = folder / table.path
-            _ORIGINS[table.path] = f"[data.{key}] path in {config}"
-        if self.cache is not None and not self.cache.is_absolute():
-            self.cache = folder / self.cache
+            if self.dataset is None:
+                table.path = from_config_folder(table.path, info, f"data.{key}.path")
+            elif config is not None:
+                note_origin(table.path, f"data.{key}.path", config)
+        self.cache = from_config_folder(self.cache, info, "data.cache")
         return self
 
     def towers(self) -> Towers:

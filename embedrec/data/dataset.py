@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.common.config import named_by
 from embedrec.common.settings import cache_root
 from embedrec.data import tables
-from embedrec.data.config import DataSection, EntityTable, InteractionsTable, Table, origin_of
+from embedrec.data.config import DataSection, EntityTable, InteractionsTable, Table
 from embedrec.data.datasets import load
 from embedrec.data.tables import CatalogError, detect_format
 from embedrec.embedders.two_tower import FeatureError, Towers
@@ -84,8 +85,7 @@ def read_table(table: Table, folder: Path | None, columns: list[str]) -> pd.Data
     """The file's rows indexed by their row number; `columns` must exist."""
     path = table.path if folder is None or table.path.is_absolute() else folder / table.path
     if not path.is_file():
-        origin = f" (from {origin_of(table.path)})" if origin_of(table.path) else ""
-        raise CatalogError(str(path), f"no such file{origin}")
+        raise CatalogError(str(path), f"no such file{named_by(table.path)}")
     fmt = table.format or detect_format(path)
     frame = tables.read_table(path, fmt, delimiter=table.delimiter)
     first = 2 if fmt in ("csv", "tsv") else 1  # CSV/TSV: the header is line 1

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from embedrec.common.config import named_by
+
 Format = Literal["csv", "tsv", "jsonl", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "tsv", "jsonl", "parquet")
 SUFFIXES: dict[str, Format] = {
@@ -63,7 +65,7 @@ def read_table(
     those columns as text, the rest inferred); JSONL and Parquet keep their own types."""
     path = Path(path)
     if not path.is_file():
-        raise CatalogError(str(path), "no such file")
+        raise CatalogError(str(path), f"no such file{named_by(path)}")
     fmt = format or detect_format(path)
     if fmt not in FORMATS:
         raise CatalogError(str(path), f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

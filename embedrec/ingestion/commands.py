@@ -178,6 +178,12 @@ def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     return merged
 
 
+def _given(args: argparse.Namespace) -> set[str]:
+    """The path keys the flags set ("section.key"): taken from the working directory."""
+    keys = {"source.path": args.source, "store.uri": args.store, "ingest.rejects": args.rejects}
+    return {key for key, value in keys.items() if value is not None}
+
+
 def _ingest(args: argparse.Namespace) -> int:
     # for this command only: --help stays fast
     from embedrec.common.config import ConfigFileError, read_toml
@@ -187,7 +193,10 @@ def _ingest(args: argparse.Namespace) -> int:
         raise ValueError("give the config once: positional or --config, not both")
     path = args.config or args.config_flag
     data = read_toml(path) if path else {}
-    config = parse_ingest_config(_merge_flags(data, args), path or "command line", FLAGS)
+    config = parse_ingest_config(
+        _merge_flags(data, args), path or "command line", FLAGS,
+        config_file=Path(path) if path else None, from_command_line=_given(args),
+    )  # fmt: skip
     if config.source is None:
         raise ConfigFileError("no catalog: give --source PATH or --dataset NAME (or a config)")
     if config.store is None:

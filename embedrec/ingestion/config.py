@@ -8,14 +8,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from embedrec.common.config import Section, load_model, validate
+from embedrec.common.config import Section, from_config_folder, load_model, validate
 from embedrec.data.registry import known_dataset
+from embedrec.stores.uri import located_in
 
 
 class SourceConfig(Section):
@@ -58,6 +59,11 @@ class SourceConfig(Section):
     def _packaged(cls, value: str | None) -> str | None:
         return None if value is None else known_dataset(value)
 
+    @field_validator("path")
+    @classmethod
+    def _from_config_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return from_config_folder(value, info, "source.path")
+
     @field_validator("metadata", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -75,7 +81,13 @@ class EmbedderConfig(Section):
 
 class StoreConfig(Section):
     uri: str
-    """The store, e.g. `faiss:./data/movies?index=HNSW32` (docs/stores.md)."""
+    """The store, e.g. `faiss:./data/movies?index=HNSW32` (docs/stores.md); a relative path
+    in it is taken from the config file's folder."""
+
+    @field_validator("uri")
+    @classmethod
+    def _from_config_folder(cls, value: str, info: ValidationInfo) -> str:
+        return from_config_folder(value, info, "store.uri", located_in)
 
 
 PERCENT = r"^\s*(100(\.0+)?|\d{1,2}(\.\d+)?)\s*%$"
@@ -96,6 +108,11 @@ class IngestConfig(Section):
     sync: bool = False
     """Delete from the store the ids that left the catalog."""
 
+    @field_validator("rejects")
+    @classmethod
+    def _from_config_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return from_config_folder(value, info, "ingest.rejects")
+
 
 class IngestFile(Section):
     """A config file of `embedrec ingest`."""
@@ -107,9 +124,20 @@ class IngestFile(Section):
 
 
 def parse_ingest_config(
-    data: dict, origin: str = "<config>", flags: Mapping[str, str] | None = None
+    data: dict,
+    origin: str = "<config>",
+    flags: Mapping[str, str] | None = None,
+    *,
+    config_file: Path | None = None,
+    from_command_line: Collection[str] = (),
 ) -> IngestFile:
-    return validate(data, IngestFile, origin, flags=flags)
+    """`data` as an ingest config: the file's sections with the flags laid over them
+    (`from_command_line`: the "section.key"s the flags gave, whose paths stay relative to
+    the working directory)."""
+    return validate(
+        data, IngestFile, origin, config_file=config_file, flags=flags,
+        from_command_line=from_command_line,
+    )  # fmt: skip
 
 
 def load_ingest_config(path: str | Path) -> IngestFile:

@@ -170,9 +170,12 @@ def _report(out: Output, done: Any, embedder: Any) -> None:
     rows = done.summary.items()
     figures = done.figures()
     if done.calibration is not None:
+        # late: `embedrec --help` stays fast (the rebuild has loaded it by now)
+        from embedrec.stores.recall.calibrate import params_label
+
         chosen = done.calibration.chosen
-        rows.append(("calibrated", ", ".join(f"{k}={v}" for k, v in chosen.params.items())
-                     if chosen and chosen.params else "no setting stored"))  # fmt: skip
+        stored = chosen is not None and chosen.params
+        rows.append(("calibrated", params_label(chosen.params) if stored else "none stored"))
     if done.validation is not None:
         v = done.validation
         rows.append(("count", f"{v.count:,} (expected {v.expected:,})"))

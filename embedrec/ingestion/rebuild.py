@@ -99,10 +99,10 @@ class Rebuilt:
     def failures(self, checks: Checks) -> list[str]:
         out = self.validation.failures(checks) if self.validation else []
         cal = self.calibration
-        if cal is not None and cal.knobs and cal.chosen is None:
+        if cal is not None and cal.search_params and cal.chosen is None:
             out.insert(
                 0,
-                f"calibration: no setting of {', '.join(cal.knobs)} in the grid reaches "
+                f"calibration: no values of {', '.join(cal.search_params)} in the grid reach "
                 f"recall@{cal.k} {cal.target:g} (confidence {cal.confidence:g})",
             )
         return out
@@ -226,7 +226,7 @@ def _build(
 
 
 def _calibrate(generation: Generation, settings: CalibrateSettings) -> Calibration:
-    """Calibrate the new generation and keep the chosen setting as its search defaults."""
+    """Calibrate the new generation and keep the chosen search params as its search defaults."""
     with open_existing(generation.uri) as store:
         cal = calibrate(store, settings, progress=False)
         if cal.chosen is not None:

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from embedrec.common.config import named_by
 from embedrec.data.tables import CatalogError, Format, detect_format
 from embedrec.ingestion.columns import ColumnMap
 from embedrec.ingestion.rows import Reject, Row, RowBuilder
@@ -58,7 +59,7 @@ class Source:
             raise CatalogError(str(self.path), f"unknown format {self.format!r}")
         self.delimiter = delimiter or ("\t" if self.format == "tsv" else ",")
         if not self.path.is_file():
-            raise CatalogError(str(self.path), "no such file")
+            raise CatalogError(str(self.path), f"no such file{named_by(self.path)}")
 
     def __repr__(self) -> str:
         return f"Source({str(self.path)!r}, format={self.format!r})"

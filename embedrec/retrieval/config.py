@@ -3,18 +3,20 @@
 Sections: `[server]`, one per vector space (`[text]`, `[image]`, `[two_tower]`, each
 optional), `[users]` (who the users are and what they have seen; needed by
 `/recommend`) and `[stream]` (live events; optional). Unknown sections and keys are errors
-that name them. Paths are taken relative to the working directory, as on the command line.
+that name them. Relative paths, store URIs' included, are taken from the config file's
+folder (`from_config_folder`).
 The API key never lives in the file: it comes from `EMBEDREC_API_KEY`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from embedrec.common.config import Section, load_model
+from embedrec.common.config import Section, from_config_folder, load_model
+from embedrec.stores.uri import located_in
 
 SpaceName = Literal["text", "image", "two-tower"]
 
@@ -54,24 +56,40 @@ class SpaceConfig(Section):
     """After a failure, how long calls go straight to the replica before the primary is
     tried again."""
 
+    section: ClassVar[str]
+    """The config section of this space (`text`, `image`, `two_tower`), for errors."""
+
+    @field_validator("uri", "replica")
+    @classmethod
+    def _from_config_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return from_config_folder(value, info, f"{cls.section}.{info.field_name}", located_in)
+
 
 class TextSpaceConfig(SpaceConfig):
+    section = "text"
     embedder: str | None = None
     """The embedder spec; none: the one that built the store (which it records), else
     `text`. One given must name the same model as the store's."""
 
 
 class ImageSpaceConfig(SpaceConfig):
+    section = "image"
     embedder: str | None = None
     """The embedder spec; none: the one that built the store (which it records), else
     `image`. One given must name the same model as the store's."""
 
 
 class TwoTowerSpaceConfig(SpaceConfig):
+    section = "two_tower"
     model: Path | None = None
     """A saved `TwoTowerModel` (the .pt file; its .json sits beside it); none: the model the
     store says built it (its store info), which follows the store's alias through a reload.
     One given must be that same model (its fingerprint)."""
+
+    @field_validator("model")
+    @classmethod
+    def _model_from_config_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return from_config_folder(value, info, "two_tower.model")
 
 
 class UsersConfig(Section):
@@ -91,6 +109,11 @@ class UsersConfig(Section):
     """Leave out of recommendations the catalog items no one has interacted with (their
     two-tower vectors come from their features alone; `embedrec train` lists them). Needs
     `data`, whose [data.items] is the catalog."""
+
+    @field_validator("data", "users", "ratings")
+    @classmethod
+    def _from_config_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return from_config_folder(value, info, f"users.{info.field_name}")
 
     @model_validator(mode="after")
     def _one_source(self) -> UsersConfig:
@@ -114,7 +137,9 @@ class StreamConfig(Section):
     EMBEDREC_REDIS_PASSWORD). None: the embedded default, histories in process (one worker;
     lost on restart) and events only by `POST /events`."""
     stream: str = "embedrec:events"
+    """The Redis Stream the events are read from (and `POST /events` adds to)."""
     group: str = "embedrec"
+    """The consumer group of the stream; every worker and `embedrec stream` read in it."""
     prefix: str = "embedrec"
     """Prefix of the Redis keys that hold the histories."""
     consume: bool = True
@@ -124,7 +149,9 @@ class StreamConfig(Section):
     history_max_age_s: Annotated[float, Field(gt=0)] | None = 30 * 86_400.0
     """Entries older than this (by event time) are dropped; none: kept until pushed out."""
     batch: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Most entries read from the stream at a time."""
     block_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How long a read waits for new entries before it returns empty."""
     claim_idle_s: Annotated[float, Field(gt=0)] = 10.0
     """An entry left unacknowledged this long by its consumer (which died) is claimed."""
     refresh_s: Annotated[float, Field(gt=0, le=60)] = 0.5

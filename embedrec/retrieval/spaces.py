@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.common.config import named_by
 from embedrec.embedders import Embedder
 from embedrec.embedders.two_tower import TwoTowerItemEmbedder, TwoTowerModel
 from embedrec.ingestion.store_info import embedder_for, store_info
@@ -146,6 +147,8 @@ def _two_tower_for(fo: Failover, cfg: TwoTowerSpaceConfig) -> TwoTowerItemEmbedd
             f"[two_tower] model: {fo.primary.uri} does not say which model built it "
             "(it was not written by embedrec ingest); give the model file"
         )
+    if cfg.model is not None and not cfg.model.is_file():
+        raise ConfigError(f"{cfg.model}: no such model file{named_by(cfg.model)}")
     spec = f"two-tower:{cfg.model}" if cfg.model is not None else None
     embedder = embedder_for(fo.primary, spec)
     if not isinstance(embedder, TwoTowerItemEmbedder):

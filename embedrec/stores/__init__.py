@@ -85,7 +85,12 @@ def open_existing(uri: str, **options: object) -> VectorStore:
     try:
         return open_store(uri, **options)
     except StoreNotFound as exc:
-        raise StoreNotFound(f"no store at {uri}: build it with `embedrec ingest`") from exc
+        # late: loads pydantic, which opening a store does not need
+        from embedrec.common.config import named_by
+
+        raise StoreNotFound(
+            f"no store at {uri}{named_by(uri)}: build it with `embedrec ingest`"
+        ) from exc
 
 
 __all__ = [

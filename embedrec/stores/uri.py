@@ -8,12 +8,16 @@ option named like a key is refused, and the backends read them from the environm
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from embedrec.stores.errors import ConfigError
 
 SECRET_OPTIONS = ("api_key", "apikey", "key", "token", "password", "secret")
+PATH_SCHEMES = ("faiss", "qdrant+local", "qdrant+edge")
+"""The schemes whose location is a filesystem path."""
 
 
 @dataclass
@@ -83,3 +87,14 @@ def parse_uri(uri: str) -> StoreURI:
         options[name] = value
     redacted = f"{scheme}:{rest.split('?', 1)[0]}" + (f"?{query}" if query else "")
     return StoreURI(scheme, location, options, raw=redacted)
+
+
+def located_in(uri: str, folder: Path) -> str:
+    """`uri` with its relative filesystem path (PATH_SCHEMES) taken from `folder`, the way a
+    config file's relative paths are taken from its folder; other URIs as they are."""
+    scheme, colon, rest = uri.partition(":")
+    location, question, query = rest.partition("?")
+    relative = location and not location.startswith(("/", "~"))
+    if not colon or scheme.lower() not in PATH_SCHEMES or not relative:
+        return uri
+    return f"{scheme}:{os.path.normpath(folder / location)}{question}{query}"

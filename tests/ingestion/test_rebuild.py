@@ -200,7 +200,7 @@ def test_a_rebuild_calibrates_its_generation_before_validating_it(
     # max_effort=1: the grid stops at nprobe=1 instead of running on to nlist
     assert main([*argv, "--calibrate", calibrate_config(work, [1], max_effort=1)]) == 1
     err = capsys.readouterr().err
-    assert "calibration: no setting of nprobe in the grid reaches recall@10 0.95" in err
+    assert "calibration: no values of nprobe in the grid reach recall@10 0.95" in err
     assert alias_book(uri).live_token() is None
 
     assert main([*argv, "--calibrate", calibrate_config(work, [1, 2, 4, 8])]) == 0

@@ -419,7 +419,10 @@ def test_from_config_closes_its_stores_when_a_replica_is_missing(edge_stores, tm
         f'[text]\nuri = "{edge_stores["text"]}"\nembedder = "text"\n'
         f'replica = "faiss:{tmp_path}/none"\n'
     )
-    missing = f"no store at faiss:{tmp_path}/none: build it with `embedrec ingest`"
+    missing = (
+        f"no store at faiss:{tmp_path}/none (from [text] replica in {config}): "
+        "build it with `embedrec ingest`"
+    )
     with pytest.raises(StoreNotFound, match=re.escape(missing)) as failed:
         Recommender.from_config(config)
     assert_closed(failed, edge_stores["text"])
@@ -439,7 +442,8 @@ def test_from_config_closes_its_stores_when_a_later_part_fails(data, edge_stores
     config.write_text(
         text + f'[two_tower]\nuri = "{edge_stores["tt"]}"\nmodel = "{tmp_path}/no.pt"\n'
     )
-    with pytest.raises(FileNotFoundError, match="two-tower model needs") as failed:
+    no_model = f"{tmp_path}/no.pt: no such model file (from [two_tower] model in {config})"
+    with pytest.raises(ConfigError, match=re.escape(no_model)) as failed:
         Recommender.from_config(config)
     assert_closed(failed, *edge_stores.values())
     config.write_text(

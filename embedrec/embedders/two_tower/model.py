@@ -104,8 +104,11 @@ class TwoTowerConfig(BaseModel):
     history: int = Field(50, ge=1)
     """sequence: the most recent items a user vector reads."""
     layers: int = Field(2, ge=1)
+    """sequence: self-attention blocks (attention and feed-forward, each with a residual)."""
     heads: int = Field(2, ge=1)
+    """sequence: attention heads of each block; `dim` must be a multiple of it."""
     dropout: float = Field(0.2, ge=0, lt=1)
+    """sequence: dropout of the attention weights and each block's outputs in training."""
     time_buckets: int = Field(0, ge=0)
     """sequence: embed the gap to the previous item in this many log2-of-minutes buckets
     (0: no time input)."""

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from embedrec.common.config import load_model
+from embedrec.common.config import from_config_folder, load_model
 
 Metric = Literal["l2", "cosine", "dot"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -42,6 +42,7 @@ class FashionDataset(_Dataset):
 
     kind: Literal["fashion-mnist"]
     metric: Metric = "l2"
+    """The distance of the exact neighbours and of every store's index."""
 
 
 class CatalogTextDataset(_Dataset):
@@ -52,10 +53,20 @@ class CatalogTextDataset(_Dataset):
 
     kind: Literal["catalog-text"]
     data: Path
+    """An `embedrec train` config whose [data.items] table is the catalog."""
     template: str
+    """Each item's text, over its columns, e.g. "{title} ({year}): {genres}"."""
     metric: Metric = "cosine"
+    """The distance of the exact neighbours and of every store's index."""
     query_fraction: float = Field(0.1, gt=0, lt=1)
+    """Share of the items sampled as queries (and left out of the base)."""
     seed: int = 0
+    """Seed of the query sample."""
+
+    @field_validator("data")
+    @classmethod
+    def _from_config_folder(cls, value: Path, info: ValidationInfo) -> Path:
+        return from_config_folder(value, info, f"datasets.{info.field_name}")
 
 
 class TwoTowerDataset(_Dataset):
@@ -65,8 +76,16 @@ class TwoTowerDataset(_Dataset):
 
     kind: Literal["two-tower"]
     model: Path
+    """The saved model (`embedrec train`'s .pt file)."""
     data: Path
+    """The `embedrec train` config whose [data] gives the model's items and users."""
     metric: Metric = "dot"
+    """The distance of the exact neighbours and of every store's index."""
+
+    @field_validator("model", "data")
+    @classmethod
+    def _from_config_folder(cls, value: Path, info: ValidationInfo) -> Path:
+        return from_config_folder(value, info, f"datasets.{info.field_name}")
 
 
 class SyntheticDataset(_Dataset):
@@ -77,12 +96,16 @@ class SyntheticDataset(_Dataset):
     n: PositiveInt
     queries: PositiveInt = 1000
     dim: PositiveInt = 128
+    """Dimension of the vectors."""
     clusters: PositiveInt = 1024
+    """Gaussian clusters the vectors are drawn around."""
     spread: float = Field(1.0, gt=0)
     """Noise scale around each centre (unit normal centres): 1.0 makes neighbouring
     clusters overlap, so that no index finds the neighbours trivially."""
     seed: int = 0
+    """Seed of the centres, the base and the queries."""
     metric: Metric = "l2"
+    """The distance of the exact neighbours and of every store's index."""
 
 
 class PCADataset(_Dataset):
@@ -91,7 +114,9 @@ class PCADataset(_Dataset):
 
     kind: Literal["pca"]
     source: str
+    """The name of the dataset reduced (not itself a PCA dataset)."""
     dim: PositiveInt
+    """The dimensions kept: the top principal components of the source's base vectors."""
 
 
 DatasetConfig = Annotated[
@@ -157,6 +182,11 @@ class RunSettings(_Model):
     """A config with a [calibrate] section (configs/calibrate.toml): each store is then
     calibrated after it is built (`embedrec calibrate`), and measured once more with no
     params, that is with the calibrated defaults its `search()` uses."""
+
+    @field_validator("out", "calibrate")
+    @classmethod
+    def _from_config_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return from_config_folder(value, info, f"run.{info.field_name}")
 
 
 class QuickSettings(_Model):

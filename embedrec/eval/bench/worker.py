@@ -44,8 +44,8 @@ from embedrec.stores.recall import exact as ann
 from embedrec.stores.recall.calibrate import (
     CalibrateSettings,
     calibrate,
+    params_label,
     save_defaults,
-    setting_name,
 )
 
 MB = 1024 * 1024
@@ -251,9 +251,9 @@ def _calibrated(store: VectorStore, job: Job, ds: Prepared) -> dict[str, Any]:
     cal = calibrate(store, CalibrateSettings(**job.calibrate), progress=False)
     if cal.chosen is not None:
         save_defaults(store, cal)
-    shown = cal.chosen or max(cal.settings, key=lambda s: s.lower)
+    shown = cal.chosen or max(cal.measurements, key=lambda s: s.lower)
     return {
-        "param": f"calibrated {setting_name(cal.chosen.params) if cal.chosen else '(none)'}",
+        "param": f"calibrated {params_label(cal.chosen.params) if cal.chosen else '(none)'}",
         "calibrated": cal.chosen.params if cal.chosen else {},
         "calibration_recall": shown.recall, "calibration_lower": shown.lower,
         "calibrate_s": time.perf_counter() - start,

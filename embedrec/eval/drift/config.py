@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from embedrec.common.config import load_model
+from embedrec.common.config import from_config_folder, load_model
 
 
 class DriftSection(BaseModel):
@@ -41,6 +41,11 @@ class DriftSection(BaseModel):
     """Catalog coverage of the old model minus the new one's at most this."""
     max_norm_shift: float | None = Field(None, ge=0)
     """|mean new norm - mean old norm| / mean old norm of the sampled items at most this."""
+
+    @field_validator("data")
+    @classmethod
+    def _from_config_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return from_config_folder(value, info, "drift.data")
 
 
 class DriftFile(BaseModel):

@@ -6,9 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from embedrec.common.config import ConfigFileError, load_model
+from embedrec.common.config import ConfigFileError, from_config_folder, load_model
 from embedrec.data.config import DataSection
 from embedrec.embedders.two_tower import TwoTowerConfig
 from embedrec.eval.models.params import BaselineParams, TuningRecord
@@ -95,8 +102,7 @@ class ExperimentConfig(BaseModel):
 
     data: DataSection
     model_path: Path = Path("models/two_tower.pt")
-    """Where `embedrec train` writes the two-tower model (relative: from the config file's
-    folder)."""
+    """Where `embedrec train` writes the two-tower model (`--out` overrides it)."""
     two_tower: TwoTowerConfig = TwoTowerConfig()
     bpr: TwoTowerConfig = Field(default_factory=_bpr_default)
     baselines: BaselineParams = BaselineParams()
@@ -105,6 +111,11 @@ class ExperimentConfig(BaseModel):
     tuned: TuningRecord | None = None
     """Written by `embedrec tune`: per split, what was tuned on what validation, with how
     many trials, and the values chosen."""
+
+    @field_validator("model_path")
+    @classmethod
+    def _from_config_folder(cls, value: Path, info: ValidationInfo) -> Path:
+        return from_config_folder(value, info, "model_path")
 
     @model_validator(mode="after")
     def _tuned_splits(self) -> ExperimentConfig:

@@ -44,20 +44,30 @@ class TransitionsParams(_Params):
 
 class _CornacTorch(_Params):
     n_epochs: int = Field(5, ge=1)
+    """Training passes over the sessions."""
     batch_size: int = Field(512, ge=1)
+    """Sessions a training step."""
     learning_rate: float = Field(1e-3, gt=0)
+    """The learning rate (of Adam, for SASRec and BERT4Rec)."""
     n_sample: int = Field(256, ge=0)
     """Popularity-sampled negatives shared by a batch (Cornac's default: 2048)."""
     seed: int = 42
+    """Seed of initialisation, sampling and batching."""
 
 
 class SASRecParams(_CornacTorch):
     embedding_dim: int = Field(100, ge=1)
+    """Size of the item (and position) embeddings."""
     max_len: int = Field(50, ge=1)
+    """The most recent items of a session the model reads."""
     num_blocks: int = Field(2, ge=1)
+    """Transformer blocks."""
     num_heads: int = Field(1, ge=1)
+    """Attention heads of each block."""
     dropout: float = Field(0.2, ge=0, lt=1)
+    """Dropout in the blocks and on the embeddings while training."""
     loss: Literal["ce", "bce", "bpr", "bpr-max"] = "ce"
+    """Cross-entropy over the sampled negatives, binary cross-entropy, BPR or BPR-max."""
 
 
 class BERT4RecParams(SASRecParams):
@@ -66,16 +76,25 @@ class BERT4RecParams(SASRecParams):
 
 class GRU4RecParams(_CornacTorch):
     layers: list[int] = [100]
+    """Units of each GRU layer."""
     learning_rate: float = Field(0.05, gt=0)
+    """The learning rate of Cornac's Adagrad with momentum (IndexedAdagradM)."""
     dropout_p_hidden: float = Field(0.0, ge=0, lt=1)
+    """Dropout between the GRU layers while training."""
     loss: Literal["cross-entropy", "bpr-max", "top1"] = "cross-entropy"
+    """Cross-entropy, BPR-max or TOP1 over the batch's and the sampled negatives."""
 
 
 class FPMCParams(_CornacTorch):
     embedding_dim: int = Field(100, ge=1)
+    """Size of the user, item and previous-item factor vectors."""
     learning_rate: float = Field(0.05, gt=0)
+    """The learning rate of Cornac's Adagrad with momentum (IndexedAdagradM)."""
     loss: Literal["bpr", "ce"] = "bpr"
+    """BPR over sampled negatives, or cross-entropy."""
 
 
 class SPopParams(_Params):
     use_session_popularity: bool = True
+    """Add to each item's global popularity its count in the user's own history (the
+    session); false: global popularity alone."""

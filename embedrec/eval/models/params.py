@@ -40,21 +40,30 @@ class EaseParams(_Params):
 
 class ALSParams(_Params):
     factors: int = Field(64, ge=1)
+    """Size of the user and item factor vectors."""
     regularization: float = Field(0.05, ge=0)
+    """L2 weight on the factors in each least-squares step."""
     alpha: float = Field(2.0, gt=0)
     """Confidence of an observed interaction: 1 + alpha (Hu, Koren & Volinsky, ICDM 2008)."""
     iterations: int = Field(15, ge=1)
+    """Alternating passes (users, then items)."""
     seed: int = 42
+    """Seed of the factors' initialisation (implicit's random_state)."""
 
 
 class CornacBPRParams(_Params):
     """Defaults: Recommenders' `bpr_params` (see RECOMMENDERS_PARAMS)."""
 
     k: int = Field(200, ge=1)
+    """Size of the user and item factor vectors."""
     max_iter: int = Field(200, ge=1)
+    """Passes over the training interactions (SGD over sampled triples)."""
     learning_rate: float = Field(0.01, gt=0)
+    """SGD step size."""
     lambda_reg: float = Field(1e-3, ge=0)
+    """L2 weight on the factors and item biases in each update."""
     seed: int = 42
+    """Seed of initialisation and triple sampling."""
 
 
 class BiVAEParams(_Params):
@@ -62,13 +71,21 @@ class BiVAEParams(_Params):
     True; here a GPU is used when torch sees one."""
 
     k: int = Field(100, ge=1)
+    """Size of the latent user and item vectors."""
     encoder_structure: list[int] = [200]
+    """Widths of the hidden layers of each encoder (users and items)."""
     act_fn: Literal["tanh", "sigmoid", "relu", "relu6", "elu"] = "tanh"
+    """Activation of the encoders' hidden layers."""
     likelihood: Literal["pois", "bern", "gaus"] = "pois"
+    """Likelihood of the observed interactions: Poisson, Bernoulli or Gaussian."""
     n_epochs: int = Field(500, ge=1)
+    """Training passes over the interactions."""
     batch_size: int = Field(1024, ge=1)
+    """Users (or items) a training step."""
     learning_rate: float = Field(1e-3, gt=0)
+    """Adam's learning rate."""
     seed: int = 42
+    """Seed of initialisation and batching."""
 
 
 class BaselineParams(_Params):
@@ -110,8 +127,11 @@ class TuningRecord(_Params):
     config: str
     """The config that was tuned (as given on the command line)."""
     metric: str
+    """The validation metric the trials maximised (as the leaderboard names it, e.g.
+    "ndcg@10")."""
     trials: int = Field(ge=1)
     """Trials per model in the last `tune` run."""
     sampler: str
+    """How the trials' values were drawn (e.g. Optuna TPE and its seed)."""
     splits: dict[str, SplitTuning]
     """Split name -> what was chosen for it on its own validation."""

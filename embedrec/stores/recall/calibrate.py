@@ -13,18 +13,17 @@ Exact answers are brute force, in float64, over every vector the store returns f
 whose `fetch` returns quantised vectors (FAISS SQ8) that is exact over the quantised vectors:
 the recall then measures the search, not the quantisation.
 
-Recall is tie-aware recall@k as the bench computes it (`stores/recall/exact.py`). A setting meets
-the
-target when a one-sided lower confidence bound on the mean recall over the queries, by the
-normal approximation (mean - z * sd / sqrt(n)), is at least the target. With one knob the
-grid is swept from cheap to expensive and the first setting that meets it is chosen (a few
-more are measured for the table); with several (IVF-PQ's nprobe and k_factor), the whole
-product is swept and the fastest setting that meets it is chosen.
+Recall is tie-aware recall@k as the bench computes it (`stores/recall/exact.py`). Search
+params meet the target when a one-sided lower confidence bound on the mean recall over the
+queries, by the normal approximation (mean - z * sd / sqrt(n)), is at least the target. With
+one search param the grid is swept from cheap to expensive and the first value that meets it
+is chosen (a few more are measured for the table); with several (IVF-PQ's nprobe and
+k_factor), the whole product is swept and the fastest combination that meets it is chosen.
 
-A knob's grid runs past the config's values, in steps of GRID_STEP, up to the setting at
-which the index is exhaustive (`VectorStore.exhaustive_params`: nprobe = nlist, ef = the live
-count), capped at `max_effort`; values above that setting are dropped. So any target the
-index can reach is reached, and one it cannot reach is reported as such.
+A search param's grid runs past the config's values, in steps of GRID_STEP, up to the value
+at which the index is exhaustive (`VectorStore.exhaustive_params`: nprobe = nlist, ef = the
+live count), capped at `max_effort`; values above that are dropped. So any target the index
+can reach is reached, and one it cannot reach is reported as such.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ FETCH_BATCH = 1000
 GRID_STEP = 1.5
 """Ratio between the values a grid is extended by (the config's grids step by about 1.5x)."""
 MAX_EFFORT = 16_384
-"""Default cap on an extended knob: HNSW ef past it costs more than a flat scan of most
+"""Default cap on an extended grid: HNSW ef past it costs more than a flat scan of most
 stores that need it, so a target that needs more is one for a Flat index."""
 EXACT_NOTE = (
     "exact = brute force over the vectors the store's fetch returns (quantised ones for "
@@ -65,7 +64,7 @@ class CalibrateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target_recall: float = Field(0.95, gt=0, le=1)
-    """The held-out recall@k the chosen setting must reach (by its lower confidence bound)."""
+    """The held-out recall@k the chosen search params must reach (by its lower confidence bound)."""
     k: int = Field(10, ge=1)
     """The k of recall@k."""
     queries: int = Field(500, ge=2)
@@ -75,11 +74,12 @@ class CalibrateSettings(BaseModel):
     seed: int = 0
     """Seed of the sampled queries."""
     extra_steps: int = Field(1, ge=0)
-    """One knob: settings measured past the first that meets the target, for the table."""
+    """One search param: values measured past the first that meets the target, for the
+    table."""
     grids: dict[str, list[int]] = {}
     """Per search param (`ef`, `nprobe`, `k_factor`), its values from cheap to expensive."""
     max_effort: int = Field(MAX_EFFORT, ge=1)
-    """The most a grid is extended to towards its exhaustive setting (`ef` on a big store)."""
+    """The most a grid is extended to towards its exhaustive value (`ef` on a big store)."""
 
 
 class CalibrateFile(BaseModel):
@@ -93,8 +93,9 @@ def load_calibrate_config(path: str | Path) -> CalibrateSettings:
 
 
 @dataclass
-class Setting:
-    """One measured setting: its params, mean recall@k, the lower bound, ms per query."""
+class Measurement:
+    """One point of the grid measured: its search params, mean recall@k, the lower bound,
+    ms per query."""
 
     params: dict[str, int]
     recall: float
@@ -111,32 +112,34 @@ class Calibration:
     k: int
     target: float
     confidence: float
-    knobs: list[str]
+    search_params: list[str]
+    """The store's search params that the config has a grid for."""
     exhaustive: dict[str, int] = field(default_factory=dict)
-    """Per knob, the setting at which the index is exhaustive (where the store has one)."""
+    """Per search param, the value at which the index is exhaustive (where it has one)."""
     tops: dict[str, int] = field(default_factory=dict)
-    """Per knob, the last value of its (extended) grid."""
-    settings: list[Setting] = field(default_factory=list)
-    chosen: Setting | None = None
+    """Per search param, the last value of its (extended) grid."""
+    measurements: list[Measurement] = field(default_factory=list)
+    chosen: Measurement | None = None
     stored: bool = False
     note: str = EXACT_NOTE
 
     @property
     def met(self) -> bool:
-        return any(s.meets for s in self.settings)
+        return any(s.meets for s in self.measurements)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "uri": self.uri, "records": self.records, "queries": self.queries, "k": self.k,
-            "target_recall": self.target, "confidence": self.confidence, "knobs": self.knobs,
-            "exhaustive": self.exhaustive, "grid_tops": self.tops,
-            "settings": [vars(s) for s in self.settings],
+            "target_recall": self.target, "confidence": self.confidence,
+            "search_params": self.search_params, "exhaustive": self.exhaustive,
+            "grid_tops": self.tops,
+            "measurements": [vars(s) for s in self.measurements],
             "chosen": self.chosen.params if self.chosen else None, "stored": self.stored,
             "met": self.met, "exact": self.note,
         }  # fmt: skip
 
 
-def setting_name(params: dict[str, Any]) -> str:
+def params_label(params: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
@@ -149,13 +152,13 @@ def lower_bound(recalls: np.ndarray, confidence: float) -> float:
     return mean - z * float(recalls.std(ddof=1)) / math.sqrt(len(recalls))
 
 
-def knobs_of(store: VectorStore, cfg: CalibrateSettings) -> list[str]:
+def calibrated_params(store: VectorStore, cfg: CalibrateSettings) -> list[str]:
     """The store's search params that the config has a grid for."""
     return [p for p in store.capabilities.search_params if p in cfg.grids]
 
 
 def extended(values: Sequence[int], exhaustive: int | None, max_effort: int) -> list[int]:
-    """`values` (cheap to expensive) running on to `exhaustive`, the setting past which more
+    """`values` (cheap to expensive) running on to `exhaustive`, the value past which more
     effort changes nothing, in steps of GRID_STEP: values above it dropped, the last value
     `exhaustive` itself, or `max_effort` (or the config's own top) when that is lower."""
     if exhaustive is None:
@@ -169,16 +172,18 @@ def extended(values: Sequence[int], exhaustive: int | None, max_effort: int) -> 
 
 
 def grids(
-    knobs: Sequence[str], cfg: CalibrateSettings, exhaustive: dict[str, int]
+    search_params: Sequence[str], cfg: CalibrateSettings, exhaustive: dict[str, int]
 ) -> dict[str, list[int]]:
-    """Per knob, its values to sweep: the config's grid extended towards `exhaustive`."""
-    return {k: extended(cfg.grids[k], exhaustive.get(k), cfg.max_effort) for k in knobs}
+    """Per search param, its values to sweep: the config's grid extended towards
+    `exhaustive`."""
+    return {k: extended(cfg.grids[k], exhaustive.get(k), cfg.max_effort) for k in search_params}
 
 
 def grid(values: dict[str, list[int]]) -> list[dict[str, int]]:
-    """Every setting to try, cheap to expensive in the first knob; `[{}]` without knobs."""
-    knobs = list(values)
-    return [dict(zip(knobs, c, strict=True)) for c in itertools.product(*values.values())]
+    """Every combination of search params to try, cheap to expensive in the first; `[{}]`
+    without any."""
+    names = list(values)
+    return [dict(zip(names, c, strict=True)) for c in itertools.product(*values.values())]
 
 
 @dataclass
@@ -278,21 +283,21 @@ def sweep(
     cfg: CalibrateSettings,
     progress: bool,
 ) -> None:
-    """Measure the grid into `cal.settings`: with one knob, until `extra_steps` past the
-    first setting that meets the target; with several, all of it."""
-    settings = grid(grids(cal.knobs, cfg, cal.exhaustive))
-    store.search_held_out(s.query_ids(), cfg.k, params=settings[0])  # warm-up, untimed
-    remaining: int | None = None  # one knob: settings still to measure past the first good
-    with Progress(len(settings), "calibrate: sweeping", "settings", enabled=progress) as bar:
-        for params in settings:
+    """Measure the grid into `cal.measurements`: with one search param, until `extra_steps`
+    past the first value that meets the target; with several, all of it."""
+    points = grid(grids(cal.search_params, cfg, cal.exhaustive))
+    store.search_held_out(s.query_ids(), cfg.k, params=points[0])  # warm-up, untimed
+    remaining: int | None = None  # one search param: values still to measure past the first good
+    with Progress(len(points), "calibrate: sweeping", "grid points", enabled=progress) as bar:
+        for params in points:
             recalls, ms = measure(store, s, params, cfg)
             low = lower_bound(recalls, cfg.confidence)
-            setting = Setting(params, float(recalls.mean()), low, ms, low >= cfg.target_recall)
-            cal.settings.append(setting)
-            bar.update(1, recall=setting.recall, lower=low)
-            if len(cal.knobs) != 1:
+            point = Measurement(params, float(recalls.mean()), low, ms, low >= cfg.target_recall)
+            cal.measurements.append(point)
+            bar.update(1, recall=point.recall, lower=low)
+            if len(cal.search_params) != 1:
                 continue
-            if remaining is None and setting.meets:
+            if remaining is None and point.meets:
                 remaining = cfg.extra_steps
             elif remaining is not None:
                 remaining -= 1
@@ -300,13 +305,13 @@ def sweep(
                 break
 
 
-def choose(cal: Calibration) -> Setting | None:
-    """The cheapest setting that meets the target: the first in grid order with one knob,
-    the fastest measured with several; None when none meets it or there is no knob."""
-    good = [s for s in cal.settings if s.meets]
-    if not cal.knobs or not good:
+def choose(cal: Calibration) -> Measurement | None:
+    """The cheapest search params that meet the target: the first in grid order with one,
+    the fastest measured with several; None when none meets it or there is no search param."""
+    good = [s for s in cal.measurements if s.meets]
+    if not cal.search_params or not good:
         return None
-    if len(cal.knobs) == 1:
+    if len(cal.search_params) == 1:
         return good[0]
     return min(good, key=lambda s: s.ms_per_query)
 
@@ -334,24 +339,24 @@ def calibrate(
     progress: bool = True,
     say: Callable[[str], None] = lambda _: None,
 ) -> Calibration:
-    """Measure recall@k over the store's grid and pick the cheapest setting that meets the
+    """Measure recall@k over the store's grid and pick the cheapest search params that meet the
     target (stored by `save_defaults`). `ids`: the records to use, default all of them;
     `ids_from` names where they came from, for the error when too few are stored."""
     if not getattr(store, "built", True):  # FAISS IVF/PQ/SQ8 before flush() trains them
         raise ValueError(
             f"{store.uri}: the index is not built yet (it serves exact search until flush() "
-            "trains it), so a setting chosen now would not hold: calibrate after ingest"
+            "trains it), so search params chosen now would not hold: calibrate after ingest"
         )
-    knobs = knobs_of(store, cfg)
+    names = calibrated_params(store, cfg)
     s = sample(store, cfg, ids, progress, ids_from)
-    exhaustive = {k: v for k, v in store.exhaustive_params().items() if k in knobs}
+    exhaustive = {k: v for k, v in store.exhaustive_params().items() if k in names}
     cal = Calibration(
-        store.uri, len(s.ids), len(s.rows), cfg.k, cfg.target_recall, cfg.confidence, knobs,
-        exhaustive, {k: v[-1] for k, v in grids(knobs, cfg, exhaustive).items()},
+        store.uri, len(s.ids), len(s.rows), cfg.k, cfg.target_recall, cfg.confidence, names,
+        exhaustive, {k: v[-1] for k, v in grids(names, cfg, exhaustive).items()},
     )  # fmt: skip
     say(
         f"calibrate: {len(s.rows)} queries over {len(s.ids):,} records, "
-        f"knobs {', '.join(knobs) or 'none (measured recall only)'}"
+        f"search params {', '.join(names) or 'none (measured recall only)'}"
     )
     sweep(store, s, cal, cfg, progress)
     cal.chosen = choose(cal)
@@ -359,13 +364,13 @@ def calibrate(
 
 
 def save_defaults(store: VectorStore, cal: Calibration) -> None:
-    """Keep the chosen setting as the store's search defaults (StoreInfo.search_defaults).
+    """Keep the chosen search params as the store's search defaults (StoreInfo.search_defaults).
 
     A store with no StoreInfo is refused rather than given a made-up one: the info names the
     embedder that built the store, and an invented one would make `query`, `serve` and
     `ingest` use or refuse the wrong model."""
     if cal.chosen is None:
-        raise ValueError(f"{store.uri}: no setting to store")
+        raise ValueError(f"{store.uri}: no search params to store")
     info = store.info
     if info is None:
         raise ConfigError(
@@ -373,7 +378,7 @@ def save_defaults(store: VectorStore, cal: Calibration) -> None:
             "it has nowhere to keep search defaults: ingest it with embedrec, or pass "
             "--dry-run to measure only"
         )
-    kept = {k: v for k, v in info.search_defaults.items() if k not in cal.knobs}
+    kept = {k: v for k, v in info.search_defaults.items() if k not in cal.search_params}
     store.set_info(replace(info, search_defaults={**kept, **cal.chosen.params}))
     store.flush()
     cal.stored = True

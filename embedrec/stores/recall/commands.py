@@ -14,20 +14,20 @@ How it measures: QUERIES stored vectors (seeded sample) are each searched as if 
 were not stored (left out of the hits, and not leading a graph search to its neighbours);
 exact answers are brute force over every vector the store's fetch returns (for FAISS SQ8:
 its quantised vectors), own record left out. Recall is tie-aware
-recall@k, as `embedrec bench` reports it. A setting meets the target when the one-sided
+recall@k, as `embedrec bench` reports it. Search params meet the target when the one-sided
 lower confidence bound on mean recall, mean - z(CONFIDENCE) * sd / sqrt(QUERIES) (normal
-approximation), is at least the target; the cheapest such setting of the grid (first in
-grid order for one knob; fastest measured for several) is stored in the store's info as
+approximation), is at least the target; the cheapest such point of the grid (first in
+grid order for one search param; fastest measured for several) is stored in the store's info as
 its search defaults, which `search()` then uses when a call gives no params (a call's own
 params win; filters still raise the effort from them).
 
 Knobs and grids come from the [calibrate.grids] section of CONFIG: FAISS HNSW `ef`, IVF
 `nprobe`, IVF-PQ `nprobe` x `k_factor`, Qdrant (`qdrant+edge`, `qdrant+local`, server)
-`ef` (hnsw_ef). Each grid runs on (steps of 1.5x) to the setting where the index is
+`ef` (hnsw_ef). Each grid runs on (steps of 1.5x) to the value where the index is
 exhaustive: nprobe = nlist, ef = the live count, capped at [calibrate] max_effort (16384);
-so a target the index can reach is reached. A store with no knob (flat FAISS, SQ8,
+so a target the index can reach is reached. A store with no search param (flat FAISS, SQ8,
 Pinecone, qdrant+local's brute force) gets its recall measured only. Exit status: 0
-calibrated (or measured), 1 no grid setting meets the target (nothing stored; the message
+calibrated (or measured), 1 no point of the grid meets the target (nothing stored; the message
 says what would meet it), 2 bad input."""
 
 
@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cal = sub.add_parser(
         "calibrate",
         help="find the cheapest search effort meeting a target recall; store it as default",
-        description="Measure recall@k of STORE against exact search over its search knob's\n"
-        "grid, and store the cheapest setting that meets --target-recall with the stated\n"
+        description="Measure recall@k of STORE against exact search over its search params'\n"
+        "grid, and store the cheapest that meet --target-recall with the stated\n"
         "confidence as the store's search defaults. Prints a table (and, with --plot, a PNG).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,4 +97,4 @@ def _calibrate(args: argparse.Namespace) -> int:
     png = plot(cal, args.plot) if args.plot is not None else None
     text = f"{table(cal)}\n\n{verdict(cal)}\n{cal.note}" + (f"\nwrote {png}" if png else "")
     output.summary({**cal.to_json(), "plot": png}, text)
-    return 1 if cal.knobs and cal.chosen is None else 0
+    return 1 if cal.search_params and cal.chosen is None else 0

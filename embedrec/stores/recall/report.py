@@ -1,5 +1,6 @@
-"""What `embedrec calibrate` shows: the table of settings and the recall-vs-effort plot, and
-the check of a bench run with calibrated stores (`embedrec bench` with `[run] calibrate`)."""
+"""What `embedrec calibrate` shows: the table of measured search params and the
+recall-vs-effort plot, and the check of a bench run with calibrated stores (`embedrec bench`
+with `[run] calibrate`)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,27 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from embedrec.stores.recall.calibrate import CalibrateSettings, Calibration, Setting, setting_name
+from embedrec.stores.recall.calibrate import (
+    CalibrateSettings,
+    Calibration,
+    Measurement,
+    params_label,
+)
 
 PLOT_DPI = 110
 
 
 def table(cal: Calibration) -> str:
-    """A Markdown table of the measured settings, the chosen one marked."""
+    """A Markdown table of the measured grid points, the chosen one marked."""
     lines = [
-        f"| setting | recall@{cal.k} | lower bound ({cal.confidence:.0%}) "
+        f"| search params | recall@{cal.k} | lower bound ({cal.confidence:.0%}) "
         "| ms/query (held-out batch) | |",
         "|---|---|---|---|---|",
     ]
-    for s in cal.settings:
+    for s in cal.measurements:
         mark = "chosen" if s is cal.chosen else ("meets" if s.meets else "")
         lines.append(
-            f"| {setting_name(s.params)} | {s.recall:.4f} | {s.lower:.4f} | "
+            f"| {params_label(s.params)} | {s.recall:.4f} | {s.lower:.4f} | "
             f"{s.ms_per_query:.3f} | {mark} |"
         )
     return "\n".join(lines)
@@ -32,27 +38,27 @@ def table(cal: Calibration) -> str:
 
 def verdict(cal: Calibration) -> str:
     """One line: what was chosen and stored, or why nothing was."""
-    if not cal.knobs:
-        best = cal.settings[0]
+    if not cal.search_params:
+        best = cal.measurements[0]
         return (
-            f"{cal.uri} has no search knob: measured recall@{cal.k} {best.recall:.4f} "
+            f"{cal.uri} has no search param: measured recall@{cal.k} {best.recall:.4f} "
             f"(lower bound {best.lower:.4f}); nothing to store"
         )
     if cal.chosen is None:
-        best = max(cal.settings, key=lambda s: s.lower)
+        best = max(cal.measurements, key=lambda s: s.lower)
         return (
-            f"no setting of the grid meets recall@{cal.k} >= {cal.target} at "
+            f"no point of the grid meets recall@{cal.k} >= {cal.target} at "
             f"{cal.confidence:.0%} confidence (best lower bound {best.lower:.4f} at "
-            f"{setting_name(best.params)}): {_unreached(cal)}; nothing stored"
+            f"{params_label(best.params)}): {_unreached(cal)}; nothing stored"
         )
     stored = "stored as the store's search defaults" if cal.stored else "not stored (--dry-run)"
-    return f"chosen {setting_name(cal.chosen.params)}: {stored}"
+    return f"chosen {params_label(cal.chosen.params)}: {stored}"
 
 
 def _unreached(cal: Calibration) -> str:
-    """Why no setting met the target, and what would meet it."""
+    """Why no search params met the target, and what would meet it."""
     short = {k: top for k, top in cal.tops.items() if top < cal.exhaustive.get(k, top + 1)}
-    if "k_factor" in cal.knobs:  # IVF-PQ: compressed codes choose the candidates
+    if "k_factor" in cal.search_params:  # IVF-PQ: compressed codes choose the candidates
         return (
             f"{'even' if not short else 'up to'} nprobe={cal.tops.get('nprobe')}, "
             "a quantised index ranks its candidates by compressed codes, re-ranking only "
@@ -61,27 +67,27 @@ def _unreached(cal: Calibration) -> str:
         )
     if short:
         return (
-            f"the grid stops at {setting_name(short)} (max_effort), short of the exhaustive "
-            f"{setting_name({k: cal.exhaustive[k] for k in short})}: raise "
+            f"the grid stops at {params_label(short)} (max_effort), short of the exhaustive "
+            f"{params_label({k: cal.exhaustive[k] for k in short})}: raise "
             "[calibrate] max_effort, or use a Flat (exact) index"
         )
     return (
-        f"even {setting_name(cal.exhaustive)}, past which the index goes no further, falls "
+        f"even {params_label(cal.exhaustive)}, past which the index goes no further, falls "
         "short; a Flat (exact) index would meet it"
     )
 
 
 def plot(cal: Calibration, path: Path) -> Path:
-    """Recall (mean and lower bound) against the knob, or against ms/query with several
-    knobs, with the target as a line and the chosen setting marked."""
+    """Recall (mean and lower bound) against the search param, or against ms/query with
+    several, with the target as a line and the chosen search params marked."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    one = len(cal.knobs) == 1
+    one = len(cal.search_params) == 1
 
-    def x(s: Setting) -> float:
-        return float(s.params[cal.knobs[0]]) if one else s.ms_per_query
+    def x(s: Measurement) -> float:
+        return float(s.params[cal.search_params[0]]) if one else s.ms_per_query
 
-    order = sorted(cal.settings, key=x)
+    order = sorted(cal.measurements, key=x)
     xs = [x(s) for s in order]
     ax.plot(xs, [s.recall for s in order], marker="o", label=f"mean recall@{cal.k}")
     ax.plot(xs, [s.lower for s in order], linestyle="--", marker=".",
@@ -89,13 +95,13 @@ def plot(cal: Calibration, path: Path) -> Path:
     ax.axhline(cal.target, color="grey", linewidth=1, label=f"target {cal.target}")
     if cal.chosen is not None:
         ax.scatter([x(cal.chosen)], [cal.chosen.recall], marker="*", s=180, color="red",
-                   zorder=3, label=f"chosen {setting_name(cal.chosen.params)}")  # fmt: skip
-    if cal.knobs:
+                   zorder=3, label=f"chosen {params_label(cal.chosen.params)}")  # fmt: skip
+    if cal.search_params:
         ax.set_xscale("log", base=2)
     if one:
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.minorticks_off()
-    ax.set_xlabel(cal.knobs[0] if one else "ms per query (batch)")
+    ax.set_xlabel(cal.search_params[0] if one else "ms per query (batch)")
     ax.set_ylabel(f"recall@{cal.k} (tie-aware, own record held out)")
     ax.set_title(f"{cal.uri}: {cal.records:,} records, {cal.queries} queries")
     ax.grid(True, which="both", alpha=0.3)
@@ -107,8 +113,8 @@ def plot(cal: Calibration, path: Path) -> Path:
 
 def bench_check(rows: Iterable[dict[str, Any]], cfg: CalibrateSettings) -> list[dict[str, Any]]:
     """Per (dataset, store) with a calibrated row: the bench's recall at the calibrated
-    defaults, the cheapest grid setting whose bench recall meets the target, and how many
-    grid steps the calibrated one lies above it (one knob; negative: below it)."""
+    defaults, the cheapest grid point whose bench recall meets the target, and how many
+    grid steps the calibrated one lies above it (one search param; negative: below it)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["dataset"], row["store"]), []).append(row)
@@ -118,21 +124,21 @@ def bench_check(rows: Iterable[dict[str, Any]], cfg: CalibrateSettings) -> list[
         if cal is None:
             continue
         chosen = cal["calibrated"]
-        knob = next(iter(chosen), None) if len(chosen) == 1 else None
-        values = cfg.grids.get(knob, []) if knob else []
+        param = next(iter(chosen), None) if len(chosen) == 1 else None
+        values = cfg.grids.get(param, []) if param else []
         meeting = sorted(
-            values.index(r["params"][knob])
+            values.index(r["params"][param])
             for r in group
-            if knob in r["params"] and r["params"][knob] in values
+            if param in r["params"] and r["params"][param] in values
             and r["recall"] >= cfg.target_recall
         )  # fmt: skip
         cheapest = values[meeting[0]] if meeting else None
-        placed = meeting and knob and chosen[knob] in values  # an extended grid's value: not
-        steps = values.index(chosen[knob]) - meeting[0] if placed else None
+        placed = meeting and param and chosen[param] in values  # an extended grid's value: not
+        steps = values.index(chosen[param]) - meeting[0] if placed else None
         out.append({
-            "dataset": dataset, "store": store, "chosen": setting_name(chosen),
+            "dataset": dataset, "store": store, "chosen": params_label(chosen),
             "bench_recall": cal["recall"], "p50_ms": cal.get("p50_ms"),
-            "cheapest_on_bench": f"{knob}={cheapest}" if cheapest is not None else None,
+            "cheapest_on_bench": f"{param}={cheapest}" if cheapest is not None else None,
             "steps_above": steps, "calibrate_s": cal.get("calibrate_s"),
             "calibration_recall": cal.get("calibration_recall"),
             "calibration_lower": cal.get("calibration_lower"),

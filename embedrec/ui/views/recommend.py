@@ -101,7 +101,7 @@ def render(ctx: Context) -> None:
     if "two-tower" not in ctx.backend.spaces or ctx.users is None:
         st.info("Recommendations need a [two_tower] space and [users] in the serve config.")
         return
-    who, knobs = st.columns([1, 1])
+    who, controls = st.columns([1, 1])
     with who:
         mode = st.radio("Who", [KNOWN, NEW, CLICKS], horizontal=True, key="rec-mode")
         features, clicked = None, None
@@ -117,7 +117,7 @@ def render(ctx: Context) -> None:
             if not features:
                 features = None
                 st.caption("The model declares no user features: a new user gets popular items.")
-    with knobs:
+    with controls:
         k = widgets.k_slider("rec")
         flt, error = widgets.filter_editor(ctx.catalogs.get("two-tower"), "rec")
     history, recommended = st.columns([2, 3]) if mode == KNOWN else (None, st.container())

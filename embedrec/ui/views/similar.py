@@ -25,7 +25,7 @@ def render(ctx: Context) -> None:
         if ctx.backend.similar_space in with_items
         else 0
     )
-    pick, knobs = st.columns([1, 1])
+    pick, controls = st.columns([1, 1])
     with pick:
         space = st.radio(
             "Pick from the items of", with_items, index=default, horizontal=True, key="sim-space"
@@ -35,7 +35,7 @@ def render(ctx: Context) -> None:
         image = catalog.image(item_id) if item_id is not None else None
         if image is not None:
             st.image(image, width=widgets.THUMBNAIL_PX)
-    with knobs:
+    with controls:
         k = widgets.k_slider("sim")
         flt, error = widgets.filter_editor(catalog, "sim")
     if item_id is None:

@@ -14,7 +14,7 @@ from embedrec.stores.recall import exact as ann
 from embedrec.stores.recall.calibrate import (
     CalibrateSettings,
     Calibration,
-    Setting,
+    Measurement,
     calibrate,
     choose,
     grid,
@@ -64,12 +64,12 @@ def test_calibrate_picks_and_keeps_an_ef_that_meets_the_target(hnsw_dir: Path) -
     with open_store(f"faiss:{hnsw_dir}") as store:
         assert _recall(store, queries, base, params={"ef": 10}) < 0.95  # the test can fail
         cal = calibrate(store, SETTINGS, progress=False)
-        assert cal.knobs == ["ef"] and cal.records == N and cal.queries == 150
-        assert not cal.settings[0].meets and cal.chosen is not None
+        assert cal.search_params == ["ef"] and cal.records == N and cal.queries == 150
+        assert not cal.measurements[0].meets and cal.chosen is not None
         chosen = cal.chosen.params["ef"]
         assert chosen > 10
-        assert cal.chosen is next(s for s in cal.settings if s.meets)  # the cheapest
-        assert all(s.lower <= s.recall for s in cal.settings)
+        assert cal.chosen is next(s for s in cal.measurements if s.meets)  # the cheapest
+        assert all(s.lower <= s.recall for s in cal.measurements)
         save_defaults(store, cal)
         assert cal.stored
     with open_store(f"faiss:{hnsw_dir}") as store:  # persisted with the store
@@ -159,17 +159,17 @@ def test_held_out_recall_tracks_new_queries_not_the_optimistic_self_query(
     fresh = _vectors(300, seed=3)
     with open_store(f"faiss:{hnsw_dir}") as store:
         cal = calibrate(store, SETTINGS.model_copy(update={"extra_steps": 0}), progress=False)
-        first = cal.settings[0]
+        first = cal.measurements[0]
         new = _recall(store, fresh, base, params={"ef": 10})
         assert abs(first.recall - new) < 0.05  # held out: close to what new queries get
 
 
-def test_no_knob_store_reports_recall_only_and_info_less_store_is_refused() -> None:
+def test_no_search_param_store_reports_recall_only_and_info_less_store_is_refused() -> None:
     flat = open_store("faiss:?index=Flat", dim=DIM, metric="l2")
     flat.upsert([str(i) for i in range(200)], _vectors(200))
     cal = calibrate(flat, SETTINGS, progress=False)
-    assert cal.knobs == [] and len(cal.settings) == 1 and cal.chosen is None
-    assert cal.settings[0].recall == pytest.approx(1.0)
+    assert cal.search_params == [] and len(cal.measurements) == 1 and cal.chosen is None
+    assert cal.measurements[0].recall == pytest.approx(1.0)
     hnsw = open_store("faiss:?index=HNSW8", dim=DIM, metric="l2")
     hnsw.upsert([str(i) for i in range(500)], _vectors(500))
     cal = calibrate(hnsw, SETTINGS.model_copy(update={"queries": 30}), progress=False)
@@ -191,11 +191,11 @@ def test_lower_bound_grid_choice_and_own_column() -> None:
         {"nprobe": 4, "k_factor": 2}, {"nprobe": 4, "k_factor": 8},
     ]  # fmt: skip
     cal = Calibration("u", 100, 10, K, 0.9, 0.95, ["nprobe", "k_factor"])
-    cal.settings = [Setting({"nprobe": 1}, 0.95, 0.92, 2.0, True),
-                    Setting({"nprobe": 4}, 0.99, 0.98, 1.0, True)]  # fmt: skip
-    assert choose(cal) is cal.settings[1]  # several knobs: the fastest that meets it
-    cal.knobs = ["nprobe"]
-    assert choose(cal) is cal.settings[0]  # one knob: the first in grid order
+    cal.measurements = [Measurement({"nprobe": 1}, 0.95, 0.92, 2.0, True),
+                    Measurement({"nprobe": 4}, 0.99, 0.98, 1.0, True)]  # fmt: skip
+    assert choose(cal) is cal.measurements[1]  # several search params: the fastest that meets it
+    cal.search_params = ["nprobe"]
+    assert choose(cal) is cal.measurements[0]  # one search param: the first in grid order
     values = np.array([[0.0, 1.0, 2.0], [0.5, 1.5, 2.5]])
     rows = np.array([[7, 3, 4], [1, 2, 5]])
     assert without_own(values, rows, np.array([7, 9])).tolist() == [[1.0, 2.0], [0.5, 1.5]]

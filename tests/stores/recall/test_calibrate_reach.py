@@ -1,4 +1,4 @@
-"""Calibration reaches any target the index can reach: each knob's grid runs on to the
+"""Calibration reaches any target the index can reach: each search param's grid runs on to the
 setting where the index is exhaustive (nprobe = nlist, ef = the live count), and a target
 that even that misses is reported with what would meet it. The plot is written only where
 --plot says, and --ids that match nothing say so."""
@@ -43,9 +43,9 @@ def test_grids_run_on_to_the_exhaustive_setting() -> None:
     assert extended([2, 8], None, 300) == [2, 8]  # k_factor: no exhaustive setting
 
 
-@pytest.mark.parametrize("kind, knob", [("IVF,Flat", "nprobe"), ("HNSW8&efConstruction=16", "ef")])
+@pytest.mark.parametrize("kind, param", [("IVF,Flat", "nprobe"), ("HNSW8&efConstruction=16", "ef")])
 def test_a_target_past_the_configured_grid_is_reached_and_holds_on_new_queries(
-    kind: str, knob: str
+    kind: str, param: str
 ) -> None:
     """The configured grid stops at nprobe=2 / ef=4, well short of 0.99; the old grid
     reported "no setting of the grid meets" here."""
@@ -53,10 +53,10 @@ def test_a_target_past_the_configured_grid_is_reached_and_holds_on_new_queries(
     store = open_store(f"faiss:?index={kind}", dim=DIM, metric="l2")
     store.upsert([str(i) for i in range(len(base))], base)
     store.flush()
-    cfg = CalibrateSettings(target_recall=0.99, k=K, queries=200, grids={knob: [1, 2, 4]})
+    cfg = CalibrateSettings(target_recall=0.99, k=K, queries=200, grids={param: [1, 2, 4]})
     cal = calibrate(store, cfg, progress=False)
     assert cal.chosen is not None, verdict(cal)
-    assert cal.chosen.params[knob] > 4 and cal.chosen.params[knob] <= cal.exhaustive[knob]
+    assert cal.chosen.params[param] > 4 and cal.chosen.params[param] <= cal.exhaustive[param]
     store.set_info(StoreInfo("test:v", "test", DIM, "vector", "l2"))
     save_defaults(store, cal)
     assert held_out_recall(store, base, clustered(300, seed=1)) >= 0.99
