@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -283,20 +282,11 @@ def _embedder_options(emb: Any) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _engine(config: Any, out: Output, engine: str) -> Iterator[Any]:
+def _engine(config: Any, out: Output, engine: str) -> AbstractContextManager[Any]:
     """`--engine`: None (in process), or a stage on the Ray cluster joined for the run."""
-    # for this command only: --help stays fast
-    from embedrec.ingestion.distributed.engine import cluster, connected, parse_engine
-    from embedrec.ingestion.distributed.stage import RayStage
+    from embedrec.ingestion.distributed.stage import engine_stage  # --help stays fast
 
-    address = parse_engine(engine)
-    if address is None:
-        yield None
-        return
-    with connected(address):
-        out.say(f"embedding on Ray: {cluster()}")
-        yield RayStage(config.embedder.spec, _embedder_options(config.embedder))
+    return engine_stage(engine, config.embedder.spec, _embedder_options(config.embedder), out.say)
 
 
 def _run_ingest(config: Any, out: Output, *, progress: bool, stage: Any) -> int:

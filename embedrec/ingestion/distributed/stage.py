@@ -16,8 +16,9 @@ in process.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -27,7 +28,10 @@ import numpy as np
 from embedrec.embedders import InputError, content_key
 from embedrec.embedders.cache import cached_vectors
 from embedrec.ingestion.distributed.engine import (
+    cluster,
+    connected,
     embedded,
+    parse_engine,
     uses_gpus,
     write_parts,
     writes_from_workers,
@@ -241,3 +245,17 @@ def _written(run: _Run, parts: list[Pending], refs: list[Any]) -> list[tuple[Pen
     import ray
 
     return [run.written(part, refused) for part, refused in zip(parts, ray.get(refs), strict=True)]
+
+
+@contextmanager
+def engine_stage(
+    engine: str, spec: str, options: dict[str, Any], say: Callable[[str], None]
+) -> Iterator[RayStage | None]:
+    """`--engine`: None (in process), or a stage on the Ray cluster joined for the run."""
+    address = parse_engine(engine)
+    if address is None:
+        yield None
+        return
+    with connected(address):
+        say(f"embedding on Ray: {cluster()}")
+        yield RayStage(spec, options)
