@@ -30,12 +30,12 @@ _KIND_PATTERNS = {
 _SEARCH_PARAMS = {"hnsw": ("ef",), "ivf": ("nprobe",), "ivfpq": ("nprobe", "k_factor")}
 
 
-MAX_KNOB = 1 << 20
+MAX_SEARCH_PARAM = 1 << 20
 HNSW_M = (2, 512)
 PQ_BITS = (1, 16)
 
 
-class Knobs(NamedTuple):
+class SearchParams(NamedTuple):
     """One search's effort: HNSW's ef, IVF's nprobe (None: the index's default) and the
     PQ refine stage's k_factor."""
 
@@ -43,16 +43,16 @@ class Knobs(NamedTuple):
     nprobe: int | None
     k_factor: int
 
-    def override(self, params: dict[str, Any]) -> Knobs:
-        """These knobs with a call's search params in their place, checked."""
-        return self._replace(**{name: _knob(name, value) for name, value in params.items()})
+    def override(self, params: dict[str, Any]) -> SearchParams:
+        """These search params with a call's search params in their place, checked."""
+        return self._replace(**{name: _search_param(name, value) for name, value in params.items()})
 
 
-def _knob(name: str, value: object) -> int:
+def _search_param(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ConfigError(f"search param {name} must be an integer, got {value!r}")
-    if not 1 <= value <= MAX_KNOB:
-        raise ConfigError(f"search param {name}={value} is outside 1..{MAX_KNOB}")
+    if not 1 <= value <= MAX_SEARCH_PARAM:
+        raise ConfigError(f"search param {name}={value} is outside 1..{MAX_SEARCH_PARAM}")
     return int(value)
 
 
@@ -91,9 +91,9 @@ class IndexSpec:
         and raises its own RuntimeError on the rest)."""
         limits = (
             ("HNSW M", self.hnsw_m, HNSW_M),
-            ("nlist", 1 if self.nlist is None else self.nlist, (1, MAX_KNOB)),
+            ("nlist", 1 if self.nlist is None else self.nlist, (1, MAX_SEARCH_PARAM)),
             ("PQ bits", self.pq_bits, PQ_BITS),
-            ("PQ m", self.pq_m, (1 if self.family == "ivfpq" else 0, MAX_KNOB)),
+            ("PQ m", self.pq_m, (1 if self.family == "ivfpq" else 0, MAX_SEARCH_PARAM)),
         )
         for what, value, (low, high) in limits:
             if not low <= value <= high:
@@ -204,18 +204,18 @@ def new_index(
     return faiss.index_factory(dim, factory, fm)
 
 
-def search_params(
-    family: str, sel: Any, knobs: Knobs, nprobe_default: int
+def faiss_parameters(
+    family: str, sel: Any, chosen: SearchParams, nprobe_default: int
 ) -> faiss.SearchParameters | None:
     """FAISS's parameters for one search on an index of `family` (the flat staging index of
     an unbuilt trainable kind counts as "flat"), with an optional selector."""
     if family == "hnsw":
-        return faiss.SearchParametersHNSW(sel=sel, efSearch=knobs.ef)
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=chosen.ef)
     if family in ("ivf", "ivfpq"):
-        ivf = faiss.SearchParametersIVF(sel=sel, nprobe=knobs.nprobe or nprobe_default)
+        ivf = faiss.SearchParametersIVF(sel=sel, nprobe=chosen.nprobe or nprobe_default)
         if family == "ivf":
             return ivf
-        params = faiss.IndexRefineSearchParameters(k_factor=knobs.k_factor, base_index_params=ivf)
+        params = faiss.IndexRefineSearchParameters(k_factor=chosen.k_factor, base_index_params=ivf)
         params.ivf = ivf  # keep the Python wrapper alive as long as params
         return params
     return faiss.SearchParameters(sel=sel) if sel is not None else None

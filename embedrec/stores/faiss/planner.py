@@ -29,7 +29,7 @@ import threading
 import faiss
 import numpy as np
 
-from embedrec.stores.faiss.kinds import IndexSpec, Knobs, search_params
+from embedrec.stores.faiss.kinds import IndexSpec, SearchParams, faiss_parameters
 
 GATHER_BYTES = 64 << 20
 """Largest copy of allowed vectors that exact search gathers for one matrix product."""
@@ -61,7 +61,7 @@ class Selection:
         self.mask = mask
         self.allowed = int(np.count_nonzero(mask)) if allowed is None else allowed
         self._selector: tuple[faiss.IDSelectorBitmap, np.ndarray] | None = None
-        self._params: dict[tuple[str, Knobs], faiss.SearchParameters] = {}
+        self._params: dict[tuple[str, SearchParams], faiss.SearchParameters] = {}
 
     def selector(self) -> faiss.IDSelectorBitmap:
         if self._selector is None:
@@ -69,11 +69,13 @@ class Selection:
             self._selector = (faiss.IDSelectorBitmap(len(self.mask), faiss.swig_ptr(bits)), bits)
         return self._selector[0]
 
-    def params(self, family: str, knobs: Knobs, nprobe_default: int) -> faiss.SearchParameters:
-        key = (family, knobs._replace(nprobe=knobs.nprobe or nprobe_default))
+    def params(
+        self, family: str, chosen: SearchParams, nprobe_default: int
+    ) -> faiss.SearchParameters:
+        key = (family, chosen._replace(nprobe=chosen.nprobe or nprobe_default))
         found = self._params.get(key)
         if found is None:
-            found = search_params(family, self.selector(), knobs, nprobe_default)
+            found = faiss_parameters(family, self.selector(), chosen, nprobe_default)
             self._params[key] = found
         return found
 
@@ -112,16 +114,16 @@ class IndexSearch:
         self.hnsw_m = spec.hnsw_m
         self.nlist = faiss.extract_index_ivf(index).nlist if self.family.startswith("ivf") else 1
         self.nprobe_default = nprobe or min(self.nlist, max(8, self.nlist // 32))
-        self._unfiltered: dict[Knobs, faiss.SearchParameters | None] = {}
+        self._unfiltered: dict[SearchParams, faiss.SearchParameters | None] = {}
         self._held_out: HeldOutGraph | None = None
         self._gathered: dict[int, tuple[Selection, np.ndarray, np.ndarray]] = {}
         self._gathering = threading.Lock()
 
-    def unfiltered(self, queries: np.ndarray, k: int, knobs: Knobs) -> Answer:
-        params = self._unfiltered.get(knobs)
+    def unfiltered(self, queries: np.ndarray, k: int, chosen: SearchParams) -> Answer:
+        params = self._unfiltered.get(chosen)
         if params is None:
-            params = self._unfiltered[knobs] = search_params(
-                self.family, None, knobs, self.nprobe_default
+            params = self._unfiltered[chosen] = faiss_parameters(
+                self.family, None, chosen, self.nprobe_default
             )
         return search(self.index, queries, k, params)
 
@@ -135,21 +137,23 @@ class IndexSearch:
                 self._held_out = HeldOutGraph(self)
         return self._held_out
 
-    def ann_work(self, knobs: Knobs) -> float:
+    def ann_work(self, chosen: SearchParams) -> float:
         """Roughly how many vectors one ANN query scores at this effort."""
         if self.family == "hnsw":
-            return float(knobs.ef * self.hnsw_m)
-        return (knobs.nprobe or self.nprobe_default) * self.index.ntotal / self.nlist
+            return float(chosen.ef * self.hnsw_m)
+        return (chosen.nprobe or self.nprobe_default) * self.index.ntotal / self.nlist
 
-    def raised(self, knobs: Knobs, k: int, share: float) -> Knobs:
+    def raised(self, chosen: SearchParams, k: int, share: float) -> SearchParams:
         """The effort for a search where `share` of the slots are allowed."""
         if self.family == "hnsw":
-            ef = max(knobs.ef * min(1 / share, MAX_RAISE), k / share, probe_k(k))
-            return knobs._replace(ef=min(math.ceil(ef), max(knobs.ef, MAX_EF)))
-        nprobe = math.ceil((knobs.nprobe or self.nprobe_default) / share)
-        return knobs._replace(nprobe=min(self.nlist, nprobe))
+            ef = max(chosen.ef * min(1 / share, MAX_RAISE), k / share, probe_k(k))
+            return chosen._replace(ef=min(math.ceil(ef), max(chosen.ef, MAX_EF)))
+        nprobe = math.ceil((chosen.nprobe or self.nprobe_default) / share)
+        return chosen._replace(nprobe=min(self.nlist, nprobe))
 
-    def filtered(self, queries: np.ndarray, k: int, selection: Selection, knobs: Knobs) -> Answer:
+    def filtered(
+        self, queries: np.ndarray, k: int, selection: Selection, chosen: SearchParams
+    ) -> Answer:
         """Top-k among the slots `selection` allows, k of them whenever k exist."""
         allowed, slots = selection.allowed, len(selection.mask)
         if allowed == 0:
@@ -157,7 +161,7 @@ class IndexSearch:
         k = min(k, allowed)
         if self.family in ("flat", "sq"):
             return self.exact(queries, k, selection)
-        raised = self.raised(knobs, k, allowed / slots)
+        raised = self.raised(chosen, k, allowed / slots)
         gathers = self._gathers(len(queries), allowed, slots)
         if allowed / (BLAS_GAIN if gathers else 1) <= self.ann_work(raised):
             return self.exact(queries, k, selection)
@@ -212,14 +216,14 @@ class IndexSearch:
     def exact(self, queries: np.ndarray, k: int, selection: Selection) -> Answer:
         """Exact top-k over the slots `selection` allows, from the index's exact vectors."""
         if self.family == "ivf":
-            every_list = Knobs(0, self.nlist, 0)
+            every_list = SearchParams(0, self.nlist, 0)
             return search(self.index, queries, k, selection.params("ivf", every_list, 1))
         flat = self._flat()
         if self._gathers(len(queries), selection.allowed, len(selection.mask)):
             slots, vectors = self._gathered_vectors(selection)
             distances, at = faiss.knn(queries, vectors, k, flat.metric_type)
             return distances, np.where(at >= 0, slots[at], -1)
-        params = selection.params("flat", Knobs(0, None, 0), 1)
+        params = selection.params("flat", SearchParams(0, None, 0), 1)
         return search(flat, queries, k, params)
 
 
@@ -244,7 +248,9 @@ class HeldOutGraph:
         self.levels = faiss.vector_to_array(graph.levels)
         self.lock = threading.Lock()
 
-    def search(self, queries: np.ndarray, slots: np.ndarray, k: int, knobs: Knobs) -> Answer:
+    def search(
+        self, queries: np.ndarray, slots: np.ndarray, k: int, chosen: SearchParams
+    ) -> Answer:
         """The unfiltered search of each query with its own node (`slots`, one per query)
         cut out of the graph; the node itself may still be among the hits."""
         step = max(1, self.over.index.ntotal // CUT_SHARE)
@@ -257,7 +263,7 @@ class HeldOutGraph:
                 try:
                     for r in ranges:
                         self.links[r] = -1
-                    d, i = self.over.unfiltered(queries[start : start + step], k, knobs)
+                    d, i = self.over.unfiltered(queries[start : start + step], k, chosen)
                 finally:
                     for r, links in zip(ranges, saved, strict=True):
                         self.links[r] = links

@@ -23,7 +23,7 @@ from embedrec.stores.errors import (
 from embedrec.stores.faiss import persistence
 from embedrec.stores.faiss.building import build_index
 from embedrec.stores.faiss.hits import hits_of
-from embedrec.stores.faiss.kinds import IndexSpec, Knobs, UriOptions, new_index
+from embedrec.stores.faiss.kinds import IndexSpec, SearchParams, UriOptions, new_index
 from embedrec.stores.faiss.planner import IndexSearch, Selection
 from embedrec.stores.faiss.table import SlotTable
 from embedrec.stores.filters import Node
@@ -102,7 +102,7 @@ class FaissStore(VectorStore):
         self.ef_construction = ef_construction
         self.nprobe = nprobe
         self.k_factor = k_factor
-        self._knobs = Knobs(ef, nprobe, k_factor)
+        self._search_defaults = SearchParams(ef, nprobe, k_factor)
         self.uri = uri or f"faiss:{path or ''}"
         self.capabilities = spec.capabilities(persistent=path is not None)
         self._table = SlotTable([])
@@ -235,18 +235,18 @@ class FaissStore(VectorStore):
         exclude: Sequence[Collection[str]] | None,
     ) -> list[Hits]:
         with self._lock.read():
-            knobs = self._knobs.override(params) if params else self._knobs
+            chosen = self._search_defaults.override(params) if params else self._search_defaults
             k = min(k, self._table.live_count)  # work is bounded by the records there are
             if k == 0:
                 return [Hits() for _ in range(len(queries))]
             if exclude is not None:
-                return self._search_leaving_out(queries, k, node, knobs, exclude)
+                return self._search_leaving_out(queries, k, node, chosen, exclude)
             over = self._search_over
             l2 = self.metric == "l2"
             if node is not None or self._table.dead:
-                answer = over.filtered(queries, k, self._table.select(node), knobs)
+                answer = over.filtered(queries, k, self._table.select(node), chosen)
                 return hits_of(self._table, *answer, l2=l2)
-            hits = hits_of(self._table, *over.unfiltered(queries, k, knobs), l2=l2)
+            hits = hits_of(self._table, *over.unfiltered(queries, k, chosen), l2=l2)
             short = [n for n, row in enumerate(hits) if len(row) < k]
             if short:  # an ANN search may reach fewer than k of the records
                 answer = over.exact(queries[short], k, self._table.live())
@@ -272,14 +272,14 @@ class FaissStore(VectorStore):
         if self._table.dead:
             return super()._search_held_out(ids, queries, k, params)
         with self._lock.read():
-            knobs = self._knobs.override(params) if params else self._knobs
+            chosen = self._search_defaults.override(params) if params else self._search_defaults
             kk = min(k + 1, self._table.live_count)
             graph = self._search_over.held_out()
             if graph is None:  # no graph to walk: the plain search
-                answer = self._search_over.unfiltered(queries, kk, knobs)
+                answer = self._search_over.unfiltered(queries, kk, chosen)
             else:
                 slots = self._table.find(ids)
-                answer = graph.search(queries, slots, kk, knobs)
+                answer = graph.search(queries, slots, kk, chosen)
             hits = hits_of(self._table, *answer, l2=self.metric == "l2")
         kept = [
             [n for n, hid in enumerate(h.ids) if hid != own][:k]
@@ -292,7 +292,7 @@ class FaissStore(VectorStore):
         queries: np.ndarray,
         k: int,
         node: Node | None,
-        knobs: Knobs,
+        chosen: SearchParams,
         exclude: Sequence[Collection[str]],
     ) -> list[Hits]:
         """Excluded ids leave the search itself, through the same pre-filter mask as a
@@ -306,7 +306,7 @@ class FaissStore(VectorStore):
                 mask = base.mask.copy()
                 mask[slots] = False
                 selection = Selection(mask, base.allowed - int(np.count_nonzero(base.mask[slots])))
-            answer = self._search_over.filtered(row[None, :], k, selection, knobs)
+            answer = self._search_over.filtered(row[None, :], k, selection, chosen)
             out.extend(hits_of(self._table, *answer, l2=self.metric == "l2"))
         return out
 

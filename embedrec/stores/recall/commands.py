@@ -21,14 +21,14 @@ grid order for one search param; fastest measured for several) is stored in the 
 its search defaults, which `search()` then uses when a call gives no params (a call's own
 params win; filters still raise the effort from them).
 
-Knobs and grids come from the [calibrate.grids] section of CONFIG: FAISS HNSW `ef`, IVF
-`nprobe`, IVF-PQ `nprobe` x `k_factor`, Qdrant (`qdrant+edge`, `qdrant+local`, server)
-`ef` (hnsw_ef). Each grid runs on (steps of 1.5x) to the value where the index is
-exhaustive: nprobe = nlist, ef = the live count, capped at [calibrate] max_effort (16384);
-so a target the index can reach is reached. A store with no search param (flat FAISS, SQ8,
-Pinecone, qdrant+local's brute force) gets its recall measured only. Exit status: 0
-calibrated (or measured), 1 no point of the grid meets the target (nothing stored; the message
-says what would meet it), 2 bad input."""
+The search params and their grids come from the [calibrate.grids] section of CONFIG: FAISS
+HNSW `ef`, IVF `nprobe`, IVF-PQ `nprobe` x `k_factor`, Qdrant (`qdrant+edge`,
+`qdrant+local`, server) `ef` (hnsw_ef). Each grid runs on (steps of 1.5x) to the value
+where the index is exhaustive: nprobe = nlist, ef = the live count, capped at [calibrate]
+max_effort (16384); so a target the index can reach is reached. A store with no search
+param (flat FAISS, SQ8, Pinecone, qdrant+local's brute force) gets its recall measured
+only. Exit status: 0 calibrated (or measured), 1 no point of the grid meets the target
+(nothing stored; the message says what would meet it), 2 bad input."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

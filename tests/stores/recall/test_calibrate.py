@@ -87,14 +87,14 @@ def _with_defaults(defaults: dict) -> StoreInfo:
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list:
-    """Record the knobs each call of IndexSearch.`name` gets (and returns, for `raised`)."""
+    """Record the search params each call of IndexSearch.`name` gets (and returns, for `raised`)."""
     calls: list = []
     original = getattr(planner.IndexSearch, name)
 
     def spy(self, *args):
         out = original(self, *args)
-        knobs = next(a for a in args if isinstance(a, planner.Knobs))
-        calls.append((knobs.ef, out.ef if isinstance(out, planner.Knobs) else None))
+        chosen = next(a for a in args if isinstance(a, planner.SearchParams))
+        calls.append((chosen.ef, out.ef if isinstance(out, planner.SearchParams) else None))
         return out
 
     monkeypatch.setattr(planner.IndexSearch, name, spy)
