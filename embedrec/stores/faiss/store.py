@@ -102,7 +102,7 @@ class FaissStore(VectorStore):
         self.ef_construction = ef_construction
         self.nprobe = nprobe
         self.k_factor = k_factor
-        self._search_defaults = SearchParams(ef, nprobe, k_factor)
+        self._uri_params = SearchParams(ef, nprobe, k_factor)
         self.uri = uri or f"faiss:{path or ''}"
         self.capabilities = spec.capabilities(persistent=path is not None)
         self._table = SlotTable([])
@@ -235,7 +235,7 @@ class FaissStore(VectorStore):
         exclude: Sequence[Collection[str]] | None,
     ) -> list[Hits]:
         with self._lock.read():
-            chosen = self._search_defaults.override(params) if params else self._search_defaults
+            chosen = self._uri_params.override(params) if params else self._uri_params
             k = min(k, self._table.live_count)  # work is bounded by the records there are
             if k == 0:
                 return [Hits() for _ in range(len(queries))]
@@ -272,7 +272,7 @@ class FaissStore(VectorStore):
         if self._table.dead:
             return super()._search_held_out(ids, queries, k, params)
         with self._lock.read():
-            chosen = self._search_defaults.override(params) if params else self._search_defaults
+            chosen = self._uri_params.override(params) if params else self._uri_params
             kk = min(k + 1, self._table.live_count)
             graph = self._search_over.held_out()
             if graph is None:  # no graph to walk: the plain search
