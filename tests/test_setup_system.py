@@ -110,7 +110,7 @@ def test_demo_skips_only_the_fashion_step(
     assert [s.needs for s, ok in zip(steps, done, strict=True) if not ok] == [demo.FASHION]
     assert [argv[1] for argv in ran] == [
         "configs/movielens.toml",
-        "configs/two_tower.toml",
+        "configs/sequence.toml",
         "configs/movielens.toml",
     ]
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines

@@ -337,5 +337,6 @@ def test_embedrec_serve_names_a_missing_store_before_starting(tmp_path):
     cli = [sys.executable, "-c", CLI, "serve", str(config)]
     done = subprocess.run([*cli, "--workers", "2"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert f"no store at faiss:{tmp_path}/none: build it with `embedrec ingest`" in done.stderr
+    assert f"no store at faiss:{tmp_path}/none (from [two_tower] uri in {config}): " in done.stderr
+    assert "build it with `embedrec ingest`" in done.stderr
     assert "Traceback" not in done.stderr

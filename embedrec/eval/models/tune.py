@@ -14,6 +14,7 @@ on that copy runs each split with its own values and reports the test split once
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -293,10 +294,15 @@ def default_out(config_path: Path) -> Path:
 
 
 def save(config: ExperimentConfig, path: Path) -> Path:
-    """Write `config` as TOML (every value spelled out) and check that it reads back."""
+    """Write `config` as TOML (every value spelled out) and check that it reads back. Its
+    model path is written relative to `path`'s folder, from which it is read back."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    model = Path(os.path.abspath(config.model_path))  # a config read without a file: cwd's
+    config = config.model_copy(update={"model_path": model})
+    values = config.model_dump(mode="json", exclude_none=True)
+    values["model_path"] = os.path.relpath(model, os.path.abspath(path.parent))
     header = f"# Written by embedrec tune from {config.tuned.config if config.tuned else '?'}\n"
-    path.write_text(header + dumps(config.model_dump(mode="json", exclude_none=True)))
+    path.write_text(header + dumps(values))
     if load_experiment_config(path) != config:
         raise RuntimeError(f"{path}: the written config does not read back as the tuned one")
     return path

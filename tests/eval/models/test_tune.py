@@ -129,10 +129,17 @@ def test_one_progress_line_per_trial_when_not_a_terminal(run) -> None:
     assert lines[-1].startswith(f"tune als: {TRIALS}/{TRIALS} trials, ")
 
 
+def absolute(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` with its model path made absolute (a config read from a file has it so)."""
+    return config.model_copy(update={"model_path": config.model_path.absolute()})
+
+
 def test_saved_config_reads_back_with_the_tuned_values(run, tmp_path) -> None:
-    path = save(run["tuned"], tmp_path / "planted.tuned.toml")
+    path = save(run["tuned"], tmp_path / "sub" / "planted.tuned.toml")
     loaded = load_experiment_config(path)
-    assert loaded == run["tuned"]
+    assert loaded == absolute(run["tuned"])
+    # written relative to its own folder, so a tuned config can move with its models
+    assert not Path(tomllib.loads(path.read_text())["model_path"]).is_absolute()
     assert tomllib.loads(path.read_text())["tuned"]["trials"] == TRIALS
     assert default_out(Path("configs/x.toml")) == Path("configs/x.tuned.toml")
 
@@ -238,7 +245,9 @@ def test_runs_in_parallel_merge_into_what_one_after_the_other_writes(
     save(first, a), save(other, b)
     out = tmp_path / "merged.toml"
     assert main(["tune", str(src), "--merge", str(a), "--merge", str(b), "--out", str(out)]) == 0
-    assert load_experiment_config(out).model_dump() == merged.model_dump()
+    # src (in tmp_path) names models/ in its own folder
+    from_src = merged.model_copy(update={"model_path": tmp_path / config.model_path})
+    assert load_experiment_config(out).model_dump() == from_src.model_dump()
     assert main(["tune", str(src)]) != 0
     assert "give --trials N" in capsys.readouterr().err
 
