@@ -73,6 +73,26 @@ def test_ingest_takes_the_config_folder_and_flags_the_working_directory(
     assert "items.jsonl: no such file" in err and "from [source]" not in err
 
 
+def test_an_embedder_model_path_is_taken_from_the_config_folder(place: Path) -> None:
+    config = place / "conf" / "ingest.toml"
+    for spec, expected in [
+        (
+            "two-tower:../models/m.pt?device=cpu",
+            f"two-tower:{place / 'models' / 'm.pt'}?device=cpu",
+        ),
+        ("text:./minilm", f"text:{place / 'conf' / 'minilm'}"),
+        ("text:all-MiniLM-L6-v2", "text:all-MiniLM-L6-v2"),  # a name, not a path
+        ("two-tower:/abs/m.pt", "two-tower:/abs/m.pt"),
+        ("hash:8", "hash:8"),
+    ]:
+        config.write_text(
+            f'[source]\npath = "../data/items.jsonl"\nid = "item_id"\ntext = "{{title}}"\n'
+            f'[embedder]\nspec = "{spec}"\n'
+            '[store]\nuri = "faiss:../stores/items"\n'
+        )
+        assert load_ingest_config(config).embedder.spec == expected
+
+
 def test_a_missing_source_names_the_key_and_the_config(
     place: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -179,7 +179,10 @@ def _merge_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 def _given(args: argparse.Namespace) -> set[str]:
     """The path keys the flags set ("section.key"): taken from the working directory."""
-    keys = {"source.path": args.source, "store.uri": args.store, "ingest.rejects": args.rejects}
+    keys = {
+        "source.path": args.source, "store.uri": args.store, "ingest.rejects": args.rejects,
+        "embedder.spec": args.embedder,
+    }  # fmt: skip
     return {key for key, value in keys.items() if value is not None}
 
 

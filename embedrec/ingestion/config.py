@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -72,11 +73,31 @@ class SourceConfig(Section):
 
 class EmbedderConfig(Section):
     spec: str = "text"
-    """`text`, `text:MODEL` (a name or a folder), `image`, `image:...` (see embedrec.embedders)."""
+    """`text`, `text:MODEL` (a name or a folder), `image`, `image:...`, `two-tower:PATH` (see
+    embedrec.embedders). A two-tower model's relative path, and a model folder written
+    `./...` or `../...`, are taken from the config file's folder."""
+
+    @field_validator("spec")
+    @classmethod
+    def _from_config_folder(cls, value: str, info: ValidationInfo) -> str:
+        return from_config_folder(value, info, "embedder.spec", spec_located_in)
+
     device: str | None = None
     """auto, cpu, cuda, cuda:N or mps; unset: the spec's `?device=`, else auto."""
     batch_size: Annotated[int, Field(ge=1)] | None = None
     """Rows the embedder takes at once (default: [ingest] batch_size)."""
+
+
+def spec_located_in(spec: str, folder: Path) -> str:
+    """`spec` with its model path taken from `folder`: a two-tower spec's relative path, or
+    any spec's path written `./...` or `../...` (a bare `text:NAME` may be a hub name)."""
+    kind, colon, rest = spec.partition(":")
+    location, question, query = rest.partition("?")
+    if not colon or not (kind == "two-tower" or location.startswith(("./", "../"))):
+        return spec
+    if not location or location.startswith(("/", "~")):
+        return spec
+    return f"{kind}:{os.path.normpath(folder / location)}{question}{query}"
 
 
 class StoreConfig(Section):

@@ -408,7 +408,7 @@ class Recommender:
         queries = user_queries(space, requests, histories, self._user_rows)
         seen = self.interactions.seen if self.interactions is not None else {}
         exclude = [
-            seen.get(u or "", frozenset()) | q.items | live.items(u)
+            _joined(seen.get(u or "", frozenset()), q.items | live.items(u))
             if exclude_seen
             else frozenset()
             for u, q in zip(ids, queries, strict=True)
@@ -457,3 +457,9 @@ class Recommender:
                     if len(out) == k:
                         return Hits.of(out)
         return Hits.of(out)
+
+
+def _joined(seen: frozenset[str], more: frozenset[str]) -> frozenset[str]:
+    """`seen` itself when there is nothing `more` (most requests): the same object, whose
+    hash Python keeps and whose slots the store caches, not a copy to hash and compare."""
+    return seen | more if more else seen
