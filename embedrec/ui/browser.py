@@ -11,7 +11,9 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -63,6 +65,7 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers (zygote, renderers) share one group to stop
         )  # fmt: skip
         try:
             port = self._port()
@@ -134,14 +137,29 @@ class Browser:
         return path
 
     def close(self) -> None:
+        """Stop the browser and every helper process it started, then remove the profile.
+
+        Chromium's helpers outlive the main process by a moment and keep writing into the
+        profile, so the whole process group is stopped first and the removal is retried.
+        """
         self._stack.close()
-        if self.process.poll() is None:
-            self.process.terminate()
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        self._signal_group(signal.SIGKILL)
+        self.process.wait()
+        for attempt in range(20):
             try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.profile.cleanup()
+                self.profile.cleanup()
+                return
+            except OSError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.1)
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
 
     def __enter__(self) -> Browser:
         return self
