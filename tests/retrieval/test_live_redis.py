@@ -30,6 +30,7 @@ from embedrec.retrieval.live.consumer import (
     pending_count,
 )
 from embedrec.retrieval.live.service import Live
+from embedrec.stores.errors import StoreUnavailable
 from embedrec.testing.redis_server import RedisServer
 from tests.retrieval.conftest import Data, make_recommender, serving, store_uri
 from tests.retrieval.live_redis import assert_replayed, config_text, redis_server, xadd
@@ -134,23 +135,60 @@ def test_a_poison_entry_is_dead_lettered_after_max_failures(
     live.close()
 
 
+def test_outages_while_applying_again_never_dead_letter(
+    recommender, redis_server, data, monkeypatch
+) -> None:
+    """Entries delivered again are marked before they are applied; a store outage takes the
+    marks back, so more outages than max_failures dead-letter nothing."""
+    config = StreamConfig(redis=redis_server.url, stream="t7", prefix="t7", max_failures=2)
+    live = Live(recommender, config, consume=True)
+    assert live.consumer is not None
+    events = _events(data, 30, seed=7)
+    add, outages = live.histories.add, []
+
+    def down(batch):
+        if len(outages) < 5:
+            outages.append(len(batch))
+            raise StoreUnavailable("the store is down")
+        return add(batch)
+
+    monkeypatch.setattr(live.histories, "add", down)
+    xadd(live.client, "t7", events)
+    live.consumer.ensure_group()
+    while len(outages) < 5:  # the first delivery, then four deliveries again
+        try:
+            live.consumer.step()
+        except StoreUnavailable:
+            live.consumer._own_backlog = True  # as run() does after an error
+        assert all(int(n) <= 0 for n in live.client.hvals("t7:failures"))
+    assert outages == [30] * 5
+    _drain(live.consumer, live)
+    assert live.client.xlen("t7:dead") == 0
+    assert live.histories.applied_total() == len(events)
+    live.close()
+
+
 def _spawn(config: Path, name: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "embedrec.cli", "stream", str(config), "--consumer", name]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _stream_config(root: Path, data: Data, url: str, name: str, **stream: object) -> Path:
+    """A serve config for `embedrec stream` over the module's stores and users."""
+    model = data.model.save(root / "model.pt")
+    data.users.to_csv(root / "users.csv", index=False)
+    data.ratings.to_csv(root / "ratings.csv", index=False)
+    config = root / f"{name}.toml"
+    config.write_text(config_text(root, url, store_uri("faiss", root / "tt"), model, **stream))
+    return config
 
 
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(
     recommender, redis_server, data, root
 ) -> None:
-    model = data.model.save(root / "model.pt")
-    data.users.to_csv(root / "users.csv", index=False)
-    data.ratings.to_csv(root / "ratings.csv", index=False)
-    config = root / "kill.toml"
-    tt = store_uri("faiss", root / "tt")
-    text = config_text(root, redis_server.url, tt, model, stream="t2", prefix="t2",
-                       batch=25, claim_idle_s=1.0, history_size=10)  # fmt: skip
-    config.write_text(text)
+    config = _stream_config(root, data, redis_server.url, "kill", stream="t2", prefix="t2",
+                            batch=25, claim_idle_s=1.0, history_size=10)  # fmt: skip
     events = _events(data, 4000, seed=2)
     live = Live(recommender, StreamConfig(redis=redis_server.url, stream="t2", prefix="t2",
                 batch=25, claim_idle_s=1.0, history_size=10), consume=True)  # fmt: skip
@@ -173,6 +211,62 @@ def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(
     assert_replayed(live.histories, events, users, HistoryLimits(10))
     assert live.histories.applied_total() == len(events)  # none lost, none applied twice
     assert live.client.xlen("t2:dead") == 0
+    live.close()
+
+
+CRASHER = """
+import os, signal, sys
+from embedrec.retrieval.live.applier import EventApplier
+apply = EventApplier.apply
+def crashing(self, events, source):
+    if any(e.event_id == "crash" for e in events):
+        os.kill(os.getpid(), signal.SIGKILL)  # as a crash in native code ends it
+    return apply(self, events, source)
+EventApplier.apply = crashing
+from embedrec.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_an_event_that_ends_the_process_is_dead_lettered(
+    recommender, redis_server, data, root
+) -> None:
+    """An event whose apply kills the consumer's process raises nothing to count; it is
+    still dead-lettered after max_failures deaths, and the events delivered with it are
+    applied once each. The old consumer died on it for ever."""
+    stream = {"stream": "t6", "prefix": "t6", "batch": 40, "max_failures": 3}
+    config = _stream_config(root, data, redis_server.url, "crash", **stream)
+    live = Live(recommender, StreamConfig(redis=redis_server.url, **stream), consume=True)
+    assert live.consumer is not None
+    live.consumer.ensure_group()
+    events = _events(data, 200, seed=6)
+    xadd(live.client, "t6", [*events[:90], {**events[0], "event_id": "crash"}, *events[90:]])
+    deaths, deadline = 0, time.monotonic() + 240
+    cmd = [sys.executable, "-c", CRASHER, "stream", str(config), "--consumer", "crasher"]
+    while not live.client.xlen("t6:dead") or pending_count(live.client, live.settings):
+        crasher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while crasher.poll() is None and not (
+            live.client.xlen("t6:dead") and not pending_count(live.client, live.settings)
+        ):
+            assert time.monotonic() < deadline, f"still pending after {deaths} deaths"
+            time.sleep(0.05)
+        if crasher.poll() is None:
+            crasher.terminate()
+        elif crasher.wait() == -signal.SIGKILL:
+            deaths += 1
+        else:
+            raise AssertionError(crasher.stderr.read().decode())  # type: ignore[union-attr]
+        crasher.wait()
+    _drain(live.consumer, live)
+    assert deaths == 1 + 3  # its first delivery (no mark yet), then max_failures marks
+    dead = live.client.xrange("t6:dead")
+    assert len(dead) == 1 and b'"crash"' in dead[0][1][b"event"]
+    assert "failed 3 times: the consumer's process ended" in dead[0][1][b"reason"].decode()
+    users = sorted({e["user_id"] for e in events})
+    assert_replayed(live.histories, events, users, HistoryLimits())
+    assert live.histories.applied_total() == len(events)
+    assert not live.client.hlen("t6:failures") and not live.client.hlen("t6:errors")
     live.close()
 
 

@@ -21,6 +21,13 @@ failures counted in `STREAM:failures` (with the last error in `STREAM:errors`). 
 that has failed `max_failures` times goes to the dead-letter stream with that error (a
 poison entry). Failures are counted, not deliveries: a store outage or a killed consumer
 delivers entries again too, and must not dead-letter them.
+
+An event that kills the consumer's process (a crash in native code, the memory limit) raises
+nothing to count, so entries delivered again are counted before they are applied: each is
+marked in `STREAM:failures`, and the mark is removed when it is applied (or taken back on an
+outage). A mark left behind means the process ended while applying it; such a suspect is
+then applied alone, marked just before, so only the entry that keeps ending the process
+reaches `max_failures`, and the others are applied and acknowledged one by one.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import orjson
@@ -45,6 +53,8 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 DeadEntry = tuple[bytes, bytes, str]
 """(stream id, the raw event, the reason): one dead letter."""
 MAX_PAUSE_S = 5.0
+ENDED = "the consumer's process ended while applying it"
+"""The error recorded with a mark: what stays when a process dies before it settles it."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,8 @@ class StreamConsumer:
         self.name = settings.name()
         self._own_backlog = True
         self._next_claim = 0.0
+        self._unsettled: list[bytes] = []
+        """Marks an outage left to take back (Redis was down when they were to go)."""
 
     def ensure_group(self) -> None:
         """Create the group (from the stream's start, so that no entry is missed)."""
@@ -98,6 +110,9 @@ class StreamConsumer:
         """One round; returns how many entries it handled."""
         s = self.settings
         handled = 0
+        if self._unsettled:
+            self._unmark(self._unsettled)
+            self._unsettled = []
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + s.claim_idle_s / 2
@@ -118,20 +133,46 @@ class StreamConsumer:
 
     def handle(self, entries: list[Entry], *, again: bool = False) -> int:
         """Apply, dead-letter and acknowledge `entries` (`again`: delivered before, so some
-        may have failed before). `BatchFailed` when events failed with a bug: those stay
-        pending, everything else is acknowledged."""
+        may have failed, or ended a process, before). `BatchFailed` when events failed with
+        a bug: those stay pending, everything else is acknowledged."""
         if not entries:
             return 0
         events, dead, event_entry = _parse(entries)
         if dead:
             self.applier.stats.rejected.labels("invalid").inc(len(dead))
+        marked: list[bytes] = []
+        settled: dict[bytes, str] = {}  # suspects, each settled already: entry -> error
         if again:
-            events = self._drop_poison(events, entries, event_entry, dead)
-        refused, failed = self._apply(events)
+            events, suspects = self._drop_poison(events, entries, event_entry, dead)
+            settled = self._apply_alone(suspects, entries, event_entry)
+            marked = [event_entry[e.event_id] for e in events]
+            self._mark(marked)
+        try:
+            refused, failed = self._apply(events)
+        except (redis.RedisError, StoreUnavailable):
+            self._take_back(marked)
+            raise
         for event_id, reason in refused.items():
             dead.append((event_entry[event_id], _raw_of(entries, event_entry[event_id]), reason))
         failing = {event_entry[event_id]: error for event_id, error in failed.items()}
-        done = [e[0] for e in entries if e[0] not in failing]
+        done = [e[0] for e in entries if e[0] not in failing and e[0] not in settled]
+        self._settle(dead, done, failing, counted=marked, forget=again)
+        failing |= {entry_id: error for entry_id, error in settled.items() if error}
+        if failing:
+            first = next(iter(failing.values()))
+            raise BatchFailed(f"{len(failing)} event(s) failed and stay pending: {first}")
+        return len(entries)
+
+    def _settle(
+        self,
+        dead: list[DeadEntry],
+        done: list[bytes],
+        failing: dict[bytes, str],
+        counted: Collection[bytes] = (),
+        forget: bool = True,
+    ) -> None:
+        """Dead-letter `dead`, acknowledge `done` (and, with `forget`, drop their counts),
+        and count a failure for each of `failing` not `counted` (marked) already."""
         counts, errors = self.settings.failures
         with self.client.pipeline() as pipe:
             for entry_id, raw, reason in dead:
@@ -139,17 +180,64 @@ class StreamConsumer:
                 pipe.xadd(self.settings.dead_letter, fields)  # type: ignore[arg-type]
             if done:
                 pipe.xack(self.settings.stream, self.settings.group, *done)
-                if again:  # forget the failures of entries that are done now
+                if forget:  # forget the failures of entries that are done now
                     pipe.hdel(counts, *done)
                     pipe.hdel(errors, *done)
             for entry_id, error in failing.items():
-                pipe.hincrby(counts, entry_id)
+                if entry_id not in counted:
+                    pipe.hincrby(counts, entry_id)
                 pipe.hset(errors, entry_id, error)
             pipe.execute()
-        if failing:
-            first = next(iter(failing.values()))
-            raise BatchFailed(f"{len(failing)} event(s) failed and stay pending: {first}")
-        return len(entries)
+
+    def _apply_alone(
+        self, suspects: list[Event], entries: list[Entry], event_entry: dict[str, bytes]
+    ) -> dict[bytes, str]:
+        """Apply each suspect alone, marked just before and settled just after, so that a
+        process that dies on one leaves no mark on the others. Returns each suspect's
+        entry -> its error ('' when it was applied or refused); a failing one stays pending."""
+        settled: dict[bytes, str] = {}
+        for event in suspects:
+            entry_id = event_entry[event.event_id]
+            self._mark([entry_id])
+            try:
+                refused, failed = self._apply([event])
+            except (redis.RedisError, StoreUnavailable):
+                self._take_back([entry_id])
+                raise
+            settled[entry_id] = failed.get(event.event_id, "")
+            if settled[entry_id]:
+                self._settle([], [], {entry_id: settled[entry_id]}, counted=[entry_id])
+                continue
+            reason = refused.get(event.event_id)
+            gone = [(entry_id, _raw_of(entries, entry_id), reason)] if reason else []
+            self._settle(gone, [entry_id], {})
+        return settled
+
+    def _mark(self, entry_ids: list[bytes]) -> None:
+        """Count an attempt for each entry before applying it; see the module's docstring."""
+        if not entry_ids:
+            return
+        counts, errors = self.settings.failures
+        with self.client.pipeline() as pipe:
+            for entry_id in entry_ids:
+                pipe.hincrby(counts, entry_id)
+                pipe.hsetnx(errors, entry_id, ENDED)
+            pipe.execute()
+
+    def _unmark(self, entry_ids: list[bytes]) -> None:
+        counts, _ = self.settings.failures
+        with self.client.pipeline() as pipe:
+            for entry_id in entry_ids:
+                pipe.hincrby(counts, entry_id, -1)
+            pipe.execute()
+
+    def _take_back(self, entry_ids: list[bytes]) -> None:
+        """Undo the marks of an attempt an outage stopped: an outage is no failure. While
+        Redis is down they wait for the next round."""
+        try:
+            self._unmark(entry_ids)
+        except redis.RedisError:
+            self._unsettled.extend(entry_ids)
 
     def _apply(self, events: list[Event]) -> tuple[dict[str, str], dict[str, str]]:
         """Apply `events`: (refused event id -> reason, failed event id -> error). After a
@@ -181,29 +269,33 @@ class StreamConsumer:
         entries: list[Entry],
         event_entry: dict[str, bytes],
         dead: list[DeadEntry],
-    ) -> list[Event]:
-        """`events` less those whose entries failed `max_failures` times: they join `dead`
-        with their last error, counted as rejected for 'poison'."""
+    ) -> tuple[list[Event], list[Event]]:
+        """`events` less those whose entries failed `max_failures` times (they join `dead`
+        with their last error, counted as rejected for 'poison'), as (never failed,
+        suspects: failed or ended a process before)."""
         counts, errors = self.settings.failures
         ids = [event_entry[e.event_id] for e in events]
         if not ids:
-            return events
+            return events, []
         with self.client.pipeline() as pipe:
             pipe.hmget(counts, ids)
             pipe.hmget(errors, ids)
             failures, last = pipe.execute()
         limit = self.settings.max_failures
-        kept = []
+        fresh: list[Event] = []
+        suspects: list[Event] = []
         for event, entry_id, n, error in zip(events, ids, failures, last, strict=True):
             if n is None or int(n) < limit:
-                kept.append(event)
+                (fresh if n is None or int(n) <= 0 else suspects).append(event)
                 continue
             reason = f"applying it failed {int(n)} times: {(error or b'').decode()}"
             dead.append((entry_id, _raw_of(entries, entry_id), reason))
             log.error("event stream: %s dead-lettered: %s", event.event_id, reason)
-        if len(kept) < len(events):
-            self.applier.stats.rejected.labels("poison").inc(len(events) - len(kept))
-        return kept
+        if len(fresh) + len(suspects) < len(events):
+            self.applier.stats.rejected.labels("poison").inc(
+                len(events) - len(fresh) - len(suspects)
+            )
+        return fresh, suspects
 
     def run(self, stop: threading.Event) -> None:
         """Rounds until `stop` is set, pausing (up to 5 s) while Redis or a store is down."""
