@@ -157,7 +157,8 @@ class StreamConfig(Section):
     refresh_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     """How often each process looks for catalogue events that another process (another
     worker's consumer, `embedrec stream`) committed to a FAISS store it serves, and loads
-    them: one small file read per store."""
+    them: one small file read per store. Also how long a consumer takes an item it found in
+    the catalogue as still there (another process may remove it) before asking again."""
     max_failures: Annotated[int, Field(ge=1, le=1_000)] = 5
     """Times applying an entry may fail with an error that is neither a bad event nor an
     outage (a bug) before it goes to the dead-letter stream with that error."""

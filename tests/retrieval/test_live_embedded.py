@@ -16,6 +16,7 @@ from embedrec.ingestion.manifest import LiveEdits
 from embedrec.retrieval.api import create_app
 from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.config import StreamConfig
+from embedrec.retrieval.events.models import parse_event
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.live.service import Live
 from embedrec.stores import open_existing
@@ -197,5 +198,21 @@ def test_a_writer_whose_alias_moved_writes_the_new_generation_too(data: Data, tm
             assert [r.id for r in store.fetch(["moved-film"])] == ["moved-film"]
         with closing(LiveEdits.of(generation.uri)) as edits:
             assert edits.all() == {"moved-film": "added"}
+    live.close()
+    recommender.close()
+
+
+def test_an_item_another_process_removed_is_known_no_longer(data: Data, tmp_path) -> None:
+    """The consumer remembers which items the catalogue holds for `refresh_s` only: a removal
+    it did not apply itself (another process's) holds the next interaction with that item."""
+    recommender = make_recommender(data, tmp_path)
+    live = Live(recommender, StreamConfig(refresh_s=0.05), consume=False)
+    user, item = str(data.users["user_id"].iloc[2]), data.item_ids[3]
+    first = live.applier.apply([parse_event(_interaction(1, user, item))], "api")
+    assert first.new == 1 and first.held == 0
+    recommender.space("two-tower").failover.primary.delete([item])  # not by an event
+    time.sleep(0.1)
+    second = live.applier.apply([parse_event(_interaction(2, user, item))], "api")
+    assert second.new == 0 and second.held == 1
     live.close()
     recommender.close()

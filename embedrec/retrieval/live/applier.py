@@ -30,18 +30,23 @@ class Applied:
 
 class KnownItems:
     """Which items the recommendable catalogue holds: the two-tower space's store (else the
-    first space's), asked once per item and remembered while no event removes it."""
+    first space's), asked once per item and remembered for `max_age_s` (or until this
+    process's event removes it): another process's removal is seen within that time."""
 
-    def __init__(self, recommender: Recommender) -> None:
+    def __init__(self, recommender: Recommender, max_age_s: float) -> None:
         self.recommender = recommender
         spaces = recommender.spaces
         self.space = "two-tower" if "two-tower" in spaces else spaces[0]
+        self.max_age_s = max_age_s
         self._known: set[str] = set()
+        self._since = time.monotonic()
         self._lock = threading.Lock()
 
     def of(self, ids: Iterable[str]) -> set[str]:
         wanted = set(ids)
         with self._lock:
+            if time.monotonic() - self._since > self.max_age_s:
+                self._known, self._since = set(), time.monotonic()
             unknown = list(wanted - self._known)
         if unknown:
             fo = self.recommender.space(self.space).failover
@@ -65,10 +70,13 @@ class EventApplier:
         recommender: Recommender,
         histories: LiveHistories,
         stats: LiveStats | None = None,
+        known_for_s: float = 0.5,
     ) -> None:
+        """`known_for_s`: how long an item found in the catalogue is taken as there
+        without asking the store again (`[stream] refresh_s`)."""
         self.histories = histories
         self.catalogue = CatalogueWriter(recommender)
-        self.items = KnownItems(recommender)
+        self.items = KnownItems(recommender, known_for_s)
         self.stats = stats or LiveStats()
 
     def apply(self, events: Sequence[Event], source: str) -> Applied:

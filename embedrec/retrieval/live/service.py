@@ -76,7 +76,7 @@ class Live:
             self._use_redis(config.redis, base, limits, consume, consumer or "")
         self.histories.stats = self.stats
         recommender.histories = self.histories
-        self.applier = EventApplier(recommender, self.histories, self.stats)
+        self.applier = EventApplier(recommender, self.histories, self.stats, config.refresh_s)
         if self.settings is not None and consume:
             # a client of its own: its reads block longer than a request waits on Redis
             reader = self._connect(config.redis, timeout_s=config.block_s + READ_SLACK_S)
