@@ -21,7 +21,14 @@ from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.live.service import Live
 from embedrec.stores import open_existing
 from embedrec.stores.lifecycle.aliases import alias_book
-from tests.retrieval.conftest import Data, build_store, make_recommender, serving
+from tests.retrieval.conftest import (
+    Data,
+    backend_param,
+    build_store,
+    make_recommender,
+    serving,
+    store_uri,
+)
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +184,13 @@ def test_a_catalogue_event_an_embedder_refuses(http: httpx.Client, data: Data) -
     assert 'embedrec_events_rejected_total{reason="apply"}' in http.get("/metrics").text
 
 
-def test_a_writer_whose_alias_moved_writes_the_new_generation_too(data: Data, tmp_path) -> None:
+@pytest.mark.parametrize("backend", [backend_param("faiss"), backend_param("qdrant+edge")])
+def test_a_writer_whose_alias_moved_writes_the_new_generation_too(
+    data: Data, tmp_path, backend: str
+) -> None:
     """A rebuild swapped the alias after its last replay, while this process still serves
     the old generation: the catalogue event lands in the old one and in the one now live."""
-    alias = f"faiss:{tmp_path / 'alias'}?index=Flat"
+    alias = store_uri(backend, tmp_path / "alias")
     book = alias_book(alias)
     old, new = book.generation("g0001"), book.generation("g0002")
     for generation in (old, new):
@@ -193,9 +203,10 @@ def test_a_writer_whose_alias_moved_writes_the_new_generation_too(data: Data, tm
     event = {"event_id": "moved-1", "op": "added", "item_id": "moved-film",
              "fields": dict(data.item_meta[0])}  # fmt: skip
     assert live.accept([event]).accepted == 1
+    assert [r.id for r in serving_old.fetch(["moved-film"])] == ["moved-film"]
+    with open_existing(new.uri) as store:  # an edge shard has one opener: the writer let go
+        assert [r.id for r in store.fetch(["moved-film"])] == ["moved-film"]
     for generation in (old, new):
-        with open_existing(generation.uri) as store:
-            assert [r.id for r in store.fetch(["moved-film"])] == ["moved-film"]
         with closing(LiveEdits.of(generation.uri)) as edits:
             assert edits.all() == {"moved-film": "added"}
     live.close()
