@@ -84,8 +84,13 @@ class EmbedderConfig(Section):
 
     device: str | None = None
     """auto, cpu, cuda, cuda:N or mps; unset: the spec's `?device=`, else auto."""
-    batch_size: Annotated[int, Field(ge=1)] | None = None
-    """Rows the embedder takes at once (default: [ingest] batch_size)."""
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
+    """Items the text or image embedder runs through its model at once, within each
+    [ingest] batch: a number, or auto (64 texts or 32 images on a CPU; on CUDA the size that
+    fits and still gains throughput, probed once per model and device); unset: the spec's
+    `?batch_size=`, else auto. Whatever the size, a batch that runs out of GPU memory is
+    split and retried. On a GPU, raise [ingest] batch_size too: a model batch is at most one
+    ingest batch."""
 
 
 def spec_located_in(spec: str, folder: Path) -> str:
