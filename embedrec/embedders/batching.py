@@ -56,7 +56,7 @@ def _out_of_memory() -> type[BaseException]:
 
 
 def _free_cuda_cache() -> None:
-    import torch
+    import torch  # loaded already, as in _out_of_memory
 
     torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
 
