@@ -103,7 +103,7 @@ def test_one_item_that_does_not_fit_raises() -> None:
         image_embedder(Net(fits=0), "oom-one", batch_size=4).embed(images(3))
 
 
-def paced(fits: int, seconds: float = 0.05):  # type: ignore[no-untyped-def]
+def paced(fits: int, seconds: float = 0.1):  # type: ignore[no-untyped-def]
     """A model call that takes `seconds` whatever the batch up to 128 items (a GPU that is
     not yet busy), then longer in proportion squared; more than `fits` items run out of
     memory."""
@@ -135,7 +135,7 @@ def test_auto_on_cuda_probes_once_per_model_and_device() -> None:
     """`BatchSizer.run` as an embedder on CUDA calls it: the probe's size is used and kept
     for the process; a call with no more items than the CPU size neither probes nor
     batches differently."""
-    run, sizes = paced(fits=100, seconds=0.02)
+    run, sizes = paced(fits=100)
     seen: list[int] = []
 
     def encode(chunk: list[int]) -> np.ndarray:
