@@ -8,7 +8,10 @@ there) and CPU callables."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +157,14 @@ def test_auto_on_cuda_probes_once_per_model_and_device() -> None:
     assert len(sizes) == probed  # kept: no second probe
     assert BatchSizer("auto-cuda-test", "auto", 16, 1024).size("cuda") == 64  # per model
     assert sizer.size("cpu") == 16 and sizer.size("cuda:1") == 16  # and device
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal without CUDA")
+def test_cuda_check_refuses_in_one_line_without_cuda() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "cuda_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "cuda_check: no CUDA device (torch.cuda.is_available() is False); "
+        "--dry-run checks this script on the CPU"
+    ]
