@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +20,14 @@ from PIL import Image, UnidentifiedImageError
 
 from embedrec.common.vectors import l2_normalize
 from embedrec.embedders.base import CatalogRow, InputError, resolve_device, weights_fingerprint
+from embedrec.embedders.batching import AUTO, BatchSize, BatchSizer
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 DEFAULT_IMAGE_SIZE = 224
+CPU_BATCH = 32
+MOST_BATCH = 1024
+"""auto's ceiling on CUDA (embedders/batching.py): 1024 images of 224 px are 616 MB of
+float32 input on the host."""
 _EFFICIENTNETS = {f"efficientnet-lite{i}" for i in range(5)} | {
     f"efficientnet-b{i}" for i in range(9)
 }
@@ -104,7 +109,8 @@ class ImageEmbedder:
     input to (n, dim) or (n, C, h, w) features. `weights`: a local state-dict file loaded
     into the module. For a module, pass `name` (else one is derived from a hash of its
     parameters) and its expected `pixel_mean`/`pixel_std`, e.g. ImageNet's
-    (123.675, 116.28, 103.53)/(58.395, 57.12, 57.375).
+    (123.675, 116.28, 103.53)/(58.395, 57.12, 57.375). `batch_size`: images through the
+    model at once, a number or auto (32 on a CPU, probed on CUDA: embedders/batching.py).
     """
 
     modality: Literal["image"] = "image"
@@ -113,7 +119,7 @@ class ImageEmbedder:
         self,
         backbone: str | Any = DEFAULT_BACKBONE,
         device: str = "auto",
-        batch_size: int = 32,
+        batch_size: BatchSize = AUTO,
         image_size: int = DEFAULT_IMAGE_SIZE,
         *,
         weights: str | Path | None = None,
@@ -121,12 +127,9 @@ class ImageEmbedder:
         pixel_std: Pixels = 127.5,
         name: str | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16, not {image_size}")
         self.device = device
-        self.batch_size = batch_size
         self.image_size = image_size
         self._mean = np.broadcast_to(np.asarray(pixel_mean, dtype=np.float32), (3,))
         self._std = np.broadcast_to(np.asarray(pixel_std, dtype=np.float32), (3,))
@@ -148,6 +151,11 @@ class ImageEmbedder:
         if (self._mean != 127.5).any() or (self._std != 127.5).any():
             preprocess += f":mean={self._mean.tolist()}:std={self._std.tolist()}"
         self.name = f"image:{name or label}:{preprocess}"
+        self.sizer = BatchSizer(self.name, batch_size, CPU_BATCH, MOST_BATCH)
+
+    @property
+    def batch_size(self) -> BatchSize:
+        return self.sizer.requested
 
     def _init_efficientnet(self, backbone: str) -> str:
         if backbone not in _EFFICIENTNETS:
@@ -236,12 +244,21 @@ class ImageEmbedder:
         items = list(batch)
         if not items:
             return np.empty((0, self.dim), dtype=np.float32)
-        out = []
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            try:
-                pixels = self.preprocess(chunk)
-            except InputError as exc:
-                raise InputError(start + exc.index, exc.reason) from None
-            out.append(self._forward(pixels))
-        return l2_normalize(np.concatenate(out), zero_rows="keep")
+        self._network()
+        vectors = self.sizer.run(self._torch_device, items, self._embed_batch, self._probe(items))
+        return l2_normalize(vectors, zero_rows="keep")
+
+    def _embed_batch(self, items: Sequence[Any]) -> np.ndarray:
+        return self._forward(self.preprocess(items))
+
+    def _probe(self, items: list[Any]) -> Callable[[int], np.ndarray]:
+        """The network on n images for auto's probe: the call's first images, preprocessed
+        once (only if a probe runs), repeated to n."""
+        pixels: list[np.ndarray] = []
+
+        def run(n: int) -> np.ndarray:
+            if not pixels:
+                pixels.append(self.preprocess(items[: self.sizer.default]))
+            return self._forward(pixels[0][np.arange(n) % len(pixels[0])])
+
+        return run

@@ -12,8 +12,12 @@ import numpy as np
 
 from embedrec.common.vectors import l2_normalize
 from embedrec.embedders.base import CatalogRow, InputError, resolve_device, weights_fingerprint
+from embedrec.embedders.batching import AUTO, BatchSize, BatchSizer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CPU_BATCH = 64
+MOST_BATCH = 4096
+"""auto's ceiling on CUDA (embedders/batching.py)."""
 
 
 def default_model() -> str:
@@ -51,6 +55,8 @@ class TextEmbedder:
 
     The name of a local model carries a hash of its files; a hub model's name carries
     `revision` when given (pin one to keep cache keys meaningful across model updates).
+    `batch_size`: texts through the model at once, a number or auto (64 on a CPU, probed on
+    CUDA: embedders/batching.py).
     """
 
     modality: Literal["text"] = "text"
@@ -59,14 +65,11 @@ class TextEmbedder:
         self,
         model: str | Path | None = None,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: BatchSize = AUTO,
         revision: str | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         self.model = str(model) if model is not None else default_model()
         self.device = device
-        self.batch_size = batch_size
         self.revision = revision
         local = Path(self.model).expanduser()
         self._local = local if local.exists() else None
@@ -76,7 +79,9 @@ class TextEmbedder:
         else:
             self.name = f"text:{self.model}" + (f"@{revision}" if revision else "")
         self._dim = _dim_from_folder(self._local) if self._local is not None else None
+        self.sizer = BatchSizer(self.name, batch_size, CPU_BATCH, MOST_BATCH)
         self._st: Any = None
+        self._device = "cpu"
 
     def _model(self) -> Any:
         if self._st is None:
@@ -86,10 +91,11 @@ class TextEmbedder:
 
             bar = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()  # its per-weight bar is noise beside ours
+            self._device = resolve_device(self.device)
             try:
                 self._st = SentenceTransformer(
                     str(self._local or self.model),
-                    device=resolve_device(self.device),
+                    device=self._device,
                     revision=self.revision,
                 )
             except OSError as exc:
@@ -121,11 +127,26 @@ class TextEmbedder:
                 raise InputError(i, "empty text")
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        vectors = self._model().encode(
-            texts,
-            batch_size=self.batch_size,
+        self._model()
+        # longest first, as sentence-transformers orders one call's texts: the same batches
+        order = np.argsort([-len(text) for text in texts])
+        ordered = [texts[i] for i in order]
+        probe = lambda n: self._encode([ordered[i % len(ordered)] for i in range(n)])  # noqa: E731
+        found = self.sizer.run(self._device, ordered, self._encode, probe)
+        vectors = np.empty_like(found)
+        vectors[order] = found
+        return l2_normalize(vectors, zero_rows="keep")
+
+    @property
+    def batch_size(self) -> BatchSize:
+        return self.sizer.requested
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One batch through the model."""
+        return self._st.encode(
+            list(texts),
+            batch_size=len(texts),
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return l2_normalize(vectors, zero_rows="keep")

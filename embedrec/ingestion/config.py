@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from embedrec.common.config import Section, from_config_folder, load_model, validate
 from embedrec.data.registry import known_dataset
+from embedrec.embedders.batching import check_batch_size
 from embedrec.stores.uri import located_in
 
 
@@ -84,8 +85,18 @@ class EmbedderConfig(Section):
 
     device: str | None = None
     """auto, cpu, cuda, cuda:N or mps; unset: the spec's `?device=`, else auto."""
-    batch_size: Annotated[int, Field(ge=1)] | None = None
-    """Rows the embedder takes at once (default: [ingest] batch_size)."""
+    batch_size: int | Literal["auto"] | None = None
+    """Items the text or image embedder runs through its model at once, within each
+    [ingest] batch: a number, or auto (64 texts or 32 images on a CPU; on CUDA the size that
+    fits and still gains throughput, probed once per model and device); unset: the spec's
+    `?batch_size=`, else auto. Whatever the size, a batch that runs out of GPU memory is
+    split and retried. On a GPU, raise [ingest] batch_size too: a model batch is at most one
+    ingest batch."""
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: object) -> object:
+        return None if value is None else check_batch_size(value)
 
 
 def spec_located_in(spec: str, folder: Path) -> str:

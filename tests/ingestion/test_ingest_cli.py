@@ -17,6 +17,8 @@ from embedrec.common.config import ConfigFileError
 from embedrec.common.settings import cache_root
 from embedrec.data.datasets import export_catalog
 from embedrec.data.fetching import DatasetUnavailable
+from embedrec.embedders import get_embedder
+from embedrec.ingestion.commands import _embedder_options
 from embedrec.ingestion.config import load_ingest_config
 from embedrec.ingestion.manifest import manifest_path
 from embedrec.stores import open_store
@@ -129,6 +131,18 @@ def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixtur
         load_ingest_config(config)
     assert main(["ingest", "--store", "faiss:"]) == 2
     assert "no catalog" in capsys.readouterr().err
+
+
+def test_embedder_batch_size_is_a_number_or_auto(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    for value, expected in (('"auto"', "auto"), ("128", 128)):
+        config.write_text(f'[embedder]\nspec = "image"\nbatch_size = {value}\n')
+        embedder = load_ingest_config(config).embedder
+        assert embedder.batch_size == expected
+        assert get_embedder(embedder.spec, **_embedder_options(embedder)).batch_size == expected
+    config.write_text('[embedder]\nbatch_size = "big"\n')
+    with pytest.raises(ConfigFileError, match=r"\[embedder\] batch_size: .* or .auto., not .big."):
+        load_ingest_config(config)
 
 
 def test_the_example_configs_validate() -> None:
