@@ -23,7 +23,12 @@ from embedrec.common.settings import cache_root
 from embedrec.embedders.base import Embedder, InputError
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+_F4 = np.dtype("<f4")
 _SQL_VARS = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit
+_PAGE_SIZE = "PRAGMA page_size=16384"
+"""Pages of 16 KiB (SQLite's default is 4) for a new cache: inserting at random keys then
+splits and touches fewer pages, about a fifth less CPU per vector written (an existing
+file keeps its page size)."""
 _PAGE_CACHE = "PRAGMA cache_size=-32768"
 """Each connection's page cache (32 MiB, SQLite's default is 2) holds the key index's pages
 across bulk writes and lookups: the keys are hashes, so each lands on a random page."""
@@ -49,6 +54,7 @@ class EmbeddingCache:
         self._write_lock, self._read_lock = threading.Lock(), threading.Lock()
         self._db = self._connect(timeout)
         try:
+            self._db.execute(_PAGE_SIZE)  # before WAL mode, which fixes it
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: no loss on a crash
             self._db.execute(_PAGE_CACHE)
@@ -82,7 +88,7 @@ class EmbeddingCache:
     def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Store all of `vectors` in one transaction (all or nothing), in key order (each
         insert then lands near the one before it in the key index)."""
-        rows = sorted((k, np.asarray(v, dtype="<f4").ravel().tobytes()) for k, v in vectors.items())
+        rows = sorted((k, _blob(v)) for k, v in vectors.items())
         with self._write_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -106,6 +112,12 @@ class EmbeddingCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    if isinstance(vector, np.ndarray) and vector.dtype == _F4:
+        return vector.tobytes()
+    return np.asarray(vector, dtype=_F4).tobytes()
 
 
 def _item_bytes(item: Any, modality: str, index: int) -> bytes:
@@ -144,6 +156,17 @@ def content_key(embedder_name: str, item: Any, modality: str = "text", index: in
     return h.hexdigest()
 
 
+def content_keys(embedder_name: str, items: Sequence[Any], modality: str = "text") -> list[str]:
+    """`[content_key(embedder_name, item, modality, i) ...]`, the name hashed once."""
+    named = hashlib.sha256(embedder_name.encode("utf-8") + b"\0")
+    keys: list[str] = []
+    for i, item in enumerate(items):
+        h = named.copy()
+        h.update(_item_bytes(item, modality, i))
+        keys.append(h.hexdigest())
+    return keys
+
+
 def embed_cached(
     embedder: Embedder,
     items: Sequence[Any],
@@ -161,7 +184,7 @@ def embed_cached(
     caller writes it with `cache.put_many` later, in bulk (one transaction for many calls:
     about half the cost per row of a transaction per call)."""
     items = list(items)
-    keys = [content_key(embedder.name, it, embedder.modality, i) for i, it in enumerate(items)]
+    keys = content_keys(embedder.name, items, embedder.modality)
     found = cached_vectors(cache, keys, embedder.dim, unwritten or {})
     n_hits = sum(k in found for k in keys)
     todo: dict[str, int] = {}
@@ -169,6 +192,7 @@ def embed_cached(
         if key not in found:
             todo.setdefault(key, i)
     pending = list(todo.items())
+    embedded: list[np.ndarray] = []
     for start in range(0, len(pending), chunk_size):
         chunk = pending[start : start + chunk_size]
         try:
@@ -180,14 +204,17 @@ def embed_cached(
                 f"embedder {embedder.name} returned shape {vectors.shape} for "
                 f"{len(chunk)} items of dim {embedder.dim}"
             )
-        new = {key: vectors[j] for j, (key, _) in enumerate(chunk)}
+        new = dict(zip((key for key, _ in chunk), vectors, strict=True))
         if unwritten is None:
             cache.put_many(new)
         else:
             unwritten.update(new)
         found.update(new)
+        embedded.append(vectors)
     if not items:
         return np.empty((0, embedder.dim), dtype=np.float32), 0
+    if len(pending) == len(items):  # every item new and distinct: the embedder's rows in order
+        return np.concatenate(embedded).astype(np.float32, copy=False), 0
     return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), n_hits
 
 

@@ -119,13 +119,22 @@ def _metadata_json(metadata: dict) -> str:
 
 
 def content_hash(embedder_name: str, row: Row) -> str:
-    h = hashlib.sha256(embedder_name.encode())
-    h.update(b"\0")
-    payload = row.payload
-    h.update(payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape"))
-    h.update(b"\0")
-    h.update(_metadata_json(row.metadata).encode())
-    return h.hexdigest()
+    return content_hashes(embedder_name, [row])[0]
+
+
+def content_hashes(embedder_name: str, rows: Iterable[Row]) -> list[str]:
+    """Each row's content hash: sha256 of the embedder's name, the payload and the
+    metadata's JSON (the name hashed once)."""
+    named = hashlib.sha256(embedder_name.encode() + b"\0")
+    out: list[str] = []
+    for row in rows:
+        h = named.copy()
+        payload = row.payload
+        text = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape")
+        h.update(text)
+        h.update(b"\0" + _metadata_json(row.metadata).encode())
+        out.append(h.hexdigest())
+    return out
 
 
 class IngestManifest:
@@ -170,6 +179,9 @@ class IngestManifest:
         return out
 
     def commit(self, entries: Iterable[tuple[str, str]], info: dict[str, str] | None = None):
+        """Record `entries` (id, hash) in one transaction, in id order (each insert then
+        lands near the one before it in the id index)."""
+        entries = sorted(entries)
         with self.lock, self.db:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?)", entries)
@@ -225,6 +237,9 @@ class LiveEdits:
 
     def ops(self, ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
+        with self.lock:  # the usual case, no event since the last ingest: nothing to look up
+            if self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM edits)").fetchone()[0]:
+                return out
         for start in range(0, len(ids), SQL_BATCH):
             part = ids[start : start + SQL_BATCH]
             query = f"SELECT id, op FROM edits WHERE id IN ({','.join('?' * len(part))})"

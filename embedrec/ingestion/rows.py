@@ -16,6 +16,7 @@ import math
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -94,23 +95,27 @@ class RowBuilder:
             return [self.build(r, rec) for r, rec in zip(rows, records, strict=True)]
         ids = [v.strip() for v in cells[cols.id]]
         text_cells = [cells[name] for name in cols.text_fields]
-        texts = list(map(self.render, *text_cells))
-        blank = [not "".join(t).strip() for t in zip(*text_cells, strict=True)]
+        texts = [text.strip() for text in map(self.render, *text_cells)]
         names = [f.name for f in cols.metadata]
-        values = [_plain_column(f, cells[f.name], cols.list_sep) for f in cols.metadata]
-        metas = zip(*values, strict=True) if values else [()] * len(ids)
+        odd: set[int] = set()  # records with a blank optional cell
+        redo = {i for i, t in enumerate(zip(*text_cells, strict=True)) if not "".join(t).strip()}
+        values = [_plain_column(f, cells[f.name], cols.list_sep, odd, redo) for f in cols.metadata]
+        metas = list(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
+        for i in odd:
+            metas[i] = {n: v for n, v in metas[i].items() if v is not ABSENT}
+        if not values:
+            metas = [{} for _ in ids]
+        seen = self.seen
+        if not redo and all(ids) and len(set(ids)) == len(ids) and seen.keys().isdisjoint(ids):
+            seen.update(zip(ids, rows, strict=True))
+            return list(map(Row, rows, ids, texts, metas))
         out: list[Row | Reject] = []
-        for i, meta in enumerate(metas):
-            rid = ids[i]
-            if not rid or blank[i] or rid in self.seen or IRREGULAR in meta:
+        for i, rid in enumerate(ids):
+            if i in redo or not rid or rid in seen:
                 out.append(self.build(rows[i], records[i]))
                 continue
-            self.seen[rid] = rows[i]
-            if ABSENT in meta:
-                metadata = {n: v for n, v in zip(names, meta, strict=True) if v is not ABSENT}
-            else:
-                metadata = dict(zip(names, meta, strict=True))
-            out.append(Row(rows[i], rid, texts[i].strip(), metadata))
+            seen[rid] = rows[i]
+            out.append(Row(rows[i], rid, texts[i], metas[i]))
         return out
 
     def build(self, row: int, record: Mapping[str, Any]) -> Row | Reject:
@@ -211,15 +216,22 @@ def _plain_strings(cells: list[Any]) -> bool:
     return set(map(type, cells)) == {str} and encodable("".join(cells))
 
 
-def _plain_column(f: MetaField, cells: list[str], list_sep: str) -> list[Any]:
+def _plain_column(
+    f: MetaField, cells: list[str], list_sep: str, odd: set[int], redo: set[int]
+) -> list[Any]:
     """The metadata values of a column of strings as `_metadata` converts them: ABSENT for
-    a blank optional cell, IRREGULAR where it would reject or needs a closer look."""
+    a blank optional cell (its index added to `odd`), IRREGULAR where it would reject or
+    needs a closer look (its index added to `redo`)."""
     convert_one = plain_cell(f.type, list_sep)
     out: list[Any] = []
-    for cell in cells:
+    for i, cell in enumerate(cells):
         if not cell.strip():
+            (redo if f.required else odd).add(i)
             out.append(IRREGULAR if f.required else ABSENT)
             continue
         value = convert_one(cell)
-        out.append(IRREGULAR if value is None or (f.required and value == []) else value)
+        if value is None or (f.required and value == []):
+            redo.add(i)
+            value = IRREGULAR
+        out.append(value)
     return out

@@ -17,7 +17,13 @@ import pytest
 from embedrec.common.vectors import l2_normalize
 from embedrec.embedders import get_embedder
 from embedrec.embedders.base import InputError
-from embedrec.embedders.cache import EmbeddingCache, content_key, default_cache_dir, embed_cached
+from embedrec.embedders.cache import (
+    EmbeddingCache,
+    content_key,
+    content_keys,
+    default_cache_dir,
+    embed_cached,
+)
 
 
 class CountingEmbedder:
@@ -74,6 +80,28 @@ def test_duplicates_in_one_call_are_embedded_once(cache: EmbeddingCache) -> None
     assert vectors.shape == (4, 8)
 
 
+def test_new_items_across_chunks_come_back_in_order(cache: EmbeddingCache) -> None:
+    """All new and distinct: the embedder's rows are returned as they are, chunk after chunk."""
+    items = [f"item {i}" for i in range(50)]
+    vectors, hits = embed_cached(CountingEmbedder(), items, cache, chunk_size=16)
+    assert hits == 0 and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, CountingEmbedder().embed(items))
+    np.testing.assert_array_equal(embed_cached(CountingEmbedder(), items, cache)[0], vectors)
+
+
+def test_a_new_cache_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / "embeddings.sqlite3") as db:  # as earlier versions made it
+        db.execute("CREATE TABLE vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+    for root, page in ((tmp_path / "new", 16384), (old, 4096)):
+        with EmbeddingCache(root) as c:
+            embed_cached(CountingEmbedder(), ["a", "b"], c)
+            assert c._db.execute("PRAGMA page_size").fetchone()[0] == page
+        with EmbeddingCache(root) as c:
+            assert len(c) == 2 and embed_cached(CountingEmbedder(), ["a", "b"], c)[1] == 2
+
+
 def test_cache_persists_and_is_keyed_by_embedder_name(tmp_path: Path) -> None:
     with EmbeddingCache(tmp_path) as c:
         embed_cached(CountingEmbedder("model@v1"), ["hello"], c)
@@ -113,6 +141,12 @@ def test_content_keys(tmp_path: Path) -> None:
     assert content_key("m", {"b": 1, "a": [2]}, "item") == content_key("m", {"a": [2], "b": 1})
     with pytest.raises(InputError, match=r"item 4: file '.*missing\.png' not found"):
         content_key("m", str(tmp_path / "missing.png"), "image", index=4)
+    items = [str(png), b"raw", a, {"b": 1}]
+    assert content_keys("m", items, "image") == [
+        content_key("m", item, "image", i) for i, item in enumerate(items)
+    ]
+    with pytest.raises(InputError, match=r"item 1: file '.*missing\.png' not found"):
+        content_keys("m", [str(png), str(tmp_path / "missing.png")], "image")
 
 
 def test_unreadable_cache_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -304,3 +304,32 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     assert list(book.ids()) == ["b"] and book.count() == 1
     book.close()
     assert IngestManifest(tmp_path / "m.sqlite").hashes(["b"]) == {"b": "3"}
+
+
+def test_the_manifest_is_looked_up_only_when_it_held_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that starts with an empty manifest reads no hash back (its ids are unique in
+    the catalog, and only its own checkpoints add to the manifest), yet writes every row;
+    a run that starts with ids in it looks each row up."""
+    asked: list[int] = []
+    hashes = IngestManifest.hashes
+    monkeypatch.setattr(
+        IngestManifest, "hashes", lambda self, ids: asked.append(len(ids)) or hashes(self, ids)
+    )
+    path = catalog(tmp_path / "items.csv", movies(40))
+    uri = f"faiss:{tmp_path / 'store'}"
+    options = IngestOptions(batch_size=16, checkpoint_seconds=0)  # a checkpoint every batch
+    hashed = get_embedder("hash:16")
+    first = ingest(Source(path, COLUMNS), uri, "hash:16", options, embedder=hashed)
+    assert (first.upserted, asked) == (40, [])
+    again = ingest(Source(path, COLUMNS), uri, "hash:16", options, embedder=hashed)
+    assert (again.unchanged, again.upserted, sum(asked)) == (40, 0, 40)
+    book = manifest_path(path, uri)  # the store is kept, its manifest lost: all written again
+    for file in (book, book.with_name(book.name + "-wal"), book.with_name(book.name + "-shm")):
+        file.unlink(missing_ok=True)
+    asked.clear()
+    rerun = ingest(Source(path, COLUMNS), uri, "hash:16", options, embedder=hashed)
+    assert (rerun.upserted, rerun.cache_hits, asked) == (40, 40, [])
+    with open_store(uri) as store:
+        assert store.count() == 40

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
-from embedrec.ingestion.manifest import content_hash
+from embedrec.ingestion.manifest import content_hash, content_hashes
 from embedrec.ingestion.rows import Row, RowBuilder
 
 COLUMNS = ColumnMap(
@@ -76,3 +76,6 @@ def test_content_hashes_stay_those_of_earlier_versions() -> None:
               "s": 2.5, "n": True, "z": 1e300})  # fmt: skip
     digest = "657d250296ea220a1db6ea78f3836de32a92168e53fc985e2663fe40ee1e0db7"
     assert content_hash("hash-bow-64", row) == digest
+    image = Row(3, "b", b"\x89PNG", {})
+    hashes = content_hashes("hash-bow-64", [row, image, row])
+    assert hashes == [digest, content_hash("hash-bow-64", image), digest]
