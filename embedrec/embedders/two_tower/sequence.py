@@ -31,9 +31,6 @@ from torch.nn import functional as F
 
 from embedrec.ranking.splits import chronological
 
-History = tuple[np.ndarray, np.ndarray]
-"""One user's history: item vectors (L, dim) oldest first, epoch seconds (L,), NaN unknown."""
-
 
 def log_minutes(seconds: np.ndarray, buckets: int) -> np.ndarray:
     """Bucket of each duration: 1 + floor(log2(1 + minutes)), capped at `buckets - 1`
@@ -189,6 +186,10 @@ class SequenceTower(nn.Module):
         if self.mlp is not None and feats is not None:
             out = out + self.mlp(feats)[:, None, :]
         return F.normalize(out, dim=-1) if self.normalize else out
+
+
+History = tuple[np.ndarray, np.ndarray]
+"""One user's history: item vectors (L, dim) oldest first, epoch seconds (L,), NaN unknown."""
 
 
 def pad_left(rows: Sequence[np.ndarray], n: int, trailing: tuple[int, ...] = ()) -> np.ndarray:
