@@ -354,6 +354,7 @@ class Recommender:
         filter: Mapping | None = None,
         features: Mapping[str, Any] | None = None,
         history: Sequence[str | Interaction] | None = None,
+        now: float | None = None,
     ) -> Results:
         """Top-k items for a user from the two-tower model.
 
@@ -364,6 +365,8 @@ class Recommender:
         (the user features the model declares; `FeatureError` names one it does not), else
         the most rated items. History ids the store lacks are dropped and counted
         (`Results.unknown_history`); the history's items are left out with the seen ones.
+        `now` (epoch seconds; default: the time of the call) is when the history is read, as
+        a sequence model with `staleness_buckets` needs it.
         """
         return self.recommend_batch(
             [user_id],
@@ -372,6 +375,7 @@ class Recommender:
             filter=filter,
             features=None if features is None else [features],
             history=None if history is None else [history],
+            now=None if now is None else [now],
         )[0]
 
     def recommend_batch(
@@ -383,8 +387,9 @@ class Recommender:
         filter: Mapping | None = None,
         features: Sequence[Mapping[str, Any] | None] | None = None,
         history: Sequence[Sequence[str | Interaction] | None] | None = None,
+        now: Sequence[float | None] | None = None,
     ) -> list[Results]:
-        """`recommend` for each user; `features` and `history`: one per user (or None)."""
+        """`recommend` for each user; `features`, `history`, `now`: one per user (or None)."""
         k = _check_k(k)
         node = parse_filter(filter) if filter is not None else None
         space = self._space("two-tower")
@@ -393,13 +398,14 @@ class Recommender:
         ids = [None if u is None else str(u) for u in user_ids]
         feats: Sequence[Mapping[str, Any] | None] = features or [None] * len(ids)
         asked = history if history is not None else [None] * len(ids)
-        if len(feats) != len(ids) or len(asked) != len(ids):
-            raise ValueError(f"features and history need one entry for each of {len(ids)} users")
+        at = now if now is not None else [None] * len(ids)
+        if len(feats) != len(ids) or len(asked) != len(ids) or len(at) != len(ids):
+            raise ValueError(f"features, history, now: one entry for each of {len(ids)} users")
         for uid, h in zip(ids, asked, strict=True):
             check_history(h or (), uid)
         requests = [
-            Request(uid, None if f is None else model.validate_user(f), as_interactions(h or ()))
-            for uid, f, h in zip(ids, feats, asked, strict=True)
+            Request(uid, None if f is None else model.validate_user(f), as_interactions(h or ()), t)
+            for uid, f, h, t in zip(ids, feats, asked, at, strict=True)
         ]  # features are checked against the model's declaration, known user or not
         live = self._live(ids)  # read once: the events that arrived since training
         histories = self.histories

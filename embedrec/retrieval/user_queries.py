@@ -9,6 +9,7 @@ the store lacks is dropped; those of the request's history are counted.
   through the sequence tower, with the user's declared features where known (a known user's
   row of the user table, or a new user's `features`): source "two-tower" when the user has a
   stored history, else "history". With no history at all, the features alone ("features").
+  The tower reads the history as of the request's `now` (default: the time of the request).
 - Static encoder: a known user's learned vector ("two-tower"); a new user with a history, the
   normalised mean of its items' vectors ("history"); else the features ("features").
 - Nothing of these: the caller falls back to popularity.
@@ -16,6 +17,7 @@ the store lacks is dropped; those of the request's history are counted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +53,8 @@ class Request:
     user_id: str | None
     features: Mapping[str, Any] | None
     history: Sequence[Interaction]
+    now: float | None = None
+    """Epoch seconds the history is read as of; None: the time of the request."""
 
 
 def check_history(history: Sequence[Any], user: str | None) -> None:
@@ -79,7 +83,8 @@ def user_queries(
     ]
     vectors = ItemVectors.fetch(space, [*stored, *(r.history for r in requests)])
     out: list[Query] = []
-    encode: list[tuple[Query, list[Interaction], dict[str, Any] | None]] = []
+    encode: list[tuple[Query, list[Interaction], dict[str, Any] | None, float]] = []
+    clock = time.time()
     for request, events in zip(requests, stored, strict=True):
         asked = [e for e in request.history if e.item_id in vectors]
         query = Query(
@@ -91,7 +96,8 @@ def user_queries(
         if sequence:
             kept = [e for e in [*events, *asked] if e.item_id in vectors][-n:]
             query.source = "two-tower" if events else "history" if kept else "features"
-            encode.append((query, kept, _row(request, users)))
+            at = clock if request.now is None else request.now
+            encode.append((query, kept, _row(request, users), at))
         else:
             query.source, query.vector = _static_vector(space, request, asked, vectors)
         out.append(query)
@@ -136,7 +142,7 @@ def _row(request: Request, users: pd.DataFrame | None) -> dict[str, Any] | None:
 
 def _sequence_vectors(
     space: Space,
-    encode: Sequence[tuple[Query, Sequence[Interaction], dict[str, Any] | None]],
+    encode: Sequence[tuple[Query, Sequence[Interaction], dict[str, Any] | None, float]],
     vectors: ItemVectors,
 ) -> None:
     """Each query's vector from its kept events and feature row, through the sequence tower
@@ -151,10 +157,12 @@ def _sequence_vectors(
     for group, rows in ((with_row, True), (without, False)):
         if not group:
             continue
-        frame = pd.DataFrame([row for _, _, row in group]) if rows else None
+        frame = pd.DataFrame([row for _, _, row, _ in group]) if rows else None
+        histories = [_history(e, vectors) for _, e, _, _ in group]
+        now = np.array([at for *_, at in group])
         with torch.inference_mode():
-            found = model.history_vectors([_history(e, vectors) for _, e, _ in group], frame)
-        for (query, _, _), vector in zip(group, found, strict=True):
+            found = model.history_vectors(histories, frame, now)
+        for (query, *_), vector in zip(group, found, strict=True):
             query.vector = vector
 
 

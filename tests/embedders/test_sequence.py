@@ -158,7 +158,8 @@ def test_a_user_with_no_history_gets_the_learned_prior(recency_days, favourites)
 
 def test_a_model_saved_before_the_prior_loads_without_one(tmp_path):
     """A file whose config has no `prior` key (saved before it existed) holds a tower without
-    the prior's weight: it loads as `prior = false`, with the same user vectors."""
+    the prior's weight: it loads as `prior = false`, with the same user vectors (and without
+    `staleness_buckets`, as 0)."""
     train = planted().head(2000)
     config = TwoTowerConfig(
         dim=8, hidden=8, features=False, user_encoder="sequence", history=10, layers=1,
@@ -168,10 +169,10 @@ def test_a_model_saved_before_the_prior_loads_without_one(tmp_path):
     path = model.save(tmp_path / "old.pt")
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text())
-    del meta["config"]["prior"]
+    del meta["config"]["prior"], meta["config"]["staleness_buckets"]
     meta_path.write_text(json.dumps(meta))
     loaded = TwoTowerModel.load(path)
-    assert loaded.config.prior is False
+    assert loaded.config.prior is False and loaded.config.staleness_buckets == 0
     users = train[["user_id"]].drop_duplicates()
     np.testing.assert_allclose(
         loaded.user_vectors(users, history=train),

@@ -17,6 +17,7 @@ from embedrec.embedders.two_tower.features import (
 )
 from embedrec.embedders.two_tower.fitting import fit_two_tower
 from embedrec.embedders.two_tower.model import TwoTowerConfig, TwoTowerModel, Vocab
+from embedrec.embedders.two_tower.sequence import last_time
 from embedrec.embedders.two_tower.text_fn import default_text_fn
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "default_text_fn",
     "fit_two_tower",
     "from_spec",
+    "last_time",
     "load_item_embedder",
 ]

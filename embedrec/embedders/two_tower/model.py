@@ -112,6 +112,13 @@ class TwoTowerConfig(BaseModel):
     time_buckets: int = Field(0, ge=0)
     """sequence: embed the gap to the previous item in this many log2-of-minutes buckets
     (0: no time input)."""
+    staleness_buckets: int = Field(0, ge=0)
+    """sequence: embed the time from the user's last history item to the query's "now" in
+    this many log2-of-minutes buckets (24 reach 8 years), joined to the sequence output as a
+    shift and a gate towards the `prior`, so a stale history can lean on what is popular now
+    (0: no such input). In training "now" is each target's time; `evaluate` queries at the
+    training part's last interaction; `/recommend` at the request's `now` (default: the time
+    of the request)."""
     prior: bool = True
     """sequence: also fit the query of a user with no history (a learned prior plus their
     features) to every training target: a popularity prior for new users. Off, that query
@@ -142,7 +149,7 @@ class TwoTowerConfig(BaseModel):
     def shape(self) -> SequenceShape:
         return SequenceShape(
             self.dim, self.hidden, self.history, self.layers, self.heads, self.dropout,
-            self.time_buckets, self.normalize, self.prior,
+            self.time_buckets, self.normalize, self.prior, self.staleness_buckets,
         )  # fmt: skip
 
 
@@ -268,31 +275,38 @@ class TwoTowerModel:
         *,
         history: pd.DataFrame | None = None,
         items: pd.DataFrame | None = None,
+        now: float | np.ndarray | None = None,
     ) -> np.ndarray:
         """Vectors for user rows (id and the declared features); an unknown id gets its
         vector from the features alone. The sequence encoder reads each user's interactions
         in `history` (user_id, item_id, optional timestamp), whose items' features are rows
-        of `items`; the static one ignores both."""
+        of `items`, as of `now` (epoch seconds, one or one per user row; None: unknown); the
+        static one ignores them."""
         users = _frame(users)
         if self.config.sequence:
             found = frame_histories(self.item_vectors, users, history, items, self.config.history)
-            return self.history_vectors(found, users)
+            return self.history_vectors(found, users, now)
         ids, feats = self.user_features(users)
         self.user_tower.eval()
         return self.user_tower(ids, feats).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def history_vectors(
-        self, histories: Sequence[tuple[np.ndarray, np.ndarray]], users: pd.DataFrame | None
+        self,
+        histories: Sequence[tuple[np.ndarray, np.ndarray]],
+        users: pd.DataFrame | None,
+        now: float | np.ndarray | None = None,
     ) -> np.ndarray:
         """Sequence encoder: one vector per history, each (item vectors (L, dim) as the item
         tower gives them, oldest first; epoch seconds (L,), NaN where unknown), with the
-        matching user row's declared features (`users`: None, or one row per history)."""
+        matching user row's declared features (`users`: None, or one row per history), queried
+        at `now` (epoch seconds, one or one per history; None: unknown)."""
         feats = None
         if users is not None and self.towers.user.features:
             feats = self.user_features(users)[1]
         self.user_tower.eval()
-        return encode_histories(self.user_tower, histories, feats, self.config.shape(), self.device)
+        shape = self.config.shape()
+        return encode_histories(self.user_tower, histories, feats, shape, self.device, now=now)
 
     @torch.no_grad()
     def item_vectors(self, items: pd.DataFrame | Sequence[Mapping[str, Any]]) -> np.ndarray:

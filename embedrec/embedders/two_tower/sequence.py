@@ -32,17 +32,32 @@ from torch.nn import functional as F
 from embedrec.ranking.splits import chronological
 
 
+def log_minutes(seconds: np.ndarray, buckets: int) -> np.ndarray:
+    """Bucket of each duration: 1 + floor(log2(1 + minutes)), capped at `buckets - 1`
+    (negative durations count as 0); 0 where it is unknown (NaN) or `buckets` < 2."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    if buckets < 2:
+        return np.zeros(seconds.shape, dtype=np.int64)
+    ok = np.isfinite(seconds)
+    minutes = np.clip(np.where(ok, seconds, 0.0), 0.0, None) / 60.0
+    scaled = np.minimum(1 + np.floor(np.log2(1.0 + minutes)), buckets - 1)
+    return np.where(ok, scaled, 0).astype(np.int64)
+
+
 def gap_buckets(times: np.ndarray, buckets: int) -> np.ndarray:
-    """Bucket of each item's gap to the previous one: 1 + floor(log2(1 + minutes)), capped
-    at `buckets - 1`; 0 for the first item and wherever either time is unknown (NaN)."""
+    """Bucket (`log_minutes`) of each item's gap to the previous one; 0 for the first item
+    and wherever either time is unknown (NaN)."""
     out = np.zeros(len(times), dtype=np.int64)
-    if buckets < 2 or len(times) < 2:
-        return out
-    gaps = np.diff(times) / 60.0
-    ok = np.isfinite(gaps)
-    scaled = np.floor(np.log2(1.0 + np.clip(np.where(ok, gaps, 0.0), 0.0, None)))
-    out[1:] = np.where(ok, np.minimum(1 + scaled, buckets - 1), 0).astype(np.int64)
+    if len(times) > 1:
+        out[1:] = log_minutes(np.diff(times), buckets)
     return out
+
+
+def staleness_buckets(histories: Sequence[History], now: np.ndarray, buckets: int) -> np.ndarray:
+    """Bucket (`log_minutes`) of the time from each history's last item to its `now` (epoch
+    seconds, NaN unknown); 0 for an empty history or an unknown time."""
+    last = np.array([t[-1] if len(t) else np.nan for _, t in histories], dtype=np.float64)
+    return log_minutes(np.asarray(now, dtype=np.float64) - last, buckets)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class SequenceShape:
     time_buckets: int
     normalize: bool
     prior: bool
+    staleness_buckets: int = 0
 
 
 class _Block(nn.Module):
@@ -107,6 +123,13 @@ class SequenceTower(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, dim)
         self.prior = nn.Parameter(torch.randn(dim) * 0.1) if shape.prior else None
+        # per staleness bucket: a shift of the output and (the last coordinate) the logit of
+        # how far it leans on the prior
+        self.staleness = None
+        if shape.staleness_buckets > 1:
+            self.staleness = nn.Embedding(shape.staleness_buckets, dim + 1)
+            nn.init.zeros_(self.staleness.weight)
+            nn.init.constant_(self.staleness.weight[:, -1], -2.0)
         self.mlp = (
             nn.Sequential(
                 nn.Linear(n_features, shape.hidden), nn.ReLU(), nn.Linear(shape.hidden, dim)
@@ -122,6 +145,7 @@ class SequenceTower(nn.Module):
         mask: torch.Tensor,
         gaps: torch.Tensor,
         feats: torch.Tensor | None,
+        since: torch.Tensor | None = None,
     ) -> torch.Tensor:
         n = items.shape[1]
         x = items * mask[..., None] * self.scale + self.positions.weight[-n:]
@@ -134,10 +158,23 @@ class SequenceTower(nn.Module):
         allowed = (causal & mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)
         for block in self.blocks:
             x = block(x, allowed)
-        out = self.head(self.norm(x))
+        out = self._stale(self.head(self.norm(x)), since)
         if self.prior is not None:
             out = torch.where(mask[..., None], out, self.prior)
         return self._finish(out, feats)
+
+    def _stale(self, out: torch.Tensor, since: torch.Tensor | None) -> torch.Tensor:
+        """Each position's output given the staleness bucket of its query (`since`: (B, L),
+        or (B, 1) for the last position's; None or bucket 0: unknown): shifted by the
+        bucket's vector and leaning on the prior by the bucket's gate, so the tower can learn
+        that an old history says less than what everyone does now."""
+        if self.staleness is None or since is None:
+            return out
+        learned = self.staleness(since)
+        out = out + learned[..., :-1]
+        if self.prior is None:
+            return out
+        return torch.lerp(out, self.prior.expand_as(out), torch.sigmoid(learned[..., -1:]))
 
     def empty(self, feats: torch.Tensor | None, n: int) -> torch.Tensor:
         """The query of `n` users with no history (B, dim): the prior plus their features
@@ -174,10 +211,18 @@ def encode_histories(
     shape: SequenceShape,
     device: torch.device,
     chunk: int = 1024,
+    now: float | np.ndarray | None = None,
 ) -> np.ndarray:
-    """The user vector (the last position's output) of each history, `chunk` at a time."""
+    """The user vector (the last position's output) of each history, `chunk` at a time;
+    `now` (epoch seconds, one or one per history; None: unknown) is when each is queried."""
     n = shape.history
     out = np.zeros((len(histories), shape.dim), dtype=np.float32)
+    since = torch.from_numpy(
+        staleness_buckets(
+            histories, np.broadcast_to(np.nan if now is None else now, len(histories)),
+            shape.staleness_buckets,
+        )[:, None]
+    )  # fmt: skip
     for start in range(0, len(histories), chunk):
         part = histories[start : start + chunk]
         vecs = pad_left(
@@ -191,6 +236,7 @@ def encode_histories(
             torch.from_numpy(mask).to(device),
             torch.from_numpy(gaps).to(device),
             f,
+            since[start : start + chunk].to(device),
         )
         out[start : start + len(part)] = got[:, -1].cpu().numpy()
     return out
@@ -230,3 +276,12 @@ def frame_histories(
         vecs = np.stack([table[i] for i in h["item_id"].to_numpy()[at]])
         found[user] = (vecs, times[at] if times is not None else np.full(len(at), np.nan))
     return [found.get(u, empty) for u in wanted]
+
+
+def last_time(interactions: pd.DataFrame) -> float | None:
+    """The latest timestamp of `interactions` (epoch seconds): the "now" a model trained on
+    them is queried at in evaluation; None without timestamps."""
+    if "timestamp" not in interactions.columns or not len(interactions):
+        return None
+    latest = interactions["timestamp"].max()
+    return float(latest) if pd.notna(latest) else None

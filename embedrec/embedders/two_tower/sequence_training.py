@@ -11,10 +11,12 @@ about `batch_size` positions. With `prior` (the default) every target is scored 
 its position's output and from the query of a user with no history (the tower's prior plus
 the user's features), so that query is a popularity prior learned with the rest. With
 `recency_days`, each target weighs 0.5 ** (its age in days before the last training
-interaction / `recency_days`).
+interaction / `recency_days`). With `staleness_buckets`, each position is queried "now" = its
+target's time: its staleness is the gap from its own item to the target.
 
 Early stopping holds out each user's last training interaction (leave-last-out inside
-training) and watches NDCG@10 on it.
+training) and watches NDCG@10 on it, querying every user at the last interaction of the part
+it trains on (as `evaluate` does: the held-out item's own time would read the answer).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ import torch
 from torch.nn import functional as F
 
 from embedrec.embedders.two_tower.model import TwoTowerConfig, Vocab, index
-from embedrec.embedders.two_tower.sequence import encode_histories, gap_buckets, pad_left
+from embedrec.embedders.two_tower.sequence import (
+    encode_histories,
+    gap_buckets,
+    last_time,
+    pad_left,
+)
 from embedrec.embedders.two_tower.training import (
     Sampling,
     TrainData,
@@ -66,33 +73,39 @@ def user_sequences(ratings: pd.DataFrame, vocab: Vocab) -> list[tuple[np.ndarray
 @dataclass
 class Windows:
     """Training windows, left-padded to `history` positions: input item indices (0:
-    padding), the next item at each position (0: none), gap buckets, the user, and each
-    target's weight (None: all 1)."""
+    padding), the next item at each position (0: none), gap buckets, staleness buckets (the
+    gap from each position's item to its target), the user, and each target's weight (None:
+    all 1)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     gaps: torch.Tensor
+    since: torch.Tensor
     users: torch.Tensor
     weights: torch.Tensor | None
 
     @classmethod
     def of(
-        cls, sequences: list[tuple[np.ndarray, np.ndarray]], n: int, buckets: int, days: float
+        cls, sequences: list[tuple[np.ndarray, np.ndarray]], n: int, cfg: TwoTowerConfig
     ) -> Windows:
-        inputs, targets, gaps, users, times = [], [], [], [], []
+        inputs, targets, gaps, since, users, times = [], [], [], [], [], []
         for user, (items, stamps) in enumerate(sequences, start=1):
-            all_gaps = gap_buckets(stamps, buckets)
+            all_gaps = gap_buckets(stamps, cfg.time_buckets)
+            stale = gap_buckets(stamps, cfg.staleness_buckets)
             for end in range(len(items), 1, -n):  # targets items[start:end]
                 start = max(end - n, 1)
                 inputs.append(items[start - 1 : end - 1])
                 targets.append(items[start:end])
                 gaps.append(all_gaps[start - 1 : end - 1])
+                since.append(stale[start:end])
                 users.append(user)
                 times.append(stamps[start:end])
+        days = cfg.recency_days
         return cls(
             torch.from_numpy(pad_left(inputs, n)),
             torch.from_numpy(pad_left(targets, n)),
             torch.from_numpy(pad_left(gaps, n)),
+            torch.from_numpy(pad_left(since, n)),
             torch.tensor(users, dtype=torch.int64),
             _recency(pad_left(times, n), days) if days > 0 else None,
         )
@@ -126,7 +139,7 @@ def train_sequences(
     """Train for up to `epochs` (see `training.run_epochs`); returns the best epoch count."""
     cfg = model.config
     sequences = user_sequences(ratings, model.vocab)
-    windows = Windows.of(sequences, cfg.history, cfg.time_buckets, cfg.recency_days)
+    windows = Windows.of(sequences, cfg.history, cfg)
     u = torch.from_numpy(index(ratings["user_id"].tolist(), model.vocab.users))
     i = torch.from_numpy(index(ratings["item_id"].tolist(), model.vocab.items))
     sampling = Sampling.of(u, i, len(model.vocab.items), model.device)
@@ -175,7 +188,8 @@ def _loss(
     x = torch.zeros(*inputs.shape, vecs.shape[1], device=dev)
     x[mask.to(dev)] = vecs[inverse[:n_in].to(dev)]
     feats = data.user_feats(windows.users[batch])
-    out = model.user_tower(x, mask.to(dev), windows.gaps[batch].to(dev), feats)
+    since = windows.since[batch].to(dev)
+    out = model.user_tower(x, mask.to(dev), windows.gaps[batch].to(dev), feats, since)
     queries, t = out[valid.to(dev)], targets[valid]
     w = None if windows.weights is None else windows.weights[batch][valid].to(dev)
     if cfg.prior:  # each target once more, from the empty-history query
@@ -206,8 +220,9 @@ def _validate(
     iv = model.item_tower(data.all_item_ids, data.all_item_feats)
     table = iv.cpu().numpy()
     histories = [(table[items - 1], times) for items, times in sequences]
+    shape, now = model.config.shape(), last_time(seen)
     uv = encode_histories(
-        model.user_tower, histories, data.all_user_feats, model.config.shape(), model.device
+        model.user_tower, histories, data.all_user_feats, shape, model.device, now=now
     )
     return ranked_ndcg(torch.from_numpy(uv).to(model.device) @ iv.T, model.vocab, seen, val)
 

@@ -25,6 +25,7 @@ from embedrec.embedders.two_tower import (
     TwoTowerConfig,
     TwoTowerModel,
     fit_two_tower,
+    last_time,
 )
 from embedrec.stores import open_store
 
@@ -273,9 +274,13 @@ class TwoTower(DotModel):
             progress=self.progress,
         )
         self.train_seconds = time.perf_counter() - started
-        # the sequence encoder reads each user's training interactions; the static one, ids
+        # the sequence encoder reads each user's training interactions, queried at the last
+        # of them (the cut of a temporal split; no test event's time); the static one, ids
         self.user_vecs = self.model.user_vectors(
-            catalog.users, history=catalog.train, items=catalog.all_items
+            catalog.users,
+            history=catalog.train,
+            items=catalog.all_items,
+            now=last_time(catalog.train),
         )
         self.item_vecs = self.model.item_vectors(catalog.items)
         self._set_items(catalog)

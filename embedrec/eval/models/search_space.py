@@ -38,7 +38,7 @@ def two_tower(trial: Any) -> Patch:
 
 def sequence_two_tower(trial: Any) -> Patch:
     # the two-tower with `user_encoder = "sequence"`: its history, blocks, heads (each a
-    # divisor of every `dim` the configs use), time, prior and recency inputs; epochs
+    # divisor of every `dim` the configs use), time, staleness, prior and recency inputs; epochs
     # searched as for the static tower
     return {
         "two_tower": {
@@ -47,6 +47,7 @@ def sequence_two_tower(trial: Any) -> Patch:
             "heads": trial.suggest_categorical("heads", [1, 2, 4]),
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),
             "time_buckets": trial.suggest_categorical("time_buckets", [0, 16]),
+            "staleness_buckets": trial.suggest_categorical("staleness_buckets", [0, 24]),
             "prior": trial.suggest_categorical("prior", [True, False]),
             "recency_days": trial.suggest_categorical(
                 "recency_days", [0.0, 3.0, 7.0, 14.0, 30.0, 90.0]

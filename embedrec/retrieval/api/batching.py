@@ -34,6 +34,7 @@ class Call:
     user_id: str | None
     features: Mapping[str, Any] | None
     history: Sequence[str | Interaction] | None
+    now: float | None
     answer: asyncio.Future[Results]
 
 
@@ -52,11 +53,12 @@ class RecommendBatcher:
         exclude_seen: bool,
         features: Mapping[str, Any] | None,
         history: Sequence[str | Interaction] | None,
+        now: float | None = None,
     ) -> Results:
         loop = asyncio.get_running_loop()
         if not self._queued:
             loop.call_soon(self._flush)
-        call = Call(user_id, features, history, loop.create_future())
+        call = Call(user_id, features, history, now, loop.create_future())
         self._queued.setdefault((k, exclude_seen), []).append(call)
         return await call.answer
 
@@ -77,6 +79,7 @@ class RecommendBatcher:
                 exclude_seen=exclude_seen,
                 features=[c.features for c in calls],
                 history=[c.history for c in calls],
+                now=[c.now for c in calls],
             )
         except Exception as exc:
             if len(calls) == 1:

@@ -87,6 +87,12 @@ class RecommendRequest(Body):
         f"item_id and timestamp), after their stored history; at most {HISTORY_CAP}. Ids the "
         "store lacks are dropped and counted in unknown_history",
     )
+    now: float | None = Field(
+        None,
+        description="epoch seconds the history is read as of (a sequence model with "
+        "staleness_buckets reads the time since its last event); default: the time of the "
+        "request",
+    )
 
     def events(self) -> list[str | Interaction] | None:
         if self.history is None:

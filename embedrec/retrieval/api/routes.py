@@ -167,6 +167,7 @@ def _recommend(recommender: Recommender, batcher: RecommendBatcher) -> Endpoint:
                     filter=req.filter,
                     features=req.features,
                     history=history,
+                    now=req.now,
                 )
             else:  # on the event loop, with the requests that arrived with it
                 results = await batcher.recommend(
@@ -175,6 +176,7 @@ def _recommend(recommender: Recommender, batcher: RecommendBatcher) -> Endpoint:
                     exclude_seen=req.exclude_seen,
                     features=req.features,
                     history=history,
+                    now=req.now,
                 )
         except FeatureError as exc:  # not what the model declares: a bad body, as pydantic's
             where = ("body", "features", exc.column)

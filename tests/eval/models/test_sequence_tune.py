@@ -15,7 +15,10 @@ from embedrec.eval.models.search_space import current_params, space_of, space_pa
 from embedrec.ranking.splits import validation_split
 from tests.eval.models.test_protocols import SPLITS, pairs, walks
 
-SEQUENCE_KEYS = {"history", "layers", "heads", "dropout", "time_buckets", "prior", "recency_days"}
+SEQUENCE_KEYS = {
+    "history", "layers", "heads", "dropout", "time_buckets", "staleness_buckets", "prior",
+    "recency_days",
+}  # fmt: skip
 SMALL = {"user_encoder": "sequence", "dim": 8, "hidden": 8, "features": False, "history": 10,
          "layers": 1, "heads": 2, "epochs": 10, "threads": 1}  # fmt: skip
 
