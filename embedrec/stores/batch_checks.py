@@ -1,35 +1,35 @@
 """The checks of `VectorStore.upsert`: per record (`normalize_ids`, `check_metadata`, which
 name the record, field and reason), and for a whole batch at once in passes that run in C
-(`plain_ids`, `plain_metadata`): the common batch (str ids; dicts of str, int, float, bool
-and list-of-str values) passes at a small share of the per-record checks' cost (a Python
-call per value). Anything else, and anything wrong, gets None from the batch checks, and the
-per-record checks then convert it or name the record, field and reason.
+(`plain_ids`, and `batch_columns.plain_columns` for metadata, a column at a time): the
+common batch (str ids; dicts of str, int, float, bool and list-of-str values) passes at a
+small share of the per-record checks' cost (a Python call per value). Anything else, and
+anything wrong, gets None from the batch checks, and the per-record checks then convert it
+or name the record, field and reason.
 
 A `CheckedBatch` is a batch that passed them (`VectorStore.check_batch`), which
 `VectorStore.upsert_checked` writes without checking it again."""
 
 from __future__ import annotations
 
-import itertools
 import math
-import operator
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 
+from embedrec.stores.batch_columns import (
+    MAX_INT,
+    CheckedMetadata,
+    MetadataInput,
+    metadata_rows,
+    plain_columns,
+)
 from embedrec.stores.errors import IdError, MetadataError, StoreError, VectorError
 from embedrec.stores.results import MetadataValue
 from embedrec.stores.text import encodable
 
-MAX_INT = 2**53
-"""Metadata integers lie within +-2**53: every store must keep them exact, and Pinecone holds
-numbers as float64, in which 2**53 + 1 reads back as 2**53."""
-PLAIN_VALUES = frozenset({str, int, float, bool, list})
-NO_METADATA = frozenset({dict, type(None)})
 REFUSALS = (IdError, MetadataError, VectorError)
 """What the checks raise for one record a store will not hold (the others are the batch's)."""
 
@@ -42,11 +42,13 @@ class CheckedBatch:
     """Records that passed every check of `VectorStore.upsert`, made by
     `VectorStore.check_batch` (or `check_records`) of a store with this `dim`: ids unique
     non-empty str, finite float32 vectors (unit rows when `unit`), metadata as stores keep
-    it. `VectorStore.upsert_checked` writes it without checking any record again."""
+    it (in columns, read as a dict per record). `VectorStore.upsert_checked` writes it
+    without checking any record again."""
 
     ids: list[str]
+    keys: IdKeys
     vectors: np.ndarray
-    metadata: list[dict[str, MetadataValue]]
+    metadata: CheckedMetadata
     dim: int
     unit: bool
     """The rows were scaled to unit length (for a cosine store)."""
@@ -58,10 +60,36 @@ class CheckedBatch:
 def join_batches(parts: Sequence[CheckedBatch], dim: int, unit: bool) -> CheckedBatch:
     """One batch of the records of `parts` (checked apart, none of them sharing an id)."""
     ids = [i for part in parts for i in part.ids]
-    metadata = [m for part in parts for m in part.metadata]
+    metadata = checked_metadata(ids, [m for part in parts for m in part.metadata])
     rows = [part.vectors for part in parts]
     vectors = np.concatenate(rows) if rows else np.empty((0, dim), dtype=np.float32)
-    return CheckedBatch(ids, vectors, metadata, dim, unit)
+    return CheckedBatch(ids, IdKeys.of(ids), vectors, metadata, dim, unit)
+
+
+def count_error(metadata: MetadataInput, n: int) -> MetadataError | None:
+    """The error for metadata of another count of records than n ids, None if it has n."""
+    if isinstance(metadata, Mapping):
+        for name, values in metadata.items():
+            if len(values) != n:
+                return MetadataError(f"field {name!a} has {len(values)} values for {n} ids")
+    elif metadata is not None and len(metadata) != n:
+        return MetadataError(f"{len(metadata)} metadata entries for {n} ids")
+    return None
+
+
+def checked_metadata(ids: Sequence[str], metadata: MetadataInput) -> CheckedMetadata:
+    """The metadata of the records `ids` (None: none; rows or columns of as many records)
+    as stores keep it, or the `MetadataError` naming the first bad record, field and
+    reason."""
+    if metadata is None:
+        return CheckedMetadata({}, len(ids))
+    plain = plain_columns(metadata)
+    if plain is not None:
+        return plain
+    rows = metadata_rows(metadata) or ()
+    converted = plain_columns([check_metadata(i, m) for i, m in zip(ids, rows, strict=True)])
+    assert converted is not None, "what passes check_metadata passes plain_columns"
+    return converted
 
 
 def normalize_ids(ids: Iterable[str | int]) -> list[str]:
@@ -153,58 +181,60 @@ def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[s
 
 
 def plain_ids(ids: Any) -> list[str] | None:
-    """`ids` as a list when every one is a non-empty str, none twice and all of them text
-    that UTF-8 can write; None otherwise (also for an empty batch)."""
+    """`ids` as a list when every one is a non-empty str, all of them text that UTF-8 can
+    write; None otherwise (also for an empty batch). Ids twice: `IdKeys.repeats`."""
     if not isinstance(ids, (list, tuple)) or set(map(type, ids)) != {str}:
         return None
-    unique = set(ids)
-    if len(unique) != len(ids) or "" in unique or not encodable("".join(ids)):
+    if not all(ids) or not encodable("".join(ids)):
         return None
     return list(ids)
 
 
-def plain_metadata(
-    metadata: Sequence[Any],
-) -> list[dict[str, MetadataValue]] | None:
-    """The batch's metadata (None as {}) when every entry is a dict or None whose keys are
-    plain non-empty strings not starting with '$' and whose values are str (writable as
-    UTF-8), int within +-2**53, finite float, bool or a list of such str; None otherwise.
-    The dicts are the caller's own (stores copy what they keep); their lists are copies."""
-    if not set(map(type, metadata)) <= NO_METADATA:
-        return None
-    dicts = [m for m in metadata if m]
-    keys = set(itertools.chain.from_iterable(dicts))
-    if set(map(type, keys)) - {str} or not encodable("".join(keys)):
-        return None
-    if any(not k or k[0] == "$" for k in keys):
-        return None
-    values = list(itertools.chain.from_iterable(map(dict.values, dicts)))
-    kinds = set(map(type, values))
-    if kinds - PLAIN_VALUES:
-        return None
-    if list in kinds:  # the lists' items join the strings, which they must all be
-        items = list(itertools.chain.from_iterable(_of_type(values, list)))
-        if set(map(type, items)) - {str}:
-            return None
-        values += items
-        kinds.add(str)
-    if str in kinds and not encodable("".join(_of_type(values, str))):
-        return None
-    if int in kinds:
-        ints = _of_type(values, int)
-        if min(ints) < -MAX_INT or max(ints) > MAX_INT:
-            return None
-    if float in kinds and not math.isfinite(sum(_of_type(values, float))):
-        return None  # NaN or inf, or finite values whose sum overflows: checked one by one
-    out = [m if m is not None else {} for m in metadata]
-    return [_own_lists(m) for m in out] if list in kinds else out
+def checked_ids(ids: Sequence[str | int]) -> tuple[list[str], IdKeys]:
+    """The batch's ids as stores take them, with their keys; or the `IdError` naming the
+    first bad or repeated id."""
+    sids = plain_ids(ids)
+    keys = None if sids is None else IdKeys.of(sids)
+    if sids is None or keys is None or keys.repeats(sids):
+        sids = normalize_ids(ids)  # converts ints, or names the bad or repeated id
+        keys = IdKeys.of(sids)
+    return sids, keys
 
 
-def _own_lists(metadata: dict[str, Any]) -> dict[str, Any]:
-    """`metadata` with copies of its lists, which a store must not share with the caller."""
-    return {k: v.copy() if type(v) is list else v for k, v in metadata.items()}
+KEY_BITS = np.int64(-(2**32))
+"""The bits of an id's hash that make its key: the top 32 (the low 32 hold the id's position
+while the keys sort)."""
 
 
-def _of_type(values: list[Any], kind: type) -> list[Any]:
-    """The values of exactly `kind`, picked out without a Python call per value."""
-    return list(itertools.compress(values, map(operator.is_, map(type, values), repeat(kind))))
+@dataclass(frozen=True, slots=True, eq=False)
+class IdKeys:
+    """A batch's ids as sorted keys: the top 32 bits of each one's hash (Python's own, for
+    this process only), and where each key's id is in the batch. Sorted, equal ids sit side
+    by side, which is how a batch is checked for an id twice; a FAISS store's id map
+    (`IdIndex`) keeps them as they are. Different ids may share a key (about 100 pairs in a
+    million ids): whoever finds ids by key confirms each candidate against the id."""
+
+    hashes: np.ndarray
+    """The keys, sorted."""
+    order: np.ndarray
+    """The position in the batch of the id of each of `hashes`."""
+
+    @classmethod
+    def of(cls, ids: Sequence[str]) -> IdKeys:
+        """One sort of keys and positions packed together (a plain sort of int64 costs
+        about two thirds of an argsort; batches hold fewer than 2**32 ids)."""
+        hashes = np.fromiter(map(hash, ids), np.int64, len(ids))
+        packed = np.sort((hashes & KEY_BITS) | np.arange(len(ids), dtype=np.int64))
+        return cls(packed & KEY_BITS, packed & ~KEY_BITS)
+
+    def repeats(self, ids: Sequence[str]) -> bool:
+        """Whether an id appears twice (equal hashes side by side, confirmed by the ids)."""
+        keys = self.hashes
+        same = keys[1:] == keys[:-1]
+        if not same.any():
+            return False
+        shared = np.zeros(len(keys), dtype=bool)  # a hash another id has too
+        shared[1:] |= same
+        shared[:-1] |= same
+        held = [ids[n] for n in self.order[shared].tolist()]
+        return len(set(held)) < len(held)  # equal ids have equal hashes: one of them is here
