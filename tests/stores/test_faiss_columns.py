@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from embedrec import CorruptStore, matches, open_store
-from embedrec.stores.batch_checks import IdKeys
-from embedrec.stores.batch_columns import plain_columns
+from embedrec.stores.batch_checks import IdKeys, plain_columns
 from embedrec.stores.faiss.columns import Field, MetaColumns
 from embedrec.stores.faiss.persistence import file_crc32
 from tests.stores.conformance import random_metadata

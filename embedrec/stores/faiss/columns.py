@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.stores.batch_columns import CheckedMetadata, Column, plain_columns
+from embedrec.stores.batch_checks import CheckedMetadata, Column, plain_columns
 from embedrec.stores.filters import COMPARE, SET_OPS, And, Cond, Node, Scalar, is_number
 from embedrec.stores.results import FrozenMetadata
 
