@@ -303,6 +303,11 @@ def count_error(metadata: MetadataInput, n: int) -> MetadataError | None:
     """The error for metadata of another count of records than n ids, None if it has n."""
     if isinstance(metadata, Mapping):
         for name, values in metadata.items():
+            if isinstance(values, (str, bytes, Mapping)) or not isinstance(
+                values, (Sequence, np.ndarray)
+            ):
+                kind = type(values).__name__
+                return MetadataError(f"field {name!a}: a column is a list of values, not {kind}")
             if len(values) != n:
                 return MetadataError(f"field {name!a} has {len(values)} values for {n} ids")
     elif metadata is not None and len(metadata) != n:
@@ -314,7 +319,7 @@ def checked_metadata(ids: Sequence[str], metadata: MetadataInput) -> CheckedMeta
     """The metadata of the records `ids` (None: none; rows or columns of as many records)
     as stores keep it, or the `MetadataError` naming the first bad record, field and
     reason."""
-    if metadata is None:
+    if metadata is None or (isinstance(metadata, Mapping) and not metadata):  # no fields
         return CheckedMetadata({}, len(ids))
     plain = plain_columns(metadata)
     if plain is not None:

@@ -143,12 +143,16 @@ def test_a_store_still_names_the_bad_record(tmp_path):
         store.upsert(["a", "b"], np.ones((2, 2)), {"x": np.array([1.0, np.inf])})
     with pytest.raises(MetadataError, match=r"field 'x' has 1 values for 2 ids"):
         store.upsert(["a", "b"], np.ones((2, 2)), {"x": [1]})
+    with pytest.raises(MetadataError, match=r"field 'x': a column is a list of values, not str"):
+        store.upsert(["a", "b"], np.ones((2, 2)), {"x": "ab"})
     assert store.count() == 0
     store.upsert(["a", "b"], np.ones((2, 2)), [{"x": np.float32(1.5)}, None])
     assert [r.metadata for r in store.fetch(["a", "b"])] == [{"x": 1.5}, {}]
     store.upsert(["b", "c"], np.ones((2, 2)), {"x": np.array([3, 4]), "t": ["u", None]})
-    got = [r.metadata for r in store.fetch(["a", "b", "c"])]
-    assert got == [{"x": 1.5}, {"x": 3, "t": "u"}, {"x": 4}]
+    store.upsert(["d", "e"], np.ones((2, 2)), {})  # no columns: no metadata
+    store.upsert(["f"], np.ones((1, 2)), {"x": [True]})
+    got = [r.metadata for r in store.fetch(["a", "b", "c", "d", "e", "f"])]
+    assert got == [{"x": 1.5}, {"x": 3, "t": "u"}, {"x": 4}, {}, {}, {"x": True}]
 
 
 def test_lists_that_pass_are_the_stores_own():
@@ -206,3 +210,13 @@ def test_a_batch_wrong_as_a_whole_is_raised():
         store.check_records(["a", "b"], np.ones((2, 2)), [{}])
     batch, refused = store.check_records([], np.empty((0, 2)))
     assert (len(batch), refused) == (0, [])
+
+
+def test_bad_values_in_columns_are_refused_by_record():
+    store = open_store("faiss:", dim=2)
+    columns = {"n": np.array([1.0, np.nan, 2.0]), "g": ["x", "y", None]}
+    batch, refused = store.check_records(["a", "b", "c"], np.ones((3, 2)), columns)
+    assert batch.ids == ["a", "c"] and [pos for pos, _ in refused] == [1]
+    assert "record 'b', key 'n'" in str(refused[0][1])
+    store.upsert_checked(batch)
+    assert [r.metadata for r in store.fetch(["a", "c"])] == [{"n": 1.0, "g": "x"}, {"n": 2.0}]
