@@ -8,6 +8,7 @@ id, metadata value or filter gets the same error from every store.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 import reprlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -21,11 +22,14 @@ from embedrec.stores.batch_checks import MAX_INT as MAX_INT  # re-exported
 from embedrec.stores.batch_checks import (
     REFUSALS,
     CheckedBatch,
+    MetadataInput,
     Refusal,
+    checked_ids,
+    checked_metadata,
+    count_error,
     join_batches,
+    metadata_rows,
     normalize_ids,
-    plain_ids,
-    plain_metadata,
 )
 from embedrec.stores.batch_checks import check_metadata as check_metadata  # re-exported
 from embedrec.stores.errors import (
@@ -33,7 +37,6 @@ from embedrec.stores.errors import (
     CorruptStore,
     DimensionError,
     IdError,
-    MetadataError,
     StoreError,
     VectorError,
 )
@@ -42,8 +45,9 @@ from embedrec.stores.info import METRICS as METRICS  # re-exported
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.results import FrozenMetadata as FrozenMetadata  # re-exported
 from embedrec.stores.results import Hit as Hit  # re-exported
-from embedrec.stores.results import Hits, MetadataValue, Record
+from embedrec.stores.results import Hits, Record
 from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
+from embedrec.stores.results import MetadataValue as MetadataValue  # re-exported
 from embedrec.stores.uri import StoreURI
 from embedrec.stores.vector_input import as_matrix
 
@@ -119,40 +123,38 @@ class VectorStore(abc.ABC):
         self,
         ids: Sequence[str | int],
         vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        metadata: MetadataInput = None,
     ) -> int:
         """Insert or overwrite records; returns how many were written. Validates the whole
-        batch first, so a bad record leaves the store untouched."""
+        batch first, so a bad record leaves the store untouched. `metadata`: a dict (or
+        None) per record, or the same as columns, {field: a value per record, None where the
+        record has none}, which large batches check and write faster."""
         return self.upsert_checked(self.check_batch(ids, vectors, metadata))
 
     def check_batch(
         self,
         ids: Sequence[str | int],
         vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        metadata: MetadataInput = None,
     ) -> CheckedBatch:
         """The checks of `upsert`, without the write: the batch as this store takes it, or
         the error naming the first bad record, field and reason."""
-        sids = plain_ids(ids) or normalize_ids(ids)
+        sids, keys = checked_ids(ids)
         mat = as_matrix(vectors, self.dim, sids)  # IdError when the counts differ
-        if metadata is None:
-            metas: list[dict[str, MetadataValue]] = [{} for _ in sids]
-        else:
-            if len(metadata) != len(sids):
-                raise MetadataError(f"{len(metadata)} metadata entries for {len(sids)} ids")
-            metas = plain_metadata(metadata) or [
-                check_metadata(i, m) for i, m in zip(sids, metadata, strict=True)
-            ]
+        miscounted = count_error(metadata, len(sids))
+        if miscounted is not None:
+            raise miscounted
+        metas = checked_metadata(sids, metadata)
         unit = self.metric == "cosine"
         if unit and sids:
             mat = _unit_rows(mat, sids)
-        return CheckedBatch(sids, mat, metas, self.dim, unit)
+        return CheckedBatch(sids, keys, mat, metas, self.dim, unit)
 
     def check_records(
         self,
         ids: Sequence[str | int],
         vectors: np.ndarray,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        metadata: MetadataInput = None,
     ) -> tuple[CheckedBatch, list[Refusal]]:
         """`check_batch` record by record where the batch as a whole fails: the records that
         pass, and each one that does not (an id seen before in the batch included) with its
@@ -161,13 +163,14 @@ class VectorStore(abc.ABC):
         try:
             return self.check_batch(ids, vectors, metadata), []
         except REFUSALS:
-            if len(ids) != len(vectors) or (metadata is not None and len(metadata) != len(ids)):
+            if len(ids) != len(vectors) or count_error(metadata, len(ids)) is not None:
                 raise
+        rows = metadata_rows(metadata)
         good: list[CheckedBatch] = []
         refused: list[Refusal] = []
         seen: set[str] = set()
         for pos, rid in enumerate(ids):
-            meta = None if metadata is None else [metadata[pos]]
+            meta = None if rows is None else [rows[pos]]
             try:
                 one = self.check_batch([rid], vectors[pos : pos + 1], meta)
                 if one.ids[0] in seen:
@@ -189,10 +192,11 @@ class VectorStore(abc.ABC):
             raise DimensionError(f"a batch of {batch.dim}-d vectors; {self.uri} has {self.dim}")
         if not batch.ids:
             return 0
-        vectors = batch.vectors
         if self.metric == "cosine" and not batch.unit:
-            vectors = _unit_rows(vectors, batch.ids)
-        return self._upsert(batch.ids, vectors, batch.metadata)
+            batch = dataclasses.replace(
+                batch, vectors=_unit_rows(batch.vectors, batch.ids), unit=True
+            )
+        return self._upsert(batch)
 
     def delete(
         self, ids: Sequence[str | int] | None = None, *, filter: Mapping | None = None
@@ -402,7 +406,10 @@ class VectorStore(abc.ABC):
     # -- backend hooks: inputs are already validated ---------------------------------------
 
     @abc.abstractmethod
-    def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int: ...
+    def _upsert(self, batch: CheckedBatch) -> int:
+        """Write a checked batch of this store's dimension (unit rows for cosine); its
+        metadata reads as a dict per record, and a FAISS store takes its columns and id keys
+        as they are."""
 
     @abc.abstractmethod
     def _delete_ids(self, ids: list[str]) -> int: ...

@@ -191,9 +191,9 @@ class FaultyStore(VectorStore):
         if failing:
             raise StoreUnavailable(f"{self.uri}: injected failure (call {self.calls})")
 
-    def _upsert(self, ids, vectors, metadata):  # type: ignore[no-untyped-def]
+    def _upsert(self, batch):  # type: ignore[no-untyped-def]
         self._tick()
-        return self.inner._upsert(ids, vectors, metadata)
+        return self.inner._upsert(batch)
 
     def _delete_ids(self, ids):  # type: ignore[no-untyped-def]
         self._tick()

@@ -8,7 +8,7 @@ import pytest
 
 from embedrec import open_store
 from embedrec.stores.base import check_metadata, normalize_ids
-from embedrec.stores.batch_checks import plain_ids, plain_metadata
+from embedrec.stores.batch_checks import IdKeys, checked_ids, plain_columns, plain_ids
 from embedrec.stores.errors import (
     DimensionError,
     IdError,
@@ -25,18 +25,60 @@ GOOD = [
 ]
 
 
+def plain_metadata(rows):
+    """The rows `plain_columns` passes, read back as rows (None where it refuses)."""
+    checked = plain_columns(rows)
+    return None if checked is None else list(checked)
+
+
 def test_a_plain_batch_passes_as_the_per_record_checks_pass_it():
     assert plain_ids(["a", "b", "é"]) == normalize_ids(["a", "b", "é"])
     assert plain_metadata(GOOD) == [check_metadata("x", m) for m in GOOD]
 
 
+def test_columns_pass_as_the_rows_they_hold():
+    """Metadata given as columns (None where a record has none; numpy arrays of numbers or
+    booleans) reads back as the rows it holds, in Python's types."""
+    columns = {
+        "genre": ["Comedy", None, None, "é"],
+        "year": np.array([1999, 2000, 2001, 2002]),
+        "score": np.array([7.5, 1.0, 2.0, 3.0], dtype=np.float32),
+        "new": np.array([False, True, True, False]),
+        "tags": [None, None, ["a", "é"], []],
+    }
+    checked = plain_columns(columns)
+    assert checked is not None and len(checked) == 4
+    rows = list(checked)
+    assert rows[0] == {"genre": "Comedy", "year": 1999, "score": 7.5, "new": False}
+    assert rows[2] == {"year": 2001, "score": 2.0, "new": True, "tags": ["a", "é"]}
+    assert checked[3] == rows[3] and type(checked[3]["year"]) is int
+    assert rows == [check_metadata("x", m) for m in rows]
+
+
 @pytest.mark.parametrize(
     "ids",
-    [[], ["a", "a"], ["a", ""], ["a", 1], ["a", np.int64(2)], ["\udce9"], ("a", True)],
-    ids=["empty", "twice", "blank", "int", "numpy int", "surrogate", "bool"],
+    [[], ["a", ""], ["a", 1], ["a", np.int64(2)], ["\udce9"], ("a", True)],
+    ids=["empty", "blank", "int", "numpy int", "surrogate", "bool"],
 )
 def test_ids_that_are_not_plain_go_to_the_per_record_check(ids):
     assert plain_ids(ids) is None
+
+
+def test_an_id_twice_is_found_by_its_key(monkeypatch):
+    """Repeated ids are found among sorted keys, also where every id shares one key."""
+    ids = [f"r{n}" for n in range(50)]
+    assert not IdKeys.of(ids).repeats(ids)
+    assert IdKeys.of([*ids, "r7"]).repeats([*ids, "r7"])
+    with pytest.raises(IdError, match="'r7' appears twice in one batch"):
+        checked_ids([*ids, "r7"])
+
+    def alike(cls, ids):  # every key equal: each candidate is confirmed by its id
+        return cls(np.zeros(len(ids), np.int64), np.arange(len(ids)))
+
+    monkeypatch.setattr(IdKeys, "of", classmethod(alike))
+    assert not IdKeys.of(ids).repeats(ids)
+    assert IdKeys.of([*ids, "r7"]).repeats([*ids, "r7"])
+    assert checked_ids(ids)[0] == ids
 
 
 @pytest.mark.parametrize(
@@ -66,11 +108,28 @@ def test_metadata_that_is_not_plain_goes_to_the_per_record_check(entry):
     assert plain_metadata([{"ok": 1}, entry]) is None
 
 
-def test_sums_that_overflow_are_checked_one_by_one():
-    """Finite floats whose sum overflows leave the fast path; each is still accepted."""
-    batch = [{"x": 1e308}, {"x": 1e308}]
-    assert plain_metadata(batch) is None
-    assert [check_metadata("r", m) for m in batch] == batch
+def test_finite_floats_whose_sum_overflows_pass():
+    """Floats are checked one by one (in numpy), never refused for what their sum does."""
+    for batch in ([{"x": 1e308}, {"x": 1e308}], [{"x": 1e308}, {"x": 1e308}, {"x": 1}]):
+        assert plain_metadata(batch) == batch == [check_metadata("r", m) for m in batch]
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        np.array([1.0, np.nan]),
+        np.array([1, 2**53 + 1]),
+        np.array([1, 2**63 + 1], dtype=np.uint64),
+        ["a", None, np.int64(3)],
+        np.array(["a", "b"], dtype=object),
+    ],
+)
+def test_columns_that_are_not_plain_go_to_the_per_record_check(column):
+    checked = plain_columns({"x": column})
+    if isinstance(column, np.ndarray) and column.dtype == object:  # str items: plain
+        assert list(checked) == [{"x": "a"}, {"x": "b"}]
+    else:
+        assert checked is None
 
 
 def test_a_store_still_names_the_bad_record(tmp_path):
@@ -80,15 +139,30 @@ def test_a_store_still_names_the_bad_record(tmp_path):
     with pytest.raises(IdError, match="twice"):
         store.upsert(["a", "a"], np.ones((2, 2)))
     assert store.count() == 0
+    with pytest.raises(MetadataError, match=r"record 'b', key 'x'.*finite"):
+        store.upsert(["a", "b"], np.ones((2, 2)), {"x": np.array([1.0, np.inf])})
+    with pytest.raises(MetadataError, match=r"field 'x' has 1 values for 2 ids"):
+        store.upsert(["a", "b"], np.ones((2, 2)), {"x": [1]})
+    with pytest.raises(MetadataError, match=r"field 'x': a column is a list of values, not str"):
+        store.upsert(["a", "b"], np.ones((2, 2)), {"x": "ab"})
+    assert store.count() == 0
     store.upsert(["a", "b"], np.ones((2, 2)), [{"x": np.float32(1.5)}, None])
     assert [r.metadata for r in store.fetch(["a", "b"])] == [{"x": 1.5}, {}]
+    store.upsert(["b", "c"], np.ones((2, 2)), {"x": np.array([3, 4]), "t": ["u", None]})
+    store.upsert(["d", "e"], np.ones((2, 2)), {})  # no columns: no metadata
+    store.upsert(["f"], np.ones((1, 2)), {"x": [True]})
+    got = [r.metadata for r in store.fetch(["a", "b", "c", "d", "e", "f"])]
+    assert got == [{"x": 1.5}, {"x": 3, "t": "u"}, {"x": 4}, {}, {}, {"x": True}]
 
 
 def test_lists_that_pass_are_the_stores_own():
     tags = ["a"]
-    (checked,) = plain_metadata([{"tags": tags}])
+    checked = plain_columns([{"tags": tags}])
     tags.append("b")
-    assert checked == {"tags": ["a"]}
+    assert list(checked) == [{"tags": ["a"]}]
+    checked = plain_columns({"tags": [tags]})
+    tags.append("c")
+    assert list(checked) == [{"tags": ["a", "b"]}]
 
 
 def test_a_checked_batch_is_written_without_checking_again():
@@ -136,3 +210,13 @@ def test_a_batch_wrong_as_a_whole_is_raised():
         store.check_records(["a", "b"], np.ones((2, 2)), [{}])
     batch, refused = store.check_records([], np.empty((0, 2)))
     assert (len(batch), refused) == (0, [])
+
+
+def test_bad_values_in_columns_are_refused_by_record():
+    store = open_store("faiss:", dim=2)
+    columns = {"n": np.array([1.0, np.nan, 2.0]), "g": ["x", "y", None]}
+    batch, refused = store.check_records(["a", "b", "c"], np.ones((3, 2)), columns)
+    assert batch.ids == ["a", "c"] and [pos for pos, _ in refused] == [1]
+    assert "record 'b', key 'n'" in str(refused[0][1])
+    store.upsert_checked(batch)
+    assert [r.metadata for r in store.fetch(["a", "c"])] == [{"n": 1.0, "g": "x"}, {"n": 2.0}]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from embedrec import CorruptStore, matches, open_store
+from embedrec.stores.batch_checks import IdKeys, plain_columns
 from embedrec.stores.faiss.columns import Field, MetaColumns
 from embedrec.stores.faiss.persistence import file_crc32
 from tests.stores.conformance import random_metadata
@@ -175,11 +176,10 @@ def test_ids_found_through_colliding_hashes(monkeypatch):
     """Every id hashing alike (a worst case of the id index's 64-bit hashes): lookups still
     confirm each candidate against the id itself."""
 
-    def alike(ids):
-        return np.zeros(len(ids), np.int64)
+    def alike(cls, ids):
+        return cls(np.zeros(len(ids), np.int64), np.arange(len(ids)))
 
-    monkeypatch.setattr("embedrec.stores.faiss.id_index.hashes_of", alike)
-    monkeypatch.setattr("embedrec.stores.faiss.table.hashes_of", alike)
+    monkeypatch.setattr(IdKeys, "of", classmethod(alike))
     store = open_store("faiss:?index=Flat&metric=l2", dim=2)
     for start in range(0, 40, 8):  # several runs, merged
         store.upsert([f"k{n}" for n in range(start, start + 8)], np.ones((8, 2)))
@@ -210,14 +210,14 @@ def test_an_append_that_fails_part_way_leaves_nothing_behind(monkeypatch):
     columns = MetaColumns.of_rows([{"a": "x"}])
     real = Field.put
 
-    def failing(field, start, values):
-        if values == ["late"]:
+    def failing(field, start, column):
+        if column.values == ["late"]:
             raise MemoryError("out of memory")
-        real(field, start, values)
+        real(field, start, column)
 
     monkeypatch.setattr(Field, "put", failing)
     with pytest.raises(MemoryError):
-        columns.append([{"a": "y", "b": ["t"], "c": "late"}])
+        columns.append(plain_columns([{"a": "y", "b": ["t"], "c": "late"}]))
     monkeypatch.undo()
-    columns.append([{"d": 1}])
+    columns.append(plain_columns([{"d": 1}]))
     assert [dict(r) for r in columns.rows([0, 1])] == [{"a": "x"}, {"d": 1}]

@@ -202,8 +202,10 @@ def test_a_batch_the_engine_refuses_writes_nothing(tmp_path):
     with pytest.raises(MetadataError, match="r1499"):
         store.upsert(ids, vectors, metadata)
     assert store.count() == 0
+    batch = store.check_batch(ids, vectors, [*metadata[:-1], {"name": "cafe"}])
+    batch.metadata.columns["name"].values[-1] = "caf\udce9"  # past the checks
     with pytest.raises(MetadataError, match=r"r1499.*not valid UTF-8.*nothing of this batch"):
-        store._upsert(ids, vectors, metadata)  # past the base validation: the engine refuses
+        store._upsert(batch)  # the engine refuses
     assert store.count() == 0
     store.upsert(ids[:2], vectors[:2], metadata[:2])
     assert store.count() == 2

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from embedrec.stores.batch_checks import CheckedMetadata, Column, plain_columns
 from embedrec.stores.filters import COMPARE, SET_OPS, And, Cond, Node, Scalar, is_number
 from embedrec.stores.results import FrozenMetadata
 
@@ -136,18 +137,22 @@ class Field:
             array = real
         return array
 
-    def put(self, start: int, values: list[Any]) -> None:
-        """Write `values` (None where a row lacks the field) at slots start, start + 1, ..."""
-        kinds = set(map(type, values))
-        if len(kinds) == 1:
-            self._put_kind(KIND_OF[kinds.pop()], slice(start, start + len(values)), values)
+    def put(self, start: int, column: Column) -> None:
+        """Write a batch's `column` at slots start, start + 1, ..."""
+        values = column.values
+        if len(column.kinds) == 1:
+            (kind,) = column.kinds
+            given = values if column.numbers is None else column.numbers
+            self._put_kind(KIND_OF[kind], slice(start, start + len(values)), given)
             return
         per_row = np.fromiter(map(KIND_OF.__getitem__, map(type, values)), np.int8, len(values))
         for kind in np.unique(per_row).tolist():
             rows = np.flatnonzero(per_row == kind)
             self._put_kind(kind, start + rows, [values[n] for n in rows.tolist()])
 
-    def _put_kind(self, kind: int, slots: np.ndarray | slice, values: list[Any]) -> None:
+    def _put_kind(
+        self, kind: int, slots: np.ndarray | slice, values: list[Any] | np.ndarray
+    ) -> None:
         if kind == ABSENT:
             return
         self.kind[slots] = kind
@@ -256,14 +261,6 @@ class Field:
             return COMPARE[c.op](self.num[:n], c.value)
 
 
-def _values(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
-    """Each row's value of `name`, None where it has none (a value is never None)."""
-    try:
-        return list(map(dict.get, rows, itertools.repeat(name)))  # in C, for dicts
-    except TypeError:  # another kind of mapping
-        return [row.get(name) for row in rows]
-
-
 class MetaColumns:
     """The metadata of slots 0..n-1, field by field."""
 
@@ -273,25 +270,27 @@ class MetaColumns:
 
     @classmethod
     def of_rows(cls, rows: Sequence[Mapping[str, Any] | None]) -> MetaColumns:
+        """Columns of rows of checked values (a saved store's, or a test's)."""
         columns = cls()
-        columns.append([r or {} for r in rows])
+        checked = plain_columns(rows)
+        if checked is None:
+            raise ValueError("rows of metadata that a store would not have taken")
+        columns.append(checked)
         return columns
 
-    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows (dicts of checked values) at the next slots."""
-        start, end = self.n, self.n + len(rows)
-        first = rows[0].keys() if rows else {}.keys()
-        names = [*first, *sorted(set().union(*rows) - first)]  # in C, unlike chaining keys
+    def append(self, metadata: CheckedMetadata) -> None:
+        """A checked batch's metadata at the next slots."""
+        start, end = self.n, self.n + len(metadata)
         for field in self.fields.values():
             field.reserve(start, end)
         lists = {name: field.list_used for name, field in self.fields.items()}
         try:
-            for name in names:
+            for name, column in metadata.columns.items():
                 field = self.fields.get(name)
                 if field is None:
                     field = self.fields[name] = Field()
                     field.reserve(0, end)
-                field.put(start, _values(rows, name))
+                field.put(start, column)
         except BaseException:  # leave no values past n for the next append to inherit
             for name, field in self.fields.items():
                 field.kind[start:end] = ABSENT

@@ -1,10 +1,11 @@
 """id -> slot for a FAISS store's records, without a Python object per id.
 
-Each id's 64-bit hash (Python's own string hash: never saved, rebuilt per process) sits with
-its slot in a few sorted runs, merged as they grow (a binary counter: a run merges into the
+Each id's key (`IdKeys`: the top 32 bits of Python's own string hash, never saved, rebuilt
+per process; an upserted batch's keys come from its duplicate check) sits with its slot in a
+few sorted runs, merged as they grow (a binary counter: a run merges into the
 one before it once that is at most twice its size, so each entry is merged O(log n) times).
-A lookup finds equal hashes by binary search and confirms each against the slot's id in the
-table, so a hash collision costs one comparison, never a wrong answer, and a dead slot (its
+A lookup finds equal keys by binary search and confirms each against the slot's id in the
+table, so ids sharing a key cost one comparison each, never a wrong answer, and a dead slot (its
 id None) never matches. 16 bytes a record where a dict of str -> int took about 70 at 1M.
 """
 
@@ -14,9 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def hashes_of(ids: Sequence[str | None]) -> np.ndarray:
-    return np.fromiter(map(hash, ids), np.int64, len(ids))
+from embedrec.stores.batch_checks import IdKeys
 
 
 class IdIndex:
@@ -28,21 +27,24 @@ class IdIndex:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
         if live.size:
             held = ids if live.size == len(ids) else [ids[s] for s in live.tolist()]
-            self.add(hashes_of(held), live.astype(np.int64))
+            self.add(IdKeys.of(held), live.astype(np.int64))  # type: ignore[arg-type]
 
     def repeated(self) -> str | None:
         """An id that two slots hold, None when each is held once."""
         for run_h, run_s in self._runs:
-            for at in np.flatnonzero(run_h[1:] == run_h[:-1]).tolist():
-                a, b = self.ids[run_s[at]], self.ids[run_s[at + 1]]
-                if a is not None and a == b:
-                    return a
+            same = run_h[1:] == run_h[:-1]
+            shared = np.concatenate([same, [False]]) | np.concatenate([[False], same])
+            seen: set[str] = set()
+            for rid in map(self.ids.__getitem__, run_s[shared].tolist()):
+                if rid in seen:
+                    return rid
+                if rid is not None:
+                    seen.add(rid)
         return None
 
-    def add(self, hashes: np.ndarray, slots: np.ndarray) -> None:
-        """Entries for `slots` (their ids already in `ids`)."""
-        order = np.argsort(hashes)
-        run_h, run_s = hashes[order], slots[order]
+    def add(self, keys: IdKeys, slots: np.ndarray) -> None:
+        """Entries for `slots`, which hold the ids of `keys` (already in `ids`)."""
+        run_h, run_s = keys.hashes, slots[keys.order]
         while self._runs and len(self._runs[-1][0]) <= 2 * len(run_h):
             last_h, last_s = self._runs.pop()
             merged_h = np.concatenate([last_h, run_h])
@@ -50,21 +52,22 @@ class IdIndex:
             run_h, run_s = merged_h[order], np.concatenate([last_s, run_s])[order]
         self._runs.append((run_h, run_s))
 
-    def find(self, ids: Sequence[str], hashes: np.ndarray | None = None) -> np.ndarray:
-        """The live slot of each id, -1 where there is none."""
+    def find(self, ids: Sequence[str], keys: IdKeys | None = None) -> np.ndarray:
+        """The live slot of each id (whose `keys` are given or made here), -1 where there is
+        none."""
         out = np.full(len(ids), -1, dtype=np.int64)
         if not self._runs:
             return out
-        wanted = hashes_of(ids) if hashes is None else hashes
-        order = np.argsort(wanted)  # sorted keys: numpy's binary searches resume, cache-warm
-        keys = wanted[order]
+        keys = IdKeys.of(ids) if keys is None else keys
+        order = keys.order  # sorted keys: numpy's binary searches resume, cache-warm
+        wanted = keys.hashes
         for run_h, run_s in self._runs:
-            left = np.searchsorted(run_h, keys, "left")
-            equal = run_h[np.minimum(left, len(run_h) - 1)] == keys
+            left = np.searchsorted(run_h, wanted, "left")
+            equal = run_h[np.minimum(left, len(run_h) - 1)] == wanted
             if not equal.any():
                 continue
             hit = np.flatnonzero(equal)
-            counts = np.searchsorted(run_h, keys[hit], "right") - left[hit]
+            counts = np.searchsorted(run_h, wanted[hit], "right") - left[hit]
             asked = np.repeat(order[hit], counts)
             starts = np.repeat(np.cumsum(counts) - counts, counts)
             at = np.repeat(left[hit], counts) + np.arange(len(asked)) - starts

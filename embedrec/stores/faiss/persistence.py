@@ -289,7 +289,10 @@ def _json_lines(path: Path, file: Path, ids: list) -> MetaColumns:
             raise CorruptStore(f"{path}: slot {n} holds id {rid!r} with metadata {line!r}")
         if live:
             seen.add(rid)
-    return MetaColumns.of_rows(lines)
+    try:
+        return MetaColumns.of_rows(lines)
+    except ValueError as exc:
+        raise CorruptStore(f"{path}: {exc}") from None
 
 
 def fsync_rename(tmp: Path, final: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from embedrec.stores.base import Hits, Record, VectorStore
+from embedrec.stores.base import CheckedBatch, Hits, Record, VectorStore
 from embedrec.stores.errors import (
     ConfigError,
     DimensionError,
@@ -177,13 +177,13 @@ class FaissStore(VectorStore):
         handle = persistence.lock_for_writing(self.path, self._generation)
         self._lock_file = handle
 
-    def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
+    def _upsert(self, batch: CheckedBatch) -> int:
         with self._lock.write():
             self._writable()
-            self._index.add(vectors)
-            self._table.append(ids, metadata)
+            self._index.add(batch.vectors)
+            self._table.append(batch.ids, batch.keys, batch.metadata)
             self._dirty = True
-        return len(ids)
+        return len(batch)
 
     def _delete_slots(self, slots: list[int]) -> int:
         if slots:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import itertools
 import operator
 import threading
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from embedrec.stores.batch_checks import CheckedMetadata, IdKeys
 from embedrec.stores.errors import CorruptStore
 from embedrec.stores.faiss.columns import MetaColumns
-from embedrec.stores.faiss.id_index import IdIndex, hashes_of
+from embedrec.stores.faiss.id_index import IdIndex
 from embedrec.stores.faiss.planner import Selection
 from embedrec.stores.filters import Node
 
@@ -84,16 +84,17 @@ class SlotTable:
         self._masks.clear()
         self._excluded.clear()
 
-    def append(self, ids: list[str], metadata: Sequence[Mapping[str, Any]]) -> None:
-        """New records at the next slots; an id already present is killed first."""
-        index, hashes = self.index(), hashes_of(ids)
-        old = index.find(ids, hashes)
+    def append(self, ids: list[str], keys: IdKeys, metadata: CheckedMetadata) -> None:
+        """New records (with their ids' `keys`) at the next slots; an id already present
+        is killed first."""
+        index = self.index()
+        old = index.find(ids, keys)
         self.kill(old[old >= 0].tolist())
         start = len(self.ids)
         self.columns.append(metadata)
         self.ids.extend(ids)
         self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
-        index.add(hashes, np.arange(start, start + len(ids), dtype=np.int64))
+        index.add(keys, np.arange(start, start + len(ids), dtype=np.int64))
         self.changed()
 
     def kill(self, slots: list[int]) -> None:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pinecone import Pinecone, RetryConfig
 
-from embedrec.stores.base import Capabilities, Hit, Hits, Record, VectorStore
+from embedrec.stores.base import Capabilities, CheckedBatch, Hit, Hits, Record, VectorStore
 from embedrec.stores.errors import (
     ConfigError,
     CorruptStore,
@@ -233,7 +233,8 @@ class PineconeStore(VectorStore):
 
     # -- hooks -------------------------------------------------------------------------------
 
-    def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
+    def _upsert(self, batch: CheckedBatch) -> int:
+        ids, vectors, metadata = batch.ids, batch.vectors, batch.metadata
         items: list[dict[str, Any]] = []
         for rid, values, meta in zip(ids, short_floats(vectors), metadata, strict=True):
             w = wire_id(rid)

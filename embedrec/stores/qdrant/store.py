@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from embedrec.stores.base import Capabilities, Hits, Record, VectorStore
+from embedrec.stores.base import Capabilities, CheckedBatch, Hits, Record, VectorStore
 from embedrec.stores.errors import ConfigError, StoreError
 from embedrec.stores.filters import Node
 from embedrec.stores.qdrant.dialect import (
@@ -150,7 +150,7 @@ class QdrantStore(VectorStore):
                 if field in self.pending_indexes:
                     self.pending_indexes.remove(field)
 
-    def _index_named(self, metadata: list[dict]) -> None:
+    def _index_named(self, metadata: Sequence[dict]) -> None:
         """Index the `indexes=` fields, typed by their first value in this batch."""
         for field in list(self.pending_indexes):
             value = next((m[field] for m in metadata if field in m), None)
@@ -165,7 +165,8 @@ class QdrantStore(VectorStore):
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def _upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
+    def _upsert(self, batch: CheckedBatch) -> int:
+        ids, vectors, metadata = batch.ids, batch.vectors, batch.metadata
         shadow = not self.engine.dialect.matches_bools
         payloads = [to_payload(i, m, shadow) for i, m in zip(ids, metadata, strict=True)]
         with self.guard():
