@@ -112,9 +112,10 @@ class ItemVectors:
     @classmethod
     def fetch(cls, space: Space, histories: Sequence[Sequence[Interaction]]) -> ItemVectors:
         wanted = list(dict.fromkeys(e.item_id for h in histories for e in h))
-        records = space.failover.call("fetch", lambda s: s.fetch(wanted)) if wanted else []
-        matrix = np.stack([r.vector for r in records]) if records else np.zeros((0, space.dim))
-        return cls({r.id: n for n, r in enumerate(records)}, matrix.astype(np.float32))
+        if not wanted:
+            return cls({}, np.zeros((0, space.dim), dtype=np.float32))
+        found, matrix = space.failover.call("fetch", lambda s: s.fetch_vectors(wanted))
+        return cls({i: n for n, i in enumerate(found)}, matrix)
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self.rows
