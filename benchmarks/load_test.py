@@ -150,7 +150,13 @@ def make_app():  # type: ignore[no-untyped-def]
         model=TwoTowerModel.load(opts["model"], device="cpu"),
         interactions=Interactions.from_frames(ml.users, ml.ratings),
     )
-    return create_app(rec)
+    return answering_pid(create_app(rec))
+
+
+def answering_pid(app):  # type: ignore[no-untyped-def]
+    """`app` with a route that names the worker process answering (see `running_server`)."""
+    app.add_api_route("/load-test/pid", lambda: {"pid": os.getpid()})
+    return app
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -287,6 +293,7 @@ def _server_latency(port: int, workers: int) -> dict:
         "server_p99_ms": round(quantile(0.99), 2),
         "server_within_25ms": round(total[0.025] / count, 4) if 0.025 in total else None,
         "server_workers_read": len(seen),
+        "server_requests_per_worker": sorted(int(c) for c in seen),
     }
 
 
@@ -393,21 +400,25 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(cmd: list[str], port: int) -> Iterator[subprocess.Popen]:
-    """The server started by `cmd`, once its /healthz on `port` answers; stopped on exit."""
+def running_server(cmd: list[str], port: int, workers: int) -> Iterator[subprocess.Popen]:
+    """The server started by `cmd`, once each of its `workers` processes has answered on
+    `port`; stopped on exit. The first worker up would otherwise accept every keep-alive
+    connection of the load while the others still import torch (10-20 s on a busy machine),
+    and serve the whole run alone."""
     import httpx
 
     server = subprocess.Popen(cmd, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
+        deadline, pids = time.monotonic() + 180, set()
+        while len(pids) < workers:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).raise_for_status()
-                break
+                answer = httpx.get(f"http://127.0.0.1:{port}/load-test/pid", timeout=2)
+                pids.add(answer.raise_for_status().json()["pid"])
             except httpx.HTTPError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.3)
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start ({len(pids)} workers answered)")
+            time.sleep(0.1)
         yield server
     finally:
         server.terminate()
@@ -423,7 +434,7 @@ def phase(args: argparse.Namespace, bodies: list[str], fail_at: float | None) ->
     cmd += ["--workers", str(args.workers)]
     if fail_at is not None:
         cmd += ["--fail-at", str(fail_at)]
-    with running_server(cmd, port) as server:
+    with running_server(cmd, port, args.workers) as server:
         cpu = _server_cpu(server)
         if args.client == "wrk":
             figures, samples = _load_wrk(port, bodies, args, cpu)
