@@ -179,6 +179,9 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port,
         log_level="warning",
         access_log=False,
+        # a worker that is still importing torch on a busy machine can miss uvicorn's
+        # 5-second ping and be killed and restarted, again and again
+        timeout_worker_healthcheck=60,
     )
 
 

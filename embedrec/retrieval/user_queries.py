@@ -78,18 +78,19 @@ def user_queries(
         for r in requests
     ]
     vectors = ItemVectors.fetch(space, [*stored, *(r.history for r in requests)])
+    held = vectors.rows
     out: list[Query] = []
     encode: list[tuple[Query, list[Interaction], dict[str, Any] | None]] = []
     for request, events in zip(requests, stored, strict=True):
-        asked = [e for e in request.history if e.item_id in vectors]
+        asked = [e for e in request.history if e.item_id in held]
         query = Query(
             None,
             "popularity",
             len(request.history) - len(asked),
-            frozenset(e.item_id for e in [*events, *asked]),
+            frozenset([e.item_id for e in events] + [e.item_id for e in asked]),
         )
         if sequence:
-            kept = [e for e in [*events, *asked] if e.item_id in vectors][-n:]
+            kept = ([e for e in events if e.item_id in held] + asked)[-n:]
             query.source = "two-tower" if events else "history" if kept else "features"
             encode.append((query, kept, _row(request, users)))
         else:
@@ -116,9 +117,6 @@ class ItemVectors:
             return cls({}, np.zeros((0, space.dim), dtype=np.float32))
         found, matrix = space.failover.call("fetch", lambda s: s.fetch_vectors(wanted))
         return cls({i: n for n, i in enumerate(found)}, matrix)
-
-    def __contains__(self, item_id: str) -> bool:
-        return item_id in self.rows
 
     def of(self, events: Sequence[Interaction]) -> np.ndarray:
         """The events' item vectors, (len(events), dim)."""
