@@ -36,6 +36,19 @@ same rounds: server CPU 292-349 us before, 209-281 us after; p99 97-228 ms befor
 The p99 target of 25 ms is not met at those load averages: the other work takes the cores, even
 from inside the service's own answering (its histogram's p99 alone is 4-8x the target).
 
+Then (same command, `--workdir` shared, three rounds alternating main at 31d4bdf and this tree,
+load average 18-22): the sequence tower computes its last block for the last position only
+(`SequenceTower.last`), a history's item vectors are read without their metadata (`fetch_vectors`)
+and ids are checked in bulk. Server CPU per request 2099/1491/1296 us before, 1167/952/1005 us
+after (0.56/0.64/0.78x; in process, `recommend_batch` over 16 histories: 0.61-0.76x); requests/s
+85/153/309 before, 315/305/443 after; the service's p50 184/102/41 ms before, 46/34/20 ms after,
+its p99 491/464/233 ms before, 235/245/220 ms after (26-58% within 25 ms after, 1-36% before). At
+that load the p99 measures the machine, not the service. Both sides ran this script as it is now:
+the load starts once every worker has answered (before, the first worker up, while the other still
+imported torch, took all 32 keep-alive connections for the whole run), and workers get 60 s to
+answer uvicorn's health ping (at 5 s, one still importing torch on a busy machine was killed and
+restarted, over and over).
+
 Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
 healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
 answered /similar and /recommend itself; "after" the same tree with only `embedrec/retrieval/`
