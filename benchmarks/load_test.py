@@ -44,10 +44,10 @@ after (0.56/0.64/0.78x; in process, `recommend_batch` over 16 histories: 0.61-0.
 85/153/309 before, 315/305/443 after; the service's p50 184/102/41 ms before, 46/34/20 ms after,
 its p99 491/464/233 ms before, 235/245/220 ms after (26-58% within 25 ms after, 1-36% before). At
 that load the p99 measures the machine, not the service. Both sides ran this script as it is now:
-the load starts once every worker has answered (before, the first worker up, while the other still
-imported torch, took all 32 keep-alive connections for the whole run), and workers get 60 s to
-answer uvicorn's health ping (at 5 s, one still importing torch on a busy machine was killed and
-restarted, over and over).
+the load starts once every worker has answered (before, the first worker up could accept every
+keep-alive connection while the other still imported torch, and serve the run alone), and workers
+get 60 s to answer uvicorn's health ping (at 5 s, one still importing torch on a busy machine was
+killed and restarted, over and over).
 
 Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
 healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
