@@ -144,6 +144,8 @@ def _sequence_vectors(
     bookkeeping: 6% less)."""
     model = space.model
     assert model is not None
+    if not encode:  # a static model's queries
+        return
     has_features = bool(model.towers.user.features)
     with_row = [e for e in encode if has_features and e[2] is not None]
     without = [e for e in encode if e[1] and not (has_features and e[2] is not None)]
