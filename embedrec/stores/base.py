@@ -214,7 +214,7 @@ class VectorStore(abc.ABC):
         """The vectors alone of the ids that exist, in the order asked: those ids and a
         float32 matrix with a row each. What a query built from stored items needs (a
         history's items, an item's neighbours): FAISS reads no metadata for it (a 50-item
-        history's vectors: 0.2x the CPU of `fetch`)."""
+        history's vectors: 0.1-0.2x the CPU of `fetch`)."""
         sids = normalize_ids(ids)
         if not sids:
             return [], np.zeros((0, self.dim), dtype=np.float32)
