@@ -47,11 +47,11 @@ that load the p99 measures the machine, not the service. Four more rounds at loa
 server CPU per request 1022/1246/1407/1275 us before, 1118/938/1125/1070 us after (1.09x in the
 round where other work of ours overlapped, then 0.75/0.80/0.84x); the service's p99 86/80/79/50 ms
 before, 96/85/66/48 ms after, 66-87% within 25 ms after. Of a worker's time under this load
-(py-spy, after): `recommend_batch` 50%, the tower 23% of it, writing answers to the socket 21%.
-Both sides ran this script as it is now: the load starts once every worker has answered (before,
-the first worker up could accept every keep-alive connection while the other still imported torch,
-and serve the run alone), and workers get 60 s to answer uvicorn's health ping (at 5 s, one still
-importing torch on a busy machine was killed and restarted, over and over).
+(py-spy, after): `recommend_batch` 50% (of which the sequence tower 23 points), writing answers to
+the socket 21%. Both sides ran this script as it is now: the load starts once every worker has
+answered (before, the first worker up could accept every keep-alive connection while the other
+still imported torch, and serve the run alone), and workers get 60 s to answer uvicorn's health
+ping (at 5 s, one still importing torch on a busy machine was killed and restarted, over and over).
 
 Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
 healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
