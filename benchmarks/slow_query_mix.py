@@ -65,7 +65,7 @@ def make_app():  # type: ignore[no-untyped-def]
     if opts["policy"] != "filtered":  # the alternatives to the service's own policy
         everything = opts["policy"] == "thread"
         routes.offloaded = lambda recommender, space, filter: everything
-    return create_app(rec)
+    return load_test.answering_pid(create_app(rec))
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -139,7 +139,7 @@ def phase(args: argparse.Namespace, bodies: list[str], policy: str, slow: bool) 
     port = load_test._free_port()
     cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--policy", policy]
     cmd += ["--workdir", args.workdir, "--model", str(args.model)]
-    with load_test.running_server(cmd, port) as server:
+    with load_test.running_server(cmd, port, 1) as server:
         cpu = load_test._server_cpu(server)
         warm = argparse.Namespace(**{**vars(args), "clients": 2, "duration": 2.0})
         uvloop.run(_mix(port, bodies, warm, slow=True))  # warm-up, not measured

@@ -304,11 +304,12 @@ class Recommender:
         if not ids:
             return []
         unique = list(dict.fromkeys(ids))
-        records = {r.id: r for r in fo.call("fetch", lambda s: s.fetch(unique))}
-        missing = [i for i in unique if i not in records]
+        held, matrix = fo.call("fetch", lambda s: s.fetch_vectors(unique))
+        rows = {i: n for n, i in enumerate(held)}
+        missing = [i for i in unique if i not in rows]
         if missing:
             raise ItemNotFound(f"item {missing[0]!r} is not in the {name} store {fo.primary.uri}")
-        vectors = np.stack([records[i].vector for i in ids]).astype(np.float32)
+        vectors = matrix[[rows[i] for i in ids]]
         hits = self._search(found, vectors, k, node, [frozenset((i,)) for i in ids])
         return [Results(h, name) for h in hits]
 

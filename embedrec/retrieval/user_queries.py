@@ -82,19 +82,20 @@ def user_queries(
         for r in requests
     ]
     vectors = ItemVectors.fetch(space, [*stored, *(r.history for r in requests)])
+    held = vectors.rows
     out: list[Query] = []
     encode: list[tuple[Query, list[Interaction], dict[str, Any] | None, float]] = []
     clock = time.time()
     for request, events in zip(requests, stored, strict=True):
-        asked = [e for e in request.history if e.item_id in vectors]
+        asked = [e for e in request.history if e.item_id in held]
         query = Query(
             None,
             "popularity",
             len(request.history) - len(asked),
-            frozenset(e.item_id for e in [*events, *asked]),
+            frozenset([e.item_id for e in events] + [e.item_id for e in asked]),
         )
         if sequence:
-            kept = [e for e in [*events, *asked] if e.item_id in vectors][-n:]
+            kept = ([e for e in events if e.item_id in held] + asked)[-n:]
             query.source = "two-tower" if events else "history" if kept else "features"
             at = clock if request.now is None else request.now
             encode.append((query, kept, _row(request, users), at))
@@ -118,12 +119,10 @@ class ItemVectors:
     @classmethod
     def fetch(cls, space: Space, histories: Sequence[Sequence[Interaction]]) -> ItemVectors:
         wanted = list(dict.fromkeys(e.item_id for h in histories for e in h))
-        records = space.failover.call("fetch", lambda s: s.fetch(wanted)) if wanted else []
-        matrix = np.stack([r.vector for r in records]) if records else np.zeros((0, space.dim))
-        return cls({r.id: n for n, r in enumerate(records)}, matrix.astype(np.float32))
-
-    def __contains__(self, item_id: str) -> bool:
-        return item_id in self.rows
+        if not wanted:
+            return cls({}, np.zeros((0, space.dim), dtype=np.float32))
+        found, matrix = space.failover.call("fetch", lambda s: s.fetch_vectors(wanted))
+        return cls({i: n for n, i in enumerate(found)}, matrix)
 
     def of(self, events: Sequence[Interaction]) -> np.ndarray:
         """The events' item vectors, (len(events), dim)."""
@@ -151,6 +150,8 @@ def _sequence_vectors(
     bookkeeping: 6% less)."""
     model = space.model
     assert model is not None
+    if not encode:  # a static model's queries
+        return
     has_features = bool(model.towers.user.features)
     with_row = [e for e in encode if has_features and e[2] is not None]
     without = [e for e in encode if e[1] and not (has_features and e[2] is not None)]

@@ -188,6 +188,23 @@ class StoreConformance(StoreInfoConformance, StoreHardening):
             assert record.vector.dtype == np.float32
             assert record.metadata == metadata[i]
 
+    def test_fetch_vectors_is_fetch_without_metadata(self, make):
+        rng = np.random.default_rng(2)
+        store = make(metric="dot")
+        assert store.fetch_vectors(["nope"])[0] == []
+        assert store.fetch_vectors([])[1].shape == (0, 8)
+        ids = [f"x{i}" for i in range(20)]
+        store.upsert(ids, rng.standard_normal((20, 8)).astype(np.float32), random_metadata(rng, 20))
+        store.delete(["x5"])
+        store.flush()
+        asked = ["x3", "missing", "x0", "x5", "x19"]
+        found, matrix = store.fetch_vectors(asked)
+        records = store.fetch(asked)
+        assert found == [r.id for r in records] == ["x3", "x0", "x19"]
+        assert matrix.dtype == np.float32 and matrix.shape == (3, 8)
+        np.testing.assert_array_equal(matrix, np.stack([r.vector for r in records]))
+        assert store.fetch_vectors(["missing", "x5"])[1].shape == (0, 8)
+
     def test_cosine_vectors_are_normalised(self, make):
         store = make(metric="cosine")
         store.upsert(["a"], [[3.0, 4.0, 0, 0, 0, 0, 0, 0]])

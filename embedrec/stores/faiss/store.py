@@ -205,14 +205,23 @@ class FaissStore(VectorStore):
 
     def _fetch(self, ids: list[str]) -> list[Record]:
         with self._lock.read():
-            found = self._table.find(ids)
-            slots = found[found >= 0]
-            if not slots.size:
-                return []
-            vectors = self._index.reconstruct_batch(slots)
-            metadata = self._table.columns.rows(slots)
-            kept = [i for i, s in zip(ids, found.tolist(), strict=True) if s >= 0]
+            kept, slots, vectors = self._read_vectors(ids)
+            metadata = self._table.columns.rows(slots) if slots.size else []
             return [Record(i, vectors[n], dict(metadata[n])) for n, i in enumerate(kept)]
+
+    def _fetch_vectors(self, ids: list[str]) -> tuple[list[str], np.ndarray]:
+        with self._lock.read():
+            kept, _, vectors = self._read_vectors(ids)
+            return kept, vectors
+
+    def _read_vectors(self, ids: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The ids found, their slots and their vectors (under the read lock)."""
+        found = self._table.find(ids)
+        slots = found[found >= 0]
+        if not slots.size:
+            return [], slots, np.zeros((0, self.dim), dtype=np.float32)
+        kept = [i for i, s in zip(ids, found.tolist(), strict=True) if s >= 0]
+        return kept, slots, self._index.reconstruct_batch(slots)
 
     def _ids(self) -> list[str]:
         with self._lock.read():
