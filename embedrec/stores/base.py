@@ -225,13 +225,17 @@ class VectorStore(abc.ABC):
         k hits still come back whenever k records qualify. `params` go over the store's
         calibrated search defaults (`StoreInfo.search_defaults`, `embedrec calibrate`). A
         filter already parsed (`parse_filter`, as the client does) is taken as it is."""
-        self._check_k(k)
+        if type(k) is not int or not 0 < k <= (self.capabilities.max_k or MAX_K):
+            self._check_k(k)  # the error, or a numpy integer
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = _unit_rows(queries)
         node = self.check_filter(filter) if filter is not None else None
-        params = {**self._search_defaults(), **(params or {})}  # a call's own params win
-        checked = check_params(params, self.capabilities.search_params)
+        defaults = self._search_defaults()  # the store's known params: checked already
+        if params:  # a call's own params win
+            checked = check_params({**defaults, **params}, self.capabilities.search_params)
+        else:
+            checked = dict(defaults)
         if exclude is not None and len(exclude) != queries.shape[0]:
             raise StoreError(f"exclude has {len(exclude)} rows for {queries.shape[0]} queries")
         if queries.shape[0] == 0:

@@ -247,7 +247,7 @@ class FaissStore(VectorStore):
                 answer = over.filtered(queries, k, self._table.select(node), chosen)
                 return hits_of(self._table, *answer, l2=l2)
             hits = hits_of(self._table, *over.unfiltered(queries, k, chosen), l2=l2)
-            short = [n for n, row in enumerate(hits) if len(row) < k]
+            short = [n for n, row in enumerate(hits) if len(row.ids) < k]
             if short:  # an ANN search may reach fewer than k of the records
                 answer = over.exact(queries[short], k, self._table.live())
                 for n, row in zip(short, hits_of(self._table, *answer, l2=l2), strict=True):
