@@ -227,6 +227,7 @@ class VectorStore(abc.ABC):
         filter already parsed (`parse_filter`, as the client does) is taken as it is."""
         if type(k) is not int or not 0 < k <= (self.capabilities.max_k or MAX_K):
             self._check_k(k)  # the error, or a numpy integer
+            k = int(k)
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = _unit_rows(queries)
@@ -235,17 +236,18 @@ class VectorStore(abc.ABC):
         if params:  # a call's own params win
             checked = check_params({**defaults, **params}, self.capabilities.search_params)
         else:
-            checked = dict(defaults)
-        if exclude is not None and len(exclude) != queries.shape[0]:
-            raise StoreError(f"exclude has {len(exclude)} rows for {queries.shape[0]} queries")
-        if queries.shape[0] == 0:
+            checked = {**defaults}
+        n = len(queries)
+        if exclude is not None and len(exclude) != n:
+            raise StoreError(f"exclude has {len(exclude)} rows for {n} queries")
+        if n == 0:
             return []
         if exclude is None or not any(exclude):
-            return self._search(queries, int(k), node, checked, None)
+            return self._search(queries, k, node, checked, None)
         sets = [ex if isinstance(ex, (set, frozenset)) else {str(i) for i in ex} for ex in exclude]
         if self.capabilities.excludes_in_search:
-            return self._search(queries, int(k), node, checked, sets)
-        return self._over_fetch(queries, int(k), node, checked, sets)
+            return self._search(queries, k, node, checked, sets)
+        return self._over_fetch(queries, k, node, checked, sets)
 
     def _check_k(self, k: Any) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

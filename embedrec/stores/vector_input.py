@@ -22,22 +22,18 @@ def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.nd
 
     `ids` name the records in error messages; without them rows are named by position.
     """
-    if (
-        type(vectors) is np.ndarray
-        and vectors.dtype is _FLOAT32
-        and 0 < vectors.ndim <= 2
-        and vectors.shape[-1] == dim
-    ):
+    if type(vectors) is np.ndarray and vectors.dtype is _FLOAT32 and vectors.flags.c_contiguous:
         # Already what stores take (every single query of a loop comes here, right after the
         # previous search has evicted the interpreter's caches): as it is, after a few C
-        # calls; anything else goes through the full checks, and their errors.
-        plain = vectors.reshape(-1, dim)
+        # calls; anything else goes through the full checks below, and their errors.
+        rows = vectors[None] if vectors.ndim == 1 else vectors  # one vector: a row view
         if (
-            plain.flags.c_contiguous
-            and (ids is None or len(ids) == len(plain))
-            and math.isfinite(np.vdot(plain, plain))
+            rows.ndim == 2
+            and rows.shape[1] == dim
+            and (ids is None or len(ids) == len(rows))
+            and math.isfinite(np.vdot(rows, rows))  # not ndarray.dot: it warns on overflow
         ):
-            return plain
+            return rows
     arr = _numbers(vectors, ids)
     if arr.ndim >= 1 and arr.shape[0] == 0:
         arr = arr.reshape(0, dim)  # no vectors: for no ids, or for an IdError below
