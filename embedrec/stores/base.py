@@ -239,23 +239,29 @@ class VectorStore(abc.ABC):
         k hits still come back whenever k records qualify. `params` go over the store's
         calibrated search defaults (`StoreInfo.search_defaults`, `embedrec calibrate`). A
         filter already parsed (`parse_filter`, as the client does) is taken as it is."""
-        self._check_k(k)
+        if type(k) is not int or not 0 < k <= (self.capabilities.max_k or MAX_K):
+            self._check_k(k)  # the error, or a numpy integer
+            k = int(k)
         queries = as_matrix(vectors, self.dim)
         if self.metric == "cosine":
             queries = _unit_rows(queries)
         node = self.check_filter(filter) if filter is not None else None
-        params = {**self._search_defaults(), **(params or {})}  # a call's own params win
-        checked = check_params(params, self.capabilities.search_params)
-        if exclude is not None and len(exclude) != queries.shape[0]:
-            raise StoreError(f"exclude has {len(exclude)} rows for {queries.shape[0]} queries")
-        if queries.shape[0] == 0:
+        defaults = self._search_defaults()  # the store's known params: checked already
+        if params:  # a call's own params win
+            checked = check_params({**defaults, **params}, self.capabilities.search_params)
+        else:
+            checked = {**defaults}
+        n = len(queries)
+        if exclude is not None and len(exclude) != n:
+            raise StoreError(f"exclude has {len(exclude)} rows for {n} queries")
+        if n == 0:
             return []
         if exclude is None or not any(exclude):
-            return self._search(queries, int(k), node, checked, None)
+            return self._search(queries, k, node, checked, None)
         sets = [ex if isinstance(ex, (set, frozenset)) else {str(i) for i in ex} for ex in exclude]
         if self.capabilities.excludes_in_search:
-            return self._search(queries, int(k), node, checked, sets)
-        return self._over_fetch(queries, int(k), node, checked, sets)
+            return self._search(queries, k, node, checked, sets)
+        return self._over_fetch(queries, k, node, checked, sets)
 
     def _check_k(self, k: Any) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

@@ -57,11 +57,14 @@ class Hits(Sequence[Hit]):
         scores: list[float] | None = None,
         metadata: list[MetadataOrNone] | Callable[[], list[MetadataOrNone]] | None = None,
     ) -> None:
-        self.ids = ids if ids is not None else []
-        self.scores = scores if scores is not None else [0.0] * len(self.ids)
-        self._metadata = metadata if metadata is not None else [None] * len(self.ids)
-        if len(self.ids) != len(self.scores):
-            raise ValueError(f"{len(self.ids)} ids for {len(self.scores)} scores")
+        if ids is None:  # locals, not attributes, are read: every search makes one
+            ids = []
+        if scores is None:
+            scores = [0.0] * len(ids)
+        elif len(scores) != len(ids):
+            raise ValueError(f"{len(ids)} ids for {len(scores)} scores")
+        self.ids, self.scores = ids, scores
+        self._metadata = metadata if metadata is not None else [None] * len(ids)
 
     @property
     def metadata(self) -> list[MetadataOrNone]:

@@ -14,12 +14,26 @@ import numpy as np
 
 from embedrec.stores.errors import DimensionError, IdError, VectorError
 
+_FLOAT32 = np.dtype(np.float32)
+
 
 def as_matrix(vectors: Any, dim: int, ids: Sequence[str] | None = None) -> np.ndarray:
     """A C-contiguous float32 (n, dim) copy-free view where possible, with every row finite.
 
     `ids` name the records in error messages; without them rows are named by position.
     """
+    if type(vectors) is np.ndarray and vectors.dtype is _FLOAT32 and vectors.flags.c_contiguous:
+        # Already what stores take (every single query of a loop comes here, right after the
+        # previous search has evicted the interpreter's caches): as it is, after a few C
+        # calls; anything else goes through the full checks below, and their errors.
+        rows = vectors[None] if vectors.ndim == 1 else vectors  # one vector: a row view
+        if (
+            rows.ndim == 2
+            and rows.shape[1] == dim
+            and (ids is None or len(ids) == len(rows))
+            and math.isfinite(np.vdot(rows, rows))  # not ndarray.dot: it warns on overflow
+        ):
+            return rows
     arr = _numbers(vectors, ids)
     if arr.ndim >= 1 and arr.shape[0] == 0:
         arr = arr.reshape(0, dim)  # no vectors: for no ids, or for an IdError below
@@ -73,8 +87,9 @@ def _numbers(vectors: Any, ids: Sequence[str] | None) -> np.ndarray:
 
 def _holds_bools(vectors: Any, arr: np.ndarray) -> bool:
     """True when lists of numbers hold a bool, which numpy reads as 1.0 or 0.0 beside
-    numbers (an array of bools alone has its own dtype)."""
-    if isinstance(vectors, np.ndarray):
+    numbers (an array of bools alone has its own dtype). A lone number is no vector: the
+    shape check refuses it."""
+    if isinstance(vectors, np.ndarray) or arr.ndim == 0:
         return False
     rows = vectors if arr.ndim == 2 else [vectors]
     return any(type(x) is bool for row in rows for x in row)

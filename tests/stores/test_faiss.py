@@ -515,3 +515,31 @@ def test_excluded_slots_follow_writes():
     store.flush()
     hits = store.search(query, 3, exclude=[seen])[0]
     assert [h.id for h in hits] == ["c"]
+
+
+@pytest.mark.parametrize("kind", ["Flat", "HNSW16"])
+def test_hit_ids_follow_appends_overwrites_deletes_and_compaction(kind):
+    """Hits read ids from an id array that appends extend rather than make again."""
+    store = open_store(f"faiss:?index={kind}", dim=8, metric="l2")
+    basis = np.eye(8, dtype=np.float32)
+
+    def top(vector: np.ndarray) -> list[str]:
+        single = store.search(vector, 3)[0].ids
+        assert store.search(np.stack([vector, vector]), 3)[1].ids == single  # batch path
+        return single
+
+    store.upsert(["a", "b", "c"], basis[:3])
+    assert top(basis[0])[0] == "a"
+    store.upsert(["d"], basis[3:4])
+    assert top(basis[3])[0] == "d"
+    room = store._table._id_room  # grown with room to spare
+    store.upsert(["a"], basis[4:5])  # overwritten: its old slot is dead
+    assert top(basis[4])[0] == "a" and top(basis[0]).count("a") == 0
+    assert store._table._id_room is room  # extended in place, not made again
+    store.delete(["b"])
+    assert "b" not in top(basis[1])
+    store.upsert([f"n{i}" for i in range(20)], np.tile(basis[5], (20, 1)) * 2)
+    assert top(basis[5] * 2)[0].startswith("n")
+    store.compact()
+    assert top(basis[4])[0] == "a" and top(basis[3])[0] == "d"
+    assert sorted(store.ids()) == sorted(["a", "c", "d", *(f"n{i}" for i in range(20))])

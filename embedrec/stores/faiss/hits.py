@@ -4,9 +4,10 @@ object per hit.
 The metadata is left to be made on first access from the table's columns as they stood at
 the search (columns only grow, and a compaction makes new ones, so reading later still sees
 the search's moment): making each hit's dict costs more than its id, and many callers never
-read it. A batch also maps its labels to ids with one fancy index into an id array. A few
-hits are read from the id list directly, since numpy's per-call cost, on caches the search
-has just evicted, would dominate.
+read it. Labels map to ids with one fancy index into the table's id array, even for one
+query's ten: a Python lookup per hit costs more on caches the search has just evicted (about
+4 µs of a single HNSW query over 100k, `benchmarks/faiss_store.py`'s "single x raw"). A few
+hits are then built row by row from lists, a batch's with `map` over its rows.
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ from embedrec.stores.base import Hits
 from embedrec.stores.faiss.table import SlotTable
 
 SMALL_RESULT = 64
-"""Up to this many labels in one answer, hits are built from the lists, not the id array."""
+"""Up to this many labels in one answer, hits are built row by row."""
 
 
 def _few_hits(table: SlotTable, distances: np.ndarray, labels: np.ndarray, l2: bool) -> list[Hits]:
-    ids, rows = table.ids, table.columns.rows
+    rows = table.columns.rows
+    names = table.id_array()[labels].tolist()  # a -1 label reads the last id: left out below
+    scores = (-distances if l2 else distances).tolist()
     out = []
-    for row, sc in zip(labels.tolist(), distances.tolist(), strict=True):
+    for n, row in enumerate(labels.tolist()):  # not zip(strict=True): a microsecond a call
+        sc, hid = scores[n], names[n]
         if -1 in row:
             sc = [d for d, s in zip(sc, row, strict=True) if s >= 0]
+            hid = [i for i, s in zip(hid, row, strict=True) if s >= 0]
             row = [s for s in row if s >= 0]
-        scores = [-d for d in sc] if l2 else sc
-        out.append(Hits([ids[s] for s in row], scores, functools.partial(rows, row)))
+        out.append(Hits(hid, sc, functools.partial(rows, row)))
     return out
 
 

@@ -5,8 +5,8 @@ Records live at slots 0..ntotal-1 in insertion order. A delete or an overwrite m
 slot dead (its id becomes None, `alive` False); every search leaves dead slots out through a
 selector until a compaction drops them. Metadata lives in columns (`MetaColumns`), which
 only grow, so a dead slot keeps its values until the compaction. The caches (the fields in
-use, filter masks, the slots of excluded-id sets, the id array hits read from) are valid
-until the next write, which calls `changed()`.
+use, filter masks, the slots of excluded-id sets) are valid until the next write, which
+calls `changed()`; the id array hits read from follows the appends (`id_array`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class SlotTable:
         self._live: Selection | None = None
         self._excluded: dict[frozenset[str], np.ndarray] = {}
         self._id_array: np.ndarray | None = None
+        self._id_room: np.ndarray | None = None  # _id_array is its first len(ids) entries
         self._cache_lock = threading.Lock()  # concurrent searches share the caches
 
     def __len__(self) -> int:
@@ -79,10 +80,9 @@ class SlotTable:
     def changed(self) -> None:
         """After a write: every cache is stale."""
         self._fields = None
-        self._id_array = None
         self._live = None
         self._masks.clear()
-        self._excluded.clear()
+        self._excluded.clear()  # the id array is kept: `id_array`
 
     def append(self, ids: list[str], keys: IdKeys, metadata: CheckedMetadata) -> None:
         """New records (with their ids' `keys`) at the next slots; an id already present
@@ -114,6 +114,7 @@ class SlotTable:
         self.columns = self.columns.taken(live)
         self.alive = np.ones(len(self.ids), dtype=bool)
         self._index = None  # made again on first use
+        self._id_array = self._id_room = None
         self.dead = 0
         self.changed()
 
@@ -160,10 +161,27 @@ class SlotTable:
         return slots
 
     def id_array(self) -> np.ndarray:
-        """The ids as an object array over slots, so that mapping a batch of labels is one
-        fancy index in C rather than a Python lookup per hit."""
-        if self._id_array is None:
-            ids = np.empty(len(self.ids), dtype=object)
-            ids[:] = self.ids
-            self._id_array = ids
+        """The ids as an object array over slots, so that mapping labels to ids is one
+        fancy index in C rather than a Python lookup per hit (which costs more even for one
+        query's ten, on caches its search has just evicted). Kept across writes, since making
+        it again takes as long as hundreds of searches at 1M: appends extend it, with room
+        to grow; a dead slot may keep its former id, which no search returns (searches leave
+        dead slots out); a compaction drops it."""
+        ids = self._id_array
+        if ids is None or len(ids) != len(self.ids):
+            with self._cache_lock:
+                ids = self._extended_id_array()
+        return ids
+
+    def _extended_id_array(self) -> np.ndarray:
+        n, room = len(self.ids), self._id_room
+        done = 0 if self._id_array is None else len(self._id_array)
+        if done < n:
+            if room is None or len(room) < n:
+                grown = np.empty(n if room is None else n + n // 4, dtype=object)
+                if room is not None:
+                    grown[:done] = room[:done]
+                room = self._id_room = grown
+            room[done:n] = self.ids[done:n]
+            self._id_array = room[:n]
         return self._id_array
