@@ -79,8 +79,12 @@ class GRU4RecParams(_CornacTorch):
     """Units of each GRU layer."""
     learning_rate: float = Field(0.05, gt=0)
     """The learning rate of Cornac's Adagrad with momentum (IndexedAdagradM)."""
+    dropout_p_embed: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the GRU's input (the item's embedding) while training."""
     dropout_p_hidden: float = Field(0.0, ge=0, lt=1)
     """Dropout between the GRU layers while training."""
+    momentum: float = Field(0.0, ge=0, lt=1)
+    """Momentum of Cornac's Adagrad (IndexedAdagradM); 0: none."""
     loss: Literal["cross-entropy", "bpr-max", "top1"] = "cross-entropy"
     """Cross-entropy, BPR-max or TOP1 over the batch's and the sampled negatives."""
 

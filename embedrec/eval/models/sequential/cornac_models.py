@@ -49,8 +49,12 @@ class CornacSequential(Model):
         self.name = f"{CLASSES[key]} (Cornac)"
         self.lib = require_extra("cornac", f"cornac-{key}")
 
-    def _build(self) -> Any:
+    def _build(self, sessions: int | None = None) -> Any:
         kwargs = self.params.model_dump()
+        if sessions is not None and "batch_size" in kwargs:
+            # GRU4Rec runs `batch_size` sessions side by side and fails on fewer sessions
+            # with a next item ("Input batch size 25 doesn't match hidden0 batch size 30")
+            kwargs["batch_size"] = max(1, min(kwargs["batch_size"], sessions))
         if self.key != "spop":  # SPop takes no seed and trains nothing
             kwargs |= {"verbose": False, "device": "cuda" if torch.cuda.is_available() else "cpu"}
         return getattr(self.lib.models, CLASSES[self.key])(**kwargs)
@@ -58,7 +62,7 @@ class CornacSequential(Model):
     def fit(self, catalog: Catalog) -> None:
         seed = getattr(self.params, "seed", 42)
         data = sequential_dataset(self.lib, catalog, f"cornac-{self.key}", seed)
-        self.model = self._build()
+        self.model = self._build(sum(len(ids) > 1 for ids in data.sessions.values()))
         with deterministic(seed, threads=1):
             self.model.fit(data)
         users = catalog.users["user_id"].astype(str)
