@@ -179,6 +179,8 @@ def answering_pid(app):  # type: ignore[no-untyped-def]
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from embedrec.retrieval.commands import WORKER_START_S
+
     os.environ["LOAD_TEST_SERVER"] = json.dumps(
         {
             "workdir": args.workdir,
@@ -196,9 +198,7 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port,
         log_level="warning",
         access_log=False,
-        # a worker that is still importing torch on a busy machine can miss uvicorn's
-        # 5-second ping and be killed and restarted, again and again
-        timeout_worker_healthcheck=60,
+        timeout_worker_healthcheck=WORKER_START_S,
     )
 
 

@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 CONFIG_ENV = "EMBEDREC_SERVE_CONFIG"
+WORKER_START_S = 60
+"""How long a worker may take to answer uvicorn's health ping (its 5 s default kills a worker
+that is still starting on a busy machine)."""
 
 
 def app_from_env() -> Any:
@@ -131,7 +134,11 @@ def _serve(args: argparse.Namespace) -> int:
     recommender.close()
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     uvicorn.run(
-        "embedrec.retrieval.commands:app_from_env", factory=True, workers=workers, **options
+        "embedrec.retrieval.commands:app_from_env",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=WORKER_START_S,
+        **options,
     )
     return 0
 
