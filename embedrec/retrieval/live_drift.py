@@ -102,7 +102,8 @@ def _read(store: VectorStore, ids: list[str], pace: Pacer) -> tuple[np.ndarray, 
 def _fetch_ids(store: VectorStore, ids: Sequence[str], pace: Pacer) -> dict[str, np.ndarray]:
     out = {}
     for start in range(0, len(ids), STEP * 4):
-        out |= {r.id: r.vector for r in store.fetch(list(ids[start : start + STEP * 4]))}
+        found, vectors = store.fetch_vectors(list(ids[start : start + STEP * 4]))
+        out |= dict(zip(found, vectors, strict=True))
         pace()
     return out
 

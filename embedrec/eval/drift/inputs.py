@@ -94,13 +94,12 @@ def read_store(
     vectors, hits = [], []
     for start in range(0, len(ids), BATCH):
         part = ids[start : start + BATCH]
-        records = store.fetch(part)
-        if len(records) != len(part):
-            missing = sorted(set(part) - {r.id for r in records})
+        found, batch = store.fetch_vectors(part)
+        if len(found) != len(part):
+            missing = sorted(set(part) - set(found))
             raise ValueError(
                 f"{store.uri}: {len(missing)} sampled ids missing, e.g. {missing[0]!r}"
             )
-        batch = np.stack([r.vector for r in records])
         vectors.append(batch)
         hits += [list(h.ids) for h in store.search(batch, k, exclude=[{i} for i in part])]
         bar.update(len(part))

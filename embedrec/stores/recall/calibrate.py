@@ -210,15 +210,13 @@ class Sample:
 def read_vectors(store: VectorStore, ids: list[str], bar: Progress) -> tuple[list[str], np.ndarray]:
     """The vectors of `ids` as the store returns them (ids it lacks are left out)."""
     kept: list[str] = []
-    parts = []
+    parts = [np.zeros((0, store.dim), np.float32)]
     for start in range(0, len(ids), FETCH_BATCH):
-        records = store.fetch(ids[start : start + FETCH_BATCH])
-        kept += [r.id for r in records]
-        parts.append(np.stack([r.vector for r in records]) if records else None)
+        found, vectors = store.fetch_vectors(ids[start : start + FETCH_BATCH])
+        kept += found
+        parts.append(vectors)
         bar.update(len(ids[start : start + FETCH_BATCH]))
-    vectors = [p for p in parts if p is not None]
-    base = np.concatenate(vectors) if vectors else np.zeros((0, store.dim), np.float32)
-    return kept, np.ascontiguousarray(base, dtype=np.float32)
+    return kept, np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def without_own(values: np.ndarray, rows: np.ndarray, own: np.ndarray) -> np.ndarray:
