@@ -5,6 +5,7 @@ vectors, no 5xx; the consumer resumes when it returns)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -244,20 +245,19 @@ def test_an_event_that_ends_the_process_is_dead_lettered(
     xadd(live.client, "t6", [*events[:90], {**events[0], "event_id": "crash"}, *events[90:]])
     deaths, deadline = 0, time.monotonic() + 240
     cmd = [sys.executable, "-c", CRASHER, "stream", str(config), "--consumer", "crasher"]
-    while not live.client.xlen("t6:dead") or pending_count(live.client, live.settings):
-        crasher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        while crasher.poll() is None and not (
-            live.client.xlen("t6:dead") and not pending_count(live.client, live.settings)
-        ):
-            assert time.monotonic() < deadline, f"still pending after {deaths} deaths"
-            time.sleep(0.05)
-        if crasher.poll() is None:
-            crasher.terminate()
-        elif crasher.wait() == -signal.SIGKILL:
-            deaths += 1
-        else:
-            raise AssertionError(crasher.stderr.read().decode())  # type: ignore[union-attr]
-        crasher.wait()
+
+    def settled() -> bool:  # the entry dead-lettered and nothing left pending
+        return bool(live.client.xlen("t6:dead")) and not pending_count(live.client, live.settings)
+
+    while not settled():
+        with _running(cmd) as crasher:
+            while crasher.poll() is None and not settled():
+                assert time.monotonic() < deadline, f"still pending after {deaths} deaths"
+                time.sleep(0.05)
+            if crasher.poll() is not None:
+                err = crasher.stderr.read().decode()  # type: ignore[union-attr]
+                assert crasher.returncode == -signal.SIGKILL, err
+                deaths += 1
     _drain(live.consumer, live)
     assert deaths == 1 + 3  # its first delivery (no mark yet), then max_failures marks
     dead = live.client.xrange("t6:dead")
@@ -268,6 +268,22 @@ def test_an_event_that_ends_the_process_is_dead_lettered(
     assert live.histories.applied_total() == len(events)
     assert not live.client.hlen("t6:failures") and not live.client.hlen("t6:errors")
     live.close()
+
+
+@contextlib.contextmanager
+def _running(cmd: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A process of `cmd`, stopped on the way out if it still runs (a failing test too)."""
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        process.wait()
 
 
 def test_died_after_applying_before_acknowledging(recommender, redis_server, data) -> None:
