@@ -2,15 +2,12 @@
 own validation (leave-last-out: each user's second-to-last interaction), the values landing
 in Cornac's constructors, and no fit or score ever reading the test part."""
 
-import io
-
 import pytest
 
 import embedrec.eval.models.leaderboard as leaderboard
-import embedrec.eval.models.tune as tuning
 from embedrec.eval.models.config import ExperimentConfig
 from embedrec.ranking.splits import validation_split
-from tests.eval.models.test_protocols import pairs, walks
+from tests.eval.models.test_protocols import pairs, recorded_tune, walks
 
 pytest.importorskip("cornac", reason="needs the optional extra 'recsys'")
 pytest.importorskip("optuna", reason="tune needs the optional extra 'recsys'")
@@ -44,26 +41,7 @@ def run(data, config) -> dict:
     every score saw."""
     from embedrec.eval.models.sequential.cornac_models import CornacSequential
 
-    fits: list[set] = []
-    scored: list[tuple[set, set]] = []
-    mp = pytest.MonkeyPatch()
-    real_fit, real_score = CornacSequential.fit, leaderboard.score_model
-
-    def fit(self, catalog):
-        fits.append(pairs(catalog.train))
-        return real_fit(self, catalog)
-
-    def score(model, catalog, test, k, *args, **kwargs):
-        scored.append((pairs(catalog.train), pairs(test)))
-        return real_score(model, catalog, test, k, *args, **kwargs)
-
-    mp.setattr(CornacSequential, "fit", fit)
-    mp.setattr(tuning, "score_model", score)
-    try:
-        tuned = tuning.tune(config, "walks.toml", TRIALS, data=data, stream=io.StringIO())
-    finally:
-        mp.undo()
-    return {"tuned": tuned, "fits": fits, "scored": scored}
+    return recorded_tune(config, data, TRIALS, (CornacSequential,))
 
 
 @pytest.mark.slow  # 12 Cornac fits: about 20 s on a busy 2-core machine
@@ -71,14 +49,14 @@ def test_the_cornac_models_are_tuned_on_validation_and_never_read_the_test_part(
     run, data, config
 ) -> None:
     per_split = len(MODELS) * TRIALS
-    assert len(run["fits"]) == len(run["scored"]) == len(SPLITS) * per_split
+    assert len(run["fits"]) == len(run["seen"]) == len(SPLITS) * per_split
     for n, split in enumerate(SPLITS):
         train, test = leaderboard.split_ratings(split, data.ratings, config)
         fit, validation = validation_split(split, train)
         assert pairs(test) and not pairs(validation) & pairs(test)
         for seen in run["fits"][n * per_split : (n + 1) * per_split]:
             assert seen == pairs(fit)
-        for fitted, on in run["scored"][n * per_split : (n + 1) * per_split]:
+        for fitted, on in run["seen"][n * per_split : (n + 1) * per_split]:
             assert fitted == pairs(fit) and on == pairs(validation)
     record = run["tuned"].tuned
     for split in SPLITS:

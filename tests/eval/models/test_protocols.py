@@ -62,10 +62,9 @@ def config() -> ExperimentConfig:
     )
 
 
-@pytest.fixture(scope="module")
-def run(data, config) -> dict:
-    """One tune of both session baselines on both splits, recording what each fit and each
-    score saw."""
+def recorded_tune(config: ExperimentConfig, data, trials: int, fitted: tuple = ()) -> dict:
+    """A tune of `config` on `data`, recording the (train, scored) part of every score and
+    the train part of every fit of the model classes `fitted`."""
     seen: list[tuple[set, set]] = []
     fits: list[set] = []
     mp = pytest.MonkeyPatch()
@@ -75,8 +74,7 @@ def run(data, config) -> dict:
         seen.append((pairs(catalog.train), pairs(test)))
         return real_score(model, catalog, test, k, *args, **kwargs)
 
-    for key in ("transitions", "recent-popularity"):
-        cls = type(leaderboard.MODELS[key](config, None, False))
+    for cls in fitted:
 
         def record(self, catalog, _fit=cls.fit):
             fits.append(pairs(catalog.train))
@@ -85,10 +83,18 @@ def run(data, config) -> dict:
         mp.setattr(cls, "fit", record)
     mp.setattr(tuning, "score_model", score)
     try:
-        tuned = tuning.tune(config, "walks.toml", TRIALS, data=data, stream=io.StringIO())
+        tuned = tuning.tune(config, "walks.toml", trials, data=data, stream=io.StringIO())
     finally:
         mp.undo()
     return {"tuned": tuned, "seen": seen, "fits": fits}
+
+
+@pytest.fixture(scope="module")
+def run(data, config) -> dict:
+    """One tune of both session baselines on both splits."""
+    keys = ("transitions", "recent-popularity")
+    classes = tuple(type(leaderboard.MODELS[key](config, None, False)) for key in keys)
+    return recorded_tune(config, data, TRIALS, classes)
 
 
 def test_each_split_is_tuned_on_its_own_validation(run, data, config) -> None:

@@ -2,8 +2,6 @@
 dropout, time and recency inputs, rate, epochs), chosen per protocol on that protocol's
 validation, never reading a test part; the static two-tower keeps its own space."""
 
-import io
-
 import optuna
 import pytest
 
@@ -13,7 +11,7 @@ from embedrec.eval.models.config import ExperimentConfig
 from embedrec.eval.models.leaderboard import evaluate, to_markdown
 from embedrec.eval.models.search_space import current_params, space_of, space_paths, two_tower
 from embedrec.ranking.splits import validation_split
-from tests.eval.models.test_protocols import SPLITS, pairs, walks
+from tests.eval.models.test_protocols import SPLITS, pairs, recorded_tune, walks
 
 SEQUENCE_KEYS = {
     "history", "layers", "heads", "dropout", "time_buckets", "staleness_buckets", "prior",
@@ -42,20 +40,7 @@ def config() -> ExperimentConfig:
 @pytest.fixture(scope="module")
 def run(data, config) -> dict:
     """Two trials a split, recording what each trial fitted on and was scored against."""
-    seen: list[tuple[set, set]] = []
-    mp = pytest.MonkeyPatch()
-    real_score = leaderboard.score_model
-
-    def score(model, catalog, test, k, *args, **kwargs):
-        seen.append((pairs(catalog.train), pairs(test)))
-        return real_score(model, catalog, test, k, *args, **kwargs)
-
-    mp.setattr(tuning, "score_model", score)
-    try:
-        tuned = tuning.tune(config, "walks.toml", 2, data=data, stream=io.StringIO())
-    finally:
-        mp.undo()
-    return {"tuned": tuned, "seen": seen}
+    return recorded_tune(config, data, 2)
 
 
 def test_the_sequence_encoder_searches_its_own_keys(config) -> None:
