@@ -166,10 +166,7 @@ class SequenceTower(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, allowed)
-        out = self._stale(self.head(self.norm(x)), since)
-        if self.prior is not None:
-            out = torch.where(mask[..., None], out, self.prior)
-        return self._finish(out, feats)
+        return self._output(x, mask, feats, since)
 
     def _inputs(
         self, items: torch.Tensor, mask: torch.Tensor, gaps: torch.Tensor
@@ -184,6 +181,20 @@ class SequenceTower(nn.Module):
         causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         allowed = (causal & mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)
         return x, allowed
+
+    def _output(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        feats: torch.Tensor | None,
+        since: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The last block's output `x` (B, L', dim) as user vectors: the head, staleness,
+        the prior where `mask` (B, L') has no item, and the user's features."""
+        out = self._stale(self.head(self.norm(x)), since)
+        if self.prior is not None:
+            out = torch.where(mask[..., None], out, self.prior)
+        return self._finish(out, feats)
 
     def _stale(self, out: torch.Tensor, since: torch.Tensor | None) -> torch.Tensor:
         """Each position's output given the staleness bucket of its query (`since`: (B, L),
@@ -216,10 +227,7 @@ class SequenceTower(nn.Module):
         *before, final = self.blocks
         for block in before:
             x = block(x, allowed)
-        out = self._stale(self.head(self.norm(final.last(x, allowed[:, -1]))), since)
-        if self.prior is not None:
-            out = torch.where(mask[:, -1:, None], out, self.prior)
-        return self._finish(out, feats)[:, 0]
+        return self._output(final.last(x, allowed[:, -1]), mask[:, -1:], feats, since)[:, 0]
 
     def empty(self, feats: torch.Tensor | None, n: int) -> torch.Tensor:
         """The query of `n` users with no history (B, dim): the prior plus their features
