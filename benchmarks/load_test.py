@@ -179,6 +179,7 @@ def answering_pid(app):  # type: ignore[no-untyped-def]
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from embedrec.retrieval.api.protocol import OneWriteHttp
     from embedrec.retrieval.commands import WORKER_START_S
 
     os.environ["LOAD_TEST_SERVER"] = json.dumps(
@@ -198,6 +199,7 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port,
         log_level="warning",
         access_log=False,
+        http=OneWriteHttp,
         timeout_worker_healthcheck=WORKER_START_S,
     )
 

@@ -59,6 +59,7 @@ def app_from_env() -> Any:
     a multi-worker `embedrec serve` builds (uvicorn starts workers from an import string)."""
     # here, not at the top: FastAPI (the serve extra) and torch would slow `embedrec --help`
     from embedrec.retrieval.api import create_app
+    from embedrec.retrieval.api.protocol import OneWriteHttp
     from embedrec.retrieval.client import Recommender
     from embedrec.retrieval.config import load_serve_config
     from embedrec.retrieval.reload import Reloader
@@ -118,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         "port": args.port if args.port is not None else config.server.port,
         "access_log": config.server.access_log,
         "log_level": "info",
+        "http": OneWriteHttp,  # each answer in one write to the socket, not two
     }
     if workers == 1:
         recommender.warmup()

@@ -218,14 +218,17 @@ class FaultyStore(VectorStore):
 
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
-    """Run `app` under a real uvicorn on 127.0.0.1 (a free port) in a thread; yields its URL."""
+    """Run `app` under a real uvicorn on 127.0.0.1 (a free port) in a thread, with the
+    protocol `embedrec serve` uses; yields its URL."""
     import uvicorn
+
+    from embedrec.retrieval.api.protocol import OneWriteHttp
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, http=OneWriteHttp, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -171,6 +171,29 @@ def test_the_service_freezes_what_it_loaded_out_of_the_gc_at_start(rec):
         gc.unfreeze()
 
 
+def test_the_service_computes_with_one_torch_thread_and_gives_the_setting_back(rec):
+    import torch
+
+    def in_a_new_thread() -> int:
+        """The threads torch runs with in a thread started now (as the event loop's and the
+        thread pool's are): the process-wide setting, not this thread's own."""
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # what torch picks on a 2-core machine, more on a larger one
+    try:
+        with TestClient(create_app(rec)) as c:  # runs the lifespan, as uvicorn does
+            assert in_a_new_thread() == 1
+            assert c.post("/recommend", json={"history": ["1", "2"], "k": 2}).status_code == 200
+        assert in_a_new_thread() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_metrics_expose_latency_counts_and_fallbacks(client):
     client.post("/similar", json={"item_id": "1", "k": 2})
     client.post("/similar", json={"item_id": "nope"})
