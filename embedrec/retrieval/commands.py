@@ -59,7 +59,6 @@ def app_from_env() -> Any:
     a multi-worker `embedrec serve` builds (uvicorn starts workers from an import string)."""
     # here, not at the top: FastAPI (the serve extra) and torch would slow `embedrec --help`
     from embedrec.retrieval.api import create_app
-    from embedrec.retrieval.api.protocol import OneWriteHttp
     from embedrec.retrieval.client import Recommender
     from embedrec.retrieval.config import load_serve_config
     from embedrec.retrieval.reload import Reloader
@@ -93,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from embedrec.retrieval.api import create_app
+    from embedrec.retrieval.api.protocol import OneWriteHttp
     from embedrec.retrieval.client import Recommender
     from embedrec.retrieval.config import load_serve_config
     from embedrec.retrieval.reload import Reloader
