@@ -53,6 +53,26 @@ answered (before, the first worker up could accept every keep-alive connection w
 still imported torch, and serve the run alone), and workers get 60 s to answer uvicorn's health
 ping (at 5 s, one still importing torch on a busy machine was killed and restarted, over and over).
 
+Where the tail comes from (`--history 50`, 32 clients, 2 workers, main at 7309bec, load average
+4-7 from other work). Inside a worker under this load: batches of 1-14 calls, mostly 4-8 (each
+worker holds about 16 connections, so `MAX_BATCH` = 16 never binds); `recommend_batch` took
+3.5-4.6 ms at the median and 41 ms at the 99th percentile. In one process with nothing else of
+ours running (load average 6.5), a batch of 6 took 2.9 ms of thread CPU at the median and 4.9 ms
+at p99, but 12 ms of wall time at p99: the tail is the worker waiting for a core, not its own
+work. The cyclic GC (young generations only, after `gc.freeze()`) took about 1% of a worker's
+time; torch runs with one thread in each worker. What the service can change is how often it
+gives the core away: uvicorn writes each answer in two `send`s, headers then body, each waking
+the client. With `OneWriteHttp` (one write per answer; `embedrec serve` and this script use
+it), five rounds alternating 7309bec and this tree (the server's own user and system CPU from
+/proc, 15 s of wrk each): the worker's event-loop thread was preempted 96-102 times per 100
+requests against 137-159 before (0.62-0.73x), its system CPU 37-56 us per request against
+51-62; its user CPU per request, 0.88-1.14x, and the latencies moved within the noise of the
+other work: in six load-test rounds (load average 4.1-7.2) the service's p99 was 49-90 ms before
+and 48-159 ms after, client p99 76-136 ms before and 84-405 ms after (a round with 0.45x the
+requests/s of its pair). The 25 ms target is met only on a quiet machine (load average 0.4: the
+service's p99 34 ms, 98% of requests within 25 ms, before this change); the rest of a request's
+CPU is the sequence tower, the store's fetch and metadata reads, and HTTP.
+
 Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
 healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
 answered /similar and /recommend itself; "after" the same tree with only `embedrec/retrieval/`
