@@ -4,6 +4,7 @@ makes two), and what is written is what uvicorn's protocol writes."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -60,11 +61,11 @@ async def exchange(app: Any, protocol: type[HttpToolsProtocol], raw: bytes) -> S
     socket = Socket()
     server.connection_made(socket)
     server.data_received(raw)
-    for _ in range(200):  # the answer, then a turn of the loop for anything still held
+    deadline = time.monotonic() + 60
+    while not (socket.writes and server.cycle.response_complete):
+        assert time.monotonic() < deadline, "no answer in 60 s"
         await asyncio.sleep(0.01)
-        if socket.writes and server.cycle.response_complete:
-            break
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop, for anything still held
     return socket
 
 
