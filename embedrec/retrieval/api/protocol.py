@@ -5,9 +5,10 @@ uvicorn writes a response's status line and headers, then its body, each straigh
 socket: two `send` calls, and on a keep-alive connection two wake-ups of the client, which
 reads the headers alone and waits again for the body. Held until the response is complete,
 they go out as one. Under `benchmarks/load_test.py --history 50` (32 clients, 2 workers)
-writing answers to the socket was a fifth of a worker's time (py-spy), most of it the
-kernel waking the client on the shared cores; the measured effect is in that script's
-docstring. Writes that no completed response follows (a streamed body, a 100 Continue)
+writing answers to the socket was a fifth of a worker's wall time (py-spy), little of it
+the kernel's own work (system CPU is about 5% of a request's) and most of it the worker
+preempted by the client its write woke on the shared cores; the measured effect is in that
+script's docstring. Writes that no completed response follows (a streamed body, a 100 Continue)
 go out at the end of the loop's current turn, so nothing is held longer than that.
 """
 
