@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from embedrec.embedders.two_tower import TwoTowerConfig, TwoTowerModel, fit_two_tower
+from embedrec.embedders.two_tower.embedder import TwoTowerItemEmbedder
 from embedrec.embedders.two_tower.model import Vocab
 from embedrec.embedders.two_tower.popularity import BINS, TrailingCounts
 from embedrec.embedders.two_tower.sequence import staleness_buckets
@@ -78,6 +79,11 @@ def test_counts_come_strictly_before_each_target():
     assert windows.targets[at].tolist() == [2]
     target_bins = windows.bins[at]
     assert lone_counts.log_counts(torch.tensor([2]), target_bins).item() == 0.0  # not itself
+    # with a horizon the counts end earlier still (bins count back from the end)
+    lagged = Windows.of(
+        user_sequences(lone, vocab), 5, config(7.0, popularity_horizon_days=3), lone_counts
+    )
+    assert (lagged.bins[at] >= target_bins).all()
     assert lone_counts.log_counts(torch.tensor([1]), target_bins).item() == pytest.approx(
         np.log1p(1)  # x on day 0, not x on day 2
     )
@@ -133,8 +139,12 @@ def test_served_dot_product_is_the_models_score(tmp_path):
     np.testing.assert_allclose(uv @ iv.T, score, rtol=1e-5, atol=1e-5)
     assert iv[-1, -1] == 0.0  # an item the model never saw: no count
     # what is saved is what is served
-    loaded = TwoTowerModel.load(model.save(tmp_path / "m.pt"))
+    path = model.save(tmp_path / "m.pt")
+    loaded = TwoTowerModel.load(path)
     np.testing.assert_allclose(loaded.item_vectors(items), iv, atol=1e-6)
+    embedder = TwoTowerItemEmbedder(path)  # what `ingest --embedder two-tower:PATH` stores
+    assert embedder.dim == 17
+    np.testing.assert_allclose(embedder.embed(items), iv, atol=1e-6)
     np.testing.assert_allclose(loaded.user_vectors(users, history=log, now=now), uv, atol=1e-6)
 
 
