@@ -137,11 +137,6 @@ class TwoTowerConfig(BaseModel):
     end of training, snapshot stored with the model; the user's weight), so stores must use
     the dot metric, and the served popularity is that snapshot until the model is retrained
     (`popularity.py`)."""
-    popularity_horizon_days: float = Field(0.0, ge=0)
-    """sequence, with `popularity_days`: in training, each target's counts end a random
-    time, uniform in 0 to this many days, before the target (still strictly before it), as
-    a query at the cut (or at the end of training, for the served snapshot) comes days to
-    weeks before the events it ranks (0: the counts end at the target's time)."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:

@@ -116,17 +116,8 @@ class Windows:
             torch.from_numpy(pad_left(since, n)),
             torch.tensor(users, dtype=torch.int64),
             _recency(padded, days) if days > 0 else None,
-            None if counts is None else torch.from_numpy(counts.bins(_lagged(padded, cfg))),
+            None if counts is None else torch.from_numpy(counts.bins(padded)),
         )
-
-
-def _lagged(times: np.ndarray, cfg: TwoTowerConfig) -> np.ndarray:
-    """The times the targets' counts end at: each `times` less a seeded uniform draw from 0
-    to `popularity_horizon_days`."""
-    horizon = cfg.popularity_horizon_days * 86400.0
-    if horizon <= 0:
-        return times
-    return times - np.random.default_rng(cfg.seed).uniform(0, horizon, times.shape)
 
 
 def _recency(times: np.ndarray, days: float) -> torch.Tensor:
