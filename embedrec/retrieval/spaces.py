@@ -82,9 +82,9 @@ def make_space(
     if name == "two-tower":
         if model is None:
             raise ConfigError("the two-tower space needs a two-tower model")
-        if model.config.dim != failover.dim:
+        if model.config.vector_dim != failover.dim:
             raise ConfigError(
-                f"the two-tower model gives {model.config.dim}-d vectors but "
+                f"the two-tower model gives {model.config.vector_dim}-d vectors but "
                 f"{failover.primary.uri} holds {failover.dim}-d ones"
             )
     elif embedder is None:

@@ -27,7 +27,7 @@ class TwoTowerItemEmbedder:
         self.path = Path(path)
         self.model = TwoTowerModel.load(self.path, text_fn=text_fn, device=device)
         self.name = f"two-tower:{self.path.name}@sha256:{file_sha256(self.path)}"
-        self.dim = self.model.config.dim
+        self.dim = self.model.config.vector_dim
 
     def prepare(self, row: CatalogRow) -> dict[str, Any]:
         """The row's id and metadata: the catalog's columns carry the item features."""

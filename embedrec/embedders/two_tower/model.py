@@ -128,6 +128,15 @@ class TwoTowerConfig(BaseModel):
     """sequence: weigh each training target by 0.5 ** (its age in days before the last
     training interaction / recency_days), so recent behaviour, and the popularity prior that
     users with no history get, count more (0: every target the same)."""
+    popularity_days: float = Field(0.0, ge=0)
+    """sequence: add to each item's score a learned weight (one per staleness bucket, so a
+    stale or new user can lean on it more) times log(1 + the item's interactions in the
+    trailing `popularity_days` before "now"), "now" as for `staleness_buckets`: each target's
+    time in training (counts strictly before it), the training part's last interaction in
+    `evaluate` (0: off). Served vectors gain one coordinate (the item's log count as of the
+    end of training, snapshot stored with the model; the user's weight), so stores must use
+    the dot metric, and the served popularity is that snapshot until the model is retrained
+    (`popularity.py`)."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:
@@ -140,6 +149,8 @@ class TwoTowerConfig(BaseModel):
                 )
             if self.dim % self.heads:
                 raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        elif self.popularity_days > 0:
+            raise ValueError('popularity_days needs user_encoder = "sequence"')
         return self
 
     @property
@@ -150,7 +161,13 @@ class TwoTowerConfig(BaseModel):
         return SequenceShape(
             self.dim, self.hidden, self.history, self.layers, self.heads, self.dropout,
             self.time_buckets, self.normalize, self.prior, self.staleness_buckets,
+            self.temperature if self.popularity_days > 0 else 0.0,
         )  # fmt: skip
+
+    @property
+    def vector_dim(self) -> int:
+        """Width of the served user and item vectors: `dim`, plus the popularity coordinate."""
+        return self.dim + (self.popularity_days > 0)
 
 
 class Vocab(BaseModel):
@@ -243,6 +260,9 @@ class TwoTowerModel:
             self.device
         )
         self.history: list[dict[str, float]] = []
+        # `popularity_days`: log(1 + count) per item vocabulary index (0: unknown) as of the
+        # end of training (popularity.py); set by training, saved with the model
+        self.popularity = torch.zeros(len(vocab.items) + 1)
 
     # ---------------------------------------------------------------- features
 
@@ -315,7 +335,10 @@ class TwoTowerModel:
         vector from the features alone."""
         ids, feats = self.item_features(_frame(items))
         self.item_tower.eval()
-        return self.item_tower(ids, feats).cpu().numpy().astype(np.float32)
+        out = self.item_tower(ids, feats)
+        if self.config.popularity_days > 0:  # the snapshot of each item's trailing log count
+            out = torch.cat([out, self.popularity.to(out.device)[ids, None]], dim=1)
+        return out.cpu().numpy().astype(np.float32)
 
     # ---------------------------------------------------------------- state and files
 
@@ -325,12 +348,15 @@ class TwoTowerModel:
                 "user": self.user_tower.state_dict(),
                 "item": self.item_tower.state_dict(),
                 "text": {"user": self.user_encoder.state(), "item": self.item_encoder.state()},
+                "popularity": self.popularity,
             }
         )
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.user_tower.load_state_dict(state["user"])
         self.item_tower.load_state_dict(state["item"])
+        if "popularity" in state:  # files saved before `popularity_days` lack it
+            self.popularity = state["popularity"]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

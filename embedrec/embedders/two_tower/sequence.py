@@ -74,6 +74,9 @@ class SequenceShape:
     normalize: bool
     prior: bool
     staleness_buckets: int = 0
+    popularity: float = 0.0
+    """> 0: the time-aware popularity term (`popularity.py`) on, its weights starting at this
+    (the temperature: the term then scales each softmax by 1 + the item's trailing count)."""
 
 
 class _Block(nn.Module):
@@ -153,6 +156,12 @@ class SequenceTower(nn.Module):
             else None
         )
         self.normalize = shape.normalize
+        # `popularity_days`: per staleness bucket (0: unknown, or no history), the weight of
+        # the items' trailing log counts in the score (popularity.py)
+        self.popularity = None
+        if shape.popularity > 0:
+            self.popularity = nn.Embedding(max(shape.staleness_buckets, 1), 1)
+            nn.init.constant_(self.popularity.weight, shape.popularity)
 
     def forward(
         self,
@@ -229,6 +238,14 @@ class SequenceTower(nn.Module):
             x = block(x, allowed)
         return self._output(final.last(x, allowed[:, -1]), mask[:, -1:], feats, since)[:, 0]
 
+    def popularity_weight(self, since: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """The weight of the trailing log counts for queries in staleness buckets `since`
+        (None, or staleness off: bucket 0), shaped as `like`."""
+        assert self.popularity is not None
+        if since is None or self.staleness is None:
+            since = torch.zeros(like.shape, dtype=torch.int64, device=like.device)
+        return self.popularity(since.expand(like.shape))[..., 0]
+
     def empty(self, feats: torch.Tensor | None, n: int) -> torch.Tensor:
         """The query of `n` users with no history (B, dim): the prior plus their features
         (a tower trained with `prior`)."""
@@ -267,9 +284,11 @@ def encode_histories(
     now: float | np.ndarray | None = None,
 ) -> np.ndarray:
     """The user vector (the last position's output) of each history, `chunk` at a time;
-    `now` (epoch seconds, one or one per history; None: unknown) is when each is queried."""
-    n = shape.history
-    out = np.zeros((len(histories), shape.dim), dtype=np.float32)
+    `now` (epoch seconds, one or one per history; None: unknown) is when each is queried.
+    With `shape.popularity` each vector ends with its popularity weight (`popularity.py`),
+    and history item vectors may come as served, with their count coordinate (ignored)."""
+    n, dim = shape.history, shape.dim
+    out = np.zeros((len(histories), dim + (shape.popularity > 0)), dtype=np.float32)
     since = torch.from_numpy(
         staleness_buckets(
             histories, np.broadcast_to(np.nan if now is None else now, len(histories)),
@@ -278,21 +297,30 @@ def encode_histories(
     )  # fmt: skip
     for start in range(0, len(histories), chunk):
         part = histories[start : start + chunk]
-        vecs = pad_left(
-            [v.astype(np.float32).reshape(-1, shape.dim) for v, _ in part], n, (shape.dim,)
-        )
+        vecs = pad_left([_item_part(v, dim, shape.popularity > 0) for v, _ in part], n, (dim,))
         mask = pad_left([np.ones(len(v), dtype=bool) for v, _ in part], n)
         gaps = pad_left([gap_buckets(t, shape.time_buckets) for _, t in part], n)
         f = None if feats is None else feats[start : start + chunk]
+        stale = since[start : start + chunk].to(device)
         got = tower.last(
             torch.from_numpy(vecs).to(device),
             torch.from_numpy(mask).to(device),
             torch.from_numpy(gaps).to(device),
             f,
-            since[start : start + chunk].to(device),
+            stale,
         )
+        if shape.popularity > 0:
+            got = torch.cat([got, tower.popularity_weight(stale, stale)], dim=1)
         out[start : start + len(part)] = got.cpu().numpy()
     return out
+
+
+def _item_part(vectors: np.ndarray, dim: int, popularity: bool) -> np.ndarray:
+    """History item vectors (L, dim), without the served count coordinate where it is there."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if popularity and v.size and v.shape[-1] == dim + 1:
+        v = v[..., :dim]
+    return v.reshape(-1, dim)
 
 
 def frame_histories(

@@ -12,7 +12,9 @@ its position's output and from the query of a user with no history (the tower's 
 the user's features), so that query is a popularity prior learned with the rest. With
 `recency_days`, each target weighs 0.5 ** (its age in days before the last training
 interaction / `recency_days`). With `staleness_buckets`, each position is queried "now" = its
-target's time: its staleness is the gap from its own item to the target.
+target's time: its staleness is the gap from its own item to the target. With
+`popularity_days`, every (query, candidate) logit gains the query's learned weight times the
+candidate's trailing log count before the query's target time (`popularity.py`).
 
 Early stopping holds out each user's last training interaction (leave-last-out inside
 training) and watches NDCG@10 on it, querying every user at the last interaction of the part
@@ -30,6 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from embedrec.embedders.two_tower.model import TwoTowerConfig, Vocab, index
+from embedrec.embedders.two_tower.popularity import TrailingCounts
 from embedrec.embedders.two_tower.sequence import (
     encode_histories,
     gap_buckets,
@@ -74,8 +77,8 @@ def user_sequences(ratings: pd.DataFrame, vocab: Vocab) -> list[tuple[np.ndarray
 class Windows:
     """Training windows, left-padded to `history` positions: input item indices (0:
     padding), the next item at each position (0: none), gap buckets, staleness buckets (the
-    gap from each position's item to its target), the user, and each target's weight (None:
-    all 1)."""
+    gap from each position's item to its target), the user, each target's weight (None:
+    all 1) and each target's time bin for the trailing counts (`popularity.py`; None: off)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -83,10 +86,15 @@ class Windows:
     since: torch.Tensor
     users: torch.Tensor
     weights: torch.Tensor | None
+    bins: torch.Tensor | None = None
 
     @classmethod
     def of(
-        cls, sequences: list[tuple[np.ndarray, np.ndarray]], n: int, cfg: TwoTowerConfig
+        cls,
+        sequences: list[tuple[np.ndarray, np.ndarray]],
+        n: int,
+        cfg: TwoTowerConfig,
+        counts: TrailingCounts | None = None,
     ) -> Windows:
         inputs, targets, gaps, since, users, times = [], [], [], [], [], []
         for user, (items, stamps) in enumerate(sequences, start=1):
@@ -100,14 +108,15 @@ class Windows:
                 since.append(stale[start:end])
                 users.append(user)
                 times.append(stamps[start:end])
-        days = cfg.recency_days
+        days, padded = cfg.recency_days, pad_left(times, n)
         return cls(
             torch.from_numpy(pad_left(inputs, n)),
             torch.from_numpy(pad_left(targets, n)),
             torch.from_numpy(pad_left(gaps, n)),
             torch.from_numpy(pad_left(since, n)),
             torch.tensor(users, dtype=torch.int64),
-            _recency(pad_left(times, n), days) if days > 0 else None,
+            _recency(padded, days) if days > 0 else None,
+            None if counts is None else torch.from_numpy(counts.bins(padded)),
         )
 
 
@@ -139,9 +148,14 @@ def train_sequences(
     """Train for up to `epochs` (see `training.run_epochs`); returns the best epoch count."""
     cfg = model.config
     sequences = user_sequences(ratings, model.vocab)
-    windows = Windows.of(sequences, cfg.history, cfg)
     u = torch.from_numpy(index(ratings["user_id"].tolist(), model.vocab.users))
     i = torch.from_numpy(index(ratings["item_id"].tolist(), model.vocab.items))
+    counts = None
+    if cfg.popularity_days > 0:
+        times = ratings["timestamp"] if "timestamp" in ratings.columns else pd.Series(np.nan)
+        counts = TrailingCounts.of(i.numpy(), times.to_numpy(np.float64), cfg.popularity_days)
+        model.popularity = counts.snapshot(len(model.vocab.items))
+    windows = Windows.of(sequences, cfg.history, cfg, counts)
     sampling = Sampling.of(u, i, len(model.vocab.items), model.device)
     opt = optimizer(model)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -152,7 +166,8 @@ def train_sequences(
         total, positions = 0.0, 0
         order = torch.randperm(count, generator=gen)
         for start in range(0, count, per_batch):
-            loss, n = _loss(model, data, windows, order[start : start + per_batch], sampling, gen)
+            batch = order[start : start + per_batch]
+            loss, n = _loss(model, data, windows, batch, sampling, gen, counts)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -170,6 +185,7 @@ def _loss(
     batch: torch.Tensor,
     sampling: Sampling,
     gen: torch.Generator,
+    counts: TrailingCounts | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The batch's (weighted) mean loss over its positions that have a next item, each
     scored from its position and, with `prior`, from the empty-history query; and the count
@@ -196,15 +212,53 @@ def _loss(
         prior = model.user_tower.empty(feats, len(batch))
         queries = torch.cat([queries, prior[valid.nonzero()[:, 0].to(dev)]])
         t, w = t.repeat(2), None if w is None else w.repeat(2)
+    pop = None if counts is None else _Popular.of(model, counts, windows, batch, valid, since)
     if cfg.negatives == "all":
-        return weighted_mean(full_softmax(model, data, queries, t, gen), w), int(valid.sum())
+        extra = None if pop is None else pop.logits(torch.arange(1, len(model.vocab.items) + 1))
+        per_row = full_softmax(model, data, queries, t, gen, extra)
+        return weighted_mean(per_row, w), int(valid.sum())
     # in-batch negatives: every distinct target of the batch, each once
     cand, label = torch.unique(t, return_inverse=True)
     cv = vecs[torch.searchsorted(uniq, cand).to(dev)]
-    cand = cand.to(dev)
-    logits = F.linear(queries / cfg.temperature, cv, -sampling.log_q[cand] if cfg.logq else None)
+    bias = -sampling.log_q[cand.to(dev)] if cfg.logq else None
+    logits = F.linear(queries / cfg.temperature, cv, bias)
+    if pop is not None:
+        logits = logits + pop.logits(cand) / cfg.temperature
     per_row = F.cross_entropy(logits, label.to(dev), reduction="none")
     return weighted_mean(per_row, w), int(valid.sum())
+
+
+@dataclass
+class _Popular:
+    """A batch's popularity term (`popularity_days`): each query's weight and target time
+    bin, its positions' queries first, then (with `prior`) the empty-history ones, bucket 0."""
+
+    counts: TrailingCounts
+    weight: torch.Tensor
+    bins: torch.Tensor
+
+    @classmethod
+    def of(
+        cls,
+        model: TwoTowerModel,
+        counts: TrailingCounts,
+        windows: Windows,
+        batch: torch.Tensor,
+        valid: torch.Tensor,
+        since: torch.Tensor,
+    ) -> _Popular:
+        assert windows.bins is not None
+        tower, on = model.user_tower, valid.to(since.device)
+        weight, bins = tower.popularity_weight(since, since)[on], windows.bins[batch][valid]
+        if model.config.prior:
+            weight = torch.cat([weight, tower.popularity_weight(None, weight)])
+            bins = bins.repeat(2)
+        return cls(counts, weight, bins)
+
+    def logits(self, candidates: torch.Tensor) -> torch.Tensor:
+        """(queries, candidates): weight x the candidates' log counts at each query's bin."""
+        logs = self.counts.log_counts(candidates.cpu()[None, :], self.bins[:, None])
+        return self.weight[:, None] * logs.to(self.weight.device)
 
 
 @torch.no_grad()
@@ -219,6 +273,8 @@ def _validate(
     model.item_tower.eval()
     iv = model.item_tower(data.all_item_ids, data.all_item_feats)
     table = iv.cpu().numpy()
+    if model.config.popularity_days > 0:  # as served: the counts at the end of `seen`
+        iv = torch.cat([iv, model.popularity[1:, None].to(iv.device)], dim=1)
     histories = [(table[items - 1], times) for items, times in sequences]
     shape, now = model.config.shape(), last_time(seen)
     uv = encode_histories(

@@ -334,16 +334,23 @@ def _bpr(
 
 
 def full_softmax(
-    model: TwoTowerModel, data: TrainData, uv: torch.Tensor, i: torch.Tensor, gen: torch.Generator
+    model: TwoTowerModel,
+    data: TrainData,
+    uv: torch.Tensor,
+    i: torch.Tensor,
+    gen: torch.Generator,
+    extra: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of each positive against every item of the catalogue; item ids are
-    dropped at random across the catalogue, as positives are for in-batch negatives."""
+    dropped at random across the catalogue, as positives are for in-batch negatives. `extra`
+    (queries, items): added to the scores before the temperature."""
     cfg = model.config
     ids = data.all_item_ids.clone()
     if cfg.id_dropout > 0:
         ids[torch.rand(len(ids), generator=gen).to(ids.device) < cfg.id_dropout] = 0
     everything = model.item_tower(ids, data.all_item_feats)
-    logits = uv @ everything.T / cfg.temperature
+    scores = uv @ everything.T
+    logits = (scores if extra is None else scores + extra) / cfg.temperature
     return nn.functional.cross_entropy(logits, (i - 1).to(uv.device), reduction="none")
 
 

@@ -26,7 +26,7 @@ def test_train_ingest_and_recommend_with_a_history(shop, monkeypatch) -> None:
     assert main(["train", "seq.toml", "--out", "models/seq.pt", "--quiet"]) == 0
     model = TwoTowerModel.load("models/seq.pt")
     assert model.config.user_encoder == "sequence" and model.config.time_buckets == 16
-    assert model.config.staleness_buckets == 24
+    assert model.config.staleness_buckets == 24 and model.config.popularity_days == 60
     store = "faiss:./store?metric=dot"
     ingest = ["ingest", "--source", "data/shop/products.csv", "--id-col", "sku", "--text",
               "{name}", "--metadata", "name,categories,price:float", "--quiet",
