@@ -5,6 +5,7 @@ service returns the model's own top items for a request history."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from embedrec import open_store
@@ -14,6 +15,7 @@ from embedrec.retrieval.client import Recommender
 from embedrec.retrieval.failover import Failover
 from embedrec.retrieval.history import Interaction
 from embedrec.retrieval.users import Interactions
+from embedrec.stores.errors import ConfigError
 from tests.retrieval.conftest import Data
 
 
@@ -50,3 +52,7 @@ def test_the_service_ranks_as_the_model_scores(data: Data, tmp_path):
         assert got == want
     finally:
         rec.close()
+    cosine = open_store(f"faiss:{tmp_path}/cos?index=Flat", dim=17)
+    with pytest.raises(ConfigError, match="must use metric=dot"):
+        Recommender(two_tower=Failover("two-tower", cosine), model=model)
+    cosine.close()
