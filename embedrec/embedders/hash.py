@@ -33,18 +33,20 @@ class HashEmbedder:
         return row.payload
 
     def embed(self, batch: Sequence[str]) -> np.ndarray:
-        rows: list[int] = []
-        codes: list[int] = []
-        for i, text in enumerate(batch):
-            if not isinstance(text, str):
-                raise InputError(i, f"expected text, got {type(text).__name__}")
-            words = text.lower().split() or [""]
-            rows += [i] * len(words)
-            codes += [zlib.crc32(w.encode("utf-8", "surrogateescape")) for w in words]
-        hashed = np.asarray(codes, dtype=np.uint32)
-        signs = np.where(hashed & 1, 1.0, -1.0).astype(np.float32)
-        out = np.zeros((len(batch), self.dim), dtype=np.float32)
-        np.add.at(out, (np.asarray(rows, dtype=np.intp), (hashed >> 1) % self.dim), signs)
+        if not set(map(type, batch)) <= {str}:
+            i, bad = next((i, t) for i, t in enumerate(batch) if not isinstance(t, str))
+            raise InputError(i, f"expected text, got {type(bad).__name__}")
+        # Each text's words joined by one space: the whole batch is encoded once and split
+        # into the UTF-8 of each word (a text with no word gives one empty word).
+        texts = [" ".join(text.lower().split()) for text in batch]
+        words = " ".join(texts).encode("utf-8", "surrogateescape").split(b" ")
+        counts = [text.count(" ") + 1 for text in texts]
+        hashed = np.fromiter(map(zlib.crc32, words), dtype=np.uint32, count=len(words))
+        signs = np.where(hashed & 1, 1.0, -1.0)
+        rows = np.repeat(np.arange(len(batch), dtype=np.intp), counts)
+        cells = rows * self.dim + ((hashed >> 1) % self.dim).astype(np.intp)
+        size = len(batch) * self.dim
+        out = np.bincount(cells, signs, size).astype(np.float32).reshape(len(batch), self.dim)
         out[~out.any(axis=1), 0] = 1.0  # words that cancel each other out
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 

@@ -35,8 +35,9 @@ from embedrec.data.tables import CatalogError, Format, detect_format
 from embedrec.ingestion.columns import ColumnMap
 from embedrec.ingestion.rows import Reject, Row, RowBuilder
 
-RawRecord = tuple[int, Mapping[str, Any] | Reject]
-"""What a reader yields: a row number and the raw record, or a Reject for an unreadable one."""
+RawRecord = tuple[int, Mapping[str, Any] | list[str] | Reject]
+"""What a reader yields: a row number and the raw record, or a Reject for an unreadable one.
+A CSV record is its list of cells, in the order of the header (`RowBuilder.header`)."""
 
 __all__ = ["Source"]
 
@@ -85,7 +86,7 @@ class Source:
         builder = RowBuilder(self.path, self.columns)
         reader = {"jsonl": self._jsonl, "parquet": self._parquet}.get(self.format, self._csv)
         raw: list[RawRecord] = []
-        for item in reader(size):
+        for item in reader(size, builder):
             raw.append(item)
             if len(raw) >= size:
                 yield _built(builder, raw)
@@ -138,12 +139,12 @@ class Source:
         self._check_columns(header, self.columns.columns(), "the header")
         return header
 
-    def _csv(self, size: int) -> Iterator[RawRecord]:
+    def _csv(self, size: int, builder: RowBuilder) -> Iterator[RawRecord]:
         file = str(self.path)
         rows = 0
         with self._open_text() as fh:
             reader = csv.reader(fh, delimiter=self.delimiter)
-            header = self._csv_header(reader)
+            header = builder.header = self._csv_header(reader)
             line = reader.line_num
             while True:
                 start = line + 1
@@ -164,11 +165,11 @@ class Source:
                     reason = f"{len(values)} fields where the header has {len(header)}"
                     yield start, Reject(file, start, None, None, reason)
                     continue
-                yield start, dict(zip(header, values, strict=True))
+                yield start, values
         if rows == 0:
             self._fail("the header has no rows below it", row=2)
 
-    def _jsonl(self, size: int) -> Iterator[RawRecord]:
+    def _jsonl(self, size: int, builder: RowBuilder) -> Iterator[RawRecord]:
         """Each line one object; a missing column is that record's reject, never the file's,
         since JSONL has no header that would make it the file's."""
         file = str(self.path)
@@ -196,7 +197,7 @@ class Source:
         if rows == 0:
             self._fail("the file is empty: no records", row=1)
 
-    def _parquet(self, size: int) -> Iterator[RawRecord]:
+    def _parquet(self, size: int, builder: RowBuilder) -> Iterator[RawRecord]:
         import pyarrow as pa  # loaded for Parquet catalogs only
         import pyarrow.parquet as pq
 
@@ -219,5 +220,6 @@ class Source:
 def _built(builder: RowBuilder, raw: list[RawRecord]) -> list[Row | Reject]:
     """The chunk's records built (`RowBuilder.build_many`), in place among its rejects."""
     good = [(row, rec) for row, rec in raw if not isinstance(rec, Reject)]
-    built = iter(builder.build_many([row for row, _ in good], [rec for _, rec in good]))
+    rows, records = [row for row, _ in good], [rec for _, rec in good]
+    built = iter(builder.build_many(rows, records, builder.header))  # type: ignore[arg-type]
     return [rec if isinstance(rec, Reject) else next(built) for _, rec in raw]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,31 @@ def test_vectors_are_unit_bags_of_words() -> None:
     assert not np.allclose(v[0], v[2])
     with pytest.raises(InputError, match="item 1: expected text"):
         embedder.embed(["ok", b"bytes"])  # type: ignore[list-item]
+
+
+def _word_by_word(texts: list[str], dim: int) -> np.ndarray:
+    """The embedder's definition, a word at a time: each lower-cased word (str.split) adds
+    +1 or -1 (its CRC-32's low bit) at position (CRC-32 >> 1) % dim; no word: one empty
+    word; the sum L2-normalised, a zero sum made (1, 0, ...)."""
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for word in text.lower().split() or [""]:
+            code = zlib.crc32(word.encode("utf-8", "surrogateescape"))
+            out[i, (code >> 1) % dim] += 1.0 if code & 1 else -1.0
+        if not out[i].any():
+            out[i, 0] = 1.0
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_batch_vectors_are_the_word_by_word_definition() -> None:
+    """The batch is hashed in bulk; each vector stays what the definition gives, for
+    Unicode whitespace, surrogates, case folding that changes length and empty texts."""
+    texts = ["", "  ", "a a", "a\u3000b\xa0c", "x\x1cy", "caf\xe9 \udcff Ünï", "\tT  W\r"]
+    texts += ["ﬁ İ ß", "a b a b", "Toy Story (1995): Animation|Children's|Comedy"]
+    for dim in (2, 16, 64):
+        embedder = get_embedder(f"hash:{dim}")
+        for batch in (texts, texts[::-1] * 3, texts[:1], texts[4:5]):
+            np.testing.assert_array_equal(embedder.embed(batch), _word_by_word(batch, dim))
 
 
 def test_the_same_text_gives_the_same_vector_in_another_process() -> None:

@@ -389,3 +389,17 @@ def test_an_int_column_keeps_exact_ints_and_rejects_the_rest(values: list[int]) 
     assert [(r.row, r.field) for r in rejects] == [
         (i + 2, "year") for i in range(len(values)) if not fits[i]
     ]
+
+
+def test_repeated_list_cells_give_each_record_its_own_list(tmp_path: Path) -> None:
+    """List cells are split once per distinct cell in a chunk; every record still gets the
+    items as `split_list` makes them, in a list of its own, and blank optional cells stay
+    left out."""
+    body = "".join(f"{i},T{i},1995, Drama | |Crime \n" for i in range(1, 5)) + "5,T5,,\n"
+    rows, rejects = rows_and_rejects(Source(movies_csv(tmp_path, body), MOVIES))
+    assert not rejects
+    assert [r.metadata.get("genres") for r in rows] == [["Drama", "Crime"]] * 4 + [None]
+    assert rows[4].metadata == {"title": "T5"}
+    assert len({id(r.metadata["genres"]) for r in rows[:4]}) == 4
+    rows[0].metadata["genres"].append("changed")
+    assert rows[1].metadata["genres"] == ["Drama", "Crime"]
