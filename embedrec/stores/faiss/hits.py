@@ -4,9 +4,10 @@ object per hit.
 The metadata is left to be made on first access from the table's columns as they stood at
 the search (columns only grow, and a compaction makes new ones, so reading later still sees
 the search's moment): making each hit's dict costs more than its id, and many callers never
-read it. A hit's id is decoded from the table's packed ids (`PackedIds.take`: two fancy
-indexes for the bounds, then a slice per id); only the hits' own ids are decoded. A few hits
-are then built row by row from lists, a batch's with `map` over its rows.
+read it. A hit's id is decoded from the table's packed ids (`PackedIds.take`, about 2 µs for
+a query's ten, where a fancy index into an object array of id strings took 0.3 but cost a
+Python string per record); only the hits' own ids are decoded. A few hits are then built
+row by row from lists, a batch's with `map` over its rows.
 """
 
 from __future__ import annotations
