@@ -466,8 +466,12 @@ class IdKeys:
     def of(cls, ids: Sequence[str]) -> IdKeys:
         """One sort of keys and positions packed together (a plain sort of int64 costs
         about two thirds of an argsort; batches hold fewer than 2**32 ids)."""
-        hashes = np.fromiter(map(hash, ids), np.int64, len(ids))
-        packed = np.sort((hashes & KEY_BITS) | np.arange(len(ids), dtype=np.int64))
+        return cls.of_hashes(np.fromiter(map(hash, ids), np.int64, len(ids)))
+
+    @classmethod
+    def of_hashes(cls, hashes: np.ndarray) -> IdKeys:
+        """From the ids' hashes (`hash(id)` each, in the batch's order)."""
+        packed = np.sort((hashes & KEY_BITS) | np.arange(len(hashes), dtype=np.int64))
         return cls(packed & KEY_BITS, packed & ~KEY_BITS)
 
     def repeats(self, ids: Sequence[str]) -> bool:

@@ -16,6 +16,7 @@ from embedrec import CorruptStore, StoreLocked, StoreNotFound, open_store
 from embedrec.stores import ConfigError
 from embedrec.stores.errors import StoreWriteError
 from embedrec.stores.faiss import persistence
+from embedrec.stores.faiss.columns_file import write_arrays
 from embedrec.stores.faiss.store import COMPACT_DEAD_FRACTION
 from tests.stores.conformance import StoreConformance, brute_force
 from tests.stores.recall_conformance import RecallConformance
@@ -258,7 +259,7 @@ def manifest(path: Path) -> dict:
 def test_persisted_layout(tmp_path):
     path = saved_store(tmp_path)
     m = manifest(path)
-    assert (m["format"], m["dim"], m["metric"], m["index"], m["count"]) == (2, 8, "l2", "HNSW16", 2)
+    assert (m["format"], m["dim"], m["metric"], m["index"], m["count"]) == (3, 8, "l2", "HNSW16", 2)
     assert sorted(p.name for p in path.iterdir()) == sorted(
         ["LOCK", "manifest.json", *(f["file"] for f in m["files"].values())]
     )
@@ -315,15 +316,25 @@ def test_damaged_files_raise_corrupt_store(tmp_path, damage, message):
         open_store(f"faiss:{path}")
 
 
-def test_rows_that_disagree_with_their_ids_are_corrupt(tmp_path):
-    """Checksums pass (the manifest is rewritten to match) but the rows make no sense."""
+@pytest.mark.parametrize(
+    "data, offsets, message",
+    [
+        (b"ab", [0, 1, 2, 3], "3 id offsets for 2"),
+        (b"a", [0, 2, 1], "go backwards"),
+        (b"ab", [0, 1, 3], "disagree with the id bytes"),
+        ("é".encode(), [0, 1, 2], "starts inside a character"),
+    ],
+)
+def test_ids_that_make_no_sense_are_corrupt(tmp_path, data, offsets, message):
+    """Checksums pass (the manifest is rewritten to match) but the packed ids make no sense."""
     path = saved_store(tmp_path)
     m = manifest(path)
     ids_file = path / m["files"]["ids"]["file"]
-    ids_file.write_text('["a", 5]')
+    arrays = {"data": np.frombuffer(data, np.uint8), "offsets": np.array(offsets, np.int64)}
+    write_arrays(ids_file, arrays, {"slots": 2})
     m["files"]["ids"].update(bytes=ids_file.stat().st_size, crc32=persistence.file_crc32(ids_file))
     (path / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(CorruptStore, match="slot 1 holds id 5"):
+    with pytest.raises(CorruptStore, match=message):
         open_store(f"faiss:{path}")
 
 
@@ -519,7 +530,8 @@ def test_excluded_slots_follow_writes():
 
 @pytest.mark.parametrize("kind", ["Flat", "HNSW16"])
 def test_hit_ids_follow_appends_overwrites_deletes_and_compaction(kind):
-    """Hits read ids from an id array that appends extend rather than make again."""
+    """Hits decode ids from packed bytes that appends extend in place (with room) rather
+    than make again."""
     store = open_store(f"faiss:?index={kind}", dim=8, metric="l2")
     basis = np.eye(8, dtype=np.float32)
 
@@ -532,10 +544,10 @@ def test_hit_ids_follow_appends_overwrites_deletes_and_compaction(kind):
     assert top(basis[0])[0] == "a"
     store.upsert(["d"], basis[3:4])
     assert top(basis[3])[0] == "d"
-    room = store._table._id_room  # grown with room to spare
+    room = store._table.ids._data  # grown with room to spare
     store.upsert(["a"], basis[4:5])  # overwritten: its old slot is dead
     assert top(basis[4])[0] == "a" and top(basis[0]).count("a") == 0
-    assert store._table._id_room is room  # extended in place, not made again
+    assert store._table.ids._data is room  # extended in place, not made again
     store.delete(["b"])
     assert "b" not in top(basis[1])
     store.upsert([f"n{i}" for i in range(20)], np.tile(basis[5], (20, 1)) * 2)

@@ -15,6 +15,7 @@ import pytest
 from embedrec import CorruptStore, matches, open_store
 from embedrec.stores.batch_checks import IdKeys, plain_columns
 from embedrec.stores.faiss.columns import Field, MetaColumns
+from embedrec.stores.faiss.columns_file import write_arrays
 from embedrec.stores.faiss.persistence import file_crc32
 from tests.stores.conformance import random_metadata
 
@@ -70,8 +71,8 @@ def test_a_format_1_store_opens_and_its_next_save_converts_it(tmp_path):
     store.upsert(["n1"], np.ones((1, 4), np.float32), [{"genre": "Drama", "tags": ["b"]}])
     store.close()
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format"] == 2 and manifest["files"]["metadata"]["file"].endswith(".cols")
-    assert not list(path.glob("*.jsonl"))
+    assert manifest["format"] == 3 and manifest["files"]["metadata"]["file"].endswith(".cols")
+    assert not list(path.glob("*.jsonl")) and not list(path.glob("ids.*.json"))
     rows["n1"] = {"genre": "Drama", "tags": ["b"]}
     _check_against(open_store(f"faiss:{path}"), rows)
 
@@ -199,7 +200,8 @@ def test_an_id_saved_twice_is_corrupt(tmp_path):
     store.close()
     manifest = json.loads((path / "manifest.json").read_text())
     ids_file = path / manifest["files"]["ids"]["file"]
-    ids_file.write_text('["a", "a"]')
+    packed = {"data": np.frombuffer(b"aa", np.uint8), "offsets": np.arange(3, dtype=np.int64)}
+    write_arrays(ids_file, packed, {"slots": 2})
     manifest["files"]["ids"].update(bytes=ids_file.stat().st_size, crc32=file_crc32(ids_file))
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorruptStore, match="id 'a' is held by two slots"):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from embedrec.stores.batch_checks import CheckedMetadata, Column, plain_columns
+from embedrec.stores.faiss.packed import grown, pack, unpack
 from embedrec.stores.filters import COMPARE, SET_OPS, And, Cond, Node, Scalar, is_number
 from embedrec.stores.results import FrozenMetadata
 
@@ -37,16 +38,6 @@ UNSET: dict[type, Any] = {np.float64: np.nan, np.int32: -1}
 def unset(dtype: type, n: int) -> np.ndarray:
     """An array of n unset values that takes no memory (a read-only broadcast)."""
     return np.broadcast_to(np.array(UNSET[dtype], dtype=dtype), (n,))
-
-
-def _grown(array: np.ndarray, used: int, need: int, fill: Any) -> np.ndarray:
-    """`array` with room for `need` entries (its first `used` kept, the rest `fill`): itself
-    when it has the room and is writable (not a read-only map of a saved file)."""
-    if array.size >= need and array.flags.writeable:
-        return array
-    out = np.full(max(need, 2 * array.size, 1024), fill, dtype=array.dtype)
-    out[:used] = array[:used]
-    return out
 
 
 class Vocab:
@@ -68,15 +59,7 @@ class Vocab:
     @property
     def strings(self) -> list[str]:
         if self._strings is None:
-            data, offsets = self._packed  # type: ignore[misc]
-            text = bytes(data).decode("utf-8")
-            if len(text) == len(data):  # ASCII: byte offsets are character offsets
-                bounds = offsets.tolist()
-                self._strings = [text[a:b] for a, b in itertools.pairwise(bounds)]
-            else:
-                raw = bytes(data)
-                bounds = offsets.tolist()
-                self._strings = [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
+            self._strings = unpack(*self._packed)  # type: ignore[misc]
         return self._strings
 
     def index(self) -> dict[str, int]:
@@ -97,10 +80,7 @@ class Vocab:
         return np.fromiter(map(index.__getitem__, values), np.int32, len(values))
 
     def pack(self) -> tuple[np.ndarray, np.ndarray]:
-        encoded = [s.encode("utf-8") for s in self.strings]
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
-        return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+        return pack(self.strings)
 
 
 class Field:
@@ -118,14 +98,14 @@ class Field:
     def reserve(self, used: int, need: int) -> None:
         """Room for slots up to `need`; `num` and `code` stay unset views (no memory) until
         the field holds a number, or a string or boolean."""
-        self.kind = _grown(self.kind, used, need, ABSENT)
+        self.kind = grown(self.kind, used, need, ABSENT)
         self.num = self._room(self.num, used, np.float64)
         self.code = self._room(self.code, used, np.int32)
 
     def _room(self, array: np.ndarray, used: int, dtype: type) -> np.ndarray:
         if array.strides == (0,):
             return unset(dtype, self.kind.size)
-        return _grown(array, used, self.kind.size, UNSET[dtype])
+        return grown(array, used, self.kind.size, UNSET[dtype])
 
     def _set(self, name: str) -> np.ndarray:
         """`num` or `code`, made real and writable over the capacity before a write."""
@@ -171,8 +151,8 @@ class Field:
 
     def _append_list(self, slots: np.ndarray, codes: np.ndarray) -> None:
         used, need = self.list_used, self.list_used + len(slots)
-        self.list_slots = _grown(self.list_slots, used, need, 0)
-        self.list_codes = _grown(self.list_codes, used, need, -1)
+        self.list_slots = grown(self.list_slots, used, need, 0)
+        self.list_codes = grown(self.list_codes, used, need, -1)
         self.list_slots[used:need] = slots
         self.list_codes[used:need] = codes
         self.list_used = need

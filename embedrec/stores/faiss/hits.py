@@ -4,10 +4,10 @@ object per hit.
 The metadata is left to be made on first access from the table's columns as they stood at
 the search (columns only grow, and a compaction makes new ones, so reading later still sees
 the search's moment): making each hit's dict costs more than its id, and many callers never
-read it. Labels map to ids with one fancy index into the table's id array, even for one
-query's ten: a Python lookup per hit costs more on caches the search has just evicted (about
-4 µs of a single HNSW query over 100k, `benchmarks/faiss_store.py`'s "single x raw"). A few
-hits are then built row by row from lists, a batch's with `map` over its rows.
+read it. A hit's id is decoded from the table's packed ids (`PackedIds.take`, about 2 µs for
+a query's ten, where a fancy index into an object array of id strings took 0.3 but cost a
+Python string per record); only the hits' own ids are decoded. A few hits are then built
+row by row from lists, a batch's with `map` over its rows.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SMALL_RESULT = 64
 
 def _few_hits(table: SlotTable, distances: np.ndarray, labels: np.ndarray, l2: bool) -> list[Hits]:
     rows = table.columns.rows
-    names = table.id_array()[labels].tolist()  # a -1 label reads the last id: left out below
+    names = table.ids.take(labels)  # a -1 label reads "": left out below
     scores = (-distances if l2 else distances).tolist()
     out = []
     for n, row in enumerate(labels.tolist()):  # not zip(strict=True): a microsecond a call
@@ -43,11 +43,11 @@ def hits_of(table: SlotTable, distances: np.ndarray, labels: np.ndarray, *, l2: 
     if labels.size <= SMALL_RESULT:
         return _few_hits(table, distances, labels, l2)
     lazy_metadata = functools.partial(functools.partial, table.columns.rows)
-    id_array = table.id_array()
+    ids = table.ids
     scores = -distances if l2 else distances
-    out = list(map(Hits, id_array[labels].tolist(), scores.tolist(), map(lazy_metadata, labels)))
+    out = list(map(Hits, ids.take(labels), scores.tolist(), map(lazy_metadata, labels)))
     for n in np.flatnonzero((labels < 0).any(axis=1)).tolist():
         found = labels[n][labels[n] >= 0]
         kept = scores[n][labels[n] >= 0].tolist()
-        out[n] = Hits(id_array[found].tolist(), kept, lazy_metadata(found))
+        out[n] = Hits(ids.take(found), kept, lazy_metadata(found))
     return out

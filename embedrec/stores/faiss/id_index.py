@@ -4,9 +4,9 @@ Each id's key (`IdKeys`: the top 32 bits of Python's own string hash, never save
 per process; an upserted batch's keys come from its duplicate check) sits with its slot in a
 few sorted runs, merged as they grow (a binary counter: a run merges into the
 one before it once that is at most twice its size, so each entry is merged O(log n) times).
-A lookup finds equal keys by binary search and confirms each against the slot's id in the
-table, so ids sharing a key cost one comparison each, never a wrong answer, and a dead slot (its
-id None) never matches. 16 bytes a record where a dict of str -> int took about 70 at 1M.
+A lookup finds equal keys by binary search and confirms each against the slot's packed id in
+the table, so ids sharing a key cost one comparison each, never a wrong answer, and a dead slot
+never matches. 16 bytes a record where a dict of str -> int took about 70 at 1M.
 """
 
 from __future__ import annotations
@@ -16,30 +16,31 @@ from collections.abc import Sequence
 import numpy as np
 
 from embedrec.stores.batch_checks import IdKeys
+from embedrec.stores.faiss.packed import PackedIds
 
 
 class IdIndex:
-    """Lookups of ids among `ids` (the table's list: a slot's id, None once dead)."""
+    """Lookups of ids among `ids` (the table's packed ids by slot)."""
 
-    def __init__(self, ids: list[str | None], live: np.ndarray) -> None:
-        """Over the slots `live` of `ids`."""
+    def __init__(self, ids: PackedIds, alive: np.ndarray) -> None:
+        """Over the slots `alive` marks, their ids' keys made a chunk of ids at a time (never
+        a Python string per id at once)."""
         self.ids = ids
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        hashes = np.fromiter((hash(i) for chunk in ids.chunks() for i in chunk), np.int64, len(ids))
+        live = np.flatnonzero(alive)
         if live.size:
-            held = ids if live.size == len(ids) else [ids[s] for s in live.tolist()]
-            self.add(IdKeys.of(held), live.astype(np.int64))  # type: ignore[arg-type]
+            self.add(IdKeys.of_hashes(hashes[live]), live)
 
-    def repeated(self) -> str | None:
-        """An id that two slots hold, None when each is held once."""
+    def repeated(self, alive: np.ndarray) -> str | None:
+        """An id that two live slots hold, None when each is held once."""
         for run_h, run_s in self._runs:
             same = run_h[1:] == run_h[:-1]
             shared = np.concatenate([same, [False]]) | np.concatenate([[False], same])
-            seen: set[str] = set()
-            for rid in map(self.ids.__getitem__, run_s[shared].tolist()):
-                if rid in seen:
-                    return rid
-                if rid is not None:
-                    seen.add(rid)
+            slots = run_s[shared]
+            held = self.ids.take(slots[alive[slots]])
+            if len(set(held)) < len(held):
+                return next(i for i in held if held.count(i) > 1)
         return None
 
     def add(self, keys: IdKeys, slots: np.ndarray) -> None:
@@ -52,9 +53,9 @@ class IdIndex:
             run_h, run_s = merged_h[order], np.concatenate([last_s, run_s])[order]
         self._runs.append((run_h, run_s))
 
-    def find(self, ids: Sequence[str], keys: IdKeys | None = None) -> np.ndarray:
-        """The live slot of each id (whose `keys` are given or made here), -1 where there is
-        none."""
+    def find(self, ids: Sequence[str], alive: np.ndarray, keys: IdKeys | None = None) -> np.ndarray:
+        """The slot of each id among the slots `alive` marks (the ids' `keys` given or made
+        here), -1 where there is none."""
         out = np.full(len(ids), -1, dtype=np.int64)
         if not self._runs:
             return out
@@ -71,7 +72,10 @@ class IdIndex:
             asked = np.repeat(order[hit], counts)
             starts = np.repeat(np.cumsum(counts) - counts, counts)
             at = np.repeat(left[hit], counts) + np.arange(len(asked)) - starts
-            for q, s in zip(asked.tolist(), run_s[at].tolist(), strict=True):
-                if self.ids[s] == ids[q]:
+            slots = run_s[at]
+            live = alive[slots]
+            found = self.ids.take(slots[live])
+            for q, s, rid in zip(asked[live].tolist(), slots[live].tolist(), found, strict=True):
+                if rid == ids[q]:
                     out[q] = s
         return out

@@ -1,17 +1,20 @@
 """A FAISS store on disk: generations of files named by a manifest.
 
-`manifest.json` names the generation's files (`index.G.faiss`, `ids.G.json`,
-`metadata.G.cols`: the metadata columns, `columns_file`) with their sizes and CRC-32s. A
+`manifest.json` names the generation's files (`index.G.faiss`; `ids.G.cols`: the ids by
+slot, packed as UTF-8 bytes and offsets, a dead slot's id empty; `metadata.G.cols`: the
+metadata columns; both in `columns_file`'s format) with their sizes and CRC-32s. A
 save writes every file to a temp name, fsyncs and renames it, the manifest last: the
 manifest's rename is the commit, so a crash or a full disk leaves the previous generation
 intact. A reader that finds a file gone or changed re-reads the manifest and, when a writer
 has committed a newer generation meanwhile, reads that one instead.
 
-Format 1 (before the columns) kept the metadata as JSON lines, one record's dict a line
-(`metadata.G.jsonl`, null for a dead slot), and a sha256 per file. It is still read; the
-next save writes format 2. The CRC-32 guards against damage (a torn or bit-flipped file) as
-the sha256 did, at under half its cost: reopening a 1M x 64 store spent as long hashing its
-files as FAISS took to read the index.
+Older formats are still read, and the next save writes format 3. Format 2 kept the ids as a
+JSON list (`ids.G.json`, null for a dead slot), which a reopen parsed into a Python string
+per record (about 230 bytes each in memory, with the object array hits read from). Format 1
+(before the columns) kept the metadata as JSON lines too, one record's dict a line
+(`metadata.G.jsonl`, null for a dead slot), and a sha256 per file. The CRC-32 guards
+against damage (a torn or bit-flipped file) as the sha256 did, at under half its cost:
+reopening a 1M x 64 store spent as long hashing its files as FAISS took to read the index.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import faiss
+import numpy as np
 
 from embedrec.common.files import file_sha256
 from embedrec.stores.base import METRICS
@@ -37,13 +41,19 @@ from embedrec.stores.errors import (
     StoreWriteError,
 )
 from embedrec.stores.faiss.columns import MetaColumns
-from embedrec.stores.faiss.columns_file import columns_arrays, saved_columns, write_arrays
+from embedrec.stores.faiss.columns_file import (
+    columns_arrays,
+    read_arrays,
+    saved_columns,
+    write_arrays,
+)
 from embedrec.stores.faiss.kinds import IndexSpec, index_mismatch
+from embedrec.stores.faiss.packed import PackedIds
 from embedrec.stores.info import StoreInfo
 from embedrec.stores.small_files import ABSENT, read_json, try_lock
 
-FORMAT_VERSION = 2
-READS = (1, 2)
+FORMAT_VERSION = 3
+READS = (1, 2, 3)
 """The formats this embedrec reads (see the module's docstring)."""
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
@@ -77,7 +87,7 @@ class Saved:
 
     manifest: Manifest
     index: faiss.Index
-    ids: list[str | None]
+    ids: PackedIds
     columns: MetaColumns
 
 
@@ -225,8 +235,8 @@ def _read_generation(path: Path, manifest: Manifest) -> Saved:
         checked = pool.submit(_damaged, path, manifest)
         try:
             index = faiss.read_index(str(names["index"]))
-            ids = json.loads(names["ids"].read_text(encoding="utf-8"))
-        except (RuntimeError, ValueError) as exc:
+            ids = _read_ids(names["ids"])
+        except (RuntimeError, ValueError, CorruptStore) as exc:
             failed = exc
         damaged = checked.result()
     if damaged is not None:
@@ -237,7 +247,7 @@ def _read_generation(path: Path, manifest: Manifest) -> Saved:
     mismatch = index_mismatch(m.spec, m.built, m.dim, m.metric, index)
     if mismatch is not None:
         raise CorruptStore(f"{names['index']}: {mismatch}")
-    if not isinstance(ids, list) or not (index.ntotal == len(ids) == manifest.slots):
+    if not isinstance(ids, (list, PackedIds)) or not (index.ntotal == len(ids) == manifest.slots):
         raise CorruptStore(
             f"{path}: index ({index.ntotal}), ids ({len(ids)}) and manifest "
             f"({manifest.slots}) disagree"
@@ -245,9 +255,33 @@ def _read_generation(path: Path, manifest: Manifest) -> Saved:
     if names["metadata"].suffix == ".jsonl":
         columns = _json_lines(path, names["metadata"], ids)
     else:
-        _check_ids(path, ids)
         columns = saved_columns(names["metadata"], manifest.slots)
+    if isinstance(ids, list):  # formats 1 and 2
+        _check_ids(path, ids)
+        ids = PackedIds.of(ids)
     return Saved(manifest, index, ids, columns)
+
+
+def _read_ids(file: Path) -> list | PackedIds:
+    """Format 3's packed ids (checked: offsets in order within the bytes, each id starting
+    on a character), or the JSON list of formats 1 and 2."""
+    if file.suffix == ".json":
+        return json.loads(file.read_text(encoding="utf-8"))
+    header, arrays = read_arrays(file)
+    data, offsets = arrays.get("data"), arrays.get("offsets")
+    if data is None or offsets is None or data.dtype != "|u1" or offsets.dtype != "<i8":
+        raise CorruptStore(f"{file}: not a file of packed ids")
+    if header.get("slots") != offsets.size - 1:
+        raise CorruptStore(f"{file}: {offsets.size - 1} id offsets for {header.get('slots')!r}")
+    if offsets.size < 1 or offsets[0] != 0 or offsets[-1] != data.size:
+        raise CorruptStore(f"{file}: id offsets disagree with the id bytes")
+    starts = offsets[:-1][np.diff(offsets) < 0]
+    if starts.size:
+        raise CorruptStore(f"{file}: id offsets go backwards")
+    heads = data[offsets[:-1][offsets[:-1] < data.size]]
+    if ((heads & 0xC0) == 0x80).any():  # a UTF-8 continuation byte
+        raise CorruptStore(f"{file}: an id starts inside a character")
+    return PackedIds(data, offsets)
 
 
 def file_crc32(path: Path) -> str:
@@ -269,8 +303,8 @@ def _checksum_holds(file: Path, entry: dict[str, Any]) -> bool:
 
 def _check_ids(path: Path, ids: list) -> None:
     """Each id a string, or None for a dead slot (ids twice: `SlotTable.index`)."""
-    if not set(map(type, ids)) <= {str, type(None)}:
-        n, rid = next((n, i) for n, i in enumerate(ids) if not isinstance(i, (str, type(None))))
+    if not set(map(type, ids)) <= {str, type(None)} or "" in ids:
+        n, rid = next((n, i) for n, i in enumerate(ids) if not isinstance(i, str | None) or i == "")
         raise CorruptStore(f"{path}: slot {n} holds id {rid!r}")
 
 
@@ -302,13 +336,17 @@ def fsync_rename(tmp: Path, final: Path) -> None:
 
 
 def _write_files(
-    tmp: dict[str, Path], index: faiss.Index, ids: list, columns: MetaColumns
+    tmp: dict[str, Path],
+    index: faiss.Index,
+    ids: tuple[np.ndarray, np.ndarray],
+    columns: MetaColumns,
 ) -> dict[str, str]:
     """Write the generation's files to their temp names; their CRC-32s. FAISS writes the
     index (and it is summed) in a thread meanwhile: both release the GIL."""
     with ThreadPoolExecutor(1) as pool:
         index_crc = pool.submit(_written_index, index, tmp["index"])
-        tmp["ids"].write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+        data, offsets = ids
+        write_arrays(tmp["ids"], {"data": data, "offsets": offsets}, {"slots": offsets.size - 1})
         header, arrays = columns_arrays(columns)
         write_arrays(tmp["metadata"], arrays, header)
         crcs = {key: file_crc32(tmp[key]) for key in ("ids", "metadata")}
@@ -324,16 +362,16 @@ def save(
     path: Path,
     generation: int,
     index: faiss.Index,
-    ids: list,
+    ids: tuple[np.ndarray, np.ndarray],
     columns: MetaColumns,
     header: dict,
 ) -> None:
-    """Write and commit `generation`. On any failure (a full disk, an unwritable file) the
-    files it wrote are removed, the previous generation stays committed, and
-    `StoreWriteError` says why."""
+    """Write and commit `generation` (`ids`: `PackedIds.saved`). On any failure (a full
+    disk, an unwritable file) the files it wrote are removed, the previous generation stays
+    committed, and `StoreWriteError` says why."""
     files = {
         key: f"{key}.{generation}.{ext}"
-        for key, ext in zip(FILE_KEYS, ("faiss", "json", "cols"), strict=True)
+        for key, ext in zip(FILE_KEYS, ("faiss", "cols", "cols"), strict=True)
     }
     tmp = {key: path / f".{name}.tmp" for key, name in files.items()}
     tmp_manifest = path / f".{MANIFEST}.tmp"

@@ -113,7 +113,7 @@ class FaissStore(VectorStore):
         self._uri_params = SearchParams(ef, nprobe, k_factor)
         self.uri = uri or f"faiss:{path or ''}"
         self.capabilities = spec.capabilities(persistent=path is not None)
-        self._table = SlotTable([])
+        self._table = SlotTable()
         self._built = not spec.trainable
         self._use(new_index(spec, dim, metric, ef_construction=ef_construction))
         self._generation = 0
@@ -441,7 +441,10 @@ class FaissStore(VectorStore):
         }
         if self._info is not None:
             header["info"] = self._info
-        persistence.save(self.path, gen, self._index, self._table.ids, self._table.columns, header)
+        table = self._table
+        persistence.save(
+            self.path, gen, self._index, table.ids.saved(table.alive), table.columns, header
+        )
         self._generation = gen
         self._dirty = False
         try:
