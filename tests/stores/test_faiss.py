@@ -362,6 +362,39 @@ s.close()
     assert open_store(f"faiss:{path}").count() == 62
 
 
+def test_a_slow_reader_keeps_its_generation_while_writers_commit_newer_ones(tmp_path, monkeypatch):
+    """A reader far slower than a writer's commits still reads the generation it started on:
+    the writer leaves a generation's files while a reader holds them (they used to be
+    removed under it, and the reader gave up after LOAD_ATTEMPTS newer generations)."""
+    path = saved_store(tmp_path)
+    script = f"""
+import sys, numpy as np
+from embedrec import open_store
+s = open_store("faiss:{path}")
+print("open", flush=True)
+for n in range(40):
+    s.upsert([f"w{{n}}"], np.eye(8)[n % 8][None, :] + 0.5)
+    s.flush()
+s.close()
+"""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert writer.stdout.readline() == b"open\n"
+    read_index = persistence.faiss.read_index
+
+    def slow_read(name: str):  # the writer commits its 40 generations meanwhile
+        writer.wait(timeout=120)
+        return read_index(name)
+
+    monkeypatch.setattr(persistence.faiss, "read_index", slow_read)
+    reader = open_store(f"faiss:{path}")
+    assert writer.returncode == 0, writer.stderr.read().decode()
+    assert reader.count() == 2 and len(reader.fetch(["a", "b"])) == 2
+    monkeypatch.setattr(persistence.faiss, "read_index", read_index)
+    assert open_store(f"faiss:{path}").count() == 42
+
+
 def _full_disk(*args: object) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -5,8 +5,11 @@ slot, packed as UTF-8 bytes and offsets, a dead slot's id empty; `metadata.G.col
 metadata columns; both in `columns_file`'s format) with their sizes and CRC-32s. A
 save writes every file to a temp name, fsyncs and renames it, the manifest last: the
 manifest's rename is the commit, so a crash or a full disk leaves the previous generation
-intact. A reader that finds a file gone or changed re-reads the manifest and, when a writer
-has committed a newer generation meanwhile, reads that one instead.
+intact. A reader holds a shared flock on its generation's index file while it reads the
+generation, and a writer removes an older generation's files only under that file's
+exclusive flock (`settle`), so no reader loses a file it is reading, however fast writers
+commit. A reader that finds its generation gone before it locked it re-reads the manifest
+and reads the newer one.
 
 Older formats are still read, and the next save writes format 3. Format 2 kept the ids as a
 JSON list (`ids.G.json`, null for a dead slot), which a reopen parsed into a Python string
@@ -19,10 +22,14 @@ reopening a 1M x 64 store spent as long hashing its files as FAISS took to read 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +209,8 @@ def load(path: Path) -> Saved:
         if manifest is None:
             raise CorruptStore(f"{path / MANIFEST} is missing")
         try:
-            return _read_generation(path, manifest)
+            with _reading(path / manifest.files["index"]["file"]):
+                return _read_generation(path, manifest)
         except (CorruptStore, FileNotFoundError) as exc:
             latest = read_manifest(path)
             if latest is None or latest.generation == manifest.generation:
@@ -212,6 +220,17 @@ def load(path: Path) -> Saved:
                     ) from None
                 raise
     raise StoreError(f"{path}: writers replaced the store {LOAD_ATTEMPTS} times while reading it")
+
+
+@contextlib.contextmanager
+def _reading(index: Path) -> Iterator[None]:
+    """A shared flock on a generation's index file for the block, which `settle` does not
+    remove files under; FileNotFoundError when a writer removed it before it was locked."""
+    with index.open("rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        if not os.path.samestat(os.fstat(handle.fileno()), index.stat()):
+            raise FileNotFoundError(errno.ENOENT, "replaced while being opened", str(index))
+        yield
 
 
 def _damaged(path: Path, manifest: Manifest) -> Path | None:
@@ -400,6 +419,26 @@ def settle(path: Path, generation: int) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    older: dict[str, list[Path]] = {}
     for old in path.iterdir():
         if _GENERATION_FILE.fullmatch(old.name) and old.name.split(".")[1] != str(generation):
-            old.unlink(missing_ok=True)
+            older.setdefault(old.name.split(".")[1], []).append(old)
+    for files in older.values():
+        _remove_unread(files)
+
+
+def _remove_unread(files: list[Path]) -> None:
+    """Remove one older generation's files unless a reader holds its index file (`_reading`);
+    then they stay for the next commit's `settle` to remove."""
+    index = next((f for f in files if f.name.startswith("index.")), None)
+    with contextlib.ExitStack() as held:
+        if index is not None:
+            try:
+                handle = held.enter_context(index.open("rb"))
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            except FileNotFoundError:  # another writer's settle removed it meanwhile
+                pass
+        for file in files:
+            file.unlink(missing_ok=True)
