@@ -295,12 +295,20 @@ def default_out(config_path: Path) -> Path:
 
 def save(config: ExperimentConfig, path: Path) -> Path:
     """Write `config` as TOML (every value spelled out) and check that it reads back. Its
-    model path is written relative to `path`'s folder, from which it is read back."""
+    model path and data files are written relative to `path`'s folder, from which they are
+    read back, so the tuned config moves with the checkout it lives in."""
     path.parent.mkdir(parents=True, exist_ok=True)
     model = Path(os.path.abspath(config.model_path))  # a config read without a file: cwd's
     config = config.model_copy(update={"model_path": model})
     values = config.model_dump(mode="json", exclude_none=True)
-    values["model_path"] = os.path.relpath(model, os.path.abspath(path.parent))
+    folder = os.path.abspath(path.parent)
+    values["model_path"] = os.path.relpath(model, folder)
+    data = values["data"]
+    if data.get("dataset") is None:  # a packaged dataset's paths are inside its own folder
+        for table in (data[key] for key in ("interactions", "items", "users") if key in data):
+            table["path"] = os.path.relpath(os.path.abspath(table["path"]), folder)
+    if "cache" in data:
+        data["cache"] = os.path.relpath(os.path.abspath(data["cache"]), folder)
     header = f"# Written by embedrec tune from {config.tuned.config if config.tuned else '?'}\n"
     path.write_text(header + dumps(values))
     if load_experiment_config(path) != config:

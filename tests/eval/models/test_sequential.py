@@ -156,3 +156,36 @@ def test_cornac_spop_ranks_by_popularity_and_skips_unknown_items() -> None:
     unseen = [i for i, item in enumerate(cat.items["item_id"][:-1]) if item not in history]
     order = np.argsort(-scores[0, unseen], kind="stable")
     assert np.all(np.diff(counts.to_numpy()[unseen][order]) <= 0)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # Cornac's default input, the tied output embedding, two layers (Cornac's weight
+        # reset fails on layers of other widths, and on a separate input embedding)
+        {"layers": [8, 8]},
+        {"layers": [16], "constrained_embedding": False},  # GRU4Rec's GRU embedding
+    ],
+)
+def test_batched_gru4rec_scores_are_cornacs_own(variant) -> None:
+    cornac = pytest.importorskip("cornac", reason="needs the optional extra 'recsys'")
+    from embedrec.eval.models.sequential.cornac_models import _histories
+    from embedrec.eval.models.sequential.gru4rec_scores import gru4rec_scores
+
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", f"u{u}", f"i{rng.integers(20)}", 100 * u + t)
+        for u in range(30)
+        for t in range(int(rng.integers(1, 16)))  # histories of 1 to 15 items
+    ]
+    data = cornac.data.SequentialDataset.build(rows, fmt="USIT", seed=0)
+    model = cornac.models.GRU4Rec(
+        n_epochs=3, batch_size=8, n_sample=0, seed=0, verbose=False, **variant
+    )
+    model.fit(data)
+    histories = [*_histories(data).values(), []]
+    batched = gru4rec_scores(model, histories)
+    own = np.stack([model.score(0, history) for history in histories])
+    assert batched.shape == own.shape == (31, model.total_items)
+    assert np.abs(own).max() > 0.01  # a trained model, not an all-zero score
+    np.testing.assert_allclose(batched, own, rtol=0, atol=1e-5)

@@ -144,6 +144,23 @@ def test_saved_config_reads_back_with_the_tuned_values(run, tmp_path) -> None:
     assert default_out(Path("configs/x.toml")) == Path("configs/x.tuned.toml")
 
 
+def test_saved_data_paths_are_relative_to_the_written_config(run, tmp_path) -> None:
+    """A config read from configs/ has its data files made absolute; written, they are
+    relative again, so the tuned config does not name the checkout it was tuned in."""
+    src = tmp_path / "configs" / "planted.toml"
+    src.parent.mkdir()
+    data = {
+        "interactions": {"path": "../data/i.csv"},
+        "items": {"path": "../data/t.csv", "id": "item_id"},
+    }
+    src.write_text(dumps({**run["tuned"].model_dump(mode="json", exclude_none=True), "data": data}))
+    config = load_experiment_config(src)
+    assert config.data.items.path == tmp_path / "data" / "t.csv"
+    written = tomllib.loads(save(config, src.with_name("planted.tuned.toml")).read_text())
+    assert written["data"]["interactions"]["path"] == "../data/i.csv"
+    assert written["data"]["items"]["path"] == "../data/t.csv"
+
+
 def test_unknown_model_or_no_trials_is_refused(data, config) -> None:
     with pytest.raises(ValueError, match="no search space for 'cornac-bpr'"):
         tune(config, "c", 1, data=data, models=["cornac-bpr"])

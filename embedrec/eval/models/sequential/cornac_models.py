@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from embedrec.embedders.two_tower.training import deterministic
 from embedrec.eval.models.baselines import Catalog, Model
 from embedrec.eval.models.field_models import _gather, require_extra
+from embedrec.eval.models.sequential.gru4rec_scores import gru4rec_scores
 from embedrec.eval.models.sequential.history import ordered_train
 
 CLASSES = {
@@ -74,13 +75,22 @@ class CornacSequential(Model):
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         rows = self.rows[users]
+        known = rows[rows >= 0].tolist()
+        histories = [self.history[row] for row in known]
+        if self.key == "gru4rec":  # the same scores as Cornac's, all users at once
+            scored = gru4rec_scores(self.model, histories)
+        else:
+            scored = one_by_one(self.model, known, histories)
         full = np.zeros((len(users), self.n_items), dtype=np.float32)
-        with torch.no_grad():
-            for n, row in enumerate(rows):
-                if row >= 0:
-                    scored = self.model.score(int(row), self.history[int(row)])
-                    full[n] = np.asarray(scored)[: self.n_items]
+        full[rows >= 0] = scored[:, : self.n_items]
         return _gather(full, rows >= 0, self.cols)
+
+
+def one_by_one(model: Any, users: list[int], histories: list[list[int]]) -> np.ndarray:
+    """Cornac's own `score`, one user (Cornac index) and their history at a time."""
+    with torch.no_grad():
+        rows = [np.asarray(model.score(u, h)) for u, h in zip(users, histories, strict=True)]
+    return np.stack(rows) if rows else np.zeros((0, model.total_items), dtype=np.float32)
 
 
 def _histories(data: Any) -> dict[int, list[int]]:
