@@ -152,7 +152,7 @@ class _Run:
 
     def open_existing(self) -> None:
         try:
-            self.store = open_store(self.store_uri)
+            self.store = open_store(self.store_uri, metric=self.metric)
         except StoreNotFound:
             self.store = None
         if self.store is None:
@@ -179,11 +179,17 @@ class _Run:
             missing.extend(i for i in part if i not in present)
         self.manifest.remove(missing)
 
+    @property
+    def metric(self) -> str | None:
+        """The metric the embedder's vectors need (a two-tower model's popularity coordinate:
+        dot), else None: a new store's is the URI's or cosine, an existing one's its own."""
+        return getattr(self.embedder, "metric", None)
+
     def writable_store(self) -> VectorStore:
         """The store, created if need be, told the declared metadata kinds before its first
         upsert (so that Qdrant builds its payload indexes before its graph)."""
         if self.store is None:
-            self.store = open_store(self.store_uri, dim=self.embedder.dim)
+            self.store = open_store(self.store_uri, dim=self.embedder.dim, metric=self.metric)
         if not self.described:
             kinds = self.source.columns.declared_kinds()
             if kinds:

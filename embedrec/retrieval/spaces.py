@@ -87,11 +87,12 @@ def make_space(
                 f"the two-tower model gives {model.config.vector_dim}-d vectors but "
                 f"{failover.primary.uri} holds {failover.dim}-d ones"
             )
-        if model.config.popularity_days > 0 and failover.primary.metric != "dot":
+        needed = model.config.metric
+        if needed is not None and failover.primary.metric != needed:
             raise ConfigError(
                 f"the two-tower model's vectors end with a popularity coordinate "
                 f"(popularity_days), which {failover.primary.metric} would rescale: "
-                f"{failover.primary.uri} must use metric=dot"
+                f"{failover.primary.uri} must use metric={needed}"
             )
     elif embedder is None:
         raise ConfigError(f"the {name} space needs a {name} embedder")

@@ -166,3 +166,27 @@ def test_files_saved_before_popularity_days_load(tmp_path):
 def test_popularity_days_needs_the_sequence_encoder():
     with pytest.raises(ValueError, match="popularity_days"):
         TwoTowerConfig(popularity_days=7)
+
+
+def test_ingest_makes_a_dot_store_for_the_popularity_coordinate(tmp_path):
+    """`ingest --embedder two-tower:PATH` of a model with the prior creates a `dot` store
+    where the URI names no metric, and refuses one that would rescale the coordinate."""
+    from embedrec import open_store
+    from embedrec.ingestion.columns import ColumnMap
+    from embedrec.ingestion.pipeline import ingest
+    from embedrec.ingestion.sources import Source
+    from embedrec.ingestion.summary import IngestOptions
+    from embedrec.stores.errors import ConfigError
+
+    model = fit_two_tower(shifting().head(300), None, None, config(14, epochs=1), progress=False)
+    embedder = TwoTowerItemEmbedder(model.save(tmp_path / "m.pt"))
+    catalog = tmp_path / "items.csv"
+    catalog.write_text("id,name\n" + "".join(f"i{n},item {n}\n" for n in range(N_ITEMS)))
+    source = Source(catalog, ColumnMap(id="id", text="{name}"))
+    options = IngestOptions()
+    ingest(source, f"faiss:{tmp_path}/a", "x", options, embedder=embedder)
+    store = open_store(f"faiss:{tmp_path}/a")
+    assert (store.metric, store.dim, store.count()) == ("dot", 17, N_ITEMS)
+    store.close()
+    with pytest.raises(ConfigError, match="contradicts the URI's 'cosine'"):
+        ingest(source, f"faiss:{tmp_path}/b?metric=cosine", "x", options, embedder=embedder)

@@ -28,6 +28,8 @@ class TwoTowerItemEmbedder:
         self.model = TwoTowerModel.load(self.path, text_fn=text_fn, device=device)
         self.name = f"two-tower:{self.path.name}@sha256:{file_sha256(self.path)}"
         self.dim = self.model.config.vector_dim
+        self.metric = self.model.config.metric
+        """The metric a store of these vectors must use (None: any); ingest opens with it."""
 
     def prepare(self, row: CatalogRow) -> dict[str, Any]:
         """The row's id and metadata: the catalog's columns carry the item features."""

@@ -135,8 +135,8 @@ class TwoTowerConfig(BaseModel):
     time in training (counts strictly before it), the training part's last interaction in
     `evaluate` (0: off). Served vectors gain one coordinate (the item's log count as of the
     end of training, snapshot stored with the model; the user's weight), so stores must use
-    the dot metric, and the served popularity is that snapshot until the model is retrained
-    (`popularity.py`)."""
+    the dot metric (ingest creates it so, ingest and serve refuse another), and the served
+    popularity is that snapshot until the model is retrained (`popularity.py`)."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:
@@ -163,6 +163,12 @@ class TwoTowerConfig(BaseModel):
             self.time_buckets, self.normalize, self.prior, self.staleness_buckets,
             self.temperature if self.popularity_days > 0 else 0.0,
         )  # fmt: skip
+
+    @property
+    def metric(self) -> str | None:
+        """The store metric the served vectors need (None: any): the popularity coordinate
+        must not be rescaled, so `dot`."""
+        return "dot" if self.popularity_days > 0 else None
 
     @property
     def vector_dim(self) -> int:
