@@ -207,8 +207,8 @@ def embed_cached(
         new = dict(zip((key for key, _ in chunk), vectors, strict=True))
         if unwritten is None:
             cache.put_many(new)
-        else:
-            unwritten.update(new)
+        else:  # into a ChainMap's first layer as a dict: `update` would set each key in Python
+            (unwritten.maps[0] if isinstance(unwritten, ChainMap) else unwritten).update(new)
         found.update(new)
         embedded.append(vectors)
     if not items:

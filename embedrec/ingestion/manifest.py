@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrec.common.settings import cache_root
+from embedrec.ingestion.content_json import metadata_json
 from embedrec.ingestion.rows import Row
 from embedrec.stores.uri import parse_uri
 
@@ -97,27 +98,6 @@ def _key(uri: str) -> str | None:
         return None
 
 
-_METADATA_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
-_ONE_SHOT = (
-    json.encoder.c_make_encoder(
-        None, _METADATA_JSON.default, json.encoder.encode_basestring, None, ": ", ", ", True,
-        False, True,
-    )
-    if json.encoder.c_make_encoder is not None
-    else None
-)  # fmt: skip
-"""CPython's C encoder of `_METADATA_JSON`, which `JSONEncoder.encode` builds anew for each
-call, built once (with no circular check: metadata holds only scalars and lists of str)."""
-
-
-def _metadata_json(metadata: dict) -> str:
-    """`json.dumps(metadata, sort_keys=True, ensure_ascii=False)`: the same text, so that the
-    hashes stay those of earlier versions, at about half the cost."""
-    if _ONE_SHOT is None:
-        return _METADATA_JSON.encode(metadata)
-    return "".join(_ONE_SHOT(metadata, 0))
-
-
 def content_hash(embedder_name: str, row: Row) -> str:
     return content_hashes(embedder_name, [row])[0]
 
@@ -132,7 +112,8 @@ def content_hashes(embedder_name: str, rows: Iterable[Row]) -> list[str]:
         payload = row.payload
         text = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape")
         h.update(text)
-        h.update(b"\0" + _metadata_json(row.metadata).encode())
+        meta = row.metadata_json
+        h.update(b"\0" + (meta if meta is not None else metadata_json(row.metadata)).encode())
         out.append(h.hexdigest())
     return out
 

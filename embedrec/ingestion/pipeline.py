@@ -61,9 +61,11 @@ CHECKPOINT_SHARE = 20
 """Checkpoints are spaced at least this many times their own cost apart (a store that
 rewrites its files on flush grows slower to flush), keeping them to ~5% of a run."""
 CACHE_BULK = 16384
-"""New vectors are written to the embedding cache this many at a time, on the writer thread
-(a transaction per batch of 256 costs about twice as much per row, one per 4,096 a sixth
-more than this)."""
+"""New vectors are written to the embedding cache this many at a time, on a thread of their
+own (a transaction per batch of 256 costs about twice as much per row, one per 4,096 a sixth
+more than this). SQLite does most of that write without the GIL, so it overlaps the reading
+and the upserts instead of holding up the writer, and the reader behind it, for the length
+of a bulk write."""
 REFUSED = (IdError, MetadataError, VectorError)
 """What a store raises for a record it will not hold. Its checks name each such record
 (`check_records`); a backend that refuses a checked batch (its own limits) gets it again
@@ -124,10 +126,13 @@ class _Run:
     writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     """Upserts and checkpoints run here, one batch behind the embedding of the next."""
     writing: Future[list[Reject]] | None = None
+    cacher: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    """New vectors are put in the embedding cache here, CACHE_BULK at a time."""
+    cache_writing: Future[None] | None = None
     unwritten: dict[str, np.ndarray] = field(default_factory=dict)
-    """New vectors not yet handed to the writer for the cache."""
+    """New vectors not yet handed to `cacher`."""
     caching: dict[str, np.ndarray] = field(default_factory=dict)
-    """New vectors the writer is putting in the cache with the batch it is writing."""
+    """New vectors `cacher` is putting in the cache (looked up here until it has)."""
 
     def reject(self, reject: Reject) -> None:
         self.summary.rejected += 1
@@ -279,10 +284,11 @@ class _Run:
         self.summary.embedded += len(batch) - hits
         self.summary.cache_hits += hits
         self.drain()
-        self.caching = {}
         if len(self.unwritten) >= CACHE_BULK:
+            self.cache_written()
             self.caching, self.unwritten = self.unwritten, {}
-        self.writing = self.writer.submit(self._write, batch, vectors, self.caching, upserted)
+            self.cache_writing = self.cacher.submit(self.cache.put_many, self.caching)
+        self.writing = self.writer.submit(self._write, batch, vectors, upserted)
 
     def _prepare(self, batch: Pending) -> tuple[Pending, list[object]]:
         """Each row's input as the embedder takes it; a row it cannot use is rejected."""
@@ -305,17 +311,17 @@ class _Run:
             for reject in writing.result():
                 self.reject(reject)
 
+    def cache_written(self) -> None:
+        """Wait for the cache write in progress (raising what it raised)."""
+        if self.cache_writing is not None:
+            writing, self.cache_writing = self.cache_writing, None
+            writing.result()
+            self.caching = {}
+
     def _write(
-        self,
-        batch: Pending,
-        vectors: np.ndarray,
-        new_vectors: dict[str, np.ndarray],
-        upserted: Upserted | None,
+        self, batch: Pending, vectors: np.ndarray, upserted: Upserted | None
     ) -> list[Reject]:
-        """Upsert a batch and cache new vectors (on the writer thread); returns the records
-        the store refused."""
-        if new_vectors:
-            self.cache.put_many(new_vectors)
+        """Upsert a batch (on the writer thread); returns the records the store refused."""
         store = self.writable_store()
         refused: list[Reject] = []
         parts = self._upsert_parts(store, batch, vectors) if upserted is None else upserted()
@@ -353,6 +359,7 @@ class _Run:
     def checkpoint(self) -> None:
         """Finish the batch being written, make the store durable, record what it holds."""
         self.drain()
+        self.cache_written()
         if self.unwritten:
             self.cache.put_many(self.unwritten)
             self.unwritten = {}
@@ -487,6 +494,7 @@ def ingest(
             run.run()
         finally:
             run.writer.shutdown(wait=True)
+            run.cacher.shutdown(wait=True)
             run.rejects.close()
             if run.store is not None:
                 run.store.close()

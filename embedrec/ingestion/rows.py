@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from embedrec.ingestion.columns import ColumnMap, MetaField
+from embedrec.ingestion.content_json import column_jsons
 from embedrec.ingestion.values import (
     InvalidValue,
     as_text,
@@ -47,6 +48,9 @@ class Row:
     payload: str | bytes
     """The text to embed, or the image's encoded bytes."""
     metadata: dict[str, MetadataValue]
+    metadata_json: str | None = field(default=None, compare=False, repr=False)
+    """`metadata` as the content hash takes it (content_json.py), where `build_many` made it
+    a column at a time; None: made from `metadata` when needed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,20 +119,21 @@ class RowBuilder:
         texts = [text.strip() for text in map(self.render, *text_cells)]
         names = [f.name for f in cols.metadata]
         odd: set[int] = set()  # records with a blank optional cell
-        redo = {i for i, t in enumerate(zip(*text_cells, strict=True)) if not "".join(t).strip()}
+        redo = _blank_texts(text_cells)
         values = [_plain_column(f, cells[f.name], cols.list_sep, odd, redo) for f in cols.metadata]
         metas = _records(len(ids), names, values, odd)
+        jsons = _jsons(len(ids), names, values, odd or redo)
         seen = self.seen
         if not redo and all(ids) and len(set(ids)) == len(ids) and seen.keys().isdisjoint(ids):
             seen.update(zip(ids, rows, strict=True))
-            return list(map(Row, rows, ids, texts, metas))
+            return list(map(Row, rows, ids, texts, metas, jsons))
         out: list[Row | Reject] = []
         for i, rid in enumerate(ids):
             if i in redo or not rid or rid in seen:
                 out.append(alone(i))
                 continue
             seen[rid] = rows[i]
-            out.append(Row(rows[i], rid, texts[i], metas[i]))
+            out.append(Row(rows[i], rid, texts[i], metas[i], jsons[i]))
         return out
 
     def build(self, row: int, record: Mapping[str, Any]) -> Row | Reject:
@@ -237,9 +242,24 @@ def _records(n: int, names: list[str], values: list[list[Any]], odd: set[int]) -
     return metas
 
 
+def _jsons(n: int, names: list[str], values: list[list[Any]], odd: set[int]) -> list[Any]:
+    """Each record's metadata JSON (`column_jsons`) where no record of the chunk lacks a
+    key or needs building alone (`odd`); else None for each, made from its dict later."""
+    if odd:
+        return [None] * n
+    return column_jsons(dict(zip(names, values, strict=True)), n)
+
+
 def _plain_strings(cells: list[Any]) -> bool:
     """Every cell is a str, and all of them can be written as UTF-8."""
     return set(map(type, cells)) == {str} and encodable("".join(cells))
+
+
+def _blank_texts(text_cells: list[Sequence[str]]) -> set[int]:
+    """The records whose every text column is blank (none where a column has no blank)."""
+    if any(all(map(str.strip, column)) for column in text_cells):
+        return set()
+    return {i for i, t in enumerate(zip(*text_cells, strict=True)) if not "".join(t).strip()}
 
 
 def _plain_column(
@@ -247,8 +267,13 @@ def _plain_column(
 ) -> list[Any]:
     """The metadata values of a column of strings as `_metadata` converts them: ABSENT for
     a blank optional cell (its index added to `odd`), IRREGULAR where it would reject or
-    needs a closer look (its index added to `redo`)."""
+    needs a closer look (its index added to `redo`). A column with no blank cell and none
+    to reject (the usual chunk) is converted in one pass, the others cell by cell."""
     convert_one = plain_cell(f.type, list_sep)
+    if all(map(str.strip, cells)):
+        out = list(map(convert_one, cells))
+        if None not in out and not (f.required and [] in out):
+            return out
     out: list[Any] = []
     for i, cell in enumerate(cells):
         if not cell.strip():

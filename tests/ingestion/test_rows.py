@@ -3,12 +3,14 @@ record: the same rows, the same rejects, in the same order."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
+from embedrec.ingestion.content_json import column_jsons
 from embedrec.ingestion.manifest import content_hash, content_hashes
 from embedrec.ingestion.rows import Row, RowBuilder
 
@@ -49,6 +51,10 @@ def test_a_chunk_builds_as_its_records_build(records: list[dict], chunks: int) -
     for start in range(0, len(records), step):
         by_chunk += many.build_many(rows[start : start + step], records[start : start + step])
     assert by_chunk == by_record
+    built = [row for row in by_record if isinstance(row, Row)]
+    assert content_hashes("e", [r for r in by_chunk if isinstance(r, Row)]) == content_hashes(
+        "e", built
+    )  # the chunk's metadata JSON, made a column at a time, is each record's
 
 
 def test_plain_cells_take_the_column_path() -> None:
@@ -61,6 +67,10 @@ def test_plain_cells_take_the_column_path() -> None:
     assert by_chunk == by_record
     assert by_chunk[0].payload == "Heat {x} (1995): a|b"
     assert by_chunk[1].metadata == {"tags": ["c"], "note": "m"}
+    plain = [records[0], records[0] | {"id": "3", "title": 'say "hi"\\', "tags": "é|b"}]
+    by_record, by_chunk = build_both(plain)
+    assert all(row.metadata_json is not None for row in by_chunk)
+    assert content_hashes("e", by_chunk) == content_hashes("e", by_record)
 
 
 def test_cells_that_are_not_strings_are_built_record_by_record() -> None:
@@ -79,3 +89,31 @@ def test_content_hashes_stay_those_of_earlier_versions() -> None:
     image = Row(3, "b", b"\x89PNG", {})
     hashes = content_hashes("hash-bow-64", [row, image, row])
     assert hashes == [digest, content_hash("hash-bow-64", image), digest]
+
+
+SCALARS = (
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=6)
+    | st.sampled_from(['"', "\\", "\n", "\x00", "\x1f", "\u2028", "é", "日本"])
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.lists(st.text(max_size=4), max_size=3)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 4), st.integers(0, 5), st.data())
+def test_metadata_json_by_columns_is_each_records_json(fields: int, n: int, data) -> None:
+    """`column_jsons` gives `json.dumps(record, sort_keys=True, ensure_ascii=False)` of each
+    record, the text content hashes have always taken."""
+    names = data.draw(st.lists(st.text(max_size=3), min_size=fields, max_size=fields, unique=True))
+    kinds = {name: data.draw(st.sampled_from(["str", "int", "mixed"])) for name in names}
+    values = {
+        "str": st.text(max_size=5), "int": st.integers(-(2**60), 2**60), "mixed": SCALARS
+    }  # fmt: skip
+    columns = {
+        name: data.draw(st.lists(values[kinds[name]], min_size=n, max_size=n)) for name in names
+    }
+    records = [{name: columns[name][i] for name in names} for i in range(n)]
+    want = [json.dumps(record, sort_keys=True, ensure_ascii=False) for record in records]
+    assert column_jsons(columns, n) == want
