@@ -27,6 +27,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -36,8 +37,11 @@ from embedrec.ingestion.columns import ColumnMap
 from embedrec.ingestion.rows import Reject, Row, RowBuilder
 
 RawRecord = tuple[int, Mapping[str, Any] | list[str] | Reject]
-"""What a reader yields: a row number and the raw record, or a Reject for an unreadable one.
-A CSV record is its list of cells, in the order of the header (`RowBuilder.header`)."""
+"""What the JSONL and Parquet readers yield: a row number and the raw record, or a Reject
+for an unreadable one."""
+Numbered = tuple[list[int], list[Any]]
+"""A chunk of records and the row number of each: a record is a mapping, a CSV record its
+list of cells in the order of the header (`RowBuilder.header`), or a Reject."""
 
 __all__ = ["Source"]
 
@@ -84,17 +88,15 @@ class Source:
         if size < 1:
             raise ValueError(f"chunk size must be positive, got {size}")
         builder = RowBuilder(self.path, self.columns)
-        reader = {"jsonl": self._jsonl, "parquet": self._parquet}.get(self.format, self._csv)
-        raw: list[RawRecord] = []
-        for item in reader(size, builder):
-            raw.append(item)
-            if len(raw) >= size:
-                yield _built(builder, raw)
-                raw = []
-        if raw:
-            yield _built(builder, raw)
+        if self.format in ("csv", "tsv"):
+            numbered = self._csv(size, builder)
+        else:
+            reader = self._jsonl if self.format == "jsonl" else self._parquet
+            numbered = _grouped(reader(size, builder), size)
+        for rows, records in numbered:
+            yield _built(builder, rows, records)
 
-    # -- readers: yield (row number, record or Reject) ---------------------------------------
+    # -- readers: (row number, record or Reject) one at a time, CSV a chunk at a time ----------
 
     def _fail(self, reason: str, *, row: int | None = None, field: str | None = None) -> NoReturn:
         raise CatalogError(str(self.path), reason, row=row, field=field)
@@ -139,35 +141,56 @@ class Source:
         self._check_columns(header, self.columns.columns(), "the header")
         return header
 
-    def _csv(self, size: int, builder: RowBuilder) -> Iterator[RawRecord]:
-        file = str(self.path)
+    def _csv(self, size: int, builder: RowBuilder) -> Iterator[Numbered]:
+        """Up to `size` records at a time, parsed by the csv module in one call; each
+        record's line is worked out from the lines the chunk took (one a record, unless a
+        quoted cell holds line breaks). A record the parser refuses ends its chunk early."""
         rows = 0
         with self._open_text() as fh:
             reader = csv.reader(fh, delimiter=self.delimiter)
             header = builder.header = self._csv_header(reader)
             line = reader.line_num
             while True:
-                start = line + 1
+                records: list[Any] = []
+                error: csv.Error | None = None
                 try:
-                    values = next(reader)
-                except StopIteration:
-                    break
+                    records.extend(islice(reader, size))  # what it read stays on an error
                 except csv.Error as exc:
-                    line = reader.line_num
-                    rows += 1
-                    yield start, Reject(file, start, None, None, f"unparseable CSV: {exc}")
-                    continue
+                    error = exc
+                if not records and error is None:
+                    break
+                starts = _starts(records, line, reader.line_num if error is None else None)
+                chunk = self._checked(starts, records, len(header))
+                if error is not None:  # the refused record starts where the last one ended
+                    start = _ends_at(starts, records, line) + 1
+                    reason = f"unparseable CSV: {error}"
+                    chunk = (
+                        [*chunk[0], start],
+                        [*chunk[1], Reject(str(self.path), start, None, None, reason)],
+                    )
                 line = reader.line_num
-                if not values or (values == [""] and len(header) > 1):
-                    continue
-                rows += 1
-                if len(values) != len(header):
-                    reason = f"{len(values)} fields where the header has {len(header)}"
-                    yield start, Reject(file, start, None, None, reason)
-                    continue
-                yield start, values
+                rows += len(chunk[0])
+                if chunk[0]:  # not blank lines alone
+                    yield chunk
         if rows == 0:
             self._fail("the header has no rows below it", row=2)
+
+    def _checked(self, starts: Sequence[int], records: list[Any], width: int) -> Numbered:
+        """The chunk without its blank lines, a record with as many fields as the header or
+        a Reject saying how many it has."""
+        if set(map(len, records)) <= {width}:  # the usual chunk: no blank, none ragged
+            return list(starts), records
+        rows: list[int] = []
+        out: list[Any] = []
+        for start, values in zip(starts, records, strict=True):
+            if not values or (values == [""] and width > 1):
+                continue
+            if len(values) != width:
+                reason = f"{len(values)} fields where the header has {width}"
+                values = Reject(str(self.path), start, None, None, reason)
+            rows.append(start)
+            out.append(values)
+        return rows, out
 
     def _jsonl(self, size: int, builder: RowBuilder) -> Iterator[RawRecord]:
         """Each line one object; a missing column is that record's reject, never the file's,
@@ -217,9 +240,39 @@ class Source:
                 yield row, {name: values[i] for name, values in data.items()}
 
 
-def _built(builder: RowBuilder, raw: list[RawRecord]) -> list[Row | Reject]:
+def _grouped(items: Iterator[RawRecord], size: int) -> Iterator[Numbered]:
+    """A reader's records, `size` at a time."""
+    while chunk := list(islice(items, size)):
+        rows, records = zip(*chunk, strict=True)
+        yield list(rows), list(records)
+
+
+def _starts(records: list[list[str]], line: int, end: int | None) -> Sequence[int]:
+    """The line each record starts on, the first just after `line`: one line each, plus one
+    for each line break in a quoted cell (as the csv module counts lines: a CR, an LF, or a
+    CRLF). `end`: the line the records end on, when known."""
+    if end is not None and end - line == len(records):
+        return range(line + 1, end + 1)
+    starts: list[int] = []
+    for values in records:
+        starts.append(line + 1)
+        text = ",".join(values)
+        line += 1 + text.count("\n") + text.count("\r") - text.count("\r\n")
+    return starts
+
+
+def _ends_at(starts: Sequence[int], records: list[list[str]], line: int) -> int:
+    """The line the last of the records ends on (`line` where there is none)."""
+    if not records:
+        return line
+    text = ",".join(records[-1])
+    return starts[-1] + text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _built(builder: RowBuilder, rows: list[int], records: list[Any]) -> list[Row | Reject]:
     """The chunk's records built (`RowBuilder.build_many`), in place among its rejects."""
-    good = [(row, rec) for row, rec in raw if not isinstance(rec, Reject)]
-    rows, records = [row for row, _ in good], [rec for _, rec in good]
-    built = iter(builder.build_many(rows, records, builder.header))  # type: ignore[arg-type]
-    return [rec if isinstance(rec, Reject) else next(built) for _, rec in raw]
+    if Reject not in set(map(type, records)):
+        return builder.build_many(rows, records, builder.header)
+    good = [(row, rec) for row, rec in zip(rows, records, strict=True) if type(rec) is not Reject]
+    built = iter(builder.build_many([r for r, _ in good], [rec for _, rec in good], builder.header))
+    return [rec if type(rec) is Reject else next(built) for rec in records]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import tempfile
@@ -403,3 +404,58 @@ def test_repeated_list_cells_give_each_record_its_own_list(tmp_path: Path) -> No
     assert len({id(r.metadata["genres"]) for r in rows[:4]}) == 4
     rows[0].metadata["genres"].append("changed")
     assert rows[1].metadata["genres"] == ["Drama", "Crime"]
+
+
+PIECES = st.sampled_from(
+    ["a", "é", " ", ",", '"', '""', "\n", "\r\n", "\r", "\x00", "\ufeff", "x" * 40, "\udce9"]
+)
+
+
+def reader_outcomes(text: str, size: int = 256) -> list[tuple[int, str]]:
+    """The previous reader's rules, record by record (the oracle): each record's starting
+    line and "ok", or the reason the reader rejected it; blank lines are skipped."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    width, line, out = len(next(reader)), 1, []
+    while True:
+        start = line + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return out
+        except csv.Error as exc:
+            line = reader.line_num
+            out.append((start, f"unparseable CSV: {exc}"))
+            continue
+        line = reader.line_num
+        if not values or (values == [""] and width > 1):
+            continue
+        ok = len(values) == width
+        out.append((start, "ok" if ok else f"{len(values)} fields where the header has {width}"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(PIECES, max_size=8).map("".join), min_size=1, max_size=12), st.data())
+def test_csv_records_keep_their_lines_and_rejects(lines: list[str], data) -> None:
+    """Chunks of records parsed at once give each record the line and the reader's reject
+    that reading it alone gives: quoted cells spanning lines (CR, LF, CRLF), blank lines,
+    ragged rows, NUL bytes, a stray quote, a field beyond the parser's limit, any chunk size."""
+    text = "id,t\n" + "".join(lines)
+    size = data.draw(st.integers(1, 5))
+    limit = csv.field_size_limit(30)  # a field of "x" * 40 is one the parser refuses
+    try:
+        want = reader_outcomes(text)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "c.csv"
+            path.write_bytes(text.encode("utf-8", "surrogateescape"))
+            try:
+                items = read_all(Source(path, ColumnMap(id="id", text="{t}")), size)
+            except CatalogError as exc:  # no record below the header
+                assert want == [] and "no rows" in str(exc)
+                return
+    finally:
+        csv.field_size_limit(limit)
+    got = [
+        (item.row, item.reason if isinstance(item, Reject) and item.field is None else "ok")
+        for item in items
+    ]
+    assert got == want
