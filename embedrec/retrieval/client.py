@@ -37,7 +37,7 @@ from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.config import ServeConfig, load_serve_config
 from embedrec.retrieval.events.histories import LiveHistories, LiveRead
 from embedrec.retrieval.failover import Failover
-from embedrec.retrieval.history import Histories, Interaction, as_interactions
+from embedrec.retrieval.history import Events, Histories, Interaction
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
 from embedrec.retrieval.user_queries import Request, check_history, user_queries
 from embedrec.retrieval.users import Interactions, items_without_interactions, read_users
@@ -405,7 +405,7 @@ class Recommender:
         for uid, h in zip(ids, asked, strict=True):
             check_history(h or (), uid)
         requests = [
-            Request(uid, None if f is None else model.validate_user(f), as_interactions(h or ()), t)
+            Request(uid, None if f is None else model.validate_user(f), Events.of(h or ()), t)
             for uid, f, h, t in zip(ids, feats, asked, at, strict=True)
         ]  # features are checked against the model's declaration, known user or not
         live = self._live(ids)  # read once: the events that arrived since training

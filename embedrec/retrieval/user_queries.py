@@ -27,8 +27,10 @@ import pandas as pd
 import torch
 
 from embedrec.common.vectors import l2_normalize
-from embedrec.retrieval.history import HISTORY_CAP, Histories, Interaction
+from embedrec.retrieval.history import HISTORY_CAP, Events, Histories
 from embedrec.retrieval.spaces import Space
+
+NO_EVENTS = Events([], [])
 
 
 class HistoryTooLong(ValueError):
@@ -52,7 +54,7 @@ class Request:
 
     user_id: str | None
     features: Mapping[str, Any] | None
-    history: Sequence[Interaction]
+    history: Events
     now: float | None = None
     """Epoch seconds the history is read as of; None: the time of the request."""
 
@@ -78,24 +80,26 @@ def user_queries(
     n = model.config.history
     sequence = model.config.sequence
     stored = [
-        histories.recent(r.user_id, n) if sequence and histories and r.user_id is not None else []
+        Events.of(histories.recent(r.user_id, n))
+        if sequence and histories and r.user_id is not None
+        else NO_EVENTS
         for r in requests
     ]
     vectors = ItemVectors.fetch(space, [*stored, *(r.history for r in requests)])
     held = vectors.rows
     out: list[Query] = []
-    encode: list[tuple[Query, list[Interaction], dict[str, Any] | None, float]] = []
+    encode: list[tuple[Query, Events, dict[str, Any] | None, float]] = []
     clock = time.time()
     for request, events in zip(requests, stored, strict=True):
-        asked = [e for e in request.history if e.item_id in held]
+        asked = request.history.among(held)
         query = Query(
             None,
             "popularity",
             len(request.history) - len(asked),
-            frozenset([e.item_id for e in events] + [e.item_id for e in asked]),
+            frozenset(events.ids + asked.ids),
         )
         if sequence:
-            kept = ([e for e in events if e.item_id in held] + asked)[-n:]
+            kept = events.among(held).then(asked, n)
             query.source = "two-tower" if events else "history" if kept else "features"
             at = clock if request.now is None else request.now
             encode.append((query, kept, _row(request, users), at))
@@ -117,17 +121,18 @@ class ItemVectors:
     matrix: np.ndarray
 
     @classmethod
-    def fetch(cls, space: Space, histories: Sequence[Sequence[Interaction]]) -> ItemVectors:
-        wanted = list(dict.fromkeys(e.item_id for h in histories for e in h))
+    def fetch(cls, space: Space, histories: Sequence[Events]) -> ItemVectors:
+        wanted = list(dict.fromkeys(i for h in histories for i in h.ids))
         if not wanted:
             return cls({}, np.zeros((0, space.dim), dtype=np.float32))
         found, matrix = space.failover.call("fetch", lambda s: s.fetch_vectors(wanted))
         return cls({i: n for n, i in enumerate(found)}, matrix)
 
-    def of(self, events: Sequence[Interaction]) -> np.ndarray:
+    def of(self, events: Events) -> np.ndarray:
         """The events' item vectors, (len(events), dim)."""
-        rows = self.rows
-        return self.matrix[np.fromiter((rows[e.item_id] for e in events), np.intp, len(events))]
+        return self.matrix[
+            np.fromiter(map(self.rows.__getitem__, events.ids), np.intp, len(events))
+        ]
 
 
 def _row(request: Request, users: pd.DataFrame | None) -> dict[str, Any] | None:
@@ -141,7 +146,7 @@ def _row(request: Request, users: pd.DataFrame | None) -> dict[str, Any] | None:
 
 def _sequence_vectors(
     space: Space,
-    encode: Sequence[tuple[Query, Sequence[Interaction], dict[str, Any] | None, float]],
+    encode: Sequence[tuple[Query, Events, dict[str, Any] | None, float]],
     vectors: ItemVectors,
 ) -> None:
     """Each query's vector from its kept events and feature row, through the sequence tower
@@ -167,16 +172,15 @@ def _sequence_vectors(
             query.vector = vector
 
 
-def _history(events: Sequence[Interaction], vectors: ItemVectors) -> tuple[np.ndarray, np.ndarray]:
+def _history(events: Events, vectors: ItemVectors) -> tuple[np.ndarray, np.ndarray]:
     """Events as the sequence tower reads them: item vectors (L, dim), epoch seconds (L,)."""
-    times = (np.nan if e.timestamp is None else e.timestamp for e in events)
-    return vectors.of(events), np.fromiter(times, np.float64, len(events))
+    return vectors.of(events), np.array(events.times, dtype=np.float64)
 
 
 def _static_vector(
     space: Space,
     request: Request,
-    asked: Sequence[Interaction],
+    asked: Events,
     vectors: ItemVectors,
 ) -> tuple[str, np.ndarray | None]:
     model = space.model
