@@ -51,7 +51,8 @@ def _each_row_alone(store, queries, k, exclude, flt=None):  # type: ignore[no-un
     base = table.select(store.check_filter(flt) if flt is not None else None)
     rows = []
     for row, ex in zip(queries, exclude, strict=True):
-        slots = table.slots_of(frozenset(ex))
+        found = table.find(list(ex))
+        slots = found[found >= 0]
         mask = base.mask.copy()
         mask[slots] = False
         selection = planner.Selection(mask)

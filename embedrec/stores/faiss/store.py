@@ -315,7 +315,7 @@ class FaissStore(VectorStore):
     ) -> list[Hits]:
         """Excluded ids leave the search itself, through the same pre-filter mask as a
         filter, at k (`IndexSearch.leaving_out`), instead of over-fetching."""
-        excluded = [self._table.slots_of(ex) for ex in exclude]
+        excluded = self._table.slots_of(exclude)
         answer = self._search_over.leaving_out(
             queries, k, self._table.select(node), excluded, chosen
         )
