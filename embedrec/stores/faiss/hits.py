@@ -16,6 +16,7 @@ from lists, a batch's with `map` over its rows.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -46,7 +47,7 @@ class AnswerMetadata:
         rows = self._rows
         if rows is None:
             read = self._read([s for row in self._slots for s in row])
-            ends = np.cumsum([len(row) for row in self._slots]).tolist()
+            ends = list(itertools.accumulate(map(len, self._slots)))
             rows = self._rows = [read[a:b] for a, b in zip([0, *ends], ends, strict=False)]
         return rows[n]
 
@@ -60,6 +61,8 @@ def _few_hits(table: SlotTable, distances: np.ndarray, labels: np.ndarray, l2: b
             scores[n] = [d for d, s in zip(scores[n], row, strict=True) if s >= 0]
             names[n] = [i for i, s in zip(names[n], row, strict=True) if s >= 0]
             kept[n] = [s for s in row if s >= 0]
+    if len(kept) == 1:  # one query's: nothing to share
+        return [Hits(names[0], scores[0], functools.partial(table.columns.rows, kept[0]))]
     shared = AnswerMetadata(table.columns.rows, kept).row
     partial = functools.partial
     return [Hits(names[n], scores[n], partial(shared, n)) for n in range(len(kept))]
