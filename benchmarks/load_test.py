@@ -73,6 +73,28 @@ requests/s of its pair). The 25 ms target is met only on a quiet machine (load a
 service's p99 34 ms, 98% of requests within 25 ms, before this change); the rest of a request's
 CPU is the sequence tower, the store's fetch and metadata reads, and HTTP.
 
+Less CPU per history request (`--history 50`, 32 clients, 2 workers, this script's own client,
+main at 1584c1f against this tree). The rows of a batch that leave ids out and that the planner
+would answer by a scan through a selector of their own share one scan (`IndexSearch.leaving_out`:
+the same scores); an answer's metadata is read in one pass over the columns, which are plain
+arrays over the file's map rather than `np.memmap`s (a 10-slot read 0.54-0.56x); histories are
+id and time lists (`Events`), not an `Interaction` per id; known users' feature rows are kept as
+dicts (a pandas `.loc` per request before); a batch's uncached exclusion sets are looked up in one
+`find`. In process (`recommend_batch`, thread CPU, both trees run at once for 60 s, two rounds,
+load average 6-7): histories of 1, 6, 16 per batch 0.99-1.03x, 0.87x, 0.82-0.83x; known users
+(sequence model, stored history) 1 and 6 per batch 0.86-0.90x, 0.80-0.87x. The history items'
+input vectors are read from the store, as the item tower computed them at ingest: nothing is
+recomputed per request. Load test with both trees started at the same moment (each its own
+server and client, 30 s; so both meet the same other work; three rounds, load average 6.6-8.6):
+server CPU per request 1540/1391/1744 us before, 1300/1151/1447 after (0.83-0.84x), requests/s
+1.16-1.25x, the service's p99 231/218/241 ms before and 226/137/213 after. Run one after the
+other (at 124e293, 15 s, four pairs, load average 8.8-10.1) the rounds swing more than the
+change: server CPU per request 1036/817/831/942 before, 952/826/864/844 after. The p99 target
+needs a quiet machine; none came during this work (load average 5-10 throughout). Of a
+worker's time under this load (py-spy, at 124e293, before the column views): `recommend_batch`
+55% (the sequence tower 30 points, the store's search 16, its fetch 5), the answer's one socket
+write 18%.
+
 Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
 healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
 answered /similar and /recommend itself; "after" the same tree with only `embedrec/retrieval/`

@@ -37,9 +37,9 @@ from embedrec.embedders.two_tower import TwoTowerModel
 from embedrec.retrieval.config import ServeConfig, load_serve_config
 from embedrec.retrieval.events.histories import LiveHistories, LiveRead
 from embedrec.retrieval.failover import Failover
-from embedrec.retrieval.history import Histories, Interaction, as_interactions
+from embedrec.retrieval.history import Events, Histories, Interaction
 from embedrec.retrieval.spaces import LiveTokens, Space, TokenFn, make_space, open_space
-from embedrec.retrieval.user_queries import Request, check_history, user_queries
+from embedrec.retrieval.user_queries import Request, UserRows, check_history, user_queries
 from embedrec.retrieval.users import Interactions, items_without_interactions, read_users
 from embedrec.stores import Hit, Hits, StoreError
 from embedrec.stores.errors import ConfigError
@@ -134,7 +134,7 @@ class Recommender:
         self._embed_locks = {name: threading.Lock() for name in SPACES}
         self._popularity = dict(interactions.popularity) if interactions is not None else {}
         # known users' declared features, which a sequence encoder reads at request time
-        self._user_rows = users.set_index("user_id", drop=False) if users is not None else None
+        self._user_rows = UserRows(users) if users is not None else None
 
     # -- building ------------------------------------------------------------------------
 
@@ -405,7 +405,7 @@ class Recommender:
         for uid, h in zip(ids, asked, strict=True):
             check_history(h or (), uid)
         requests = [
-            Request(uid, None if f is None else model.validate_user(f), as_interactions(h or ()), t)
+            Request(uid, None if f is None else model.validate_user(f), Events.of(h or ()), t)
             for uid, f, h, t in zip(ids, feats, asked, at, strict=True)
         ]  # features are checked against the model's declaration, known user or not
         live = self._live(ids)  # read once: the events that arrived since training
@@ -467,6 +467,7 @@ class Recommender:
 
 
 def _joined(seen: frozenset[str], more: frozenset[str]) -> frozenset[str]:
-    """`seen` itself when there is nothing `more` (most requests): the same object, whose
-    hash Python keeps and whose slots the store caches, not a copy to hash and compare."""
-    return seen | more if more else seen
+    """`seen` itself when `more` adds nothing to it (most requests: a known user's stored
+    history is among their seen items): the same object, whose hash Python keeps and whose
+    slots the store caches, not a copy to hash, compare and look up again."""
+    return seen if more <= seen else seen | more

@@ -27,8 +27,10 @@ import pandas as pd
 import torch
 
 from embedrec.common.vectors import l2_normalize
-from embedrec.retrieval.history import HISTORY_CAP, Histories, Interaction
+from embedrec.retrieval.history import HISTORY_CAP, Events, Histories
 from embedrec.retrieval.spaces import Space
+
+NO_EVENTS = Events([], [])
 
 
 class HistoryTooLong(ValueError):
@@ -52,7 +54,7 @@ class Request:
 
     user_id: str | None
     features: Mapping[str, Any] | None
-    history: Sequence[Interaction]
+    history: Events
     now: float | None = None
     """Epoch seconds the history is read as of; None: the time of the request."""
 
@@ -69,33 +71,35 @@ def user_queries(
     space: Space,
     requests: Sequence[Request],
     histories: Histories | None,
-    users: pd.DataFrame | None,
+    users: UserRows | None,
 ) -> list[Query]:
     """The query of each request (see the module doc). `users`: the known users' rows
-    indexed by user id (their declared features)."""
+    (their declared features)."""
     model = space.model
     assert model is not None  # make_space checks that the two-tower space has one
     n = model.config.history
     sequence = model.config.sequence
     stored = [
-        histories.recent(r.user_id, n) if sequence and histories and r.user_id is not None else []
+        Events.of(histories.recent(r.user_id, n))
+        if sequence and histories and r.user_id is not None
+        else NO_EVENTS
         for r in requests
     ]
     vectors = ItemVectors.fetch(space, [*stored, *(r.history for r in requests)])
     held = vectors.rows
     out: list[Query] = []
-    encode: list[tuple[Query, list[Interaction], dict[str, Any] | None, float]] = []
+    encode: list[tuple[Query, Events, dict[str, Any] | None, float]] = []
     clock = time.time()
     for request, events in zip(requests, stored, strict=True):
-        asked = [e for e in request.history if e.item_id in held]
+        asked = request.history.among(held)
         query = Query(
             None,
             "popularity",
             len(request.history) - len(asked),
-            frozenset([e.item_id for e in events] + [e.item_id for e in asked]),
+            frozenset(events.ids + asked.ids),
         )
         if sequence:
-            kept = ([e for e in events if e.item_id in held] + asked)[-n:]
+            kept = events.among(held).then(asked, n)
             query.source = "two-tower" if events else "history" if kept else "features"
             at = clock if request.now is None else request.now
             encode.append((query, kept, _row(request, users), at))
@@ -117,23 +121,50 @@ class ItemVectors:
     matrix: np.ndarray
 
     @classmethod
-    def fetch(cls, space: Space, histories: Sequence[Sequence[Interaction]]) -> ItemVectors:
-        wanted = list(dict.fromkeys(e.item_id for h in histories for e in h))
+    def fetch(cls, space: Space, histories: Sequence[Events]) -> ItemVectors:
+        wanted = list(dict.fromkeys(i for h in histories for i in h.ids))
         if not wanted:
             return cls({}, np.zeros((0, space.dim), dtype=np.float32))
         found, matrix = space.failover.call("fetch", lambda s: s.fetch_vectors(wanted))
         return cls({i: n for n, i in enumerate(found)}, matrix)
 
-    def of(self, events: Sequence[Interaction]) -> np.ndarray:
+    def of(self, events: Events) -> np.ndarray:
         """The events' item vectors, (len(events), dim)."""
-        rows = self.rows
-        return self.matrix[np.fromiter((rows[e.item_id] for e in events), np.intp, len(events))]
+        return self.matrix[
+            np.fromiter(map(self.rows.__getitem__, events.ids), np.intp, len(events))
+        ]
 
 
-def _row(request: Request, users: pd.DataFrame | None) -> dict[str, Any] | None:
+ROWS_KEPT = 1 << 16
+"""Most known users' feature rows a `UserRows` keeps as dicts."""
+
+
+class UserRows:
+    """Known users' rows of the user table by id (their declared features), each made a
+    dict at its first request and kept, up to `ROWS_KEPT` of them: a row read from the table
+    through pandas cost about a tenth of a known user's sequence recommendation."""
+
+    def __init__(self, users: pd.DataFrame) -> None:
+        self._table = users.set_index("user_id", drop=False)
+        self._kept: dict[str, dict[str, Any]] = {}
+
+    def get(self, user_id: str) -> dict[str, Any] | None:
+        """The user's row (not to be changed: it is shared), None for an unknown user."""
+        row = self._kept.get(user_id)
+        if row is None and user_id in self._table.index:
+            row = self._table.loc[user_id].to_dict()
+            if len(self._kept) < ROWS_KEPT:
+                self._kept[user_id] = row
+        return row
+
+
+def _row(request: Request, users: UserRows | None) -> dict[str, Any] | None:
     """The user's feature row: a known user's from the user table, else the request's."""
-    if request.user_id is not None and users is not None and request.user_id in users.index:
-        return users.loc[request.user_id].to_dict() | {"user_id": request.user_id}
+    known = (
+        users.get(request.user_id) if users is not None and request.user_id is not None else None
+    )
+    if known is not None:
+        return known | {"user_id": request.user_id}
     if request.features is not None:
         return {**request.features, "user_id": request.user_id or ""}
     return None
@@ -141,7 +172,7 @@ def _row(request: Request, users: pd.DataFrame | None) -> dict[str, Any] | None:
 
 def _sequence_vectors(
     space: Space,
-    encode: Sequence[tuple[Query, Sequence[Interaction], dict[str, Any] | None, float]],
+    encode: Sequence[tuple[Query, Events, dict[str, Any] | None, float]],
     vectors: ItemVectors,
 ) -> None:
     """Each query's vector from its kept events and feature row, through the sequence tower
@@ -167,16 +198,15 @@ def _sequence_vectors(
             query.vector = vector
 
 
-def _history(events: Sequence[Interaction], vectors: ItemVectors) -> tuple[np.ndarray, np.ndarray]:
+def _history(events: Events, vectors: ItemVectors) -> tuple[np.ndarray, np.ndarray]:
     """Events as the sequence tower reads them: item vectors (L, dim), epoch seconds (L,)."""
-    times = (np.nan if e.timestamp is None else e.timestamp for e in events)
-    return vectors.of(events), np.fromiter(times, np.float64, len(events))
+    return vectors.of(events), np.array(events.times, dtype=np.float64)
 
 
 def _static_vector(
     space: Space,
     request: Request,
-    asked: Sequence[Interaction],
+    asked: Events,
     vectors: ItemVectors,
 ) -> tuple[str, np.ndarray | None]:
     model = space.model

@@ -1,8 +1,10 @@
 """The training-backed histories: order, ties and the cap on n."""
 
+import math
+
 import pandas as pd
 
-from embedrec.retrieval.history import Interaction, TrainingHistories, as_interactions
+from embedrec.retrieval.history import Events, Interaction, TrainingHistories
 
 
 def test_recent_is_oldest_first_with_ties_in_table_order():
@@ -26,8 +28,18 @@ def test_without_timestamps_table_order_and_no_time():
     assert h.recent("u", 5) == [Interaction("2"), Interaction("1")]
 
 
-def test_bare_ids_become_interactions():
-    assert as_interactions(["a", Interaction("b", 1.0)]) == [
-        Interaction("a"),
-        Interaction("b", 1.0),
-    ]
+def test_events_of_ids_and_interactions():
+    bare = Events.of(["a", "b"])
+    assert bare.ids == ["a", "b"] and all(math.isnan(t) for t in bare.times)
+    mixed = Events.of(["a", Interaction("b", 1.0), Interaction("c"), 7])
+    assert mixed.ids == ["a", "b", "c", "7"]
+    assert [None if math.isnan(t) else t for t in mixed.times] == [None, 1.0, None, None]
+
+
+def test_events_among_and_then_keep_order_and_times():
+    events = Events(["a", "b", "c"], [1.0, 2.0, 3.0])
+    held = events.among({"a", "c"})
+    assert (held.ids, held.times) == (["a", "c"], [1.0, 3.0])
+    assert events.among({"a", "b", "c"}) is events
+    last = held.then(Events(["d"], [4.0]), 2)
+    assert (last.ids, last.times) == (["c", "d"], [3.0, 4.0])

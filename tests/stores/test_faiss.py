@@ -588,3 +588,23 @@ def test_hit_ids_follow_appends_overwrites_deletes_and_compaction(kind):
     store.compact()
     assert top(basis[4])[0] == "a" and top(basis[3])[0] == "d"
     assert sorted(store.ids()) == sorted(["a", "c", "d", *(f"n{i}" for i in range(20))])
+
+
+@pytest.mark.parametrize("rows", [3, 40, 600])  # row by row, shared, each row its own read
+def test_hits_read_each_rows_metadata_from_one_answer(rows):
+    """Rows padded with -1 (a filter that allows fewer than k) and full ones: each row's
+    metadata is its own hits', whichever row is read first."""
+    from embedrec.stores.faiss.hits import hits_of
+
+    store = open_store("faiss:", dim=4, metric="l2")
+    store.upsert(
+        [f"r{i}" for i in range(30)], np.eye(4)[np.arange(30) % 4], [{"n": i} for i in range(30)]
+    )
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 30, (rows, 10))
+    labels[::3, 6:] = -1
+    hits = hits_of(store._table, rng.random((rows, 10), dtype=np.float32), labels, l2=True)
+    for n in [rows - 1, *range(rows)]:
+        kept = labels[n][labels[n] >= 0]
+        assert hits[n].ids == [f"r{s}" for s in kept]
+        assert hits[n].metadata == [{"n": int(s)} for s in kept]

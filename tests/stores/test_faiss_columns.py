@@ -223,3 +223,26 @@ def test_an_append_that_fails_part_way_leaves_nothing_behind(monkeypatch):
     monkeypatch.undo()
     columns.append(plain_columns([{"d": 1}]))
     assert [dict(r) for r in columns.rows([0, 1])] == [{"a": "x"}, {"d": 1}]
+
+
+def test_a_reopened_stores_columns_are_plain_read_only_arrays(tmp_path):
+    """Views of the column file's map, not `np.memmap`s (whose Python hooks ran on every
+    index into them), and still read-only: the first write copies them."""
+    store = open_store(f"faiss:{tmp_path}", dim=2)
+    store.upsert(["a", "b"], np.eye(2), [{"t": "x", "g": ["p", "q"], "n": 1}, {"t": "y"}])
+    store.close()
+    again = open_store(f"faiss:{tmp_path}")
+    arrays = [
+        getattr(field, name)
+        for field in again._table.columns.fields.values()
+        for name in ("kind", "num", "code", "list_slots", "list_codes")
+    ]
+    assert not any(isinstance(a, np.memmap) for a in arrays)
+    assert not any(a.flags.writeable for a in arrays if a.size and a.strides != (0,))
+    assert again.fetch(["a"])[0].metadata == {"t": "x", "g": ["p", "q"], "n": 1}
+    again.upsert(["c"], np.ones((1, 2)), [{"t": "z"}])
+    assert [r.metadata for r in again.fetch(["a", "c"])] == [
+        {"t": "x", "g": ["p", "q"], "n": 1},
+        {"t": "z"},
+    ]
+    again.close()

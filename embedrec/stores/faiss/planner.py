@@ -160,11 +160,8 @@ class IndexSearch:
         if allowed == 0:
             return empty(len(queries))
         k = min(k, allowed)
-        if self.family in ("flat", "sq"):
-            return self.exact(queries, k, selection)
-        raised = self.raised(chosen, k, allowed / slots)
-        gathers = self._gathers(len(queries), allowed, slots)
-        if allowed / (BLAS_GAIN if gathers else 1) <= self.ann_work(raised):
+        raised = self._ann_effort(len(queries), k, allowed, slots, chosen)
+        if raised is None:
             return self.exact(queries, k, selection)
         kk = min(probe_k(k), allowed)
         params = selection.params(self.family, raised, self.nprobe_default)
@@ -173,6 +170,86 @@ class IndexSearch:
         distances, labels = distances[:, :k], labels[:, :k]
         if short.size:
             distances[short], labels[short] = self.exact(queries[short], k, selection)
+        return distances, labels
+
+    def _ann_effort(
+        self, nq: int, k: int, allowed: int, slots: int, chosen: SearchParams
+    ) -> SearchParams | None:
+        """The raised effort of a filtered ANN search of `nq` queries for k (<= `allowed`)
+        hits among `allowed` of `slots`; None where scoring the allowed slots exactly costs
+        less."""
+        if self.family in ("flat", "sq"):
+            return None
+        raised = self.raised(chosen, k, allowed / slots)
+        gathers = self._gathers(nq, allowed, slots)
+        if allowed / (BLAS_GAIN if gathers else 1) <= self.ann_work(raised):
+            return None
+        return raised
+
+    def _scans(self, k: int, allowed: int, slots: int, chosen: SearchParams) -> bool:
+        """Whether `filtered` answers one query among `allowed` of `slots` by scoring the
+        exact vectors through the selector, slot by slot (`exact` without gathering them)."""
+        return (
+            allowed > 0
+            and self.family != "ivf"
+            and not self._gathers(1, allowed, slots)
+            and self._ann_effort(1, min(k, allowed), allowed, slots, chosen) is None
+        )
+
+    def leaving_out(
+        self,
+        queries: np.ndarray,
+        k: int,
+        base: Selection,
+        excluded: list[np.ndarray],
+        chosen: SearchParams,
+    ) -> Answer:
+        """`filtered` of each row among the slots `base` allows less the row's `excluded`
+        (live slots), padded with -1 to k. The rows that `filtered` would answer by a scan
+        through a selector of their own (stores small enough that exact scoring costs less
+        than the ANN search) share one scan through `base`'s, for k plus their most excluded
+        slots, each row's excluded dropped after: the same scores, where building a selector
+        and parameters per row cost more than the row's scan. The other rows are searched
+        one at a time, each through its own selection."""
+        n, allowed, slots = len(queries), base.allowed, len(base.mask)
+        distances, labels = np.zeros((n, k), _FLOAT32), np.full((n, k), -1, _INT64)
+        inside = [ex[base.mask[ex]] if ex.size else ex for ex in excluded]
+        scan = [
+            r for r, ex in enumerate(inside) if self._scans(k, allowed - ex.size, slots, chosen)
+        ]
+        if scan:
+            distances[scan], labels[scan] = self._scan_leaving_out(
+                queries[scan], k, base, [inside[r] for r in scan]
+            )
+        for r in sorted(set(range(n)) - set(scan)):
+            selection = base
+            if inside[r].size:
+                mask = base.mask.copy()
+                mask[inside[r]] = False
+                selection = Selection(mask, allowed - inside[r].size)
+            found, at = self.filtered(queries[r : r + 1], k, selection, chosen)
+            distances[r, : at.shape[1]], labels[r, : at.shape[1]] = found[0], at[0]
+        return distances, labels
+
+    def _scan_leaving_out(
+        self, queries: np.ndarray, k: int, base: Selection, inside: list[np.ndarray]
+    ) -> Answer:
+        """One scan through `base`'s selector for k plus the most slots a row excludes
+        (`inside`: those `base` allows), each row's dropped after; padded with -1 to k."""
+        wide = min(k + max(ex.size for ex in inside), base.allowed)
+        params = base.params("flat", SearchParams(0, None, 0), 1)  # as `exact` asks
+        found, at = search(self._flat(), queries, wide, params)
+        distances, labels = (
+            np.zeros((len(queries), k), _FLOAT32),
+            np.full((len(queries), k), -1, _INT64),
+        )
+        blocked = np.zeros(len(base.mask) + 1, dtype=bool)
+        blocked[-1] = True  # where a -1 label (a short row's padding) reads
+        for row, ex in enumerate(inside):
+            blocked[ex] = True
+            keep = np.flatnonzero(~blocked[at[row]])[:k]
+            blocked[ex] = False
+            distances[row, : keep.size], labels[row, : keep.size] = found[row, keep], at[row, keep]
         return distances, labels
 
     def _gathers(self, nq: int, allowed: int, slots: int) -> bool:

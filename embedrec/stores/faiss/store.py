@@ -24,7 +24,7 @@ from embedrec.stores.faiss import persistence
 from embedrec.stores.faiss.building import build_index
 from embedrec.stores.faiss.hits import hits_of
 from embedrec.stores.faiss.kinds import IndexSpec, SearchParams, UriOptions, new_index
-from embedrec.stores.faiss.planner import IndexSearch, Selection
+from embedrec.stores.faiss.planner import IndexSearch
 from embedrec.stores.faiss.table import SlotTable
 from embedrec.stores.filters import Node
 from embedrec.stores.uri import StoreURI
@@ -314,19 +314,12 @@ class FaissStore(VectorStore):
         exclude: Sequence[Collection[str]],
     ) -> list[Hits]:
         """Excluded ids leave the search itself, through the same pre-filter mask as a
-        filter: one search per row, at k, instead of over-fetching."""
-        base = self._table.select(node)
-        out: list[Hits] = []
-        for row, ex in zip(queries, exclude, strict=True):
-            selection = base
-            slots = self._table.slots_of(ex)
-            if slots.size:
-                mask = base.mask.copy()
-                mask[slots] = False
-                selection = Selection(mask, base.allowed - int(np.count_nonzero(base.mask[slots])))
-            answer = self._search_over.filtered(row[None, :], k, selection, chosen)
-            out.extend(hits_of(self._table, *answer, l2=self.metric == "l2"))
-        return out
+        filter, at k (`IndexSearch.leaving_out`), instead of over-fetching."""
+        excluded = self._table.slots_of(exclude)
+        answer = self._search_over.leaving_out(
+            queries, k, self._table.select(node), excluded, chosen
+        )
+        return hits_of(self._table, *answer, l2=self.metric == "l2")
 
     # -- building, compaction, persistence -------------------------------------------------
 

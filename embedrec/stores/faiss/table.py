@@ -138,16 +138,25 @@ class SlotTable:
                 self._masks[key] = found
         return found
 
-    def slots_of(self, ids: Collection[str]) -> np.ndarray:
-        """The live slots of `ids`. A frozenset's are cached until the next write: a serving
-        process excludes the same seen-item sets again and again."""
-        slots = self._excluded.get(ids) if isinstance(ids, frozenset) else None
-        if slots is None:
-            found = self.find(list(ids))
-            slots = found[found >= 0]
-            if isinstance(ids, frozenset):
+    def slots_of(self, sets: Sequence[Collection[str]]) -> list[np.ndarray]:
+        """The live slots of each set of ids. A frozenset's are cached until the next write:
+        a serving process excludes the same seen-item sets again and again. The sets not
+        cached are looked up together, in one `find` (whose fixed cost is about that of 70
+        ids in it)."""
+        cached = self._excluded
+        out = [cached.get(ids) if isinstance(ids, frozenset) else None for ids in sets]
+        missing = [n for n, slots in enumerate(out) if slots is None]
+        if not missing:
+            return out  # type: ignore[return-value]
+        asked = [list(sets[n]) for n in missing]
+        found = self.find([i for ids in asked for i in ids])
+        ends = np.cumsum([len(ids) for ids in asked]).tolist()
+        for n, start, end in zip(missing, [0, *ends], ends, strict=False):
+            part = found[start:end]
+            out[n] = slots = part[part >= 0]
+            if isinstance(sets[n], frozenset):
                 with self._cache_lock:
-                    if len(self._excluded) >= EXCLUDED_CACHE:
-                        self._excluded.pop(next(iter(self._excluded)))
-                    self._excluded[ids] = slots
-        return slots
+                    if len(cached) >= EXCLUDED_CACHE:
+                        cached.pop(next(iter(cached)))
+                    cached[sets[n]] = slots  # type: ignore[index]
+        return out  # type: ignore[return-value]
