@@ -106,3 +106,48 @@ def test_a_static_ensemble_and_files_without_the_key(tmp_path):
 def test_ensemble_must_be_positive():
     with pytest.raises(ValueError, match="ensemble"):
         TwoTowerConfig(ensemble=0)
+
+
+def test_the_service_ranks_an_ensemble_as_its_mean_score(tmp_path):
+    """Single and batch requests through a FAISS dot store and the `Recommender` return the
+    ensemble's own top items for a request history."""
+    from embedrec import open_store
+    from embedrec.retrieval.client import Recommender
+    from embedrec.retrieval.failover import Failover
+    from embedrec.retrieval.history import Interaction
+
+    log = shifting(200)
+    model = fit_two_tower(log, None, None, config(14, epochs=2, ensemble=2), progress=False)
+    ids = ITEMS["item_id"].tolist()[:N_ITEMS]
+    vectors = model.item_vectors(ITEMS.head(N_ITEMS))
+    store = open_store(f"faiss:{tmp_path}?index=Flat&metric=dot", dim=34, metric="dot")
+    store.upsert(ids, vectors, [{} for _ in ids])
+    store.flush()
+    rec = Recommender(two_tower=Failover("two-tower", store), model=model)
+    now = float(log["timestamp"].max())
+    asked = [
+        [Interaction(i, now - 3600 * (3 - n)) for n, i in enumerate(h)]
+        for h in (["i3", "i7", "i1"], ["i0"], ["i5", "i9"])
+    ]
+    width = model.members[0].config.vector_dim
+    try:
+        one = rec.recommend(None, 5, history=asked[0], now=now).hits.ids
+        batch = rec.recommend_batch([None] * 3, 5, history=asked, now=[now] * 3)
+        for events, results in zip(asked, batch, strict=True):
+            read = np.stack([vectors[ids.index(e.item_id)] for e in events])
+            times = np.array([e.timestamp for e in events])
+            # the mean of the members' scores, each from its own part of the served vectors
+            mean = np.mean(
+                [
+                    m.history_vectors([(read[:, k * width : (k + 1) * width], times)], None, now)
+                    @ vectors[:, k * width : (k + 1) * width].T
+                    for k, m in enumerate(model.members)
+                ],
+                axis=0,
+            )[0]
+            seen = {e.item_id for e in events}
+            want = [ids[j] for j in np.argsort(-mean) if ids[j] not in seen][:5]
+            assert results.hits.ids == want
+        assert one == batch[0].hits.ids
+    finally:
+        rec.close()
