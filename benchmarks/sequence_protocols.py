@@ -3,6 +3,7 @@
     python benchmarks/sequence_protocols.py configs/sequence.toml leave-last-out
     python benchmarks/sequence_protocols.py configs/sequence.toml temporal --test
     python benchmarks/sequence_protocols.py CONFIG PROTOCOL --set '{"epochs": 20}'
+    python benchmarks/sequence_protocols.py CONFIG temporal --seeds 1,2,3,4,5,6
 
 Validation is carved from the protocol's training part the way the protocol cuts its test:
 leave-last-out again (each user's second-to-last item) or the last tenth of training time;
@@ -11,17 +12,24 @@ end). Most-popular and recent popularity (the config's `[baselines.recent_popula
 `--recent-days`) are scored beside it, over every user and apart for the users with no
 training history ("new") and those with one ("known"). Prints one JSON line per model:
 NDCG@10, recall@10, the users scored, and the fit's wall and CPU seconds (the machine may be
-shared: CPU time says more than wall time).
+shared: CPU time says more than wall time). With `--seeds`, one two-tower per seed, then
+every subset of K of them side by side as `[two_tower] ensemble = K` serves them (the mean
+of their scores): the mean, min and max NDCG@10 over the subsets of each K, so a setting is
+judged by more than one seed's draw.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
+import numpy as np
+import pandas as pd
+
 from embedrec.embedders.two_tower import default_text_fn
-from embedrec.eval.models.baselines import Catalog, MostPopular, TwoTower
+from embedrec.eval.models.baselines import Catalog, DotModel, Model, MostPopular, TwoTower
 from embedrec.eval.models.config import load_experiment_config
 from embedrec.eval.models.leaderboard import load_data, score_model, split_ratings
 from embedrec.eval.models.sequential.session import RecentPopularity
@@ -35,6 +43,7 @@ def main() -> None:
     parser.add_argument("--test", action="store_true", help="score the test part (once)")
     parser.add_argument("--set", default="{}", help="[two_tower] values over the config's (JSON)")
     parser.add_argument("--recent-days", type=float, help="recent popularity's window (days)")
+    parser.add_argument("--seeds", help="two-towers of these seeds, and their ensembles (1,2,3)")
     args = parser.parse_args()
     config = load_experiment_config(args.config)
     two_tower = type(config.two_tower).model_validate(
@@ -51,17 +60,19 @@ def main() -> None:
         recent = recent.model_copy(update={"days": args.recent_days})
     known = test["user_id"].isin(set(train["user_id"]))
     groups = {"new": test[~known], "known": test[known]}
-    models = (
-        MostPopular(),
-        RecentPopularity(recent),
-        TwoTower("two-tower", two_tower, default_text_fn()),
-    )
+    seeds = [two_tower.seed] if args.seeds is None else [int(s) for s in args.seeds.split(",")]
+    models: list[Model] = [MostPopular(), RecentPopularity(recent)]
+    models += [
+        TwoTower(name, two_tower.model_copy(update={"seed": s}), default_text_fn())
+        for s in seeds
+        for name in ["two-tower" if args.seeds is None else f"two-tower seed {s}"]
+    ]
+    part = "test" if args.test else "validation"
     for model in models:
         cpu, wall = time.process_time(), time.perf_counter()
         model.fit(catalog)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         m = score_model(model, catalog, test, config.eval.k)
-        part = "test" if args.test else "validation"
         print(json.dumps({
             "model": model.name, "protocol": args.protocol, "part": part,
             "ndcg@10": round(m["ndcg@10"], 4), "recall@10": round(m["recall@10"], 4),
@@ -69,7 +80,42 @@ def main() -> None:
             **{f"ndcg@10 {g} ({rows['user_id'].nunique()} users)": round(
                 score_model(model, catalog, rows, config.eval.k)["ndcg@10"], 4)
                for g, rows in groups.items() if len(rows)},
-        }))  # fmt: skip
+        }), flush=True)  # fmt: skip
+    if len(seeds) > 1:
+        _ensembles(models[2:], catalog, test, groups, config.eval.k)
+
+
+class _SideBySide(DotModel):
+    """Trained two-towers served as `ensemble` serves its members: vectors side by side, the
+    users' divided by their number (tests/embedders/test_ensemble.py: the same scores)."""
+
+    name = "ensemble"
+
+    def __init__(self, members: tuple[TwoTower, ...], catalog: Catalog) -> None:
+        self.user_vecs = np.hstack([m.user_vecs for m in members]) / np.float32(len(members))
+        self.item_vecs = np.hstack([m.item_vecs for m in members])
+        self._set_items(catalog)
+
+    def fit(self, catalog: Catalog) -> None:
+        raise NotImplementedError("built from trained members")
+
+
+def _ensembles(
+    members: list[Model], catalog: Catalog, test: pd.DataFrame, groups: dict, k: int
+) -> None:
+    """For each size K: NDCG@10 over every subset of K `members` side by side."""
+    for size in range(1, len(members) + 1):
+        got: dict[str, list[float]] = {"all": [], **{g: [] for g in groups}}
+        for combo in itertools.combinations(members, size):
+            model = _SideBySide(combo, catalog)  # type: ignore[arg-type]
+            for g, rows in {"all": test, **groups}.items():
+                got[g].append(score_model(model, catalog, rows, k)["ndcg@10"])
+        print(json.dumps({
+            "ensemble": size, "subsets": len(got["all"]),
+            "ndcg@10 mean": round(float(np.mean(got["all"])), 4),
+            "min": round(min(got["all"]), 4), "max": round(max(got["all"]), 4),
+            **{f"{g} mean": round(float(np.mean(got[g])), 4) for g in groups},
+        }), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -137,6 +137,12 @@ class TwoTowerConfig(BaseModel):
     end of training, snapshot stored with the model; the user's weight), so stores must use
     the dot metric (ingest creates it so, ingest and serve refuse another), and the served
     popularity is that snapshot until the model is retrained (`popularity.py`)."""
+    ensemble: int = Field(1, ge=1)
+    """Train this many models, alike but for their seeds (`seed`, `seed` + 1, ...), and serve
+    them as one: the user and item vectors are the members' side by side (the user's divided
+    by `ensemble`), so one dot product is the mean of the members' scores. Evens out the
+    scatter between seeds; training takes `ensemble` times as long and the vectors are
+    `ensemble` times as wide."""
 
     @model_validator(mode="after")
     def _bias_unnormalised(self) -> TwoTowerConfig:
@@ -172,8 +178,13 @@ class TwoTowerConfig(BaseModel):
 
     @property
     def vector_dim(self) -> int:
-        """Width of the served user and item vectors: `dim`, plus the popularity coordinate."""
-        return self.dim + (self.popularity_days > 0)
+        """Width of the served user and item vectors: `dim`, plus the popularity coordinate,
+        for each member of the `ensemble`."""
+        return self.ensemble * (self.dim + (self.popularity_days > 0))
+
+    def member(self, k: int) -> TwoTowerConfig:
+        """The config of the `ensemble`'s k-th member (from 0): one model, seed `seed` + k."""
+        return self.model_copy(update={"ensemble": 1, "seed": self.seed + k})
 
 
 class Vocab(BaseModel):
@@ -237,6 +248,19 @@ def _id_column(frame: pd.DataFrame, canonical: str, spec: TowerSpec, what: str) 
     raise ValueError(f"{what} rows lack an id field ({canonical!r} or {spec.id!r})")
 
 
+def _side_by_side(vectors: list[np.ndarray], user: bool) -> np.ndarray:
+    """An `ensemble`'s vectors: its members' side by side, the users' divided by their
+    number, so that the dot product is the mean of the members' scores."""
+    out = np.hstack(vectors)
+    return out / np.float32(len(vectors)) if user else out
+
+
+def _part(vectors: np.ndarray, k: int, width: int) -> np.ndarray:
+    """The k-th member's part of an `ensemble`'s served item vectors (L, width x members)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    return v[..., k * width : (k + 1) * width] if v.size else v
+
+
 def index(values: Sequence[Any], vocab: dict[str, int]) -> np.ndarray:
     return np.array([vocab.get(str(v), 0) for v in values], dtype=np.int64)
 
@@ -252,11 +276,22 @@ class TwoTowerModel:
         vocab: Vocab,
         encoders: tuple[TowerEncoder, TowerEncoder],
         text_fn: TextFn | None = None,
+        members: list[TwoTowerModel] | None = None,
     ) -> None:
         self.config, self.towers, self.vocab = config, towers, vocab
         self.user_encoder, self.item_encoder = encoders
         self._text_fn = text_fn
         self.device = torch.device(resolve_device(config.device))
+        self.history: list[dict[str, float]] = []
+        # `ensemble` > 1: the members hold the towers (`members`, or fresh ones to load into);
+        # this model serves their vectors side by side
+        self.members: list[TwoTowerModel] = []
+        if config.ensemble > 1:
+            self.members = members or [
+                TwoTowerModel(config.member(k), towers, vocab, encoders, text_fn)
+                for k in range(config.ensemble)
+            ]
+            return
         self.user_tower: nn.Module = (
             SequenceTower(self.user_encoder.width, config.shape())
             if config.sequence
@@ -309,6 +344,11 @@ class TwoTowerModel:
         of `items`, as of `now` (epoch seconds, one or one per user row; None: unknown); the
         static one ignores them."""
         users = _frame(users)
+        if self.members:
+            got = [
+                m.user_vectors(users, history=history, items=items, now=now) for m in self.members
+            ]
+            return _side_by_side(got, user=True)
         if self.config.sequence:
             found = frame_histories(self.item_vectors, users, history, items, self.config.history)
             return self.history_vectors(found, users, now)
@@ -326,7 +366,15 @@ class TwoTowerModel:
         """Sequence encoder: one vector per history, each (item vectors (L, dim) as the item
         tower gives them, oldest first; epoch seconds (L,), NaN where unknown), with the
         matching user row's declared features (`users`: None, or one row per history), queried
-        at `now` (epoch seconds, one or one per history; None: unknown)."""
+        at `now` (epoch seconds, one or one per history; None: unknown). The item vectors of
+        an `ensemble` are its served ones, each member's part side by side."""
+        if self.members:
+            width = self.members[0].config.vector_dim
+            got = [
+                m.history_vectors([(_part(v, k, width), t) for v, t in histories], users, now)
+                for k, m in enumerate(self.members)
+            ]
+            return _side_by_side(got, user=True)
         feats = None
         if users is not None and self.towers.user.features:
             feats = self.user_features(users)[1]
@@ -339,6 +387,8 @@ class TwoTowerModel:
     def item_vectors(self, items: pd.DataFrame | Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Vectors for item rows (id and the declared features); an unknown id gets its
         vector from the features alone."""
+        if self.members:
+            return _side_by_side([m.item_vectors(items) for m in self.members], user=False)
         ids, feats = self.item_features(_frame(items))
         self.item_tower.eval()
         out = self.item_tower(ids, feats)
@@ -349,6 +399,10 @@ class TwoTowerModel:
     # ---------------------------------------------------------------- state and files
 
     def state(self) -> dict[str, Any]:
+        if self.members:  # the fitted text encodings are shared: saved once
+            text = {"user": self.user_encoder.state(), "item": self.item_encoder.state()}
+            members = [{k: v for k, v in m.state().items() if k != "text"} for m in self.members]
+            return copy.deepcopy({"text": text}) | {"members": members}
         return copy.deepcopy(
             {
                 "user": self.user_tower.state_dict(),
@@ -359,6 +413,10 @@ class TwoTowerModel:
         )
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if self.members:
+            for member, part in zip(self.members, state["members"], strict=True):
+                member.load_state(part)
+            return
         self.user_tower.load_state_dict(state["user"])
         self.item_tower.load_state_dict(state["item"])
         if "popularity" in state:  # files saved before `popularity_days` lack it

@@ -145,20 +145,42 @@ def fit(
         TowerEncoder.fit(towers.user, user_rows, text_fn, config.text_components),
         TowerEncoder.fit(towers.item, item_rows, text_fn, config.text_components),
     )
+    parts = (towers, vocab, encoders, text_fn)
+    if config.ensemble > 1:  # each member trained alone, as if it were the config's model
+        members = [
+            _train_one(config.member(k), parts, (user_rows, item_rows), ratings, trainer, progress)
+            for k in range(config.ensemble)
+        ]
+        model = TwoTowerModel(config, *parts, members=members)
+        model.history = [row | {"member": k} for k, m in enumerate(members) for row in m.history]
+    else:
+        model = _train_one(config, parts, (user_rows, item_rows), ratings, trainer, progress)
+    log.info("two-tower trained in %.1f s", time.perf_counter() - started)
+    return model
+
+
+def _train_one(
+    config: TwoTowerConfig,
+    parts: tuple[Towers, Vocab, tuple[TowerEncoder, TowerEncoder], TextFn | None],
+    rows: tuple[pd.DataFrame, pd.DataFrame],
+    ratings: pd.DataFrame,
+    trainer: Trainer,
+    progress: bool,
+) -> TwoTowerModel:
+    """One model (not an ensemble) trained with early stopping and `refit` as configured."""
     with deterministic(config.seed, config.threads):
-        model = TwoTowerModel(config, towers, vocab, encoders, text_fn)
-        data = TrainData(model, user_rows, item_rows)
+        model = TwoTowerModel(config, *parts)
+        data = TrainData(model, *rows)
         train = trainer.train
         if config.val_fraction > 0:
             fit_part, val_part = trainer.holdout(ratings, config)
             best = train(model, data, fit_part, val_part, config.epochs, progress)
             if config.refit:
                 torch.manual_seed(config.seed)
-                model = TwoTowerModel(config, towers, vocab, encoders, text_fn)
+                model = TwoTowerModel(config, *parts)
                 train(model, data, ratings, None, best, progress)
         else:
             train(model, data, ratings, None, config.epochs, progress)
-    log.info("two-tower trained in %.1f s", time.perf_counter() - started)
     return model
 
 

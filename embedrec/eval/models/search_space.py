@@ -38,8 +38,8 @@ def two_tower(trial: Any) -> Patch:
 
 def sequence_two_tower(trial: Any) -> Patch:
     # the two-tower with `user_encoder = "sequence"`: its history, blocks, heads (each a
-    # divisor of every `dim` the configs use), time, staleness, prior and recency inputs; epochs
-    # searched as for the static tower
+    # divisor of every `dim` the configs use), time, staleness, prior, recency and trailing
+    # popularity inputs; epochs searched as for the static tower
     return {
         "two_tower": {
             "history": trial.suggest_categorical("history", [10, 20, 50, 100]),
@@ -51,6 +51,11 @@ def sequence_two_tower(trial: Any) -> Patch:
             "prior": trial.suggest_categorical("prior", [True, False]),
             "recency_days": trial.suggest_categorical(
                 "recency_days", [0.0, 3.0, 7.0, 14.0, 30.0, 90.0]
+            ),
+            # the shop's temporal validation (3 seeds each, docs/leaderboard.md): 60 days
+            # best, 30 and 120 next, 14 below none; needs timestamps, as staleness does
+            "popularity_days": trial.suggest_categorical(
+                "popularity_days", [0.0, 30.0, 60.0, 120.0]
             ),
             "negatives": trial.suggest_categorical("negatives", ["in-batch", "all"]),
             "lr": trial.suggest_float("lr", 3e-4, 5e-3, log=True),

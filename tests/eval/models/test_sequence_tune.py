@@ -15,7 +15,7 @@ from tests.eval.models.test_protocols import SPLITS, pairs, recorded_tune, walks
 
 SEQUENCE_KEYS = {
     "history", "layers", "heads", "dropout", "time_buckets", "staleness_buckets", "prior",
-    "recency_days",
+    "recency_days", "popularity_days",
 }  # fmt: skip
 SMALL = {"user_encoder": "sequence", "dim": 8, "hidden": 8, "features": False, "history": 10,
          "layers": 1, "heads": 2, "epochs": 10, "threads": 1}  # fmt: skip
