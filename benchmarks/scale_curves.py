@@ -15,7 +15,10 @@ wrote to `--out` and measures only the others, so that runs of ~15 minutes add u
 
 Per point: the store built through embedrec (`open_store`, `upsert` in chunks of 100k with
 no metadata, `flush()`: FAISS trains IVF-PQ there and saves; qdrant+edge builds its HNSW
-there), at each store's default search params; `build_s` is upsert + flush; memory is the
+there), at each store's default search params; `build_s` is upsert + flush (wall) and
+`build_cpu_s` the CPU time the child spent on it, all its threads (on a shared machine the
+wall time moves with the load, the CPU time much less); `load1_build_start` and `load1` are
+the load averages at the build's start and after the queries; memory is the
 RSS the store adds after its build (`rss_bytes_per_vector`, the data kept aside) and its
 peak during the build (`peak_rss_mb`, from the kernel's high-water mark, reset before the
 build), and the bytes its files take on disk (`disk_bytes_per_vector`); p50 of 200 single
@@ -139,13 +142,15 @@ def child(kind: str, n: int, dim: int) -> dict:
         settle()
         before, _ = rss()
         reset_peak()
-        start = time.perf_counter()
+        load_start = os.getloadavg()[0]
+        start, cpu_start = time.perf_counter(), time.process_time()
         store = open_store(uri, dim=dim, metric="l2")
         for at in range(0, n, CHUNK):
             block = data[at : at + CHUNK]
             store.upsert([str(i) for i in range(at, at + len(block))], block)
         store.flush()
         build_s = time.perf_counter() - start
+        build_cpu_s = time.process_time() - cpu_start
         settle()
         after, peak = rss()
         times, found = [], []
@@ -163,12 +168,14 @@ def child(kind: str, n: int, dim: int) -> dict:
         "dim": dim,
         "status": "measured",
         "build_s": build_s,
+        "build_cpu_s": build_cpu_s,
         "rss_bytes_per_vector": (after - before) / n,
         "peak_rss_mb": (peak - before) / 2**20,
         "disk_bytes_per_vector": on_disk / n,
         "formula_bytes_per_vector": formula_bytes(kind, dim),
         "p50_us": float(np.median(times)) * 1e6,
         "recall@10": tie_aware_recall(found, truth),
+        "load1_build_start": load_start,
         "load1": os.getloadavg()[0],
     }
 
@@ -265,9 +272,16 @@ def measure(
 def write_tables(rows: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale_curves.json").write_text(json.dumps(rows, indent=2))
-    columns = ["kind", "n", "dim", "status", "build_s", "rss_bytes_per_vector"]
+    columns = ["kind", "n", "dim", "status", "build_s", "build_cpu_s", "rss_bytes_per_vector"]
     columns += ["disk_bytes_per_vector", "formula_bytes_per_vector", "peak_rss_mb"]
-    columns += ["p50_us", "recall@10", "load1", "rss_bytes_marginal", "disk_bytes_marginal"]
+    columns += [
+        "p50_us",
+        "recall@10",
+        "load1_build_start",
+        "load1",
+        "rss_bytes_marginal",
+        "disk_bytes_marginal",
+    ]
     with (out / "scale_curves.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
@@ -291,14 +305,16 @@ def plot(rows: list[dict], out: Path) -> None:
         ("disk_bytes_per_vector", "on disk per vector, bytes", True),
         ("p50_us", "single-query p50, µs", True),
         ("recall@10", "recall@10 (default params)", False),
+        ("build_cpu_s", "build CPU time (all threads), s", True),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    axes.flat[-1].axis("off")
     for ax, (key, title, log_y) in zip(axes.flat, panels, strict=False):
         for i, kind in enumerate(dict.fromkeys(r["kind"] for r in rows)):
             colour = f"C{i}"
             mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["n"])
-            got = [r for r in mine if r["status"] == "measured"]
+            got = [r for r in mine if r["status"] == "measured" and key in r]
+            if not got:  # build_cpu_s: not recorded by the first runs
+                continue
             ax.plot(
                 [r["n"] for r in got], [r[key] for r in got], "o-", color=colour, label=LABELS[kind]
             )
