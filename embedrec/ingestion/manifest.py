@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from embedrec.common.settings import cache_root
-from embedrec.ingestion.content_json import metadata_json
 from embedrec.ingestion.rows import Row
+from embedrec.ingestion.values import metadata_json
 from embedrec.stores.uri import parse_uri
 
 LOCAL_SCHEMES = ("faiss", "qdrant+local", "qdrant+edge")

@@ -61,11 +61,9 @@ CHECKPOINT_SHARE = 20
 """Checkpoints are spaced at least this many times their own cost apart (a store that
 rewrites its files on flush grows slower to flush), keeping them to ~5% of a run."""
 CACHE_BULK = 16384
-"""New vectors are written to the embedding cache this many at a time, on a thread of their
-own (a transaction per batch of 256 costs about twice as much per row, one per 4,096 a sixth
-more than this). SQLite does most of that write without the GIL, so it overlaps the reading
-and the upserts instead of holding up the writer, and the reader behind it, for the length
-of a bulk write."""
+"""New vectors are written to the embedding cache this many at a time (a transaction per
+batch of 256 costs about twice as much per row, one per 4,096 a sixth more), on a thread of
+their own, so that neither the upserts nor the reader behind them wait for a bulk write."""
 REFUSED = (IdError, MetadataError, VectorError)
 """What a store raises for a record it will not hold. Its checks name each such record
 (`check_records`); a backend that refuses a checked batch (its own limits) gets it again

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from embedrec.ingestion.columns import ColumnMap, MetaField
-from embedrec.ingestion.content_json import column_jsons
 from embedrec.ingestion.values import (
     InvalidValue,
     as_text,
     check_utf8,
+    column_jsons,
     convert,
     is_blank,
     plain_cell,
@@ -49,7 +49,7 @@ class Row:
     """The text to embed, or the image's encoded bytes."""
     metadata: dict[str, MetadataValue]
     metadata_json: str | None = field(default=None, compare=False, repr=False)
-    """`metadata` as the content hash takes it (content_json.py), where `build_many` made it
+    """`metadata` as the content hash takes it (values.py), where `build_many` made it
     a column at a time; None: made from `metadata` when needed."""
 
 

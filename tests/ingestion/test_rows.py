@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
-from embedrec.ingestion.content_json import column_jsons
 from embedrec.ingestion.manifest import content_hash, content_hashes
 from embedrec.ingestion.rows import Row, RowBuilder
+from embedrec.ingestion.values import column_jsons
 
 COLUMNS = ColumnMap(
     id="id",
