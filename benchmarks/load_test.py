@@ -89,8 +89,12 @@ server and client, 30 s; so both meet the same other work; three rounds, load av
 server CPU per request 1540/1391/1744 us before, 1300/1151/1447 after (0.83-0.84x), requests/s
 1.16-1.25x, the service's p99 231/218/241 ms before and 226/137/213 after. Run one after the
 other (at 124e293, 15 s, four pairs, load average 8.8-10.1) the rounds swing more than the
-change: server CPU per request 1036/817/831/942 before, 952/826/864/844 after. The p99 target
-needs a quiet machine; none came during this work (load average 5-10 throughout). Of a
+change: server CPU per request 1036/817/831/942 before, 952/826/864/844 after. On a quiet
+machine afterwards (nothing else running, load average 0.8-1.8, the test's own; wrk, 20 s, four
+rounds alternating main at 1584c1f and this tree): wrk's p99 28.3/29.1/27.0/30.4 ms before,
+23.1/26.2/27.0/22.2 after; the service's p99 18.7-19.6 ms before, 12.4-19.3 after (all requests
+within 25 ms but one in 3,000); requests/s 1,663-1,787 before, 1,869-2,330 after; server CPU per
+request 1,068-1,148 us before, 814-1,017 after. Of a
 worker's time under this load (py-spy, at 124e293, before the column views): `recommend_batch`
 55% (the sequence tower 30 points, the store's search 16, its fetch 5), the answer's one socket
 write 18%.
