@@ -75,21 +75,18 @@ def hits_of(table: SlotTable, distances: np.ndarray, labels: np.ndarray, *, l2: 
     ids, rows = table.ids, table.columns.rows
     scores = -distances if l2 else distances
     padded = np.flatnonzero((labels < 0).any(axis=1)).tolist()
-    if labels.size <= SHARED_METADATA:
+    shared = labels.size <= SHARED_METADATA
+    if shared:
         kept = labels.tolist()
         for n in padded:
             kept[n] = [s for s in kept[n] if s >= 0]
-        shared = AnswerMetadata(rows, kept).row
-        metadata = map(functools.partial(functools.partial, shared), range(len(kept)))
+        row = AnswerMetadata(rows, kept).row
+        metadata = [functools.partial(row, n) for n in range(len(kept))]
     else:
-        metadata = map(functools.partial(functools.partial, rows), labels)
+        metadata = [functools.partial(rows, slots) for slots in labels]
     out = list(map(Hits, ids.take(labels), scores.tolist(), metadata))
     for n in padded:
         found = labels[n] >= 0
-        lazy = out[n]._metadata if labels.size <= SHARED_METADATA else None
-        out[n] = Hits(
-            ids.take(labels[n][found]),
-            scores[n][found].tolist(),
-            lazy or functools.partial(rows, labels[n][found]),
-        )
+        lazy = metadata[n] if shared else functools.partial(rows, labels[n][found])
+        out[n] = Hits(ids.take(labels[n][found]), scores[n][found].tolist(), lazy)
     return out
