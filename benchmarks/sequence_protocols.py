@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from embedrec.embedders.two_tower import default_text_fn
+from embedrec.embedders.two_tower.model import side_by_side
 from embedrec.eval.models.baselines import Catalog, DotModel, Model, MostPopular, TwoTower
 from embedrec.eval.models.config import load_experiment_config
 from embedrec.eval.models.leaderboard import load_data, score_model, split_ratings
@@ -86,14 +87,14 @@ def main() -> None:
 
 
 class _SideBySide(DotModel):
-    """Trained two-towers served as `ensemble` serves its members: vectors side by side, the
-    users' divided by their number (tests/embedders/test_ensemble.py: the same scores)."""
+    """Trained two-towers served as `ensemble` serves its members (`side_by_side`, the
+    function `TwoTowerModel` serves them with)."""
 
     name = "ensemble"
 
     def __init__(self, members: tuple[TwoTower, ...], catalog: Catalog) -> None:
-        self.user_vecs = np.hstack([m.user_vecs for m in members]) / np.float32(len(members))
-        self.item_vecs = np.hstack([m.item_vecs for m in members])
+        self.user_vecs = side_by_side([m.user_vecs for m in members], user=True)
+        self.item_vecs = side_by_side([m.item_vecs for m in members], user=False)
         self._set_items(catalog)
 
     def fit(self, catalog: Catalog) -> None:

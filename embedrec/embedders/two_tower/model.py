@@ -248,7 +248,7 @@ def _id_column(frame: pd.DataFrame, canonical: str, spec: TowerSpec, what: str) 
     raise ValueError(f"{what} rows lack an id field ({canonical!r} or {spec.id!r})")
 
 
-def _side_by_side(vectors: list[np.ndarray], user: bool) -> np.ndarray:
+def side_by_side(vectors: list[np.ndarray], user: bool) -> np.ndarray:
     """An `ensemble`'s vectors: its members' side by side, the users' divided by their
     number, so that the dot product is the mean of the members' scores."""
     out = np.hstack(vectors)
@@ -348,7 +348,7 @@ class TwoTowerModel:
             got = [
                 m.user_vectors(users, history=history, items=items, now=now) for m in self.members
             ]
-            return _side_by_side(got, user=True)
+            return side_by_side(got, user=True)
         if self.config.sequence:
             found = frame_histories(self.item_vectors, users, history, items, self.config.history)
             return self.history_vectors(found, users, now)
@@ -374,7 +374,7 @@ class TwoTowerModel:
                 m.history_vectors([(_part(v, k, width), t) for v, t in histories], users, now)
                 for k, m in enumerate(self.members)
             ]
-            return _side_by_side(got, user=True)
+            return side_by_side(got, user=True)
         feats = None
         if users is not None and self.towers.user.features:
             feats = self.user_features(users)[1]
@@ -388,7 +388,7 @@ class TwoTowerModel:
         """Vectors for item rows (id and the declared features); an unknown id gets its
         vector from the features alone."""
         if self.members:
-            return _side_by_side([m.item_vectors(items) for m in self.members], user=False)
+            return side_by_side([m.item_vectors(items) for m in self.members], user=False)
         ids, feats = self.item_features(_frame(items))
         self.item_tower.eval()
         out = self.item_tower(ids, feats)
