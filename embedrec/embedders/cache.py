@@ -3,6 +3,17 @@
 Storage is one SQLite file in WAL mode: a write is a transaction, so a process killed
 mid-write (kill -9) leaves the previous state intact, readers never block the writer, and
 several processes may share the cache (writers wait on each other, up to `timeout`).
+
+Each write is one row of the `segments` table: its keys (32-byte sha256 digests, sorted, as
+one blob) and their vectors (one float32 matrix blob), so a bulk write costs a few SQLite
+calls rather than one per vector. A reader keeps the key arrays of the segments it has seen
+in memory, looks a batch of keys up with `np.searchsorted` (keyed.py), and reads only the
+rows it needs from a segment's blob. A write merges the newest segments of its width when
+they outgrow the one before (`merge_from`): about log2(N / write) segments for N vectors,
+each vector rewritten about as many times; merging is part of the write's transaction, so
+SQLite's write lock proves no other writer holds the segments it replaces, and a reader
+keeps the snapshot it began with. Caches written by earlier versions hold a `vectors` table
+of one row per hex key: it is still read (after the segments), and no longer written.
 """
 
 from __future__ import annotations
@@ -13,7 +24,10 @@ import os
 import sqlite3
 import threading
 from collections import ChainMap
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +35,43 @@ import numpy as np
 
 from embedrec.common.settings import cache_root
 from embedrec.embedders.base import Embedder, InputError
+from embedrec.embedders.keyed import (
+    KEY,
+    Finder,
+    KeyIndex,
+    PrefixFilter,
+    VectorBuffer,
+    digests_of,
+    first_found,
+    hex_of,
+    in_index,
+    merge_from,
+    prefixes,
+    sorted_unique,
+)
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+_SEGMENTS = (
+    "CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " dim INTEGER NOT NULL, keys BLOB NOT NULL, vectors BLOB NOT NULL)"
+)
+"""AUTOINCREMENT: an id is never reused, so a reader that has loaded segments up to id N
+loads those above N when it next looks, and drops those merged away."""
 _F4 = np.dtype("<f4")
-_SQL_VARS = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit
+_SQL_VARS = 500  # keys per SELECT ... IN (...) of the old table, below SQLite's limit
 _PAGE_SIZE = "PRAGMA page_size=16384"
-"""Pages of 16 KiB (SQLite's default is 4) for a new cache: inserting at random keys then
-splits and touches fewer pages, about a fifth less CPU per vector written (an existing
-file keeps its page size)."""
-_PAGE_CACHE = "PRAGMA cache_size=-32768"
-"""Each connection's page cache (32 MiB, SQLite's default is 2) holds the key index's pages
-across bulk writes and lookups: the keys are hashes, so each lands on a random page."""
-_WAL_CHECKPOINT = "PRAGMA wal_autocheckpoint=8192"
-"""The WAL is copied back every 32 MiB rather than every 4; with the page cache, about a
-quarter less CPU per vector written."""
+"""Pages of 16 KiB (SQLite's default is 4) for a new cache: a segment's blobs span fewer
+overflow pages (an existing file keeps its page size)."""
+FILTER_BITS = 24
+"""The reader's `PrefixFilter` (16 MiB): a new key is looked for in no segment but about
+one in 17 at a million keys held."""
+MERGE_AFTER = 8
+"""Segments of a width are merged only once there are more (each lookup searches them all)."""
+MERGE_LIMIT = 1 << 28
+"""A segment whose vectors pass this many bytes is not merged again (a merge holds the
+segments it merges in memory)."""
+READ_HELD = 1 << 28
+"""Bytes of segment vectors a reader keeps in memory once read: a segment is read whole on
+its first hit while they fit (later hits cost an index), else row by row (each a call)."""
 
 
 def default_cache_dir() -> Path:
@@ -42,65 +79,240 @@ def default_cache_dir() -> Path:
     return cache_root() / "embeddings"
 
 
+@dataclass
+class _Segment:
+    id: int
+    dim: int
+    index: KeyIndex
+    vectors: np.ndarray | None = None
+    """Read whole and kept (READ_HELD)."""
+
+
 class EmbeddingCache:
-    """Maps content keys (see `content_key`) to float32 vectors. Reads and writes go through
-    connections of their own, so that a reader (e.g. ingestion's embedding thread) never
-    waits for a bulk write in progress on another thread."""
+    """Maps content digests (see `content_digests`) to float32 vectors. Reads and writes go
+    through connections of their own, so that a reader (e.g. ingestion's embedding thread)
+    never waits for a bulk write in progress on another thread."""
 
     def __init__(self, root: Path | str | None = None, timeout: float = 60.0) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "embeddings.sqlite3"
-        self._write_lock, self._read_lock = threading.Lock(), threading.Lock()
+        self._write_lock, self._read_lock = threading.Lock(), threading.RLock()
+        self._segments: list[_Segment] = []
+        """Those the reader has loaded, the newest first."""
+        self._seen = 0
+        self._held = 0
+        """Bytes of `_Segment.vectors` kept."""
+        self._filter = PrefixFilter(FILTER_BITS)
+        """Of every segment loaded."""
         self._db = self._connect(timeout)
         try:
             self._db.execute(_PAGE_SIZE)  # before WAL mode, which fixes it
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: no loss on a crash
-            self._db.execute(_PAGE_CACHE)
-            self._db.execute(_WAL_CHECKPOINT)
-            self._db.execute(_SCHEMA)
+            self._db.execute(_SEGMENTS)
+            self._legacy = self._has_old_rows()
             self._reader = self._connect(timeout)
-            self._reader.execute(_PAGE_CACHE)
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise ValueError(f"embedding cache {self.path} is unreadable: {exc}") from exc
+            raise self._unreadable(exc) from exc
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
         return sqlite3.connect(
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
 
+    def _has_old_rows(self) -> bool:
+        """The file holds vectors of the old format (looked up after the segments)."""
+        old = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vectors'"
+        if self._db.execute(old).fetchone() is None:
+            return False
+        return self._db.execute("SELECT EXISTS (SELECT 1 FROM vectors)").fetchone()[0] == 1
+
+    def _unreadable(self, reason: object) -> ValueError:
+        return ValueError(f"embedding cache {self.path} is unreadable: {reason}")
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def find(
+        self, digests: np.ndarray, prefix: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in `digests` the cache holds as `dim`-d vectors, those vectors);
+        `prefix`: `prefixes(digests)`. One read transaction: one snapshot of the file."""
+        with self._reading():
+            held = [self._in_segment(s) for s in self._segments if s.dim == dim]
+            finders = [lambda d, p: first_found(held, d, p, dim, self._filter)]
+            if self._legacy:
+                finders.append(lambda d, _: self._find_legacy(d, dim))
+            return first_found(finders, digests, prefix, dim)
+
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        """The vectors of hex `keys` the cache holds, by key, of any width."""
         wanted = list(dict.fromkeys(keys))
+        digests = digests_of(wanted)
+        prefix = prefixes(digests)
         found: dict[str, np.ndarray] = {}
-        with self._read_lock:
-            for start in range(0, len(wanted), _SQL_VARS):
-                chunk = wanted[start : start + _SQL_VARS]
-                rows = self._reader.execute(
-                    f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-                for key, blob in rows:
-                    found[key] = np.frombuffer(blob, dtype="<f4")
+        with self._reading():
+            for dim in dict.fromkeys(s.dim for s in self._segments):
+                at, rows = self.find(digests, prefix, dim)
+                found |= {wanted[i]: row for i, row in zip(at.tolist(), rows, strict=True)}
+            if self._legacy:
+                found |= self._legacy_rows([k for k in wanted if k not in found])
         return found
 
-    def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
-        """Store all of `vectors` in one transaction (all or nothing), in key order (each
-        insert then lands near the one before it in the key index)."""
-        rows = sorted((k, _blob(v)) for k, v in vectors.items())
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read transaction with the segments loaded as of its snapshot (nested: the one
+        already open)."""
+        with self._read_lock:
+            if self._reader.in_transaction:
+                yield
+                return
+            try:
+                self._reader.execute("BEGIN")
+                self._refresh()
+                yield
+            except sqlite3.DatabaseError as exc:
+                raise self._unreadable(exc) from exc
+            finally:
+                if self._reader.in_transaction:
+                    self._reader.execute("COMMIT")
+
+    def _refresh(self) -> None:
+        """Forget segments merged away; load the keys of those written since."""
+        ids = {i for (i,) in self._reader.execute("SELECT id FROM segments")}
+        self._segments = [s for s in self._segments if s.id in ids]
+        self._held = sum(s.vectors.nbytes for s in self._segments if s.vectors is not None)
+        if ids and max(ids) > self._seen:
+            rows = self._reader.execute(
+                "SELECT id, dim, keys FROM segments WHERE id > ? ORDER BY id DESC", (self._seen,)
+            )
+            self._segments[:0] = [self._loaded(*row) for row in rows]
+            self._seen = max(ids)
+
+    def _loaded(self, segment: int, dim: int, keys: bytes) -> _Segment:
+        if len(keys) % KEY.itemsize or dim < 1:
+            raise self._corrupt(segment, f"{len(keys)} bytes of keys, dim {dim}")
+        digests = np.frombuffer(keys, dtype=KEY)
+        if not np.all(digests[1:] > digests[:-1]):
+            raise self._corrupt(segment, "its keys are not sorted")
+        index = KeyIndex.of(digests)
+        self._filter.add(index.prefix)
+        return _Segment(segment, dim, index)
+
+    def _corrupt(self, segment: int, reason: str) -> ValueError:
+        return self._unreadable(f"segment {segment} is corrupt ({reason})")
+
+    def _in_segment(self, segment: _Segment) -> Finder:
+        return in_index(segment.index, lambda at: self._read_rows(segment, at))
+
+    def _read_rows(self, segment: _Segment, at: np.ndarray) -> np.ndarray:
+        """Rows `at` of a segment's vectors: from memory, else the blob read whole (and kept)
+        while READ_HELD allows, else each row alone."""
+        if segment.vectors is not None:
+            return segment.vectors[at]
+        width = segment.dim * _F4.itemsize
+        out = np.empty((len(at), segment.dim), dtype=_F4)
+        with self._reader.blobopen("segments", "vectors", segment.id, readonly=True) as blob:
+            if len(blob) != len(segment.index) * width:
+                raise self._corrupt(segment.id, f"{len(blob)} bytes of vectors")
+            if self._held + len(blob) <= READ_HELD:
+                whole = np.frombuffer(blob.read(), dtype=_F4)
+                segment.vectors = whole.reshape(-1, segment.dim)
+                self._held += len(blob)
+                return segment.vectors[at]
+            for j, pos in enumerate(at.tolist()):
+                out[j] = np.frombuffer(blob[pos * width : (pos + 1) * width], dtype=_F4)
+        return out
+
+    def _legacy_rows(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """Rows of the old one-row-per-key table, by hex key."""
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), _SQL_VARS):
+            chunk = keys[start : start + _SQL_VARS]
+            marks = ",".join("?" * len(chunk))
+            rows = self._reader.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk
+            )
+            found |= {key: np.frombuffer(blob, dtype=_F4) for key, blob in rows}
+        return found
+
+    def _find_legacy(self, digests: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = hex_of(digests)
+        rows = self._legacy_rows(keys)
+        at = [i for i, k in enumerate(keys) if k in rows and rows[k].shape == (dim,)]
+        found = [rows[keys[i]] for i in at]
+        return np.array(at, dtype=np.intp), np.array(found, dtype=_F4).reshape(-1, dim)
+
+    def __len__(self) -> int:
+        """Distinct keys held (the old table's rows counted as they are)."""
+        with self._reading():
+            keys = [s.index.keys for s in self._segments]
+            n = len(np.unique(np.concatenate(keys))) if keys else 0
+            if self._legacy:
+                n += int(self._reader.execute("SELECT count(*) FROM vectors").fetchone()[0])
+        return n
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def put(self, digests: np.ndarray, vectors: np.ndarray) -> None:
+        """Store `vectors` (one row per digest; of a repeated digest, the last) as one
+        segment, in one transaction: all or nothing."""
+        if not len(digests):
+            return
+        vectors = np.asarray(vectors, dtype=_F4)
+        if vectors.ndim != 2 or len(vectors) != len(digests):
+            raise ValueError(f"{len(digests)} keys for vectors of shape {vectors.shape}")
+        keys, rows = sorted_unique(np.asarray(digests, dtype=KEY), vectors)
         with self._write_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", rows)
+                self._insert(keys, rows)
+                self._merge(rows.shape[1])
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
-    def __len__(self) -> int:
-        with self._read_lock:
-            return int(self._reader.execute("SELECT count(*) FROM vectors").fetchone()[0])
+    def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """`put` by hex key (vectors of one width)."""
+        if vectors:
+            self.put(digests_of(list(vectors)), np.stack(list(vectors.values())))
+
+    def put_buffer(self, buffer: VectorBuffer) -> None:
+        """`put` what `buffer` holds."""
+        self.put(*buffer.contents())
+
+    def _insert(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        self._db.execute(
+            "INSERT INTO segments (dim, keys, vectors) VALUES (?, ?, ?)",
+            (rows.shape[1], keys.tobytes(), np.ascontiguousarray(rows).tobytes()),
+        )
+
+    def _merge(self, dim: int) -> None:
+        """Past MERGE_AFTER segments of `dim`, merge the newest into one where they outgrow
+        the one before them (in the writer's transaction); segments past MERGE_LIMIT stay
+        as they are."""
+        sizes = self._db.execute(
+            "SELECT id, length(keys) / ?, length(vectors) FROM segments WHERE dim = ? ORDER BY id",
+            (KEY.itemsize, dim),
+        ).fetchall()
+        frozen = [i for i, (_, _, size) in enumerate(sizes) if size > MERGE_LIMIT]
+        sizes = sizes[frozen[-1] + 1 :] if frozen else sizes
+        start = merge_from([n for _, n, _ in sizes])
+        if len(sizes) <= MERGE_AFTER or start >= len(sizes):
+            return
+        merged = [segment for segment, _, _ in sizes[start:]]
+        keys, rows = [], []
+        for segment in merged:  # oldest first: a later segment's vector wins
+            blobs = self._db.execute(
+                "SELECT keys, vectors FROM segments WHERE id = ?", (segment,)
+            ).fetchone()
+            keys.append(np.frombuffer(blobs[0], dtype=KEY))
+            rows.append(np.frombuffer(blobs[1], dtype=_F4).reshape(len(keys[-1]), dim))
+        self._insert(*sorted_unique(np.concatenate(keys), np.concatenate(rows)))
+        marks = ",".join("?" * len(merged))
+        self._db.execute(f"DELETE FROM segments WHERE id IN ({marks})", merged)
 
     def close(self) -> None:
         with self._read_lock, self._write_lock:
@@ -114,10 +326,14 @@ class EmbeddingCache:
         self.close()
 
 
-def _blob(vector: np.ndarray) -> bytes:
-    if isinstance(vector, np.ndarray) and vector.dtype == _F4:
-        return vector.tobytes()
-    return np.asarray(vector, dtype=_F4).tobytes()
+@contextmanager
+def given_or_default(cache: EmbeddingCache | None) -> Iterator[EmbeddingCache]:
+    """`cache`, or the default cache (`default_cache_dir`), closed on leaving."""
+    if cache is not None:
+        yield cache
+        return
+    with EmbeddingCache() as own:
+        yield own
 
 
 def _item_bytes(item: Any, modality: str, index: int) -> bytes:
@@ -156,15 +372,26 @@ def content_key(embedder_name: str, item: Any, modality: str = "text", index: in
     return h.hexdigest()
 
 
-def content_keys(embedder_name: str, items: Sequence[Any], modality: str = "text") -> list[str]:
-    """`[content_key(embedder_name, item, modality, i) ...]`, the name hashed once."""
+def content_digests(embedder_name: str, items: Sequence[Any], modality: str = "text") -> np.ndarray:
+    """Each item's `content_key` as a 32-byte digest (an array of `KEY`), the name hashed
+    once."""
     named = hashlib.sha256(embedder_name.encode("utf-8") + b"\0")
-    keys: list[str] = []
+    digests: list[bytes] = []
     for i, item in enumerate(items):
         h = named.copy()
         h.update(_item_bytes(item, modality, i))
-        keys.append(h.hexdigest())
-    return keys
+        digests.append(h.digest())
+    return np.frombuffer(b"".join(digests), dtype=KEY)
+
+
+def content_keys(embedder_name: str, items: Sequence[Any], modality: str = "text") -> list[str]:
+    """`[content_key(embedder_name, item, modality, i) ...]`."""
+    return hex_of(content_digests(embedder_name, items, modality))
+
+
+Unwritten = VectorBuffer | ChainMap
+"""Vectors computed and not yet in the cache: a buffer, or a ChainMap of buffers (the first
+takes new vectors)."""
 
 
 def embed_cached(
@@ -173,58 +400,69 @@ def embed_cached(
     cache: EmbeddingCache,
     chunk_size: int = 1024,
     *,
-    unwritten: MutableMapping[str, np.ndarray] | None = None,
+    unwritten: Unwritten | None = None,
 ) -> tuple[np.ndarray, int]:
     """Vectors for `items` in order, and how many came from the cache. Only the misses are
-    embedded (a duplicate within `items` once), in chunks that are cached as they finish,
-    so an interrupted call keeps what it computed.
+    embedded (a duplicate within `items` once, in order of first appearance), in chunks
+    that are cached as they finish, so an interrupted call keeps what it computed.
 
     `unwritten` is a write-behind buffer: vectors computed but not yet in `cache`. It is
-    looked up with the cache, and new vectors go into it rather than into the cache; the
-    caller writes it with `cache.put_many` later, in bulk (one transaction for many calls:
-    about half the cost per row of a transaction per call)."""
+    looked up before the cache, and new vectors go into it rather than into the cache; the
+    caller writes it with `cache.put_buffer` later, in bulk (one segment for many calls)."""
     items = list(items)
-    keys = content_keys(embedder.name, items, embedder.modality)
-    found = cached_vectors(cache, keys, embedder.dim, unwritten or {})
-    n_hits = sum(k in found for k in keys)
-    todo: dict[str, int] = {}
-    for i, key in enumerate(keys):
-        if key not in found:
-            todo.setdefault(key, i)
-    pending = list(todo.items())
-    embedded: list[np.ndarray] = []
-    for start in range(0, len(pending), chunk_size):
-        chunk = pending[start : start + chunk_size]
+    dim = embedder.dim
+    digests = content_digests(embedder.name, items, embedder.modality)
+    hit, found = cached_rows(cache, digests, dim, unwritten)
+    miss = np.delete(np.arange(len(items)), hit)
+    _, first, inverse = np.unique(digests[miss], return_index=True, return_inverse=True)
+    order = np.argsort(first)  # the distinct misses in order of first appearance
+    todo = miss[first[order]]
+    embedded = [np.empty((0, dim), dtype=np.float32)]
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start : start + chunk_size]
         try:
-            vectors = embedder.embed([items[i] for _, i in chunk])
+            vectors = embedder.embed([items[i] for i in chunk.tolist()])
         except InputError as exc:
-            raise InputError(chunk[exc.index][1], exc.reason) from None
-        if vectors.shape != (len(chunk), embedder.dim):
+            raise InputError(int(chunk[exc.index]), exc.reason) from None
+        if vectors.shape != (len(chunk), dim):
             raise ValueError(
                 f"embedder {embedder.name} returned shape {vectors.shape} for "
-                f"{len(chunk)} items of dim {embedder.dim}"
+                f"{len(chunk)} items of dim {dim}"
             )
-        new = dict(zip((key for key, _ in chunk), vectors, strict=True))
+        vectors = np.asarray(vectors, dtype=np.float32)
         if unwritten is None:
-            cache.put_many(new)
-        else:  # into a ChainMap's first layer as a dict: `update` would set each key in Python
-            (unwritten.maps[0] if isinstance(unwritten, ChainMap) else unwritten).update(new)
-        found.update(new)
+            cache.put(digests[chunk], vectors)
+        else:
+            _first_buffer(unwritten).add(digests[chunk], vectors)
         embedded.append(vectors)
-    if not items:
-        return np.empty((0, embedder.dim), dtype=np.float32), 0
-    if len(pending) == len(items):  # every item new and distinct: the embedder's rows in order
-        return np.concatenate(embedded).astype(np.float32, copy=False), 0
-    return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), n_hits
+    new = np.concatenate(embedded)
+    if len(todo) == len(items):  # every item new and distinct: the embedder's rows in order
+        return new, 0
+    out = np.empty((len(items), dim), dtype=np.float32)
+    out[hit] = found
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    out[miss] = new[rank[inverse.reshape(-1)]]
+    return out, len(hit)
+
+
+def _first_buffer(unwritten: Unwritten) -> VectorBuffer:
+    return unwritten.maps[0] if isinstance(unwritten, ChainMap) else unwritten
+
+
+def cached_rows(
+    cache: EmbeddingCache, digests: np.ndarray, dim: int, unwritten: Unwritten | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in `digests` computed before, their `dim`-d vectors): from `unwritten`
+    (its buffers in order), else the cache."""
+    buffers = [] if unwritten is None else getattr(unwritten, "maps", [unwritten])
+    finders = [partial(source.find, dim=dim) for source in (*buffers, cache)]
+    return first_found(finders, digests, prefixes(digests), dim)
 
 
 def cached_vectors(
-    cache: EmbeddingCache, keys: list[str], dim: int, unwritten: Mapping[str, np.ndarray]
+    cache: EmbeddingCache, keys: list[str], dim: int, unwritten: Unwritten
 ) -> dict[str, np.ndarray]:
-    """The vectors of `keys` already computed (in `unwritten` or the cache) and of `dim`."""
-    maps = unwritten.maps if isinstance(unwritten, ChainMap) else [unwritten]
-    found: dict[str, np.ndarray] = {}
-    for layer in reversed(maps):  # a ChainMap's layers looked up as dicts: a tenth the cost
-        found.update((k, layer[k]) for k in keys if k in layer)
-    found |= cache.get_many(k for k in keys if k not in found)
-    return {k: v for k, v in found.items() if v.shape == (dim,)}
+    """`cached_rows` by hex key."""
+    at, rows = cached_rows(cache, digests_of(keys), dim, unwritten)
+    return {keys[i]: row for i, row in zip(at.tolist(), rows, strict=True)}

@@ -19,7 +19,7 @@ import time
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,6 +28,8 @@ from typing import Protocol
 import numpy as np
 
 from embedrec.embedders import Embedder, EmbeddingCache, InputError, embed_cached, get_embedder
+from embedrec.embedders.cache import given_or_default
+from embedrec.embedders.keyed import VectorBuffer  # fmt: skip
 from embedrec.ingestion.manifest import (
     SQL_BATCH,
     IngestManifest,
@@ -127,9 +129,9 @@ class _Run:
     cacher: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     """New vectors are put in the embedding cache here, CACHE_BULK at a time."""
     cache_writing: Future[None] | None = None
-    unwritten: dict[str, np.ndarray] = field(default_factory=dict)
+    unwritten: VectorBuffer = field(default_factory=VectorBuffer)
     """New vectors not yet handed to `cacher`."""
-    caching: dict[str, np.ndarray] = field(default_factory=dict)
+    caching: VectorBuffer = field(default_factory=VectorBuffer)
     """New vectors `cacher` is putting in the cache (looked up here until it has)."""
 
     def reject(self, reject: Reject) -> None:
@@ -284,8 +286,8 @@ class _Run:
         self.drain()
         if len(self.unwritten) >= CACHE_BULK:
             self.cache_written()
-            self.caching, self.unwritten = self.unwritten, {}
-            self.cache_writing = self.cacher.submit(self.cache.put_many, self.caching)
+            self.caching, self.unwritten = self.unwritten, VectorBuffer()
+            self.cache_writing = self.cacher.submit(self.cache.put_buffer, self.caching)
         self.writing = self.writer.submit(self._write, batch, vectors, upserted)
 
     def _prepare(self, batch: Pending) -> tuple[Pending, list[object]]:
@@ -314,7 +316,7 @@ class _Run:
         if self.cache_writing is not None:
             writing, self.cache_writing = self.cache_writing, None
             writing.result()
-            self.caching = {}
+            self.caching = VectorBuffer()
 
     def _write(
         self, batch: Pending, vectors: np.ndarray, upserted: Upserted | None
@@ -358,9 +360,9 @@ class _Run:
         """Finish the batch being written, make the store durable, record what it holds."""
         self.drain()
         self.cache_written()
-        if self.unwritten:
-            self.cache.put_many(self.unwritten)
-            self.unwritten = {}
+        if len(self.unwritten):
+            self.cache.put_buffer(self.unwritten)
+            self.unwritten = VectorBuffer()
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -423,16 +425,6 @@ def _refused_field(row: Row) -> str | None:
     return None
 
 
-@contextmanager
-def _own_cache(cache: EmbeddingCache | None) -> Iterator[EmbeddingCache]:
-    """The caller's cache, or one of the run's own, closed when the run ends."""
-    if cache is not None:
-        yield cache
-        return
-    with EmbeddingCache() as own:
-        yield own
-
-
 def _check_modality(embedder: Embedder, source: Source) -> None:
     """An item embedder reads any catalog's metadata; the others need their own input kind."""
     modality = source.columns.modality
@@ -480,7 +472,7 @@ def ingest(
     with (
         closing(IngestManifest(manifest_file)) as book,
         closing(LiveEdits.of(store_uri)) as edits,
-        _own_cache(cache) as run_cache,
+        given_or_default(cache) as run_cache,
     ):
         run = _Run(
             source=source, store_uri=store_uri, spec=embedder_spec, embedder=embedder,

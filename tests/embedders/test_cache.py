@@ -18,12 +18,14 @@ from embedrec.common.vectors import l2_normalize
 from embedrec.embedders import get_embedder
 from embedrec.embedders.base import InputError
 from embedrec.embedders.cache import (
+    MERGE_AFTER,
     EmbeddingCache,
     content_key,
     content_keys,
     default_cache_dir,
     embed_cached,
 )
+from embedrec.embedders.keyed import KEY, VectorBuffer, prefixes
 
 
 class CountingEmbedder:
@@ -167,44 +169,169 @@ _WRITER = textwrap.dedent(
     import sys
     import numpy as np
     from embedrec.embedders.cache import EmbeddingCache
+    from tests.embedders.test_cache import batch_keys
     cache = EmbeddingCache(sys.argv[1])
     rng = np.random.default_rng(0)
     for batch in range(10_000):
-        cache.put_many({f"b{batch}-{i}": rng.standard_normal(64) for i in range(2000)})
+        cache.put(batch_keys(batch), rng.standard_normal((2000, 64)))
         print(batch, flush=True)
     """
 )
 
 
+def batch_keys(batch: int, n: int = 2000) -> np.ndarray:
+    """The digests the kill -9 writer puts in `batch`."""
+    return np.array([hashlib.sha256(f"b{batch}-{i}".encode()).digest() for i in range(n)], "S32")
+
+
+def _held(cache: EmbeddingCache, digests: np.ndarray, dim: int = 64) -> int:
+    return len(cache.find(digests, prefixes(digests), dim)[0])
+
+
 def test_kill_9_mid_write_leaves_whole_batches(tmp_path: Path) -> None:
-    """A writer killed with SIGKILL while writing: every batch is present whole or not at
-    all, the file passes SQLite's integrity check, and a reader ran alongside throughout."""
+    """A writer killed with SIGKILL while writing (segments merging as it goes): every
+    batch is present whole or not at all, the file passes SQLite's integrity check, and a
+    reader ran alongside throughout."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _WRITER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
     )
     try:
         reader_hits = 0
-        for line in proc.stdout:
-            batch = int(line)
-            with EmbeddingCache(tmp_path) as reader:  # concurrent reader while it writes
-                reader_hits += len(reader.get_many(f"b{batch}-{i}" for i in range(2000)))
-            if batch >= 3:
-                break
+        with EmbeddingCache(tmp_path) as reader:  # one reader throughout: it sees merges
+            for line in proc.stdout:
+                batch = int(line)
+                reader_hits += _held(reader, batch_keys(batch))
+                if batch >= 11:
+                    break
         proc.kill()  # SIGKILL, most likely inside the next transaction
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == -9
-    assert reader_hits == 4 * 2000
+    assert reader_hits == 12 * 2000
     db = sqlite3.connect(tmp_path / "embeddings.sqlite3")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT count(*) FROM segments").fetchone()[0] <= MERGE_AFTER  # merged
     db.close()
     with EmbeddingCache(tmp_path) as cache:
         total = len(cache)
-        assert total % 2000 == 0 and total >= 4 * 2000
+        assert total % 2000 == 0 and total >= 12 * 2000
         for batch in range(total // 2000):
-            got = cache.get_many(f"b{batch}-{i}" for i in range(2000))
-            assert len(got) == 2000 and all(v.shape == (64,) for v in got.values())
+            assert _held(cache, batch_keys(batch)) == 2000
+
+
+_RACER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from embedrec.embedders.cache import EmbeddingCache
+    from tests.embedders.test_cache import batch_keys
+    cache = EmbeddingCache(sys.argv[1])
+    for batch in range(int(sys.argv[2]), 40, 2):
+        cache.put(batch_keys(batch, 500), np.full((500, 64), batch, dtype=np.float32))
+    """
+)
+
+
+def test_two_processes_writing_at_once_both_land(tmp_path: Path) -> None:
+    """Two writers put alternate batches at once (merging as they go): every batch of
+    both is there whole, with its own vectors."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(tmp_path), str(first)], cwd=Path(__file__).parents[2]
+        )
+        for first in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with EmbeddingCache(tmp_path) as cache:
+        assert len(cache) == 40 * 500
+        for batch in range(40):
+            digests = batch_keys(batch, 500)
+            at, rows = cache.find(digests, prefixes(digests), 64)
+            assert len(at) == 500 and np.all(rows == batch)
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite3")
+    assert db.execute("SELECT count(*) FROM segments").fetchone()[0] <= MERGE_AFTER
+    db.close()
+
+
+def test_merges_keep_the_newest_vector_and_a_reader_follows_them(tmp_path: Path) -> None:
+    keys = batch_keys(0, 100)
+    with EmbeddingCache(tmp_path) as cache, EmbeddingCache(tmp_path) as reader:
+        for round_ in range(3 * MERGE_AFTER):
+            part = keys[(round_ * 7) % 100 :][:30]
+            cache.put(part, np.full((len(part), 4), round_, dtype=np.float32))
+            at, rows = reader.find(part, prefixes(part), 4)  # loaded before the next merge
+            assert len(at) == len(part) and np.all(rows == round_)
+        newest = {}
+        for round_ in range(3 * MERGE_AFTER):
+            newest |= dict.fromkeys(
+                range((round_ * 7) % 100, min(100, (round_ * 7) % 100 + 30)), round_
+            )
+        at, rows = reader.find(keys, prefixes(keys), 4)
+        assert sorted(at.tolist()) == sorted(newest)
+        assert {int(i): float(r[0]) for i, r in zip(at, rows, strict=True)} == newest
+        assert len(reader._segments) <= MERGE_AFTER
+        assert reader.find(keys, prefixes(keys), 8)[0].size == 0  # another width: not held
+
+
+def test_keys_alike_in_their_first_64_bits_are_told_apart(tmp_path: Path) -> None:
+    raw = [bytes(8) + bytes([i]) * 24 for i in (3, 1, 2)] + [b"\x01" * 32]
+    digests = np.frombuffer(b"".join(raw), dtype=KEY)
+    vectors = np.arange(8, dtype=np.float32).reshape(4, 2)
+    buffer = VectorBuffer()
+    buffer.add(digests[:2], vectors[:2])
+    with EmbeddingCache(tmp_path) as cache:
+        cache.put(digests[1:], vectors[1:] + 100)
+        wanted = digests[[2, 0, 3, 1]]
+        from embedrec.embedders.cache import cached_rows
+
+        at, rows = cached_rows(cache, wanted, 2, buffer)
+        got = {int(i): tuple(r) for i, r in zip(at, rows, strict=True)}
+        assert got == {0: (104.0, 105.0), 1: (0.0, 1.0), 2: (106.0, 107.0), 3: (2.0, 3.0)}
+        missing = np.frombuffer(bytes(8) + b"\x09" * 24, dtype=KEY)
+        assert cached_rows(cache, missing, 2, buffer)[0].size == 0
+
+
+def test_a_cache_of_the_old_format_is_still_read(tmp_path: Path) -> None:
+    items = ["a", "b", "c"]
+    emb = CountingEmbedder()
+    old = CountingEmbedder().embed(items).astype("<f4")
+    with sqlite3.connect(tmp_path / "embeddings.sqlite3") as db:  # as earlier versions wrote it
+        db.execute("CREATE TABLE vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        keys = content_keys(emb.name, items)
+        db.executemany(
+            "INSERT INTO vectors VALUES (?, ?)",
+            [(k, v.tobytes()) for k, v in zip(keys, old, strict=True)],
+        )
+    with EmbeddingCache(tmp_path) as cache:
+        vectors, hits = embed_cached(emb, ["b", "new", "a"], cache)
+        assert hits == 2 and emb.embedded == ["new"]
+        np.testing.assert_array_equal(vectors[[0, 2]], old[[1, 0]])
+        assert len(cache) == 4 and set(cache.get_many(keys)) == set(keys)
+
+
+@pytest.mark.parametrize(
+    ("keys", "vectors", "reason"),
+    [
+        (b"x" * 33, b"", "segment 1 is corrupt \\(33 bytes of keys"),
+        (b"b" * 32 + b"a" * 32, bytes(16), "segment 1 is corrupt \\(its keys are not sorted"),
+        (b"a" * 32, bytes(4), "segment 1 is corrupt \\(4 bytes of vectors"),
+    ],
+)
+def test_a_corrupt_segment_is_a_clear_error(
+    tmp_path: Path, keys: bytes, vectors: bytes, reason: str
+) -> None:
+    EmbeddingCache(tmp_path).close()
+    with sqlite3.connect(tmp_path / "embeddings.sqlite3") as db:
+        db.execute("INSERT INTO segments (dim, keys, vectors) VALUES (2, ?, ?)", (keys, vectors))
+    with EmbeddingCache(tmp_path) as cache:
+        digests = np.frombuffer(keys[:32], dtype=KEY)
+        name = str(tmp_path / "embeddings.sqlite3")
+        with pytest.raises(ValueError, match=f"embedding cache {name} is unreadable: {reason}"):
+            cache.find(digests, prefixes(digests), 2)
 
 
 def test_factory_resolves_plugin_modules(monkeypatch: pytest.MonkeyPatch) -> None:

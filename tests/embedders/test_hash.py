@@ -57,12 +57,14 @@ def _word_by_word(texts: list[str], dim: int) -> np.ndarray:
 
 def test_batch_vectors_are_the_word_by_word_definition() -> None:
     """The batch is hashed in bulk; each vector stays what the definition gives, for
-    Unicode whitespace, surrogates, case folding that changes length and empty texts."""
+    Unicode whitespace, surrogates, case folding that changes length or depends on the
+    next letter, NUL and empty texts."""
     texts = ["", "  ", "a a", "a\u3000b\xa0c", "x\x1cy", "caf\xe9 \udcff Ünï", "\tT  W\r"]
     texts += ["ﬁ İ ß", "a b a b", "Toy Story (1995): Animation|Children's|Comedy"]
+    texts += ["ΟΔΟΣ ΣΑΣ", "Σ", "a\x00b", "\x00", "x \x00 y"]  # final sigma; NUL
     for dim in (2, 16, 64):
         embedder = get_embedder(f"hash:{dim}")
-        for batch in (texts, texts[::-1] * 3, texts[:1], texts[4:5]):
+        for batch in (texts, texts[::-1] * 3, texts[:1], texts[4:5], texts[:10]):
             np.testing.assert_array_equal(embedder.embed(batch), _word_by_word(batch, dim))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from PIL import Image
 
 from embedrec.embedders import get_embedder
 from embedrec.ingestion import manifest as manifest_module
+from embedrec.ingestion import pipeline
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.manifest import IngestManifest, manifest_path, store_key
 from embedrec.ingestion.pipeline import ingest
@@ -333,3 +336,21 @@ def test_the_manifest_is_looked_up_only_when_it_held_ids(
     assert (rerun.upserted, rerun.cache_hits, asked) == (40, 40, [])
     with open_store(uri) as store:
         assert store.count() == 40
+
+
+def test_new_vectors_reach_the_cache_in_bulk(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache gets a segment per CACHE_BULK new vectors (and one for the rest at the
+    end), not a write per batch; a rerun into a lost store embeds nothing."""
+    monkeypatch.setattr(pipeline, "CACHE_BULK", 64)
+    path = catalog(tmp_path / "items.csv", movies(300))
+    source, uri = Source(path, COLUMNS), f"faiss:{tmp_path / 'store'}"
+    first = ingest(source, uri, "hash:8", IngestOptions(batch_size=16))
+    assert (first.embedded, first.upserted) == (300, 300)
+    with sqlite3.connect(cache_dir / "embeddings" / "embeddings.sqlite3") as db:
+        sizes = [n for (n,) in db.execute("SELECT length(keys) / 32 FROM segments ORDER BY id")]
+    assert sum(sizes) == 300 and len(sizes) <= 300 // 64 + 1 and min(sizes[:-1]) >= 64
+    shutil.rmtree(tmp_path / "store")
+    again = ingest(source, uri, "hash:8", IngestOptions(batch_size=16))
+    assert (again.embedded, again.cache_hits, again.upserted) == (0, 300, 300)
