@@ -7,10 +7,11 @@ several processes may share the cache (writers wait on each other, up to `timeou
 Each write is one row of the `segments` table: its keys (32-byte sha256 digests, sorted, as
 one blob) and their vectors (one float32 matrix blob), so a bulk write costs a few SQLite
 calls rather than one per vector. A reader keeps the key arrays of the segments it has seen
-in memory, looks a batch of keys up with `np.searchsorted` (keyed.py), and reads only the
-rows it needs from a segment's blob. A write merges the newest segments of its width when
-they outgrow the one before (`merge_from`): about log2(N / write) segments for N vectors,
-each vector rewritten about as many times; merging is part of the write's transaction, so
+in memory, looks a batch of keys up with `np.searchsorted` behind a prefix filter
+(keyed.py), and reads only the rows it needs from a segment's blob. Past MERGE_AFTER
+segments of a width, a write merges the newest where they outgrow the one before
+(`merge_from`): about log2(N / write) segments for N vectors, each vector rewritten about as
+many times; merging is part of the write's transaction, so
 SQLite's write lock proves no other writer holds the segments it replaces, and a reader
 keeps the snapshot it began with. Caches written by earlier versions hold a `vectors` table
 of one row per hex key: it is still read (after the segments), and no longer written.
@@ -309,6 +310,8 @@ class EmbeddingCache:
                 "SELECT keys, vectors FROM segments WHERE id = ?", (segment,)
             ).fetchone()
             keys.append(np.frombuffer(blobs[0], dtype=KEY))
+            if len(blobs[1]) != len(keys[-1]) * dim * _F4.itemsize:
+                raise self._corrupt(segment, f"{len(blobs[1])} bytes of vectors")
             rows.append(np.frombuffer(blobs[1], dtype=_F4).reshape(len(keys[-1]), dim))
         self._insert(*sorted_unique(np.concatenate(keys), np.concatenate(rows)))
         marks = ",".join("?" * len(merged))
