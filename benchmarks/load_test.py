@@ -108,6 +108,8 @@ server CPU per request 852/591, 1203/647, 894/564, 1050/585, 1083/806 us (0.54-0
 98/87, 141/81, 121/76, 339/72, 90/102 ms; the service's p99 64/90, 94/90, 84/87, 171/82, 50/93 ms,
 within 25 ms 74/76, 46/79, 82/77, 66/89, 66/67%: the service's own figure counts the wait for the
 calls that join a batch, which its clients would otherwise have spent in the socket before it.
+User-id requests to a static model (no `--history`, two pairs, load average 6.2-9.5): server CPU
+per request 421/336 and 401/313 us, wrk's p99 92/61 and 67/49 ms, the service's 73/48 and 48/44 ms.
 The tower alone (three of those rounds, this tree without the batcher change: 726, 841, 1037 us)
 moves less than the rounds swing; in one process, main's `encode_histories` against this tree's
 on the load test's histories (bursts alternated, thread CPU, 12 rounds, load average 4-5): 1, 6,
