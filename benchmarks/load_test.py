@@ -99,6 +99,25 @@ worker's time under this load (py-spy, at 124e293, before the column views): `re
 55% (the sequence tower 30 points, the store's search 16, its fetch 5), the answer's one socket
 write 18%.
 
+Bigger batches, and a leaner tower pass (`--history 50`, wrk, 32 clients, 2 workers, 20 s,
+`--phases healthy`, main at 57eff4b against this tree, load average 6.4-9.6 from other work).
+The batcher's queue now waits while calls keep arriving, a turn of the loop at a time (at most
+`WAIT_TURNS` = 4): the clients answered last send their next requests while the queue forms, and
+they join it instead of starting a batch of their own. Five pairs, alternating (main/this tree):
+server CPU per request 852/591, 1203/647, 894/564, 1050/585, 1083/806 us (0.54-0.74x); wrk's p99
+98/87, 141/81, 121/76, 339/72, 90/102 ms; the service's p99 64/90, 94/90, 84/87, 171/82, 50/93 ms,
+within 25 ms 74/76, 46/79, 82/77, 66/89, 66/67%: the service's own figure counts the wait for the
+calls that join a batch, which its clients would otherwise have spent in the socket before it.
+User-id requests to a static model (no `--history`, two pairs, load average 6.2-9.5): server CPU
+per request 421/336 and 401/313 us, wrk's p99 92/61 and 67/49 ms, the service's 73/48 and 48/44 ms.
+The tower alone (three of those rounds, this tree without the batcher change: 726, 841, 1037 us)
+moves less than the rounds swing; in one process, main's `encode_histories` against this tree's
+on the load test's histories (bursts alternated, thread CPU, 12 rounds, load average 4-5): 1, 6,
+16 histories 0.87x, 0.93x, 0.93-0.95x, the same vectors to the last bit. There the attention mask
+is made once per call as a float mask to add (a boolean one costs each attention call twice the
+time: 198 against 100 us for 6 histories of 50), the causal triangle is kept per length, eval
+calls no dropout module, and a chunk is padded to its longest history, not to `history`.
+
 Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
 healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
 answered /similar and /recommend itself; "after" the same tree with only `embedrec/retrieval/`

@@ -12,6 +12,7 @@ from embedrec.embedders.two_tower.sequence import (
     encode_histories,
     gap_buckets,
     pad_left,
+    staleness_buckets,
 )
 
 
@@ -85,3 +86,31 @@ def test_last_refuses_training_mode():
     items, mask, gaps = inputs(np.random.default_rng(0), [3], 12, 0)
     with pytest.raises(AssertionError, match="inference"):
         t.last(items, mask, gaps, None)
+
+
+@pytest.mark.parametrize("stale", [0, 8])
+def test_encode_histories_pads_to_the_longest_history_alone(stale):
+    """Every history shorter than the tower's `history` (12): the chunk is padded to its
+    longest (5 items), and each vector is still the full pass's over 12 positions, gaps,
+    features and staleness included."""
+    t = tower(2, 6, True, 3, stale)
+    rng = np.random.default_rng(7)
+    lengths = [5, 2, 0, 5, 1]
+    histories = [
+        (rng.normal(size=(m, 16)).astype(np.float32), np.cumsum(rng.exponential(600.0, m)))
+        for m in lengths
+    ]
+    feats = torch.randn(len(lengths), 3)
+    now = np.array([h[-1] + 3600.0 if len(h) else np.nan for _, h in histories])
+    got = encode_histories(
+        t, histories, feats, shape(2, 6, True, stale), torch.device("cpu"), now=now
+    )
+    items, mask, gaps = (
+        torch.from_numpy(pad_left([v for v, _ in histories], 12, (16,))),
+        torch.from_numpy(pad_left([np.ones(len(v), dtype=bool) for v, _ in histories], 12)),
+        torch.from_numpy(pad_left([gap_buckets(s, 6) for _, s in histories], 12)),
+    )
+    since = torch.from_numpy(staleness_buckets(histories, now, stale)[:, None]) if stale else None
+    with torch.inference_mode():
+        full = t(items, mask, gaps, feats, since)[:, -1].numpy()
+    np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)

@@ -109,3 +109,32 @@ def test_batches_hold_at_most_max_batch(seq_rec, batch_sizes, monkeypatch):
     answers = _post_together(seq_rec, [{"history": HISTORY[n:]} for n in range(3)])
     assert [a.status_code for a in answers] == [200] * 3
     assert batch_sizes == [2, 1]
+
+
+def _post_staggered(rec: Recommender, bodies: list[dict[str, Any]], turns: int) -> list[int]:
+    """The bodies posted `turns` turns of the event loop apart; their status codes."""
+
+    async def post_all() -> list[int]:
+        transport = httpx.ASGITransport(app=create_app(rec))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+            async def post(n: int, body: dict[str, Any]) -> int:
+                for _ in range(n * turns):
+                    await asyncio.sleep(0)
+                return (await client.post("/recommend", json=body)).status_code
+
+            return await asyncio.gather(*(post(n, b) for n, b in enumerate(bodies)))
+
+    return asyncio.run(post_all())
+
+
+def test_calls_that_keep_arriving_join_the_batch(seq_rec, batch_sizes):
+    """A call that queues on the turn after another is answered with it (under load, the
+    clients answered last send their next requests while the queue forms); a call after a
+    turn with none waits for the next batch."""
+    bodies = [{"history": HISTORY[n:]} for n in range(3)]
+    assert _post_staggered(seq_rec, bodies, turns=1) == [200] * 3
+    assert batch_sizes == [3]
+    batch_sizes.clear()
+    assert _post_staggered(seq_rec, bodies[:2], turns=batching.WAIT_TURNS + 4) == [200] * 2
+    assert batch_sizes == [1, 1]

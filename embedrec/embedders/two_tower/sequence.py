@@ -92,33 +92,30 @@ class _Block(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """`x` (B, L, dim) and `allowed` (B, 1, L, L) -> (B, L, dim). `last` (inference): the
+        last position's output alone (B, 1, dim), its query over every key, with the
+        projection and feed-forward for that position only: all a user vector reads of the
+        last block. Dropout runs in training only (in eval its modules would return their
+        input, at a few µs a call)."""
         b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
+        qkv = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind()  # each (B, heads, L, dim / heads)
+        if last:
+            q, x, allowed = q[:, :, -1:], x[:, -1:], allowed[:, :, -1:]
         att = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=allowed[:, None],
-            dropout_p=self.dropout if self.training else 0.0,
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
         )
-        x = x + self.drop(self.out(att.transpose(1, 2).reshape(b, n, d)))
-        return x + self.drop(self.ff(self.norm2(x)))
+        x = x + self._drop(self.out(att.transpose(1, 2).reshape(b, -1, d)))
+        return x + self._drop(self._ff(self.norm2(x)))
 
-    def last(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Inference only: `forward(x, ...)[:, -1:]` with the attention, projection and
-        feed-forward computed for the last position alone (its query over every key).
-        `allowed`: the last position's row of the mask (B, L)."""
-        b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
-        att = F.scaled_dot_product_attention(
-            q[:, -1:].transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=allowed[:, None, None],
-        )
-        x = x[:, -1:] + self.out(att.transpose(1, 2).reshape(b, 1, d))
-        return x + self.ff(self.norm2(x))
+    def _ff(self, x: torch.Tensor) -> torch.Tensor:
+        grow, act, drop, shrink = self.ff
+        return shrink(self._drop(act(grow(x)), drop))
+
+    def _drop(self, x: torch.Tensor, drop: nn.Module | None = None) -> torch.Tensor:
+        """`x` through `drop` (default: the block's own dropout) in training; `x` in eval."""
+        return (self.drop if drop is None else drop)(x) if self.training else x
 
 
 class SequenceTower(nn.Module):
@@ -156,6 +153,7 @@ class SequenceTower(nn.Module):
             else None
         )
         self.normalize = shape.normalize
+        self._triangles: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         # `popularity_days`: per staleness bucket (0: unknown, or no history), the weight of
         # the items' trailing log counts in the score (popularity.py)
         self.popularity = None
@@ -180,16 +178,25 @@ class SequenceTower(nn.Module):
     def _inputs(
         self, items: torch.Tensor, mask: torch.Tensor, gaps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first block's input (B, L, dim) and the attention mask (B, L, L): each
+        """The first block's input (B, L, dim) and the attention mask (B, 1, L, L): each
         position sees the real items up to itself, and itself (so a padded row is never
         empty: its output is ignored)."""
         n = items.shape[1]
         x = items * mask[..., None] * self.scale + self.positions.weight[-n:]
         if self.gaps is not None:
             x = x + self.gaps(gaps)
-        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
-        allowed = (causal & mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)
-        return x, allowed
+        causal, eye = self._triangle(n, x.device)
+        return x, (causal & (mask[:, None, :] | eye))[:, None]
+
+    def _triangle(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The causal mask (n, n) and the diagonal, made once per length and device."""
+        key = (n, device)
+        if key not in self._triangles:
+            self._triangles[key] = (
+                torch.ones(n, n, dtype=torch.bool, device=device).tril(),
+                torch.eye(n, dtype=torch.bool, device=device),
+            )
+        return self._triangles[key]
 
     def _output(
         self,
@@ -233,10 +240,13 @@ class SequenceTower(nn.Module):
         test_sequence_last.py checks the two agree). `since`: (B, 1)."""
         assert not self.training, "SequenceTower.last is for inference; train with forward"
         x, allowed = self._inputs(items, mask, gaps)
+        # the mask as -inf to add, made once for every block: a boolean one is made so by
+        # each attention call, and costs it twice the time here (6 histories of 50 items)
+        allowed = torch.where(allowed, 0.0, -math.inf).to(x.dtype)
         *before, final = self.blocks
         for block in before:
             x = block(x, allowed)
-        return self._output(final.last(x, allowed[:, -1]), mask[:, -1:], feats, since)[:, 0]
+        return self._output(final(x, allowed, last=True), mask[:, -1:], feats, since)[:, 0]
 
     def popularity_weight(self, since: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """The weight of the trailing log counts for queries in staleness buckets `since`
@@ -297,9 +307,9 @@ def encode_histories(
     )  # fmt: skip
     for start in range(0, len(histories), chunk):
         part = histories[start : start + chunk]
-        vecs = pad_left([_item_part(v, dim, shape.popularity > 0) for v, _ in part], n, (dim,))
-        mask = pad_left([np.ones(len(v), dtype=bool) for v, _ in part], n)
-        gaps = pad_left([gap_buckets(t, shape.time_buckets) for _, t in part], n)
+        # padded to the longest history of the chunk, not to `n`: a position before every
+        # history's first item changes no real position's output (none attends to it)
+        vecs, mask, gaps = _padded(part, max(1, min(n, max(len(t) for _, t in part))), shape)
         f = None if feats is None else feats[start : start + chunk]
         stale = since[start : start + chunk].to(device)
         got = tower.last(
@@ -313,6 +323,20 @@ def encode_histories(
             got = torch.cat([got, tower.popularity_weight(stale, stale)], dim=1)
         out[start : start + len(part)] = got.cpu().numpy()
     return out
+
+
+def _padded(
+    part: Sequence[History], width: int, shape: SequenceShape
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The histories' last `width` item vectors (B, width, dim), real-item mask (B, width)
+    and gap buckets (B, width), left-padded."""
+    lengths = np.array([min(len(t), width) for _, t in part])
+    mask = np.arange(width) >= width - lengths[:, None]
+    popularity = shape.popularity > 0
+    vecs = pad_left([_item_part(v, shape.dim, popularity) for v, _ in part], width, (shape.dim,))
+    if shape.time_buckets < 2:  # no gap embedding: bucket 0 throughout
+        return vecs, mask, np.zeros(mask.shape, dtype=np.int64)
+    return vecs, mask, pad_left([gap_buckets(t, shape.time_buckets) for _, t in part], width)
 
 
 def _item_part(vectors: np.ndarray, dim: int, popularity: bool) -> np.ndarray:
