@@ -80,7 +80,7 @@ def test_ids_survive_overwrites_deletes_compaction_and_reopen(tmp_path, kind):
 
 def test_ids_take_a_few_bytes_a_record_in_memory(tmp_path):
     """A store's ids cost their packed bytes, offsets, liveness and the id index's key and
-    slot (about 45 bytes a record here, with room to grow), not a Python string each (over
+    slot (about 43 bytes a record here, with room to grow), not a Python string each (over
     90 bytes with the list and the object array hits read from); reopened, the ids are a map
     of the file until a lookup builds the index."""
     n = 100_000

@@ -39,7 +39,7 @@ class KeyFilter:
     def __init__(self, runs: Sequence[np.ndarray]) -> None:
         """Sized for the entries of `runs` (sorted, keys in their top 32 bits) with room for
         four times as many, then rebuilt larger: with room for two times, the rebuilds made
-        1M ids' lookups and adds in batches of 10,000 about 10% slower."""
+        1M ids' lookups and adds in batches of 10,000 10-20% slower."""
         self.count = sum(map(len, runs))
         wanted = max(4 * self.count * FILTER_BITS_PER_ENTRY, 1 << MIN_FILTER_LOG2)
         self.log2 = min(int(wanted - 1).bit_length(), 32)
