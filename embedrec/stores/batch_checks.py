@@ -431,8 +431,8 @@ def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[s
 
 def plain_ids(ids: Any) -> tuple[list[str], Utf8] | None:
     """`ids` as a list, and packed, when every one is a non-empty str, all of them text that
-    UTF-8 can write; None otherwise (also for an empty batch). One pass in C checks and packs
-    them (`utf8_packed`). Ids twice: `IdKeys.repeats`."""
+    UTF-8 can write; None otherwise (also for an empty batch). One join and one encode check
+    and pack them (`utf8_packed`). Ids twice: `IdKeys.repeats`."""
     if not isinstance(ids, (list, tuple)) or not ids:
         return None
     packed = utf8_packed(ids)
