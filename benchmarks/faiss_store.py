@@ -9,8 +9,9 @@ per record and again as columns.
 `--footprint N` instead builds N records (`--dim`, `--kind`; in batches of 10,000, with three
 metadata fields) in a fresh process per side, raw FAISS and the store in turns, saves them,
 and reopens each in another fresh process to answer 1,000 queries (`faiss_footprint.py`):
-it prints the store / raw ratios of peak RSS (build and reopen), add time, save time and
-reopen time, medians over `--repeat` rounds.
+it prints the store / raw ratios of peak RSS (build and reopen), add time (wall, and CPU
+time, which a shared machine's load moves less), save time and reopen time, medians over
+`--repeat` rounds, and the load average while it ran.
 
 For each dataset (Fashion-MNIST-784: 60k base / 10k queries, the ann-benchmarks set; and
 100k x 128 clustered synthetic vectors) it builds one HNSW32 FaissStore and times, on that
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -177,6 +179,7 @@ def footprint(n: int, dim: int, kind: str, repeat: int) -> dict[str, float]:
         pairs = {
             "build peak RSS": "peak_mib",
             "add (upsert)": "add_s",
+            "add (upsert) CPU": "add_cpu_s",
             "save (close)": "save_s",
         }
         for label, key in pairs.items():
@@ -187,8 +190,11 @@ def footprint(n: int, dim: int, kind: str, repeat: int) -> dict[str, float]:
         rounds.setdefault("reopen", []).append(opened["store"]["open_s"] / opened["raw"]["open_s"])
         rounds.setdefault("raw build MiB", []).append(built["raw"]["peak_mib"])
         rounds.setdefault("store build MiB", []).append(built["store"]["peak_mib"])
+        rounds.setdefault("raw add CPU s", []).append(built["raw"]["add_cpu_s"])
+        rounds.setdefault("store add CPU s", []).append(built["store"]["add_cpu_s"])
         rounds.setdefault("raw reopen s", []).append(opened["raw"]["open_s"])
         rounds.setdefault("store reopen s", []).append(opened["store"]["open_s"])
+        rounds.setdefault("load average", []).append(os.getloadavg()[0])
     return {label: float(np.median(values)) for label, values in rounds.items()}
 
 

@@ -139,7 +139,7 @@ class VectorStore(abc.ABC):
     ) -> CheckedBatch:
         """The checks of `upsert`, without the write: the batch as this store takes it, or
         the error naming the first bad record, field and reason."""
-        sids, keys = checked_ids(ids)
+        sids, keys, packed = checked_ids(ids)
         mat = as_matrix(vectors, self.dim, sids)  # IdError when the counts differ
         miscounted = count_error(metadata, len(sids))
         if miscounted is not None:
@@ -148,7 +148,7 @@ class VectorStore(abc.ABC):
         unit = self.metric == "cosine"
         if unit and sids:
             mat = _unit_rows(mat, sids)
-        return CheckedBatch(sids, keys, mat, metas, self.dim, unit)
+        return CheckedBatch(sids, keys, mat, metas, self.dim, unit, packed)
 
     def check_records(
         self,

@@ -32,7 +32,7 @@ import numpy as np
 
 from embedrec.stores.errors import IdError, MetadataError, StoreError, VectorError
 from embedrec.stores.results import MetadataValue
-from embedrec.stores.text import encodable
+from embedrec.stores.text import encodable, utf8_packed
 
 MAX_INT = 2**53
 """Metadata integers lie within +-2**53: every store must keep them exact, and Pinecone holds
@@ -42,6 +42,8 @@ NO_METADATA = frozenset({dict, NONE})
 MetadataInput = Sequence[Mapping[str, Any] | None] | Mapping[str, Sequence[Any]] | None
 """Metadata as callers give it: a dict (or None) per record, or columns of values (None
 where a record has none), or None for none."""
+Utf8 = tuple[np.ndarray, np.ndarray]
+"""Strings packed: their UTF-8 bytes one after another and the n + 1 offsets bounding them."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -226,10 +228,11 @@ def _texts(values: list[str]) -> bool:
 
 
 def _numbers(values: list[Any], ints: bool) -> np.ndarray | None:
-    """Ints (within +-2**53) or finite floats as float64 (exact for such ints); None if
-    some are not."""
+    """Values all of type int (within +-2**53) or all float (finite) as float64 (exact for
+    such ints); None if some are not. `fromiter` (half the time of `np.array` on a list)
+    would convert a str or a float to int64 too: the values' types are checked first."""
     try:
-        array = np.array(values, dtype=np.int64 if ints else np.float64)
+        array = np.fromiter(values, dtype=np.int64 if ints else np.float64, count=len(values))
     except OverflowError:  # beyond int64, so beyond +-2**53 too
         return None
     if ints:
@@ -285,6 +288,9 @@ class CheckedBatch:
     dim: int
     unit: bool
     """The rows were scaled to unit length (for a cosine store)."""
+    packed_ids: Utf8 | None = None
+    """The ids packed as UTF-8, where the checks made them so (a FAISS store keeps them
+    so)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -423,25 +429,29 @@ def check_metadata(record_id: str, metadata: Mapping[str, Any] | None) -> dict[s
     return out
 
 
-def plain_ids(ids: Any) -> list[str] | None:
-    """`ids` as a list when every one is a non-empty str, all of them text that UTF-8 can
-    write; None otherwise (also for an empty batch). Ids twice: `IdKeys.repeats`."""
-    if not isinstance(ids, (list, tuple)) or set(map(type, ids)) != {str}:
+def plain_ids(ids: Any) -> tuple[list[str], Utf8] | None:
+    """`ids` as a list, and packed, when every one is a non-empty str, all of them text that
+    UTF-8 can write; None otherwise (also for an empty batch). One join and one encode check
+    and pack them (`utf8_packed`). Ids twice: `IdKeys.repeats`."""
+    if not isinstance(ids, (list, tuple)) or not ids:
         return None
-    if not all(ids) or not encodable("".join(ids)):
+    packed = utf8_packed(ids)
+    if packed is None or not (packed[1][1:] > packed[1][:-1]).all():  # none empty
         return None
-    return list(ids)
+    return list(ids), packed
 
 
-def checked_ids(ids: Sequence[str | int]) -> tuple[list[str], IdKeys]:
-    """The batch's ids as stores take them, with their keys; or the `IdError` naming the
-    first bad or repeated id."""
-    sids = plain_ids(ids)
-    keys = None if sids is None else IdKeys.of(sids)
-    if sids is None or keys is None or keys.repeats(sids):
-        sids = normalize_ids(ids)  # converts ints, or names the bad or repeated id
+def checked_ids(ids: Sequence[str | int]) -> tuple[list[str], IdKeys, Utf8 | None]:
+    """The batch's ids as stores take them, with their keys and, where the batch's ids were
+    plain, packed; or the `IdError` naming the first bad or repeated id."""
+    plain = plain_ids(ids)
+    if plain is not None:
+        sids, packed = plain
         keys = IdKeys.of(sids)
-    return sids, keys
+        if not keys.repeats(sids):
+            return sids, keys, packed
+    sids = normalize_ids(ids)  # converts ints, or names the bad or repeated id
+    return sids, IdKeys.of(sids), None
 
 
 KEY_BITS = np.int64(-(2**32))

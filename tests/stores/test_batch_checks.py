@@ -3,6 +3,8 @@ checks pass unchanged; what they refuse (None), the per-record checks convert or
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from embedrec.stores.errors import (
     StoreError,
     VectorError,
 )
+from embedrec.stores.text import utf8_packed
 
 GOOD = [
     {"genre": "Comedy", "year": 1999, "score": 7.5, "new": False},
@@ -32,7 +35,9 @@ def plain_metadata(rows):
 
 
 def test_a_plain_batch_passes_as_the_per_record_checks_pass_it():
-    assert plain_ids(["a", "b", "é"]) == normalize_ids(["a", "b", "é"])
+    ids, (data, offsets) = plain_ids(["a", "b", "é"])
+    assert ids == normalize_ids(["a", "b", "é"])
+    assert bytes(data) == "abé".encode() and offsets.tolist() == [0, 1, 2, 4]
     assert plain_metadata(GOOD) == [check_metadata("x", m) for m in GOOD]
 
 
@@ -220,3 +225,20 @@ def test_bad_values_in_columns_are_refused_by_record():
     assert "record 'b', key 'n'" in str(refused[0][1])
     store.upsert_checked(batch)
     assert [r.metadata for r in store.fetch(["a", "c"])] == [{"n": 1.0, "g": "x"}, {"n": 2.0}]
+
+
+@pytest.mark.parametrize(
+    "strings", [["a", "bc", "日本"], ["x\x00y", "", "ü"], ["\x00"], ["", ""], []]
+)
+def test_strings_are_packed_as_utf8_with_offsets(strings):
+    """One join with NUL between the strings packs them; a string holding NUL itself is
+    measured apart."""
+    data, offsets = utf8_packed(strings)
+    assert offsets.dtype == np.int64 and len(offsets) == len(strings) + 1
+    assert bytes(data) == "".join(strings).encode()
+    assert [bytes(data[a:b]).decode() for a, b in itertools.pairwise(offsets)] == strings
+
+
+@pytest.mark.parametrize("strings", [["a", None], ["a", b"b"], ["a", 1], ["\udce9"]])
+def test_only_text_utf8_writes_is_packed(strings):
+    assert utf8_packed(strings) is None

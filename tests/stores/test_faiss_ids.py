@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from embedrec import open_store
+from embedrec.stores.batch_checks import KEY_BITS
+from embedrec.stores.faiss.id_index import KeyFilter
 from embedrec.stores.faiss.packed import PackedIds
 
 FORMAT_2 = Path(__file__).parent / "data" / "faiss_format2"
@@ -78,7 +80,7 @@ def test_ids_survive_overwrites_deletes_compaction_and_reopen(tmp_path, kind):
 
 def test_ids_take_a_few_bytes_a_record_in_memory(tmp_path):
     """A store's ids cost their packed bytes, offsets, liveness and the id index's key and
-    slot (about 45 bytes a record here, with room to grow), not a Python string each (over
+    slot (about 43 bytes a record here, with room to grow), not a Python string each (over
     90 bytes with the list and the object array hits read from); reopened, the ids are a map
     of the file until a lookup builds the index."""
     n = 100_000
@@ -104,3 +106,29 @@ def test_ids_take_a_few_bytes_a_record_in_memory(tmp_path):
         tracemalloc.stop()
     assert built < 60, built
     assert reopened < 10, reopened
+
+
+def test_overwrites_are_found_while_the_key_filter_grows():
+    """The id index's bit filter is rebuilt larger as a store grows (from 8,192 entries):
+    every id written before and after each rebuild is found again, so that an overwrite
+    kills the old slot instead of leaving the id twice."""
+    store = open_store("faiss:?index=Flat&metric=l2", dim=2)
+    names = [f"n{i}" for i in range(30_000)]
+    for start in range(0, len(names), 1000):
+        store.upsert(names[start : start + 1000], np.zeros((1000, 2), np.float32))
+    store.upsert(names[::7], np.ones((len(names[::7]), 2), np.float32))
+    assert store.count() == len(names)
+    fetched = store.fetch([*names[::3], "absent"])
+    assert [r.id for r in fetched] == names[::3]
+    assert [bool(r.vector[0]) for r in fetched] == [int(r.id[1:]) % 7 == 0 for r in fetched]
+
+
+def test_the_key_filter_holds_every_key_added_and_few_others():
+    rng = np.random.default_rng(0)
+    keys = np.sort(rng.integers(-(2**63), 2**63 - 1, 50_000)) & KEY_BITS
+    key_filter = KeyFilter([keys[:20_000]])
+    key_filter.add(keys[20_000:30_000])
+    assert key_filter.may_hold(keys[:30_000]).all()
+    assert KeyFilter([keys[:30_000], keys[30_000:]]).may_hold(keys).all()
+    others = np.sort(rng.integers(-(2**63), 2**63 - 1, 50_000)) & KEY_BITS
+    assert key_filter.may_hold(others).mean() < 0.2

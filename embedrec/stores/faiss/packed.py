@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from embedrec.stores.text import utf8_packed
+
 
 def grown(array: np.ndarray, used: int, need: int, fill: Any) -> np.ndarray:
     """`array` with room for `need` entries (its first `used` kept, the rest `fill`): itself
@@ -32,15 +34,10 @@ CHUNK = 1 << 16
 
 def pack(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The strings' UTF-8 bytes, one after another, and the n + 1 offsets bounding them."""
-    joined = "".join(strings).encode("utf-8")
-    lengths = np.fromiter(map(len, strings), np.int64, len(strings))
-    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] != len(joined):  # not all ASCII: characters are not bytes
-        encoded = [s.encode("utf-8") for s in strings]
-        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
-        joined = b"".join(encoded)
-    return np.frombuffer(joined, dtype=np.uint8), offsets
+    packed = utf8_packed(strings)
+    if packed is None:
+        raise ValueError("only str that UTF-8 can write is packed")
+    return packed
 
 
 def unpack(data: np.ndarray, offsets: np.ndarray) -> list[str]:
@@ -96,8 +93,11 @@ class PackedIds:
         for start in range(0, self._n, CHUNK):
             yield self.strings(start, min(start + CHUNK, self._n))
 
-    def extend(self, ids: Sequence[str]) -> None:
-        data, offsets = pack(ids)
+    def extend(
+        self, ids: Sequence[str], packed: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """Append `ids` (`packed` already, where given: `pack`'s output for them)."""
+        data, offsets = pack(ids) if packed is None else packed
         used, n = int(self._bounds[-1]), self._n
         self._data = grown(self._data, used, used + data.size, 0)
         self._data[used : used + data.size] = data

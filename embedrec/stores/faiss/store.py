@@ -189,7 +189,7 @@ class FaissStore(VectorStore):
         with self._lock.write():
             self._writable()
             self._index.add(batch.vectors)
-            self._table.append(batch.ids, batch.keys, batch.metadata)
+            self._table.append(batch.ids, batch.keys, batch.metadata, batch.packed_ids)
             self._dirty = True
         return len(batch)
 

@@ -17,11 +17,11 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from embedrec.stores.batch_checks import CheckedMetadata, IdKeys
+from embedrec.stores.batch_checks import CheckedMetadata, IdKeys, Utf8
 from embedrec.stores.errors import CorruptStore
 from embedrec.stores.faiss.columns import MetaColumns
 from embedrec.stores.faiss.id_index import IdIndex
-from embedrec.stores.faiss.packed import PackedIds
+from embedrec.stores.faiss.packed import PackedIds, grown
 from embedrec.stores.faiss.planner import Selection
 from embedrec.stores.filters import Node
 
@@ -37,7 +37,7 @@ class SlotTable:
         """Over saved `ids` (a dead slot's empty) and `columns`; empty when None."""
         self.ids = ids if ids is not None else PackedIds.of([])
         self.columns = columns if columns is not None else MetaColumns()
-        self.alive = self.ids.nonempty()
+        self.alive = self._alive_room = self.ids.nonempty()
         self.dead = len(self.ids) - int(np.count_nonzero(self.alive))
         self._index: IdIndex | None = None
         self._fields: frozenset[str] | None = None
@@ -79,17 +79,23 @@ class SlotTable:
         self._masks.clear()
         self._excluded.clear()
 
-    def append(self, ids: list[str], keys: IdKeys, metadata: CheckedMetadata) -> None:
-        """New records (with their ids' `keys`) at the next slots; an id already present
-        is killed first."""
+    def append(
+        self, ids: list[str], keys: IdKeys, metadata: CheckedMetadata, packed: Utf8 | None = None
+    ) -> None:
+        """New records (with their ids' `keys`, and the ids `packed` where given) at the next
+        slots; an id already present is killed first."""
         index = self.index()
         old = index.find(ids, self.alive, keys)
         self.kill(old[old >= 0].tolist())
         start = len(self.ids)
         self.columns.append(metadata)
-        self.ids.extend(ids)
-        self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
-        index.add(keys, np.arange(start, start + len(ids), dtype=np.int64))
+        self.ids.extend(ids, packed)
+        end = start + len(ids)
+        # with room to grow: a concatenation copied every slot's flag on each upsert
+        self._alive_room = grown(self._alive_room, start, end, False)
+        self._alive_room[start:end] = True
+        self.alive = self._alive_room[:end]
+        index.add(keys, np.arange(start, end, dtype=np.int64))
         self.changed()
 
     def kill(self, slots: list[int]) -> None:
@@ -105,7 +111,7 @@ class SlotTable:
         """Keep only the slots `live`, renumbered from 0 (after a compaction)."""
         self.ids = self.ids.taken(live)
         self.columns = self.columns.taken(live)
-        self.alive = np.ones(len(self.ids), dtype=bool)
+        self.alive = self._alive_room = np.ones(len(self.ids), dtype=bool)
         self._index = None  # made again on first use
         self.dead = 0
         self.changed()
