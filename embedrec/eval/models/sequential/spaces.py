@@ -41,9 +41,9 @@ def _transformer(table: str) -> Any:
     # MovieLens-1M and 0.5 on the sparser sets, 50 dimensions; Sun et al. (BERT4Rec, CIKM
     # 2019, section 4.3): Adam at 1e-4, dropout 0.1, 64 dimensions; Cornac's default: 100.
     # The ranges span both papers and Cornac. The epochs are what a trial affords here: at
-    # max_len 20 an epoch is 28-40 CPU s on ML-100k, so 6 epochs keep a trial near 4 CPU
-    # minutes; 4 was the ceiling before, but validation rose 0.057 -> 0.078 from 1 to 2
-    # epochs (docs/leaderboard.md, 'Next item'), so 4 could be the binding limit
+    # max_len 20 and embedding 100 a 5-epoch ML-100k trial took 6 CPU minutes, so 6 epochs
+    # bound a trial near 7; 4 was the ceiling before, but validation rose 0.057 -> 0.078
+    # from 1 to 2 epochs and 5 epochs won both searches (docs/leaderboard.md, 'Next item')
     def space(trial: Any) -> Patch:
         return {
             "baselines": {
