@@ -8,9 +8,9 @@ their histories' items, one pass of the sequence tower over all their histories,
 An isolated request waits two turns of the loop; under load, the requests that queued behind
 the one being answered share the next pass instead of each paying the tower's per-operation
 overhead, and so do those whose clients send them while the queue forms (the clients
-answered last, as the answers go out one by one; measured in benchmarks/load_test.py). A batch that raises is
-answered again call by call, so that a bad request's error (a `FeatureError`, a store that
-failed) reaches that request alone.
+answered last, as the answers go out one by one; measured in benchmarks/load_test.py). A
+batch that raises is answered again call by call, so that a bad request's error (a
+`FeatureError`, a store that failed) reaches that request alone.
 """
 
 from __future__ import annotations
