@@ -117,6 +117,13 @@ on the load test's histories (bursts alternated, thread CPU, 12 rounds, load ave
 is made once per call as a float mask to add (a boolean one costs each attention call twice the
 time: 198 against 100 us for 6 histories of 50), the causal triangle is kept per length, eval
 calls no dropout module, and a chunk is padded to its longest history, not to `history`.
+On a quiet machine (the same command, `--workdir` shared, nothing else running, load average
+1.3-2.1), six rounds alternating main at 57eff4b, this tree, and this tree with `WAIT_TURNS` = 0
+(the old batching), then two more pairs of main and this tree: wrk's p99 28.5/26.2/25.7/27.8 ms
+on main, 20.2/19.2/16.7/17.7 ms here, 24.2/24.3 ms with `WAIT_TURNS` = 0; requests/s
+1,719-2,111 on main, 2,673-3,656 here; server CPU per request 900-1,096 us on main, 514-702 us
+here; the service's own p99 18.2-19.2 ms on main, 18.7-19.8 ms here, 99.99-100% within 25 ms on
+both.
 
 Figures (2-core machine shared with other work, wrk, 32 clients, healthy phase, 20 s, `--phases
 healthy`, one model and one pair of stores): "before" is main at 6c73c24, where a middleware
