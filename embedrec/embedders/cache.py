@@ -24,7 +24,6 @@ import json
 import os
 import sqlite3
 import threading
-from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,11 +142,17 @@ class EmbeddingCache:
         """(positions in `digests` the cache holds as `dim`-d vectors, those vectors);
         `prefix`: `prefixes(digests)`. One read transaction: one snapshot of the file."""
         with self._reading():
-            held = [self._in_segment(s) for s in self._segments if s.dim == dim]
-            finders = [lambda d, p: first_found(held, d, p, dim, self._filter)]
+            finders = [lambda d, p: self._in_segments(d, p, dim)]
             if self._legacy:
                 finders.append(lambda d, _: self._find_legacy(d, dim))
             return first_found(finders, digests, prefix, dim)
+
+    def _in_segments(
+        self, digests: np.ndarray, prefix: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`find` in the segments alone (in a read transaction)."""
+        held = [self._in_segment(s) for s in self._segments if s.dim == dim]
+        return first_found(held, digests, prefix, dim, self._filter)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         """The vectors of hex `keys` the cache holds, by key, of any width."""
@@ -157,7 +162,7 @@ class EmbeddingCache:
         found: dict[str, np.ndarray] = {}
         with self._reading():
             for dim in dict.fromkeys(s.dim for s in self._segments):
-                at, rows = self.find(digests, prefix, dim)
+                at, rows = self._in_segments(digests, prefix, dim)
                 found |= {wanted[i]: row for i, row in zip(at.tolist(), rows, strict=True)}
             if self._legacy:
                 found |= self._legacy_rows([k for k in wanted if k not in found])
@@ -394,9 +399,9 @@ def content_keys(embedder_name: str, items: Sequence[Any], modality: str = "text
     return hex_of(content_digests(embedder_name, items, modality))
 
 
-Unwritten = VectorBuffer | ChainMap
-"""Vectors computed and not yet in the cache: a buffer, or a ChainMap of buffers (the first
-takes new vectors)."""
+Unwritten = Sequence[VectorBuffer]
+"""Vectors computed and not yet in the cache: buffers looked up in order, the first taking
+new vectors."""
 
 
 def embed_cached(
@@ -411,8 +416,8 @@ def embed_cached(
     embedded (a duplicate within `items` once, in order of first appearance), in chunks
     that are cached as they finish, so an interrupted call keeps what it computed.
 
-    `unwritten` is a write-behind buffer: vectors computed but not yet in `cache`. It is
-    looked up before the cache, and new vectors go into it rather than into the cache; the
+    `unwritten` are write-behind buffers: vectors computed but not yet in `cache`. They are
+    looked up before the cache, and new vectors go into the first rather than the cache; the
     caller writes it with `cache.put_buffer` later, in bulk (one segment for many calls)."""
     items = list(items)
     dim = embedder.dim
@@ -438,7 +443,7 @@ def embed_cached(
         if unwritten is None:
             cache.put(digests[chunk], vectors)
         else:
-            _first_buffer(unwritten).add(digests[chunk], vectors)
+            unwritten[0].add(digests[chunk], vectors)
         embedded.append(vectors)
     new = np.concatenate(embedded)
     if len(todo) == len(items):  # every item new and distinct: the embedder's rows in order
@@ -451,17 +456,12 @@ def embed_cached(
     return out, len(hit)
 
 
-def _first_buffer(unwritten: Unwritten) -> VectorBuffer:
-    return unwritten.maps[0] if isinstance(unwritten, ChainMap) else unwritten
-
-
 def cached_rows(
     cache: EmbeddingCache, digests: np.ndarray, dim: int, unwritten: Unwritten | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positions in `digests` computed before, their `dim`-d vectors): from `unwritten`
     (its buffers in order), else the cache."""
-    buffers = [] if unwritten is None else getattr(unwritten, "maps", [unwritten])
-    finders = [partial(source.find, dim=dim) for source in (*buffers, cache)]
+    finders = [partial(source.find, dim=dim) for source in (*(unwritten or ()), cache)]
     return first_found(finders, digests, prefixes(digests), dim)
 
 

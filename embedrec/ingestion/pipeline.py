@@ -16,7 +16,6 @@ the manifest is reconciled with the store before anything is skipped.
 from __future__ import annotations
 
 import time
-from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -265,7 +264,7 @@ class _Run:
         batch, inputs = self._prepare(batch)
         while batch:
             try:
-                computed = ChainMap(self.unwritten, self.caching)
+                computed = (self.unwritten, self.caching)
                 vectors, hits = embed_cached(self.embedder, inputs, self.cache, unwritten=computed)
                 break
             except InputError as exc:  # chunks embedded before it are cached: cheap to retry

@@ -288,11 +288,11 @@ def test_keys_alike_in_their_first_64_bits_are_told_apart(tmp_path: Path) -> Non
         wanted = digests[[2, 0, 3, 1]]
         from embedrec.embedders.cache import cached_rows
 
-        at, rows = cached_rows(cache, wanted, 2, buffer)
+        at, rows = cached_rows(cache, wanted, 2, (buffer,))
         got = {int(i): tuple(r) for i, r in zip(at, rows, strict=True)}
         assert got == {0: (104.0, 105.0), 1: (0.0, 1.0), 2: (106.0, 107.0), 3: (2.0, 3.0)}
         missing = np.frombuffer(bytes(8) + b"\x09" * 24, dtype=KEY)
-        assert cached_rows(cache, missing, 2, buffer)[0].size == 0
+        assert cached_rows(cache, missing, 2, (buffer,))[0].size == 0
 
 
 def test_a_cache_of_the_old_format_is_still_read(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ in process.
 
 from __future__ import annotations
 
-from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -97,7 +96,7 @@ class RayStage:
         if not batch:
             return
         win = self.filling
-        computed = ChainMap(run.unwritten, run.caching)
+        computed = (run.unwritten, run.caching)
         fresh = [k for k in keys if k not in win.found and k not in win.misses]
         win.found |= cached_vectors(run.cache, fresh, run.embedder.dim, computed)
         running = self.running.misses if self.running is not None else {}
