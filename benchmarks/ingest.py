@@ -101,7 +101,7 @@ def stage_cpu(source: Source, spec: str, batch_size: int) -> tuple[float, float]
     """CPU seconds to read the catalog into rows, and to embed their texts alone: the two
     stages of a first run that cost the same whatever the store or cache."""
     cpu = time.process_time()
-    texts = [str(row.payload) for row in _rows(source, batch_size)]
+    texts = [str(row.payload) for row in _rows(source, pipeline.read_size(batch_size))]
     read = time.process_time() - cpu
     embedder = get_embedder(spec)
     cpu = time.process_time()

@@ -18,6 +18,8 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,9 @@ LOCAL_SCHEMES = ("faiss", "qdrant+local", "qdrant+edge")
 IDENTITY_OPTIONS = ("namespace",)
 """URI options that name a different store rather than tune the same one."""
 SQL_BATCH = 500
+_PAYLOAD = attrgetter("payload")
+_METADATA_JSON = attrgetter("metadata_json")
+_HEXDIGEST = type(hashlib.sha256()).hexdigest
 
 
 def store_key(uri: str) -> str:
@@ -103,19 +108,33 @@ def content_hash(embedder_name: str, row: Row) -> str:
 
 
 def content_hashes(embedder_name: str, rows: Iterable[Row]) -> list[str]:
-    """Each row's content hash: sha256 of the embedder's name, the payload and the
-    metadata's JSON (the name hashed once)."""
-    named = hashlib.sha256(embedder_name.encode() + b"\0")
-    out: list[str] = []
-    for row in rows:
-        h = named.copy()
-        payload = row.payload
-        text = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape")
-        h.update(text)
-        meta = row.metadata_json
-        h.update(b"\0" + (meta if meta is not None else metadata_json(row.metadata)).encode())
-        out.append(h.hexdigest())
-    return out
+    """Each row's content hash: sha256 of the embedder's name, NUL, the payload (UTF-8, or
+    the image's bytes), NUL and the metadata's JSON. Text payloads are hashed in passes that
+    run in C (one sha256 call a row, no Python step per row)."""
+    rows = list(rows)
+    payloads = list(map(_PAYLOAD, rows))
+    jsons = list(map(_METADATA_JSON, rows))
+    if None in jsons:
+        jsons = [
+            metadata_json(row.metadata) if text is None else text
+            for row, text in zip(rows, jsons, strict=True)
+        ]
+    blobs: Iterable[bytes] | None = None
+    if set(map(type, payloads)) <= {str}:
+        texts = map("\0".join, zip(repeat(embedder_name), payloads, jsons, strict=False))
+        with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate: encoded part by part
+            blobs = list(map(str.encode, texts))
+    if blobs is None:
+        named = embedder_name.encode() + b"\0"
+        blobs = [
+            named + _payload_bytes(payload) + b"\0" + text.encode()
+            for payload, text in zip(payloads, jsons, strict=True)
+        ]
+    return list(map(_HEXDIGEST, map(hashlib.sha256, blobs)))
+
+
+def _payload_bytes(payload: str | bytes) -> bytes:
+    return payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogateescape")
 
 
 class IngestManifest:

@@ -15,12 +15,16 @@ the manifest is reconciled with the store before anything is skipped.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -58,6 +62,20 @@ from embedrec.stores import (
 )
 from embedrec.stores.base import check_metadata
 
+READ_ROWS = 4096
+"""Records are read, built, hashed and looked up in the manifest about this many at a time
+(a whole number of batches), which pays each step's fixed costs once per few thousand rows;
+rejects, embedding and progress still go a batch at a time, in catalog order."""
+GC_YOUNG = 100_000
+"""While an ingest runs, the garbage collector looks at new objects once this many more
+are alive (Python's default: 700). Each row makes a few (its Row, metadata dict, list
+cells), and at the default the collections cost about 3 µs a row, mostly in the full ones
+that walk every object the process held before (see `_collecting_less`); at this, with
+those frozen, about 0.2 µs. Cyclic garbage waits longer: at most this many objects."""
+HAND_OFF_ROWS = 4096
+"""Embedded rows go to the writer thread this many at a time (or sooner when a checkpoint
+is due): each hand-off costs the reading thread a wait and a wake-up, and each upsert its
+checks' fixed costs."""
 CHECKPOINT_SHARE = 20
 """Checkpoints are spaced at least this many times their own cost apart (a store that
 rewrites its files on flush grows slower to flush), keeping them to ~5% of a run."""
@@ -70,12 +88,17 @@ REFUSED = (IdError, MetadataError, VectorError)
 (`check_records`); a backend that refuses a checked batch (its own limits) gets it again
 record by record, to reject only those it refuses."""
 
+_ID = attrgetter("id")
+_METADATA = attrgetter("metadata")
+_ROW = itemgetter(0)
+_DIGEST = itemgetter(1)
+
 Pending = list[tuple[Row, str]]
 """Changed rows waiting to be embedded, each with its content hash."""
 Upserted = Callable[[], Iterable[tuple[Pending, list[Reject]]]]
 """A batch written elsewhere: per part, the rows the store wrote and the rejects."""
 
-__all__ = ["EmbedStage", "Upserted", "ingest", "upsert_records"]
+__all__ = ["EmbedStage", "Upserted", "ingest", "read_size", "upsert_records"]
 
 
 class EmbedStage(Protocol):
@@ -117,14 +140,19 @@ class _Run:
     """The manifest held ids when the run began; when it did not, no row read is in it (ids
     are unique in a catalog, and only a checkpoint adds to it), so none is looked up."""
     seen: set[str] = field(default_factory=set)
+    """The ids read (with --sync alone: nothing else asks)."""
     unread_ids: int = 0
     """Rejected rows whose id could not be read: --sync cannot tell whether they left."""
     uncommitted: list[tuple[str, str]] = field(default_factory=list)
     last_checkpoint: float = field(default_factory=time.monotonic)
     checkpoint_cost: float = 0.0
     writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
-    """Upserts and checkpoints run here, one batch behind the embedding of the next."""
+    """Upserts and checkpoints run here, one hand-off behind the embedding of the next."""
     writing: Future[list[Reject]] | None = None
+    gathered: list[tuple[Pending, np.ndarray]] = field(default_factory=list)
+    """Embedded batches not yet handed to `writer` (see `hand_off`)."""
+    gathered_rows: int = 0
+    """The rows in `gathered`."""
     cacher: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     """New vectors are put in the embedding cache here, CACHE_BULK at a time."""
     cache_writing: Future[None] | None = None
@@ -205,17 +233,21 @@ class _Run:
     # -- reading, embedding, writing ----------------------------------------------------------
 
     def run(self) -> None:
-        pending: Pending = []
         size = self.options.batch_size
         process = self.process if self.stage is None else partial(self.stage.submit, self)
-        for chunk in self.source.chunks(size):
-            pending += self._changed(self._read(chunk))
-            self.summary.rows_read += len(chunk)
-            while len(pending) >= size:
-                process(pending[:size])
-                pending = pending[size:]
-            if self.progress is not None:
-                self.progress(len(chunk))
+        pending: Pending = []
+        for chunk in self.source.chunks(read_size(size)):
+            digests = self._digests(chunk)
+            for start in range(0, len(chunk), size):
+                part = chunk[start : start + size]
+                self._read(part)
+                pending += self._changed(part, digests[start : start + size])
+                self.summary.rows_read += len(part)
+                while len(pending) >= size:
+                    process(pending[:size])
+                    pending = pending[size:]
+                if self.progress is not None:
+                    self.progress(len(part))
         if pending:
             process(pending)
         if self.stage is not None:
@@ -225,39 +257,58 @@ class _Run:
         if self.options.sync:
             self.sync()
 
-    def _read(self, chunk: Sequence[Row | Reject]) -> list[Row]:
-        """The chunk's rows; its rejects go to the rejects file. Every id is remembered for
-        --sync."""
-        rows: list[Row] = []
-        for item in chunk:
-            if item.id is not None:
-                self.seen.add(item.id)
-            else:
+    def _read(self, part: Sequence[Row | Reject]) -> None:
+        """Send the part's rejects to the rejects file; with --sync, remember every id."""
+        sync = self.options.sync
+        if Reject not in set(map(type, part)):  # the usual part: rows alone
+            if sync:
+                self.seen.update(map(_ID, part))
+            return
+        for item in part:
+            if item.id is None:
                 self.unread_ids += 1
+            elif sync:
+                self.seen.add(item.id)
             if isinstance(item, Reject):
                 self.reject(item)
-            else:
-                rows.append(item)
-        return rows
 
-    def _changed(self, rows: list[Row]) -> Pending:
-        """The rows whose content hash differs from the manifest's. A catalogue event's edit
-        stands while the row is as the manifest has it; a row changed since overrides it."""
-        ids = [row.id for row in rows]
+    def _changed(self, part: Sequence[Row | Reject], digests: list[str | None]) -> Pending:
+        """The part's changed rows with their content hashes (`_digests`); the others are
+        counted unchanged, or are rejects."""
+        if None not in digests:  # the usual part on a first run: every row new
+            return list(zip(part, digests, strict=True))
+        out: Pending = []
+        for item, digest in zip(part, digests, strict=True):
+            if digest is not None:
+                out.append((item, digest))  # type: ignore[arg-type]
+            elif type(item) is Row:
+                self.summary.unchanged += 1
+        return out
+
+    def _digests(self, chunk: list[Row | Reject]) -> list[str | None]:
+        """Per record of `chunk`, the content hash of a row that differs from the manifest's,
+        else None (a reject, an unchanged row). A catalogue event's edit stands while the
+        row is as the manifest has it; a row changed since overrides it."""
+        plain = Reject not in set(map(type, chunk))
+        rows = chunk if plain else [item for item in chunk if type(item) is Row]
+        ids = list(map(_ID, rows))
         known = self.manifest.hashes(ids) if self.held else {}
         edits = self.edits.ops(ids)
-        digests = content_hashes(self.embedder.name, rows)
-        if not known and not edits:  # nothing to compare with: every row is new
-            return list(zip(rows, digests, strict=True))
-        out: Pending = []
-        for row, digest in zip(rows, digests, strict=True):
-            if unchanged(known.get(row.id), digest, edits.get(row.id)):
-                self.summary.unchanged += 1
-            else:
-                out.append((row, digest))
-        if edits:
-            self.edits.drop(row.id for row, _ in out if row.id in edits)
-        return out
+        hashes = content_hashes(self.embedder.name, rows)
+        digests: list[str | None] = list(hashes)
+        if known or edits:
+            ops = map(edits.get, ids)
+            for i, (rid, digest, op) in enumerate(zip(ids, hashes, ops, strict=True)):
+                if unchanged(known.get(rid), digest, op):
+                    digests[i] = None
+            if edits:
+                self.edits.drop(
+                    rid for rid, d in zip(ids, digests, strict=True) if d and rid in edits
+                )
+        if plain:
+            return digests
+        found = iter(digests)
+        return [next(found) if type(item) is Row else None for item in chunk]
 
     def process(self, batch: Pending) -> None:
         """Prepare, embed, then hand one batch of changed rows to the writer."""
@@ -277,20 +328,51 @@ class _Run:
     def hand_off(
         self, batch: Pending, vectors: np.ndarray, hits: int, upserted: Upserted | None = None
     ) -> None:
-        """Give embedded rows (`hits` of them from the cache) to the writer, once it has
-        written the batch before. `upserted`: the batch was written elsewhere (by an
-        `EmbedStage`'s writers); the writer waits for it there instead of upserting."""
+        """Give embedded rows (`hits` of them from the cache) to the writer: gathered until
+        HAND_OFF_ROWS are, or a checkpoint is due. `upserted`: the batch was written
+        elsewhere (by an `EmbedStage`'s writers); the writer waits for it there instead of
+        upserting."""
         self.summary.embedded += len(batch) - hits
         self.summary.cache_hits += hits
-        self.drain()
         if len(self.unwritten) >= CACHE_BULK:
             self.cache_written()
             self.caching, self.unwritten = self.unwritten, VectorBuffer()
             self.cache_writing = self.cacher.submit(self.cache.put_buffer, self.caching)
+        if upserted is not None:
+            self.give_gathered()
+            self._submit(batch, vectors, upserted)
+            return
+        self.gathered.append((batch, vectors))
+        self.gathered_rows += len(batch)
+        if self.gathered_rows >= HAND_OFF_ROWS or self._checkpoint_due():
+            self.give_gathered()
+
+    def give_gathered(self) -> None:
+        """Hand the gathered batches to the writer as one."""
+        if not self.gathered:
+            return
+        parts, self.gathered, self.gathered_rows = self.gathered, [], 0
+        if len(parts) == 1:
+            self._submit(*parts[0], None)
+            return
+        batch = list(chain.from_iterable(rows for rows, _ in parts))
+        self._submit(batch, np.concatenate([vectors for _, vectors in parts]), None)
+
+    def _submit(self, batch: Pending, vectors: np.ndarray, upserted: Upserted | None) -> None:
+        """Write `batch` on the writer, once it has written the batch before."""
+        self.drain()
         self.writing = self.writer.submit(self._write, batch, vectors, upserted)
+
+    def _checkpoint_due(self) -> bool:
+        interval = max(self.options.checkpoint_seconds, CHECKPOINT_SHARE * self.checkpoint_cost)
+        return time.monotonic() - self.last_checkpoint >= interval
 
     def _prepare(self, batch: Pending) -> tuple[Pending, list[object]]:
         """Each row's input as the embedder takes it; a row it cannot use is rejected."""
+        try:  # the usual batch: every row's input in one pass
+            return batch, list(map(self.embedder.prepare, map(_ROW, batch)))
+        except InputError:
+            pass
         kept: Pending = []
         inputs: list[object] = []
         for row, digest in batch:
@@ -326,10 +408,10 @@ class _Run:
         parts = self._upsert_parts(store, batch, vectors) if upserted is None else upserted()
         for written, bad in parts:
             self.summary.upserted += len(written)
-            self.uncommitted.extend((row.id, digest) for row, digest in written)
+            ids = map(_ID, map(_ROW, written))
+            self.uncommitted.extend(zip(ids, map(_DIGEST, written), strict=True))
             refused += bad
-        interval = max(self.options.checkpoint_seconds, CHECKPOINT_SHARE * self.checkpoint_cost)
-        if time.monotonic() - self.last_checkpoint >= interval:
+        if self._checkpoint_due():
             self._checkpoint()
         return refused
 
@@ -340,12 +422,15 @@ class _Run:
         step = max(1, store.capabilities.max_batch)
         for start in range(0, len(batch), step):
             part = batch[start : start + step]
-            ids, metadata = [r.id for r, _ in part], [r.metadata for r, _ in part]
+            rows = list(map(_ROW, part))
+            ids, metadata = list(map(_ID, rows)), list(map(_METADATA, rows))
             refused = upsert_records(store, ids, vectors[start : start + len(part)], metadata)
             yield self.written(part, refused)
 
     def written(self, part: Pending, refused: dict[int, str]) -> tuple[Pending, list[Reject]]:
         """`part`'s rows the store wrote, and rejects for those it `refused` (by index)."""
+        if not refused:
+            return part, []
         file, rejects = str(self.source.path), []
         for i, reason in sorted(refused.items()):
             row = part[i][0]
@@ -356,7 +441,8 @@ class _Run:
     # -- durability ---------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Finish the batch being written, make the store durable, record what it holds."""
+        """Write what is gathered, make the store durable, record what it holds."""
+        self.give_gathered()
         self.drain()
         self.cache_written()
         if len(self.unwritten):
@@ -392,6 +478,11 @@ class _Run:
         self.manifest.remove(gone)
 
 
+def read_size(batch_size: int) -> int:
+    """How many records an ingest reads at a time: about READ_ROWS, in whole batches."""
+    return batch_size * max(1, READ_ROWS // batch_size)
+
+
 def upsert_records(
     store: VectorStore, ids: list[str], vectors: np.ndarray, metadata: list[dict]
 ) -> dict[int, str]:
@@ -422,6 +513,45 @@ def _refused_field(row: Row) -> str | None:
         except MetadataError:
             return name
     return None
+
+
+@dataclass
+class _Collecting:
+    """The collector's settings put aside while ingests run (any number, on any threads)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    runs: int = 0
+    thresholds: tuple[int, ...] = ()
+    froze: bool = False
+
+
+_COLLECTING = _Collecting()
+
+
+@contextmanager
+def _collecting_less() -> Iterator[None]:
+    """Collect garbage less often while ingesting: objects that exist before (modules, the
+    model) are frozen out of the collections (`gc.freeze`, unless someone froze others,
+    which would be thawed with them), and the young generation is collected every
+    GC_YOUNG new objects. Both are put back when the last ingest running ends."""
+    state = _COLLECTING
+    with state.lock:
+        if state.runs == 0:
+            state.thresholds = gc.get_threshold()
+            state.froze = gc.get_freeze_count() == 0
+            if state.froze:
+                gc.freeze()
+            gc.set_threshold(max(state.thresholds[0], GC_YOUNG), *state.thresholds[1:])
+        state.runs += 1
+    try:
+        yield
+    finally:
+        with state.lock:
+            state.runs -= 1
+            if state.runs == 0:
+                gc.set_threshold(*state.thresholds)
+                if state.froze:
+                    gc.unfreeze()
 
 
 def _check_modality(embedder: Embedder, source: Source) -> None:
@@ -469,6 +599,7 @@ def ingest(
     rejects_path = options.rejects or manifest_file.with_suffix(".rejects.jsonl")
     summary = IngestSummary(rejects_path=rejects_path, manifest=manifest_file)
     with (
+        _collecting_less(),
         closing(IngestManifest(manifest_file)) as book,
         closing(LiveEdits.of(store_uri)) as edits,
         given_or_default(cache) as run_cache,

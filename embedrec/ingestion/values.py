@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from embedrec.ingestion.columns import MetaField
@@ -125,7 +126,7 @@ def plain_cell(kind: str, list_sep: str) -> Callable[[str], MetadataValue | None
     if kind in ("auto", "str"):
         return lambda cell: cell
     if kind == "list":
-        return _ListCells(list_sep)
+        return lambda cell: split_list(cell, list_sep)
     if kind == "bool":
         return lambda cell: (
             (cell.strip().lower() in _TRUE) if cell.strip().lower() in _BOOLS else None
@@ -133,20 +134,48 @@ def plain_cell(kind: str, list_sep: str) -> Callable[[str], MetadataValue | None
     return _plain_int if kind == "int" else _plain_float
 
 
-class _ListCells:
+def plain_column(kind: str, list_sep: str) -> Callable[[Sequence[str]], list[Any]]:
+    """`plain_cell` of each cell of a column of non-blank strings, in passes that run in C
+    where every cell converts (`map(int, cells)`), cell by cell only where one does not."""
+    if kind in ("auto", "str"):
+        return list
+    if kind == "list":
+        return partial(_list_column, list_sep)
+    if kind == "int":
+        return _int_column
+    if kind == "float":
+        return _float_column
+    return partial(_each, plain_cell(kind, list_sep))
+
+
+def _each(convert_one: Callable[[str], Any], cells: Sequence[str]) -> list[Any]:
+    return list(map(convert_one, cells))
+
+
+def _int_column(cells: Sequence[str]) -> list[int | None]:
+    try:
+        out = list(map(int, cells))
+    except ValueError:
+        return _each(_plain_int, cells)
+    if out and (min(out) < -MAX_INT or max(out) > MAX_INT):
+        return _each(_plain_int, cells)
+    return out
+
+
+def _float_column(cells: Sequence[str]) -> list[float | None]:
+    try:
+        out = list(map(float, cells))  # float() strips whitespace as str.strip() does
+    except ValueError:
+        return _each(_plain_float, cells)
+    return out if all(map(math.isfinite, out)) else _each(_plain_float, cells)
+
+
+def _list_column(list_sep: str, cells: Sequence[str]) -> list[list[str]]:
     """`split_list` of each cell, split once per distinct cell: a catalog's list cells repeat
     (a few hundred genre sets among a million items), and splitting costs a few times a
-    look-up. Each call returns a list of its own."""
-
-    def __init__(self, list_sep: str) -> None:
-        self.list_sep = list_sep
-        self.known: dict[str, list[str]] = {}
-
-    def __call__(self, cell: str) -> list[str]:
-        items = self.known.get(cell)
-        if items is None:
-            items = self.known[cell] = split_list(cell, self.list_sep)
-        return items.copy()
+    look-up. Each cell gets a list of its own."""
+    known = {cell: split_list(cell, list_sep) for cell in set(cells)}
+    return list(map(list.copy, map(known.__getitem__, cells)))
 
 
 def _plain_int(cell: str) -> int | None:
@@ -241,33 +270,27 @@ def metadata_json(metadata: dict[str, Any]) -> str:
 def column_jsons(columns: dict[str, Sequence[Any]], n: int) -> list[str]:
     """`[metadata_json(record) ...]` for the n records whose metadata is `columns` (name ->
     a value per record, each a str, int, float, bool or list of str; every record has every
-    key)."""
+    key): each column's values as JSON in one pass, then each record's text filled into a
+    template of the keys (`str.format`, an int as its `str`, which is its JSON)."""
     if not columns:
         return ["{}"] * n
     names = sorted(columns)
-    parts = [_fragments(f"{_STRING(name)}: ", columns[name]) for name in names]
-    parts[0] = ["{" + part for part in parts[0]]
-    parts[-1] = [part + "}" for part in parts[-1]]
-    if len(parts) == 1:
-        return parts[0]
-    return list(map(", ".join, zip(*parts, strict=True)))
+    keys = (_STRING(name).replace("{", "{{").replace("}", "}}") for name in names)
+    template = "{{" + ", ".join(f"{key}: {{}}" for key in keys) + "}}"
+    return list(map(template.format, *(_values_json(columns[name]) for name in names)))
 
 
-def _fragments(key: str, values: Sequence[Any]) -> list[str]:
-    """`key` followed by each value's JSON."""
+def _values_json(values: Sequence[Any]) -> Sequence[Any]:
+    """Each value's JSON, in a pass that runs in C for a column of one kind (a list
+    column's JSON once per distinct list: a catalog's genre sets repeat); an int column as
+    it is (`str.format` writes an int as its JSON)."""
     kinds = set(map(type, values))
     if kinds <= {str}:
-        return [key + text for text in map(_STRING, values)]
+        return list(map(_STRING, values))
     if kinds <= {int}:
-        return [key + text for text in map(int.__repr__, values)]
-    known: dict[tuple[str, ...], str] = {}  # list cells repeat (a catalog's genre sets)
-    out: list[str] = []
-    for value in values:
-        if type(value) is not list:
-            out.append(key + metadata_json(value))  # type: ignore[arg-type]
-            continue
-        text = known.get(items := tuple(value))
-        if text is None:
-            text = known[items] = key + metadata_json(value)  # type: ignore[arg-type]
-        out.append(text)
-    return out
+        return values
+    if kinds <= {list}:
+        items = list(map(tuple, values))
+        known = {one: metadata_json(one) for one in set(items)}  # type: ignore[arg-type]
+        return list(map(known.__getitem__, items))
+    return list(map(metadata_json, values))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import shutil
@@ -354,3 +355,28 @@ def test_new_vectors_reach_the_cache_in_bulk(
     shutil.rmtree(tmp_path / "store")
     again = ingest(source, uri, "hash:8", IngestOptions(batch_size=16))
     assert (again.embedded, again.cache_hits, again.upserted) == (0, 300, 300)
+
+
+def test_the_collector_is_put_back_after_an_ingest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an ingest runs, the garbage collector runs less often (pipeline.GC_YOUNG) and
+    leaves out what existed before (frozen); after it, whether it ended or failed, the
+    collector is as it was."""
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    during: list[tuple[int, bool]] = []
+    real_run = pipeline._Run.run
+
+    def spy(self: pipeline._Run) -> None:
+        during.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        real_run(self)
+
+    monkeypatch.setattr(pipeline._Run, "run", spy)
+    path = catalog(tmp_path / "items.csv", movies(20))
+    uri = f"faiss:{tmp_path / 'store'}"
+    ingest(Source(path, COLUMNS), uri, "hash:8", IngestOptions(batch_size=8))
+    assert during == [(pipeline.GC_YOUNG, True)]
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    with pytest.raises(EmbedderMismatch):  # fails inside the run: put back all the same
+        ingest(Source(path, COLUMNS), uri, "hash:16", IngestOptions(batch_size=8))
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before

@@ -3,6 +3,7 @@ record: the same rows, the same rejects, in the same order."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -117,3 +118,39 @@ def test_metadata_json_by_columns_is_each_records_json(fields: int, n: int, data
     records = [{name: columns[name][i] for name in names} for i in range(n)]
     want = [json.dumps(record, sort_keys=True, ensure_ascii=False) for record in records]
     assert column_jsons(columns, n) == want
+
+
+def test_content_hashes_are_sha256_of_name_payload_and_metadata_json() -> None:
+    """The definition, for each kind of row `content_hashes` takes a path of its own for:
+    text (one pass for the whole list), an image's bytes, a payload with a lone surrogate
+    (a CSV cell read with surrogateescape), and a row with or without its JSON made."""
+    meta = {"title": "Café", "year": 1995, "genres": ["A", "ü"]}
+    text = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+    rows = [
+        Row(2, "a", "Café (1995)", meta),
+        Row(3, "b", "Café (1995)", meta, text),
+        Row(4, "c", b"\x89PNG", {}),
+        Row(5, "d", "bad \udce9 byte", meta),
+    ]
+    payloads = [b"Caf\xc3\xa9 (1995)", b"Caf\xc3\xa9 (1995)", b"\x89PNG", b"bad \xe9 byte"]
+    jsons = [text, text, "{}", text]
+    want = [
+        hashlib.sha256(b"e\0" + payload + b"\0" + meta_json.encode()).hexdigest()
+        for payload, meta_json in zip(payloads, jsons, strict=True)
+    ]
+    assert content_hashes("e", rows) == want
+    assert content_hashes("e", rows[:2]) == want[:2]  # text alone: the one-pass path
+    assert [content_hash("e", row) for row in rows] == want
+
+
+def test_a_chunk_with_blank_optional_cells_makes_every_rows_json() -> None:
+    """A record that lacks a key gets its own dict's JSON, the others theirs from the
+    columns: none is left to be made one by one when hashed."""
+    columns = ColumnMap(id="id", text="{title}", metadata=parse_metadata_spec("title,year:int"))
+    records = [{"id": str(i), "title": f"t{i}", "year": "" if i % 3 else "1990"} for i in range(9)]
+    built = RowBuilder(Path("c.csv"), columns).build_many(list(range(2, 11)), records)
+    assert all(isinstance(row, Row) and row.metadata_json is not None for row in built)
+    assert [row.metadata_json for row in built] == [
+        json.dumps(row.metadata, sort_keys=True, ensure_ascii=False) for row in built
+    ]
+    assert built[1].metadata == {"title": "t1"} and built[3].metadata["year"] == 1990
