@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
+from itertools import chain, groupby
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +41,7 @@ from embedrec.ingestion.manifest import (
     manifest_path,
     unchanged,
 )
-from embedrec.ingestion.rows import Reject, Row
+from embedrec.ingestion.rows import ChunkMetadata, Reject, Row
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.store_info import describe, store_info
 from embedrec.ingestion.summary import (
@@ -60,7 +60,7 @@ from embedrec.stores import (
     VectorStore,
     open_store,
 )
-from embedrec.stores.base import check_metadata
+from embedrec.stores.base import MetadataInput, check_metadata
 
 READ_ROWS = 4096
 """Records are read, built, hashed and looked up in the manifest about this many at a time
@@ -90,6 +90,8 @@ record by record, to reject only those it refuses."""
 
 _ID = attrgetter("id")
 _METADATA = attrgetter("metadata")
+_META = attrgetter("meta")
+_AT = attrgetter("at")
 _ROW = itemgetter(0)
 _DIGEST = itemgetter(1)
 
@@ -98,7 +100,7 @@ Pending = list[tuple[Row, str]]
 Upserted = Callable[[], Iterable[tuple[Pending, list[Reject]]]]
 """A batch written elsewhere: per part, the rows the store wrote and the rejects."""
 
-__all__ = ["EmbedStage", "Upserted", "ingest", "read_size", "upsert_records"]
+__all__ = ["EmbedStage", "Upserted", "ingest", "metadata_of", "read_size", "upsert_records"]
 
 
 class EmbedStage(Protocol):
@@ -423,7 +425,7 @@ class _Run:
         for start in range(0, len(batch), step):
             part = batch[start : start + step]
             rows = list(map(_ROW, part))
-            ids, metadata = list(map(_ID, rows)), list(map(_METADATA, rows))
+            ids, metadata = list(map(_ID, rows)), metadata_of(rows)
             refused = upsert_records(store, ids, vectors[start : start + len(part)], metadata)
             yield self.written(part, refused)
 
@@ -478,13 +480,29 @@ class _Run:
         self.manifest.remove(gone)
 
 
+def metadata_of(rows: list[Row]) -> MetadataInput:
+    """The rows' metadata as a store takes it: as columns where every row's is in a chunk
+    `build_many` built with the same fields (no dict made per record), else a dict each."""
+    if set(map(type, map(_META, rows))) != {ChunkMetadata}:
+        return list(map(_METADATA, rows))
+    parts = [
+        chunk.columns(list(map(_AT, group)))
+        for chunk, group in groupby(rows, key=_META)  # type: ignore[arg-type]
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    if len({tuple(part) for part in parts}) > 1:
+        return list(map(_METADATA, rows))
+    return {name: list(chain.from_iterable(part[name] for part in parts)) for name in parts[0]}
+
+
 def read_size(batch_size: int) -> int:
     """How many records an ingest reads at a time: about READ_ROWS, in whole batches."""
     return batch_size * max(1, READ_ROWS // batch_size)
 
 
 def upsert_records(
-    store: VectorStore, ids: list[str], vectors: np.ndarray, metadata: list[dict]
+    store: VectorStore, ids: list[str], vectors: np.ndarray, metadata: MetadataInput
 ) -> dict[int, str]:
     """Write the records the store's checks pass (checked once, here) and return why each
     other record was refused, by its index; when the backend refuses the checked batch (its

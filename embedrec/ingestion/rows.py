@@ -8,6 +8,8 @@ so one bad value never stops an ingest.
 `build_many` builds a chunk of records a column at a time where every cell it reads is a
 string (every CSV cell), by the same rules: a record whose cells it cannot take as plain
 (blank, unconvertible, a duplicate id) goes through `build`, which gives its Row or Reject.
+Its rows keep their metadata in the chunk's columns (`ChunkMetadata`): a record's dict is
+made when read, and the pipeline hands the store a batch's metadata as columns.
 """
 
 from __future__ import annotations
@@ -42,6 +44,38 @@ ABSENT = object()
 """A blank metadata cell of an optional column: the key is left out."""
 
 
+class ChunkMetadata:
+    """The metadata of a chunk `build_many` built, as its columns: a record's dict is made
+    only when something reads it (`Row.metadata`), and the store takes a batch's records
+    as columns (`columns`), so that the usual ingest makes no dict per record."""
+
+    __slots__ = ("names", "odd", "values")
+
+    def __init__(self, names: list[str], values: list[list[Any]], odd: set[int]) -> None:
+        self.names = names
+        self.values = values
+        """Per name, each record's value: ABSENT where a record of `odd` lacks it."""
+        self.odd = odd
+
+    def record(self, i: int) -> dict[str, MetadataValue]:
+        meta = {name: column[i] for name, column in zip(self.names, self.values, strict=True)}
+        if i in self.odd:
+            return {name: value for name, value in meta.items() if value is not ABSENT}
+        return meta
+
+    def columns(self, at: list[int]) -> dict[str, list[Any]]:
+        """The records `at` as columns: {name: a value per record, None where it has none}."""
+        out = {name: list(map(column.__getitem__, at)) for name, column in self.items()}
+        if self.odd and not self.odd.isdisjoint(at):
+            for column in out.values():
+                if ABSENT in column:
+                    column[:] = [None if value is ABSENT else value for value in column]
+        return out
+
+    def items(self) -> zip[tuple[str, list[Any]]]:
+        return zip(self.names, self.values, strict=True)
+
+
 class Row(NamedTuple):
     """One catalog record to embed and store. A named tuple, so that `build_many` makes a
     chunk's rows in one C-level pass (`tuple.__new__` over the zipped columns) rather than
@@ -51,15 +85,23 @@ class Row(NamedTuple):
     id: str
     payload: str | bytes
     """The text to embed, or the image's encoded bytes."""
-    metadata: dict[str, MetadataValue]
+    meta: dict[str, MetadataValue] | ChunkMetadata
+    """The metadata (`metadata`), or the chunk's it is record `at` of."""
     metadata_json: str | None = None
     """`metadata` as the content hash takes it (values.py), where `build_many` made it
     a column at a time; None: made from `metadata` when needed. Not compared."""
+    at: int = -1
+    """Its place in its chunk (`meta` a ChunkMetadata)."""
+
+    @property
+    def metadata(self) -> dict[str, MetadataValue]:
+        meta = self.meta
+        return meta.record(self.at) if isinstance(meta, ChunkMetadata) else meta
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Row):
             return NotImplemented
-        return self[:4] == other[:4]
+        return self[:3] == other[:3] and self.metadata == other.metadata
 
     def __ne__(self, other: object) -> bool:
         equal = self.__eq__(other)
@@ -139,12 +181,12 @@ class RowBuilder:
         odd: set[int] = set()  # records with a blank optional cell
         redo = _blank_texts(text_cells)
         values = [_plain_column(f, cells[f.name], cols.list_sep, odd, redo) for f in cols.metadata]
-        metas = _records(len(ids), names, values, odd)
-        jsons = _jsons(names, values, metas, odd, redo)
+        metas = ChunkMetadata(names, values, odd)
+        jsons = _jsons(metas, len(ids), redo)
         seen = self.seen
         if not redo and all(ids) and len(set(ids)) == len(ids) and seen.keys().isdisjoint(ids):
             seen.update(zip(ids, rows, strict=True))
-            fields = zip(rows, ids, texts, metas, jsons, strict=True)
+            fields = zip(rows, ids, texts, repeat(metas), jsons, count(), strict=False)
             return list(map(tuple.__new__, repeat(Row), fields))
         out: list[Row | Reject] = []
         for i, rid in enumerate(ids):
@@ -152,7 +194,7 @@ class RowBuilder:
                 out.append(alone(i))
                 continue
             seen[rid] = rows[i]
-            out.append(Row(rows[i], rid, texts[i], metas[i], jsons[i]))
+            out.append(Row(rows[i], rid, texts[i], metas, jsons[i], i))
         return out
 
     def build(self, row: int, record: Mapping[str, Any]) -> Row | Reject:
@@ -248,41 +290,25 @@ def _positional(template: str) -> str:
     return "".join(parts)
 
 
-def _records(n: int, names: list[str], values: list[list[Any]], odd: set[int]) -> list[dict]:
-    """Each record's metadata dict from the columns `values`, filled a column at a time
-    (about half the cost of building each record's dict from a zip of its cells); the
-    ABSENT cells of the records in `odd` are left out."""
-    metas: list[dict] = [{} for _ in range(n)]
-    for name, column in zip(names, values, strict=True):
-        for meta, value in zip(metas, column, strict=True):
-            meta[name] = value
-    for i in odd:
-        metas[i] = {k: v for k, v in metas[i].items() if v is not ABSENT}
-    return metas
-
-
-def _jsons(
-    names: list[str], values: list[list[Any]], metas: list[dict], odd: set[int], redo: set[int]
-) -> list[str | None]:
+def _jsons(metas: ChunkMetadata, n: int, redo: set[int]) -> list[str | None]:
     """Each record's metadata JSON, a column at a time (`column_jsons`); a record that lacks
     a key (`odd`) gets its own dict's, one built alone (`redo`) None (made when needed).
     Their cells are stood in for, in copies of the columns, by another record's value, so
     that each column stays of one kind (the passes in C)."""
-    n = len(metas)
-    skip = odd | redo
+    skip = metas.odd | redo
     if not skip:
-        return column_jsons(dict(zip(names, values, strict=True)), n)  # type: ignore[return-value]
+        return column_jsons(dict(metas.items()), n)  # type: ignore[return-value]
     fine = next((i for i in range(n) if i not in skip), None)
     if fine is None:
-        return [None if i in redo else metadata_json(metas[i]) for i in range(n)]
+        return [None if i in redo else metadata_json(metas.record(i)) for i in range(n)]
     columns: dict[str, list[Any]] = {}
-    for name, column in zip(names, values, strict=True):
+    for name, column in metas.items():
         columns[name] = column = column.copy()
         for i in skip:
             column[i] = column[fine]
     jsons: list[str | None] = column_jsons(columns, n)  # type: ignore[assignment]
     for i in skip:
-        jsons[i] = None if i in redo else metadata_json(metas[i])
+        jsons[i] = None if i in redo else metadata_json(metas.record(i))
     return jsons
 
 

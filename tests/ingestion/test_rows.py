@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.manifest import content_hash, content_hashes
-from embedrec.ingestion.rows import Row, RowBuilder
+from embedrec.ingestion.pipeline import metadata_of
+from embedrec.ingestion.rows import ChunkMetadata, Row, RowBuilder
 from embedrec.ingestion.values import column_jsons
 
 COLUMNS = ColumnMap(
@@ -154,3 +155,24 @@ def test_a_chunk_with_blank_optional_cells_makes_every_rows_json() -> None:
         json.dumps(row.metadata, sort_keys=True, ensure_ascii=False) for row in built
     ]
     assert built[1].metadata == {"title": "t1"} and built[3].metadata["year"] == 1990
+
+
+def test_a_batch_goes_to_the_store_as_columns_of_its_records() -> None:
+    """`metadata_of` gives the store the rows' metadata as columns (None where a record
+    lacks a field) when every row comes from a chunk `build_many` built, across chunks and
+    with rows left out; a row built alone makes it a dict per record, the same records."""
+    columns = ColumnMap(id="id", text="{title}", metadata=parse_metadata_spec("title,year:int"))
+    builder = RowBuilder(Path("c.csv"), columns)
+    records = [{"id": str(i), "title": f"t{i}", "year": "" if i % 3 else "1990"} for i in range(9)]
+    first = builder.build_many(list(range(2, 7)), records[:5])
+    second = builder.build_many(list(range(7, 11)), records[5:])
+    rows = [row for row in first + second if isinstance(row, Row)][1:-1]  # from both chunks
+    assert all(isinstance(row.meta, ChunkMetadata) for row in rows)
+    dicts = [row.metadata for row in rows]
+    assert dicts[2] == {"title": "t3", "year": 1990} and dicts[0] == {"title": "t1"}
+    assert metadata_of(rows) == {
+        name: [meta.get(name) for meta in dicts] for name in ("title", "year")
+    }
+    alone = Row(1, "x", "x", {"title": "x"})
+    assert metadata_of([*rows, alone]) == [*dicts, {"title": "x"}]
+    assert alone == Row(1, "x", "x", {"title": "x"}, "{}", 3) != rows[0]

@@ -35,7 +35,7 @@ from embedrec.ingestion.distributed.engine import (
     write_parts,
     writes_from_workers,
 )
-from embedrec.ingestion.pipeline import Pending, Upserted, _Run
+from embedrec.ingestion.pipeline import Pending, Upserted, _Run, metadata_of
 
 CPU_WINDOW_ROWS = 25_000
 """Changed rows per window on CPUs: one Ray Data run each (a few tenths of a second on
@@ -229,7 +229,7 @@ class RayStage:
                 run.store_uri,
                 [
                     ([r.id for r, _ in part], vectors[start : start + len(part)],
-                     [r.metadata for r, _ in part])
+                     metadata_of([r for r, _ in part]))
                     for start, part in zip(starts, parts, strict=True)
                 ],
             )  # fmt: skip
