@@ -174,9 +174,9 @@ class RowBuilder:
 
         if self.render is None or not all(map(_plain_strings, cells.values())):
             return [alone(i) for i in range(len(rows))]
-        ids = [v.strip() for v in cells[cols.id]]
+        ids = list(map(str.strip, cells[cols.id]))
         text_cells = [cells[name] for name in cols.text_fields]
-        texts = [text.strip() for text in map(self.render, *text_cells)]
+        texts = list(map(str.strip, map(self.render, *text_cells)))
         names = [f.name for f in cols.metadata]
         odd: set[int] = set()  # records with a blank optional cell
         redo = _blank_texts(text_cells)
@@ -334,7 +334,9 @@ def _plain_column(
     needs a closer look (its index added to `redo`). The column is converted in passes that
     run in C (`plain_column`), its blank cells stood in for by another cell; only the
     blank and the irregular cells are then looked at one by one."""
-    blank = list(compress(count(), map(operator.not_, map(str.strip, cells))))
+    blank: list[int] = []
+    if not all(map(str.strip, cells)):
+        blank = list(compress(count(), map(operator.not_, map(str.strip, cells))))
     if len(blank) == len(cells):
         stand_in: Sequence[str] = ()
     elif blank:
