@@ -14,11 +14,12 @@ on 2 cores. It runs `--rounds` rounds, each beside a baseline that reads the sam
 CSV and sha256-hashes each row, and prints medians: wall rows/s, the process's CPU time per
 row (the fairer figure on a shared machine), the part of it spent in the store (opening,
 counting, writing, flushing), the CPU of two stages timed alone on the same rows (reading
-and building the rows; the embedder), and the pipeline's first run as a multiple of the
-baseline (comparable across machine loads). Each case runs in a fresh cache and store under
-a temporary folder; the model is loaded and warmed before any timing, so both sides time
-embedding, not loading. The embedder alone embeds the rows the pipeline reads (texts
-rendered from the same template; image files by path, decoded by the embedder).
+and building the rows, as many at a time as the pipeline reads; the embedder), and the
+pipeline's first run as a multiple of the baseline (comparable across machine loads). Each
+case runs in a fresh cache and store under a temporary folder; the model is loaded and
+warmed before any timing, so both sides time embedding, not loading. The embedder alone
+embeds the rows the pipeline reads (texts rendered from the same template; image files by
+path, decoded by the embedder).
 
 `--throughput 100000 --skip-text --skip-images` on a quiet machine (load average 1.3-1.9,
 nothing else running), main at 57eff4b against the embedding cache's segment format, in
@@ -27,6 +28,18 @@ turns: one round each, twice, then three rounds each, twice (medians): main 33,7
 rows/s at 26.6-33.9 CPU us/row. Short of 60k: what is left is building rows (~7 us/row), the
 store (~4), the manifest's SQLite row per entry (~3.3), threads and hand-offs (~3), the
 hash embedder (~2), the cache (~2.2) and the two sha256 passes per row (~2.3).
+
+The pipeline's part alone (branch ingestfast: 43b5133 with its own commits, NOT merged with
+the other parts of issue 27: the cache, the store and the manifest are main's), beside main
+at 43b5133, in turns on a machine shared with three other helpers (load average 2.8-3.2),
+`--rounds 3` each, twice: main 24,689 and 23,512 rows/s at 30.7 and 26.3 CPU us/row, of
+which the store 3.7 and 3.1; the branch 25,819 and 47,722 rows/s at 23.6 and 20.4, the
+store 2.1 and 1.7 (it gets 4,096 rows an upsert, metadata as columns). Its "reading rows
+(alone)" (8.4-9.4 against 7.7-9.6) keeps every row alive, so that the collector's full
+passes weigh on it as they no longer do in the pipeline (frozen objects, fewer passes).
+Split by thread CPU (embed_cached and put_buffer; the manifest's SQL; the store's hooks; the
+rest: reading, building, hashing, hand-offs, the collector), three turns each at load
+2.7-3.8: main's rest 12.9, 14.8, 13.4 us/row, the branch's 9.9, 9.2, 10.4. Short of 60k.
 """
 
 from __future__ import annotations
