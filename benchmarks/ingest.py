@@ -39,7 +39,11 @@ store 2.1 and 1.7 (it gets 4,096 rows an upsert, metadata as columns). Its "read
 passes weigh on it as they no longer do in the pipeline (frozen objects, fewer passes).
 Split by thread CPU (embed_cached and put_buffer; the manifest's SQL; the store's hooks; the
 rest: reading, building, hashing, hand-offs, the collector), three turns each at load
-2.7-3.8: main's rest 12.9, 14.8, 13.4 us/row, the branch's 9.9, 9.2, 10.4. Short of 60k.
+2.7-3.8: main's rest 12.9, 14.8, 13.4 us/row, the branch's 9.9, 9.2, 10.4; at load 1.5-1.9,
+14.9, 13.7, 14.9 against 8.6, 9.8, 10.4. Once more at load 2.1, `--rounds 3` each: main
+38,707 rows/s at 25.4 CPU us/row (store 3.1, reading alone 8.0), unchanged re-ingest 74,130
+rows/s, first run / baseline CPU 19.17x; the branch 48,839 rows/s at 20.5 (store 2.0,
+reading alone 6.4), re-ingest 128,514 rows/s, 14.27x. Short of 60k.
 """
 
 from __future__ import annotations
