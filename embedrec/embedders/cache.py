@@ -107,6 +107,9 @@ class EmbeddingCache:
         """Bytes of `_Segment.vectors` kept."""
         self._filter = PrefixFilter(FILTER_BITS)
         """Of every segment loaded."""
+        self._version: int | None = None
+        """`PRAGMA data_version` as of the segments loaded: a reader that finds it unchanged
+        has them all (it counts the commits of other connections, the writer's included)."""
         self._db = self._connect(timeout)
         try:
             self._db.execute(_PAGE_SIZE)  # before WAL mode, which fixes it
@@ -140,12 +143,30 @@ class EmbeddingCache:
         self, digests: np.ndarray, prefix: np.ndarray, dim: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(positions in `digests` the cache holds as `dim`-d vectors, those vectors);
-        `prefix`: `prefixes(digests)`. One read transaction: one snapshot of the file."""
+        `prefix`: `prefixes(digests)`. One read transaction: one snapshot of the file, but
+        none where nothing was written since the last and its filter rules every key out."""
+        if self._none_held(prefix):
+            return np.empty(0, dtype=np.intp), np.empty((0, dim), dtype=_F4)
         with self._reading():
             finders = [lambda d, p: self._in_segments(d, p, dim)]
             if self._legacy:
                 finders.append(lambda d, _: self._find_legacy(d, dim))
             return first_found(finders, digests, prefix, dim)
+
+    def _none_held(self, prefix: np.ndarray) -> bool:
+        """No key of `prefix` can be held: the segments loaded are those of the file as it
+        is (`PRAGMA data_version`, SQLite's count of commits by other connections, has not
+        moved since they were) and the filter rules every key out, with no old table."""
+        with self._read_lock:
+            if self._legacy or self._version is None or len(self._filter.candidates(prefix)):
+                return False
+            try:
+                return self._data_version() == self._version
+            except sqlite3.DatabaseError as exc:
+                raise self._unreadable(exc) from exc
+
+    def _data_version(self) -> int:
+        return int(self._reader.execute("PRAGMA data_version").fetchone()[0])
 
     def _in_segments(
         self, digests: np.ndarray, prefix: np.ndarray, dim: int
@@ -178,7 +199,10 @@ class EmbeddingCache:
                 return
             try:
                 self._reader.execute("BEGIN")
-                self._refresh()
+                version = self._data_version()  # begins the snapshot
+                if version != self._version:  # another connection committed
+                    self._refresh()
+                    self._version = version
                 yield
             except sqlite3.DatabaseError as exc:
                 raise self._unreadable(exc) from exc
@@ -187,7 +211,8 @@ class EmbeddingCache:
                     self._reader.execute("COMMIT")
 
     def _refresh(self) -> None:
-        """Forget segments merged away; load the keys of those written since."""
+        """Forget segments merged away; load the keys of those written since (in a read
+        transaction)."""
         ids = {i for (i,) in self._reader.execute("SELECT id FROM segments")}
         self._segments = [s for s in self._segments if s.id in ids]
         self._held = sum(s.vectors.nbytes for s in self._segments if s.vectors is not None)
@@ -294,7 +319,7 @@ class EmbeddingCache:
     def _insert(self, keys: np.ndarray, rows: np.ndarray) -> None:
         self._db.execute(
             "INSERT INTO segments (dim, keys, vectors) VALUES (?, ?, ?)",
-            (rows.shape[1], keys.tobytes(), np.ascontiguousarray(rows).tobytes()),
+            (rows.shape[1], np.ascontiguousarray(keys), np.ascontiguousarray(rows)),
         )
 
     def _merge(self, dim: int) -> None:
@@ -383,9 +408,16 @@ def content_key(embedder_name: str, item: Any, modality: str = "text", index: in
 
 
 def content_digests(embedder_name: str, items: Sequence[Any], modality: str = "text") -> np.ndarray:
-    """Each item's `content_key` as a 32-byte digest (an array of `KEY`), the name hashed
-    once."""
-    named = hashlib.sha256(embedder_name.encode("utf-8") + b"\0")
+    """Each item's `content_key` as a 32-byte digest (an array of `KEY`)."""
+    head = embedder_name.encode("utf-8") + b"\0"
+    if modality != "image" and set(map(type, items)) <= {str}:
+        text, sha256 = head + b"text\0", hashlib.sha256
+        try:  # `_item_bytes` of each text, without a call per item
+            raw = [sha256(text + item.encode("utf-8")).digest() for item in items]
+            return np.frombuffer(b"".join(raw), dtype=KEY)
+        except UnicodeEncodeError:
+            pass  # the loop below names the text
+    named = hashlib.sha256(head)
     digests: list[bytes] = []
     for i, item in enumerate(items):
         h = named.copy()
@@ -422,11 +454,45 @@ def embed_cached(
     items = list(items)
     dim = embedder.dim
     digests = content_digests(embedder.name, items, embedder.modality)
-    hit, found = cached_rows(cache, digests, dim, unwritten)
-    miss = np.delete(np.arange(len(items)), hit)
-    _, first, inverse = np.unique(digests[miss], return_index=True, return_inverse=True)
-    order = np.argsort(first)  # the distinct misses in order of first appearance
-    todo = miss[first[order]]
+    prefix = prefixes(digests)
+    hit, found = cached_rows(cache, digests, dim, unwritten, prefix)
+    miss = np.delete(np.arange(len(items)), hit) if len(hit) else np.arange(len(items))
+    first, copy_of = _first_of_each(digests[miss], prefix[miss])
+    new = _embed_new(embedder, items, miss[first], digests, cache, chunk_size, unwritten)
+    if len(first) == len(items):  # every item new and distinct: the embedder's rows in order
+        return new, 0
+    out = np.empty((len(items), dim), dtype=np.float32)
+    out[hit] = found
+    out[miss] = new if copy_of is None else new[copy_of]
+    return out, len(hit)
+
+
+def _first_of_each(digests: np.ndarray, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(where each distinct digest first appears, in order; for each digest, which of those
+    it is), the second None where the digests are distinct. `prefix`: their `prefixes`,
+    sorted first: distinct prefixes, the common case, need no sort of the digests."""
+    order = np.argsort(prefix)
+    if np.all(prefix[order[1:]] != prefix[order[:-1]]):
+        return np.arange(len(digests)), None
+    _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
+def _embed_new(
+    embedder: Embedder,
+    items: list[Any],
+    todo: np.ndarray,
+    digests: np.ndarray,
+    cache: EmbeddingCache,
+    chunk_size: int,
+    unwritten: Unwritten | None,
+) -> np.ndarray:
+    """Vectors of `items[todo]`, embedded in chunks, each put in `cache` (or the first
+    `unwritten` buffer) as it is done."""
+    dim = embedder.dim
     embedded = [np.empty((0, dim), dtype=np.float32)]
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
@@ -445,24 +511,21 @@ def embed_cached(
         else:
             unwritten[0].add(digests[chunk], vectors)
         embedded.append(vectors)
-    new = np.concatenate(embedded)
-    if len(todo) == len(items):  # every item new and distinct: the embedder's rows in order
-        return new, 0
-    out = np.empty((len(items), dim), dtype=np.float32)
-    out[hit] = found
-    rank = np.empty(len(order), dtype=np.intp)
-    rank[order] = np.arange(len(order))
-    out[miss] = new[rank[inverse.reshape(-1)]]
-    return out, len(hit)
+    return np.concatenate(embedded)
 
 
 def cached_rows(
-    cache: EmbeddingCache, digests: np.ndarray, dim: int, unwritten: Unwritten | None = None
+    cache: EmbeddingCache,
+    digests: np.ndarray,
+    dim: int,
+    unwritten: Unwritten | None = None,
+    prefix: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positions in `digests` computed before, their `dim`-d vectors): from `unwritten`
-    (its buffers in order), else the cache."""
+    (its buffers in order), else the cache. `prefix`: `prefixes(digests)` if known."""
     finders = [partial(source.find, dim=dim) for source in (*(unwritten or ()), cache)]
-    return first_found(finders, digests, prefixes(digests), dim)
+    prefix = prefixes(digests) if prefix is None else prefix
+    return first_found(finders, digests, prefix, dim)
 
 
 def cached_vectors(
