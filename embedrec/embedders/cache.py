@@ -145,7 +145,7 @@ class EmbeddingCache:
         """(positions in `digests` the cache holds as `dim`-d vectors, those vectors);
         `prefix`: `prefixes(digests)`. One read transaction: one snapshot of the file, but
         none where nothing was written since the last and its filter rules every key out."""
-        if self._none_held(prefix):
+        if self._none_held(digests, prefix, dim):
             return np.empty(0, dtype=np.intp), np.empty((0, dim), dtype=_F4)
         with self._reading():
             finders = [lambda d, p: self._in_segments(d, p, dim)]
@@ -153,13 +153,20 @@ class EmbeddingCache:
                 finders.append(lambda d, _: self._find_legacy(d, dim))
             return first_found(finders, digests, prefix, dim)
 
-    def _none_held(self, prefix: np.ndarray) -> bool:
-        """No key of `prefix` can be held: the segments loaded are those of the file as it
-        is (`PRAGMA data_version`, SQLite's count of commits by other connections, has not
-        moved since they were) and the filter rules every key out, with no old table."""
+    def _none_held(self, digests: np.ndarray, prefix: np.ndarray, dim: int) -> bool:
+        """None of `digests` is held, found without a transaction: the segments loaded hold
+        none (the keys are in memory; a transaction is needed only to read vectors) and are
+        those of the file as it is (`PRAGMA data_version`, SQLite's count of the commits of
+        other connections, has not moved since they were loaded); no old table."""
         with self._read_lock:
-            if self._legacy or self._version is None or len(self._filter.candidates(prefix)):
+            if self._legacy or self._version is None:
                 return False
+            todo = self._filter.candidates(prefix)
+            if len(todo):
+                digests, prefix = digests[todo], prefix[todo]
+                held = (s.index.find(digests, prefix)[0] for s in self._segments if s.dim == dim)
+                if any(map(len, held)):
+                    return False
             try:
                 return self._data_version() == self._version
             except sqlite3.DatabaseError as exc:
@@ -494,10 +501,16 @@ def _embed_new(
     `unwritten` buffer) as it is done."""
     dim = embedder.dim
     embedded = [np.empty((0, dim), dtype=np.float32)]
+    in_order = len(todo) == len(items)  # then todo is every position, in order
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         try:
-            vectors = embedder.embed([items[i] for i in chunk.tolist()])
+            part = (
+                items[start : start + chunk_size]
+                if in_order
+                else [items[i] for i in chunk.tolist()]
+            )
+            vectors = embedder.embed(part)
         except InputError as exc:
             raise InputError(int(chunk[exc.index]), exc.reason) from None
         if vectors.shape != (len(chunk), dim):

@@ -57,6 +57,8 @@ _ASCII_SPACES = bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    ")
 """The ASCII characters that `str.split` splits on and `bytes.split` does not."""
 UNICODE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 """The other characters `str.split` splits on (tests/embedders/test_hash.py checks them)."""
+_SPACE_LEADS = (b"\xc2", b"\xe1\x9a", b"\xe2\x80", b"\xe2\x81", b"\xe3\x80")
+"""How their UTF-8 begins: text without these (most text) needs no search for them."""
 
 
 def _hashed_words(batch: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,11 +70,12 @@ def _hashed_words(batch: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         hashed = _crc32s(" ".join(texts).encode("utf-8", "surrogateescape").split(b" "))
         return hashed, np.repeat(np.arange(len(batch)), [t.count(" ") + 1 for t in texts])
     lowered = joined.lower()
-    if not lowered.isascii() and UNICODE_SPACE.search(lowered):
-        lowered = " ".join(lowered.split())
+    data = lowered.encode("utf-8", "surrogateescape")
+    if any(lead in data for lead in _SPACE_LEADS) and UNICODE_SPACE.search(lowered):
+        data = " ".join(lowered.split()).encode("utf-8", "surrogateescape")
     # The UTF-8 of anything else but ASCII whitespace holds no ASCII whitespace byte, so
     # bytes.split makes the words str.split would, with one object per word, not two.
-    words = lowered.encode("utf-8", "surrogateescape").translate(_ASCII_SPACES).split()
+    words = data.translate(_ASCII_SPACES).split()
     hashed = _crc32s(words)
     is_mark = hashed == _MARK_CRC
     if np.count_nonzero(is_mark) != len(batch) - 1:  # a word's CRC-32 is that of a mark

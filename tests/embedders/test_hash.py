@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from embedrec.embedders import InputError, get_embedder
-from embedrec.embedders.hash import UNICODE_SPACE, HashEmbedder
+from embedrec.embedders.hash import _SPACE_LEADS, UNICODE_SPACE, HashEmbedder
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.rows import Row
@@ -117,7 +117,9 @@ def test_a_word_with_the_crc_of_the_batch_mark_is_a_word() -> None:
 
 def test_the_unicode_whitespace_is_what_str_split_splits_on() -> None:
     others = [chr(i) for i in range(128, sys.maxunicode + 1)]
-    assert {c for c in others if UNICODE_SPACE.fullmatch(c)} == {c for c in others if c.isspace()}
+    spaces = {c for c in others if c.isspace()}
+    assert {c for c in others if UNICODE_SPACE.fullmatch(c)} == spaces
+    assert all(c.encode().startswith(_SPACE_LEADS) for c in spaces)
 
 
 def test_the_same_text_gives_the_same_vector_in_another_process() -> None:
