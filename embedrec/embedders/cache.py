@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +37,6 @@ from embedrec.common.settings import cache_root
 from embedrec.embedders.base import Embedder, InputError
 from embedrec.embedders.keyed import (
     KEY,
-    Finder,
     KeyIndex,
     PrefixFilter,
     VectorBuffer,
@@ -74,6 +73,16 @@ READ_HELD = 1 << 26
 its first hit while they fit (later hits cost an index), else row by row (each a call:
 about 12 µs a hit against 3.5 for 50k x 384-d, benchmarks/embedding_cache.py). 64 MiB, not
 more: every process that embeds through the cache (a service worker too) may hold this."""
+
+
+class _NotInMemory(Exception):
+    """Vectors to read from the file, in a read transaction."""
+
+
+def _rows_in_memory(segment: _Segment, at: np.ndarray) -> np.ndarray:
+    if segment.vectors is None:
+        raise _NotInMemory
+    return segment.vectors[at]
 
 
 def default_cache_dir() -> Path:
@@ -143,43 +152,51 @@ class EmbeddingCache:
         self, digests: np.ndarray, prefix: np.ndarray, dim: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(positions in `digests` the cache holds as `dim`-d vectors, those vectors);
-        `prefix`: `prefixes(digests)`. One read transaction: one snapshot of the file, but
-        none where nothing was written since the last and its filter rules every key out."""
-        if self._none_held(digests, prefix, dim):
-            return np.empty(0, dtype=np.intp), np.empty((0, dim), dtype=_F4)
+        `prefix`: `prefixes(digests)`. One snapshot of the file: a read transaction, unless
+        `_from_memory` answers."""
+        found = self._from_memory(digests, prefix, dim)
+        if found is not None:
+            return found
         with self._reading():
             finders = [lambda d, p: self._in_segments(d, p, dim)]
             if self._legacy:
                 finders.append(lambda d, _: self._find_legacy(d, dim))
             return first_found(finders, digests, prefix, dim)
 
-    def _none_held(self, digests: np.ndarray, prefix: np.ndarray, dim: int) -> bool:
-        """None of `digests` is held, found without a transaction: the segments loaded hold
-        none (the keys are in memory; a transaction is needed only to read vectors) and are
+    def _from_memory(
+        self, digests: np.ndarray, prefix: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """`find` without a transaction (None where it cannot): the segments loaded are
         those of the file as it is (`PRAGMA data_version`, SQLite's count of the commits of
-        other connections, has not moved since they were loaded); no old table."""
+        other connections, has not moved since they were loaded), their keys are in memory,
+        and so are the vectors found (else they are read in a transaction); no old table."""
         with self._read_lock:
             if self._legacy or self._version is None:
-                return False
-            todo = self._filter.candidates(prefix)
-            if len(todo):
-                digests, prefix = digests[todo], prefix[todo]
-                held = (s.index.find(digests, prefix)[0] for s in self._segments if s.dim == dim)
-                if any(map(len, held)):
-                    return False
+                return None
             try:
-                return self._data_version() == self._version
+                if self._data_version() != self._version:
+                    return None
             except sqlite3.DatabaseError as exc:
                 raise self._unreadable(exc) from exc
+            try:
+                return self._in_segments(digests, prefix, dim, _rows_in_memory)
+            except _NotInMemory:
+                return None
 
     def _data_version(self) -> int:
         return int(self._reader.execute("PRAGMA data_version").fetchone()[0])
 
     def _in_segments(
-        self, digests: np.ndarray, prefix: np.ndarray, dim: int
+        self,
+        digests: np.ndarray,
+        prefix: np.ndarray,
+        dim: int,
+        read: Callable[[_Segment, np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`find` in the segments alone (in a read transaction)."""
-        held = [self._in_segment(s) for s in self._segments if s.dim == dim]
+        """`find` in the segments alone (in a read transaction, unless `read` reads rows
+        without one)."""
+        read = read or self._read_rows
+        held = [in_index(s.index, partial(read, s)) for s in self._segments if s.dim == dim]
         return first_found(held, digests, prefix, dim, self._filter)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
@@ -242,9 +259,6 @@ class EmbeddingCache:
 
     def _corrupt(self, segment: int, reason: str) -> ValueError:
         return self._unreadable(f"segment {segment} is corrupt ({reason})")
-
-    def _in_segment(self, segment: _Segment) -> Finder:
-        return in_index(segment.index, lambda at: self._read_rows(segment, at))
 
     def _read_rows(self, segment: _Segment, at: np.ndarray) -> np.ndarray:
         """Rows `at` of a segment's vectors: from memory, else the blob read whole (and kept)
