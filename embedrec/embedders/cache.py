@@ -8,7 +8,10 @@ Each write is one row of the `segments` table: its keys (32-byte sha256 digests,
 one blob) and their vectors (one float32 matrix blob), so a bulk write costs a few SQLite
 calls rather than one per vector. A reader keeps the key arrays of the segments it has seen
 in memory, looks a batch of keys up with `np.searchsorted` behind a prefix filter
-(keyed.py), and reads only the rows it needs from a segment's blob. Past MERGE_AFTER
+(keyed.py), and reads only the rows it needs from a segment's blob. It opens a read
+transaction only where `PRAGMA data_version` says another connection committed since it
+loaded the segments, or to read vectors it does not hold: a batch of new keys, or of keys
+whose vectors it holds, costs no SQLite call but that pragma. Past MERGE_AFTER
 segments of a width, a write merges the newest where they outgrow the one before
 (`merge_from`): about log2(N / write) segments for N vectors, each vector rewritten about as
 many times; merging is part of the write's transaction, so

@@ -214,6 +214,8 @@ class VectorBuffer:
 
     def _settle(self) -> None:
         """Vectors set one by one are added."""
+        if not self._single:
+            return
         with self._lock:
             single, self._single = self._single, {}
         if single:
