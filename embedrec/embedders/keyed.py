@@ -1,4 +1,4 @@
-"""Vectors keyed by 32-byte content digests, held as sorted arrays rather than a dict.
+"""Vectors keyed by 32-byte content digests: sorted arrays on disk, a dict while buffered.
 
 The embedding cache (cache.py) looks keys up in bulk: a batch of digests against a few sorted
 key arrays (its segments on disk), each search one `np.searchsorted` on the digests' first 8
