@@ -432,20 +432,26 @@ def content_key(embedder_name: str, item: Any, modality: str = "text", index: in
 
 
 def content_digests(embedder_name: str, items: Sequence[Any], modality: str = "text") -> np.ndarray:
-    """Each item's `content_key` as a 32-byte digest (an array of `KEY`)."""
-    head = embedder_name.encode("utf-8") + b"\0"
+    """Each item's `content_key` as a 32-byte digest (an array of `KEY`): the name hashed
+    once, and with it the tag of text where every item is text (a copy and an update an
+    item, no call to `_item_bytes`)."""
+    named = hashlib.sha256(embedder_name.encode("utf-8") + b"\0")
     if modality != "image" and set(map(type, items)) <= {str}:
-        text, sha256 = head + b"text\0", hashlib.sha256
-        try:  # `_item_bytes` of each text, without a call per item
-            raw = [sha256(text + item.encode("utf-8")).digest() for item in items]
-            return np.frombuffer(b"".join(raw), dtype=KEY)
+        texts = named.copy()
+        texts.update(b"text\0")
+        try:
+            return _digests(texts, map(str.encode, items))
         except UnicodeEncodeError:
-            pass  # the loop below names the text
-    named = hashlib.sha256(head)
+            pass  # `_item_bytes` names the text
+    return _digests(named, (_item_bytes(item, modality, i) for i, item in enumerate(items)))
+
+
+def _digests(named: Any, contents: Iterable[bytes]) -> np.ndarray:
+    """The digest of each of `contents` after what `named` (a sha256) has hashed."""
     digests: list[bytes] = []
-    for i, item in enumerate(items):
+    for content in contents:
         h = named.copy()
-        h.update(_item_bytes(item, modality, i))
+        h.update(content)
         digests.append(h.digest())
     return np.frombuffer(b"".join(digests), dtype=KEY)
 

@@ -208,6 +208,13 @@ def test_content_keys(tmp_path: Path) -> None:
     ]
     with pytest.raises(InputError, match=r"item 1: file '.*missing\.png' not found"):
         content_keys("m", [str(png), str(tmp_path / "missing.png")], "image")
+    texts = ["a", "caf\xe9", "", "a"]  # all text: hashed without a call per item, the same keys
+    assert content_keys("m", texts) == [content_key("m", t) for t in texts]
+    defined = [hashlib.sha256(b"m\0text\0" + t.encode()).hexdigest() for t in texts]
+    assert content_keys("m", texts) == defined  # what caches already written are keyed by
+    assert content_keys("m", ["a", 1]) == [content_key("m", "a"), content_key("m", 1)]
+    with pytest.raises(InputError, match=r"item 2: text is not valid Unicode"):
+        content_keys("m", ["a", "b", "caf\ud800"])
 
 
 def test_unreadable_cache_file_is_a_clear_error(tmp_path: Path) -> None:
