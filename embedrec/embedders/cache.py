@@ -8,7 +8,10 @@ Each write is one row of the `segments` table: its keys (32-byte sha256 digests,
 one blob) and their vectors (one float32 matrix blob), so a bulk write costs a few SQLite
 calls rather than one per vector. A reader keeps the key arrays of the segments it has seen
 in memory, looks a batch of keys up with `np.searchsorted` behind a prefix filter
-(keyed.py), and reads only the rows it needs from a segment's blob. Past MERGE_AFTER
+(keyed.py), and reads only the rows it needs from a segment's blob. It opens a read
+transaction only where `PRAGMA data_version` says another connection committed since it
+loaded the segments, or to read vectors it does not hold: a batch of new keys, or of keys
+whose vectors it holds, costs no SQLite call but that pragma. Past MERGE_AFTER
 segments of a width, a write merges the newest where they outgrow the one before
 (`merge_from`): about log2(N / write) segments for N vectors, each vector rewritten about as
 many times; merging is part of the write's transaction, so
@@ -24,7 +27,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +40,6 @@ from embedrec.common.settings import cache_root
 from embedrec.embedders.base import Embedder, InputError
 from embedrec.embedders.keyed import (
     KEY,
-    Finder,
     KeyIndex,
     PrefixFilter,
     VectorBuffer,
@@ -76,6 +78,16 @@ about 12 µs a hit against 3.5 for 50k x 384-d, benchmarks/embedding_cache.py). 
 more: every process that embeds through the cache (a service worker too) may hold this."""
 
 
+class _NotInMemory(Exception):
+    """Vectors to read from the file, in a read transaction."""
+
+
+def _rows_in_memory(segment: _Segment, at: np.ndarray) -> np.ndarray:
+    if segment.vectors is None:
+        raise _NotInMemory
+    return segment.vectors[at]
+
+
 def default_cache_dir() -> Path:
     """`$EMBEDREC_CACHE/embeddings` (EMBEDREC_CACHE defaults to ~/.cache/embedrec)."""
     return cache_root() / "embeddings"
@@ -107,6 +119,9 @@ class EmbeddingCache:
         """Bytes of `_Segment.vectors` kept."""
         self._filter = PrefixFilter(FILTER_BITS)
         """Of every segment loaded."""
+        self._version: int | None = None
+        """`PRAGMA data_version` as of the segments loaded: a reader that finds it unchanged
+        has them all (it counts the commits of other connections, the writer's included)."""
         self._db = self._connect(timeout)
         try:
             self._db.execute(_PAGE_SIZE)  # before WAL mode, which fixes it
@@ -140,18 +155,51 @@ class EmbeddingCache:
         self, digests: np.ndarray, prefix: np.ndarray, dim: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(positions in `digests` the cache holds as `dim`-d vectors, those vectors);
-        `prefix`: `prefixes(digests)`. One read transaction: one snapshot of the file."""
+        `prefix`: `prefixes(digests)`. One snapshot of the file: a read transaction, unless
+        `_from_memory` answers."""
+        found = self._from_memory(digests, prefix, dim)
+        if found is not None:
+            return found
         with self._reading():
             finders = [lambda d, p: self._in_segments(d, p, dim)]
             if self._legacy:
                 finders.append(lambda d, _: self._find_legacy(d, dim))
             return first_found(finders, digests, prefix, dim)
 
-    def _in_segments(
+    def _from_memory(
         self, digests: np.ndarray, prefix: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """`find` without a transaction (None where it cannot): the segments loaded are
+        those of the file as it is (`PRAGMA data_version`, SQLite's count of the commits of
+        other connections, has not moved since they were loaded), their keys are in memory,
+        and so are the vectors found (else they are read in a transaction); no old table."""
+        with self._read_lock:
+            if self._legacy or self._version is None:
+                return None
+            try:
+                if self._data_version() != self._version:
+                    return None
+            except sqlite3.DatabaseError as exc:
+                raise self._unreadable(exc) from exc
+            try:
+                return self._in_segments(digests, prefix, dim, _rows_in_memory)
+            except _NotInMemory:
+                return None
+
+    def _data_version(self) -> int:
+        return int(self._reader.execute("PRAGMA data_version").fetchone()[0])
+
+    def _in_segments(
+        self,
+        digests: np.ndarray,
+        prefix: np.ndarray,
+        dim: int,
+        read: Callable[[_Segment, np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`find` in the segments alone (in a read transaction)."""
-        held = [self._in_segment(s) for s in self._segments if s.dim == dim]
+        """`find` in the segments alone (in a read transaction, unless `read` reads rows
+        without one)."""
+        read = read or self._read_rows
+        held = [in_index(s.index, partial(read, s)) for s in self._segments if s.dim == dim]
         return first_found(held, digests, prefix, dim, self._filter)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
@@ -178,7 +226,10 @@ class EmbeddingCache:
                 return
             try:
                 self._reader.execute("BEGIN")
-                self._refresh()
+                version = self._data_version()  # begins the snapshot
+                if version != self._version:  # another connection committed
+                    self._refresh()
+                    self._version = version
                 yield
             except sqlite3.DatabaseError as exc:
                 raise self._unreadable(exc) from exc
@@ -187,7 +238,8 @@ class EmbeddingCache:
                     self._reader.execute("COMMIT")
 
     def _refresh(self) -> None:
-        """Forget segments merged away; load the keys of those written since."""
+        """Forget segments merged away; load the keys of those written since (in a read
+        transaction)."""
         ids = {i for (i,) in self._reader.execute("SELECT id FROM segments")}
         self._segments = [s for s in self._segments if s.id in ids]
         self._held = sum(s.vectors.nbytes for s in self._segments if s.vectors is not None)
@@ -210,9 +262,6 @@ class EmbeddingCache:
 
     def _corrupt(self, segment: int, reason: str) -> ValueError:
         return self._unreadable(f"segment {segment} is corrupt ({reason})")
-
-    def _in_segment(self, segment: _Segment) -> Finder:
-        return in_index(segment.index, lambda at: self._read_rows(segment, at))
 
     def _read_rows(self, segment: _Segment, at: np.ndarray) -> np.ndarray:
         """Rows `at` of a segment's vectors: from memory, else the blob read whole (and kept)
@@ -294,7 +343,7 @@ class EmbeddingCache:
     def _insert(self, keys: np.ndarray, rows: np.ndarray) -> None:
         self._db.execute(
             "INSERT INTO segments (dim, keys, vectors) VALUES (?, ?, ?)",
-            (rows.shape[1], keys.tobytes(), np.ascontiguousarray(rows).tobytes()),
+            (rows.shape[1], np.ascontiguousarray(keys), np.ascontiguousarray(rows)),
         )
 
     def _merge(self, dim: int) -> None:
@@ -383,13 +432,26 @@ def content_key(embedder_name: str, item: Any, modality: str = "text", index: in
 
 
 def content_digests(embedder_name: str, items: Sequence[Any], modality: str = "text") -> np.ndarray:
-    """Each item's `content_key` as a 32-byte digest (an array of `KEY`), the name hashed
-    once."""
+    """Each item's `content_key` as a 32-byte digest (an array of `KEY`): the name hashed
+    once, and with it the tag of text where every item is text (a copy and an update an
+    item, no call to `_item_bytes`)."""
     named = hashlib.sha256(embedder_name.encode("utf-8") + b"\0")
+    if modality != "image" and set(map(type, items)) <= {str}:
+        texts = named.copy()
+        texts.update(b"text\0")
+        try:
+            return _digests(texts, map(str.encode, items))
+        except UnicodeEncodeError:
+            pass  # `_item_bytes` names the text
+    return _digests(named, (_item_bytes(item, modality, i) for i, item in enumerate(items)))
+
+
+def _digests(named: Any, contents: Iterable[bytes]) -> np.ndarray:
+    """The digest of each of `contents` after what `named` (a sha256) has hashed."""
     digests: list[bytes] = []
-    for i, item in enumerate(items):
+    for content in contents:
         h = named.copy()
-        h.update(_item_bytes(item, modality, i))
+        h.update(content)
         digests.append(h.digest())
     return np.frombuffer(b"".join(digests), dtype=KEY)
 
@@ -422,16 +484,56 @@ def embed_cached(
     items = list(items)
     dim = embedder.dim
     digests = content_digests(embedder.name, items, embedder.modality)
-    hit, found = cached_rows(cache, digests, dim, unwritten)
-    miss = np.delete(np.arange(len(items)), hit)
-    _, first, inverse = np.unique(digests[miss], return_index=True, return_inverse=True)
-    order = np.argsort(first)  # the distinct misses in order of first appearance
-    todo = miss[first[order]]
+    prefix = prefixes(digests)
+    hit, found = cached_rows(cache, digests, dim, unwritten, prefix)
+    miss = np.delete(np.arange(len(items)), hit) if len(hit) else np.arange(len(items))
+    first, copy_of = _first_of_each(digests[miss], prefix[miss])
+    new = _embed_new(embedder, items, miss[first], digests, cache, chunk_size, unwritten)
+    if len(first) == len(items):  # every item new and distinct: the embedder's rows in order
+        return new, 0
+    out = np.empty((len(items), dim), dtype=np.float32)
+    out[hit] = found
+    out[miss] = new if copy_of is None else new[copy_of]
+    return out, len(hit)
+
+
+def _first_of_each(digests: np.ndarray, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(where each distinct digest first appears, in order; for each digest, which of those
+    it is), the second None where the digests are distinct. `prefix`: their `prefixes`,
+    sorted first: distinct prefixes, the common case, need no sort of the digests."""
+    order = np.argsort(prefix)
+    if np.all(prefix[order[1:]] != prefix[order[:-1]]):
+        return np.arange(len(digests)), None
+    _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
+def _embed_new(
+    embedder: Embedder,
+    items: list[Any],
+    todo: np.ndarray,
+    digests: np.ndarray,
+    cache: EmbeddingCache,
+    chunk_size: int,
+    unwritten: Unwritten | None,
+) -> np.ndarray:
+    """Vectors of `items[todo]`, embedded in chunks, each put in `cache` (or the first
+    `unwritten` buffer) as it is done."""
+    dim = embedder.dim
     embedded = [np.empty((0, dim), dtype=np.float32)]
+    in_order = len(todo) == len(items)  # then todo is every position, in order
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         try:
-            vectors = embedder.embed([items[i] for i in chunk.tolist()])
+            part = (
+                items[start : start + chunk_size]
+                if in_order
+                else [items[i] for i in chunk.tolist()]
+            )
+            vectors = embedder.embed(part)
         except InputError as exc:
             raise InputError(int(chunk[exc.index]), exc.reason) from None
         if vectors.shape != (len(chunk), dim):
@@ -445,24 +547,21 @@ def embed_cached(
         else:
             unwritten[0].add(digests[chunk], vectors)
         embedded.append(vectors)
-    new = np.concatenate(embedded)
-    if len(todo) == len(items):  # every item new and distinct: the embedder's rows in order
-        return new, 0
-    out = np.empty((len(items), dim), dtype=np.float32)
-    out[hit] = found
-    rank = np.empty(len(order), dtype=np.intp)
-    rank[order] = np.arange(len(order))
-    out[miss] = new[rank[inverse.reshape(-1)]]
-    return out, len(hit)
+    return np.concatenate(embedded)
 
 
 def cached_rows(
-    cache: EmbeddingCache, digests: np.ndarray, dim: int, unwritten: Unwritten | None = None
+    cache: EmbeddingCache,
+    digests: np.ndarray,
+    dim: int,
+    unwritten: Unwritten | None = None,
+    prefix: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positions in `digests` computed before, their `dim`-d vectors): from `unwritten`
-    (its buffers in order), else the cache."""
+    (its buffers in order), else the cache. `prefix`: `prefixes(digests)` if known."""
     finders = [partial(source.find, dim=dim) for source in (*(unwritten or ()), cache)]
-    return first_found(finders, digests, prefixes(digests), dim)
+    prefix = prefixes(digests) if prefix is None else prefix
+    return first_found(finders, digests, prefix, dim)
 
 
 def cached_vectors(

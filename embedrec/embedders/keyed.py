@@ -1,9 +1,11 @@
-"""Vectors keyed by 32-byte content digests, held as sorted arrays rather than a dict.
+"""Vectors keyed by 32-byte content digests: sorted arrays on disk, a dict while buffered.
 
 The embedding cache (cache.py) looks keys up in bulk: a batch of digests against a few sorted
-key arrays (its segments on disk, and the vectors computed but not yet written), each search
-one `np.searchsorted` on the digests' first 8 bytes as big-endian integers, confirmed on the
-whole digest. No Python object is made per key on this path.
+key arrays (its segments on disk), each search one `np.searchsorted` on the digests' first 8
+bytes as big-endian integers, confirmed on the whole digest, behind a `PrefixFilter` that
+lets few new keys through. No Python object is made per key on this path. The vectors
+computed but not yet written (`VectorBuffer`) are found through a dict behind such a filter
+instead: a batch is added to it far more cheaply than merged into a sorted array.
 """
 
 from __future__ import annotations
@@ -39,12 +41,16 @@ def prefixes(digests: np.ndarray) -> np.ndarray:
 
 def sorted_unique(digests: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`digests` sorted with their rows of `vectors`; of a repeated digest, the last row."""
-    digests, vectors = digests[::-1], vectors[::-1]  # reversed: the last row comes first
     prefix = prefixes(digests)
-    order = np.argsort(prefix, kind="stable")  # integers: a tenth the cost of the digests
-    run = prefix[order[1:]] == prefix[order[:-1]]
-    if run.any():  # a digest repeated, or two alike in 64 bits: sorted whole
-        order = np.argsort(digests, kind="stable")
+    if np.all(prefix[1:] > prefix[:-1]):  # sorted already (as a buffer's contents are)
+        return digests, vectors
+    order = np.argsort(prefix)  # integers: a tenth the cost of the digests
+    if np.all(prefix[order[1:]] != prefix[order[:-1]]):  # distinct in 64 bits: distinct
+        return digests[order], vectors[order]
+    # A digest repeated, or two alike in 64 bits: sorted whole, reversed so that a stable
+    # sort puts the last row of a digest first.
+    digests, vectors = digests[::-1], vectors[::-1]
+    order = np.argsort(digests, kind="stable")
     keys = digests[order]
     keep = np.ones(len(keys), dtype=bool)
     keep[1:] = keys[1:] != keys[:-1]
@@ -53,7 +59,7 @@ def sorted_unique(digests: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray,
 
 @dataclass
 class KeyIndex:
-    """One set of sorted, distinct digests (a segment's, or a buffered chunk's)."""
+    """One set of sorted, distinct digests (a segment's)."""
 
     keys: np.ndarray
     prefix: np.ndarray
@@ -73,6 +79,8 @@ class KeyIndex:
         at = np.searchsorted(self.prefix, prefix)
         np.minimum(at, len(self.keys) - 1, out=at)
         held = np.flatnonzero(self.prefix[at] == prefix)
+        if not len(held):
+            return held, held
         at = at[held]
         same = self.keys[at] == digests[held]
         for i in np.flatnonzero(~same):  # a key alike in its first 64 bits: look on
@@ -158,40 +166,56 @@ def first_found(
 
 
 class VectorBuffer:
-    """Vectors computed and not yet in the cache, in sorted chunks that merge as they grow
-    (`merge_from`). The ingest adds whole batches (`add`); a caller that holds its keys one
-    at a time (the Ray stage) sets them by hex key, and they become a chunk when next read."""
+    """Vectors computed and not yet in the cache, in the order added, found by digest in a
+    dict behind a `PrefixFilter`: a batch of new keys costs one gather, and adding one costs
+    a Python bytes object and a dict entry per key (about 0.1 µs), where sorted chunks cost
+    their merges (over a µs per vector at the pipeline's 16,384). The ingest adds whole
+    batches (`add`); a caller that holds its keys one at a time (the Ray stage) sets them
+    by hex key, and they are added when next read."""
 
     def __init__(self) -> None:
-        self.chunks: list[tuple[KeyIndex, np.ndarray]] = []
         self.filter = PrefixFilter(BUFFER_FILTER_BITS)
+        self._keys = np.empty(0, dtype=KEY)
+        self._rows = np.empty((0, 0), dtype=np.float32)
+        """`_size` rows used, in the order added (a repeated key: the later row wins)."""
+        self._size = 0
+        self._where: dict[bytes, int] = {}
+        """Row of each key (`KEY` elements as Python bytes: distinct for distinct digests)."""
         self._single: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
         """One writer thread may put it in the cache while another looks keys up in it."""
 
     def add(self, digests: np.ndarray, vectors: np.ndarray) -> None:
         """Buffer `vectors` (rows of one width, that of those buffered before) by digest."""
-        held = self.chunks[0][1].shape[1] if self.chunks else vectors.shape[1]
-        if vectors.shape[1] != held:
-            raise ValueError(f"a buffer of {held}-d vectors was given {vectors.shape}")
-        if len(digests):
-            keys, rows = sorted_unique(digests, vectors)
-            index = KeyIndex.of(keys)
-            with self._lock:
-                self.filter.add(index.prefix)
-                self.chunks.append((index, rows))
-                self._merge(merge_from([len(index) for index, _ in self.chunks]))
+        with self._lock:
+            held = self._rows.shape[1] if self._size else vectors.shape[1]
+            if vectors.shape[1] != held or len(vectors) != len(digests):
+                raise ValueError(
+                    f"a buffer of {held}-d vectors was given {vectors.shape} for {len(digests)}"
+                    " keys"
+                )
+            start, end = self._size, self._size + len(digests)
+            if end > len(self._keys):
+                self._grow(end, held)
+            self._keys[start:end] = digests
+            self._rows[start:end] = vectors
+            self._where.update(zip(digests.tolist(), range(start, end), strict=True))
+            self.filter.add(prefixes(digests))
+            self._size = end
 
-    def _merge(self, start: int) -> None:
-        """Merge the chunks from `start` on into one (a later chunk's vector wins)."""
-        if start < len(self.chunks) - 1:
-            tail, self.chunks = self.chunks[start:], self.chunks[:start]
-            keys = np.concatenate([index.keys for index, _ in tail])
-            keys, rows = sorted_unique(keys, np.concatenate([rows for _, rows in tail]))
-            self.chunks.append((KeyIndex.of(keys), rows))
+    def _grow(self, size: int, dim: int) -> None:
+        """Room for `size` rows at least (doubling: each row is copied about twice)."""
+        capacity = max(size, 2 * len(self._keys), 1024)
+        keys, rows = np.empty(capacity, dtype=KEY), np.empty((capacity, dim), dtype=np.float32)
+        if self._size:
+            keys[: self._size] = self._keys[: self._size]
+            rows[: self._size] = self._rows[: self._size]
+        self._keys, self._rows = keys, rows
 
     def _settle(self) -> None:
-        """Vectors set one by one become a chunk."""
+        """Vectors set one by one are added."""
+        if not self._single:
+            return
         with self._lock:
             single, self._single = self._single, {}
         if single:
@@ -201,23 +225,24 @@ class VectorBuffer:
         self._single[key] = vector
 
     def __len__(self) -> int:
-        return sum(len(index) for index, _ in self.chunks) + len(self._single)
+        return len(self._where) + len(self._single)
 
     def find(self, digests: np.ndarray, prefix: np.ndarray, dim: int) -> tuple[np.ndarray, ...]:
         """(positions in `digests` buffered as `dim`-d vectors, those vectors)."""
         self._settle()
         with self._lock:
-            chunks = list(self.chunks)
-        finders = [in_index(index, rows.__getitem__) for index, rows in reversed(chunks)
-                   if rows.shape[1] == dim]  # fmt: skip
-        return first_found(finders, digests, prefix, dim, self.filter)
+            todo = self.filter.candidates(prefix)
+            if not len(todo) or self._rows.shape[1] != dim:
+                return np.empty(0, dtype=np.intp), np.empty((0, dim), dtype=np.float32)
+            where = self._where
+            rows = np.array([where.get(key, -1) for key in digests[todo].tolist()], np.intp)
+            held = rows >= 0
+            return todo[held], self._rows[rows[held]]
 
     def contents(self) -> tuple[np.ndarray, np.ndarray]:
         """Every buffered digest (sorted, distinct) and its vector."""
         self._settle()
         with self._lock:
-            self._merge(0)
-            if not self.chunks:
+            if not self._size:
                 return np.empty(0, dtype=KEY), np.empty((0, 0), dtype=np.float32)
-            index, rows = self.chunks[0]
-        return index.keys, rows
+            return sorted_unique(self._keys[: self._size], self._rows[: self._size])

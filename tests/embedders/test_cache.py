@@ -91,6 +91,65 @@ def test_new_items_across_chunks_come_back_in_order(cache: EmbeddingCache) -> No
     np.testing.assert_array_equal(embed_cached(CountingEmbedder(), items, cache)[0], vectors)
 
 
+def test_write_behind_buffers_are_looked_up_and_only_the_first_fills(
+    cache: EmbeddingCache,
+) -> None:
+    """As the pipeline calls it: `caching` (being written) and `unwritten` (filling) are
+    looked up before the cache; new vectors, duplicates in a batch once, go to `unwritten`."""
+    emb, want = CountingEmbedder(), CountingEmbedder()
+    unwritten, caching = VectorBuffer(), VectorBuffer()
+    embed_cached(emb, ["a", "b", "a"], cache, unwritten=(caching,))
+    assert (len(caching), emb.embedded) == (2, ["a", "b"])
+    batch = ["b", "c", "c", "a", "d", "b"]
+    vectors, hits = embed_cached(emb, batch, cache, unwritten=(unwritten, caching))
+    assert hits == 3 and emb.embedded[2:] == ["c", "d"]
+    assert (len(unwritten), len(caching), len(cache)) == (2, 2, 0)
+    np.testing.assert_allclose(vectors, want.embed(batch), rtol=1e-6)
+    cache.put_buffer(caching)  # the write ends: its keys are now in the cache
+    again, hits = embed_cached(emb, ["d", "a", "e"], cache, unwritten=(VectorBuffer(), unwritten))
+    assert hits == 2 and emb.embedded[4:] == ["e"] and len(cache) == 2
+    np.testing.assert_allclose(again, want.embed(["d", "a", "e"]), rtol=1e-6)
+
+
+def test_a_buffer_keeps_the_last_vector_of_a_key_and_grows(tmp_path: Path) -> None:
+    keys = np.frombuffer(b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(3000)), KEY)
+    rows = np.arange(3000 * 2, dtype=np.float32).reshape(3000, 2)
+    buffer = VectorBuffer()
+    for start in range(0, 3000, 700):  # past its first capacity
+        buffer.add(keys[start : start + 700], rows[start : start + 700])
+    buffer.add(keys[[5, 2999, 5]], -rows[:3])  # the last of key 5 wins
+    assert len(buffer) == 3000
+    at, found = buffer.find(keys[::-1], prefixes(keys[::-1]), 2)
+    got = dict(zip((2999 - at).tolist(), map(tuple, found), strict=True))
+    assert len(got) == 3000 and got[5] == (-4.0, -5.0) and got[2999] == (-2.0, -3.0)
+    assert got[7] == (14.0, 15.0) and buffer.find(keys, prefixes(keys), 3)[0].size == 0
+    stored = buffer.contents()[0]
+    assert np.all(stored[1:] > stored[:-1]) and len(stored) == 3000
+    with EmbeddingCache(tmp_path) as cache:
+        cache.put_buffer(buffer)
+        at, found = cache.find(keys, prefixes(keys), 2)
+        np.testing.assert_array_equal(
+            found[np.argsort(at)][[5, 7, 2999]], [[-4, -5], [14, 15], [-2, -3]]
+        )
+    with pytest.raises(ValueError, match="2-d vectors was given"):
+        buffer.add(keys[:1], np.zeros((1, 3), dtype=np.float32))
+
+
+def test_a_reader_sees_what_another_connection_wrote_after_it_looked(tmp_path: Path) -> None:
+    """A lookup that the reader answers without a transaction (its segments hold none of
+    the keys) still finds what was written since it loaded them."""
+    keys = np.frombuffer(b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(40)), KEY)
+    vectors = np.arange(80, dtype=np.float32).reshape(40, 2)
+    with EmbeddingCache(tmp_path) as reader, EmbeddingCache(tmp_path) as writer:
+        writer.put(keys[:10], vectors[:10])
+        assert len(reader.find(keys, prefixes(keys), 2)[0]) == 10
+        for _ in range(2):  # answered from memory: nothing written since
+            assert reader.find(keys[10:], prefixes(keys[10:]), 2)[0].size == 0
+        writer.put(keys[10:], vectors[10:])
+        at, found = reader.find(keys[10:], prefixes(keys[10:]), 2)
+        np.testing.assert_array_equal(found[np.argsort(at)], vectors[10:])
+
+
 def test_a_new_cache_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
     old = tmp_path / "old"
     old.mkdir()
@@ -149,6 +208,13 @@ def test_content_keys(tmp_path: Path) -> None:
     ]
     with pytest.raises(InputError, match=r"item 1: file '.*missing\.png' not found"):
         content_keys("m", [str(png), str(tmp_path / "missing.png")], "image")
+    texts = ["a", "caf\xe9", "", "a"]  # all text: hashed without a call per item, the same keys
+    assert content_keys("m", texts) == [content_key("m", t) for t in texts]
+    defined = [hashlib.sha256(b"m\0text\0" + t.encode()).hexdigest() for t in texts]
+    assert content_keys("m", texts) == defined  # what caches already written are keyed by
+    assert content_keys("m", ["a", 1]) == [content_key("m", "a"), content_key("m", 1)]
+    with pytest.raises(InputError, match=r"item 2: text is not valid Unicode"):
+        content_keys("m", ["a", "b", "caf\ud800"])
 
 
 def test_unreadable_cache_file_is_a_clear_error(tmp_path: Path) -> None:

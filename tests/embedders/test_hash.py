@@ -3,6 +3,7 @@ costs nothing, found through the embedder registry."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import zlib
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from embedrec.embedders import InputError, get_embedder
-from embedrec.embedders.hash import HashEmbedder
+from embedrec.embedders.hash import _SPACE_LEADS, UNICODE_SPACE, HashEmbedder
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
 from embedrec.ingestion.rows import Row
@@ -66,6 +67,59 @@ def test_batch_vectors_are_the_word_by_word_definition() -> None:
         embedder = get_embedder(f"hash:{dim}")
         for batch in (texts, texts[::-1] * 3, texts[:1], texts[4:5], texts[:10]):
             np.testing.assert_array_equal(embedder.embed(batch), _word_by_word(batch, dim))
+
+
+def test_random_batches_are_the_word_by_word_definition() -> None:
+    """Batches hashed whole (ASCII, other Unicode, Unicode whitespace) or text by text (a
+    NUL in a text) against the definition, on random texts of awkward characters."""
+    rng = random.Random(7)
+    pool = [chr(i) for i in range(0x250)] + list("\u3000\xa0\u2028ΣσςİßﬁÜ\udcff\u0345\u2019")
+    for _ in range(1500):
+        batch = ["".join(rng.choices(pool, k=rng.randint(0, 10))) for _ in range(rng.randint(1, 9))]
+        if rng.random() < 0.7:
+            batch = [text.replace("\0", "") for text in batch]
+        for dim in (2, 64):
+            np.testing.assert_array_equal(HashEmbedder(dim).embed(batch), _word_by_word(batch, dim))
+
+
+def _word_with_crc(target: int) -> str:
+    """A word (lower-case, no space or NUL) whose UTF-8 has CRC-32 `target`: a prefix and 4
+    bytes solved for, CRC-32 being affine over GF(2) in the bits of the last 4 bytes."""
+    for k in range(1000):
+        head = b"w%d" % k
+        base = zlib.crc32(head + bytes(4))
+        columns = [zlib.crc32(head + (1 << bit).to_bytes(4, "little")) ^ base for bit in range(32)]
+        rows = list(zip(columns, (1 << bit for bit in range(32)), strict=True))
+        want, solution = target ^ base, 0
+        for pivot in range(32):  # Gaussian elimination on (column, the bits that make it)
+            at = next(i for i in range(pivot, 32) if rows[i][0] >> pivot & 1)
+            rows[pivot], rows[at] = rows[at], rows[pivot]
+            for i in range(32):
+                if i != pivot and rows[i][0] >> pivot & 1:
+                    rows[i] = (rows[i][0] ^ rows[pivot][0], rows[i][1] ^ rows[pivot][1])
+        for pivot in range(32):
+            if want >> pivot & 1:
+                solution ^= rows[pivot][1]
+        raw = head + solution.to_bytes(4, "little")
+        word = raw.decode("utf-8", "surrogateescape")
+        if word.lower().split() == [word] and "\0" not in word and word.isprintable():
+            assert zlib.crc32(raw) == target
+            return word
+    raise AssertionError("no word found")
+
+
+def test_a_word_with_the_crc_of_the_batch_mark_is_a_word() -> None:
+    word = _word_with_crc(zlib.crc32(b"\0"))  # the mark that joins a batch's texts
+    batch = ["a", word, f"b {word} c", "", word]
+    for dim in (2, 64):
+        np.testing.assert_array_equal(HashEmbedder(dim).embed(batch), _word_by_word(batch, dim))
+
+
+def test_the_unicode_whitespace_is_what_str_split_splits_on() -> None:
+    others = [chr(i) for i in range(128, sys.maxunicode + 1)]
+    spaces = {c for c in others if c.isspace()}
+    assert {c for c in others if UNICODE_SPACE.fullmatch(c)} == spaces
+    assert all(c.encode().startswith(_SPACE_LEADS) for c in spaces)
 
 
 def test_the_same_text_gives_the_same_vector_in_another_process() -> None:
