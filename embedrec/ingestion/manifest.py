@@ -18,10 +18,12 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from embedrec.common.settings import cache_root
+from embedrec.ingestion.manifest_store import SCHEMA, Entries, Segments, pack, read_manifest
 from embedrec.ingestion.rows import Row
 from embedrec.ingestion.values import metadata_json
 from embedrec.stores.uri import parse_uri
@@ -68,8 +70,9 @@ def recorded_embedder(store_uri: str) -> Any:
 
 
 def ingested_catalog(store_uri: str) -> tuple[Path, list[str]] | None:
-    """(catalog file, ids) from the newest manifest of an ingest into this store, if any;
-    read only (the web app asks here rather than reading the cache's files itself)."""
+    """(catalog file, ids in the order they were first ingested) from the newest manifest
+    of an ingest into this store, if any; read only (the web app asks here rather than
+    reading the cache's files itself)."""
     try:
         want = store_key(store_uri)
     except ValueError:
@@ -77,17 +80,12 @@ def ingested_catalog(store_uri: str) -> tuple[Path, list[str]] | None:
     folder = cache_root() / "manifests"
     found: tuple[float, Path, list[str]] | None = None
     for path in folder.glob("*.sqlite") if folder.is_dir() else ():
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            try:
-                info = dict(db.execute("SELECT key, value FROM info").fetchall())
-                if _key(info.get("store", "")) != want or "catalog" not in info:
-                    continue
-                ids = [row[0] for row in db.execute("SELECT id FROM items ORDER BY rowid")]
-            except sqlite3.Error:
-                continue
+        read = read_manifest(path, lambda i: _key(i.get("store", "")) == want and "catalog" in i)
+        if read is None:
+            continue
         stamp = path.stat().st_mtime
         if found is None or stamp > found[0]:
-            found = (stamp, Path(info["catalog"]), ids)
+            found = (stamp, Path(read[0]["catalog"]), list(read[1]))
     return None if found is None else (found[1], found[2])
 
 
@@ -119,64 +117,134 @@ def content_hashes(embedder_name: str, rows: Iterable[Row]) -> list[str]:
 
 
 class IngestManifest:
-    """id -> content hash of what the store durably holds from one catalog."""
+    """id -> content hash of what the store durably holds from one catalog, as segments of
+    packed entries (manifest_store.py). The entries are read into a dict when first needed
+    (a lookup is then a dict's, with no SQL per id), then kept current: a commit adds its
+    own, and the segments other connections wrote are loaded when SQLite's `data_version`
+    says they wrote some. Commits, `remove` and `clear` are each one transaction, so that
+    a killed process leaves the manifest as it was before (or after) one, and concurrent
+    writers each land whole."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, timeout: float = 60.0):
         self.path = Path(path) if path != ":memory:" else None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(
+            str(path), timeout=timeout, isolation_level=None, check_same_thread=False
+        )
         self.lock = threading.Lock()
+        self.segments = Segments(self.db, path)
+        self.entries: Entries | None = None
+        """None until needed (a first ingest never reads its own commits back)."""
+        self.seen = 0
+        """The newest segment applied to `entries`."""
+        self.version = -1
+        """`PRAGMA data_version` when `entries` was last brought up to date."""
+        self.db.execute("PRAGMA page_size=16384")  # a new file's: before WAL mode fixes it
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, hash TEXT)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT)")
+        with self.lock, self._transaction():
+            for statement in SCHEMA:
+                self.db.execute(statement)
+            self.segments.migrate()
 
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A write transaction (the caller holds the lock); on failure, rolled back and
+        `entries` dropped, to be read again when next needed."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.entries = None
+            raise
+
+    def _refresh(self) -> Entries:
+        """`entries` as of this transaction's snapshot (the caller holds the lock and a
+        transaction): the segments written since `seen` applied."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if self.entries is not None and version == self.version:
+            return self.entries
+        based, newer = self.segments.newer(self.seen if self.entries is not None else 0)
+        if based or self.entries is None:
+            self.entries = {}
+        self.segments.apply(newer, self.entries)
+        self.seen = newer[-1] if newer else self.seen
+        self.version = version
+        return self.entries
+
+    def _current(self) -> Entries:
+        """`entries`, brought up to date (the caller holds the lock)."""
+        changed = self.db.execute("PRAGMA data_version").fetchone()[0] != self.version
+        if self.entries is not None and not changed:
+            return self.entries
+        self.db.execute("BEGIN")
+        try:
+            return self._refresh()
+        finally:
+            self.db.execute("COMMIT")
+
     def count(self) -> int:
         with self.lock:
-            return self.db.execute("SELECT count(*) FROM items").fetchone()[0]
+            if self.entries is None:
+                held = "SELECT EXISTS (SELECT 1 FROM segments WHERE n > 0)"
+                if not self.db.execute(held).fetchone()[0]:
+                    return 0
+            return len(self._current())
 
     def info(self) -> dict[str, str]:
         with self.lock:
             return dict(self.db.execute("SELECT key, value FROM info").fetchall())
 
     def ids(self) -> Iterator[str]:
+        """The ids, in the order they first entered the manifest."""
         with self.lock:
-            rows = self.db.execute("SELECT id FROM items ORDER BY id").fetchall()
-        for (rid,) in rows:
-            yield rid
+            ids = list(self._current())
+        yield from ids
 
     def hashes(self, ids: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for start in range(0, len(ids), SQL_BATCH):
-            part = ids[start : start + SQL_BATCH]
-            marks = ",".join("?" * len(part))
-            query = f"SELECT id, hash FROM items WHERE id IN ({marks})"
-            with self.lock:
-                out.update(self.db.execute(query, part).fetchall())
-        return out
+        with self.lock:
+            get = self._current().get
+        return {i: h for i in ids if (h := get(i)) is not None}
 
     def commit(self, entries: Iterable[tuple[str, str]], info: dict[str, str] | None = None):
-        """Record `entries` (id, hash) in one transaction, in id order (each insert then
-        lands near the one before it in the id index)."""
-        entries = sorted(entries)
-        with self.lock, self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?)", entries)
-            self.db.executemany("INSERT OR REPLACE INTO info VALUES (?, ?)", (info or {}).items())
+        """Record `entries` (id, hash; of a repeated id, the last hash) and `info` in one
+        transaction, as one segment."""
+        pairs = list(entries)
+        ids, hashes = list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))
+        packed = pack(ids, "id"), pack(hashes, "hash")
+        with self.lock:
+            with self._transaction():
+                live = self._refresh() if self.entries is not None else None
+                newest = self.seen
+                if pairs:
+                    newest = self.segments.insert(*packed, len(pairs))
+                    newest = self.segments.merge() or newest  # of segments `live` holds
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO info VALUES (?, ?)", (info or {}).items()
+                )
+            if live is not None:
+                live.update(pairs)
+                self.seen = newest
 
     def remove(self, ids: Iterable[str]) -> None:
-        with self.lock, self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("DELETE FROM items WHERE id = ?", ((i,) for i in ids))
+        """Forget `ids`: the entries left are written as one base segment."""
+        with self.lock, self._transaction():
+            entries = self._refresh()
+            gone = sum(entries.pop(i, None) is not None for i in ids)
+            if gone:
+                self.seen = self.segments.write(entries, base=True)
 
     def clear(self) -> None:
-        with self.lock, self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM items")
+        with self.lock, self._transaction():
+            self.segments.write({}, base=True)
+            self.entries, self.seen = None, 0
 
 
 def unchanged(known: str | None, digest: str, op: str | None) -> bool:
