@@ -19,8 +19,7 @@ from embedrec.data.fetching import DatasetUnavailable
 from embedrec.embedders import get_embedder
 from embedrec.ingestion.commands import _embedder_options
 from embedrec.ingestion.config import load_ingest_config
-from embedrec.ingestion.manifest import manifest_path
-from embedrec.ingestion.manifest_store import read_manifest
+from embedrec.ingestion.manifest import manifest_path, read_manifest
 from embedrec.stores import open_store
 
 REPO = Path(__file__).resolve().parents[2]
