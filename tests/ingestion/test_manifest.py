@@ -251,3 +251,17 @@ def test_two_processes_committing_at_once_both_land_whole(tmp_path: Path) -> Non
         assert proc.returncode == 0
     assert _whole_commits(path, "p", size) == rounds == _whole_commits(path, "q", size)
     assert IngestManifest(path).count() == 2 * rounds * size
+
+
+def test_a_reader_follows_another_process_committing_and_merging(tmp_path: Path) -> None:
+    path, rounds, size = tmp_path / "m.sqlite", 3 * manifest.MERGE_AFTER, 500
+    reader = IngestManifest(path)
+    proc = _child(path, "w", rounds, size)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # each round landed whole, with every one before it
+        done = int(line) + 1
+        ids = [f"w{r}/{j}" for r in range(done) for j in range(size)]
+        assert len(reader.hashes(ids)) == len(ids) <= reader.count()
+    assert proc.wait() == 0 and reader.count() == rounds * size
+    assert len(segment_rows(path)) <= manifest.MERGE_AFTER + 1
+    reader.close()
