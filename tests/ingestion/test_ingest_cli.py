@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from embedrec.data.fetching import DatasetUnavailable
 from embedrec.embedders import get_embedder
 from embedrec.ingestion.commands import _embedder_options
 from embedrec.ingestion.config import load_ingest_config
-from embedrec.ingestion.manifest import manifest_path
+from embedrec.ingestion.manifest import manifest_path, read_manifest
 from embedrec.stores import open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,13 +189,8 @@ def test_datasets_list(capsys: pytest.CaptureFixture) -> None:
 
 
 def _manifest_count(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return db.execute("SELECT count(*) FROM items").fetchone()[0]
-    except sqlite3.OperationalError:  # created but its table not yet committed
-        return 0
+    read = read_manifest(path) if path.exists() else None  # None: its tables not yet written
+    return 0 if read is None else len(read[1])
 
 
 @pytest.mark.slow
