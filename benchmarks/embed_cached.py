@@ -46,8 +46,7 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
 
     import embedrec
-    from embedrec.embedders import get_embedder
-    from embedrec.embedders.cache import EmbeddingCache, embed_cached
+    from embedrec.embedders import EmbeddingCache, embed_cached, get_embedder
     from embedrec.embedders.keyed import VectorBuffer
 
     texts = json.loads(Path(args.texts).read_text())

@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from embedrec.embedders.base import Embedder, InputError, Modality, resolve_device
-from embedrec.embedders.cache import EmbeddingCache, content_key, embed_cached
+from embedrec.embedders.cache import EmbeddingCache
+from embedrec.embedders.cached import content_key, embed_cached
 from embedrec.embedders.text import TextEmbedder
 
 _KIND = re.compile(r"^[a-z][a-z0-9-]*$")

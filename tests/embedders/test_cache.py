@@ -17,14 +17,8 @@ import pytest
 from embedrec.common.vectors import l2_normalize
 from embedrec.embedders import get_embedder
 from embedrec.embedders.base import InputError
-from embedrec.embedders.cache import (
-    MERGE_AFTER,
-    EmbeddingCache,
-    content_key,
-    content_keys,
-    default_cache_dir,
-    embed_cached,
-)
+from embedrec.embedders.cache import MERGE_AFTER, EmbeddingCache, default_cache_dir
+from embedrec.embedders.cached import cached_rows, content_key, content_keys, embed_cached
 from embedrec.embedders.keyed import KEY, VectorBuffer, prefixes
 
 
@@ -352,8 +346,6 @@ def test_keys_alike_in_their_first_64_bits_are_told_apart(tmp_path: Path) -> Non
     with EmbeddingCache(tmp_path) as cache:
         cache.put(digests[1:], vectors[1:] + 100)
         wanted = digests[[2, 0, 3, 1]]
-        from embedrec.embedders.cache import cached_rows
-
         at, rows = cached_rows(cache, wanted, 2, (buffer,))
         got = {int(i): tuple(r) for i, r in zip(at, rows, strict=True)}
         assert got == {0: (104.0, 105.0), 1: (0.0, 1.0), 2: (106.0, 107.0), 3: (2.0, 3.0)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from embedrec.embedders.cache import EmbeddingCache, embed_cached
+from embedrec.embedders.cache import EmbeddingCache
+from embedrec.embedders.cached import embed_cached
 from embedrec.embedders.text import TextEmbedder
 from embedrec.embedders.two_tower.features import TextFn
 

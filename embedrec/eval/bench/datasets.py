@@ -20,7 +20,8 @@ from embedrec.data.config import load_data_section
 from embedrec.data.dataset import Dataset, load_dataset
 from embedrec.data.fashion_mnist import load_fashion_mnist
 from embedrec.data.fetching import DatasetUnavailable
-from embedrec.embedders.cache import EmbeddingCache, embed_cached
+from embedrec.embedders.cache import EmbeddingCache
+from embedrec.embedders.cached import embed_cached
 from embedrec.eval.bench.config import (
     BenchConfig,
     CatalogTextDataset,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from embedrec.embedders import InputError, content_key
-from embedrec.embedders.cache import cached_vectors
+from embedrec.embedders.cached import cached_vectors
 from embedrec.ingestion.distributed.engine import (
     cluster,
     connected,
