@@ -5,7 +5,7 @@ catalog's texts (benchmarks/ingest.py `throughput_catalog`), against a baseline 
 
 Batches of `--batch` go through `embed_cached(..., unwritten=(unwritten, caching))`, and every
 `--bulk` new vectors the buffer is put in the cache and becomes `caching` (as
-pipeline.py's `hand_off`, here on the same thread: the put's CPU is counted). Three phases
+pipeline/run.py's `hand_off`, here on the same thread: the put's CPU is counted). Three phases
 in a fresh cache: `first` (every row new), `again` (a new run over the cache that holds
 them all) and `repeats` (a fresh cache, each block of `--bulk // 4` rows given twice: the
 second from the write-behind buffers). The CPU of each run's `put_buffer` calls is shown

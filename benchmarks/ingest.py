@@ -66,6 +66,7 @@ from embedrec.embedders import get_embedder
 from embedrec.ingestion import pipeline
 from embedrec.ingestion.columns import ColumnMap, parse_metadata_spec
 from embedrec.ingestion.pipeline import ingest
+from embedrec.ingestion.pipeline import run as pipeline_run
 from embedrec.ingestion.rows import Row
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.summary import IngestOptions, IngestSummary
@@ -166,7 +167,7 @@ class StoreClock:
     def timing(self) -> Iterator[None]:
         """The pipeline's stores opened with their hooks timed (on the instance: a backend
         overrides some of them, as FAISS does `flush`)."""
-        opener = pipeline.open_store
+        opener = pipeline_run.open_store
 
         def open_timed(*args: Any, **kwargs: Any) -> VectorStore:
             store = self.timed(opener)(*args, **kwargs)
@@ -174,11 +175,11 @@ class StoreClock:
                 setattr(store, name, self.timed(getattr(store, name)))
             return store
 
-        pipeline.open_store = open_timed
+        pipeline_run.open_store = open_timed
         try:
             yield
         finally:
-            pipeline.open_store = opener
+            pipeline_run.open_store = opener
 
 
 def throughput(n: int, work: Path, args: argparse.Namespace) -> None:

@@ -344,7 +344,7 @@ def test_new_vectors_reach_the_cache_in_bulk(
 ) -> None:
     """The cache gets a segment per CACHE_BULK new vectors (and one for the rest at the
     end), not a write per batch; a rerun into a lost store embeds nothing."""
-    monkeypatch.setattr(pipeline, "CACHE_BULK", 64)
+    monkeypatch.setattr(pipeline.run, "CACHE_BULK", 64)
     path = catalog(tmp_path / "items.csv", movies(300))
     source, uri = Source(path, COLUMNS), f"faiss:{tmp_path / 'store'}"
     first = ingest(source, uri, "hash:8", IngestOptions(batch_size=16))

@@ -159,5 +159,5 @@ def test_declared_fields_reach_the_store_before_its_first_upsert(
     path = tmp_path / "items.csv"
     path.write_text("id,title,year,tags\n" + "".join(f"m{i},t{i},{i},x\n" for i in range(10)))
     run(tmp_path, path)
-    # the batches of 7 reach the writer gathered (pipeline.HAND_OFF_ROWS): one upsert
+    # the batches of 7 reach the writer gathered (pipeline.run.HAND_OFF_ROWS): one upsert
     assert calls == [("declare", {"year": "int", "tags": "list"}), ("upsert", 10)]

@@ -1,6 +1,6 @@
 """The embedding stage of an ingest on Ray (`--engine ray[:ADDRESS]`), an `EmbedStage`.
 
-Everything but the embedding stays in this process, the driver, as in pipeline.py: reading,
+Everything but the embedding stays in this process, the driver, as in pipeline/run.py: reading,
 the manifest's choice of the rows that changed (made before any row goes to Ray), each row's
 input (`prepare`, which rejects what the embedder cannot use), the embedding cache, rejects
 and checkpoints, and the writes to a store that lives here (FAISS, a local Qdrant); a Qdrant

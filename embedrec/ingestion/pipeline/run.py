@@ -1,47 +1,31 @@
-"""Catalog -> store: validate, embed (through the cache), upsert in batches, checkpoint.
-
-Each embedder prepares its own input from a catalog row (`Embedder.prepare`), so this module
-knows nothing of text, images or learned item features. Every per-row problem (a bad value,
-an input the embedder refuses, a record the store refuses) goes to the rejects file with its
-row, field and reason, and the other rows land.
-
-Checkpoints (every `checkpoint_seconds`, spaced further when a flush is slow) make a run
-resumable after a kill: an id enters the manifest (manifest.py) only after `store.flush()`
-has made it durable, so a killed run leaves rows that are in the store but not the manifest
-(upserted again next time: an overwrite, never a duplicate) and never the reverse. When the
-store holds fewer records than the manifest lists (it was deleted, or it lives in memory),
-the manifest is reconciled with the store before anything is skipped.
-"""
+"""One ingest's state and steps (`_Run`): rows are read, built, hashed and compared with
+the manifest a few thousand at a time, embedded a batch at a time on the calling thread (or
+an `EmbedStage`), and upserted and checkpointed on a writer thread, one hand-off behind."""
 
 from __future__ import annotations
 
-import gc
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain, groupby
+from itertools import chain
 from operator import attrgetter, itemgetter
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from embedrec.embedders import Embedder, EmbeddingCache, InputError, embed_cached, get_embedder
-from embedrec.embedders.cache import given_or_default
+from embedrec.embedders import Embedder, EmbeddingCache, InputError, embed_cached
 from embedrec.embedders.keyed import VectorBuffer  # fmt: skip
 from embedrec.ingestion.manifest import (
     SQL_BATCH,
     IngestManifest,
     LiveEdits,
     content_hashes,
-    manifest_path,
     unchanged,
 )
-from embedrec.ingestion.rows import ChunkMetadata, Reject, Row
+from embedrec.ingestion.pipeline.writes import metadata_of, refused_field, upsert_records
+from embedrec.ingestion.rows import Reject, Row
 from embedrec.ingestion.sources import Source
 from embedrec.ingestion.store_info import describe, store_info
 from embedrec.ingestion.summary import (
@@ -52,26 +36,16 @@ from embedrec.ingestion.summary import (
     TooManyRejects,
 )
 from embedrec.stores import (
-    IdError,
-    MetadataError,
     StoreInfo,
     StoreNotFound,
-    VectorError,
     VectorStore,
     open_store,
 )
-from embedrec.stores.base import MetadataInput, check_metadata
 
 READ_ROWS = 4096
 """Records are read, built, hashed and looked up in the manifest about this many at a time
 (a whole number of batches), which pays each step's fixed costs once per few thousand rows;
 rejects, embedding and progress still go a batch at a time, in catalog order."""
-GC_YOUNG = 100_000
-"""While an ingest runs, the garbage collector looks at new objects once this many more
-are alive (Python's default: 700). Each row makes a few (its Row, metadata dict, list
-cells), and at the default the collections cost about 3 µs a row, mostly in the full ones
-that walk every object the process held before (see `_collecting_less`); at this, with
-those frozen, about 0.2 µs. Cyclic garbage waits longer: at most this many objects."""
 HAND_OFF_ROWS = 4096
 """Embedded rows go to the writer thread this many at a time (or sooner when a checkpoint
 is due): each hand-off costs the reading thread a wait and a wake-up, and each upsert its
@@ -83,15 +57,7 @@ CACHE_BULK = 16384
 """New vectors are written to the embedding cache this many at a time (a transaction per
 batch of 256 costs about twice as much per row, one per 4,096 a sixth more), on a thread of
 their own, so that neither the upserts nor the reader behind them wait for a bulk write."""
-REFUSED = (IdError, MetadataError, VectorError)
-"""What a store raises for a record it will not hold. Its checks name each such record
-(`check_records`); a backend that refuses a checked batch (its own limits) gets it again
-record by record, to reject only those it refuses."""
-
 _ID = attrgetter("id")
-_METADATA = attrgetter("metadata")
-_META = attrgetter("meta")
-_AT = attrgetter("at")
 _ROW = itemgetter(0)
 _DIGEST = itemgetter(1)
 
@@ -99,8 +65,6 @@ Pending = list[tuple[Row, str]]
 """Changed rows waiting to be embedded, each with its content hash."""
 Upserted = Callable[[], Iterable[tuple[Pending, list[Reject]]]]
 """A batch written elsewhere: per part, the rows the store wrote and the rejects."""
-
-__all__ = ["EmbedStage", "Upserted", "ingest", "metadata_of", "read_size", "upsert_records"]
 
 
 class EmbedStage(Protocol):
@@ -437,7 +401,7 @@ class _Run:
         for i, reason in sorted(refused.items()):
             row = part[i][0]
             why = f"the store refused the record: {reason}"
-            rejects.append(Reject(file, row.row, row.id, _refused_field(row), why))
+            rejects.append(Reject(file, row.row, row.id, refused_field(row), why))
         return [item for i, item in enumerate(part) if i not in refused], rejects
 
     # -- durability ---------------------------------------------------------------------------
@@ -480,161 +444,6 @@ class _Run:
         self.manifest.remove(gone)
 
 
-def metadata_of(rows: list[Row]) -> MetadataInput:
-    """The rows' metadata as a store takes it: as columns where every row's is in a chunk
-    `build_many` built with the same fields (no dict made per record), else a dict each."""
-    if set(map(type, map(_META, rows))) != {ChunkMetadata}:
-        return list(map(_METADATA, rows))
-    parts = [
-        chunk.columns(list(map(_AT, group)))
-        for chunk, group in groupby(rows, key=_META)  # type: ignore[arg-type]
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    if len({tuple(part) for part in parts}) > 1:
-        return list(map(_METADATA, rows))
-    return {name: list(chain.from_iterable(part[name] for part in parts)) for name in parts[0]}
-
-
 def read_size(batch_size: int) -> int:
     """How many records an ingest reads at a time: about READ_ROWS, in whole batches."""
     return batch_size * max(1, READ_ROWS // batch_size)
-
-
-def upsert_records(
-    store: VectorStore, ids: list[str], vectors: np.ndarray, metadata: MetadataInput
-) -> dict[int, str]:
-    """Write the records the store's checks pass (checked once, here) and return why each
-    other record was refused, by its index; when the backend refuses the checked batch (its
-    own limits), retry it record by record to refuse only those it refuses."""
-    checked, refusals = store.check_records(ids, vectors, metadata)
-    refused = {pos: str(exc) for pos, exc in refusals}
-    try:
-        store.upsert_checked(checked)
-        return refused
-    except REFUSED:
-        pass
-    kept = [i for i in range(len(ids)) if i not in refused]
-    for j, i in enumerate(kept):
-        try:
-            store.upsert([ids[i]], checked.vectors[j : j + 1], [checked.metadata[j]])
-        except REFUSED as exc:
-            refused[i] = str(exc)
-    return refused
-
-
-def _refused_field(row: Row) -> str | None:
-    """The metadata field of `row` that stores refuse, or None (then its id or vector)."""
-    for name, value in row.metadata.items():
-        try:
-            check_metadata(row.id, {name: value})
-        except MetadataError:
-            return name
-    return None
-
-
-@dataclass
-class _Collecting:
-    """The collector's settings put aside while ingests run (any number, on any threads)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    runs: int = 0
-    thresholds: tuple[int, ...] = ()
-    froze: bool = False
-
-
-_COLLECTING = _Collecting()
-
-
-@contextmanager
-def _collecting_less() -> Iterator[None]:
-    """Collect garbage less often while ingesting: objects that exist before (modules, the
-    model) are frozen out of the collections (`gc.freeze`, unless someone froze others,
-    which would be thawed with them), and the young generation is collected every
-    GC_YOUNG new objects. Both are put back when the last ingest running ends."""
-    state = _COLLECTING
-    with state.lock:
-        if state.runs == 0:
-            state.thresholds = gc.get_threshold()
-            state.froze = gc.get_freeze_count() == 0
-            if state.froze:
-                gc.freeze()
-            gc.set_threshold(max(state.thresholds[0], GC_YOUNG), *state.thresholds[1:])
-        state.runs += 1
-    try:
-        yield
-    finally:
-        with state.lock:
-            state.runs -= 1
-            if state.runs == 0:
-                gc.set_threshold(*state.thresholds)
-                if state.froze:
-                    gc.unfreeze()
-
-
-def _check_modality(embedder: Embedder, source: Source) -> None:
-    """An item embedder reads any catalog's metadata; the others need their own input kind."""
-    modality = source.columns.modality
-    if embedder.modality not in (modality, "item"):
-        flag = "--text" if embedder.modality == "text" else "--image-col"
-        raise ValueError(
-            f"embedder {embedder.name!r} takes {embedder.modality} input, but the catalog "
-            f"mapping gives {modality} (use {flag})"
-        )
-
-
-def ingest(
-    source: Source,
-    store_uri: str,
-    embedder_spec: str = "text",
-    options: IngestOptions | None = None,
-    *,
-    embedder: Embedder | None = None,
-    cache: EmbeddingCache | None = None,
-    progress: Callable[[int], None] | None = None,
-    manifest: Path | str | None = None,
-    stage: EmbedStage | None = None,
-) -> IngestSummary:
-    """Load `source` into the store at `store_uri`; returns what happened.
-
-    `embedder` (default: `get_embedder(embedder_spec)`, its model loaded only when a row
-    needs embedding) and `cache` (default: the embedding cache under `$EMBEDREC_CACHE`) may
-    be passed in. Raises `TooManyRejects` past `options.max_rejects` (N rows: at once; P% of
-    the rows read: at the end, before --sync deletes anything), after checkpointing.
-    An item embedder (modality "item", e.g. `two-tower:MODEL`) prepares its input from each
-    record's id and metadata, so the metadata columns must carry the model's item features.
-    `stage` embeds elsewhere (see `EmbedStage`); reading, the manifest, the cache, rejects,
-    writes and checkpoints stay here.
-    """
-    options = options or IngestOptions()
-    if options.batch_size < 1:
-        raise ValueError(f"batch size must be positive, got {options.batch_size}")
-    RejectLimit.parse(options.max_rejects)  # a bad limit fails before any work
-    started = time.perf_counter()
-    embedder = embedder if embedder is not None else get_embedder(embedder_spec)
-    _check_modality(embedder, source)
-    manifest_file = Path(manifest) if manifest else manifest_path(source.path, store_uri)
-    rejects_path = options.rejects or manifest_file.with_suffix(".rejects.jsonl")
-    summary = IngestSummary(rejects_path=rejects_path, manifest=manifest_file)
-    with (
-        _collecting_less(),
-        closing(IngestManifest(manifest_file)) as book,
-        closing(LiveEdits.of(store_uri)) as edits,
-        given_or_default(cache) as run_cache,
-    ):
-        run = _Run(
-            source=source, store_uri=store_uri, spec=embedder_spec, embedder=embedder,
-            cache=run_cache, options=options, manifest=book, edits=edits,
-            rejects=RejectsFile(rejects_path), progress=progress, summary=summary, stage=stage,
-        )  # fmt: skip
-        try:
-            run.open_existing()
-            run.run()
-        finally:
-            run.writer.shutdown(wait=True)
-            run.cacher.shutdown(wait=True)
-            run.rejects.close()
-            if run.store is not None:
-                run.store.close()
-            summary.seconds = time.perf_counter() - started
-    return summary
