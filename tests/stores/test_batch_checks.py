@@ -126,6 +126,9 @@ def test_finite_floats_whose_sum_overflows_pass():
         np.array([1, 2**53 + 1]),
         np.array([1, 2**63 + 1], dtype=np.uint64),
         ["a", None, np.int64(3)],
+        [np.str_("a"), np.str_("b")],
+        ["a", np.str_("b")],
+        ["a", "\udce9"],
         np.array(["a", "b"], dtype=object),
     ],
 )
@@ -158,6 +161,16 @@ def test_a_store_still_names_the_bad_record(tmp_path):
     store.upsert(["f"], np.ones((1, 2)), {"x": [True]})
     got = [r.metadata for r in store.fetch(["a", "b", "c", "d", "e", "f"])]
     assert got == [{"x": 1.5}, {"x": 3, "t": "u"}, {"x": 4}, {}, {}, {"x": True}]
+
+
+def test_a_column_of_strings_passes_only_as_exact_str():
+    """A column of str alone is found by counting types: numpy's str_ (a subclass) is the
+    per-record checks' to convert, in rows as in columns."""
+    rows = [{"t": np.str_("a")}, {"t": np.str_("b")}]
+    assert plain_columns(rows) is None
+    checked = plain_columns([{"t": "a"}, {"t": "b"}])
+    assert list(checked) == [{"t": "a"}, {"t": "b"}]
+    assert all(type(v) is str for v in checked.columns["t"].values)
 
 
 def test_lists_that_pass_are_the_stores_own():

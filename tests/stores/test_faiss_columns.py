@@ -14,7 +14,7 @@ import pytest
 
 from embedrec import CorruptStore, matches, open_store
 from embedrec.stores.batch_checks import IdKeys, plain_columns
-from embedrec.stores.faiss.columns import Field, MetaColumns
+from embedrec.stores.faiss.columns import Field, MetaColumns, Vocab
 from embedrec.stores.faiss.columns_file import write_arrays
 from embedrec.stores.faiss.persistence import file_crc32
 from tests.stores.conformance import random_metadata
@@ -246,3 +246,23 @@ def test_a_reopened_stores_columns_are_plain_read_only_arrays(tmp_path):
         {"t": "z"},
     ]
     again.close()
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [["a", "b", "a"], ["c", "a", "d", "c"]],  # a few new strings: numbered as missed
+        [[f"t{n}" for n in range(100)] + ["t3"], ["t5", *(f"u{n}" for n in range(80)), "u1"]],
+    ],
+    ids=["few new", "mostly new"],
+)
+def test_strings_are_numbered_once_in_order_of_first_appearance(batches):
+    """Whether a batch's new strings are numbered as they miss or found together first,
+    each string gets one code, in the order first seen, and keeps it."""
+    vocab, seen = Vocab(), []
+    for batch in batches:
+        codes = vocab.codes(batch).tolist()
+        seen += [s for s in dict.fromkeys(batch) if s not in seen]
+        assert vocab.strings == seen
+        assert [vocab.strings[c] for c in codes] == batch
+        assert all(vocab.find(s) == seen.index(s) for s in seen)
