@@ -53,18 +53,63 @@ class Column:
     lacks it). Lists are the column's own, never the caller's. A column given as a numpy
     array of numbers or booleans keeps it as its values (`listed` makes them Python's)."""
 
-    values: list[MetadataValue | None] | np.ndarray
+    values: list[MetadataValue | None] | np.ndarray | ListColumn
     kinds: frozenset[type]
     numbers: np.ndarray | None = None
     """The values as float64 where they are all int or all float (and none is missing)."""
 
     def listed(self) -> list[MetadataValue | None]:
         values = self.values
-        return values.tolist() if isinstance(values, np.ndarray) else values
+        if isinstance(values, np.ndarray):
+            return values.tolist()
+        return values if isinstance(values, list) else list(values)
 
     def at(self, i: int) -> MetadataValue | None:
         values = self.values
         return values[i].item() if isinstance(values, np.ndarray) else values[i]
+
+
+class ListColumn(Sequence[list[str]]):
+    """A column of lists of str (none missing) as its items one after another and each
+    list's length: flattened once by the checks (whose join checks the items), and written
+    so by a FAISS store, where a copy of each list (to be the column's own) cost a Python
+    list per record, and the collections of them. A record's list is made when read."""
+
+    __slots__ = ("_bounds", "items", "lengths")
+
+    def __init__(self, items: list[str], lengths: np.ndarray) -> None:
+        self.items = items
+        self.lengths = lengths
+        self._bounds: list[int] | None = None
+
+    @classmethod
+    def of(cls, lists: Sequence[Sequence[str]]) -> ListColumn:
+        items = list(itertools.chain.from_iterable(lists))
+        return cls(items, np.fromiter(map(len, lists), np.int64, len(lists)))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def bounds(self) -> list[int]:
+        """Where each list's items start in `items`, and the end."""
+        if self._bounds is None:
+            self._bounds = [0, *itertools.accumulate(self.lengths.tolist())]
+        return self._bounds
+
+    @overload
+    def __getitem__(self, i: int) -> list[str]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[str]]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[n] for n in range(len(self))[i]]
+        n = range(len(self))[i]  # IndexError beyond either end
+        bounds = self.bounds()
+        return self.items[bounds[n] : bounds[n + 1]]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        items = self.items
+        return (items[a:b] for a, b in itertools.pairwise(self.bounds()))
 
 
 class CheckedMetadata(Sequence[dict[str, MetadataValue]]):
@@ -215,6 +260,9 @@ def _plain_key(key: Any) -> bool:
 def _plain_column(values: list[Any], kinds: frozenset[type]) -> Column | None:
     if kinds is TEXT:
         return Column(values, kinds)
+    if kinds == LISTS:
+        lists = ListColumn.of(values)
+        return Column(lists, kinds) if _texts(lists.items) else None
     found = kinds - {NONE}
     if not found <= PLAIN_CHECKS.keys():
         return None
@@ -225,11 +273,12 @@ def _plain_column(values: list[Any], kinds: frozenset[type]) -> Column | None:
         of_kind = values if len(kinds) == 1 else _of_type(values, kind)
         if not PLAIN_CHECKS[kind](of_kind):
             return None
-    if kinds == {list}:
-        values = list(map(list.copy, values))
-    elif list in found:
+    if list in found:
         values = [v.copy() if type(v) is list else v for v in values]
     return Column(values, kinds)
+
+
+LISTS = frozenset({list})
 
 
 def _of_type(values: list[Any], kind: type) -> list[Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.stores.batch_checks import CheckedMetadata, Column, plain_columns
+from embedrec.stores.batch_checks import CheckedMetadata, Column, ListColumn, plain_columns
 from embedrec.stores.faiss.packed import grown, pack, unpack
 from embedrec.stores.filters import COMPARE, SET_OPS, And, Cond, Node, Scalar, is_number
 from embedrec.stores.results import FrozenMetadata
@@ -160,7 +160,7 @@ class Field:
             self._put_kind(kind, start + rows, [values[n] for n in rows.tolist()])
 
     def _put_kind(
-        self, kind: int, slots: np.ndarray | slice, values: list[Any] | np.ndarray
+        self, kind: int, slots: np.ndarray | slice, values: list[Any] | np.ndarray | ListColumn
     ) -> None:
         if kind == ABSENT:
             return
@@ -174,9 +174,8 @@ class Field:
         else:
             if isinstance(slots, slice):
                 slots = np.arange(slots.start, slots.stop)
-            lengths = np.fromiter(map(len, values), np.int64, len(values))
-            codes = self.vocab.codes(itertools.chain.from_iterable(values))
-            self._append_list(np.repeat(slots, lengths), codes)
+            lists = values if isinstance(values, ListColumn) else ListColumn.of(values)
+            self._append_list(np.repeat(slots, lists.lengths), self.vocab.codes(lists.items))
 
     def _append_list(self, slots: np.ndarray, codes: np.ndarray) -> None:
         used, need = self.list_used, self.list_used + len(slots)
