@@ -10,7 +10,13 @@ import pytest
 
 from embedrec import open_store
 from embedrec.stores.base import check_metadata, normalize_ids
-from embedrec.stores.batch_checks import IdKeys, checked_ids, plain_columns, plain_ids
+from embedrec.stores.batch_checks import (
+    IdKeys,
+    ListColumn,
+    checked_ids,
+    plain_columns,
+    plain_ids,
+)
 from embedrec.stores.errors import (
     DimensionError,
     IdError,
@@ -171,6 +177,23 @@ def test_a_column_of_strings_passes_only_as_exact_str():
     checked = plain_columns([{"t": "a"}, {"t": "b"}])
     assert list(checked) == [{"t": "a"}, {"t": "b"}]
     assert all(type(v) is str for v in checked.columns["t"].values)
+
+
+def test_a_column_of_lists_is_held_flat_and_read_as_lists():
+    """Lists alone in a column are held as their items and lengths (`ListColumn`), read
+    back as the lists they were, by index from either end, by slice and in a store."""
+    rows = [{"t": []}, {"t": ["a", "b"]}, {"t": ["c"]}]
+    checked = plain_columns(rows)
+    lists = checked.columns["t"].values
+    assert isinstance(lists, ListColumn) and lists.items == ["a", "b", "c"]
+    assert list(checked) == rows and checked[-1] == rows[-1] and checked[0:2] == rows[:2]
+    assert lists[-2] == ["a", "b"] and lists[1:] == [["a", "b"], ["c"]]
+    with pytest.raises(IndexError):
+        lists[3]
+    store = open_store("faiss:", dim=2)
+    store.upsert(["x", "y", "z"], np.ones((3, 2)), rows)
+    assert [r.metadata for r in store.fetch(["x", "y", "z"])] == rows
+    assert {h.id for h in store.search(np.ones(2), 3, filter={"t": "b"})[0]} == {"y"}
 
 
 def test_lists_that_pass_are_the_stores_own():
