@@ -253,8 +253,9 @@ def test_a_reopened_stores_columns_are_plain_read_only_arrays(tmp_path):
     [
         [["a", "b", "a"], ["c", "a", "d", "c"]],  # a few new strings: numbered as missed
         [[f"t{n}" for n in range(100)] + ["t3"], ["t5", *(f"u{n}" for n in range(80)), "u1"]],
+        [[f"w{n}" for n in range(100)], [f"z{n}" for n in range(70)]],
     ],
-    ids=["few new", "mostly new"],
+    ids=["few new", "mostly new", "all new and distinct"],
 )
 def test_strings_are_numbered_once_in_order_of_first_appearance(batches):
     """Whether a batch's new strings are numbered as they miss or found together first,

@@ -95,18 +95,35 @@ class Vocab:
         """The codes of `values`, numbering the strings not seen before: one lookup per
         value in C, which numbers a new string (`Numbering.__missing__`, a Python call)
         as it misses. Where the first values are mostly new strings (a field of distinct
-        titles), the batch's new strings are first found in C and numbered together
-        (`dict.fromkeys` keeps their first-seen order): a Python call per string took
-        most of such a batch's time."""
+        titles), the batch's new strings are numbered together first (`_number_new`): a
+        Python call per string took most of such a batch's time."""
         values = values if isinstance(values, list) else list(values)
         index = self.index()
         head = values[:SAMPLE]
         if 4 * len(set(itertools.filterfalse(index.__contains__, head))) > len(head):
-            strings = index.strings
-            new = list(itertools.filterfalse(index.__contains__, dict.fromkeys(values)))
-            index.update(zip(new, range(len(strings), len(strings) + len(new)), strict=True))
-            strings.extend(new)
+            numbered = self._number_new(values)
+            if numbered is not None:
+                return numbered
         return np.fromiter(map(index.__getitem__, values), np.int32, len(values))
+
+    def _number_new(self, values: list[str]) -> np.ndarray | None:
+        """Number the strings of `values` not seen before, in C, in order of first
+        appearance; where every value is new and distinct, their codes (the order they
+        came in, without a lookup), else None. All new: added at once, then counted (a
+        value twice takes them out again, to number the distinct ones)."""
+        index = self.index()
+        strings, start = index.strings, len(index.strings)
+        if not any(map(index.__contains__, values)):
+            index.update(zip(values, range(start, start + len(values)), strict=True))
+            if len(index) - start == len(values):
+                strings.extend(values)
+                return np.arange(start, start + len(values), dtype=np.int32)
+            for value in dict.fromkeys(values):  # a value twice: numbered again below
+                del index[value]
+        new = list(itertools.filterfalse(index.__contains__, dict.fromkeys(values)))
+        index.update(zip(new, range(start, start + len(new)), strict=True))
+        strings.extend(new)
+        return None
 
     def pack(self) -> tuple[np.ndarray, np.ndarray]:
         return pack(self.strings)
