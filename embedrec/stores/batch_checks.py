@@ -50,8 +50,9 @@ Utf8 = tuple[np.ndarray, np.ndarray]
 class Column:
     """One field over a batch: each record's value, None where the record lacks the field
     (a value is never None), and the types found among them (NoneType where some record
-    lacks it). Lists are the column's own, never the caller's. A column given as a numpy
-    array of numbers or booleans keeps it as its values (`listed` makes them Python's)."""
+    lacks it). Lists are the column's own, never the caller's (a column of lists alone is
+    a `ListColumn`). A column given as a numpy array of numbers or booleans keeps it as its
+    values (`listed` makes them Python's)."""
 
     values: list[MetadataValue | None] | np.ndarray | ListColumn
     kinds: frozenset[type]
@@ -243,6 +244,8 @@ def _typed(values: list[Any]) -> tuple[list[Any], frozenset[type]]:
 TEXT = frozenset({str})
 """The kinds of a column `_typed` found to be str alone and checked as text: this object
 itself, so that `_plain_column` does not check it again."""
+LISTS = frozenset({list})
+"""The kinds of a column of lists alone (a `ListColumn` once checked)."""
 
 
 def _present(columns: dict[str, tuple[list[Any], frozenset[type]]]) -> int:
@@ -276,9 +279,6 @@ def _plain_column(values: list[Any], kinds: frozenset[type]) -> Column | None:
     if list in found:
         values = [v.copy() if type(v) is list else v for v in values]
     return Column(values, kinds)
-
-
-LISTS = frozenset({list})
 
 
 def _of_type(values: list[Any], kind: type) -> list[Any]:
