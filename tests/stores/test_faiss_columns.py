@@ -267,3 +267,25 @@ def test_strings_are_numbered_once_in_order_of_first_appearance(batches):
         assert vocab.strings == seen
         assert [vocab.strings[c] for c in codes] == batch
         assert all(vocab.find(s) == seen.index(s) for s in seen)
+
+
+def test_a_dictionary_packed_at_each_save_grows_with_its_strings(tmp_path):
+    """Each save extends the last packing of a field's strings with those added since; a
+    reopened store's dictionary is saved again as read, without decoding it."""
+    uri = f"faiss:{tmp_path / 's'}?index=Flat"
+    store = open_store(uri, dim=2, metric="l2")
+    titles = [f"title {n} é" for n in range(300)]
+    for start in (0, 100, 200):
+        part = range(start, start + 100)
+        store.upsert([str(n) for n in part], np.ones((100, 2)), [{"t": titles[n]} for n in part])
+        store.flush()
+    store.close()
+    again = open_store(uri)
+    again.upsert(["x"], np.ones((1, 2)), [{"n": 1}])
+    again.flush()
+    (vocab,) = [f.vocab for f in again._table.columns.fields.values() if len(f.vocab)]
+    assert vocab._strings is None  # saved again without decoding
+    again.close()
+    last = open_store(uri)
+    assert [r.metadata["t"] for r in last.fetch([str(n) for n in range(300)])] == titles
+    assert last.count({"t": titles[150]}) == 1 and last.count({"t": {"$in": titles[::7]}}) == 43
