@@ -50,21 +50,67 @@ Utf8 = tuple[np.ndarray, np.ndarray]
 class Column:
     """One field over a batch: each record's value, None where the record lacks the field
     (a value is never None), and the types found among them (NoneType where some record
-    lacks it). Lists are the column's own, never the caller's. A column given as a numpy
-    array of numbers or booleans keeps it as its values (`listed` makes them Python's)."""
+    lacks it). Lists are the column's own, never the caller's (a column of lists alone is
+    a `ListColumn`). A column given as a numpy array of numbers or booleans keeps it as its
+    values (`listed` makes them Python's)."""
 
-    values: list[MetadataValue | None] | np.ndarray
+    values: list[MetadataValue | None] | np.ndarray | ListColumn
     kinds: frozenset[type]
     numbers: np.ndarray | None = None
     """The values as float64 where they are all int or all float (and none is missing)."""
 
     def listed(self) -> list[MetadataValue | None]:
         values = self.values
-        return values.tolist() if isinstance(values, np.ndarray) else values
+        if isinstance(values, np.ndarray):
+            return values.tolist()
+        return values if isinstance(values, list) else list(values)
 
     def at(self, i: int) -> MetadataValue | None:
         values = self.values
         return values[i].item() if isinstance(values, np.ndarray) else values[i]
+
+
+class ListColumn(Sequence[list[str]]):
+    """A column of lists of str (none missing) as its items one after another and each
+    list's length: flattened once by the checks (whose join checks the items), and written
+    so by a FAISS store, where a copy of each list (to be the column's own) cost a Python
+    list per record, and the collections of them. A record's list is made when read."""
+
+    __slots__ = ("_bounds", "items", "lengths")
+
+    def __init__(self, items: list[str], lengths: np.ndarray) -> None:
+        self.items = items
+        self.lengths = lengths
+        self._bounds: list[int] | None = None
+
+    @classmethod
+    def of(cls, lists: Sequence[Sequence[str]]) -> ListColumn:
+        items = list(itertools.chain.from_iterable(lists))
+        return cls(items, np.fromiter(map(len, lists), np.int64, len(lists)))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def bounds(self) -> list[int]:
+        """Where each list's items start in `items`, and the end."""
+        if self._bounds is None:
+            self._bounds = [0, *itertools.accumulate(self.lengths.tolist())]
+        return self._bounds
+
+    @overload
+    def __getitem__(self, i: int) -> list[str]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[str]]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[n] for n in range(len(self))[i]]
+        n = range(len(self))[i]  # IndexError beyond either end
+        bounds = self.bounds()
+        return self.items[bounds[n] : bounds[n + 1]]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        items = self.items
+        return (items[a:b] for a, b in itertools.pairwise(self.bounds()))
 
 
 class CheckedMetadata(Sequence[dict[str, MetadataValue]]):
@@ -187,7 +233,19 @@ def _column(rows: Sequence[dict[str, Any]], name: str) -> tuple[list[Any], froze
 
 
 def _typed(values: list[Any]) -> tuple[list[Any], frozenset[type]]:
+    """The values and their types. A column of str alone (the most common) is found by
+    counting them, and checked as text at once (`TEXT`): a set of a type per value took
+    twice as long as the count."""
+    if values and type(values[0]) is str and list(map(type, values)).count(str) == len(values):
+        return values, TEXT if _texts(values) else frozenset({str})
     return values, frozenset(map(type, values))
+
+
+TEXT = frozenset({str})
+"""The kinds of a column `_typed` found to be str alone and checked as text: this object
+itself, so that `_plain_column` does not check it again."""
+LISTS = frozenset({list})
+"""The kinds of a column of lists alone (a `ListColumn` once checked)."""
 
 
 def _present(columns: dict[str, tuple[list[Any], frozenset[type]]]) -> int:
@@ -203,6 +261,11 @@ def _plain_key(key: Any) -> bool:
 
 
 def _plain_column(values: list[Any], kinds: frozenset[type]) -> Column | None:
+    if kinds is TEXT:
+        return Column(values, kinds)
+    if kinds == LISTS:
+        lists = ListColumn.of(values)
+        return Column(lists, kinds) if _texts(lists.items) else None
     found = kinds - {NONE}
     if not found <= PLAIN_CHECKS.keys():
         return None
@@ -223,8 +286,12 @@ def _of_type(values: list[Any], kind: type) -> list[Any]:
     return list(itertools.compress(values, map(operator.is_, map(type, values), repeat(kind))))
 
 
-def _texts(values: list[str]) -> bool:
-    return encodable("".join(values))
+def _texts(values: Iterable[Any]) -> bool:
+    """All str (`join` takes only str) and text that UTF-8 can write."""
+    try:
+        return encodable("".join(values))
+    except TypeError:
+        return False
 
 
 def _numbers(values: list[Any], ints: bool) -> np.ndarray | None:
@@ -252,8 +319,7 @@ def _floats(values: list[float]) -> bool:
 
 
 def _lists(values: list[list[Any]]) -> bool:
-    items = list(itertools.chain.from_iterable(values))
-    return set(map(type, items)) <= {str} and _texts(items)
+    return _texts(itertools.chain.from_iterable(values))
 
 
 PLAIN_CHECKS: dict[type, Callable[[list[Any]], bool]] = {

@@ -10,7 +10,13 @@ import pytest
 
 from embedrec import open_store
 from embedrec.stores.base import check_metadata, normalize_ids
-from embedrec.stores.batch_checks import IdKeys, checked_ids, plain_columns, plain_ids
+from embedrec.stores.batch_checks import (
+    IdKeys,
+    ListColumn,
+    checked_ids,
+    plain_columns,
+    plain_ids,
+)
 from embedrec.stores.errors import (
     DimensionError,
     IdError,
@@ -126,6 +132,9 @@ def test_finite_floats_whose_sum_overflows_pass():
         np.array([1, 2**53 + 1]),
         np.array([1, 2**63 + 1], dtype=np.uint64),
         ["a", None, np.int64(3)],
+        [np.str_("a"), np.str_("b")],
+        ["a", np.str_("b")],
+        ["a", "\udce9"],
         np.array(["a", "b"], dtype=object),
     ],
 )
@@ -158,6 +167,33 @@ def test_a_store_still_names_the_bad_record(tmp_path):
     store.upsert(["f"], np.ones((1, 2)), {"x": [True]})
     got = [r.metadata for r in store.fetch(["a", "b", "c", "d", "e", "f"])]
     assert got == [{"x": 1.5}, {"x": 3, "t": "u"}, {"x": 4}, {}, {}, {"x": True}]
+
+
+def test_a_column_of_strings_passes_only_as_exact_str():
+    """A column of str alone is found by counting types: numpy's str_ (a subclass) is the
+    per-record checks' to convert, in rows as in columns."""
+    rows = [{"t": np.str_("a")}, {"t": np.str_("b")}]
+    assert plain_columns(rows) is None
+    checked = plain_columns([{"t": "a"}, {"t": "b"}])
+    assert list(checked) == [{"t": "a"}, {"t": "b"}]
+    assert all(type(v) is str for v in checked.columns["t"].values)
+
+
+def test_a_column_of_lists_is_held_flat_and_read_as_lists():
+    """Lists alone in a column are held as their items and lengths (`ListColumn`), read
+    back as the lists they were, by index from either end, by slice and in a store."""
+    rows = [{"t": []}, {"t": ["a", "b"]}, {"t": ["c"]}]
+    checked = plain_columns(rows)
+    lists = checked.columns["t"].values
+    assert isinstance(lists, ListColumn) and lists.items == ["a", "b", "c"]
+    assert list(checked) == rows and checked[-1] == rows[-1] and checked[0:2] == rows[:2]
+    assert lists[-2] == ["a", "b"] and lists[1:] == [["a", "b"], ["c"]]
+    with pytest.raises(IndexError):
+        lists[3]
+    store = open_store("faiss:", dim=2)
+    store.upsert(["x", "y", "z"], np.ones((3, 2)), rows)
+    assert [r.metadata for r in store.fetch(["x", "y", "z"])] == rows
+    assert {h.id for h in store.search(np.ones(2), 3, filter={"t": "b"})[0]} == {"y"}
 
 
 def test_lists_that_pass_are_the_stores_own():

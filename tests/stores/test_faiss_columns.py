@@ -14,7 +14,7 @@ import pytest
 
 from embedrec import CorruptStore, matches, open_store
 from embedrec.stores.batch_checks import IdKeys, plain_columns
-from embedrec.stores.faiss.columns import Field, MetaColumns
+from embedrec.stores.faiss.columns import Field, MetaColumns, Vocab
 from embedrec.stores.faiss.columns_file import write_arrays
 from embedrec.stores.faiss.persistence import file_crc32
 from tests.stores.conformance import random_metadata
@@ -246,3 +246,46 @@ def test_a_reopened_stores_columns_are_plain_read_only_arrays(tmp_path):
         {"t": "z"},
     ]
     again.close()
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [["a", "b", "a"], ["c", "a", "d", "c"]],  # a few new strings: numbered as missed
+        [[f"t{n}" for n in range(100)] + ["t3"], ["t5", *(f"u{n}" for n in range(80)), "u1"]],
+        [[f"w{n}" for n in range(100)], [f"z{n}" for n in range(70)]],
+    ],
+    ids=["few new", "mostly new", "all new and distinct"],
+)
+def test_strings_are_numbered_once_in_order_of_first_appearance(batches):
+    """Whether a batch's new strings are numbered as they miss or found together first,
+    each string gets one code, in the order first seen, and keeps it."""
+    vocab, seen = Vocab(), []
+    for batch in batches:
+        codes = vocab.codes(batch).tolist()
+        seen += [s for s in dict.fromkeys(batch) if s not in seen]
+        assert vocab.strings == seen
+        assert [vocab.strings[c] for c in codes] == batch
+        assert all(vocab.find(s) == seen.index(s) for s in seen)
+
+
+def test_a_dictionary_packed_at_each_save_grows_with_its_strings(tmp_path):
+    """Each save extends the last packing of a field's strings with those added since; a
+    reopened store's dictionary is saved again as read, without decoding it."""
+    uri = f"faiss:{tmp_path / 's'}?index=Flat"
+    store = open_store(uri, dim=2, metric="l2")
+    titles = [f"title {n} é" for n in range(300)]
+    for start in (0, 100, 200):
+        part = range(start, start + 100)
+        store.upsert([str(n) for n in part], np.ones((100, 2)), [{"t": titles[n]} for n in part])
+        store.flush()
+    store.close()
+    again = open_store(uri)
+    again.upsert(["x"], np.ones((1, 2)), [{"n": 1}])
+    again.flush()
+    (vocab,) = [f.vocab for f in again._table.columns.fields.values() if len(f.vocab)]
+    assert vocab._strings is None  # saved again without decoding
+    again.close()
+    last = open_store(uri)
+    assert [r.metadata["t"] for r in last.fetch([str(n) for n in range(300)])] == titles
+    assert last.count({"t": titles[150]}) == 1 and last.count({"t": {"$in": titles[::7]}}) == 43

@@ -88,7 +88,7 @@ def columns_arrays(columns: MetaColumns) -> tuple[dict[str, Any], dict[str, np.n
         list_slots, list_codes = field.lists()
         if list_slots.size:
             arrays[f"{i}.list_slots"], arrays[f"{i}.list_codes"] = list_slots, list_codes
-        if field.vocab.strings:
+        if len(field.vocab):
             arrays[f"{i}.vocab"], arrays[f"{i}.vocab_offsets"] = field.vocab.pack()
     return {"rows": n, "fields": list(columns.fields)}, arrays
 

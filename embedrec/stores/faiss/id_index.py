@@ -52,15 +52,11 @@ class KeyFilter:
         return (keys >> (64 - self.log2)) & ((1 << self.log2) - 1)
 
     def _set(self, keys: np.ndarray) -> None:
-        """Set the bits of `keys` (sorted: each byte's bits are OR-ed together first, so that
-        no byte is written twice)."""
-        if not keys.size:
-            return
+        """Set the bits of `keys` (one unbuffered OR per key: numpy's `ufunc.at` takes
+        repeated bytes, in less time than OR-ing each byte's bits together first)."""
         bits = self._bits(keys)
-        at = bits >> 3
-        starts = np.flatnonzero(np.concatenate([[True], at[1:] != at[:-1]]))
-        ones = np.left_shift(1, bits & 7).astype(np.uint8)
-        self._packed[at[starts]] |= np.bitwise_or.reduceat(ones, starts)
+        ones = np.left_shift(np.uint8(1), (bits & 7).astype(np.uint8))
+        np.bitwise_or.at(self._packed, bits >> 3, ones)
 
     def add(self, keys: np.ndarray) -> None:
         """Entries with `keys` (sorted)."""
