@@ -29,7 +29,6 @@ from embedrec.stores.batch_checks import (
     count_error,
     join_batches,
     metadata_rows,
-    normalize_ids,
 )
 from embedrec.stores.batch_checks import check_metadata as check_metadata  # re-exported
 from embedrec.stores.errors import (
@@ -48,6 +47,7 @@ from embedrec.stores.results import Hit as Hit  # re-exported
 from embedrec.stores.results import Hits, Record
 from embedrec.stores.results import MetadataOrNone as MetadataOrNone  # re-exported
 from embedrec.stores.results import MetadataValue as MetadataValue  # re-exported
+from embedrec.stores.text import normalize_ids
 from embedrec.stores.uri import StoreURI
 from embedrec.stores.vector_input import as_matrix
 

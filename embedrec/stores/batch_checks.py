@@ -32,7 +32,7 @@ import numpy as np
 
 from embedrec.stores.errors import IdError, MetadataError, StoreError, VectorError
 from embedrec.stores.results import MetadataValue
-from embedrec.stores.text import encodable, utf8_packed
+from embedrec.stores.text import ListColumn, encodable, normalize_ids, utf8_packed
 
 MAX_INT = 2**53
 """Metadata integers lie within +-2**53: every store must keep them exact, and Pinecone holds
@@ -68,49 +68,6 @@ class Column:
     def at(self, i: int) -> MetadataValue | None:
         values = self.values
         return values[i].item() if isinstance(values, np.ndarray) else values[i]
-
-
-class ListColumn(Sequence[list[str]]):
-    """A column of lists of str (none missing) as its items one after another and each
-    list's length: flattened once by the checks (whose join checks the items), and written
-    so by a FAISS store, where a copy of each list (to be the column's own) cost a Python
-    list per record, and the collections of them. A record's list is made when read."""
-
-    __slots__ = ("_bounds", "items", "lengths")
-
-    def __init__(self, items: list[str], lengths: np.ndarray) -> None:
-        self.items = items
-        self.lengths = lengths
-        self._bounds: list[int] | None = None
-
-    @classmethod
-    def of(cls, lists: Sequence[Sequence[str]]) -> ListColumn:
-        items = list(itertools.chain.from_iterable(lists))
-        return cls(items, np.fromiter(map(len, lists), np.int64, len(lists)))
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def bounds(self) -> list[int]:
-        """Where each list's items start in `items`, and the end."""
-        if self._bounds is None:
-            self._bounds = [0, *itertools.accumulate(self.lengths.tolist())]
-        return self._bounds
-
-    @overload
-    def __getitem__(self, i: int) -> list[str]: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[list[str]]: ...
-    def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return [self[n] for n in range(len(self))[i]]
-        n = range(len(self))[i]  # IndexError beyond either end
-        bounds = self.bounds()
-        return self.items[bounds[n] : bounds[n + 1]]
-
-    def __iter__(self) -> Iterator[list[str]]:
-        items = self.items
-        return (items[a:b] for a, b in itertools.pairwise(self.bounds()))
 
 
 class CheckedMetadata(Sequence[dict[str, MetadataValue]]):
@@ -400,35 +357,6 @@ def checked_metadata(ids: Sequence[str], metadata: MetadataInput) -> CheckedMeta
     converted = plain_columns([check_metadata(i, m) for i, m in zip(ids, rows, strict=True)])
     assert converted is not None, "what passes check_metadata passes plain_columns"
     return converted
-
-
-def normalize_ids(ids: Iterable[str | int]) -> list[str]:
-    """Stringify ids (ints are accepted) and reject empty ones, other types and duplicates."""
-    given = list(ids)
-    if set(map(type, given)) <= {str}:  # the common case, checked in bulk (0.2x the time)
-        unique = set(given)
-        if len(unique) == len(given) and "" not in unique and "".join(given).isascii():
-            return given
-    out: list[str] = []
-    seen: set[str] = set()
-    for pos, raw in enumerate(given):
-        if isinstance(raw, bool) or not isinstance(raw, (str, int, np.integer)):
-            raise IdError(
-                f"id at position {pos} is {type(raw).__name__} {raw!r}: ids are str or int"
-            )
-        sid = str(int(raw)) if not isinstance(raw, str) else raw
-        if not sid:
-            raise IdError(f"id at position {pos} is empty")
-        if not encodable(sid):
-            raise IdError(
-                f"id {sid!a} at position {pos} is not valid Unicode text (a lone surrogate): "
-                "no store can write it"
-            )
-        if sid in seen:
-            raise IdError(f"id {sid!r} appears twice in one batch (again at position {pos})")
-        seen.add(sid)
-        out.append(sid)
-    return out
 
 
 def _check_value(where: str, value: Any) -> MetadataValue:

@@ -1,11 +1,14 @@
-"""Text every store can write."""
+"""Text every store can write: ids checked as such, strings packed, lists of str held flat."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
+
+from embedrec.stores.errors import IdError
 
 
 def encodable(text: str) -> bool:
@@ -48,3 +51,75 @@ def utf8_packed(strings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
     encoded = [s.encode("utf-8") for s in strings]  # a NUL inside some string
     np.cumsum(np.fromiter(map(len, encoded), np.int64, n), out=offsets[1:])
     return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def normalize_ids(ids: Iterable[str | int]) -> list[str]:
+    """Stringify ids (ints are accepted) and reject empty ones, other types and duplicates."""
+    given = list(ids)
+    if set(map(type, given)) <= {str}:  # the common case, checked in bulk (0.2x the time)
+        unique = set(given)
+        if len(unique) == len(given) and "" not in unique and "".join(given).isascii():
+            return given
+    out: list[str] = []
+    seen: set[str] = set()
+    for pos, raw in enumerate(given):
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, np.integer)):
+            raise IdError(
+                f"id at position {pos} is {type(raw).__name__} {raw!r}: ids are str or int"
+            )
+        sid = str(int(raw)) if not isinstance(raw, str) else raw
+        if not sid:
+            raise IdError(f"id at position {pos} is empty")
+        if not encodable(sid):
+            raise IdError(
+                f"id {sid!a} at position {pos} is not valid Unicode text (a lone surrogate): "
+                "no store can write it"
+            )
+        if sid in seen:
+            raise IdError(f"id {sid!r} appears twice in one batch (again at position {pos})")
+        seen.add(sid)
+        out.append(sid)
+    return out
+
+
+class ListColumn(Sequence[list[str]]):
+    """A column of lists of str (none missing) as its items one after another and each
+    list's length: flattened once by the checks (whose join checks the items), and written
+    so by a FAISS store, where a copy of each list (to be the column's own) cost a Python
+    list per record, and the collections of them. A record's list is made when read."""
+
+    __slots__ = ("_bounds", "items", "lengths")
+
+    def __init__(self, items: list[str], lengths: np.ndarray) -> None:
+        self.items = items
+        self.lengths = lengths
+        self._bounds: list[int] | None = None
+
+    @classmethod
+    def of(cls, lists: Sequence[Sequence[str]]) -> ListColumn:
+        items = list(itertools.chain.from_iterable(lists))
+        return cls(items, np.fromiter(map(len, lists), np.int64, len(lists)))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def bounds(self) -> list[int]:
+        """Where each list's items start in `items`, and the end."""
+        if self._bounds is None:
+            self._bounds = [0, *itertools.accumulate(self.lengths.tolist())]
+        return self._bounds
+
+    @overload
+    def __getitem__(self, i: int) -> list[str]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[str]]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[n] for n in range(len(self))[i]]
+        n = range(len(self))[i]  # IndexError beyond either end
+        bounds = self.bounds()
+        return self.items[bounds[n] : bounds[n + 1]]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        items = self.items
+        return (items[a:b] for a, b in itertools.pairwise(self.bounds()))

@@ -12,7 +12,6 @@ from embedrec import open_store
 from embedrec.stores.base import check_metadata, normalize_ids
 from embedrec.stores.batch_checks import (
     IdKeys,
-    ListColumn,
     checked_ids,
     plain_columns,
     plain_ids,
@@ -24,7 +23,7 @@ from embedrec.stores.errors import (
     StoreError,
     VectorError,
 )
-from embedrec.stores.text import utf8_packed
+from embedrec.stores.text import ListColumn, utf8_packed
 
 GOOD = [
     {"genre": "Comedy", "year": 1999, "score": 7.5, "new": False},

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.stores.batch_checks import CheckedMetadata, Column, ListColumn, plain_columns
+from embedrec.stores.batch_checks import CheckedMetadata, Column, plain_columns
 from embedrec.stores.faiss.packed import grown, pack, unpack
 from embedrec.stores.filters import COMPARE, SET_OPS, And, Cond, Node, Scalar, is_number
 from embedrec.stores.results import FrozenMetadata
+from embedrec.stores.text import ListColumn
 
 ABSENT, BOOL, INT, FLOAT, STR, LIST = range(6)
 KIND_OF: dict[type, int] = {type(None): ABSENT, bool: BOOL, int: INT, float: FLOAT, str: STR}
