@@ -29,21 +29,18 @@ rows/s at 26.6-33.9 CPU us/row. Short of 60k: what is left is building rows (~7 
 store (~4), the manifest's SQLite row per entry (~3.3), threads and hand-offs (~3), the
 hash embedder (~2), the cache (~2.2) and the two sha256 passes per row (~2.3).
 
-The pipeline's part alone (branch ingestfast: 43b5133 with its own commits, NOT merged with
-the other parts of issue 27: the cache, the store and the manifest are main's), beside main
-at 43b5133, in turns on a machine shared with three other helpers (load average 2.8-3.2),
-`--rounds 3` each, twice: main 24,689 and 23,512 rows/s at 30.7 and 26.3 CPU us/row, of
-which the store 3.7 and 3.1; the branch 25,819 and 47,722 rows/s at 23.6 and 20.4, the
-store 2.1 and 1.7 (it gets 4,096 rows an upsert, metadata as columns). Its "reading rows
-(alone)" (8.4-9.4 against 7.7-9.6) keeps every row alive, so that the collector's full
-passes weigh on it as they no longer do in the pipeline (frozen objects, fewer passes).
-Split by thread CPU (embed_cached and put_buffer; the manifest's SQL; the store's hooks; the
-rest: reading, building, hashing, hand-offs, the collector), three turns each at load
-2.7-3.8: main's rest 12.9, 14.8, 13.4 us/row, the branch's 9.9, 9.2, 10.4; at load 1.5-1.9,
-14.9, 13.7, 14.9 against 8.6, 9.8, 10.4. Once more at load 2.1, `--rounds 3` each: main
-38,707 rows/s at 25.4 CPU us/row (store 3.1, reading alone 8.0), unchanged re-ingest 74,130
-rows/s, first run / baseline CPU 19.17x; the branch 48,839 rows/s at 20.5 (store 2.0,
-reading alone 6.4), re-ingest 128,514 rows/s, 14.27x. Short of 60k.
+Issue 27's four parts merged (reading and building a chunk of 4,096 rows at a time with
+metadata as columns, the collector paused, one sha256 call a row; write-behind buffers as a
+dict, cache lookups from memory; the manifest in segments; cheaper small upserts), beside
+main at 43b5133 on a quiet machine (load average 0.6-1.1), `--rounds 3` each, in turns,
+three times: main 31,709, 29,584, 40,858 rows/s at 33.1, 35.8, 25.7 CPU us/row; merged
+63,527, 81,090, 57,783 rows/s at 17.2, 13.4, 18.8 (store 1.4-1.9, reading alone 5.9),
+unchanged re-ingest 139-167k rows/s against main's 98-112k. Two `--rounds 5` runs right
+after gave 54,187 and 50,947 rows/s (19.9 and 21.0 CPU us/row), and single ingests in fresh
+processes (imports included) 44.7-69.4k against main's 28.2-35.3k: about 1.9x main, and
+around 60k rather than reliably above it. What is left (py-spy --gil, per row): building
+rows ~5 us, the hash embedder ~2, the content hash ~1.5, the cache key ~1, the metadata
+JSON ~1.4, csv ~0.9, the store ~1.4.
 """
 
 from __future__ import annotations
