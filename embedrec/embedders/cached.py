@@ -18,13 +18,17 @@ from embedrec.embedders.base import Embedder, InputError
 from embedrec.embedders.cache import EmbeddingCache
 from embedrec.embedders.keyed import KEY, VectorBuffer, digests_of, first_found, hex_of, prefixes
 
+TEXT_TAG = b"text\0"
+"""What a text's UTF-8 follows in its key (`_item_bytes`; `content_digests` hashes it once
+for a batch of texts)."""
+
 
 def _item_bytes(item: Any, modality: str, index: int) -> bytes:
     """The content an embedding depends on. For images, a path and the raw bytes of the same
     file give the same key; for text, the UTF-8 string."""
     if isinstance(item, str) and modality != "image":
         try:
-            return b"text\0" + item.encode("utf-8")
+            return TEXT_TAG + item.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InputError(index, f"text is not valid Unicode: {exc}") from None
     if isinstance(item, (str, os.PathLike)):
@@ -62,7 +66,7 @@ def content_digests(embedder_name: str, items: Sequence[Any], modality: str = "t
     named = hashlib.sha256(embedder_name.encode("utf-8") + b"\0")
     if modality != "image" and set(map(type, items)) <= {str}:
         texts = named.copy()
-        texts.update(b"text\0")
+        texts.update(TEXT_TAG)
         try:
             return _digests(texts, map(str.encode, items))
         except UnicodeEncodeError:
